@@ -1,0 +1,21 @@
+//! Kernel programs of handshake-trace. Built for `bpfel-unknown-none` by
+//! `cargo xtask build` and embedded in the collector binary.
+//!
+//! One file per event family; each program is named after its attach point.
+#![no_std]
+#![no_main]
+
+mod accept;
+mod common;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic, so this is never called.
+    loop {}
+}
+
+/// The kernel wants a license string to allow GPL-only helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

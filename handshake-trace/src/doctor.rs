@@ -1,0 +1,210 @@
+//! `doctor`: can tracing work on this machine, and what would it trace.
+use std::{fmt, io::Write, path::Path};
+
+use anyhow::Result;
+
+use crate::{privileges, probes, targets, tracefs};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pass,
+    Fail,
+    Info,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Pass => "[ ok ]",
+            Status::Fail => "[FAIL]",
+            Status::Info => "[info]",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub status: Status,
+    pub what: String,
+    pub detail: String,
+    /// How to fix a failure.
+    pub fix: Option<String>,
+}
+
+fn check(status: Status, what: &str, detail: impl Into<String>, fix: Option<&str>) -> Check {
+    Check { status, what: what.into(), detail: detail.into(), fix: fix.map(Into::into) }
+}
+
+/// Ring buffers arrived in Linux 5.8.
+const MIN_KERNEL: (u32, u32) = (5, 8);
+
+pub fn parse_kernel_release(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string()
+}
+
+/// Create (and close) a BPF ring buffer map: the real test of support.
+fn ringbuf_supported() -> Result<(), String> {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+    let mut attr = [0u32; 32];
+    attr[0] = BPF_MAP_TYPE_RINGBUF;
+    attr[3] = 4096; // max_entries = size in bytes
+    // SAFETY: attr is a zeroed bpf_attr large enough for BPF_MAP_CREATE.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, attr.as_mut_ptr(), std::mem::size_of_val(&attr))
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: fd was just returned by the kernel.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+/// Run every check.
+pub fn run_checks() -> Vec<Check> {
+    let mut out = Vec::new();
+    let privileged = privileges::caps_allow_bpf(privileges::effective_caps());
+    out.push(if privileged {
+        check(Status::Pass, "privileges", privileges::describe(), None)
+    } else {
+        check(Status::Fail, "privileges", privileges::describe(), Some("run as root (sudo handshake-trace ...)"))
+    });
+
+    let release = kernel_release();
+    out.push(match parse_kernel_release(&release) {
+        Some(v) if v >= MIN_KERNEL => check(Status::Pass, "kernel", format!("{release} (≥ 5.8)"), None),
+        _ => check(Status::Fail, "kernel", format!("{release} (< 5.8: no BPF ring buffer)"), Some("use Linux 5.8 or newer")),
+    });
+
+    out.push(if Path::new("/sys/kernel/btf/vmlinux").exists() {
+        check(Status::Pass, "BTF", "/sys/kernel/btf/vmlinux", None)
+    } else {
+        check(Status::Info, "BTF", "absent (not needed: syscall tracepoint offsets come from tracefs)", None)
+    });
+
+    let tracefs_dir = match tracefs::find() {
+        Some(p) => {
+            out.push(check(Status::Pass, "tracefs", format!("mounted at {}", p.display()), None));
+            Some(p)
+        }
+        None if privileged => match tracefs::mount() {
+            Ok(p) => {
+                out.push(check(Status::Pass, "tracefs", format!("was not mounted; mounted it at {}", p.display()), None));
+                Some(p)
+            }
+            Err(e) => {
+                out.push(check(Status::Fail, "tracefs", format!("not mounted: {e:#}"), Some("mount -t tracefs nodev /sys/kernel/tracing")));
+                None
+            }
+        },
+        None => {
+            out.push(check(Status::Fail, "tracefs", "not mounted (or not readable)", Some("as root: mount -t tracefs nodev /sys/kernel/tracing")));
+            None
+        }
+    };
+
+    if let Some(dir) = &tracefs_dir {
+        for (cat, name) in probes::ATTACH_POINTS {
+            let what = format!("tracepoint {cat}:{name}");
+            out.push(if tracefs::format_path(dir, cat, name).exists() {
+                check(Status::Pass, &what, "present", None)
+            } else {
+                check(Status::Fail, &what, "missing", Some("a kernel built with CONFIG_FTRACE_SYSCALLS"))
+            });
+        }
+        out.push(if dir.join("kprobe_events").exists() {
+            check(Status::Info, "kprobes", "available (not used: handshake-trace attaches to tracepoints only)", None)
+        } else {
+            check(Status::Info, "kprobes", "absent (CONFIG_KPROBES off) — not needed: handshake-trace attaches to tracepoints only", None)
+        });
+    }
+
+    out.push(if !privileged {
+        check(Status::Fail, "BPF ring buffer", "not checked (needs privileges)", Some("run as root"))
+    } else {
+        match ringbuf_supported() {
+            Ok(()) => check(Status::Pass, "BPF ring buffer", "supported", None),
+            Err(e) => check(Status::Fail, "BPF ring buffer", format!("cannot create one: {e}"), Some("use Linux 5.8 or newer with CONFIG_BPF_SYSCALL")),
+        }
+    });
+
+    out.push(if !probes::has_kernel_programs() {
+        check(Status::Fail, "kernel programs", "not embedded in this binary (plain cargo build)", Some("build with `cargo xtask build`"))
+    } else if !privileged || tracefs_dir.is_none() {
+        check(Status::Info, "kernel programs", format!("embedded ({} bytes); load not tried", probes::EBPF_OBJECT.len()), None)
+    } else {
+        match probes::Probes::load(&probes::LoadOptions::default()) {
+            Ok(p) => {
+                drop(p);
+                check(Status::Pass, "kernel programs", format!("{} programs verified, attached and detached", probes::ATTACH_POINTS.len()), None)
+            }
+            Err(e) => check(Status::Fail, "kernel programs", format!("{e:#}"), Some("see the error; `bpftool prog` and dmesg may say more")),
+        }
+    });
+
+    let servers = targets::find_servers();
+    if servers.is_empty() {
+        out.push(check(Status::Info, "MySQL servers", "none running (looked for mysqld, mariadbd)", None));
+    }
+    for s in servers {
+        let exe = s.exe.as_ref().map(|e| e.display().to_string()).unwrap_or_else(|| "?".into());
+        let version = s.exe.as_deref().and_then(targets::server_version).unwrap_or_else(|| "version unknown".into());
+        let mut ports: Vec<String> = s.listening.iter().map(|a| a.to_string()).collect();
+        ports.sort();
+        let ports = if ports.is_empty() { "no TCP listener".to_string() } else { ports.join(", ") };
+        out.push(check(
+            Status::Info,
+            "MySQL server",
+            format!("pid {} {} ({exe}, {version}) listening on {ports}", s.pid, s.comm),
+            None,
+        ));
+    }
+    out
+}
+
+/// Print the checks; Ok(false) when tracing cannot work.
+pub fn report(checks: &[Check], out: &mut dyn Write) -> Result<bool> {
+    for c in checks {
+        write!(out, "{} {}: {}", c.status, c.what, c.detail)?;
+        if let Some(fix) = &c.fix {
+            write!(out, " — fix: {fix}")?;
+        }
+        writeln!(out)?;
+    }
+    let ok = checks.iter().all(|c| c.status != Status::Fail);
+    writeln!(out, "{}", if ok { "handshake-trace can trace on this machine." } else { "handshake-trace cannot trace here until the failures above are fixed." })?;
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_release_parsing() {
+        assert_eq!(parse_kernel_release("6.18.44-fc-v769"), Some((6, 18)));
+        assert_eq!(parse_kernel_release("5.4.0-150-generic"), Some((5, 4)));
+        assert!(parse_kernel_release("5.4.0").unwrap() < MIN_KERNEL);
+        assert_eq!(parse_kernel_release("garbage"), None);
+    }
+
+    #[test]
+    fn report_fails_when_any_check_fails() {
+        let mut buf = Vec::new();
+        let checks = vec![
+            check(Status::Pass, "a", "fine", None),
+            check(Status::Fail, "b", "broken", Some("do x")),
+        ];
+        assert!(!report(&checks, &mut buf).unwrap());
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("[FAIL] b: broken — fix: do x"), "{text}");
+        let mut buf = Vec::new();
+        assert!(report(&checks[..1], &mut buf).unwrap());
+    }
+}

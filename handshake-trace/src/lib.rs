@@ -1,0 +1,16 @@
+//! handshake-trace: what happened during each MySQL/MariaDB connection handshake,
+//! traced from kernel tracepoints on a production server.
+//!
+//! Pure modules (no aya, no tokio): `events`, `render`, `tracefs`, `targets`,
+//! `clock`, `privileges`. Kernel plumbing: `probes`. Orchestration: `watch`,
+//! `doctor`, `lab`.
+pub mod clock;
+pub mod doctor;
+pub mod events;
+pub mod lab;
+pub mod privileges;
+pub mod probes;
+pub mod render;
+pub mod targets;
+pub mod tracefs;
+pub mod watch;

@@ -1,0 +1,133 @@
+use std::{io::Write, time::Duration};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use handshake_trace::{doctor, lab, watch};
+
+const EXAMPLES: &str = "\
+EXAMPLES:
+    handshake-trace doctor               # can this machine trace? which servers are there?
+    handshake-trace watch                # every mysqld/mariadbd, including ones started later
+    handshake-trace watch -p 1234        # only pid 1234
+    handshake-trace watch --port 3306    # only connections accepted on port 3306
+    handshake-trace watch -j -d 60 > accepts.jsonl   # JSON Lines for one minute
+    handshake-trace lab                  # a throwaway MariaDB, real clients, traced live
+";
+
+#[derive(Parser)]
+#[command(
+    name = "handshake-trace",
+    version,
+    about = "Trace MySQL/MariaDB connection handshakes from kernel tracepoints",
+    long_about = "Trace MySQL/MariaDB connection handshakes on a running server, from kernel \
+                  tracepoints: no debug build, no restart, no packet capture. Needs root \
+                  (or CAP_BPF + CAP_PERFMON).",
+    after_help = EXAMPLES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach to running servers and print each connection they accept.
+    #[command(after_help = EXAMPLES)]
+    Watch {
+        /// Trace this process (repeatable). Default: every process named mysqld or mariadbd.
+        #[arg(short = 'p', long = "pid", value_name = "PID")]
+        pids: Vec<u32>,
+        /// Keep only connections accepted on this local port.
+        #[arg(long, value_name = "PORT")]
+        port: Option<u16>,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(short = 'd', long = "duration", value_name = "SECS")]
+        duration: Option<u64>,
+        /// JSON Lines output, one object per event (fields: docs/json.md).
+        #[arg(short = 'j', long)]
+        json: bool,
+        /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two).
+        #[arg(long, value_name = "KIB", default_value_t = 4096)]
+        ringbuf_kb: u32,
+    },
+    /// Check that tracing can work here; list the MySQL servers found.
+    Doctor,
+    /// Run a lab scenario against a server this command starts (needs root).
+    Lab {
+        /// Scenario to run (see --list).
+        #[arg(default_value = "logins")]
+        scenario: String,
+        /// List the scenarios.
+        #[arg(long)]
+        list: bool,
+        /// JSON Lines output.
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
+}
+
+/// Completes on Ctrl-C, SIGTERM, SIGHUP or after `duration`: every way to end
+/// a trace goes through the same clean detach.
+async fn stop_signal(duration: Option<Duration>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let timer = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
+        _ = timer => {}
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    match cli.command {
+        Command::Watch { pids, port, duration, json, ringbuf_kb } => {
+            let opts = watch::WatchOptions {
+                pids,
+                port,
+                json,
+                ringbuf_bytes: Some(ringbuf_kb.saturating_mul(1024)),
+            };
+            let summary =
+                watch::run(&opts, &mut stdout, &mut stderr, stop_signal(duration.map(Duration::from_secs)))
+                    .await?;
+            watch::print_summary(&summary, &mut stderr)?;
+            Ok(0)
+        }
+        Command::Doctor => {
+            let ok = doctor::report(&doctor::run_checks(), &mut stdout)?;
+            Ok(if ok { 0 } else { 1 })
+        }
+        Command::Lab { scenario, list, json } => {
+            if list {
+                lab::list(&mut stdout)?;
+            } else {
+                lab::run(&scenario, json, &mut stdout, &mut stderr).await?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let code = match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("handshake-trace: error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,218 @@
+//! Finding the MySQL/MariaDB servers to trace, and what /proc says about their sockets.
+use std::{
+    collections::HashMap,
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+};
+
+use anyhow::{bail, Result};
+
+/// Process names (`comm`) traced by default.
+pub const SERVER_NAMES: &[&str] = &["mysqld", "mariadbd"];
+
+/// A server process seen in /proc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerProcess {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: Option<PathBuf>,
+    pub listening: Vec<SocketAddr>,
+}
+
+/// The `comm` of a process, None if it is gone.
+pub fn comm(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string())
+}
+
+pub fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Every running process named like a MySQL server.
+pub fn find_servers() -> Vec<ServerProcess> {
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    let mut found: Vec<ServerProcess> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let comm = comm(pid)?;
+            SERVER_NAMES.contains(&comm.as_str()).then(|| describe(pid, comm))
+        })
+        .collect();
+    found.sort_by_key(|s| s.pid);
+    found
+}
+
+/// What /proc tells about one process.
+pub fn describe(pid: u32, comm: String) -> ServerProcess {
+    ServerProcess {
+        pid,
+        comm,
+        exe: fs::read_link(format!("/proc/{pid}/exe")).ok(),
+        listening: listening_sockets(pid).into_values().collect(),
+    }
+}
+
+/// Resolve the `-p` arguments: each must be a live process.
+pub fn check_pids(pids: &[u32]) -> Result<Vec<ServerProcess>> {
+    let mut out = Vec::new();
+    for &pid in pids {
+        match comm(pid) {
+            Some(c) => out.push(describe(pid, c)),
+            None => bail!("no process with pid {pid}"),
+        }
+    }
+    Ok(out)
+}
+
+/// The fds of a process that are sockets: fd → socket inode.
+pub fn socket_fds(pid: u32) -> HashMap<i32, u64> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return HashMap::new() };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+        let link = fs::read_link(e.path()).ok()?;
+        let inode = link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()?;
+        Some((fd, inode))
+    })
+    .collect()
+}
+
+/// One row of /proc/net/tcp or tcp6.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpRow {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Kernel TCP state (0x0A = LISTEN, 0x01 = ESTABLISHED).
+    pub state: u8,
+    pub inode: u64,
+}
+
+pub const TCP_LISTEN: u8 = 0x0A;
+
+/// Parse the text of /proc/net/tcp or /proc/net/tcp6.
+pub fn parse_proc_net_tcp(text: &str) -> Vec<TcpRow> {
+    text.lines().skip(1).filter_map(parse_tcp_line).collect()
+}
+
+// "  0: 0100007F:0CEA 00000000:0000 0A 00000000:00000000 00:00000000 00000000   107  0 23456 1 ..."
+fn parse_tcp_line(line: &str) -> Option<TcpRow> {
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    if cols.len() < 10 {
+        return None;
+    }
+    Some(TcpRow {
+        local: parse_hex_addr(cols[1])?,
+        remote: parse_hex_addr(cols[2])?,
+        state: u8::from_str_radix(cols[3], 16).ok()?,
+        inode: cols[9].parse().ok()?,
+    })
+}
+
+// The address is in the kernel's byte order, printed 32 bits at a time.
+fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Vec<u32> = (0..ip.len() / 8)
+        .map(|i| u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16).map(u32::from_be))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let ip = match words.len() {
+        1 => IpAddr::V4(Ipv4Addr::from(words[0].to_be_bytes())),
+        4 => {
+            let mut b = [0u8; 16];
+            for (i, w) in words.iter().enumerate() {
+                b[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
+            }
+            let v6 = Ipv6Addr::from(b);
+            v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// TCP sockets of the process's network namespace, by inode.
+fn tcp_table(pid: u32) -> HashMap<u64, TcpRow> {
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|f| fs::read_to_string(format!("/proc/{pid}/net/{f}")).ok())
+        .flat_map(|t| parse_proc_net_tcp(&t))
+        .map(|r| (r.inode, r))
+        .collect()
+}
+
+/// Listening TCP sockets of a process: fd → local address.
+pub fn listening_sockets(pid: u32) -> HashMap<i32, SocketAddr> {
+    let table = tcp_table(pid);
+    socket_fds(pid)
+        .into_iter()
+        .filter_map(|(fd, inode)| {
+            let row = table.get(&inode)?;
+            (row.state == TCP_LISTEN).then_some((fd, row.local))
+        })
+        .collect()
+}
+
+/// Local and remote address of a connected socket fd (fallback when accept gave no address).
+pub fn socket_addrs(pid: u32, fd: i32) -> Option<(SocketAddr, SocketAddr)> {
+    let inode = *socket_fds(pid).get(&fd)?;
+    let row = tcp_table(pid).remove(&inode)?;
+    Some((row.local, row.remote))
+}
+
+/// The server's own version string (`mariadbd --version`), best effort.
+pub fn server_version(exe: &std::path::Path) -> Option<String> {
+    let out = std::process::Command::new(exe).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "mariadbd  Ver 10.11.14-MariaDB-0+deb12u2 for debian-linux-gnu on x86_64 (Debian 12)"
+    let ver = text.split_whitespace().skip_while(|w| *w != "Ver").nth(1)?;
+    Some(ver.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0CEA 00000000:0000 0A 00000000:00000000 00:00000000 00000000   107        0 23456 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:0CEA 0100007F:C822 01 00000000:00000000 00:00000000 00000000   107        0 23999 1 0000000000000000 20 4 30 10 -1
+";
+
+    #[test]
+    fn parses_ipv4_rows() {
+        let rows = parse_proc_net_tcp(TCP);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].local, "127.0.0.1:3306".parse().unwrap());
+        assert_eq!(rows[0].state, TCP_LISTEN);
+        assert_eq!(rows[0].inode, 23456);
+        assert_eq!(rows[1].remote, "127.0.0.1:51234".parse().unwrap());
+        assert_eq!(rows[1].state, 1);
+    }
+
+    #[test]
+    fn parses_ipv6_rows() {
+        let text = "header\n   0: 00000000000000000000000001000000:0CEA 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0 100 0 0 10 0\n   1: 0000000000000000FFFF00000100007F:0CEA 0000000000000000FFFF00000100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 778 1 0 100 0 0 10 0\n";
+        let rows = parse_proc_net_tcp(text);
+        assert_eq!(rows[0].local, "[::1]:3306".parse().unwrap());
+        assert_eq!(rows[1].remote, "127.0.0.1:54321".parse().unwrap());
+    }
+
+    #[test]
+    fn this_process_is_found_and_a_missing_pid_is_an_error() {
+        let me = std::process::id();
+        assert!(process_exists(me));
+        assert_eq!(check_pids(&[me]).unwrap()[0].pid, me);
+        // pid_max is at most 2^22: this pid cannot exist.
+        let err = check_pids(&[u32::MAX - 1]).unwrap_err().to_string();
+        assert!(err.contains("no process with pid"), "{err}");
+    }
+
+    #[test]
+    fn finds_our_own_listening_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let socks = listening_sockets(std::process::id());
+        assert!(socks.values().any(|a| *a == addr), "{socks:?} lacks {addr}");
+    }
+}

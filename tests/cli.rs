@@ -1,0 +1,56 @@
+//! The binary's answers to bad input and its `doctor`, as root.
+use std::process::Command;
+
+use handshake_trace_tests::*;
+
+#[test]
+fn doctor_passes_here_and_says_kprobes_are_not_needed() {
+    let Some(bin) = ready("doctor_passes_here_and_says_kprobes_are_not_needed") else { return };
+    let out = Command::new(&bin).arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("[FAIL]"), "{text}");
+    assert!(text.contains("kernel programs: 4 programs verified"), "{text}");
+    assert!(text.contains("kprobes:") && text.contains("not needed"), "{text}");
+}
+
+#[test]
+fn doctor_lists_a_running_server_with_its_port_and_version() {
+    let Some(bin) = ready("doctor_lists_a_running_server_with_its_port_and_version") else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let out = Command::new(&bin).arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("pid {} mariadbd", db.pid())))
+        .unwrap_or_else(|| panic!("server not listed:\n{text}"));
+    assert!(line.contains(&db.addr().to_string()), "{line}");
+    assert!(line.contains("MariaDB"), "{line}");
+}
+
+#[test]
+fn watch_as_an_unprivileged_user_fails_clearly() {
+    let Some(bin) = ready("watch_as_an_unprivileged_user_fails_clearly") else { return };
+    // The binary must be reachable by `nobody`: copy it to a world-readable place.
+    let copy = std::env::temp_dir().join(format!("handshake-trace-nobody-{}", std::process::id()));
+    std::fs::copy(&bin, &copy).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(&copy)
+        .args(["watch", "-p", "1"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&copy);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("needs root (or CAP_BPF and CAP_PERFMON)"), "{err}");
+}
+
+#[test]
+fn watch_of_a_missing_pid_fails_clearly() {
+    let Some(bin) = ready("watch_of_a_missing_pid_fails_clearly") else { return };
+    let out = Command::new(&bin).args(["watch", "-p", "4194303"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no process with pid 4194303"), "{err}");
+}

@@ -1,0 +1,167 @@
+//! Shared harness of the root integration tests: skip loudly when they cannot run,
+//! run the real binary as a tracer, collect what it printed.
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+pub use handshake_trace::lab::mariadb::{self, MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
+
+/// Print a skip notice that libtest's output capture cannot swallow.
+pub fn skip(test: &str, why: &str) {
+    let _ = std::io::stderr().write_all(format!("SKIPPED {test}: {why}\n").as_bytes());
+}
+
+/// The binary under test, when this test can run: root, a binary with real
+/// kernel programs (built by `cargo xtask build`) and MariaDB installed.
+pub fn ready(test: &str) -> Option<PathBuf> {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip(test, "not root (run `cargo xtask test` as root)");
+        return None;
+    }
+    let bin = std::env::var_os("HANDSHAKE_TRACE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/handshake-trace"));
+    if !bin.is_file() {
+        skip(test, &format!("{} not built (run `cargo xtask test`)", bin.display()));
+        return None;
+    }
+    if !mariadb::installed() {
+        skip(test, "MariaDB is not installed (`cargo xtask setup` installs it)");
+        return None;
+    }
+    Some(bin)
+}
+
+/// What a finished tracer printed.
+#[derive(Debug, Default)]
+pub struct TracerOutput {
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+    pub code: Option<i32>,
+}
+
+impl TracerOutput {
+    /// stdout parsed as JSON Lines (panics on a line that is not JSON).
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.join("\n")
+    }
+}
+
+/// A running `handshake-trace` process.
+pub struct Tracer {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    early_stderr: Vec<String>,
+}
+
+fn lines_of(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Tracer {
+    /// Start `bin args...` and wait until it says it is tracing.
+    pub fn start(bin: &PathBuf, args: &[&str]) -> Tracer {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start handshake-trace");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let mut t = Tracer { child, stdout, stderr, early_stderr: Vec::new() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match t.stderr.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let started = line.starts_with("Tracing");
+                    t.early_stderr.push(line);
+                    if started {
+                        return t;
+                    }
+                }
+                Err(_) if Instant::now() > deadline => panic!("tracer did not start: {:?}", t.early_stderr),
+                Err(_) => {
+                    if let Ok(Some(status)) = t.child.try_wait() {
+                        panic!("tracer exited ({status}) before tracing: {:?}", t.early_stderr);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send `signal`, wait for the exit and collect the output.
+    pub fn stop_with(mut self, signal: i32) -> TracerOutput {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break self.child.wait().unwrap();
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = TracerOutput { code: status.code(), ..Default::default() };
+        out.stdout = self.stdout.iter().collect();
+        out.stderr = std::mem::take(&mut self.early_stderr);
+        out.stderr.extend(self.stderr.iter());
+        out
+    }
+
+    /// Ctrl-C.
+    pub fn stop(self) -> TracerOutput {
+        self.stop_with(libc::SIGINT)
+    }
+}
+
+/// Programs of ours currently loaded in the kernel (by name, as bpftool truncates them).
+pub fn our_loaded_programs() -> usize {
+    let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool prog show");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("tracepoint") && l.contains("name sys_e"))
+        .count()
+}
+
+/// Wait until `f` holds, up to `timeout`.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}

@@ -1,0 +1,107 @@
+//! `watch` against a real MariaDB with real clients and real kernel probes.
+use std::{io::Read, net::TcpStream, time::Duration};
+
+use handshake_trace_tests::*;
+use serde_json::Value;
+
+/// The accept event for the client at `port`, if the tracer printed one.
+fn accept_for(events: &[Value], port: u16) -> Option<&Value> {
+    events.iter().find(|e| e["event"] == "accept" && e["client_port"] == port)
+}
+
+#[test]
+fn watch_shows_each_accepted_connection_with_its_client_port() {
+    let Some(bin) = ready("watch_shows_each_accepted_connection_with_its_client_port") else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let listen_fd = *handshake_trace::targets::listening_sockets(db.pid())
+        .iter()
+        .find(|(_, a)| a.port() == db.port())
+        .expect("the server's listening socket")
+        .0;
+    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j"]);
+
+    // A raw client: we know its port because we own the socket. Read the greeting, leave.
+    let mut raw = TcpStream::connect(db.addr()).unwrap();
+    let raw_port = raw.local_addr().unwrap().port();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut greeting = [0u8; 4];
+    raw.read_exact(&mut greeting).unwrap();
+    drop(raw);
+
+    // The real CLI: the server tells us the client port it saw.
+    let out = db
+        .client(
+            LAB_USER,
+            LAB_PASSWORD,
+            &["-e", "SELECT SUBSTRING_INDEX(HOST, ':', -1) FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()"],
+        )
+        .unwrap();
+    assert!(out.status.success(), "mariadb client failed: {}", String::from_utf8_lossy(&out.stderr));
+    let cli_port: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("client port");
+
+    std::thread::sleep(Duration::from_millis(300));
+    let output = tracer.stop();
+    assert_eq!(output.code, Some(0), "tracer failed: {}", output.stderr_text());
+    let events = output.json();
+    for port in [raw_port, cli_port] {
+        let e = accept_for(&events, port)
+            .unwrap_or_else(|| panic!("no accept for client port {port} in {events:#?}"));
+        assert_eq!(e["pid"], db.pid());
+        assert_eq!(e["client_ip"], "127.0.0.1");
+        assert_eq!(e["listen_fd"], listen_fd);
+        assert_eq!(e["server"], db.addr().to_string());
+        assert!(e["fd"].as_i64().unwrap() > listen_fd as i64, "{e}");
+        assert_eq!(e["error"], Value::Null);
+    }
+    // MariaDB accepts until EAGAIN: those are filtered in the kernel, never printed.
+    assert!(events.iter().all(|e| e["error"].is_null()), "{events:#?}");
+    let err = output.stderr_text();
+    assert!(err.contains("Summary: 2 connections accepted"), "{err}");
+    assert!(err.contains(" 0 lost "), "{err}");
+}
+
+#[test]
+fn port_filter_keeps_only_connections_on_that_port() {
+    let Some(bin) = ready("port_filter_keeps_only_connections_on_that_port") else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--port", "1"]);
+    let c = TcpStream::connect(db.addr()).unwrap();
+    let port = c.local_addr().unwrap().port();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(300));
+    let output = tracer.stop();
+    assert!(accept_for(&output.json(), port).is_none(), "{:?}", output.stdout);
+    assert!(output.stderr_text().contains("1 on other ports"), "{}", output.stderr_text());
+}
+
+#[test]
+fn a_target_that_exits_mid_trace_leaves_the_tracer_running() {
+    let Some(bin) = ready("a_target_that_exits_mid_trace_leaves_the_tracer_running") else { return };
+    let mut db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let pid = db.pid();
+    let tracer = Tracer::start(&bin, &["watch", "-p", &pid.to_string(), "-j"]);
+    db.stop();
+    let tracer_pid = tracer.pid();
+    // The tracer notices within its 1 s refresh and keeps going.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(handshake_trace::targets::process_exists(tracer_pid), "tracer died with its target");
+    let output = tracer.stop();
+    assert_eq!(output.code, Some(0), "{}", output.stderr_text());
+    assert!(output.stderr_text().contains(&format!("pid {pid} exited; still tracing")), "{}", output.stderr_text());
+}
+
+#[test]
+fn programs_are_detached_on_exit_and_on_kill() {
+    let Some(bin) = ready("programs_are_detached_on_exit_and_on_kill") else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let before = our_loaded_programs();
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string()]);
+        assert_eq!(our_loaded_programs(), before + 4, "4 programs attached while tracing");
+        tracer.stop_with(signal);
+        assert!(
+            eventually(Duration::from_secs(5), || our_loaded_programs() == before),
+            "programs still loaded after signal {signal}"
+        );
+    }
+}
