@@ -60,7 +60,7 @@ fn apt_install(pkgs: &[&str]) -> Result<()> {
     eprintln!("xtask: installing {}", missing.join(" "));
     run(Command::new("apt-get").args(["update", "-q"]))?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(["install", "-y", "-q"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
