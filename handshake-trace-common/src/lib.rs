@@ -8,8 +8,52 @@
 
 /// Event kinds, the first field of every record in the `EVENTS` ring buffer.
 pub mod kind {
-    /// An `accept`/`accept4` by a target process returned (successfully or not).
+    /// An `accept`/`accept4` by a target process returned: [`AcceptEvent`](super::AcceptEvent).
     pub const ACCEPT: u32 = 1;
+    /// A syscall on a connection in its handshake, or a timer/kill by a target: [`SysEvent`](super::SysEvent).
+    pub const SYSCALL: u32 = 2;
+    /// A read or write on a connection in its handshake, with payload: [`IoEvent`](super::IoEvent).
+    pub const IO: u32 = 3;
+    /// A signal generated for / delivered to a handler thread: [`SignalEvent`](super::SignalEvent).
+    pub const SIGNAL: u32 = 4;
+    /// A TCP event (retransmit, reset, state change) of a connection in its handshake: [`TcpEvent`](super::TcpEvent).
+    pub const TCP: u32 = 5;
+    /// A target process exited: [`EventHeader`](super::EventHeader) alone.
+    pub const PROCESS_EXIT: u32 = 6;
+}
+
+/// Syscall identifiers in [`SysEvent::syscall`] (ours, not the kernel's numbers).
+pub mod sys {
+    pub const READ: u32 = 1;
+    pub const READV: u32 = 2;
+    pub const RECVFROM: u32 = 3;
+    pub const RECVMSG: u32 = 4;
+    pub const WRITE: u32 = 5;
+    pub const WRITEV: u32 = 6;
+    pub const SENDTO: u32 = 7;
+    pub const SENDMSG: u32 = 8;
+    pub const POLL: u32 = 9;
+    pub const PPOLL: u32 = 10;
+    pub const SELECT: u32 = 11;
+    pub const PSELECT6: u32 = 12;
+    pub const FCNTL: u32 = 13;
+    pub const SETSOCKOPT: u32 = 14;
+    pub const CLOSE: u32 = 15;
+    pub const SHUTDOWN: u32 = 16;
+    pub const ALARM: u32 = 17;
+    pub const SETITIMER: u32 = 18;
+    pub const TIMER_SETTIME: u32 = 19;
+    pub const KILL: u32 = 20;
+    pub const TKILL: u32 = 21;
+    pub const TGKILL: u32 = 22;
+}
+
+/// What a [`TcpEvent`] reports.
+pub mod tcp {
+    pub const RETRANSMIT: u32 = 1;
+    pub const SEND_RESET: u32 = 2;
+    pub const RECEIVE_RESET: u32 = 3;
+    pub const STATE: u32 = 4;
 }
 
 /// Indexes of the per-CPU counters in the `COUNTERS` map.
@@ -19,7 +63,7 @@ pub mod counter {
     pub const EMITTED: u32 = 0;
     /// Records dropped because the ring buffer was full.
     pub const LOST_RINGBUF: u32 = 1;
-    /// Records dropped because a bounded map (pending syscalls, connections) was full.
+    /// Records dropped because a bounded map (syscalls in flight, connections) was full.
     pub const LOST_MAPFULL: u32 = 2;
     /// Number of counters.
     pub const COUNT: u32 = 3;
@@ -30,23 +74,60 @@ pub const MAX_TARGETS: u32 = 256;
 /// Capacity of the map of syscalls in flight between their enter and exit tracepoints
 /// (keyed by thread id): one per thread of the targets that is inside a traced syscall.
 pub const MAX_IN_FLIGHT: u32 = 16384;
+/// Capacity of the maps of connections in their handshake (and their handler threads, peers).
+pub const MAX_CONNS: u32 = 16384;
+/// Bytes of each read/write payload copied during the handshake: a greeting, a login
+/// header with user and database, an ERR with its message.
+pub const PAYLOAD_MAX: usize = 256;
 /// Default ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const DEFAULT_RINGBUF_BYTES: u32 = 4 << 20;
+/// Marks an offset whose tracepoint lacks the field.
+pub const NO_FIELD: u32 = u32::MAX;
+
+/// Offsets of the fields of one TCP tracepoint the programs read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpOffsets {
+    /// `dport` (host order), or NO_FIELD when the address is a sockaddr (`daddr[28]`).
+    pub dport: u32,
+    /// `daddr_v6` (16 bytes, IPv4 peers v4-mapped), or the sockaddr `daddr`.
+    pub daddr: u32,
+    /// `oldstate` / `newstate` for inet_sock_set_state; `protocol` (u16); else NO_FIELD.
+    pub oldstate: u32,
+    pub newstate: u32,
+    pub protocol: u32,
+    /// 1 when `daddr` is a `struct sockaddr_in6`-sized sockaddr rather than `daddr_v6`.
+    pub daddr_is_sockaddr: u32,
+}
 
 /// Byte offsets of the tracepoint fields the programs read. The collector fills
 /// this from each tracepoint's `format` file at load time and writes it into the
 /// object's read-only global `TP_OFFSETS` before loading, so a kernel that lays
-/// syscall arguments out differently is still read correctly.
+/// fields out differently is still read correctly.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TracepointOffsets {
-    /// `sys_enter_accept{,4}`: the listening fd.
-    pub accept_fd: u32,
-    /// `sys_enter_accept{,4}`: the user pointer to the peer's `struct sockaddr`.
-    pub accept_addr: u32,
+    /// `sys_enter_*`: the first argument; the others follow 8 bytes apart (checked).
+    pub syscall_arg0: u32,
     /// `sys_exit_*`: the return value.
     pub exit_ret: u32,
+    /// `signal:signal_generate`.
+    pub gen_sig: u32,
+    pub gen_errno: u32,
+    pub gen_code: u32,
+    pub gen_pid: u32,
+    pub gen_result: u32,
+    /// `signal:signal_deliver`.
+    pub deliver_sig: u32,
+    pub deliver_errno: u32,
+    pub deliver_code: u32,
+    /// `sched:sched_process_exit`: the exiting task's pid (tid).
+    pub exit_pid: u32,
     pub _pad: u32,
+    pub retransmit: TcpOffsets,
+    pub send_reset: TcpOffsets,
+    pub receive_reset: TcpOffsets,
+    pub set_state: TcpOffsets,
 }
 
 /// Fields common to every record.
@@ -81,6 +162,128 @@ pub struct AcceptEvent {
     pub _pad: u32,
     /// Peer address: 4 bytes for AF_INET, 16 for AF_INET6, network order.
     pub addr: [u8; 16],
+    /// Generation of the connection: tells a reused fd's connections apart.
+    pub conn_gen: u64,
+}
+
+/// A syscall without payload: waits, socket options, fcntl, close, timers, kills.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysEvent {
+    pub header: EventHeader,
+    /// Generation of the connection (0 for timers and kills, which name no connection).
+    pub conn_gen: u64,
+    /// The raw return value (negative errno, kernel restart codes included).
+    pub ret: i64,
+    /// Time between the syscall's entry and exit.
+    pub duration_ns: u64,
+    /// Syscall-specific arguments, see `docs/` and `events.rs` (timeouts, option values).
+    pub args: [u64; 4],
+    /// The connection's fd (-1 for none).
+    pub fd: i32,
+    /// One of [`sys`].
+    pub syscall: u32,
+}
+
+/// A read or write with the first [`PAYLOAD_MAX`] bytes transferred.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoEvent {
+    pub sys: SysEvent,
+    /// Bytes copied into `payload` (≤ PAYLOAD_MAX and ≤ the bytes transferred).
+    pub captured: u32,
+    pub _pad: u32,
+    pub payload: [u8; PAYLOAD_MAX],
+}
+
+/// `signal_generate` (in the sender's context) or `signal_deliver` (in the receiver's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignalEvent {
+    pub header: EventHeader,
+    pub conn_gen: u64,
+    pub fd: i32,
+    pub signal: u32,
+    /// The receiving thread.
+    pub target_tid: u32,
+    pub code: i32,
+    /// signal_generate's result (0 delivered, 1 ignored, 2 already pending, ...).
+    pub result: i32,
+    pub errno: i32,
+    /// 0 = generated, 1 = delivered.
+    pub delivered: u32,
+    pub _pad: u32,
+}
+
+/// A TCP event of a connection in its handshake.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpEvent {
+    pub header: EventHeader,
+    pub conn_gen: u64,
+    pub fd: i32,
+    /// One of [`tcp`].
+    pub what: u32,
+    pub oldstate: u32,
+    pub newstate: u32,
+}
+
+/// A connection in its handshake, keyed by [`ConnKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conn {
+    pub gen: u64,
+    /// Peer, for the TCP tracepoints: v4-mapped IPv6 and host-order port.
+    pub peer_addr: [u8; 16],
+    pub peer_port: u16,
+    /// I/O events left before a TLS connection stops being traced (its OK is encrypted).
+    pub tls_budget: u16,
+    /// [`CONN_TLS`] once the client started TLS.
+    pub flags: u32,
+}
+
+/// `Conn::flags`: the client switched to TLS; payloads are no longer MySQL packets.
+pub const CONN_TLS: u32 = 1;
+/// I/O events a TLS connection is traced for after its ClientHello: the TLS handshake
+/// and the encrypted login and its reply fit; query traffic after it is not traced.
+pub const TLS_BUDGET: u16 = 12;
+
+/// Pseudo-syscall of the [`SysEvent`] that says the kernel stopped tracing a
+/// connection; `args[0]` is one of [`end`].
+pub const SYS_TRACKING_END: u32 = 100;
+pub mod end {
+    /// The server wrote OK (after the login) or ERR: the handshake is over.
+    pub const REPLY: u64 = 1;
+    /// A TLS connection used up its budget of traced I/O.
+    pub const TLS_BUDGET: u64 = 2;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub fd: i32,
+}
+
+/// The connection a handler thread last worked on (for signals and select).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadConn {
+    pub tgid: u32,
+    pub fd: i32,
+    pub gen: u64,
+}
+
+/// A client's address as the TCP tracepoints show it on the server's socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    /// IPv6, IPv4 peers v4-mapped.
+    pub addr: [u8; 16],
+    /// Host order.
+    pub port: u16,
+    pub _pad: u16,
+    pub _pad2: u32,
 }
 
 /// What the enter program of a traced syscall keeps for its exit program.
@@ -89,9 +292,13 @@ pub struct AcceptEvent {
 pub struct InFlight {
     /// The fd argument.
     pub fd: i32,
-    pub _pad: u32,
-    /// A user pointer argument (accept: the sockaddr buffer).
+    /// One of [`sys`] (0 for accept).
+    pub syscall: u32,
+    /// A user pointer argument (accept: the sockaddr buffer; reads/writes: the buffer).
     pub ptr: u64,
+    pub enter_ns: u64,
+    pub conn_gen: u64,
+    pub args: [u64; 4],
 }
 
 #[cfg(feature = "user")]
@@ -101,6 +308,10 @@ mod pod {
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::AcceptEvent {}
     unsafe impl aya::Pod for super::InFlight {}
+    unsafe impl aya::Pod for super::Conn {}
+    unsafe impl aya::Pod for super::ConnKey {}
+    unsafe impl aya::Pod for super::ThreadConn {}
+    unsafe impl aya::Pod for super::PeerKey {}
 }
 
 #[cfg(test)]
@@ -112,8 +323,17 @@ mod tests {
     #[test]
     fn wire_structs_have_no_implicit_padding() {
         assert_eq!(size_of::<EventHeader>(), 4 * 4 + 8);
-        assert_eq!(size_of::<AcceptEvent>(), size_of::<EventHeader>() + 4 + 4 + 2 + 2 + 4 + 16);
-        assert_eq!(size_of::<InFlight>(), 4 + 4 + 8);
-        assert_eq!(size_of::<TracepointOffsets>(), 4 * 4);
+        assert_eq!(size_of::<AcceptEvent>(), size_of::<EventHeader>() + 4 + 4 + 2 + 2 + 4 + 16 + 8);
+        assert_eq!(size_of::<SysEvent>(), size_of::<EventHeader>() + 8 * 3 + 8 * 4 + 4 + 4);
+        assert_eq!(size_of::<IoEvent>(), size_of::<SysEvent>() + 4 + 4 + PAYLOAD_MAX);
+        assert_eq!(size_of::<SignalEvent>(), size_of::<EventHeader>() + 8 + 4 * 8);
+        assert_eq!(size_of::<TcpEvent>(), size_of::<EventHeader>() + 8 + 4 * 4);
+        assert_eq!(size_of::<InFlight>(), 4 + 4 + 8 * 3 + 8 * 4);
+        assert_eq!(size_of::<Conn>(), 8 + 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<ConnKey>(), 8);
+        assert_eq!(size_of::<ThreadConn>(), 16);
+        assert_eq!(size_of::<PeerKey>(), 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<TcpOffsets>(), 6 * 4);
+        assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 4 * size_of::<TcpOffsets>());
     }
 }

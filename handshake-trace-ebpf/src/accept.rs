@@ -1,8 +1,12 @@
-//! accept / accept4: a target process takes a new client connection.
+//! accept / accept4: a target process takes a new client connection, which is
+//! tracked from here until its handshake ends.
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
-use handshake_trace_common::{kind, AcceptEvent, InFlight};
+use handshake_trace_common::{kind, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, ThreadConn};
 
-use crate::common::{current_target, emit, header, offsets, save_in_flight, take_in_flight};
+use crate::common::{
+    arg, current_target, emit, header, map_full, ret, save_in_flight, take_in_flight, CONNS,
+    PEERS,
+};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -35,31 +39,70 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn on_enter(ctx: &TracePointContext) {
     let Some((_, tid)) = current_target() else { return };
-    let off = offsets();
-    let fd: u64 = unsafe { ctx.read_at(off.accept_fd as usize) }.unwrap_or(u64::MAX);
-    let ptr: u64 = unsafe { ctx.read_at(off.accept_addr as usize) }.unwrap_or(0);
-    save_in_flight(ctx, tid, &InFlight { fd: fd as i32, _pad: 0, ptr });
+    let saved = InFlight { fd: arg(ctx, 0) as i32, ptr: arg(ctx, 1), ..InFlight::default() };
+    save_in_flight(ctx, tid, &saved);
 }
 
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext) {
     let Some((tgid, tid)) = current_target() else { return };
     let Some(saved) = take_in_flight(tid) else { return };
-    let ret: i64 = unsafe { ctx.read_at(offsets().exit_ret as usize) }.unwrap_or(0);
+    let ret = ret(ctx);
     // Servers accept from non-blocking listeners until EAGAIN: that is no event.
     if ret == -EAGAIN {
         return;
     }
+    let h = header(kind::ACCEPT, tgid, tid);
     let mut event = AcceptEvent {
-        header: header(kind::ACCEPT, tgid, tid),
+        header: h,
         listen_fd: saved.fd,
         ret: ret as i32,
+        conn_gen: h.ts_ns,
         ..AcceptEvent::default()
     };
-    if ret >= 0 && saved.ptr != 0 {
-        read_peer(saved.ptr, &mut event);
+    if ret >= 0 {
+        if saved.ptr != 0 {
+            read_peer(saved.ptr, &mut event);
+        }
+        track(ctx, tgid, &event);
     }
     emit(event);
+}
+
+/// Start following the new connection (keyed by process and fd, with a generation).
+#[inline(always)]
+fn track(ctx: &TracePointContext, tgid: u32, e: &AcceptEvent) {
+    let mut peer = PeerKey { port: e.port, ..PeerKey::default() };
+    match e.family {
+        AF_INET => {
+            // v4-mapped, as the TCP tracepoints show IPv4 peers in their v6 fields.
+            peer.addr[10] = 0xff;
+            peer.addr[11] = 0xff;
+            peer.addr[12] = e.addr[0];
+            peer.addr[13] = e.addr[1];
+            peer.addr[14] = e.addr[2];
+            peer.addr[15] = e.addr[3];
+        }
+        AF_INET6 => peer.addr = e.addr,
+        _ => {}
+    }
+    let conn = Conn {
+        gen: e.conn_gen,
+        peer_addr: peer.addr,
+        peer_port: peer.port,
+        tls_budget: 0,
+        flags: 0,
+    };
+    if CONNS.insert(&ConnKey { tgid, fd: e.ret }, &conn, 0).is_err() {
+        map_full(ctx, "connections");
+        return;
+    }
+    if e.family != 0 {
+        let tc = ThreadConn { tgid, fd: e.ret, gen: e.conn_gen };
+        if PEERS.insert(&peer, &tc, 0).is_err() {
+            map_full(ctx, "peers");
+        }
+    }
 }
 
 /// Copy the peer address the kernel wrote into the caller's buffer.

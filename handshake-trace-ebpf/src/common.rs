@@ -1,20 +1,35 @@
-//! Maps and helpers every program uses: the target filter, the syscalls in
-//! flight, the ring buffer and the loss counters.
+//! Maps and helpers every program uses: the target filter, the connections in
+//! their handshake, the syscalls in flight, the ring buffer and the loss counters.
 use aya_ebpf::{
-    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+    EbpfContext,
 };
 use aya_log_ebpf::warn;
 use handshake_trace_common::{
-    counter, EventHeader, InFlight, TracepointOffsets, DEFAULT_RINGBUF_BYTES, MAX_IN_FLIGHT,
-    MAX_TARGETS,
+    counter, kind, Conn, ConnKey, EventHeader, InFlight, PeerKey, SysEvent, ThreadConn,
+    TracepointOffsets, DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_IN_FLIGHT, MAX_TARGETS,
+    SYS_TRACKING_END,
 };
 
 /// Processes (tgid) to trace. Userspace keeps it current.
 #[map]
 pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Connections in their handshake. A lookup here is also the target filter of the
+/// read/write programs: only targets' accepts insert, so one lookup serves both.
+#[map]
+pub static CONNS: HashMap<ConnKey, Conn> = HashMap::with_max_entries(MAX_CONNS, 0);
+
+/// The connection each handler thread last worked on (signals and select name no fd).
+#[map]
+pub static THREADS: HashMap<u32, ThreadConn> = HashMap::with_max_entries(MAX_CONNS, 0);
+
+/// Connections by client address, for the TCP tracepoints (which run in any context).
+#[map]
+pub static PEERS: HashMap<PeerKey, ThreadConn> = HashMap::with_max_entries(MAX_CONNS, 0);
 
 /// Arguments saved at a syscall's entry for its exit, keyed by thread id.
 #[map]
@@ -31,10 +46,31 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// Tracepoint field offsets, written by userspace from the `format` files before load.
 #[unsafe(no_mangle)]
 static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
-    accept_fd: 16,
-    accept_addr: 24,
+    syscall_arg0: 16,
     exit_ret: 16,
+    gen_sig: 8,
+    gen_errno: 12,
+    gen_code: 16,
+    gen_pid: 36,
+    gen_result: 44,
+    deliver_sig: 8,
+    deliver_errno: 12,
+    deliver_code: 16,
+    exit_pid: 24,
     _pad: 0,
+    retransmit: ZERO_TCP,
+    send_reset: ZERO_TCP,
+    receive_reset: ZERO_TCP,
+    set_state: ZERO_TCP,
+};
+
+const ZERO_TCP: handshake_trace_common::TcpOffsets = handshake_trace_common::TcpOffsets {
+    dport: 0,
+    daddr: 0,
+    oldstate: 0,
+    newstate: 0,
+    protocol: 0,
+    daddr_is_sockaddr: 0,
 };
 
 #[inline(always)]
@@ -43,16 +79,33 @@ pub fn offsets() -> TracepointOffsets {
     unsafe { core::ptr::read_volatile(&TP_OFFSETS) }
 }
 
+/// (tgid, tid) of the current thread.
+#[inline(always)]
+pub fn current() -> (u32, u32) {
+    let id = bpf_get_current_pid_tgid();
+    ((id >> 32) as u32, id as u32)
+}
+
 /// The calling thread, if its process is a target: (tgid, tid).
-/// This is the first check of every program, so untargeted processes pay one lookup.
 #[inline(always)]
 pub fn current_target() -> Option<(u32, u32)> {
-    let id = bpf_get_current_pid_tgid();
-    let tgid = (id >> 32) as u32;
+    let (tgid, tid) = current();
     if unsafe { TARGETS.get(&tgid) }.is_none() {
         return None;
     }
-    Some((tgid, id as u32))
+    Some((tgid, tid))
+}
+
+/// Syscall argument `i` (0-based) of a `sys_enter_*` tracepoint.
+#[inline(always)]
+pub fn arg(ctx: &TracePointContext, i: u32) -> u64 {
+    unsafe { ctx.read_at::<u64>((offsets().syscall_arg0 + 8 * i) as usize) }.unwrap_or(0)
+}
+
+/// The return value of a `sys_exit_*` tracepoint.
+#[inline(always)]
+pub fn ret(ctx: &TracePointContext) -> i64 {
+    unsafe { ctx.read_at::<i64>(offsets().exit_ret as usize) }.unwrap_or(0)
 }
 
 #[inline(always)]
@@ -63,23 +116,52 @@ pub fn count(index: u32) {
 }
 
 #[inline(always)]
+pub fn now() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
 pub fn header(kind: u32, tgid: u32, tid: u32) -> EventHeader {
-    EventHeader {
-        kind,
-        pid: tgid,
-        tid,
-        _pad: 0,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+    EventHeader { kind, pid: tgid, tid, _pad: 0, ts_ns: now() }
+}
+
+/// The connection in its handshake on (tgid, fd), if any.
+#[inline(always)]
+pub fn conn(tgid: u32, fd: i32) -> Option<*mut Conn> {
+    CONNS.get_ptr_mut(&ConnKey { tgid, fd })
+}
+
+/// Remember that thread `tid` works on this connection (for signals and select).
+#[inline(always)]
+pub fn note_handler<C: EbpfContext>(ctx: &C, tid: u32, tc: &ThreadConn) {
+    if THREADS.insert(&tid, tc, 0).is_err() {
+        map_full(ctx, "threads");
     }
+}
+
+/// The connection thread `tid` works on, if it is still in its handshake.
+#[inline(always)]
+pub fn handler_conn(tid: u32) -> Option<ThreadConn> {
+    let tc = unsafe { THREADS.get(&tid) }.copied()?;
+    let c = conn(tc.tgid, tc.fd)?;
+    if unsafe { (*c).gen } != tc.gen {
+        return None;
+    }
+    Some(tc)
+}
+
+#[inline(always)]
+pub fn map_full<C: EbpfContext>(ctx: &C, which: &str) {
+    count(counter::LOST_MAPFULL);
+    // Rare by design (each map holds one entry per thread or per handshake in progress).
+    warn!(ctx, "handshake-trace: {} map full: an event is not traced", which);
 }
 
 /// Remember a syscall's arguments until its exit; a full map is counted, not silent.
 #[inline(always)]
 pub fn save_in_flight<C: EbpfContext>(ctx: &C, tid: u32, value: &InFlight) {
     if IN_FLIGHT.insert(&tid, value, 0).is_err() {
-        count(counter::LOST_MAPFULL);
-        // Rare by design (the map holds one entry per thread inside a traced syscall).
-        warn!(ctx, "in-flight map full: a syscall of thread {} is not traced", tid);
+        map_full(ctx, "in-flight");
     }
 }
 
@@ -104,4 +186,46 @@ pub fn emit<T: 'static>(record: T) {
         }
         None => count(counter::LOST_RINGBUF),
     }
+}
+
+/// Emit a payload-less syscall event from what was saved at entry.
+#[inline(always)]
+pub fn emit_sys(tgid: u32, tid: u32, f: &InFlight, ret: i64, args: [u64; 4]) {
+    let h = header(kind::SYSCALL, tgid, tid);
+    let duration_ns = h.ts_ns.saturating_sub(f.enter_ns);
+    emit(SysEvent {
+        header: h,
+        conn_gen: f.conn_gen,
+        ret,
+        duration_ns,
+        args,
+        fd: f.fd,
+        syscall: f.syscall,
+    });
+}
+
+/// Stop tracing a connection: its handshake is over (or it is closed).
+#[inline(always)]
+pub fn forget_conn(tgid: u32, fd: i32) {
+    let key = ConnKey { tgid, fd };
+    if let Some(c) = unsafe { CONNS.get(&key) } {
+        let peer = PeerKey { addr: c.peer_addr, port: c.peer_port, _pad: 0, _pad2: 0 };
+        let _ = PEERS.remove(&peer);
+    }
+    let _ = CONNS.remove(&key);
+}
+
+/// Tell userspace the kernel stopped tracing a connection, and why.
+#[inline(always)]
+pub fn end_tracking(tgid: u32, tid: u32, fd: i32, gen: u64, why: u64) {
+    forget_conn(tgid, fd);
+    emit(SysEvent {
+        header: header(kind::SYSCALL, tgid, tid),
+        conn_gen: gen,
+        ret: 0,
+        duration_ns: 0,
+        args: [why, 0, 0, 0],
+        fd,
+        syscall: SYS_TRACKING_END,
+    });
 }

@@ -7,6 +7,13 @@
 
 mod accept;
 mod common;
+mod fd;
+mod io;
+mod process;
+mod signal;
+mod tcp;
+mod timer;
+mod wait;
 
 #[cfg(not(test))]
 #[panic_handler]

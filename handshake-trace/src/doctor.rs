@@ -110,13 +110,22 @@ pub fn run_checks() -> Vec<Check> {
     };
 
     if let Some(dir) = &tracefs_dir {
-        for (cat, name) in probes::ATTACH_POINTS {
-            let what = format!("tracepoint {cat}:{name}");
-            out.push(if tracefs::format_path(dir, cat, name).exists() {
-                check(Status::Pass, &what, "present", None)
+        let mut present = 0;
+        for p in probes::attach_points() {
+            if tracefs::format_path(dir, p.category, p.name).exists() {
+                present += 1;
+                continue;
+            }
+            let what = format!("tracepoint {}:{}", p.category, p.name);
+            out.push(if p.required {
+                check(Status::Fail, &what, format!("missing ({} cannot be traced)", p.shows), Some("a kernel built with CONFIG_FTRACE_SYSCALLS"))
             } else {
-                check(Status::Fail, &what, "missing", Some("a kernel built with CONFIG_FTRACE_SYSCALLS"))
+                check(Status::Info, &what, format!("missing: {} will not be shown", p.shows), None)
             });
+        }
+        let total = probes::attach_points().count();
+        if present == total {
+            out.push(check(Status::Pass, "tracepoints", format!("all {total} present (syscalls, signal, tcp, sock, sched)"), None));
         }
         out.push(if dir.join("kprobe_events").exists() {
             check(Status::Info, "kprobes", "available (not used: handshake-trace attaches to tracepoints only)", None)
@@ -140,10 +149,7 @@ pub fn run_checks() -> Vec<Check> {
         check(Status::Info, "kernel programs", format!("embedded ({} bytes); load not tried", probes::EBPF_OBJECT.len()), None)
     } else {
         match probes::Probes::load(&probes::LoadOptions::default()) {
-            Ok(p) => {
-                drop(p);
-                check(Status::Pass, "kernel programs", format!("{} programs verified, attached and detached", probes::ATTACH_POINTS.len()), None)
-            }
+            Ok(p) => check(Status::Pass, "kernel programs", format!("{} programs verified, attached and detached", p.attached), None),
             Err(e) => check(Status::Fail, "kernel programs", format!("{e:#}"), Some("see the error; `bpftool prog` and dmesg may say more")),
         }
     });

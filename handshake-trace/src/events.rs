@@ -1,7 +1,9 @@
 //! Decoding ring-buffer records into rich userspace events. Pure: no aya, no I/O.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use handshake_trace_common::{kind, AcceptEvent, EventHeader};
+use handshake_trace_common::{
+    kind, sys, tcp, AcceptEvent, EventHeader, IoEvent, SignalEvent, SysEvent, TcpEvent, SYS_TRACKING_END,
+};
 
 /// The result of a syscall: a value, or an errno (kernel restart codes included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +80,8 @@ impl Errno {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accept {
     pub ts_ns: u64,
+    /// Generation of the connection (the accept's timestamp): tells reused fds apart.
+    pub conn_gen: u64,
     pub pid: u32,
     pub tid: u32,
     pub listen_fd: i32,
@@ -99,6 +103,7 @@ impl From<AcceptEvent> for Accept {
         };
         Accept {
             ts_ns: e.header.ts_ns,
+            conn_gen: e.conn_gen,
             pid: e.header.pid,
             tid: e.header.tid,
             listen_fd: e.listen_fd,
@@ -118,16 +123,288 @@ impl Accept {
     }
 }
 
+/// Which syscall a [`Syscall`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyscallKind {
+    Read,
+    Readv,
+    Recvfrom,
+    Recvmsg,
+    Write,
+    Writev,
+    Sendto,
+    Sendmsg,
+    Poll,
+    Ppoll,
+    Select,
+    Pselect6,
+    Fcntl,
+    Setsockopt,
+    Close,
+    Shutdown,
+    Alarm,
+    Setitimer,
+    TimerSettime,
+    Kill,
+    Tkill,
+    Tgkill,
+    /// Not a syscall: the kernel stopped tracing the connection (args[0] says why).
+    TrackingEnd,
+    Unknown(u32),
+}
+
+impl From<u32> for SyscallKind {
+    fn from(v: u32) -> Self {
+        use SyscallKind::*;
+        match v {
+            sys::READ => Read,
+            sys::READV => Readv,
+            sys::RECVFROM => Recvfrom,
+            sys::RECVMSG => Recvmsg,
+            sys::WRITE => Write,
+            sys::WRITEV => Writev,
+            sys::SENDTO => Sendto,
+            sys::SENDMSG => Sendmsg,
+            sys::POLL => Poll,
+            sys::PPOLL => Ppoll,
+            sys::SELECT => Select,
+            sys::PSELECT6 => Pselect6,
+            sys::FCNTL => Fcntl,
+            sys::SETSOCKOPT => Setsockopt,
+            sys::CLOSE => Close,
+            sys::SHUTDOWN => Shutdown,
+            sys::ALARM => Alarm,
+            sys::SETITIMER => Setitimer,
+            sys::TIMER_SETTIME => TimerSettime,
+            sys::KILL => Kill,
+            sys::TKILL => Tkill,
+            sys::TGKILL => Tgkill,
+            SYS_TRACKING_END => TrackingEnd,
+            other => Unknown(other),
+        }
+    }
+}
+
+impl SyscallKind {
+    pub fn name(self) -> &'static str {
+        use SyscallKind::*;
+        match self {
+            Read => "read",
+            Readv => "readv",
+            Recvfrom => "recvfrom",
+            Recvmsg => "recvmsg",
+            Write => "write",
+            Writev => "writev",
+            Sendto => "sendto",
+            Sendmsg => "sendmsg",
+            Poll => "poll",
+            Ppoll => "ppoll",
+            Select => "select",
+            Pselect6 => "pselect6",
+            Fcntl => "fcntl",
+            Setsockopt => "setsockopt",
+            Close => "close",
+            Shutdown => "shutdown",
+            Alarm => "alarm",
+            Setitimer => "setitimer",
+            TimerSettime => "timer_settime",
+            Kill => "kill",
+            Tkill => "tkill",
+            Tgkill => "tgkill",
+            TrackingEnd => "tracking_end",
+            Unknown(_) => "unknown",
+        }
+    }
+
+    pub fn is_read(self) -> bool {
+        matches!(self, Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg)
+    }
+
+    pub fn is_write(self) -> bool {
+        matches!(self, Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg)
+    }
+
+    pub fn is_wait(self) -> bool {
+        matches!(self, Self::Poll | Self::Ppoll | Self::Select | Self::Pselect6)
+    }
+
+    pub fn is_timer(self) -> bool {
+        matches!(self, Self::Alarm | Self::Setitimer | Self::TimerSettime)
+    }
+}
+
+/// A syscall on a connection in its handshake (or a timer/kill in a target).
+/// `args` by kind: reads/writes [requested bytes, flags]; waits [nfds, timeout ms
+/// (u64::MAX = none), events, revents]; fcntl [cmd, flags]; setsockopt [level,
+/// optname | optlen << 32, value, value2]; shutdown [how]; timers [ms, which/flags];
+/// kills [target, signal, tgid]; tracking_end [reason].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Syscall {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub conn_gen: u64,
+    pub fd: i32,
+    pub kind: SyscallKind,
+    pub result: SyscallResult,
+    pub duration_ns: u64,
+    pub args: [u64; 4],
+}
+
+impl From<SysEvent> for Syscall {
+    fn from(e: SysEvent) -> Self {
+        Syscall {
+            ts_ns: e.header.ts_ns,
+            pid: e.header.pid,
+            tid: e.header.tid,
+            conn_gen: e.conn_gen,
+            fd: e.fd,
+            kind: e.syscall.into(),
+            result: e.ret.into(),
+            duration_ns: e.duration_ns,
+            args: e.args,
+        }
+    }
+}
+
+/// A read or write with the bytes captured (a prefix of what was transferred).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Io {
+    pub sys: Syscall,
+    pub payload: Vec<u8>,
+}
+
+impl From<&IoEvent> for Io {
+    fn from(e: &IoEvent) -> Self {
+        let n = (e.captured as usize).min(e.payload.len());
+        Io { sys: e.sys.into(), payload: e.payload[..n].to_vec() }
+    }
+}
+
+/// A signal generated for, or delivered to, a handler thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    pub ts_ns: u64,
+    /// The connection's process.
+    pub pid: u32,
+    /// The thread the tracepoint ran in: the sender (generated) or the receiver (delivered).
+    pub tid: u32,
+    pub conn_gen: u64,
+    pub fd: i32,
+    pub signal: u32,
+    pub target_tid: u32,
+    pub code: i32,
+    pub result: i32,
+    pub delivered: bool,
+}
+
+impl From<SignalEvent> for Signal {
+    fn from(e: SignalEvent) -> Self {
+        Signal {
+            ts_ns: e.header.ts_ns,
+            pid: e.header.pid,
+            tid: e.header.tid,
+            conn_gen: e.conn_gen,
+            fd: e.fd,
+            signal: e.signal,
+            target_tid: e.target_tid,
+            code: e.code,
+            result: e.result,
+            delivered: e.delivered != 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpWhat {
+    Retransmit,
+    SendReset,
+    ReceiveReset,
+    State { old: u32, new: u32 },
+}
+
+/// A TCP event of a connection in its handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tcp {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub conn_gen: u64,
+    pub fd: i32,
+    pub what: TcpWhat,
+}
+
+impl From<TcpEvent> for Tcp {
+    fn from(e: TcpEvent) -> Self {
+        let what = match e.what {
+            tcp::RETRANSMIT => TcpWhat::Retransmit,
+            tcp::SEND_RESET => TcpWhat::SendReset,
+            tcp::RECEIVE_RESET => TcpWhat::ReceiveReset,
+            _ => TcpWhat::State { old: e.oldstate, new: e.newstate },
+        };
+        Tcp { ts_ns: e.header.ts_ns, pid: e.header.pid, conn_gen: e.conn_gen, fd: e.fd, what }
+    }
+}
+
+/// Name of a kernel TCP state (`include/net/tcp_states.h`).
+pub fn tcp_state_name(state: u32) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "?",
+    }
+}
+
+/// Signal names for display.
+pub fn signal_name(sig: u32) -> String {
+    let known = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        17 => "SIGCHLD",
+        19 => "SIGSTOP",
+        18 => "SIGCONT",
+        _ => "",
+    };
+    if known.is_empty() { format!("signal {sig}") } else { known.to_string() }
+}
+
 /// Every event the kernel programs send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Accept(Accept),
+    Syscall(Syscall),
+    Io(Io),
+    Signal(Signal),
+    Tcp(Tcp),
+    ProcessExit { ts_ns: u64, pid: u32 },
 }
 
 impl Event {
     pub fn ts_ns(&self) -> u64 {
         match self {
             Event::Accept(a) => a.ts_ns,
+            Event::Syscall(s) => s.ts_ns,
+            Event::Io(io) => io.sys.ts_ns,
+            Event::Signal(s) => s.ts_ns,
+            Event::Tcp(t) => t.ts_ns,
+            Event::ProcessExit { ts_ns, .. } => *ts_ns,
         }
     }
 }
@@ -166,10 +443,16 @@ fn read<T: Copy>(bytes: &[u8], kind: Option<u32>) -> Result<T, DecodeError> {
 /// Decode one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: EventHeader = read(bytes, None)?;
-    match header.kind {
-        kind::ACCEPT => Ok(Event::Accept(read::<AcceptEvent>(bytes, Some(header.kind))?.into())),
-        other => Err(DecodeError::UnknownKind(other)),
-    }
+    let k = Some(header.kind);
+    Ok(match header.kind {
+        kind::ACCEPT => Event::Accept(read::<AcceptEvent>(bytes, k)?.into()),
+        kind::SYSCALL => Event::Syscall(read::<SysEvent>(bytes, k)?.into()),
+        kind::IO => Event::Io((&read::<IoEvent>(bytes, k)?).into()),
+        kind::SIGNAL => Event::Signal(read::<SignalEvent>(bytes, k)?.into()),
+        kind::TCP => Event::Tcp(read::<TcpEvent>(bytes, k)?.into()),
+        kind::PROCESS_EXIT => Event::ProcessExit { ts_ns: header.ts_ns, pid: header.pid },
+        other => return Err(DecodeError::UnknownKind(other)),
+    })
 }
 
 /// The bytes of a wire struct, as the kernel would send them (tests and recorded traces).
@@ -192,6 +475,14 @@ mod tests {
             port,
             _pad: 0,
             addr,
+            conn_gen: 5_000,
+        }
+    }
+
+    fn accept_of(bytes: &[u8]) -> Accept {
+        match decode(bytes).unwrap() {
+            Event::Accept(a) => a,
+            other => panic!("{other:?}"),
         }
     }
 
@@ -200,7 +491,7 @@ mod tests {
         let mut addr = [0u8; 16];
         addr[..4].copy_from_slice(&[127, 0, 0, 1]);
         let bytes = as_bytes(&accept_record(2, addr, 51234, 35));
-        let Event::Accept(a) = decode(&bytes).unwrap();
+        let a = accept_of(&bytes);
         assert_eq!(a.peer, Some("127.0.0.1:51234".parse().unwrap()));
         assert_eq!(a.fd(), Some(35));
         assert_eq!((a.pid, a.tid, a.listen_fd, a.ts_ns), (100, 101, 7, 5_000));
@@ -212,20 +503,20 @@ mod tests {
         addr[10] = 0xff;
         addr[11] = 0xff;
         addr[12..].copy_from_slice(&[10, 1, 2, 3]);
-        let Event::Accept(a) = decode(&as_bytes(&accept_record(10, addr, 3306, 4))).unwrap();
+        let a = accept_of(&as_bytes(&accept_record(10, addr, 3306, 4)));
         assert_eq!(a.peer, Some("10.1.2.3:3306".parse().unwrap()));
     }
 
     #[test]
     fn ipv6_peer() {
         let addr = Ipv6Addr::LOCALHOST.octets();
-        let Event::Accept(a) = decode(&as_bytes(&accept_record(10, addr, 40000, 4))).unwrap();
+        let a = accept_of(&as_bytes(&accept_record(10, addr, 40000, 4)));
         assert_eq!(a.peer, Some("[::1]:40000".parse().unwrap()));
     }
 
     #[test]
     fn failed_accept_has_errno_and_no_fd() {
-        let Event::Accept(a) = decode(&as_bytes(&accept_record(0, [0; 16], 0, -24))).unwrap();
+        let a = accept_of(&as_bytes(&accept_record(0, [0; 16], 0, -24)));
         assert_eq!(a.result, SyscallResult::Err(Errno(24)));
         assert_eq!(a.fd(), None);
         assert_eq!(a.peer, None);
@@ -254,5 +545,89 @@ mod tests {
         let mut unknown = bytes.clone();
         unknown[0] = 99;
         assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(99)));
+    }
+
+    fn sys_record(syscall: u32, ret: i64) -> SysEvent {
+        SysEvent {
+            header: EventHeader { kind: kind::SYSCALL, pid: 1, tid: 2, _pad: 0, ts_ns: 10 },
+            conn_gen: 7,
+            ret,
+            duration_ns: 2_002_000_000,
+            args: [1, 2000, 1, 0],
+            fd: 43,
+            syscall,
+        }
+    }
+
+    #[test]
+    fn decodes_a_poll_that_timed_out() {
+        match decode(&as_bytes(&sys_record(sys::POLL, 0))).unwrap() {
+            Event::Syscall(s) => {
+                assert_eq!(s.kind, SyscallKind::Poll);
+                assert!(s.kind.is_wait());
+                assert_eq!(s.result, SyscallResult::Ok(0));
+                assert_eq!((s.fd, s.conn_gen, s.args[1]), (43, 7, 2000));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn io_payload_is_cut_to_what_was_captured() {
+        let mut rec = IoEvent { sys: sys_record(sys::RECVFROM, 4), captured: 4, _pad: 0, payload: [0xAA; 256] };
+        rec.sys.header.kind = kind::IO;
+        rec.payload[..4].copy_from_slice(&[1, 2, 3, 4]);
+        match decode(&as_bytes(&rec)).unwrap() {
+            Event::Io(io) => {
+                assert_eq!(io.payload, vec![1, 2, 3, 4]);
+                assert!(io.sys.kind.is_read());
+            }
+            other => panic!("{other:?}"),
+        }
+        // A lying `captured` cannot read past the payload.
+        rec.captured = 9999;
+        match decode(&as_bytes(&rec)).unwrap() {
+            Event::Io(io) => assert_eq!(io.payload.len(), 256),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_signals_tcp_and_exits() {
+        let sig = SignalEvent {
+            header: EventHeader { kind: kind::SIGNAL, pid: 1, tid: 9, _pad: 0, ts_ns: 3 },
+            conn_gen: 7,
+            fd: 43,
+            signal: 14,
+            target_tid: 5,
+            code: -6,
+            result: 0,
+            errno: 0,
+            delivered: 0,
+            _pad: 0,
+        };
+        match decode(&as_bytes(&sig)).unwrap() {
+            Event::Signal(s) => {
+                assert_eq!((s.tid, s.target_tid, s.delivered), (9, 5, false));
+                assert_eq!(signal_name(s.signal), "SIGALRM");
+            }
+            other => panic!("{other:?}"),
+        }
+        let t = TcpEvent {
+            header: EventHeader { kind: kind::TCP, pid: 1, tid: 0, _pad: 0, ts_ns: 4 },
+            conn_gen: 7,
+            fd: 43,
+            what: tcp::STATE,
+            oldstate: 1,
+            newstate: 7,
+        };
+        match decode(&as_bytes(&t)).unwrap() {
+            Event::Tcp(t) => assert_eq!(t.what, TcpWhat::State { old: 1, new: 7 }),
+            other => panic!("{other:?}"),
+        }
+        let h = EventHeader { kind: kind::PROCESS_EXIT, pid: 77, tid: 77, _pad: 0, ts_ns: 5 };
+        assert_eq!(decode(&as_bytes(&h)).unwrap(), Event::ProcessExit { ts_ns: 5, pid: 77 });
+        assert_eq!(SyscallKind::from(SYS_TRACKING_END), SyscallKind::TrackingEnd);
+        assert_eq!(SyscallKind::from(999), SyscallKind::Unknown(999));
     }
 }

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod doctor;
 pub mod events;
 pub mod lab;
+pub mod mysql;
 pub mod privileges;
 pub mod probes;
 pub mod render;

@@ -8,7 +8,7 @@ use aya::{
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use handshake_trace_common::{counter, TracepointOffsets, DEFAULT_RINGBUF_BYTES};
+use handshake_trace_common::{counter, Conn, ConnKey, TcpOffsets, TracepointOffsets, DEFAULT_RINGBUF_BYTES, NO_FIELD};
 
 use crate::tracefs;
 
@@ -21,39 +21,153 @@ pub fn has_kernel_programs() -> bool {
     !EBPF_OBJECT.is_empty()
 }
 
-/// Every tracepoint the tool attaches to, as (category, name); each program is named after it.
-pub const ATTACH_POINTS: &[(&str, &str)] = &[
-    ("syscalls", "sys_enter_accept4"),
-    ("syscalls", "sys_exit_accept4"),
-    ("syscalls", "sys_enter_accept"),
-    ("syscalls", "sys_exit_accept"),
+/// A tracepoint the tool attaches to; its program has the tracepoint's name.
+#[derive(Debug, Clone, Copy)]
+pub struct AttachPoint {
+    pub category: &'static str,
+    pub name: &'static str,
+    /// Without a required one tracing cannot work; a missing optional one is a warning.
+    pub required: bool,
+    /// What is not shown without it.
+    pub shows: &'static str,
+}
+
+const fn ap(category: &'static str, name: &'static str, required: bool, shows: &'static str) -> AttachPoint {
+    AttachPoint { category, name, required, shows }
+}
+
+macro_rules! syscalls {
+    ($($name:literal),+ ; $required:expr, $shows:literal) => {
+        [$(
+            ap("syscalls", concat!("sys_enter_", $name), $required, $shows),
+            ap("syscalls", concat!("sys_exit_", $name), $required, $shows),
+        )+]
+    };
+}
+
+const ACCEPTS: [AttachPoint; 4] = syscalls!("accept4", "accept"; true, "accepted connections");
+const READS: [AttachPoint; 8] = syscalls!("read", "readv", "recvfrom", "recvmsg"; true, "what the server read");
+const WRITES: [AttachPoint; 8] = syscalls!("write", "writev", "sendto", "sendmsg"; true, "what the server wrote");
+const WAITS: [AttachPoint; 8] = syscalls!("poll", "ppoll", "select", "pselect6"; true, "the server's waits");
+const SOCKET_OPS: [AttachPoint; 8] =
+    syscalls!("fcntl", "setsockopt", "close", "shutdown"; true, "socket modes, options and closes");
+const TIMERS: [AttachPoint; 12] = syscalls!("alarm", "setitimer", "timer_settime", "kill", "tkill", "tgkill";
+    false, "timers armed and signals sent by the server");
+const OTHERS: [AttachPoint; 7] = [
+    ap("signal", "signal_generate", false, "signals sent to handler threads"),
+    ap("signal", "signal_deliver", false, "signals delivered to handler threads"),
+    ap("tcp", "tcp_retransmit_skb", false, "TCP retransmits"),
+    ap("tcp", "tcp_send_reset", false, "TCP resets sent"),
+    ap("tcp", "tcp_receive_reset", false, "TCP resets received"),
+    ap("sock", "inet_sock_set_state", false, "TCP state changes"),
+    ap("sched", "sched_process_exit", false, "a server exiting mid-trace (noticed within a second without it)"),
 ];
 
-/// Read the field offsets the programs need from the format files of this kernel.
-pub fn read_offsets(tracefs: &Path) -> Result<TracepointOffsets> {
-    let mut offsets = TracepointOffsets::default();
-    let mut seen_enter = false;
-    let mut exit_ret = None;
-    for (category, name) in ATTACH_POINTS {
-        let fields = tracefs::fields(tracefs, category, name)?;
-        let ctx = || format!("tracepoint {category}:{name}");
-        if name.starts_with("sys_enter_accept") {
-            let fd = tracefs::offset_of(&fields, "fd", 8).with_context(ctx)?;
-            let addr = tracefs::offset_of(&fields, "upeer_sockaddr", 8).with_context(ctx)?;
-            if seen_enter && (fd, addr) != (offsets.accept_fd, offsets.accept_addr) {
-                bail!("accept and accept4 lay out their arguments differently on this kernel");
-            }
-            (offsets.accept_fd, offsets.accept_addr, seen_enter) = (fd, addr, true);
-        } else if name.starts_with("sys_exit_") {
-            let ret = tracefs::offset_of(&fields, "ret", 8).with_context(ctx)?;
-            if exit_ret.is_some_and(|r| r != ret) {
-                bail!("syscall exit tracepoints place `ret` differently on this kernel");
-            }
-            exit_ret = Some(ret);
+/// Every tracepoint the tool attaches to.
+pub fn attach_points() -> impl Iterator<Item = &'static AttachPoint> {
+    ACCEPTS.iter().chain(&READS).chain(&WRITES).chain(&WAITS).chain(&SOCKET_OPS).chain(&TIMERS).chain(&OTHERS)
+}
+
+fn field4(fields: &[tracefs::Field], name: &str) -> Result<u32> {
+    tracefs::offset_of(fields, name, 4)
+}
+
+/// TCP tracepoint layouts: `dport` + `daddr_v6`, or (newer kernels' tcp_send_reset)
+/// a 28-byte sockaddr in `daddr`.
+fn tcp_offsets(fields: &[tracefs::Field], with_state: bool) -> Result<TcpOffsets> {
+    let mut o = TcpOffsets {
+        dport: NO_FIELD,
+        daddr: NO_FIELD,
+        oldstate: NO_FIELD,
+        newstate: NO_FIELD,
+        protocol: NO_FIELD,
+        daddr_is_sockaddr: 0,
+    };
+    match (tracefs::offset_of(fields, "dport", 2), tracefs::offset_of(fields, "daddr_v6", 16)) {
+        (Ok(port), Ok(addr)) => (o.dport, o.daddr) = (port, addr),
+        _ => {
+            o.daddr = tracefs::offset_of(fields, "daddr", 28).context("neither dport+daddr_v6 nor a sockaddr daddr")?;
+            o.daddr_is_sockaddr = 1;
         }
     }
-    offsets.exit_ret = exit_ret.ok_or_else(|| anyhow!("no exit tracepoint in the attach list"))?;
-    Ok(offsets)
+    if with_state {
+        o.oldstate = field4(fields, "oldstate")?;
+        o.newstate = field4(fields, "newstate")?;
+        o.protocol = tracefs::offset_of(fields, "protocol", 2)?;
+    }
+    Ok(o)
+}
+
+/// The syscall arguments' base offset: the fields after `__syscall_nr`, each 8 bytes, back to back.
+fn syscall_arg0(fields: &[tracefs::Field]) -> Result<Option<u32>> {
+    let nr = fields.iter().position(|f| f.name == "__syscall_nr").context("no __syscall_nr field")?;
+    let args = &fields[nr + 1..];
+    let Some(first) = args.first() else { return Ok(None) };
+    for (i, f) in args.iter().enumerate() {
+        if f.size != 8 || f.offset != first.offset + 8 * i as u32 {
+            bail!("argument `{}` is not 8 bytes at offset {}", f.name, first.offset + 8 * i as u32);
+        }
+    }
+    Ok(Some(first.offset))
+}
+
+/// Read the field offsets the programs need from the format files of this kernel.
+/// Returns the offsets and the optional tracepoints this kernel lacks.
+pub fn read_offsets(tracefs: &Path) -> Result<(TracepointOffsets, Vec<AttachPoint>)> {
+    let mut o = TracepointOffsets::default();
+    let mut arg0 = None;
+    let mut exit_ret = None;
+    let mut missing = Vec::new();
+    for p in attach_points() {
+        let fields = match tracefs::fields(tracefs, p.category, p.name) {
+            Ok(f) => f,
+            Err(e) if p.required => return Err(e),
+            Err(_) => {
+                missing.push(*p);
+                continue;
+            }
+        };
+        let ctx = || format!("tracepoint {}:{}", p.category, p.name);
+        let same = |seen: &mut Option<u32>, v: u32, what: &str| -> Result<()> {
+            if seen.is_some_and(|s| s != v) {
+                bail!("syscall tracepoints place {what} at different offsets on this kernel");
+            }
+            *seen = Some(v);
+            Ok(())
+        };
+        match (p.category, p.name) {
+            ("syscalls", n) if n.starts_with("sys_enter_") => {
+                if let Some(a) = syscall_arg0(&fields).with_context(ctx)? {
+                    same(&mut arg0, a, "arguments")?;
+                }
+            }
+            ("syscalls", _) => {
+                let r = tracefs::offset_of(&fields, "ret", 8).with_context(ctx)?;
+                same(&mut exit_ret, r, "`ret`")?;
+            }
+            ("signal", "signal_generate") => {
+                o.gen_sig = field4(&fields, "sig").with_context(ctx)?;
+                o.gen_errno = field4(&fields, "errno").with_context(ctx)?;
+                o.gen_code = field4(&fields, "code").with_context(ctx)?;
+                o.gen_pid = field4(&fields, "pid").with_context(ctx)?;
+                o.gen_result = field4(&fields, "result").with_context(ctx)?;
+            }
+            ("signal", "signal_deliver") => {
+                o.deliver_sig = field4(&fields, "sig").with_context(ctx)?;
+                o.deliver_errno = field4(&fields, "errno").with_context(ctx)?;
+                o.deliver_code = field4(&fields, "code").with_context(ctx)?;
+            }
+            ("sched", _) => o.exit_pid = field4(&fields, "pid").with_context(ctx)?,
+            ("tcp", "tcp_retransmit_skb") => o.retransmit = tcp_offsets(&fields, false).with_context(ctx)?,
+            ("tcp", "tcp_send_reset") => o.send_reset = tcp_offsets(&fields, false).with_context(ctx)?,
+            ("tcp", "tcp_receive_reset") => o.receive_reset = tcp_offsets(&fields, false).with_context(ctx)?,
+            ("sock", _) => o.set_state = tcp_offsets(&fields, true).with_context(ctx)?,
+            _ => {}
+        }
+    }
+    o.syscall_arg0 = arg0.ok_or_else(|| anyhow!("no syscall enter tracepoint"))?;
+    o.exit_ret = exit_ret.ok_or_else(|| anyhow!("no syscall exit tracepoint"))?;
+    Ok((o, missing))
 }
 
 /// Loaded and attached programs plus the maps userspace uses. Dropping it detaches
@@ -65,6 +179,11 @@ pub struct Probes {
     targets: HashMap<MapData, u32, u32>,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
+    conns: HashMap<MapData, ConnKey, Conn>,
+    /// Programs attached.
+    pub attached: usize,
+    /// Optional tracepoints this kernel lacks, in words.
+    pub warnings: Vec<String>,
 }
 
 /// Options for loading.
@@ -113,7 +232,7 @@ impl Probes {
         crate::privileges::require_bpf()?;
         raise_memlock_rlimit();
         let tracefs = tracefs::find_or_mount()?;
-        let offsets = read_offsets(&tracefs)?;
+        let (offsets, missing) = read_offsets(&tracefs)?;
         let ringbuf = opts.ringbuf_bytes.max(4096).next_power_of_two();
         let mut ebpf = EbpfLoader::new()
             .override_global("TP_OFFSETS", &offsets, true)
@@ -122,20 +241,27 @@ impl Probes {
             .context("load the kernel programs")?;
         // The programs log only in rare failure paths; keep the logger alive or its map closes.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
-        for (category, name) in ATTACH_POINTS {
+        let mut attached = 0;
+        for p in attach_points().filter(|p| !missing.iter().any(|m| m.name == p.name)) {
             let program: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the embedded object"))?
+                .program_mut(p.name)
+                .ok_or_else(|| anyhow!("program {} missing from the embedded object", p.name))?
                 .try_into()?;
-            program.load().with_context(|| format!("verify program {name}"))?;
+            program.load().with_context(|| format!("verify program {}", p.name))?;
             program
-                .attach(category, name)
-                .with_context(|| format!("attach to tracepoint {category}:{name}"))?;
+                .attach(p.category, p.name)
+                .with_context(|| format!("attach to tracepoint {}:{}", p.category, p.name))?;
+            attached += 1;
         }
+        let warnings = missing
+            .iter()
+            .map(|m| format!("this kernel lacks tracepoint {}:{}: {} will not be shown", m.category, m.name, m.shows))
+            .collect();
         let targets = HashMap::try_from(take_map(&mut ebpf, "TARGETS")?)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
         let events = Some(RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?);
-        Ok(Self { _ebpf: ebpf, _logger: logger, targets, counters, events })
+        let conns = HashMap::try_from(take_map(&mut ebpf, "CONNS")?)?;
+        Ok(Self { _ebpf: ebpf, _logger: logger, targets, counters, events, conns, attached, warnings })
     }
 
     /// Start tracing a process.
@@ -145,9 +271,13 @@ impl Probes {
             .with_context(|| format!("add pid {pid} to the target map (full?)"))
     }
 
-    /// Stop tracing a process (it exited).
+    /// Stop tracing a process (it exited) and forget its connections.
     pub fn remove_target(&mut self, pid: u32) {
         let _ = self.targets.remove(&pid);
+        let keys: Vec<ConnKey> = self.conns.keys().filter_map(Result::ok).filter(|k| k.tgid == pid).collect();
+        for k in keys {
+            let _ = self.conns.remove(&k);
+        }
     }
 
     /// The event ring buffer; taken once by the reader.
@@ -195,10 +325,11 @@ mod tests {
         if !tracefs::format_path(&dir, "syscalls", "sys_enter_accept4").exists() {
             return skip("offsets_of_this_kernel_are_read_from_tracefs", "no syscall tracepoints readable here");
         }
-        let o = read_offsets(&dir).unwrap();
+        let (o, _) = read_offsets(&dir).unwrap();
         // Syscall tracepoints: 8 bytes of common fields, the syscall number, then 8-byte args.
-        assert!(o.accept_fd >= 8 && o.accept_addr == o.accept_fd + 8, "{o:?}");
-        assert!(o.exit_ret >= 8, "{o:?}");
+        assert!(o.syscall_arg0 >= 12, "{o:?}");
+        assert!(o.exit_ret >= 12, "{o:?}");
+        assert_ne!(o.gen_pid, 0, "{o:?}");
     }
 
     #[test]
@@ -227,6 +358,7 @@ mod tests {
                 assert_eq!(a.peer.unwrap().port(), client.local_addr().unwrap().port());
                 assert_eq!(a.pid, std::process::id());
             }
+            other => panic!("expected the accept first, got {other:?}"),
         }
         drop(item);
         assert_eq!(probes.counters().unwrap().emitted, 1);

@@ -72,6 +72,7 @@ mod tests {
     fn accept(result: SyscallResult) -> Accept {
         Accept {
             ts_ns: 1_000_000,
+            conn_gen: 1_000_000,
             pid: 42,
             tid: 43,
             listen_fd: 18,

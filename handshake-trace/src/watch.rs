@@ -190,6 +190,7 @@ fn drain(
     while let Some(item) = ring.next() {
         match decode(&item) {
             Ok(Event::Accept(a)) => on_accept(&a, targets, opts, clock, out, summary)?,
+            Ok(_) => {}
             Err(e) => {
                 summary.undecodable += 1;
                 writeln!(log, "WARNING: undecodable event: {e}")?;

@@ -1,0 +1,176 @@
+//! Reads and writes on a connection in its handshake: read, readv, recvfrom,
+//! recvmsg, write, writev, sendto, sendmsg. The payload's first bytes are copied
+//! at exit with the length the syscall returned. A server OK or ERR ends the
+//! handshake; from then on the connection costs one map lookup per syscall.
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_user, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use handshake_trace_common::{
+    counter, end, kind, sys, InFlight, IoEvent, SysEvent, ThreadConn, CONN_TLS, PAYLOAD_MAX,
+    TLS_BUDGET,
+};
+
+use crate::common::{
+    arg, conn, count, current, end_tracking, header, note_handler, ret, save_in_flight,
+    take_in_flight, EVENTS,
+};
+
+macro_rules! io_programs {
+    ($enter:ident, $exit:ident, $sys:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            on_enter(&ctx, $sys);
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            on_exit(&ctx);
+            0
+        }
+    };
+}
+
+io_programs!(sys_enter_read, sys_exit_read, sys::READ);
+io_programs!(sys_enter_readv, sys_exit_readv, sys::READV);
+io_programs!(sys_enter_recvfrom, sys_exit_recvfrom, sys::RECVFROM);
+io_programs!(sys_enter_recvmsg, sys_exit_recvmsg, sys::RECVMSG);
+io_programs!(sys_enter_write, sys_exit_write, sys::WRITE);
+io_programs!(sys_enter_writev, sys_exit_writev, sys::WRITEV);
+io_programs!(sys_enter_sendto, sys_exit_sendto, sys::SENDTO);
+io_programs!(sys_enter_sendmsg, sys_exit_sendmsg, sys::SENDMSG);
+
+#[inline(always)]
+fn is_write(syscall: u32) -> bool {
+    matches!(syscall, sys::WRITE | sys::WRITEV | sys::SENDTO | sys::SENDMSG)
+}
+
+#[inline(always)]
+fn on_enter(ctx: &TracePointContext, syscall: u32) {
+    let (tgid, tid) = current();
+    let fd = arg(ctx, 0) as i32;
+    // The connection lookup is the target filter: only targets' accepts insert.
+    let Some(c) = conn(tgid, fd) else { return };
+    let gen = unsafe { (*c).gen };
+    note_handler(ctx, tid, &ThreadConn { tgid, fd, gen });
+    let saved = InFlight {
+        fd,
+        syscall,
+        ptr: arg(ctx, 1),
+        enter_ns: crate::common::now(),
+        conn_gen: gen,
+        args: [arg(ctx, 2), arg(ctx, 3), 0, 0],
+    };
+    save_in_flight(ctx, tid, &saved);
+}
+
+/// The user buffer the bytes went to or came from, and its size limit.
+#[inline(always)]
+fn buffer(f: &InFlight) -> (u64, u64) {
+    let iov = match f.syscall {
+        sys::READV | sys::WRITEV => f.ptr,
+        // struct user_msghdr: msg_name(8) msg_namelen(4+4) msg_iov(8) ...
+        sys::RECVMSG | sys::SENDMSG => {
+            unsafe { bpf_probe_read_user((f.ptr + 16) as *const u64) }.unwrap_or(0)
+        }
+        _ => return (f.ptr, u64::MAX),
+    };
+    if iov == 0 {
+        return (0, 0);
+    }
+    // First iovec only: { iov_base, iov_len }.
+    match unsafe { bpf_probe_read_user(iov as *const [u64; 2]) } {
+        Ok([base, len]) => (base, len),
+        Err(_) => (0, 0),
+    }
+}
+
+#[inline(always)]
+fn on_exit(ctx: &TracePointContext) {
+    let (tgid, tid) = current();
+    let Some(f) = take_in_flight(tid) else { return };
+    if f.syscall == 0 || f.syscall > sys::SENDMSG {
+        return; // not ours: another family's exit owns it
+    }
+    let ret = ret(ctx);
+    let Some(mut entry) = EVENTS.reserve::<IoEvent>(0) else {
+        count(counter::LOST_RINGBUF);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    let h = header(kind::IO, tgid, tid);
+    let mut captured: u32 = 0;
+    unsafe {
+        (*e).sys = SysEvent {
+            header: h,
+            conn_gen: f.conn_gen,
+            ret,
+            duration_ns: h.ts_ns.saturating_sub(f.enter_ns),
+            args: f.args,
+            fd: f.fd,
+            syscall: f.syscall,
+        };
+        (*e)._pad = 0;
+        if ret > 0 {
+            let (src, limit) = buffer(&f);
+            let mut n = ret as u64;
+            if n > limit {
+                n = limit;
+            }
+            if n > PAYLOAD_MAX as u64 {
+                n = PAYLOAD_MAX as u64;
+            }
+            let n = (n as u32) & (2 * PAYLOAD_MAX as u32 - 1);
+            if src != 0 && n > 0 && n <= PAYLOAD_MAX as u32 {
+                let dst = (*e).payload.as_mut_ptr() as *mut c_void;
+                if generated::bpf_probe_read_user(dst, n, src as *const c_void) == 0 {
+                    captured = n;
+                }
+            }
+        }
+        (*e).captured = captured;
+    }
+    // What the handshake state needs, read before the record is handed over.
+    let p = unsafe { &(*e).payload };
+    let first = [p[0], p[1], p[3], p[4]];
+    entry.submit(0);
+    count(counter::EMITTED);
+    if ret > 0 {
+        after_io(tgid, tid, &f, captured, first);
+    }
+}
+
+/// Update the connection's handshake state after a successful read or write.
+#[inline(always)]
+fn after_io(tgid: u32, tid: u32, f: &InFlight, captured: u32, first: [u8; 4]) {
+    let Some(c) = conn(tgid, f.fd) else { return };
+    let c = unsafe { &mut *c };
+    if c.gen != f.conn_gen {
+        return;
+    }
+    if c.flags & CONN_TLS != 0 {
+        if c.tls_budget <= 1 {
+            end_tracking(tgid, tid, f.fd, f.conn_gen, end::TLS_BUDGET);
+        } else {
+            c.tls_budget -= 1;
+        }
+        return;
+    }
+    // A TLS record header (handshake, version 3.x) where a MySQL packet would be.
+    if captured >= 2 && first[0] == 0x16 && first[1] == 0x03 {
+        c.flags |= CONN_TLS;
+        c.tls_budget = TLS_BUDGET;
+        return;
+    }
+    if is_write(f.syscall) && captured >= 5 {
+        let (seq, kind) = (first[2], first[3]);
+        // ERR at any point, or OK after the login (sequence ≥ 2), ends the handshake.
+        if kind == 0xff || (kind == 0x00 && seq >= 2) {
+            end_tracking(tgid, tid, f.fd, f.conn_gen, end::REPLY);
+        }
+    }
+}

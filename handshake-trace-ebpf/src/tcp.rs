@@ -1,0 +1,86 @@
+//! TCP events of connections in their handshake: retransmits, resets sent and
+//! received, state changes. These run in whatever context the stack is in, so the
+//! connection is found by its client address (daddr/dport on the server's socket).
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use handshake_trace_common::{kind, tcp, PeerKey, TcpEvent, TcpOffsets};
+
+use crate::common::{current, emit, header, offsets, PEERS};
+
+const AF_INET: u16 = 2;
+const IPPROTO_TCP: u16 = 6;
+
+#[inline(always)]
+fn read<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
+    unsafe { ctx.read_at::<T>(off as usize) }.ok()
+}
+
+/// The client's address as this tracepoint shows it.
+#[inline(always)]
+fn peer(ctx: &TracePointContext, o: &TcpOffsets) -> Option<PeerKey> {
+    let mut key = PeerKey::default();
+    if o.daddr_is_sockaddr != 0 {
+        // struct sockaddr_in / sockaddr_in6 in a 28-byte field.
+        let family: u16 = read(ctx, o.daddr)?;
+        key.port = u16::from_be(read::<u16>(ctx, o.daddr + 2)?);
+        if family == AF_INET {
+            let a: [u8; 4] = read(ctx, o.daddr + 4)?;
+            key.addr[10] = 0xff;
+            key.addr[11] = 0xff;
+            key.addr[12..].copy_from_slice(&a);
+        } else {
+            key.addr = read(ctx, o.daddr + 8)?;
+        }
+    } else {
+        key.port = read(ctx, o.dport)?;
+        key.addr = read(ctx, o.daddr)?;
+    }
+    Some(key)
+}
+
+#[inline(always)]
+fn on_tcp(ctx: &TracePointContext, o: &TcpOffsets, what: u32) {
+    let Some(key) = peer(ctx, o) else { return };
+    let Some(tc) = (unsafe { PEERS.get(&key) }).copied() else { return };
+    let (oldstate, newstate) = if what == tcp::STATE {
+        (read::<i32>(ctx, o.oldstate).unwrap_or(0) as u32, read::<i32>(ctx, o.newstate).unwrap_or(0) as u32)
+    } else {
+        (0, 0)
+    };
+    let (_, tid) = current();
+    emit(TcpEvent {
+        header: header(kind::TCP, tc.tgid, tid),
+        conn_gen: tc.gen,
+        fd: tc.fd,
+        what,
+        oldstate,
+        newstate,
+    });
+}
+
+#[tracepoint]
+pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    on_tcp(&ctx, &offsets().retransmit, tcp::RETRANSMIT);
+    0
+}
+
+#[tracepoint]
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+    on_tcp(&ctx, &offsets().send_reset, tcp::SEND_RESET);
+    0
+}
+
+#[tracepoint]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    on_tcp(&ctx, &offsets().receive_reset, tcp::RECEIVE_RESET);
+    0
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let o = offsets().set_state;
+    if read::<u16>(&ctx, o.protocol) != Some(IPPROTO_TCP) {
+        return 0;
+    }
+    on_tcp(&ctx, &o, tcp::STATE);
+    0
+}

@@ -1,0 +1,1 @@
+//! MySQL protocol decoding (being written).
