@@ -5,13 +5,15 @@
 //! `clock`, `privileges`. Kernel plumbing: `probes`. Orchestration: `watch`,
 //! `doctor`, `lab`.
 pub mod clock;
+pub mod correlate;
 pub mod doctor;
 pub mod events;
 pub mod lab;
 pub mod mysql;
 pub mod privileges;
 pub mod probes;
-pub mod render;
+pub mod render_handshake;
+pub mod stats;
 pub mod targets;
 pub mod tracefs;
 pub mod watch;

@@ -10,7 +10,9 @@ EXAMPLES:
     handshake-trace watch                # every mysqld/mariadbd, including ones started later
     handshake-trace watch -p 1234        # only pid 1234
     handshake-trace watch --port 3306    # only connections accepted on port 3306
-    handshake-trace watch -j -d 60 > accepts.jsonl   # JSON Lines for one minute
+    handshake-trace watch --slow 100     # also timelines of successful handshakes slower than 100 ms
+    handshake-trace watch --rollup 10    # successful handshakes as a roll-up every 10 s
+    handshake-trace watch -j -d 60 > handshakes.jsonl   # JSON Lines for one minute
     handshake-trace lab                  # a throwaway MariaDB, real clients, traced live
 ";
 
@@ -31,7 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Attach to running servers and print each connection they accept.
+    /// Attach to running servers and show each connection's handshake: a line when it
+    /// went well, a timeline with a verdict when it did not.
     #[command(after_help = EXAMPLES)]
     Watch {
         /// Trace this process (repeatable). Default: every process named mysqld or mariadbd.
@@ -49,6 +52,15 @@ enum Command {
         /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two).
         #[arg(long, value_name = "KIB", default_value_t = 4096)]
         ringbuf_kb: u32,
+        /// Also print every raw kernel event (for debugging the tracer).
+        #[arg(long, hide = true)]
+        events: bool,
+        /// Show the full timeline of successful handshakes slower than this.
+        #[arg(long, value_name = "MS")]
+        slow: Option<f64>,
+        /// Print a roll-up of successful handshakes every SECS instead of a line each.
+        #[arg(long, value_name = "SECS")]
+        rollup: Option<u64>,
     },
     /// Check that tracing can work here; list the MySQL servers found.
     Doctor,
@@ -90,12 +102,15 @@ async fn run(cli: Cli) -> Result<i32> {
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
     match cli.command {
-        Command::Watch { pids, port, duration, json, ringbuf_kb } => {
+        Command::Watch { pids, port, duration, json, ringbuf_kb, events, slow, rollup } => {
             let opts = watch::WatchOptions {
                 pids,
                 port,
                 json,
                 ringbuf_bytes: Some(ringbuf_kb.saturating_mul(1024)),
+                raw_events: events,
+                slow_ms: slow,
+                rollup_secs: rollup,
             };
             let summary =
                 watch::run(&opts, &mut stdout, &mut stderr, stop_signal(duration.map(Duration::from_secs)))

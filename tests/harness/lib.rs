@@ -163,3 +163,15 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Read one whole MySQL packet (the server's greeting) from a raw client socket.
+pub fn read_greeting(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).expect("greeting header");
+    let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("greeting body");
+    body
+}

@@ -1,0 +1,319 @@
+//! Handshakes for people (a line, or a timeline in words) and for machines (JSON). Pure.
+use serde_json::{json, Value};
+
+use crate::{
+    clock::{format_rfc3339, format_time_of_day, Clock},
+    correlate::{Handshake, Reply, Step, StepKind, Verdict},
+    events::{signal_name, tcp_state_name, SyscallKind, SyscallResult, TcpWhat},
+    mysql,
+};
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn addr(a: Option<std::net::SocketAddr>) -> String {
+    a.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
+}
+
+/// "user@database" style identity, as far as the login showed it.
+fn who(h: &Handshake) -> String {
+    match &h.login {
+        Some(l) => format!(
+            "user '{}'{}",
+            l.user,
+            l.database.as_deref().map(|d| format!(" db '{d}'")).unwrap_or_default()
+        ),
+        None if h.tls => "TLS".into(),
+        None => "no login".into(),
+    }
+}
+
+/// One line for a handshake that needs no timeline.
+pub fn handshake_line(h: &Handshake, clock: &Clock) -> String {
+    let p = h.phases();
+    let part = |name: &str, v: Option<u64>| v.map(|v| format!(" {name} {:.1}", ms(v))).unwrap_or_default();
+    format!(
+        "{} {:<14} {} -> {} pid {} fd {} {} {:.1} ms (ms:{}{}{})",
+        format_time_of_day(clock.wall(h.accept_ns)),
+        h.verdict.map(Verdict::as_str).unwrap_or("?"),
+        addr(h.client),
+        addr(h.server),
+        h.pid,
+        h.fd,
+        who(h),
+        ms(p.total_ns),
+        part("greeting", p.to_greeting_ns),
+        part("login", p.to_login_ns),
+        part("auth", p.to_reply_ns),
+    )
+}
+
+fn result_text(r: SyscallResult) -> String {
+    match r {
+        SyscallResult::Ok(n) => n.to_string(),
+        SyscallResult::Err(e) => e.describe(),
+    }
+}
+
+fn sockopt_name(level: u64, name: u64) -> String {
+    match (level, name) {
+        (1, 13) => "SO_LINGER".into(),
+        (1, 20) | (1, 66) => "SO_RCVTIMEO".into(),
+        (1, 21) | (1, 67) => "SO_SNDTIMEO".into(),
+        (1, 9) => "SO_KEEPALIVE".into(),
+        (1, 7) => "SO_SNDBUF".into(),
+        (1, 8) => "SO_RCVBUF".into(),
+        (6, 1) => "TCP_NODELAY".into(),
+        (0, 1) => "IP_TOS".into(),
+        (41, 67) => "IPV6_TCLASS".into(),
+        _ => format!("level {level} option {name}"),
+    }
+}
+
+/// A step in words a MySQL engineer knows.
+pub fn describe_step(h: &Handshake, s: &Step) -> String {
+    match &s.what {
+        StepKind::Accepted { listen_fd, client } => {
+            format!("accept on listening fd {listen_fd} → fd {} from {}", h.fd, addr(*client))
+        }
+        StepKind::Handoff { from_tid } => format!("handler thread {} takes the connection from thread {from_tid}", s.tid),
+        StepKind::Blocking { nonblocking } => {
+            if *nonblocking {
+                "fcntl(F_SETFL, O_NONBLOCK): socket non-blocking".into()
+            } else {
+                "fcntl(F_SETFL): socket switched to blocking".into()
+            }
+        }
+        StepKind::SocketOption { level, name, value, value2 } => match (level, name) {
+            (1, 13) => {
+                let (on, secs) = (value & 0xffff_ffff, value >> 32);
+                if on != 0 && secs == 0 {
+                    "setsockopt(SO_LINGER {on, 0 s}): close will reset the connection (RST)".into()
+                } else {
+                    format!("setsockopt(SO_LINGER {{{}, {secs} s}})", if on != 0 { "on" } else { "off" })
+                }
+            }
+            (1, 20) | (1, 21) | (1, 66) | (1, 67) => {
+                format!("setsockopt({} = {} ms)", sockopt_name(*level, *name), value * 1000 + value2 / 1000)
+            }
+            _ => format!("setsockopt({} = {})", sockopt_name(*level, *name), value & 0xffff_ffff),
+        },
+        StepKind::Read { syscall, result, requested, nonblocking, duration_ns, packets } => {
+            let mode = if *nonblocking { "non-blocking" } else { "blocking" };
+            let what = if h.login_ns.map(|t| t < s.ts_ns).unwrap_or(false) || h.tls {
+                "from the client"
+            } else if *requested == 4 {
+                "of the login header"
+            } else {
+                "of the login"
+            };
+            let res = match result {
+                SyscallResult::Ok(0) => "0: the client closed the connection".to_string(),
+                SyscallResult::Ok(n) => format!("{n} bytes"),
+                SyscallResult::Err(e) if e.0 == 11 => "EAGAIN (nothing to read yet)".into(),
+                SyscallResult::Err(e) if e.0 == 4 => "EINTR (interrupted by a signal)".into(),
+                SyscallResult::Err(e) => e.describe(),
+            };
+            let waited = if !*nonblocking && *duration_ns > 1_000_000 {
+                format!(" after {:.1} ms", ms(*duration_ns))
+            } else {
+                String::new()
+            };
+            let mut text = format!("{mode} {} {what} ({requested} bytes) → {res}{waited}", syscall.name());
+            for p in packets {
+                text.push_str(&format!("; {p}"));
+            }
+            text
+        }
+        StepKind::Write { syscall, result, packets } => {
+            let mut text = format!("{} → {}", syscall.name(), match result {
+                SyscallResult::Ok(n) => format!("{n} bytes"),
+                SyscallResult::Err(e) => e.describe(),
+            });
+            for p in packets {
+                text.push_str(&format!("; {p}"));
+            }
+            text
+        }
+        StepKind::Wait { syscall, timeout_ms, result, duration_ns } => {
+            let t = timeout_ms.map(|t| format!("{t} ms")).unwrap_or_else(|| "no timeout".into());
+            let res = match result {
+                SyscallResult::Ok(0) => format!("timed out after {:.1} ms", ms(*duration_ns)),
+                SyscallResult::Ok(_) => format!("readable after {:.1} ms", ms(*duration_ns)),
+                SyscallResult::Err(e) => format!("{} after {:.1} ms", e.describe(), ms(*duration_ns)),
+            };
+            format!("{}(fd {}, {t}) → {res}", syscall.name(), h.fd)
+        }
+        StepKind::Timer { syscall, ms: t, result } => {
+            format!("{}({t} ms) → {}: a timer armed", syscall.name(), result_text(*result))
+        }
+        StepKind::Kill { syscall, target, signal } => {
+            format!("{}({target}, {}) by thread {}", syscall.name(), signal_name(*signal), s.tid)
+        }
+        StepKind::Signal { signal, from_tid, to_tid, delivered } => {
+            if *delivered {
+                format!("{} delivered to thread {to_tid}", signal_name(*signal))
+            } else {
+                format!("{} sent by thread {from_tid} to thread {to_tid}", signal_name(*signal))
+            }
+        }
+        StepKind::Tcp(w) => match w {
+            TcpWhat::Retransmit => "TCP retransmit".into(),
+            TcpWhat::SendReset => "TCP RST sent to the client".into(),
+            TcpWhat::ReceiveReset => "TCP RST received from the client".into(),
+            TcpWhat::State { old, new } => format!("TCP {} → {}", tcp_state_name(*old), tcp_state_name(*new)),
+        },
+        StepKind::Shutdown { how } => format!("shutdown({})", ["SHUT_RD", "SHUT_WR", "SHUT_RDWR"].get(*how as usize).unwrap_or(&"?")),
+        StepKind::Close { result, linger0 } => {
+            let reply = if h.reply.is_some() { "" } else { ", no error packet sent" };
+            if *linger0 {
+                format!("SO_LINGER 0 + close → RST{reply}")
+            } else {
+                format!("close → {}{reply}", result_text(*result))
+            }
+        }
+        StepKind::TrackingEnd { reason } => match *reason {
+            1 => "handshake over: no longer traced".into(),
+            2 => "TLS connection past its handshake: no longer traced".into(),
+            r => format!("no longer traced (reason {r})"),
+        },
+        StepKind::Note(n) => n.clone(),
+    }
+}
+
+/// The full timeline of a handshake, in words.
+pub fn handshake_timeline(h: &Handshake, clock: &Clock) -> String {
+    let mut out = String::new();
+    let conn_id = h.greeting.as_ref().map(|g| format!(" connection id {}", g.connection_id)).unwrap_or_default();
+    out.push_str(&format!(
+        "{} {} {} -> {} pid {} fd {}{} {} ({:.1} ms)\n",
+        format_time_of_day(clock.wall(h.accept_ns)),
+        h.verdict.map(Verdict::as_str).unwrap_or("?").to_uppercase(),
+        addr(h.client),
+        addr(h.server),
+        h.pid,
+        h.fd,
+        conn_id,
+        who(h),
+        ms(h.total_ns()),
+    ));
+    out.push_str(&format!("  why: {}\n", h.reason));
+    if let Some(e) = &h.client_error {
+        out.push_str(&format!("  the client most likely reported: {e}\n"));
+    }
+    for s in &h.steps {
+        out.push_str(&format!(
+            "  {:>+11.3} ms  [{}] {}\n",
+            h.ms_since_accept(s.ts_ns),
+            if s.tid == 0 { "kernel".to_string() } else { s.tid.to_string() },
+            describe_step(h, s)
+        ));
+    }
+    out
+}
+
+fn step_event_name(k: &StepKind) -> &'static str {
+    match k {
+        StepKind::Accepted { .. } => "accept",
+        StepKind::Handoff { .. } => "handoff",
+        StepKind::Read { .. } => "read",
+        StepKind::Write { .. } => "write",
+        StepKind::Wait { .. } => "wait",
+        StepKind::Blocking { .. } => "fcntl",
+        StepKind::SocketOption { .. } => "setsockopt",
+        StepKind::Timer { .. } => "timer",
+        StepKind::Kill { .. } => "kill",
+        StepKind::Signal { delivered: true, .. } => "signal_deliver",
+        StepKind::Signal { .. } => "signal_generate",
+        StepKind::Tcp(_) => "tcp",
+        StepKind::Shutdown { .. } => "shutdown",
+        StepKind::Close { .. } => "close",
+        StepKind::TrackingEnd { .. } => "tracking_end",
+        StepKind::Note(_) => "note",
+    }
+}
+
+fn syscall_of(k: &StepKind) -> Option<SyscallKind> {
+    match k {
+        StepKind::Read { syscall, .. } | StepKind::Write { syscall, .. } | StepKind::Wait { syscall, .. } => Some(*syscall),
+        StepKind::Timer { syscall, .. } | StepKind::Kill { syscall, .. } => Some(*syscall),
+        _ => None,
+    }
+}
+
+fn opt_ms(v: Option<u64>) -> Value {
+    v.map(|v| json!((ms(v) * 1000.0).round() / 1000.0)).unwrap_or(Value::Null)
+}
+
+/// One JSON object per finished handshake (fields: docs/json.md).
+pub fn handshake_json(h: &Handshake, clock: &Clock) -> Value {
+    let p = h.phases();
+    let error = match &h.reply {
+        Some(Reply::Err(e)) => json!({
+            "code": e.code,
+            "name": mysql::error_name(e.code),
+            "sqlstate": e.sqlstate,
+            "message": e.message,
+        }),
+        _ => Value::Null,
+    };
+    let wait = h.timeout.as_ref().map(|t| json!({
+        "mechanism": t.mechanism.as_str(),
+        "timeout_ms": t.timeout_ms,
+        "waited_ms": (ms(t.waited_ns) * 1000.0).round() / 1000.0,
+        "waiting_for": t.waiting_for,
+        "signal_from_tid": t.signal_from,
+    }));
+    let attrs: serde_json::Map<String, Value> = h
+        .login
+        .as_ref()
+        .map(|l| l.attrs.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect())
+        .unwrap_or_default();
+    let events: Vec<Value> = h
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "t_ms": (h.ms_since_accept(s.ts_ns) * 1000.0).round() / 1000.0,
+                "tid": s.tid,
+                "event": step_event_name(&s.what),
+                "syscall": syscall_of(&s.what).map(|k| k.name()),
+                "text": describe_step(h, s),
+            })
+        })
+        .collect();
+    json!({
+        "verdict": h.verdict.map(Verdict::as_str),
+        "reason": h.reason,
+        "time": format_rfc3339(clock.wall(h.accept_ns)),
+        "pid": h.pid,
+        "accept_tid": h.accept_tid,
+        "handler_tid": h.handler_tid,
+        "fd": h.fd,
+        "listen_fd": h.listen_fd,
+        "client": h.client.map(|a| a.to_string()),
+        "server": h.server.map(|a| a.to_string()),
+        "connection_id": h.greeting.as_ref().map(|g| g.connection_id),
+        "server_version": h.greeting.as_ref().map(|g| g.server_version.clone()),
+        "user": h.login.as_ref().map(|l| l.user.clone()),
+        "database": h.login.as_ref().and_then(|l| l.database.clone()),
+        "auth_plugin": h.login.as_ref().and_then(|l| l.auth_plugin.clone())
+            .or_else(|| h.greeting.as_ref().and_then(|g| g.auth_plugin.clone())),
+        "auth_switch": h.auth_switch,
+        "auth_response_len": h.login.as_ref().map(|l| l.auth_response_len),
+        "client_attrs": attrs,
+        "tls": h.tls,
+        "error": error,
+        "client_error": h.client_error,
+        "phases_ms": {
+            "handoff": opt_ms(p.handoff_ns),
+            "to_greeting": opt_ms(p.to_greeting_ns),
+            "to_login": opt_ms(p.to_login_ns),
+            "to_reply": opt_ms(p.to_reply_ns),
+            "total": opt_ms(Some(p.total_ns)),
+        },
+        "wait": wait,
+        "events": events,
+    })
+}
