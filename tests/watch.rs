@@ -76,10 +76,15 @@ fn port_filter_keeps_only_connections_on_that_port() {
 #[test]
 fn a_target_that_exits_mid_trace_leaves_the_tracer_running() {
     let Some(bin) = ready("a_target_that_exits_mid_trace_leaves_the_tracer_running") else { return };
-    let mut db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
     let pid = db.pid();
     let tracer = Tracer::start(&bin, &["watch", "-p", &pid.to_string(), "-j"]);
-    db.stop();
+    // A client in the middle of its handshake when the server dies.
+    let mut c = TcpStream::connect(db.addr()).unwrap();
+    let port = c.local_addr().unwrap().port();
+    read_greeting(&mut c);
+    // SIGKILL: no close() of its sockets, the connection just ends with the process.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let tracer_pid = tracer.pid();
     // The tracer notices within its 1 s refresh and keeps going.
     std::thread::sleep(Duration::from_millis(2500));
@@ -87,6 +92,10 @@ fn a_target_that_exits_mid_trace_leaves_the_tracer_running() {
     let output = tracer.stop();
     assert_eq!(output.code, Some(0), "{}", output.stderr_text());
     assert!(output.stderr_text().contains(&format!("pid {pid} exited; still tracing")), "{}", output.stderr_text());
+    let h = handshake_for(&output.json(), port).unwrap_or_else(|| panic!("{:?}", output.stdout)).clone();
+    assert_eq!(h["verdict"], "incomplete", "{h:#}");
+    drop(c);
+    drop(db);
 }
 
 #[test]

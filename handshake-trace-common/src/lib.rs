@@ -246,7 +246,7 @@ pub struct Conn {
 pub const CONN_TLS: u32 = 1;
 /// I/O events a TLS connection is traced for after its ClientHello: the TLS handshake
 /// and the encrypted login and its reply fit; query traffic after it is not traced.
-pub const TLS_BUDGET: u16 = 12;
+pub const TLS_BUDGET: u16 = 32;
 
 /// Pseudo-syscall of the [`SysEvent`] that says the kernel stopped tracing a
 /// connection; `args[0]` is one of [`end`].

@@ -475,12 +475,21 @@ impl Handshake {
             None => {}
         }
         if self.tracking_ended == Some(handshake_trace_common::end::TLS_BUDGET) {
-            return (Verdict::Ok, "TLS: the reply is encrypted; the connection went on past the handshake".into());
+            return self.tls_command_phase().unwrap_or((
+                Verdict::Ok,
+                "TLS: the reply is encrypted; the connection went on past the handshake".into(),
+            ));
         }
         if !self.closed {
             return (Verdict::Incomplete, if open_at_end { "still open when tracing stopped".into() } else { "not seen to end".into() });
         }
-        if let Some(t) = self.timeout_wait() {
+        let timeout = self.timeout_wait();
+        if self.tls && timeout.is_none() {
+            if let Some(v) = self.tls_close() {
+                return v;
+            }
+        }
+        if let Some(t) = timeout {
             let why = match t.mechanism {
                 WaitMechanism::Poll => format!(
                     "the server waited {:.1} ms for {} (poll, timeout {}), gave up and closed{}",
@@ -510,6 +519,48 @@ impl Handshake {
             return (Verdict::ClientClosed, "the client closed the connection (read returned 0) before the handshake ended".into());
         }
         (Verdict::ServerClosed, "the server closed the connection without a reply, for a reason not seen in its syscalls".into())
+    }
+
+    /// A TLS connection closed within its traced budget: the reply is encrypted, so
+    /// judge by who acted last. A client that logged in and quit leaves the server
+    /// reading (its COM_QUIT); a refused login ends with the server writing and closing.
+    fn tls_close(&self) -> Option<(Verdict, String)> {
+        if let Some(v) = self.tls_command_phase() {
+            return Some(v);
+        }
+        let tls_reads = self.steps.iter().filter(|s| matches!(&s.what, StepKind::Read { result: SyscallResult::Ok(n), .. } if *n > 0)).count();
+        let writes = self.steps.iter().filter(|s| matches!(&s.what, StepKind::Write { .. })).count();
+        // Greeting + TLS server flight at least, and the client's hello, finish and login.
+        if writes < 3 || tls_reads < 4 {
+            return None;
+        }
+        let last = self.steps.iter().rev().find_map(|s| match &s.what {
+            StepKind::Read { result: SyscallResult::Ok(n), .. } if *n > 0 => Some(true),
+            StepKind::Write { .. } => Some(false),
+            _ => None,
+        })?;
+        Some(if last {
+            (Verdict::Ok, "TLS: the client logged in and quit (inferred: the reply is encrypted; the server read the client's last request and closed)".into())
+        } else {
+            (Verdict::ServerClosed, "TLS: the server closed right after an encrypted reply, most likely an ERR (OK and ERR cannot be told apart inside TLS)".into())
+        })
+    }
+
+    /// After a login the server waits for commands with `wait_timeout` instead of
+    /// `connect_timeout`: a change of wait timeout inside TLS means the login succeeded.
+    fn tls_command_phase(&self) -> Option<(Verdict, String)> {
+        let mut waits = self.steps.iter().filter_map(|s| match &s.what {
+            StepKind::Wait { timeout_ms: Some(t), .. } => Some(*t),
+            _ => None,
+        });
+        let first = waits.next()?;
+        let later = waits.find(|t| *t != first)?;
+        Some((
+            Verdict::Ok,
+            format!(
+                "TLS: the server moved on to waiting for commands (wait timeout {later} ms instead of the handshake's {first} ms): logged in; the OK itself is encrypted"
+            ),
+        ))
     }
 
     fn waiting_for(&self) -> &'static str {
@@ -1084,8 +1135,46 @@ mod tests {
         assert!(h.tls);
         assert_eq!(h.verdict, Some(Verdict::Ok));
         assert!(h.login.is_none());
+        assert!(h.reason.contains("past the handshake"), "{}", h.reason);
         let text = crate::render_handshake::handshake_timeline(&h, &crate::clock::Clock::with_offset(0));
         assert!(text.contains("SSLRequest") && text.contains("517 bytes of TLS"), "{text}");
+    }
+
+    /// Inside TLS the OK is encrypted, but the server's wait timeout changes from
+    /// connect_timeout to wait_timeout once the login succeeded.
+    #[test]
+    fn tls_login_is_judged_by_the_servers_next_wait() {
+        let tls_start = |ev: &mut Vec<Event>| {
+            let mut ssl = (0x0200u32 | 0x0800 | 0x8000).to_le_bytes().to_vec();
+            ssl.extend_from_slice(&(1u32 << 24).to_le_bytes());
+            ssl.push(33);
+            ssl.extend_from_slice(&[0; 23]);
+            let ssl = packet(1, &ssl);
+            ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, ssl.len() as i64, ssl.len() as u64, &ssl));
+            ev.push(io(GEN + 400_000, SyscallKind::Read, 5, 5, &[0x16, 0x03, 0x01, 0x02, 0x00]));
+            ev.push(io(GEN + 410_000, SyscallKind::Read, 512, 512, &[1; 16]));
+            ev.push(io(GEN + 500_000, SyscallKind::Write, 1404, 1404, &[0x16, 0x03, 0x03]));
+            ev.push(sys(GEN + 600_000, SyscallKind::Poll, 1, 100_000, [1, 2000, 1, 1]));
+            ev.push(io(GEN + 610_000, SyscallKind::Read, 5, 5, &[0x17, 0x03, 0x03, 0, 40]));
+            ev.push(io(GEN + 620_000, SyscallKind::Read, 40, 40, &[2; 40]));
+            ev.push(io(GEN + 700_000, SyscallKind::Write, 33, 33, &[0x17, 0x03, 0x03]));
+        };
+        let mut logged_in = prelude(GEN);
+        tls_start(&mut logged_in);
+        logged_in.push(sys(GEN + 800_000, SyscallKind::Poll, 1, 100_000, [1, 28_800_000, 1, 1]));
+        logged_in.push(io(GEN + 810_000, SyscallKind::Read, 5, 5, &[0x17, 0x03, 0x03, 0, 20]));
+        logged_in.push(sys(GEN + 900_000, SyscallKind::Close, 0, 1000, [0; 4]));
+        let h = only(&logged_in);
+        assert_eq!(h.verdict, Some(Verdict::Ok), "{}", h.reason);
+        assert!(h.reason.contains("wait timeout 28800000 ms instead of the handshake's 2000 ms"), "{}", h.reason);
+
+        // Refused inside TLS: the server writes (its ERR) and closes, no command-phase wait.
+        let mut refused = prelude(GEN);
+        tls_start(&mut refused);
+        refused.push(sys(GEN + 900_000, SyscallKind::Close, 0, 1000, [0; 4]));
+        let h = only(&refused);
+        assert_eq!(h.verdict, Some(Verdict::ServerClosed), "{}", h.reason);
+        assert!(h.reason.contains("encrypted reply"), "{}", h.reason);
     }
 
     #[test]

@@ -25,8 +25,17 @@ pub fn comm(pid: u32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string())
 }
 
+/// Alive: present in /proc and not a zombie (an exited process not yet reaped).
 pub fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => proc_state(&stat).is_some_and(|s| s != 'Z' && s != 'X'),
+        Err(_) => false,
+    }
+}
+
+// "1234 (mariadbd) S 1 ...": the state follows the last ')' (the name may contain one).
+fn proc_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 /// Every running process named like a MySQL server.
@@ -206,6 +215,24 @@ mod tests {
         // pid_max is at most 2^22: this pid cannot exist.
         let err = check_pids(&[u32::MAX - 1]).unwrap_err().to_string();
         assert!(err.contains("no process with pid"), "{err}");
+    }
+
+    #[test]
+    fn zombies_are_not_alive() {
+        assert_eq!(proc_state("1234 (mariadbd) S 1 1234"), Some('S'));
+        assert_eq!(proc_state("1234 (a) b) Z 1 1234"), Some('Z'));
+        assert_eq!(proc_state("garbage"), None);
+        // A child that exited but is not reaped yet.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_exists(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(!process_exists(pid), "zombie {pid} counted as alive: {stat}");
+        assert!(stat.contains(") Z"), "not reaped yet, so still in /proc as a zombie: {stat}");
+        child.wait().unwrap();
     }
 
     #[test]

@@ -22,13 +22,15 @@ pub struct MariaDbOptions {
     /// Seconds; the server's `connect_timeout`.
     pub connect_timeout: u32,
     pub max_connections: Option<u32>,
+    /// Enable TLS with a throwaway self-signed certificate (needs `openssl`).
+    pub tls: bool,
     /// More `mariadbd` options.
     pub extra_args: Vec<String>,
 }
 
 impl Default for MariaDbOptions {
     fn default() -> Self {
-        Self { port: 0, connect_timeout: 10, max_connections: None, extra_args: Vec::new() }
+        Self { port: 0, connect_timeout: 10, max_connections: None, tls: false, extra_args: Vec::new() }
     }
 }
 
@@ -97,6 +99,21 @@ impl MariaDb {
             .args(["--skip-log-bin", "--innodb-buffer-pool-size=32M", "--log-warnings=2"]);
         if let Some(n) = opts.max_connections {
             cmd.arg(format!("--max-connections={n}"));
+        }
+        if opts.tls {
+            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            let out = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .context("run openssl to make a test certificate")?;
+            if !out.status.success() {
+                bail!("openssl failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            cmd.arg(format!("--ssl-cert={}", cert.display())).arg(format!("--ssl-key={}", key.display()));
         }
         cmd.args(&opts.extra_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         db.child = Some(cmd.spawn().context("start mariadbd")?);

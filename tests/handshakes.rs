@@ -1,0 +1,248 @@
+//! The handshake scenarios against a real MariaDB (connect_timeout=2) with real
+//! clients (the `mariadb` CLI, PyMySQL, TLS) and raw-socket clients for the faults.
+//! One server and one tracer for all of them; each scenario's handshake is found in
+//! the JSON by its client port, user, database, driver attribute or connection id.
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    os::fd::AsRawFd,
+    process::Command,
+    thread,
+    time::Duration,
+};
+
+use handshake_trace_tests::*;
+use serde_json::Value;
+
+fn port_of(s: &TcpStream) -> u16 {
+    s.local_addr().unwrap().port()
+}
+
+fn by_port(all: &[Value], port: u16) -> &Value {
+    all.iter()
+        .find(|h| h["client"] == format!("127.0.0.1:{port}"))
+        .unwrap_or_else(|| panic!("no handshake from port {port}"))
+}
+
+fn one<'a>(all: &'a [Value], what: &str, f: impl Fn(&Value) -> bool) -> &'a Value {
+    let found: Vec<&Value> = all.iter().filter(|h| f(h)).collect();
+    assert_eq!(found.len(), 1, "expected one handshake: {what}; found {}", found.len());
+    found[0]
+}
+
+fn assert_verdict(h: &Value, verdict: &str) {
+    assert_eq!(h["verdict"], verdict, "{h:#}");
+}
+
+/// A raw client: read the greeting, then do `then`; returns its local port.
+fn raw(db: &MariaDb, then: impl FnOnce(&mut TcpStream) + Send + 'static) -> thread::JoinHandle<u16> {
+    let addr = db.addr();
+    thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let port = port_of(&s);
+        read_greeting(&mut s);
+        then(&mut s);
+        port
+    })
+}
+
+/// After the server gave up: the client's next read fails the way users see it.
+fn read_after_server_gave_up(s: &mut TcpStream) -> std::io::ErrorKind {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => std::io::ErrorKind::UnexpectedEof,
+        Ok(_) => panic!("the server answered a client it should have dropped"),
+        Err(e) => e.kind(),
+    }
+}
+
+fn set_linger0(s: &TcpStream) {
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: valid fd and option buffer.
+    let rc = unsafe {
+        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&l as *const libc::linger).cast(), std::mem::size_of::<libc::linger>() as u32)
+    };
+    assert_eq!(rc, 0);
+}
+
+/// A HandshakeResponse41 for user `lab` with a junk 20-byte auth response.
+fn login_packet() -> Vec<u8> {
+    let mut b = (0x0200u32 | 0x8000 | 0x0008_0000).to_le_bytes().to_vec();
+    b.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    b.push(33);
+    b.extend_from_slice(&[0; 23]);
+    b.extend_from_slice(b"lab\0");
+    b.push(20);
+    b.extend_from_slice(&[7; 20]);
+    b.extend_from_slice(b"mysql_native_password\0");
+    let mut p = vec![b.len() as u8, 0, 0, 1];
+    p.extend_from_slice(&b);
+    p
+}
+
+#[test]
+fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
+    let Some(bin) = ready("every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees") else { return };
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, tls: true, ..Default::default() }).expect("start MariaDB");
+    db.sql("CREATE USER 'tls_lab'@'%' IDENTIFIED BY 'tls-pw' REQUIRE SSL; CREATE USER 'tls_lab'@'localhost' IDENTIFIED BY 'tls-pw' REQUIRE SSL")
+        .unwrap();
+    let aborted_before = db.status("Aborted_connects").unwrap();
+    let port = db.port().to_string();
+    // --port keeps the harness's own Unix-socket logins out.
+    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--port", &port]);
+    // The same trace for people, from a second tracer.
+    let text_tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "--port", &port]);
+
+    // Real clients. The MariaDB CLI uses TLS whenever the server offers it: --skip-ssl
+    // keeps the plain scenarios readable.
+    let ok = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT CONNECTION_ID()"]).unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let cli_conn_id: u64 = String::from_utf8_lossy(&ok.stdout).trim().parse().unwrap();
+    let denied = db.client(LAB_USER, "wrong-password", &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("ERROR 1045"));
+    let nodb = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-D", "no_such_db", "-e", "SELECT 1"]).unwrap();
+    assert!(String::from_utf8_lossy(&nodb.stderr).contains("ERROR 1049"));
+    let driver = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(format!(
+            "import pymysql; c = pymysql.connect(host='127.0.0.1', port={port}, user='{LAB_USER}', password='{LAB_PASSWORD}', program_name='ht-driver'); print(c.thread_id()); c.close()"
+        ))
+        .output()
+        .unwrap();
+    assert!(driver.status.success(), "PyMySQL: {}", String::from_utf8_lossy(&driver.stderr));
+    let driver_conn_id: u64 = String::from_utf8_lossy(&driver.stdout).trim().parse().unwrap();
+    let tls = db.client("tls_lab", "tls-pw", &["--ssl", "-e", "SELECT 1"]).unwrap();
+    assert!(tls.status.success(), "TLS login: {}", String::from_utf8_lossy(&tls.stderr));
+
+    // Raw clients for the faults, at once (the slow ones overlap).
+    let silent = raw(&db, |s| {
+        thread::sleep(Duration::from_millis(2600));
+        let kind = read_after_server_gave_up(s);
+        assert_eq!(kind, std::io::ErrorKind::ConnectionReset, "the client should see the server's RST");
+    });
+    let late = raw(&db, |s| {
+        thread::sleep(Duration::from_secs(3));
+        // The RST already arrived: the write reports it (or, if the write got through, the read does).
+        let kind = match s.write_all(&login_packet()) {
+            Err(e) => e.kind(),
+            Ok(()) => read_after_server_gave_up(s),
+        };
+        assert!(matches!(kind, std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe), "{kind:?}");
+    });
+    let closes = raw(&db, |_| {});
+    let resets = raw(&db, |s| set_linger0(s));
+    let garbage = raw(&db, |s| {
+        s.write_all(&[5, 0, 0, 1, 1, 2, 3, 4, 5]).unwrap();
+        let mut buf = [0u8; 128];
+        let n = s.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("Bad handshake"));
+    });
+    let http = raw(&db, |s| {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 128];
+        let _ = s.read(&mut buf);
+    });
+    let ports: Vec<u16> = [silent, late, closes, resets, garbage, http].into_iter().map(|t| t.join().unwrap()).collect();
+    let [silent, late, closes, resets, garbage, http] = ports[..] else { unreachable!() };
+
+    // max_connections (10 is MariaDB's minimum; one more is kept for admins): hold 11, the 12th is refused.
+    db.sql("SET GLOBAL max_connections = 10").unwrap();
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..13 {
+        let mut s = TcpStream::connect(db.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).unwrap();
+        if head[4] == 0xff {
+            refused = Some(port_of(&s));
+            break;
+        }
+        held.push(s);
+    }
+    let refused = refused.expect("a connection refused with ERR 1040");
+    thread::sleep(Duration::from_millis(2600)); // the held ones time out
+    drop(held);
+    db.sql("SET GLOBAL max_connections = 151").unwrap();
+    thread::sleep(Duration::from_millis(300));
+
+    let out = tracer.stop();
+    assert_eq!(out.code, Some(0), "{}", out.stderr_text());
+    let all = out.json();
+    let text = text_tracer.stop();
+    let timeline = text.stdout.join("\n");
+    for words in [
+        "SERVER_TIMEOUT",
+        "why: the server waited",
+        "for the login packet (poll, timeout 2000 ms), gave up and closed with a reset (SO_LINGER 0), sending no error",
+        "non-blocking recvfrom of the login header (4 bytes) → EAGAIN (nothing to read yet)",
+        "poll(fd ",
+        ", 2000 ms) → timed out after 20",
+        "setsockopt(SO_LINGER {on, 0 s}): close will reset the connection (RST)",
+        "SO_LINGER 0 + close → RST, no error packet sent",
+        "the client most likely reported: ERROR 2013 (HY000): Lost connection to server at 'reading authorization packet', system error: 104",
+        "AUTH_FAILED",
+        "ERR 1045 (ER_ACCESS_DENIED_ERROR) [28000]",
+        "greeting: protocol 10, server 5.5.5-10.11",
+    ] {
+        assert!(timeline.contains(words), "text output lacks {words:?}:\n{timeline}");
+    }
+    let summary = text.stderr_text();
+    assert!(summary.contains("Summary: ") && summary.contains("server_timeout 13"), "{summary}");
+    assert!(summary.contains("accept → greeting") && summary.contains("p99"), "{summary}");
+    // Secrets never shown: the lab password in no form.
+    assert!(!timeline.contains(LAB_PASSWORD) && !out.stdout.join("").contains(LAB_PASSWORD));
+
+    let h = one(&all, "CLI login", |h| h["connection_id"] == cli_conn_id);
+    assert_verdict(h, "ok");
+    assert_eq!(h["user"], LAB_USER, "{h:#}");
+    assert!(h["server_version"].as_str().unwrap().contains("MariaDB"), "{h:#}");
+    assert!(h["phases_ms"]["total"].as_f64().unwrap() > 0.0);
+
+    let h = one(&all, "wrong password", |h| h["verdict"] == "auth_failed");
+    assert_eq!(h["error"]["code"], 1045);
+    assert_eq!(h["client_error"], String::from_utf8_lossy(&denied.stderr).trim());
+
+    let h = one(&all, "unknown database", |h| h["database"] == "no_such_db");
+    assert_verdict(h, "server_error");
+    assert_eq!(h["error"]["code"], 1049);
+    assert_eq!(h["error"]["name"], "ER_BAD_DB_ERROR");
+
+    let h = one(&all, "PyMySQL", |h| h["client_attrs"]["_client_name"] == "pymysql");
+    assert_verdict(h, "ok");
+    assert_eq!(h["connection_id"], driver_conn_id);
+    assert_eq!(h["client_attrs"]["program_name"], "ht-driver");
+
+    let h = one(&all, "TLS login", |h| h["tls"] == true);
+    assert_verdict(h, "ok");
+    assert!(h["reason"].as_str().unwrap().contains("wait timeout"), "{h:#}");
+    assert!(h["user"].is_null(), "the login is encrypted: {h:#}");
+
+    for p in [silent, late] {
+        let h = by_port(&all, p);
+        assert_verdict(h, "server_timeout");
+        assert_eq!(h["wait"]["mechanism"], "poll");
+        assert_eq!(h["wait"]["timeout_ms"], 2000);
+        let waited = h["wait"]["waited_ms"].as_f64().unwrap();
+        assert!((1990.0..2200.0).contains(&waited), "waited {waited} ms for a 2000 ms timeout");
+        assert!(h["client_error"].as_str().unwrap().contains("2013"), "{h:#}");
+    }
+    assert_verdict(by_port(&all, closes), "client_closed");
+    assert_verdict(by_port(&all, resets), "client_reset");
+    let h = by_port(&all, garbage);
+    assert_verdict(h, "server_error");
+    assert_eq!(h["error"]["code"], 1043);
+    assert_verdict(by_port(&all, http), "server_error");
+    let h = by_port(&all, refused);
+    assert_verdict(h, "server_error");
+    assert_eq!(h["error"]["code"], 1040);
+    assert!(h["connection_id"].is_null(), "ERR 1040 comes instead of the greeting: {h:#}");
+
+    // The server's own count of failed handshakes agrees with ours.
+    let aborted = db.status("Aborted_connects").unwrap() - aborted_before;
+    let not_ok = all.iter().filter(|h| h["verdict"] != "ok").count() as u64;
+    assert_eq!(not_ok, aborted, "non-ok verdicts vs Aborted_connects delta");
+    let err = out.stderr_text();
+    assert!(err.contains(" 0 lost "), "{err}");
+}
