@@ -55,3 +55,15 @@ fn watch_of_a_missing_pid_fails_clearly() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no process with pid 4194303"), "{err}");
 }
+
+#[test]
+fn watch_with_no_server_running_fails_clearly() {
+    let Some(bin) = ready("watch_with_no_server_running_fails_clearly") else { return };
+    if !handshake_trace::targets::find_servers().is_empty() {
+        return skip("watch_with_no_server_running_fails_clearly", "a mysqld/mariadbd is running on this machine");
+    }
+    let out = Command::new(&bin).args(["watch", "-d", "1"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no MySQL server process found (looked for mysqld, mariadbd)"), "{err}");
+}

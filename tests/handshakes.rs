@@ -87,6 +87,9 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, tls: true, ..Default::default() }).expect("start MariaDB");
     db.sql("CREATE USER 'tls_lab'@'%' IDENTIFIED BY 'tls-pw' REQUIRE SSL; CREATE USER 'tls_lab'@'localhost' IDENTIFIED BY 'tls-pw' REQUIRE SSL")
         .unwrap();
+    // An account whose plugin differs from the greeting's: the server sends an AuthSwitchRequest.
+    db.sql("INSTALL SONAME 'auth_ed25519'; CREATE USER 'ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw'); CREATE USER 'ed'@'localhost' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw')")
+        .unwrap();
     let aborted_before = db.status("Aborted_connects").unwrap();
     let port = db.port().to_string();
     // --port keeps the harness's own Unix-socket logins out.
@@ -103,6 +106,8 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     assert!(String::from_utf8_lossy(&denied.stderr).contains("ERROR 1045"));
     let nodb = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-D", "no_such_db", "-e", "SELECT 1"]).unwrap();
     assert!(String::from_utf8_lossy(&nodb.stderr).contains("ERROR 1049"));
+    let ed = db.client("ed", "ed-pw", &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+    assert!(ed.status.success(), "ed25519 login: {}", String::from_utf8_lossy(&ed.stderr));
     let driver = Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(format!(
@@ -208,6 +213,13 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     assert_verdict(h, "server_error");
     assert_eq!(h["error"]["code"], 1049);
     assert_eq!(h["error"]["name"], "ER_BAD_DB_ERROR");
+
+    let h = one(&all, "ed25519 login", |h| h["user"] == "ed");
+    assert_verdict(h, "ok");
+    assert_eq!(h["auth_switch"], "client_ed25519", "{h:#}");
+    let texts: Vec<&str> = h["events"].as_array().unwrap().iter().map(|e| e["text"].as_str().unwrap()).collect();
+    assert!(texts.iter().any(|t| t.contains("auth switch to client_ed25519")), "{texts:#?}");
+    assert!(texts.iter().any(|t| t.contains("auth data, 64 bytes")), "{texts:#?}");
 
     let h = one(&all, "PyMySQL", |h| h["client_attrs"]["_client_name"] == "pymysql");
     assert_verdict(h, "ok");

@@ -114,3 +114,27 @@ fn programs_are_detached_on_exit_and_on_kill() {
         );
     }
 }
+
+#[test]
+fn a_restarted_server_is_picked_up_without_ending_the_trace() {
+    let Some(bin) = ready("a_restarted_server_is_picked_up_without_ending_the_trace") else { return };
+    let first = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let port = first.port();
+    // No -p: every mysqld/mariadbd, including ones started later; --port keeps it to ours.
+    let tracer = Tracer::start(&bin, &["watch", "-j", "--port", &port.to_string()]);
+    drop(first);
+    let second = MariaDb::start(&MariaDbOptions { port, ..Default::default() }).expect("restart MariaDB");
+    // The tracer rescans for servers every second.
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = second.client(LAB_USER, LAB_PASSWORD, &["-e", "SELECT 1"]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    let output = tracer.stop();
+    let err = output.stderr_text();
+    assert!(err.contains(&format!("now tracing mariadbd (pid {})", second.pid())), "{err}");
+    let events = output.json();
+    assert!(
+        events.iter().any(|h| h["pid"] == second.pid() && h["verdict"] == "ok" && h["user"] == LAB_USER),
+        "no login traced on the restarted server: {events:#?}"
+    );
+}

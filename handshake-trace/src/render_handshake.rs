@@ -238,6 +238,10 @@ fn syscall_of(k: &StepKind) -> Option<SyscallKind> {
     match k {
         StepKind::Read { syscall, .. } | StepKind::Write { syscall, .. } | StepKind::Wait { syscall, .. } => Some(*syscall),
         StepKind::Timer { syscall, .. } | StepKind::Kill { syscall, .. } => Some(*syscall),
+        StepKind::Blocking { .. } => Some(SyscallKind::Fcntl),
+        StepKind::SocketOption { .. } => Some(SyscallKind::Setsockopt),
+        StepKind::Close { .. } => Some(SyscallKind::Close),
+        StepKind::Shutdown { .. } => Some(SyscallKind::Shutdown),
         _ => None,
     }
 }

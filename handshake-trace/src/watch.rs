@@ -354,6 +354,8 @@ fn handle(ev: &Event, st: &mut State, out: &mut dyn Write) -> Result<()> {
             a.peer = a.fd().and_then(|fd| targets::socket_addrs(a.pid, fd)).map(|(_, r)| r);
             ev = std::borrow::Cow::Owned(Event::Accept(a));
         }
+    } else if let Event::ProcessExit { pid, .. } = ev.as_ref() {
+        st.filtered.retain(|k| k.0 != *pid);
     } else if let Some(k) = conn_key(&ev) {
         if st.filtered.contains(&k) {
             if matches!(ev.as_ref(), Event::Syscall(s) if s.kind == crate::events::SyscallKind::TrackingEnd || s.kind == crate::events::SyscallKind::Close) {
