@@ -165,6 +165,19 @@ pub fn save_in_flight<C: EbpfContext>(ctx: &C, tid: u32, value: &InFlight) {
     }
 }
 
+/// At a syscall's entry on `fd`: if it is a connection in its handshake, note this
+/// thread as its handler and save the syscall for its exit. The lookup is also the
+/// target filter (only targets' accepts insert connections).
+#[inline(always)]
+pub fn enter_on_conn<C: EbpfContext>(ctx: &C, fd: i32, syscall: u32, ptr: u64, args: [u64; 4]) -> bool {
+    let (tgid, tid) = current();
+    let Some(c) = conn(tgid, fd) else { return false };
+    let gen = unsafe { (*c).gen };
+    note_handler(ctx, tid, &ThreadConn { tgid, fd, gen });
+    save_in_flight(ctx, tid, &InFlight { fd, syscall, ptr, enter_ns: now(), conn_gen: gen, args });
+    true
+}
+
 /// Take the arguments saved at entry (the exit of a syscall whose entry we did not see gives None).
 #[inline(always)]
 pub fn take_in_flight(tid: u32) -> Option<InFlight> {

@@ -1,10 +1,10 @@
 //! What a server does to a connection's socket during the handshake: fcntl
 //! (O_NONBLOCK on/off), setsockopt (timeouts, SO_LINGER), close, shutdown.
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
-use handshake_trace_common::{sys, InFlight, PeerKey, ThreadConn};
+use handshake_trace_common::{sys, InFlight, PeerKey};
 
 use crate::common::{
-    arg, conn, current, emit_sys, note_handler, now, ret, save_in_flight, take_in_flight, CONNS,
+    arg, conn, current, emit_sys, enter_on_conn, now, ret, save_in_flight, take_in_flight, CONNS,
     PEERS,
 };
 
@@ -32,13 +32,8 @@ exit_program!(sys_exit_shutdown, sys::SHUTDOWN);
 
 /// Save the syscall for its exit when `fd` is a connection in its handshake.
 #[inline(always)]
-fn enter(ctx: &TracePointContext, syscall: u32, fd: i32, args: [u64; 4]) -> Option<u64> {
-    let (tgid, tid) = current();
-    let c = conn(tgid, fd)?;
-    let gen = unsafe { (*c).gen };
-    note_handler(ctx, tid, &ThreadConn { tgid, fd, gen });
-    save_in_flight(ctx, tid, &InFlight { fd, syscall, ptr: 0, enter_ns: now(), conn_gen: gen, args });
-    Some(gen)
+fn enter(ctx: &TracePointContext, syscall: u32, fd: i32, args: [u64; 4]) {
+    enter_on_conn(ctx, fd, syscall, 0, args);
 }
 
 #[tracepoint]

@@ -10,13 +10,11 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use handshake_trace_common::{
-    counter, end, kind, sys, InFlight, IoEvent, SysEvent, ThreadConn, CONN_TLS, PAYLOAD_MAX,
-    TLS_BUDGET,
+    counter, end, kind, sys, InFlight, IoEvent, SysEvent, CONN_TLS, PAYLOAD_MAX, TLS_BUDGET,
 };
 
 use crate::common::{
-    arg, conn, count, current, end_tracking, header, note_handler, ret, save_in_flight,
-    take_in_flight, EVENTS,
+    arg, conn, count, current, end_tracking, enter_on_conn, header, ret, take_in_flight, EVENTS,
 };
 
 macro_rules! io_programs {
@@ -51,21 +49,7 @@ fn is_write(syscall: u32) -> bool {
 
 #[inline(always)]
 fn on_enter(ctx: &TracePointContext, syscall: u32) {
-    let (tgid, tid) = current();
-    let fd = arg(ctx, 0) as i32;
-    // The connection lookup is the target filter: only targets' accepts insert.
-    let Some(c) = conn(tgid, fd) else { return };
-    let gen = unsafe { (*c).gen };
-    note_handler(ctx, tid, &ThreadConn { tgid, fd, gen });
-    let saved = InFlight {
-        fd,
-        syscall,
-        ptr: arg(ctx, 1),
-        enter_ns: crate::common::now(),
-        conn_gen: gen,
-        args: [arg(ctx, 2), arg(ctx, 3), 0, 0],
-    };
-    save_in_flight(ctx, tid, &saved);
+    enter_on_conn(ctx, arg(ctx, 0) as i32, syscall, arg(ctx, 1), [arg(ctx, 2), arg(ctx, 3), 0, 0]);
 }
 
 /// The user buffer the bytes went to or came from, and its size limit.

@@ -1,10 +1,10 @@
 //! Waits for a connection to become readable: poll, ppoll (the modern server's
 //! `connect_timeout`), select, pselect6. args: [nfds, timeout ms (u64::MAX = none), events, revents].
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
-use handshake_trace_common::{sys, InFlight, ThreadConn};
+use handshake_trace_common::{sys, InFlight};
 
 use crate::common::{
-    arg, conn, current_target, emit_sys, handler_conn, note_handler, now, ret, save_in_flight,
+    arg, current_target, emit_sys, enter_on_conn, handler_conn, now, ret, save_in_flight,
     take_in_flight,
 };
 
@@ -79,25 +79,16 @@ fn timespec_ms(ptr: u64) -> u64 {
 
 #[inline(always)]
 fn enter_poll(ctx: &TracePointContext, syscall: u32, timeout_ms: u64) {
-    let Some((tgid, tid)) = current_target() else { return };
+    if current_target().is_none() {
+        return;
+    }
     let ufds = arg(ctx, 0);
     let nfds = arg(ctx, 1);
     // struct pollfd { int fd; short events; short revents; }: the first entry names the
     // connection (servers wait on one socket per handler thread).
     let Ok(first) = (unsafe { bpf_probe_read_user(ufds as *const [i16; 4]) }) else { return };
     let fd = (first[0] as u16 as i32) | ((first[1] as u16 as i32) << 16);
-    let Some(c) = conn(tgid, fd) else { return };
-    let gen = unsafe { (*c).gen };
-    note_handler(ctx, tid, &ThreadConn { tgid, fd, gen });
-    let saved = InFlight {
-        fd,
-        syscall,
-        ptr: ufds,
-        enter_ns: now(),
-        conn_gen: gen,
-        args: [nfds, timeout_ms, first[2] as u16 as u64, 0],
-    };
-    save_in_flight(ctx, tid, &saved);
+    enter_on_conn(ctx, fd, syscall, ufds, [nfds, timeout_ms, first[2] as u16 as u64, 0]);
 }
 
 #[inline(always)]
