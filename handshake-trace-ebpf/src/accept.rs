@@ -46,7 +46,9 @@ fn on_enter(ctx: &TracePointContext) {
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext) {
     let Some((tgid, tid)) = current_target() else { return };
-    let Some(saved) = take_in_flight(tid) else { return };
+    // An accept that was already blocking when tracing started has no saved entry:
+    // still follow its connection (listening fd and peer unknown; userspace asks /proc).
+    let saved = take_in_flight(tid).unwrap_or(InFlight { fd: -1, ..InFlight::default() });
     let ret = ret(ctx);
     // Servers accept from non-blocking listeners until EAGAIN: that is no event.
     if ret == -EAGAIN {

@@ -174,7 +174,11 @@ pub struct Handshake {
     last_wait: Option<(SyscallKind, Option<u64>, SyscallResult, u64)>,
     last_read: Option<(SyscallResult, bool, u64, u64)>,
     last_signal: Option<(u32, u32, u64)>,
+    /// The last SIGALRM generated for the handler: (sender tid, ts).
+    sigalrm: Option<(u32, u64)>,
     tracking_ended: Option<u64>,
+    /// Timers armed in the process by threads with no connection: (ts, tid, ms).
+    process_timers: Vec<(u64, u32, u64)>,
 }
 
 impl Handshake {
@@ -217,7 +221,9 @@ impl Handshake {
             last_wait: None,
             last_read: None,
             last_signal: None,
+            sigalrm: None,
             tracking_ended: None,
+            process_timers: Vec::new(),
         }
     }
 
@@ -435,6 +441,9 @@ impl Handshake {
         // signal_generate names the sender; signal_deliver runs in the receiver.
         let from = if s.delivered { self.last_signal.map(|l| l.1).unwrap_or(0) } else { s.tid };
         self.last_signal = Some((s.signal, from, s.ts_ns));
+        if s.signal == SIGALRM && !s.delivered {
+            self.sigalrm = Some((s.tid, s.ts_ns));
+        }
         self.step(s.ts_ns, s.tid, StepKind::Signal { signal: s.signal, from_tid: from, to_tid: s.target_tid, delivered: s.delivered });
     }
 
@@ -512,11 +521,12 @@ impl Handshake {
             self.timeout = Some(t);
             return (Verdict::ServerTimeout, why);
         }
+        let slow_greeting = self.slow_greeting_note();
         if self.client_rst {
-            return (Verdict::ClientReset, "the client reset the connection (RST) before the handshake ended".into());
+            return (Verdict::ClientReset, format!("the client reset the connection (RST) before the handshake ended{slow_greeting}"));
         }
         if self.client_fin {
-            return (Verdict::ClientClosed, "the client closed the connection (read returned 0) before the handshake ended".into());
+            return (Verdict::ClientClosed, format!("the client closed the connection (read returned 0) before the handshake ended{slow_greeting}"));
         }
         (Verdict::ServerClosed, "the server closed the connection without a reply, for a reason not seen in its syscalls".into())
     }
@@ -563,6 +573,21 @@ impl Handshake {
         ))
     }
 
+    /// When the greeting came late (or never), the client probably gave up waiting for it.
+    fn slow_greeting_note(&self) -> String {
+        const SLOW_NS: u64 = 500_000_000;
+        match self.greeting_ns {
+            Some(g) if g - self.accept_ns >= SLOW_NS && self.login.is_none() => format!(
+                "; the server took {:.1} ms to send its greeting, so the client most likely gave up waiting for it",
+                (g - self.accept_ns) as f64 / 1e6
+            ),
+            None if self.end_ns.unwrap_or(0).saturating_sub(self.accept_ns) >= SLOW_NS => {
+                "; the server had not sent its greeting yet, so the client most likely gave up waiting for it".into()
+            }
+            _ => String::new(),
+        }
+    }
+
     fn waiting_for(&self) -> &'static str {
         if self.greeting_ns.is_none() {
             "nothing (before the greeting)"
@@ -582,14 +607,15 @@ impl Handshake {
         // Blocking read interrupted by a signal: EINTR or a restart code, with SIGALRM seen.
         if let SyscallResult::Err(e) = read_result {
             if !read_nonblocking && (e.0 == EINTR || e.is_restart()) {
-                let sig = self.last_signal.filter(|(sig, _, ts)| *sig == SIGALRM && *ts <= read_ts);
+                // A SIGALRM generated for the handler during the handshake, before the read returned.
+                let sig = self.sigalrm.filter(|(_, ts)| *ts <= read_ts && *ts >= self.accept_ns);
                 if sig.is_some() || e.0 == EINTR {
                     return Some(TimeoutWait {
                         mechanism: WaitMechanism::AlarmEintr,
                         timeout_ms: self.armed_timer_ms(),
                         waited_ns: read_dur,
                         waiting_for,
-                        signal_from: sig.map(|s| s.1).filter(|t| *t != 0),
+                        signal_from: sig.map(|s| s.0).filter(|t| *t != 0),
                     });
                 }
             }
@@ -617,11 +643,16 @@ impl Handshake {
         None
     }
 
-    /// The timer armed most recently on this connection's thread (alarm/setitimer).
+    /// The timer armed most recently for this connection: by its own thread, else
+    /// by another thread of the process (an alarm thread) during the handshake.
     fn armed_timer_ms(&self) -> Option<u64> {
-        self.steps.iter().rev().find_map(|s| match s.what {
+        let own = self.steps.iter().rev().find_map(|s| match s.what {
             StepKind::Timer { ms, .. } if ms > 0 => Some(ms),
             _ => None,
+        });
+        let until = self.sigalrm.map(|s| s.1).unwrap_or(u64::MAX);
+        own.or_else(|| {
+            self.process_timers.iter().rev().find(|(ts, _, _)| *ts >= self.accept_ns && *ts <= until).map(|t| t.2)
         })
     }
 
@@ -673,7 +704,12 @@ pub struct Correlator {
     pub unmatched: u64,
     /// Bound on open handshakes kept in memory; the oldest is concluded `incomplete` past it.
     pub max_open: usize,
+    /// Timers armed by threads with no connection (an alarm thread), per process: (ts, tid, ms).
+    process_timers: HashMap<u32, VecDeque<(u64, u32, u64)>>,
 }
+
+/// Timers remembered per process for `alarm_eintr` (the last few are enough).
+const TIMERS_KEPT: usize = 16;
 
 impl Correlator {
     pub fn new(max_open: usize) -> Self {
@@ -711,6 +747,16 @@ impl Correlator {
                     }
                 }
             }
+            Event::Syscall(s) if s.fd < 0 => {
+                // A timer or kill by a thread with no connection of its own.
+                if s.kind.is_timer() && s.args[0] > 0 {
+                    let q = self.process_timers.entry(s.pid).or_default();
+                    q.push_back((s.ts_ns, s.tid, s.args[0]));
+                    if q.len() > TIMERS_KEPT {
+                        q.pop_front();
+                    }
+                }
+            }
             Event::Syscall(s) => {
                 if let Some(h) = self.get(s.pid, s.fd, s.conn_gen) {
                     h.on_syscall(s);
@@ -735,6 +781,7 @@ impl Correlator {
                 }
             }
             Event::ProcessExit { ts_ns, pid } => {
+                self.process_timers.remove(pid);
                 let keys: Vec<Key> = self.open.keys().filter(|k| k.0 == *pid).copied().collect();
                 for k in keys {
                     if let Some(mut h) = self.open.remove(&k) {
@@ -760,6 +807,9 @@ impl Correlator {
         let key = (pid, fd, gen);
         if self.open.get(&key).is_some_and(|h| h.finished()) {
             let mut h = self.open.remove(&key).expect("present");
+            if let Some(t) = self.process_timers.get(&pid) {
+                h.process_timers = t.iter().copied().collect();
+            }
             let end = h.steps.last().map(|s| s.ts_ns).unwrap_or(h.accept_ns);
             h.conclude(false, end);
             done.push(h);

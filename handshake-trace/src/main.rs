@@ -13,7 +13,16 @@ EXAMPLES:
     handshake-trace watch --slow 100     # also timelines of successful handshakes slower than 100 ms
     handshake-trace watch --rollup 10    # successful handshakes as a roll-up every 10 s
     handshake-trace watch -j -d 60 > handshakes.jsonl   # JSON Lines for one minute
-    handshake-trace lab                  # a throwaway MariaDB, real clients, traced live
+    handshake-trace lab                  # connect_timeout explained: old alarm server vs modern poll server
+";
+
+const LAB_EXAMPLES: &str = "\
+EXAMPLES:
+    handshake-trace lab --list
+    handshake-trace lab                          # connect-timeout: both server styles side by side
+    handshake-trace lab starved-client           # a client paused with SIGSTOP after the greeting
+    handshake-trace lab slow-dns                 # the server's name lookup stalls before the greeting
+    handshake-trace lab --server mariadb timeout-poll   # the same on a real MariaDB (needs it installed)
 ";
 
 #[derive(Parser)]
@@ -64,17 +73,50 @@ enum Command {
     },
     /// Check that tracing can work here; list the MySQL servers found.
     Doctor,
-    /// Run a lab scenario against a server this command starts (needs root).
+    /// Teaching lab: start a server, run scripted clients, trace and explain (needs root).
+    #[command(after_help = LAB_EXAMPLES)]
     Lab {
         /// Scenario to run (see --list).
-        #[arg(default_value = "logins")]
+        #[arg(default_value = "connect-timeout")]
         scenario: String,
         /// List the scenarios.
         #[arg(long)]
         list: bool,
+        /// `builtin` (the lab's own server, both wait styles) or `mariadb` (a throwaway MariaDB).
+        #[arg(long, default_value = "builtin")]
+        server: String,
         /// JSON Lines output.
         #[arg(short = 'j', long)]
         json: bool,
+    },
+    /// The lab's built-in MySQL-protocol server (account lab / lab-password), loopback only.
+    LabServer {
+        /// How a connection thread waits for the login: `alarm` (MySQL 5.0: SIGALRM + EINTR) or `poll` (modern).
+        #[arg(long, default_value = "poll")]
+        wait: String,
+        /// TCP port on 127.0.0.1 (0 = any free port; the chosen one is printed).
+        #[arg(long, default_value_t = 3307)]
+        port: u16,
+        /// Seconds to wait for the client's login (the server's connect_timeout).
+        #[arg(long, default_value_t = 2)]
+        connect_timeout: u64,
+        /// Reverse-resolve clients with this DNS server before the greeting.
+        #[arg(long, value_name = "ADDR")]
+        resolver: Option<std::net::SocketAddr>,
+    },
+    /// The lab's scripted client (a real protocol client that can be delayed or frozen).
+    #[command(hide = true)]
+    LabClient {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value = "lab")]
+        user: String,
+        #[arg(long, default_value = "lab-password")]
+        password: String,
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        #[arg(long)]
+        stop_after_greeting: bool,
     },
 }
 
@@ -111,6 +153,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 raw_events: events,
                 slow_ms: slow,
                 rollup_secs: rollup,
+                keep_outcomes: false,
             };
             let summary =
                 watch::run(&opts, &mut stdout, &mut stderr, stop_signal(duration.map(Duration::from_secs)))
@@ -122,13 +165,38 @@ async fn run(cli: Cli) -> Result<i32> {
             let ok = doctor::report(&doctor::run_checks(), &mut stdout)?;
             Ok(if ok { 0 } else { 1 })
         }
-        Command::Lab { scenario, list, json } => {
+        Command::Lab { scenario, list, server, json } => {
             if list {
                 lab::list(&mut stdout)?;
             } else {
-                lab::run(&scenario, json, &mut stdout, &mut stderr).await?;
+                lab::run(&scenario, lab::ServerKind::parse(&server)?, json, &mut stdout, &mut stderr).await?;
             }
             Ok(0)
+        }
+        Command::LabServer { wait, port, connect_timeout, resolver } => {
+            let cfg = lab::server::ServerConfig {
+                style: lab::server::WaitStyle::parse(&wait)?,
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                connect_timeout: Duration::from_secs(connect_timeout),
+                resolver,
+            };
+            match lab::server::serve(&cfg, |addr| {
+                println!("listening on {addr}");
+                let _ = std::io::stdout().flush();
+            })? {}
+        }
+        Command::LabClient { addr, user, password, delay_ms, stop_after_greeting } => {
+            let plan = lab::client::ClientPlan { addr, user, password, delay: Duration::from_millis(delay_ms), stop_after_greeting };
+            match lab::client::run(&plan) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    Ok(0)
+                }
+                Err(msg) => {
+                    println!("{msg}");
+                    Ok(1)
+                }
+            }
         }
     }
 }

@@ -74,6 +74,9 @@ fn sockopt_name(level: u64, name: u64) -> String {
 /// A step in words a MySQL engineer knows.
 pub fn describe_step(h: &Handshake, s: &Step) -> String {
     match &s.what {
+        StepKind::Accepted { listen_fd, client } if *listen_fd < 0 => {
+            format!("accept (already waiting when tracing began) → fd {} from {}", h.fd, addr(*client))
+        }
         StepKind::Accepted { listen_fd, client } => {
             format!("accept on listening fd {listen_fd} → fd {} from {}", h.fd, addr(*client))
         }
@@ -182,6 +185,9 @@ pub fn describe_step(h: &Handshake, s: &Step) -> String {
     }
 }
 
+/// Gaps longer than this between steps are pointed out in the text timeline.
+const GAP_NS: u64 = 100_000_000;
+
 /// The full timeline of a handshake, in words.
 pub fn handshake_timeline(h: &Handshake, clock: &Clock) -> String {
     let mut out = String::new();
@@ -202,7 +208,25 @@ pub fn handshake_timeline(h: &Handshake, clock: &Clock) -> String {
     if let Some(e) = &h.client_error {
         out.push_str(&format!("  the client most likely reported: {e}\n"));
     }
+    let mut prev = h.accept_ns;
     for s in &h.steps {
+        // A long stretch with no syscall on this connection that the step itself does not
+        // account for (a wait or a blocking read does): the handler was busy elsewhere.
+        let own = match &s.what {
+            StepKind::Read { duration_ns, .. } | StepKind::Wait { duration_ns, .. } => *duration_ns,
+            _ => 0,
+        };
+        // Signals, kills and TCP events happen while the handler is blocked: no gap there.
+        let own_syscall = !matches!(s.what, StepKind::Signal { .. } | StepKind::Kill { .. } | StepKind::Tcp(_) | StepKind::Note(_));
+        let gap = s.ts_ns.saturating_sub(prev).saturating_sub(own);
+        if own_syscall && gap >= GAP_NS {
+            out.push_str(&format!(
+                "  {:>14}  … {:.1} ms with no syscall on this connection: the server was busy elsewhere (name resolution, a lock, CPU)\n",
+                "",
+                ms(gap)
+            ));
+        }
+        prev = s.ts_ns;
         out.push_str(&format!(
             "  {:>+11.3} ms  [{}] {}\n",
             h.ms_since_accept(s.ts_ns),

@@ -37,6 +37,20 @@ pub struct WatchOptions {
     pub slow_ms: Option<f64>,
     /// Instead of a line per successful handshake, a roll-up every this many seconds.
     pub rollup_secs: Option<u64>,
+    /// Keep every finished handshake's outcome in the summary (the lab explains them).
+    pub keep_outcomes: bool,
+}
+
+/// The gist of a finished handshake.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub pid: u32,
+    pub client: Option<SocketAddr>,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub timeout: Option<crate::correlate::TimeoutWait>,
+    pub client_error: Option<String>,
+    pub total_ns: u64,
 }
 
 /// What a trace saw, for the summary at exit.
@@ -53,10 +67,22 @@ pub struct Summary {
     pub to_reply: Histogram,
     pub total: Histogram,
     pub targets_seen: Vec<u32>,
+    pub outcomes: Vec<Outcome>,
 }
 
 impl Summary {
-    fn record(&mut self, h: &Handshake) {
+    fn record(&mut self, h: &Handshake, keep: bool) {
+        if keep {
+            self.outcomes.push(Outcome {
+                pid: h.pid,
+                client: h.client,
+                verdict: h.verdict.unwrap_or(Verdict::Incomplete),
+                reason: h.reason.clone(),
+                timeout: h.timeout.clone(),
+                client_error: h.client_error.clone(),
+                total_ns: h.total_ns(),
+            });
+        }
         let v = h.verdict.map(Verdict::as_str).unwrap_or("?");
         *self.by_verdict.entry(v).or_default() += 1;
         let p = h.phases();
@@ -269,7 +295,7 @@ pub async fn run(
     // Events already in the ring when we were told to stop still count.
     drain(ring.get_mut(), &mut st, out, log)?;
     for h in st.correlator.finish_all(monotonic_ns()) {
-        st.summary.record(&h);
+        st.summary.record(&h, opts.keep_outcomes);
         st.printer.handshake(&h, out)?;
     }
     if opts.rollup_secs.is_some() {
@@ -341,6 +367,12 @@ fn handle(ev: &Event, st: &mut State, out: &mut dyn Write) -> Result<()> {
             return Ok(());
         }
         server = st.targets.listener(a.pid, a.listen_fd);
+        // Missing pieces (an accept already blocking when tracing began, or a server that
+        // passes no address buffer): ask /proc about the new socket while the fd is fresh.
+        let from_proc = if server.is_none() || a.peer.is_none() { a.fd().and_then(|fd| targets::socket_addrs(a.pid, fd)) } else { None };
+        if server.is_none() {
+            server = from_proc.map(|(local, _)| local);
+        }
         if let Some(port) = st.printer.opts.port {
             if server.map(|s| s.port()) != Some(port) {
                 st.summary.filtered_out += 1;
@@ -349,9 +381,8 @@ fn handle(ev: &Event, st: &mut State, out: &mut dyn Write) -> Result<()> {
             }
         }
         if a.peer.is_none() {
-            // A server that passes no address buffer to accept: ask /proc while the fd is fresh.
             let mut a = a.clone();
-            a.peer = a.fd().and_then(|fd| targets::socket_addrs(a.pid, fd)).map(|(_, r)| r);
+            a.peer = from_proc.map(|(_, remote)| remote);
             ev = std::borrow::Cow::Owned(Event::Accept(a));
         }
     } else if let Event::ProcessExit { pid, .. } = ev.as_ref() {
@@ -365,7 +396,7 @@ fn handle(ev: &Event, st: &mut State, out: &mut dyn Write) -> Result<()> {
         }
     }
     for h in st.correlator.push(&ev, server) {
-        st.summary.record(&h);
+        st.summary.record(&h, st.printer.opts.keep_outcomes);
         st.printer.handshake(&h, out)?;
     }
     Ok(())

@@ -1,0 +1,188 @@
+//! The teaching lab, end to end: the built-in server in both wait styles, real
+//! clients, real probes. Each test runs `handshake-trace lab SCENARIO -j` and checks
+//! the traced handshake (stdout, JSON) and the explanation (stderr).
+use std::process::Command;
+
+use handshake_trace_tests::*;
+use serde_json::Value;
+
+struct LabRun {
+    handshakes: Vec<Value>,
+    explanation: String,
+}
+
+fn lab(bin: &std::path::Path, args: &[&str]) -> LabRun {
+    let out = Command::new(bin).arg("lab").args(args).arg("-j").output().expect("run lab");
+    let explanation = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "lab {args:?} failed:\n{explanation}");
+    let handshakes = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    LabRun { handshakes, explanation }
+}
+
+fn only(run: &LabRun) -> &Value {
+    assert_eq!(run.handshakes.len(), 1, "{:#?}\n{}", run.handshakes, run.explanation);
+    &run.handshakes[0]
+}
+
+/// The (event, syscall, text) of each timeline step.
+fn steps(h: &Value) -> Vec<(String, String, String)> {
+    h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap().to_string(), e["syscall"].as_str().unwrap_or("").to_string(), e["text"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Assert that steps matching each predicate appear in this order; returns their indexes.
+fn in_order(steps: &[(String, String, String)], wanted: &[(&str, &dyn Fn(&(String, String, String)) -> bool)]) -> Vec<usize> {
+    let mut from = 0;
+    let mut found = Vec::new();
+    for (what, pred) in wanted {
+        let i = steps[from..].iter().position(|s| pred(s)).map(|i| i + from).unwrap_or_else(|| panic!("no step {what:?} after step {from} in {steps:#?}"));
+        found.push(i);
+        from = i + 1;
+    }
+    found
+}
+
+fn waited_ms(h: &Value) -> f64 {
+    h["wait"]["waited_ms"].as_f64().unwrap()
+}
+
+/// Within a few percent of the 2000 ms connect_timeout.
+fn assert_about_the_timeout(h: &Value) {
+    let w = waited_ms(h);
+    assert!((1990.0..2060.0).contains(&w), "waited {w} ms for a 2000 ms connect_timeout");
+    assert_eq!(h["wait"]["waiting_for"], "the login packet");
+}
+
+#[test]
+fn alarm_server_sigalrm_interrupts_the_blocking_read_and_no_error_is_sent() {
+    let Some(bin) = ready("alarm_server_sigalrm_interrupts_the_blocking_read_and_no_error_is_sent") else { return };
+    let run = lab(&bin, &["timeout-alarm"]);
+    let h = only(&run);
+    assert_eq!(h["verdict"], "server_timeout", "{h:#}");
+    assert_eq!(h["wait"]["mechanism"], "alarm_eintr");
+    assert_eq!(h["wait"]["timeout_ms"], 2000);
+    assert_about_the_timeout(h);
+    let handler = h["handler_tid"].as_u64().unwrap();
+    let alarm_thread = h["wait"]["signal_from_tid"].as_u64().expect("the SIGALRM's sender");
+    assert_ne!(alarm_thread, handler, "the alarm thread, not the handler, sends SIGALRM");
+    let s = steps(h);
+    let idx = in_order(&s, &[
+        ("greeting", &|s| s.0 == "write" && s.2.contains("greeting")),
+        ("non-blocking read → EAGAIN", &|s| s.0 == "read" && s.2.starts_with("non-blocking") && s.2.contains("EAGAIN")),
+        ("alarm armed", &|s| s.0 == "timer" && s.2.contains("2000 ms")),
+        ("switched to blocking", &|s| s.0 == "fcntl" && s.2.contains("switched to blocking")),
+        ("SIGALRM from the alarm thread", &|s| s.0 == "signal_generate" && s.2.contains(&format!("SIGALRM sent by thread {alarm_thread} to thread {handler}"))),
+        ("blocking read interrupted", &|s| s.0 == "read" && s.2.starts_with("blocking") && (s.2.contains("EINTR") || s.2.contains("interrupted by signal"))),
+        ("close", &|s| s.0 == "close" && s.2.contains("no error packet sent")),
+    ]);
+    // Nothing written after the greeting: the "Bad handshake" error is never sent.
+    assert!(!s[idx[0] + 1..].iter().any(|s| s.0 == "write"), "{s:#?}");
+    assert!(!s.iter().any(|s| s.2.contains("RST")), "the old server closes with a FIN: {s:#?}");
+    // The client's own message is the one users report: 2013.
+    let said = run.explanation.lines().find(|l| l.contains("actually reported")).unwrap();
+    assert!(said.contains("2013"), "{said}");
+    assert!(run.explanation.contains("Aborted_connects rose by 1"), "{}", run.explanation);
+}
+
+#[test]
+fn poll_server_times_out_in_poll_and_resets_the_connection() {
+    let Some(bin) = ready("poll_server_times_out_in_poll_and_resets_the_connection") else { return };
+    let run = lab(&bin, &["timeout-poll"]);
+    let h = only(&run);
+    assert_eq!(h["verdict"], "server_timeout", "{h:#}");
+    assert_eq!(h["wait"]["mechanism"], "poll");
+    assert_about_the_timeout(h);
+    let s = steps(h);
+    in_order(&s, &[
+        ("greeting", &|s| s.0 == "write" && s.2.contains("greeting")),
+        ("non-blocking read → EAGAIN", &|s| s.0 == "read" && s.2.contains("EAGAIN")),
+        ("poll timed out", &|s| s.0 == "wait" && s.1 == "poll" && s.2.contains("timed out after")),
+        ("SO_LINGER 0", &|s| s.0 == "setsockopt" && s.2.contains("SO_LINGER {on, 0 s}")),
+        ("abortive close", &|s| s.0 == "close" && s.2.contains("RST, no error packet sent")),
+    ]);
+    assert!(!s.iter().any(|s| s.0 == "signal_generate"), "no signals in the poll style: {s:#?}");
+    // The client saw the reset.
+    let said = run.explanation.lines().find(|l| l.contains("actually reported")).unwrap();
+    assert!(said.contains("104") || said.to_lowercase().contains("reset"), "{said}");
+}
+
+#[test]
+fn connect_timeout_scenario_shows_both_styles_side_by_side() {
+    let Some(bin) = ready("connect_timeout_scenario_shows_both_styles_side_by_side") else { return };
+    let run = lab(&bin, &["connect-timeout"]);
+    let mut mechanisms: Vec<&str> = run.handshakes.iter().map(|h| h["wait"]["mechanism"].as_str().unwrap_or("?")).collect();
+    mechanisms.sort();
+    assert_eq!(mechanisms, ["alarm_eintr", "poll"], "{:#?}", run.handshakes);
+    for style in ["alarm", "poll"] {
+        assert!(run.explanation.contains(&format!("built-in {style} server")), "{}", run.explanation);
+    }
+    assert!(run.explanation.contains("Remedies:") && run.explanation.contains("connect_timeout"), "{}", run.explanation);
+}
+
+#[test]
+fn real_clients_log_in_to_the_built_in_server() {
+    let Some(bin) = ready("real_clients_log_in_to_the_built_in_server") else { return };
+    let run = lab(&bin, &["normal"]);
+    let h = only(&run);
+    assert_eq!(h["verdict"], "ok", "{h:#}");
+    assert_eq!(h["user"], "lab");
+    assert!(h["server_version"].as_str().unwrap().contains("handshake-trace-lab"));
+    assert!(run.explanation.contains("actually reported: 1"), "SELECT 1 returned 1:\n{}", run.explanation);
+
+    // PyMySQL, a real driver, logs in and queries too.
+    let server = std::process::Command::new(&bin)
+        .args(["lab-server", "--wait", "poll", "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = KillOnDrop(server);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.0.stdout.take().unwrap()), &mut line).unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let py = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(format!("import pymysql; c = pymysql.connect(host='127.0.0.1', port={port}, user='lab', password='lab-password'); cur = c.cursor(); cur.execute('SELECT 42'); print(cur.fetchone()[0]); c.close()"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "42", "{}", String::from_utf8_lossy(&py.stderr));
+    drop(server);
+
+    let run = lab(&bin, &["wrong-password"]);
+    let h = only(&run);
+    assert_eq!(h["verdict"], "auth_failed");
+    assert_eq!(h["error"]["code"], 1045);
+    // The tool's prediction is the CLI's own message, word for word.
+    let said = run.explanation.lines().find(|l| l.contains("actually reported")).unwrap();
+    assert!(said.ends_with(h["client_error"].as_str().unwrap()), "{said} vs {}", h["client_error"]);
+}
+
+#[test]
+fn slow_name_resolution_delays_the_greeting_until_the_client_gives_up() {
+    let Some(bin) = ready("slow_name_resolution_delays_the_greeting_until_the_client_gives_up") else { return };
+    let run = lab(&bin, &["slow-dns"]);
+    let h = only(&run);
+    assert!(matches!(h["verdict"].as_str(), Some("client_closed" | "client_reset")), "{h:#}");
+    let to_greeting = h["phases_ms"]["to_greeting"].as_f64().unwrap();
+    assert!(to_greeting >= 2900.0, "the greeting waited for the 3 s lookup: {to_greeting} ms");
+    assert!(h["reason"].as_str().unwrap().contains("gave up waiting for it"), "{h:#}");
+    let said = run.explanation.lines().find(|l| l.contains("actually reported")).unwrap();
+    assert!(said.contains("reading initial communication packet"), "{said}");
+    assert!(run.explanation.contains("skip_name_resolve"), "{}", run.explanation);
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
