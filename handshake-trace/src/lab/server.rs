@@ -85,6 +85,9 @@ pub fn serve(cfg: &ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result<std::
     if cfg.style == WaitStyle::Alarm {
         install_alarm_handling()?;
     }
+    // A server-like process name (comm), for ps and the tracer's output.
+    // SAFETY: PR_SET_NAME with a NUL-terminated name of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"lab-mysqld".as_ptr()) };
     ready(listener.local_addr()?);
     // Like the real servers: wait for the listener to be readable (select in MySQL 5.0,
     // poll in modern ones), then accept from a non-blocking socket.
