@@ -27,8 +27,12 @@ fn only(run: &LabRun) -> &Value {
     &run.handshakes[0]
 }
 
+/// The (event, syscall, text) of a timeline step.
+type StepText = (String, String, String);
+type StepMatch<'a> = (&'a str, &'a dyn Fn(&StepText) -> bool);
+
 /// The (event, syscall, text) of each timeline step.
-fn steps(h: &Value) -> Vec<(String, String, String)> {
+fn steps(h: &Value) -> Vec<StepText> {
     h["events"]
         .as_array()
         .unwrap()
@@ -38,11 +42,11 @@ fn steps(h: &Value) -> Vec<(String, String, String)> {
 }
 
 /// Assert that steps matching each predicate appear in this order; returns their indexes.
-fn in_order(steps: &[(String, String, String)], wanted: &[(&str, &dyn Fn(&(String, String, String)) -> bool)]) -> Vec<usize> {
+fn in_order(steps: &[StepText], wanted: &[StepMatch]) -> Vec<usize> {
     let mut from = 0;
     let mut found = Vec::new();
     for (what, pred) in wanted {
-        let i = steps[from..].iter().position(|s| pred(s)).map(|i| i + from).unwrap_or_else(|| panic!("no step {what:?} after step {from} in {steps:#?}"));
+        let i = steps[from..].iter().position(pred).map(|i| i + from).unwrap_or_else(|| panic!("no step {what:?} after step {from} in {steps:#?}"));
         found.push(i);
         from = i + 1;
     }

@@ -13,6 +13,7 @@ pub mod mysql;
 pub mod privileges;
 pub mod probes;
 pub mod render_handshake;
+pub mod session;
 pub mod stats;
 pub mod targets;
 pub mod tracefs;
