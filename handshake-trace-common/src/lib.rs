@@ -154,8 +154,8 @@ pub struct AcceptEvent {
     pub listen_fd: i32,
     /// The syscall's return: the new fd, or a negative errno.
     pub ret: i32,
-    /// `sa_family` of the peer address (AF_INET = 2, AF_INET6 = 10), 0 when the
-    /// caller passed no address buffer or it could not be read.
+    /// `sa_family` of the peer address (AF_INET = 2, AF_INET6 = 10, AF_UNIX = 1), 0 when
+    /// the caller passed no address buffer or it could not be read.
     pub family: u16,
     /// Peer port in host byte order.
     pub port: u16,

@@ -127,7 +127,11 @@ fn read_peer(ptr: u64, event: &mut AcceptEvent) {
                 event.family = family;
             }
         }
-        _ => return,
+        // AF_UNIX and others: say which, so userspace does not go looking for an address.
+        other => {
+            event.family = other;
+            return;
+        }
     }
     event.port = u16::from_be(port);
 }

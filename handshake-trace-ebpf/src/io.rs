@@ -121,7 +121,7 @@ fn on_exit(ctx: &TracePointContext) {
     // What the handshake state needs, read before the record is handed over.
     let p = unsafe { &(*e).payload };
     let first = [p[0], p[1], p[3], p[4]];
-    entry.submit(0);
+    entry.submit(crate::common::submit_flags());
     count(counter::EMITTED);
     if ret > 0 {
         after_io(tgid, tid, &f, captured, first);

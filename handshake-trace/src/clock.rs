@@ -19,6 +19,11 @@ impl Clock {
         Self { offset_ns }
     }
 
+    /// Wall clock minus monotonic clock, in ns (recorded in trace files).
+    pub fn offset_ns(&self) -> i128 {
+        self.offset_ns
+    }
+
     pub fn wall(&self, mono_ns: u64) -> SystemTime {
         let ns = (mono_ns as i128 + self.offset_ns).max(0) as u128;
         UNIX_EPOCH + Duration::from_nanos(ns as u64)

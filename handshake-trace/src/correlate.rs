@@ -142,6 +142,8 @@ pub struct Handshake {
     pub listen_fd: i32,
     pub client: Option<SocketAddr>,
     pub server: Option<SocketAddr>,
+    /// The client came over a Unix socket.
+    pub unix: bool,
     pub handler_tid: Option<u32>,
     pub steps: Vec<Step>,
     pub greeting: Option<Greeting>,
@@ -193,6 +195,7 @@ impl Handshake {
             listen_fd: a.listen_fd,
             client: a.peer,
             server,
+            unix: a.unix,
             handler_tid: None,
             steps: vec![Step { ts_ns: a.ts_ns, tid: a.tid, what: StepKind::Accepted { listen_fd: a.listen_fd, client: a.peer } }],
             greeting: None,
@@ -854,6 +857,7 @@ mod tests {
             listen_fd: 20,
             result: SyscallResult::Ok(FD as i64),
             peer: Some("127.0.0.1:47460".parse().unwrap()),
+            unix: false,
         })
     }
 

@@ -86,8 +86,11 @@ pub struct Accept {
     pub tid: u32,
     pub listen_fd: i32,
     pub result: SyscallResult,
-    /// None when the server passed no address buffer (resolve it another way).
+    /// None when the server passed no address buffer (resolve it another way), or for
+    /// a Unix-socket client.
     pub peer: Option<SocketAddr>,
+    /// The client came over a Unix socket (no address to find).
+    pub unix: bool,
 }
 
 impl From<AcceptEvent> for Accept {
@@ -109,6 +112,7 @@ impl From<AcceptEvent> for Accept {
             listen_fd: e.listen_fd,
             result: SyscallResult::from(e.ret as i64),
             peer: ip.map(|ip| SocketAddr::new(ip, e.port)),
+            unix: e.family == 1,
         }
     }
 }
@@ -512,6 +516,14 @@ mod tests {
         let addr = Ipv6Addr::LOCALHOST.octets();
         let a = accept_of(&as_bytes(&accept_record(10, addr, 40000, 4)));
         assert_eq!(a.peer, Some("[::1]:40000".parse().unwrap()));
+    }
+
+    #[test]
+    fn unix_socket_clients_are_marked_not_unknown() {
+        let a = accept_of(&as_bytes(&accept_record(1, [0; 16], 0, 44)));
+        assert!(a.unix);
+        assert_eq!(a.peer, None);
+        assert!(!accept_of(&as_bytes(&accept_record(0, [0; 16], 0, 44))).unix);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Pure modules (no aya, no tokio): `events`, `render`, `tracefs`, `targets`,
 //! `clock`, `privileges`. Kernel plumbing: `probes`. Orchestration: `watch`,
 //! `doctor`, `lab`.
+pub mod analyze;
 pub mod clock;
 pub mod correlate;
 pub mod doctor;
@@ -12,6 +13,8 @@ pub mod lab;
 pub mod mysql;
 pub mod privileges;
 pub mod probes;
+pub mod record;
+pub mod redact;
 pub mod render_handshake;
 pub mod session;
 pub mod stats;

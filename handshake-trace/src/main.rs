@@ -2,7 +2,7 @@ use std::{io::Write, time::Duration};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use handshake_trace::{doctor, lab, watch};
+use handshake_trace::{analyze, doctor, lab, watch};
 
 const EXAMPLES: &str = "\
 EXAMPLES:
@@ -13,6 +13,8 @@ EXAMPLES:
     handshake-trace watch --slow 100     # also timelines of successful handshakes slower than 100 ms
     handshake-trace watch --rollup 10    # successful handshakes as a roll-up every 10 s
     handshake-trace watch -j -d 60 > handshakes.jsonl   # JSON Lines for one minute
+    handshake-trace record -o monday.htrace -d 3600     # save an hour; secrets are zeroed
+    handshake-trace analyze monday.htrace               # replay it anywhere, no root
     handshake-trace lab                  # connect_timeout explained: old alarm server vs modern poll server
 ";
 
@@ -40,36 +42,89 @@ struct Cli {
     command: Command,
 }
 
+/// How handshakes are printed (watch, record, analyze).
+#[derive(clap::Args, Clone)]
+struct OutputArgs {
+    /// JSON Lines output, one object per handshake (fields: docs/json.md).
+    #[arg(short = 'j', long)]
+    json: bool,
+    /// Show the full timeline of successful handshakes slower than this.
+    #[arg(long, value_name = "MS")]
+    slow: Option<f64>,
+    /// Print a roll-up of successful handshakes every SECS instead of a line each.
+    #[arg(long, value_name = "SECS")]
+    rollup: Option<u64>,
+    /// Also print every raw kernel event (for debugging the tracer).
+    #[arg(long, hide = true)]
+    events: bool,
+}
+
+/// What to trace (watch, record).
+#[derive(clap::Args, Clone)]
+struct WatchArgs {
+    /// Trace this process (repeatable). Default: every process named mysqld or mariadbd.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pids: Vec<u32>,
+    /// Keep only connections accepted on this local port.
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(short = 'd', long = "duration", value_name = "SECS")]
+    duration: Option<u64>,
+    /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two).
+    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    ringbuf_kb: u32,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+impl WatchArgs {
+    fn options(&self, record: Option<std::path::PathBuf>) -> watch::WatchOptions {
+        watch::WatchOptions {
+            pids: self.pids.clone(),
+            port: self.port,
+            ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
+            record,
+            ..self.output.options()
+        }
+    }
+}
+
+impl OutputArgs {
+    fn options(&self) -> watch::WatchOptions {
+        watch::WatchOptions {
+            json: self.json,
+            raw_events: self.events,
+            slow_ms: self.slow,
+            rollup_secs: self.rollup,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Attach to running servers and show each connection's handshake: a line when it
     /// went well, a timeline with a verdict when it did not.
     #[command(after_help = EXAMPLES)]
-    Watch {
-        /// Trace this process (repeatable). Default: every process named mysqld or mariadbd.
-        #[arg(short = 'p', long = "pid", value_name = "PID")]
-        pids: Vec<u32>,
+    Watch(WatchArgs),
+    /// Like watch, and also save the raw events (secrets zeroed) to a trace file for `analyze`.
+    Record {
+        /// The trace file to write.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: std::path::PathBuf,
+        #[command(flatten)]
+        watch: WatchArgs,
+    },
+    /// Replay a trace file from `record`: prints what watch printed live. No root needed.
+    Analyze {
+        /// The trace file.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        output: OutputArgs,
         /// Keep only connections accepted on this local port.
         #[arg(long, value_name = "PORT")]
         port: Option<u16>,
-        /// Stop after this many seconds (default: until Ctrl-C).
-        #[arg(short = 'd', long = "duration", value_name = "SECS")]
-        duration: Option<u64>,
-        /// JSON Lines output, one object per event (fields: docs/json.md).
-        #[arg(short = 'j', long)]
-        json: bool,
-        /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two).
-        #[arg(long, value_name = "KIB", default_value_t = 4096)]
-        ringbuf_kb: u32,
-        /// Also print every raw kernel event (for debugging the tracer).
-        #[arg(long, hide = true)]
-        events: bool,
-        /// Show the full timeline of successful handshakes slower than this.
-        #[arg(long, value_name = "MS")]
-        slow: Option<f64>,
-        /// Print a roll-up of successful handshakes every SECS instead of a line each.
-        #[arg(long, value_name = "SECS")]
-        rollup: Option<u64>,
     },
     /// Check that tracing can work here; list the MySQL servers found.
     Doctor,
@@ -88,6 +143,9 @@ enum Command {
         /// JSON Lines output.
         #[arg(short = 'j', long)]
         json: bool,
+        /// Also save the trace to FILE (replay with `analyze`).
+        #[arg(long, value_name = "FILE")]
+        record: Option<std::path::PathBuf>,
     },
     /// The lab's built-in MySQL-protocol server (account lab / lab-password), loopback only.
     LabServer {
@@ -144,20 +202,21 @@ async fn run(cli: Cli) -> Result<i32> {
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
     match cli.command {
-        Command::Watch { pids, port, duration, json, ringbuf_kb, events, slow, rollup } => {
-            let opts = watch::WatchOptions {
-                pids,
-                port,
-                json,
-                ringbuf_bytes: Some(ringbuf_kb.saturating_mul(1024)),
-                raw_events: events,
-                slow_ms: slow,
-                rollup_secs: rollup,
-                keep_outcomes: false,
-            };
-            let summary =
-                watch::run(&opts, &mut stdout, &mut stderr, stop_signal(duration.map(Duration::from_secs)))
-                    .await?;
+        Command::Watch(args) => {
+            let summary = watch::run(&args.options(None), &mut stdout, &mut stderr, stop_signal(args.duration.map(Duration::from_secs))).await?;
+            watch::print_summary(&summary, &mut stderr)?;
+            Ok(0)
+        }
+        Command::Record { output, watch: args } => {
+            let summary = watch::run(&args.options(Some(output.clone())), &mut stdout, &mut stderr, stop_signal(args.duration.map(Duration::from_secs))).await?;
+            watch::print_summary(&summary, &mut stderr)?;
+            writeln!(stderr, "Trace written to {} (secrets zeroed); replay it with: handshake-trace analyze {}", output.display(), output.display())?;
+            Ok(0)
+        }
+        Command::Analyze { file, output, port } => {
+            let trace = analyze::read(&file)?;
+            let opts = watch::WatchOptions { port, ..output.options() };
+            let summary = analyze::analyze(&trace, &opts, &mut stdout, &mut stderr)?;
             watch::print_summary(&summary, &mut stderr)?;
             Ok(0)
         }
@@ -165,11 +224,11 @@ async fn run(cli: Cli) -> Result<i32> {
             let ok = doctor::report(&doctor::run_checks(), &mut stdout)?;
             Ok(if ok { 0 } else { 1 })
         }
-        Command::Lab { scenario, list, server, json } => {
+        Command::Lab { scenario, list, server, json, record } => {
             if list {
                 lab::list(&mut stdout)?;
             } else {
-                lab::run(&scenario, lab::ServerKind::parse(&server)?, json, &mut stdout, &mut stderr).await?;
+                lab::run(&scenario, lab::ServerKind::parse(&server)?, json, record, &mut stdout, &mut stderr).await?;
             }
             Ok(0)
         }

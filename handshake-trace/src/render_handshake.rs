@@ -16,6 +16,11 @@ fn addr(a: Option<std::net::SocketAddr>) -> String {
     a.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
 }
 
+/// The client's address, or that it came over a Unix socket.
+fn client_addr(h: &Handshake) -> String {
+    if h.unix { "unix-socket".into() } else { addr(h.client) }
+}
+
 /// "user@database" style identity, as far as the login showed it.
 fn who(h: &Handshake) -> String {
     match &h.login {
@@ -37,7 +42,7 @@ pub fn handshake_line(h: &Handshake, clock: &Clock) -> String {
         "{} {:<14} {} -> {} pid {} fd {} {} {:.1} ms (ms:{}{}{})",
         format_time_of_day(clock.wall(h.accept_ns)),
         h.verdict.map(Verdict::as_str).unwrap_or("?"),
-        addr(h.client),
+        client_addr(h),
         addr(h.server),
         h.pid,
         h.fd,
@@ -76,6 +81,9 @@ pub fn describe_step(h: &Handshake, s: &Step) -> String {
     match &s.what {
         StepKind::Accepted { listen_fd, client } if *listen_fd < 0 => {
             format!("accept (already waiting when tracing began) → fd {} from {}", h.fd, addr(*client))
+        }
+        StepKind::Accepted { listen_fd, .. } if h.unix => {
+            format!("accept on listening fd {listen_fd} → fd {} from a Unix-socket client", h.fd)
         }
         StepKind::Accepted { listen_fd, client } => {
             format!("accept on listening fd {listen_fd} → fd {} from {}", h.fd, addr(*client))
@@ -196,7 +204,7 @@ pub fn handshake_timeline(h: &Handshake, clock: &Clock) -> String {
         "{} {} {} -> {} pid {} fd {}{} {} ({:.1} ms)\n",
         format_time_of_day(clock.wall(h.accept_ns)),
         h.verdict.map(Verdict::as_str).unwrap_or("?").to_uppercase(),
-        addr(h.client),
+        client_addr(h),
         addr(h.server),
         h.pid,
         h.fd,
@@ -321,6 +329,7 @@ pub fn handshake_json(h: &Handshake, clock: &Clock) -> Value {
         "fd": h.fd,
         "listen_fd": h.listen_fd,
         "client": h.client.map(|a| a.to_string()),
+        "unix_socket": h.unix,
         "server": h.server.map(|a| a.to_string()),
         "connection_id": h.greeting.as_ref().map(|g| g.connection_id),
         "server_version": h.greeting.as_ref().map(|g| g.server_version.clone()),

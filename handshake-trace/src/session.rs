@@ -33,6 +33,8 @@ pub struct WatchOptions {
     pub rollup_secs: Option<u64>,
     /// Keep every finished handshake's outcome in the summary (the lab explains them).
     pub keep_outcomes: bool,
+    /// Also write the raw (redacted) events to this trace file, for `analyze`.
+    pub record: Option<std::path::PathBuf>,
 }
 
 /// The gist of a finished handshake.

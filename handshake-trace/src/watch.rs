@@ -13,12 +13,64 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 pub use crate::session::{print_summary, Outcome, Summary, WatchOptions};
 use crate::{
-    clock::{monotonic_ns, Clock},
+    clock::{format_rfc3339, monotonic_ns, Clock},
     events::{decode, Event},
-    probes::{LoadOptions, Probes},
+    probes::{Counters, LoadOptions, Probes},
+    record::{TargetInfo, TraceEnd, TraceHeader, TraceWriter},
+    redact::Redactor,
     session::{AcceptAddrs, Session},
     targets::{self, ServerProcess},
 };
+
+/// Writes what the session saw to a trace file: events with their secrets zeroed,
+/// the addresses used for each accept, exits, and the trailer.
+struct Recorder {
+    writer: TraceWriter<std::io::BufWriter<std::fs::File>>,
+    redactor: Redactor,
+}
+
+impl Recorder {
+    fn create(path: &std::path::Path, clock: &Clock, targets: &Targets, ringbuf_bytes: u32) -> Result<Self> {
+        let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+        let header = TraceHeader {
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+            started: format_rfc3339(std::time::SystemTime::now()),
+            clock_offset_ns: clock.offset_ns(),
+            targets: targets
+                .live
+                .values()
+                .map(|s| TargetInfo { pid: s.pid, comm: s.comm.clone(), exe: s.exe.as_ref().map(|e| e.display().to_string()) })
+                .collect(),
+            ringbuf_bytes,
+            redacted: true,
+        };
+        Ok(Recorder { writer: TraceWriter::new(std::io::BufWriter::new(file), &header)?, redactor: Redactor::new() })
+    }
+
+    fn event(&mut self, raw: &[u8], ev: Option<&Event>, addrs: AcceptAddrs) -> Result<()> {
+        let mut raw = raw.to_vec();
+        self.redactor.redact(&mut raw);
+        self.writer.event(&raw)?;
+        if let Some(Event::Accept(_)) = ev {
+            self.writer.addrs(addrs.server, addrs.client)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self, counters: &Counters, undecodable: u64, stop_ns: u64) -> Result<()> {
+        let end = TraceEnd {
+            ended: format_rfc3339(std::time::SystemTime::now()),
+            emitted: counters.emitted,
+            lost_ringbuf: counters.lost_ringbuf,
+            lost_mapfull: counters.lost_mapfull,
+            undecodable,
+            stop_ns,
+        };
+        self.writer.end(&end)?;
+        Ok(())
+    }
+}
 
 /// The processes being traced, kept in step with /proc.
 struct Targets {
@@ -87,6 +139,10 @@ impl Targets {
 fn accept_addrs(ev: &Event, targets: &mut Targets) -> AcceptAddrs {
     let Event::Accept(a) = ev else { return AcceptAddrs::default() };
     let Some(fd) = a.fd() else { return AcceptAddrs::default() };
+    // A Unix-socket client has no address; /proc by fd could name a later TCP socket.
+    if a.unix {
+        return AcceptAddrs::default();
+    }
     let mut server = targets.listener(a.pid, a.listen_fd);
     let mut client = None;
     // An accept already blocking when tracing began, or a server that passes no address
@@ -99,6 +155,9 @@ fn accept_addrs(ev: &Event, targets: &mut Targets) -> AcceptAddrs {
     }
     AcceptAddrs { server, client }
 }
+
+/// How often the ring buffer is drained without a wakeup from the kernel.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 /// Trace until `stop` completes; write handshakes to `out`, notices to `log`.
 pub async fn run(
@@ -126,7 +185,12 @@ pub async fn run(
         .context("poll the ring buffer")?;
     let names: Vec<String> =
         targets.live.values().map(|s| format!("{} (pid {})", s.comm, s.pid)).collect();
-    let mut session = Session::new(opts, Clock::now());
+    let clock = Clock::now();
+    let mut recorder = match &opts.record {
+        Some(path) => Some(Recorder::create(path, &clock, &targets, load.ringbuf_bytes)?),
+        None => None,
+    };
+    let mut session = Session::new(opts, clock);
     let mut undecodable = 0;
     writeln!(
         log,
@@ -138,6 +202,8 @@ pub async fn run(
 
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The kernel wakes us only when the ring fills up; otherwise we drain on this timer.
+    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
     let mut rollup = tokio::time::interval(Duration::from_secs(opts.rollup_secs.unwrap_or(3600).max(1)));
     rollup.tick().await;
     let mut reported_lost = 0;
@@ -145,15 +211,21 @@ pub async fn run(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut targets, &mut session, &mut undecodable, out, log)?;
+                drain(guard.get_inner_mut(), &mut targets, &mut session, &mut recorder, &mut undecodable, out, log)?;
                 guard.clear_ready();
+            }
+            _ = drain_tick.tick() => {
+                drain(ring.get_mut(), &mut targets, &mut session, &mut recorder, &mut undecodable, out, log)?;
             }
             _ = tick.tick() => {
                 let gone = targets.refresh(&mut probes, log)?;
                 // Without sched_process_exit the refresh is how exits are noticed.
                 for pid in gone {
-                    let ev = Event::ProcessExit { ts_ns: monotonic_ns(), pid };
-                    session.handle(&ev, AcceptAddrs::default(), out)?;
+                    let ts_ns = monotonic_ns();
+                    if let Some(r) = recorder.as_mut() {
+                        r.writer.exit(pid, ts_ns)?;
+                    }
+                    session.handle(&Event::ProcessExit { ts_ns, pid }, AcceptAddrs::default(), out)?;
                 }
                 probes.flush_logs();
                 reported_lost = warn_new_losses(&probes, reported_lost, log)?;
@@ -163,8 +235,13 @@ pub async fn run(
         }
     }
     // Events already in the ring when we were told to stop still count.
-    drain(ring.get_mut(), &mut targets, &mut session, &mut undecodable, out, log)?;
-    let mut summary = session.finish(monotonic_ns(), probes.counters()?, out)?;
+    drain(ring.get_mut(), &mut targets, &mut session, &mut recorder, &mut undecodable, out, log)?;
+    let stop_ns = monotonic_ns();
+    let counters = probes.counters()?;
+    if let Some(r) = recorder {
+        r.finish(&counters, undecodable, stop_ns)?;
+    }
+    let mut summary = session.finish(stop_ns, counters, out)?;
     summary.undecodable = undecodable;
     summary.targets_seen = targets.live.keys().copied().collect();
     Ok(summary)
@@ -188,21 +265,23 @@ fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     targets: &mut Targets,
     session: &mut Session,
+    recorder: &mut Option<Recorder>,
     undecodable: &mut u64,
     out: &mut dyn Write,
     log: &mut dyn Write,
 ) -> Result<()> {
     while let Some(item) = ring.next() {
         let decoded = decode(&item);
+        let addrs = decoded.as_ref().map(|ev| accept_addrs(ev, targets)).unwrap_or_default();
+        if let Some(r) = recorder.as_mut() {
+            r.event(&item, decoded.as_ref().ok(), addrs)?;
+        }
         drop(item);
         if session.opts().raw_events {
             writeln!(out, "# {decoded:?}")?;
         }
         match decoded {
-            Ok(ev) => {
-                let addrs = accept_addrs(&ev, targets);
-                session.handle(&ev, addrs, out)?;
-            }
+            Ok(ev) => session.handle(&ev, addrs, out)?,
             Err(e) => {
                 *undecodable += 1;
                 writeln!(log, "WARNING: undecodable event: {e}")?;

@@ -30,7 +30,9 @@ enum Cmd {
         /// Only tests whose name contains this (passed to the test harness).
         filter: Option<String>,
     },
-    /// Setup, build, then run the lab demo (a throwaway MariaDB traced live).
+    /// Setup, build, then the overhead benchmark: writes docs/performance.md and docs/performance.json.
+    Bench,
+    /// Setup, build, then run the lab demo (connect_timeout on both server styles, traced live).
     Demo {
         /// Extra arguments for `handshake-trace lab`.
         #[arg(trailing_var_arg = true)]
@@ -97,6 +99,15 @@ fn real_main() -> Result<()> {
                     cmd.arg(f);
                 }
                 run(&mut cmd)
+            })
+        }
+        Cmd::Bench => {
+            let toolchain = timed("setup", setup::setup)?;
+            build::build_all(&toolchain)?;
+            timed("benchmark", || {
+                run(cargo()
+                    .args(["run", "--locked", "--release", "-p", "handshake-trace-tests", "--bin", "handshake-trace-bench"])
+                    .env("HANDSHAKE_TRACE_BIN", root().join("target/release/handshake-trace")))
             })
         }
         Cmd::Demo { args } => {

@@ -315,7 +315,14 @@ fn plan(scenario: &str, server: ServerKind) -> Result<Plan> {
 }
 
 /// Run a scenario: start its servers, trace them live, run its clients, explain.
-pub async fn run(scenario: &str, server: ServerKind, json: bool, out: &mut dyn Write, log: &mut dyn Write) -> Result<()> {
+pub async fn run(
+    scenario: &str,
+    server: ServerKind,
+    json: bool,
+    record: Option<std::path::PathBuf>,
+    out: &mut dyn Write,
+    log: &mut dyn Write,
+) -> Result<()> {
     let plan = plan(scenario, server)?;
     crate::privileges::require_bpf()?;
     let mut servers = Vec::new();
@@ -333,7 +340,14 @@ pub async fn run(scenario: &str, server: ServerKind, json: bool, out: &mut dyn W
         writeln!(log, "lab: {} pid {} listening on {} (connect_timeout {} s)", s.label, s.pid, s.addr, CONNECT_TIMEOUT_S)?;
         servers.push(s);
     }
-    let opts = WatchOptions { pids: servers.iter().map(|s| s.pid).collect(), json, keep_outcomes: true, slow_ms: Some(500.0), ..Default::default() };
+    let opts = WatchOptions {
+        pids: servers.iter().map(|s| s.pid).collect(),
+        json,
+        keep_outcomes: true,
+        slow_ms: Some(500.0),
+        record,
+        ..Default::default()
+    };
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
     let act = plan.act;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,767 @@
+//! Trace files: what `handshake-trace record` saves and `handshake-trace analyze`
+//! replays. Pure: std and serde_json only, no aya, no tokio.
+//!
+//! Format "handshake-trace trace, version 1": JSON Lines, UTF-8. The first line is
+//! the header, then one object per line tagged by `"t"`:
+//!
+//! - `{"t":"ev","b":"<hex>"}`: a kernel record exactly as received (after redaction);
+//! - `{"t":"addrs","server":"127.0.0.1:3306","client":null}`: right after an accept, the
+//!   addresses the live session used for it (from /proc);
+//! - `{"t":"listener","pid":P,"fd":F,"addr":"127.0.0.1:3306"}`: a listening socket's address from /proc;
+//! - `{"t":"exit","pid":P,"ts_ns":T}`: a target exit noticed by the /proc rescan;
+//! - `{"t":"end","ended":"..","emitted":N,"lost_ringbuf":N,"lost_mapfull":N,"undecodable":N,"stop_ns":T}`:
+//!   the trailer (`stop_ns`: kernel monotonic time tracing stopped; 0 or absent: unknown).
+//!
+//! Lines are written and flushed one at a time. A file without the trailer was cut
+//! short: it still reads, as `truncated`. See docs/trace-format.md.
+use std::{
+    fmt,
+    io::{self, BufRead, Write},
+    net::SocketAddr,
+};
+
+use serde_json::{Map, Value};
+
+/// `"format"` of the header line.
+pub const FORMAT: &str = "handshake-trace";
+/// The version this module writes, and the newest it reads.
+pub const VERSION: u64 = 1;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceHeader {
+    pub tool_version: String,
+    /// `uname -r` of the machine recorded.
+    pub kernel: String,
+    /// RFC 3339 wall-clock time the recording started.
+    pub started: String,
+    /// Wall clock minus kernel monotonic clock, in ns (kernel timestamps → wall time).
+    pub clock_offset_ns: i128,
+    pub targets: Vec<TargetInfo>,
+    pub ringbuf_bytes: u32,
+    /// Secrets were overwritten before the records were written (see `redact`).
+    pub redacted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetInfo {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+}
+
+/// The trailer, written when recording stops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceEnd {
+    pub ended: String,
+    pub emitted: u64,
+    pub lost_ringbuf: u64,
+    pub lost_mapfull: u64,
+    pub undecodable: u64,
+    /// Kernel monotonic time tracing stopped (0: unknown).
+    pub stop_ns: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TraceItem {
+    /// A raw kernel record (decode it with `events::decode`).
+    Event(Vec<u8>),
+    /// The addresses the live session used for the accept just before.
+    Addrs { server: Option<SocketAddr>, client: Option<SocketAddr> },
+    Listener { pid: u32, fd: i32, addr: SocketAddr },
+    Exit { pid: u32, ts_ns: u64 },
+    End(TraceEnd),
+}
+
+/// Writes a trace one line at a time: nothing but the current line is kept, so a
+/// recording can run for weeks.
+pub struct TraceWriter<W: Write> {
+    out: W,
+    line: String,
+}
+
+impl<W: Write> TraceWriter<W> {
+    /// Writes the header line.
+    pub fn new(out: W, header: &TraceHeader) -> io::Result<Self> {
+        let mut w = TraceWriter { out, line: String::new() };
+        let mut targets = String::from("[");
+        for (i, t) in header.targets.iter().enumerate() {
+            if i > 0 {
+                targets.push(',');
+            }
+            push_object(&mut targets, [("pid", j(t.pid)), ("comm", j(&t.comm)), ("exe", j(&t.exe))]);
+        }
+        targets.push(']');
+        push_object(
+            &mut w.line,
+            [
+                ("format", j(FORMAT)),
+                ("version", j(VERSION)),
+                ("tool_version", j(&header.tool_version)),
+                ("kernel", j(&header.kernel)),
+                ("started", j(&header.started)),
+                // A string: JSON readers commonly lose integers beyond 2^53.
+                ("clock_offset_ns", j(header.clock_offset_ns.to_string())),
+                ("targets", targets),
+                ("ringbuf_bytes", j(header.ringbuf_bytes)),
+                ("redacted", j(header.redacted)),
+            ],
+        );
+        w.finish_line()?;
+        Ok(w)
+    }
+
+    /// One kernel record, as received (after redaction).
+    pub fn event(&mut self, raw: &[u8]) -> io::Result<()> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.line.reserve(raw.len() * 2 + 20);
+        self.line.push_str(r#"{"t":"ev","b":""#);
+        for &b in raw {
+            self.line.push(char::from(HEX[usize::from(b >> 4)]));
+            self.line.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        self.line.push_str(r#""}"#);
+        self.finish_line()
+    }
+
+    /// Right after an accept's event: the addresses the live session used for it.
+    pub fn addrs(&mut self, server: Option<SocketAddr>, client: Option<SocketAddr>) -> io::Result<()> {
+        let addr = |a: Option<SocketAddr>| j(a.map(|a| a.to_string()));
+        self.object([("t", j("addrs")), ("server", addr(server)), ("client", addr(client))])
+    }
+
+    /// A listening socket's address learned from /proc.
+    pub fn listener(&mut self, pid: u32, fd: i32, addr: SocketAddr) -> io::Result<()> {
+        self.object([("t", j("listener")), ("pid", j(pid)), ("fd", j(fd)), ("addr", j(addr.to_string()))])
+    }
+
+    /// A target exit noticed by the /proc rescan (not by the kernel).
+    pub fn exit(&mut self, pid: u32, ts_ns: u64) -> io::Result<()> {
+        self.object([("t", j("exit")), ("pid", j(pid)), ("ts_ns", j(ts_ns))])
+    }
+
+    /// Writes the trailer, flushes and hands the writer back.
+    pub fn end(mut self, end: &TraceEnd) -> io::Result<W> {
+        self.object([
+            ("t", j("end")),
+            ("ended", j(&end.ended)),
+            ("emitted", j(end.emitted)),
+            ("lost_ringbuf", j(end.lost_ringbuf)),
+            ("lost_mapfull", j(end.lost_mapfull)),
+            ("undecodable", j(end.undecodable)),
+            ("stop_ns", j(end.stop_ns)),
+        ])?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+
+    fn object<const N: usize>(&mut self, fields: [(&str, String); N]) -> io::Result<()> {
+        push_object(&mut self.line, fields);
+        self.finish_line()
+    }
+
+    /// Writes and flushes one whole line: a recording cut short loses at most its
+    /// last line, and a buffered writer keeps nothing back.
+    fn finish_line(&mut self) -> io::Result<()> {
+        self.line.push('\n');
+        let result = self.out.write_all(self.line.as_bytes()).and_then(|()| self.out.flush());
+        self.line.clear();
+        result
+    }
+}
+
+/// One JSON value as text.
+fn j(v: impl serde::Serialize) -> String {
+    // Serializing strings, integers, bools and options cannot fail.
+    serde_json::to_string(&v).unwrap_or_else(|_| "null".to_string())
+}
+
+/// Appends `{"k":v,...}` (values already JSON text) with the keys in the order
+/// given: serde_json's Map sorts keys unless its preserve_order feature is on,
+/// and the format documents an order.
+fn push_object<const N: usize>(out: &mut String, fields: [(&str, String); N]) {
+    out.push('{');
+    for (i, (key, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&j(key));
+        out.push(':');
+        out.push_str(value);
+    }
+    out.push('}');
+}
+
+/// A whole trace file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    pub header: TraceHeader,
+    /// Every line after the header, the trailer (when present) last.
+    pub items: Vec<TraceItem>,
+    /// No trailer: the recording was cut short.
+    pub truncated: bool,
+}
+
+impl Trace {
+    /// The trailer, when the recording ended normally.
+    pub fn end(&self) -> Option<&TraceEnd> {
+        match self.items.last() {
+            Some(TraceItem::End(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a trace file could not be read; `line` counts from 1 (0: before any line).
+#[derive(Debug)]
+pub struct TraceError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for TraceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for TraceError {}
+
+fn err(line: usize, message: impl Into<String>) -> TraceError {
+    TraceError { line, message: message.into() }
+}
+
+/// Read a whole trace file (from any BufRead).
+///
+/// A last line without its newline that does not parse is a write the recorder
+/// did not finish (it was killed): dropped, and the trace is `truncated`.
+pub fn read_trace(mut input: impl BufRead) -> Result<Trace, TraceError> {
+    let mut buf = Vec::new();
+    let mut line_no = 0usize;
+    let mut header: Option<TraceHeader> = None;
+    let mut items = Vec::new();
+    let mut ended = false;
+    loop {
+        buf.clear();
+        let n = input.read_until(b'\n', &mut buf).map_err(|e| err(line_no + 1, format!("read error: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let complete = buf.last() == Some(&b'\n');
+        if complete {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        let parsed = parse_line(&buf, line_no, header.is_none());
+        let parsed = match parsed {
+            Ok(p) => p,
+            // Only a trace that has a header can be "cut short".
+            Err(_) if !complete && header.is_some() && !ended => break,
+            Err(e) => return Err(e),
+        };
+        match parsed {
+            Line::Header(h) => header = Some(h),
+            Line::Item(item) => {
+                if ended {
+                    return Err(err(line_no, "data after the trailer (\"t\":\"end\")"));
+                }
+                ended = matches!(item, TraceItem::End(_));
+                items.push(item);
+            }
+        }
+    }
+    let Some(header) = header else {
+        return Err(err(1, "empty file: not a handshake-trace trace"));
+    };
+    Ok(Trace { header, items, truncated: !ended })
+}
+
+enum Line {
+    Header(TraceHeader),
+    Item(TraceItem),
+}
+
+fn parse_line(bytes: &[u8], line: usize, first: bool) -> Result<Line, TraceError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| err(line, "not UTF-8"))?;
+    if text.trim().is_empty() {
+        return Err(err(line, "empty line"));
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        if first {
+            err(line, format!("not a handshake-trace trace (the first line is not its JSON header: {e})"))
+        } else {
+            err(line, format!("malformed JSON: {e}"))
+        }
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(err(line, if first { "not a handshake-trace trace (the first line is not a JSON object)" } else { "not a JSON object" }));
+    };
+    if first {
+        parse_header(&obj, line).map(Line::Header)
+    } else {
+        parse_item(&obj, line).map(Line::Item)
+    }
+}
+
+fn parse_header(obj: &Map<String, Value>, line: usize) -> Result<TraceHeader, TraceError> {
+    if obj.get("format").and_then(Value::as_str) != Some(FORMAT) {
+        return Err(err(line, format!("not a handshake-trace trace (the header's \"format\" is not \"{FORMAT}\")")));
+    }
+    let version = obj.get("version").and_then(Value::as_u64).ok_or_else(|| err(line, "header: \"version\" is missing or not a positive integer"))?;
+    if version > VERSION {
+        return Err(err(line, format!("trace format version {version} is newer than this tool reads (version {VERSION}): upgrade handshake-trace")));
+    }
+    if version == 0 {
+        return Err(err(line, "trace format version 0 does not exist"));
+    }
+    let f = Fields { obj, line, what: "header" };
+    let clock_offset_ns = match obj.get("clock_offset_ns") {
+        Some(Value::String(s)) => s.parse::<i128>().map_err(|_| err(line, format!("header: \"clock_offset_ns\" is not an integer: {s:?}")))?,
+        // Accepted too: a plain JSON integer (within i64/u64).
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+            (Some(v), _) => i128::from(v),
+            (None, Some(v)) => i128::from(v),
+            _ => return Err(err(line, "header: \"clock_offset_ns\" is not an integer")),
+        },
+        _ => return Err(err(line, "header: \"clock_offset_ns\" is missing or not a string")),
+    };
+    let targets = match obj.get("targets") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let Value::Object(t) = t else {
+                    return Err(err(line, format!("header: targets[{i}] is not an object")));
+                };
+                let tf = Fields { obj: t, line, what: "header target" };
+                let exe = match t.get("exe") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(_) => return Err(err(line, format!("header: targets[{i}].exe is not a string or null"))),
+                };
+                Ok(TargetInfo { pid: tf.u32("pid")?, comm: tf.string("comm")?, exe })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(err(line, "header: \"targets\" is missing or not an array")),
+    };
+    let redacted = obj.get("redacted").and_then(Value::as_bool).ok_or_else(|| err(line, "header: \"redacted\" is missing or not a boolean"))?;
+    Ok(TraceHeader {
+        tool_version: f.string("tool_version")?,
+        kernel: f.string("kernel")?,
+        started: f.string("started")?,
+        clock_offset_ns,
+        targets,
+        ringbuf_bytes: f.u32("ringbuf_bytes")?,
+        redacted,
+    })
+}
+
+fn parse_item(obj: &Map<String, Value>, line: usize) -> Result<TraceItem, TraceError> {
+    let Some(t) = obj.get("t").and_then(Value::as_str) else {
+        return Err(err(line, "no \"t\" (record type) string"));
+    };
+    let f = Fields { obj, line, what: t };
+    Ok(match t {
+        "ev" => {
+            let hex = f.string("b")?;
+            TraceItem::Event(decode_hex(&hex).map_err(|m| err(line, format!("ev: \"b\": {m}")))?)
+        }
+        "addrs" => TraceItem::Addrs { server: f.opt_addr("server")?, client: f.opt_addr("client")? },
+        "listener" => {
+            let addr = f.string("addr")?;
+            let addr = addr.parse::<SocketAddr>().map_err(|_| err(line, format!("listener: \"addr\" is not a socket address: {addr:?}")))?;
+            TraceItem::Listener { pid: f.u32("pid")?, fd: f.i32("fd")?, addr }
+        }
+        "exit" => TraceItem::Exit { pid: f.u32("pid")?, ts_ns: f.u64("ts_ns")? },
+        "end" => TraceItem::End(TraceEnd {
+            ended: f.string("ended")?,
+            emitted: f.u64("emitted")?,
+            lost_ringbuf: f.u64("lost_ringbuf")?,
+            lost_mapfull: f.u64("lost_mapfull")?,
+            undecodable: f.u64("undecodable")?,
+            // Optional: 0 means unknown (the replay then stops at the last event).
+            stop_ns: if obj.contains_key("stop_ns") { f.u64("stop_ns")? } else { 0 },
+        }),
+        other => return Err(err(line, format!("unknown record type \"t\":{other:?}"))),
+    })
+}
+
+/// Typed field access with messages that name the record type and field.
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    line: usize,
+    what: &'a str,
+}
+
+impl Fields<'_> {
+    fn get(&self, key: &str) -> Result<&Value, TraceError> {
+        self.obj.get(key).ok_or_else(|| err(self.line, format!("{}: \"{key}\" is missing", self.what)))
+    }
+
+    fn bad(&self, key: &str, wanted: &str) -> TraceError {
+        err(self.line, format!("{}: \"{key}\" is not {wanted}", self.what))
+    }
+
+    fn string(&self, key: &str) -> Result<String, TraceError> {
+        self.get(key)?.as_str().map(str::to_owned).ok_or_else(|| self.bad(key, "a string"))
+    }
+
+    fn u64(&self, key: &str) -> Result<u64, TraceError> {
+        self.get(key)?.as_u64().ok_or_else(|| self.bad(key, "a non-negative integer"))
+    }
+
+    fn u32(&self, key: &str) -> Result<u32, TraceError> {
+        u32::try_from(self.u64(key)?).map_err(|_| self.bad(key, "a 32-bit unsigned integer"))
+    }
+
+    /// A socket address string, or null / absent.
+    fn opt_addr(&self, key: &str) -> Result<Option<SocketAddr>, TraceError> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => s.parse().map(Some).map_err(|_| self.bad(key, "a socket address")),
+            Some(_) => Err(self.bad(key, "a socket address string or null")),
+        }
+    }
+
+    fn i32(&self, key: &str) -> Result<i32, TraceError> {
+        self.get(key)?.as_i64().and_then(|v| i32::try_from(v).ok()).ok_or_else(|| self.bad(key, "a 32-bit integer"))
+    }
+}
+
+/// Hex to bytes, either case.
+fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let b = s.as_bytes();
+    if b.len() & 1 == 1 {
+        return Err(format!("odd number of hex digits ({})", b.len()));
+    }
+    b.chunks_exact(2)
+        .enumerate()
+        .map(|(i, pair)| match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(hi), Some(lo)) => Ok(hi << 4 | lo),
+            _ => Err(format!("not hex at character {}", 2 * i + usize::from(nibble(pair[0]).is_some()))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{as_bytes, decode, Event};
+    use handshake_trace_common::{
+        kind, sys, tcp, AcceptEvent, EventHeader, IoEvent, SignalEvent, SysEvent, TcpEvent, PAYLOAD_MAX,
+    };
+
+    fn header() -> TraceHeader {
+        TraceHeader {
+            tool_version: "0.1.0".into(),
+            kernel: "6.1.0-37-amd64".into(),
+            started: "2025-06-02T10:11:12.345678Z".into(),
+            // Beyond i64 and beyond f64's exact integers: must survive as a string.
+            clock_offset_ns: -170_141_183_460_469_231_731_687_303_715_884_105_000,
+            targets: vec![
+                TargetInfo { pid: 812, comm: "mariadbd".into(), exe: Some("/usr/sbin/mariadbd".into()) },
+                TargetInfo { pid: 9001, comm: "my \"odd\" \\ name\n".into(), exe: None },
+            ],
+            ringbuf_bytes: 4 << 20,
+            redacted: true,
+        }
+    }
+
+    fn h(kind: u32) -> EventHeader {
+        EventHeader { kind, pid: 812, tid: 830, _pad: 0, ts_ns: 1_234_567_890_123 }
+    }
+
+    fn sys_event(syscall: u32) -> SysEvent {
+        SysEvent { header: h(kind::SYSCALL), conn_gen: 77, ret: -11, duration_ns: 5, args: [1, 2, 3, u64::MAX], fd: 43, syscall }
+    }
+
+    /// One record of every kind, as the kernel sends them.
+    fn records() -> Vec<Vec<u8>> {
+        let accept = AcceptEvent {
+            header: h(kind::ACCEPT),
+            listen_fd: 20,
+            ret: 43,
+            family: 2,
+            port: 51234,
+            _pad: 0,
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            conn_gen: 77,
+        };
+        let mut io = IoEvent { sys: sys_event(sys::RECVFROM), captured: 5, _pad: 0, payload: [0; PAYLOAD_MAX] };
+        io.sys.header.kind = kind::IO;
+        io.sys.ret = 5;
+        io.payload[..5].copy_from_slice(&[1, 0, 0, 0, 0xff]);
+        let signal = SignalEvent {
+            header: h(kind::SIGNAL),
+            conn_gen: 77,
+            fd: 43,
+            signal: 14,
+            target_tid: 830,
+            code: -6,
+            result: 0,
+            errno: 0,
+            delivered: 1,
+            _pad: 0,
+        };
+        let tcp = TcpEvent { header: h(kind::TCP), conn_gen: 77, fd: 43, what: tcp::STATE, oldstate: 1, newstate: 7 };
+        vec![
+            as_bytes(&accept),
+            as_bytes(&sys_event(sys::POLL)),
+            as_bytes(&io),
+            as_bytes(&signal),
+            as_bytes(&tcp),
+            as_bytes(&h(kind::PROCESS_EXIT)),
+        ]
+    }
+
+    fn end() -> TraceEnd {
+        TraceEnd { ended: "2025-06-02T11:00:00Z".into(), emitted: u64::MAX, lost_ringbuf: 3, lost_mapfull: 0, undecodable: 1, stop_ns: 1_234_999_000_000 }
+    }
+
+    fn write_full() -> (Vec<u8>, Vec<TraceItem>) {
+        let mut w = TraceWriter::new(Vec::new(), &header()).unwrap();
+        let mut items = Vec::new();
+        for (i, r) in records().into_iter().enumerate() {
+            w.event(&r).unwrap();
+            items.push(TraceItem::Event(r));
+            if i == 0 {
+                // After the accept: its addresses.
+                let server = Some("10.0.0.5:3306".parse().unwrap());
+                w.addrs(server, None).unwrap();
+                items.push(TraceItem::Addrs { server, client: None });
+            }
+        }
+        let v6: SocketAddr = "[::1]:3306".parse().unwrap();
+        w.listener(812, 20, "127.0.0.1:3306".parse().unwrap()).unwrap();
+        w.listener(812, -1, v6).unwrap();
+        w.exit(812, u64::MAX).unwrap();
+        items.push(TraceItem::Listener { pid: 812, fd: 20, addr: "127.0.0.1:3306".parse().unwrap() });
+        items.push(TraceItem::Listener { pid: 812, fd: -1, addr: v6 });
+        items.push(TraceItem::Exit { pid: 812, ts_ns: u64::MAX });
+        items.push(TraceItem::End(end()));
+        (w.end(&end()).unwrap(), items)
+    }
+
+    fn read(bytes: &[u8]) -> Result<Trace, TraceError> {
+        read_trace(bytes)
+    }
+
+    fn lines(bytes: &[u8]) -> Vec<String> {
+        String::from_utf8(bytes.to_vec()).unwrap().lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn round_trip() {
+        let (bytes, items) = write_full();
+        let t = read(&bytes).unwrap();
+        assert_eq!(t.header, header());
+        assert_eq!(t.items, items);
+        assert!(!t.truncated);
+        assert_eq!(t.end(), Some(&end()));
+        // The records still decode to the same events.
+        let events = t.items.iter().filter(|i| matches!(i, TraceItem::Event(_)));
+        for (item, raw) in events.zip(records()) {
+            let TraceItem::Event(b) = item else { panic!("{item:?}") };
+            assert_eq!(decode(b).unwrap(), decode(&raw).unwrap());
+        }
+        assert!(matches!(decode(&records()[5]).unwrap(), Event::ProcessExit { pid: 812, .. }));
+    }
+
+    #[test]
+    fn header_line_is_as_documented() {
+        let (bytes, _) = write_full();
+        let first = &lines(&bytes)[0];
+        assert!(first.starts_with(r#"{"format":"handshake-trace","version":1,"tool_version":"0.1.0","kernel":"6.1.0-37-amd64","#), "{first}");
+        assert!(first.contains(r#""clock_offset_ns":"-170141183460469231731687303715884105000""#), "{first}");
+        assert!(first.contains(r#"{"pid":9001,"comm":"my \"odd\" \\ name\n","exe":null}"#), "{first}");
+        assert!(first.ends_with(r#""ringbuf_bytes":4194304,"redacted":true}"#), "{first}");
+        let all = lines(&bytes);
+        assert!(all[1].starts_with(r#"{"t":"ev","b":"01000000"#), "{}", all[1]);
+        assert_eq!(all[2], r#"{"t":"addrs","server":"10.0.0.5:3306","client":null}"#);
+        assert_eq!(all[8], r#"{"t":"listener","pid":812,"fd":20,"addr":"127.0.0.1:3306"}"#);
+        assert_eq!(all[9], r#"{"t":"listener","pid":812,"fd":-1,"addr":"[::1]:3306"}"#);
+        assert_eq!(all[10], r#"{"t":"exit","pid":812,"ts_ns":18446744073709551615}"#);
+        assert_eq!(
+            all[11],
+            r#"{"t":"end","ended":"2025-06-02T11:00:00Z","emitted":18446744073709551615,"lost_ringbuf":3,"lost_mapfull":0,"undecodable":1,"stop_ns":1234999000000}"#
+        );
+        assert_eq!(all.len(), 12);
+    }
+
+    #[test]
+    fn missing_trailer_is_truncated_not_an_error() {
+        let mut w = TraceWriter::new(Vec::new(), &header()).unwrap();
+        w.event(&records()[0]).unwrap();
+        w.exit(1, 2).unwrap();
+        // Dropped without end(): the recorder was killed.
+        let bytes = std::mem::take(&mut w.out);
+        let t = read(&bytes).unwrap();
+        assert!(t.truncated);
+        assert_eq!(t.items, vec![TraceItem::Event(records()[0].clone()), TraceItem::Exit { pid: 1, ts_ns: 2 }]);
+        assert_eq!(t.end(), None);
+
+        // Header only.
+        let w = TraceWriter::new(Vec::new(), &header()).unwrap();
+        let t = read(&w.out).unwrap();
+        assert!(t.truncated && t.items.is_empty());
+
+        // Killed in the middle of writing a line: the partial last line is dropped.
+        let mut cut = bytes.clone();
+        let full = lines(&bytes)[1].clone();
+        cut.extend_from_slice(&full.as_bytes()[..40]);
+        let t = read(&cut).unwrap();
+        assert!(t.truncated);
+        assert_eq!(t.items.len(), 2);
+    }
+
+    fn error_of(text: &str) -> TraceError {
+        match read(text.as_bytes()) {
+            Err(e) => e,
+            Ok(t) => panic!("read: {t:?}"),
+        }
+    }
+
+    fn with_lines(extra: &[&str]) -> String {
+        let w = TraceWriter::new(Vec::new(), &header()).unwrap();
+        let mut s = String::from_utf8(w.out).unwrap();
+        for l in extra {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+
+    #[test]
+    fn wrong_first_line_is_rejected() {
+        let e = error_of("{\"t\":\"ev\",\"b\":\"00\"}\n");
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("not a handshake-trace trace"), "{e}");
+        let e = error_of("hello\n");
+        assert_eq!(e.line, 1);
+        assert!(e.to_string().starts_with("line 1: not a handshake-trace trace"), "{e}");
+        let e = error_of("");
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("empty file"), "{e}");
+        let e = error_of("[1,2]\n");
+        assert_eq!(e.line, 1);
+        // A header missing a field.
+        let e = error_of(r#"{"format":"handshake-trace","version":1}"#);
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("clock_offset_ns"), "{e}");
+    }
+
+    #[test]
+    fn newer_version_is_rejected() {
+        let text = with_lines(&[]).replacen(r#""version":1"#, r#""version":2"#, 1);
+        let e = error_of(&text);
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("version 2 is newer"), "{e}");
+        let text = with_lines(&[]).replacen(r#""version":1"#, r#""version":"1""#, 1);
+        assert_eq!(error_of(&text).line, 1);
+    }
+
+    #[test]
+    fn malformed_lines_name_their_line() {
+        let good = r#"{"t":"exit","pid":1,"ts_ns":2}"#;
+        let e = error_of(&with_lines(&[good, r#"{"t":"ev","b":"0g"}"#]));
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("not hex"), "{e}");
+        let e = error_of(&with_lines(&[r#"{"t":"ev","b":"abc"}"#]));
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("odd number"), "{e}");
+        let e = error_of(&with_lines(&[good, good, r#"{"t":"mystery"}"#]));
+        assert_eq!(e.line, 4);
+        assert!(e.message.contains("unknown record type"), "{e}");
+        assert_eq!(e.to_string(), "line 4: unknown record type \"t\":\"mystery\"");
+        let e = error_of(&with_lines(&[r#"{"pid":1}"#]));
+        assert_eq!((e.line, e.message.contains("\"t\"")), (2, true));
+        let e = error_of(&with_lines(&[good, "{not json"]));
+        assert_eq!(e.line, 3);
+        let e = error_of(&with_lines(&[r#"{"t":"listener","pid":1,"fd":3,"addr":"localhost"}"#]));
+        assert_eq!(e.line, 2);
+        let e = error_of(&with_lines(&[r#"{"t":"exit","pid":-1,"ts_ns":2}"#]));
+        assert!(e.message.contains("pid"), "{e}");
+        let e = error_of(&with_lines(&[r#"{"t":"exit","pid":4294967296,"ts_ns":2}"#]));
+        assert!(e.message.contains("pid"), "{e}");
+        let e = error_of(&with_lines(&[good, ""]));
+        assert_eq!(e.line, 3);
+        // Complete lines are never excused as a cut-short write.
+        let e = error_of(&with_lines(&[r#"{"t":"ev","b":"0"#]));
+        assert_eq!(e.line, 2);
+        let e = error_of(&with_lines(&[r#"{"t":"addrs","server":"nowhere","client":null}"#]));
+        assert!(e.message.contains("server"), "{e}");
+        // Nothing may follow the trailer.
+        let end = r#"{"t":"end","ended":"x","emitted":1,"lost_ringbuf":0,"lost_mapfull":0,"undecodable":0}"#;
+        let e = error_of(&with_lines(&[end, good]));
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("after the trailer"), "{e}");
+        let e = error_of(&with_lines(&[r#"{"t":"end","ended":"x"}"#]));
+        assert!(e.message.contains("emitted"), "{e}");
+    }
+
+    #[test]
+    fn hex_is_read_in_either_case() {
+        let t = read(with_lines(&[r#"{"t":"ev","b":"00aBCdEf19"}"#]).as_bytes()).unwrap();
+        assert_eq!(t.items, vec![TraceItem::Event(vec![0x00, 0xab, 0xcd, 0xef, 0x19])]);
+        assert!(t.truncated);
+        assert_eq!(decode_hex(""), Ok(vec![]));
+        assert!(decode_hex("é0").is_err());
+    }
+
+    #[test]
+    fn crlf_and_extra_fields_are_accepted() {
+        let text = with_lines(&[r#"{"t":"exit","pid":1,"ts_ns":2,"note":"later versions may add fields"}"#]).replace('\n', "\r\n");
+        let t = read(text.as_bytes()).unwrap();
+        assert_eq!(t.items, vec![TraceItem::Exit { pid: 1, ts_ns: 2 }]);
+        // Addresses may be absent; a trailer without stop_ns reads as 0 (unknown).
+        let end = r#"{"t":"end","ended":"x","emitted":1,"lost_ringbuf":0,"lost_mapfull":0,"undecodable":0}"#;
+        let t = read(with_lines(&[r#"{"t":"addrs","client":"[::1]:5"}"#, end]).as_bytes()).unwrap();
+        assert_eq!(t.items[0], TraceItem::Addrs { server: None, client: Some("[::1]:5".parse().unwrap()) });
+        assert_eq!(t.end().map(|e| e.stop_ns), Some(0));
+        assert!(!t.truncated);
+        // A numeric clock offset reads too.
+        let text = with_lines(&[]).replacen(r#""clock_offset_ns":"-170141183460469231731687303715884105000""#, r#""clock_offset_ns":-5"#, 1);
+        assert_eq!(read(text.as_bytes()).unwrap().header.clock_offset_ns, -5);
+    }
+
+    /// The writer streams: each call writes its whole line through and flushes it;
+    /// nothing is kept back.
+    #[test]
+    fn writer_writes_and_flushes_each_line() {
+        #[derive(Default)]
+        struct Counting {
+            writes: Vec<usize>,
+            flushes: usize,
+        }
+        impl Write for Counting {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.writes.push(b.len());
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                self.flushes += 1;
+                Ok(())
+            }
+        }
+        let mut w = TraceWriter::new(Counting::default(), &header()).unwrap();
+        assert_eq!((w.out.writes.len(), w.out.flushes), (1, 1));
+        for r in records() {
+            w.event(&r).unwrap();
+        }
+        assert_eq!((w.out.writes.len(), w.out.flushes), (7, 7));
+        assert!(w.line.is_empty());
+        let out = w.end(&end()).unwrap();
+        assert_eq!(out.writes.len(), 8);
+        assert!(out.flushes >= 8);
+    }
+}
