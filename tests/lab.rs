@@ -190,3 +190,36 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Start `lab-server --wait STYLE` on a free port; returns it and its address.
+fn lab_server(bin: &std::path::Path, style: &str) -> (KillOnDrop, String) {
+    let mut child = Command::new(bin)
+        .args(["lab-server", "--wait", style, "--port", "0", "--connect-timeout", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    (KillOnDrop(child), addr)
+}
+
+/// The lab's own client (used when PyMySQL is not installed) reports a late login the
+/// way libmysql does: 2013 at 'reading authorization packet', errno 0 after the old
+/// server's FIN, 104 after the modern server's RST. And it logs in when on time.
+#[test]
+fn lab_client_reports_timeouts_like_libmysql() {
+    let Some(bin) = ready("lab_client_reports_timeouts_like_libmysql") else { return };
+    for (style, errno) in [("alarm", 0), ("poll", 104)] {
+        let (_server, addr) = lab_server(&bin, style);
+        let late = Command::new(&bin).args(["lab-client", "--addr", &addr, "--delay-ms", "3000"]).output().unwrap();
+        let said = String::from_utf8_lossy(&late.stdout);
+        assert_eq!(late.status.code(), Some(1), "{said}");
+        let wanted = format!("ERROR 2013 (HY000): Lost connection to MySQL server at 'reading authorization packet', system error: {errno}");
+        let also = "at 'sending authentication information'"; // the RST can also fail the write
+        assert!(said.trim() == wanted || (errno == 104 && said.contains(also)), "{style}: {said}");
+        let on_time = Command::new(&bin).args(["lab-client", "--addr", &addr]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&on_time.stdout).trim(), "logged in as lab", "{style}");
+    }
+}
