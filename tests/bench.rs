@@ -113,8 +113,8 @@ impl Tracer {
     }
 }
 
-/// One login with the lab's protocol client: connect, greeting, login, OK, quit.
-fn one_handshake(addr: SocketAddr) -> Result<()> {
+/// Connect and log in with the lab's protocol client.
+fn login(addr: SocketAddr) -> Result<TcpStream> {
     let mut s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
     let (_, greeting) = read_packet(&mut s)?;
@@ -124,7 +124,12 @@ fn one_handshake(addr: SocketAddr) -> Result<()> {
     if reply.first() != Some(&0) {
         bail!("login refused");
     }
-    s.write_all(&wire::packet(0, &[1]))?; // COM_QUIT
+    Ok(s)
+}
+
+/// One whole handshake: connect, greeting, login, OK, quit.
+fn one_handshake(addr: SocketAddr) -> Result<()> {
+    login(addr)?.write_all(&wire::packet(0, &[1]))?; // COM_QUIT
     Ok(())
 }
 
@@ -191,20 +196,7 @@ fn query_rate(conns: Vec<TcpStream>, d: Duration) -> f64 {
 }
 
 fn open_logged_in(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>> {
-    (0..n)
-        .map(|_| {
-            let mut s = TcpStream::connect(addr)?;
-            s.set_nodelay(true)?;
-            let (_, greeting) = read_packet(&mut s)?;
-            let scramble = wire::greeting_scramble(&greeting).context("greeting")?;
-            s.write_all(&wire::login_packet(LAB_USER, LAB_PASSWORD, &scramble, None))?;
-            let (_, reply) = read_packet(&mut s)?;
-            if reply.first() != Some(&0) {
-                bail!("login refused");
-            }
-            Ok(s)
-        })
-        .collect()
+    (0..n).map(|_| login(addr)).collect()
 }
 
 /// ns per call of a read+write pair on a pipe, in a process the tracer does not target.
