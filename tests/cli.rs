@@ -10,8 +10,12 @@ fn doctor_passes_here_and_says_kprobes_are_not_needed() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(!text.contains("[FAIL]"), "{text}");
-    let programs = handshake_trace::probes::attach_points().count();
+    use handshake_trace::probes::{program_count, AttachMode};
+    let programs = program_count(AttachMode::default());
     assert!(text.contains(&format!("kernel programs: {programs} programs verified")), "{text}");
+    // The other mode is checked too.
+    let other = program_count(if AttachMode::default() == AttachMode::Raw { AttachMode::Tracepoints } else { AttachMode::Raw });
+    assert!(text.contains(&format!("{other} programs verified")), "{text}");
     assert!(text.contains("kprobes:") && text.contains("not needed"), "{text}");
 }
 

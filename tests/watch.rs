@@ -105,7 +105,7 @@ fn programs_are_detached_on_exit_and_on_kill() {
     let before = our_loaded_programs();
     for signal in [libc::SIGTERM, libc::SIGKILL] {
         let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string()]);
-        let programs = handshake_trace::probes::attach_points().count();
+        let programs = handshake_trace::probes::program_count(handshake_trace::probes::AttachMode::default());
         assert_eq!(our_loaded_programs(), before + programs, "every program attached while tracing");
         tracer.stop_with(signal);
         assert!(
@@ -137,4 +137,32 @@ fn a_restarted_server_is_picked_up_without_ending_the_trace() {
         events.iter().any(|h| h["pid"] == second.pid() && h["verdict"] == "ok" && h["user"] == LAB_USER),
         "no login traced on the restarted server: {events:#?}"
     );
+}
+
+/// The non-default attachment (`--attach tracepoints`, one program per syscall; the
+/// default is raw_syscalls on x86-64) sees the same handshakes: a login, a wrong
+/// password and a silent client's timeout.
+#[test]
+fn per_syscall_tracepoints_give_the_same_verdicts() {
+    let Some(bin) = ready("per_syscall_tracepoints_give_the_same_verdicts") else { return };
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
+    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--attach", "tracepoints"]);
+    let ok = db.client(LAB_USER, LAB_PASSWORD, &["-e", "SELECT 1"]).unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let denied = db.client(LAB_USER, "wrong", &["-e", "SELECT 1"]).unwrap();
+    assert!(!denied.status.success());
+    let mut silent = TcpStream::connect(db.addr()).unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    read_greeting(&mut silent);
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(silent);
+    let output = tracer.stop();
+    let events = output.json();
+    let verdicts: Vec<&str> = events.iter().map(|h| h["verdict"].as_str().unwrap()).collect();
+    assert!(verdicts.contains(&"ok") && verdicts.contains(&"auth_failed"), "{verdicts:?}");
+    let h = handshake_for(&events, silent_port).unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(h["verdict"], "server_timeout", "{h:#}");
+    assert_eq!(h["wait"]["mechanism"], "poll");
+    assert_eq!(h["wait"]["timeout_ms"], 2000);
+    assert!(output.stderr_text().contains(" 0 lost "), "{}", output.stderr_text());
 }

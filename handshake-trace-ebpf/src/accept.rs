@@ -4,6 +4,7 @@ use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::Trace
 use handshake_trace_common::{kind, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, ThreadConn};
 
 use crate::common::{
+    Sys,
     arg, current_target, emit, header, map_full, ret, save_in_flight, take_in_flight, CONNS,
     PEERS,
 };
@@ -14,37 +15,57 @@ const EAGAIN: i64 = 11;
 
 #[tracepoint]
 pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
-    on_enter(&ctx);
+    sys_enter_accept4_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_accept4_impl<S: Sys>(ctx: &S) -> u32 {
+    on_enter(ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
-    on_enter(&ctx);
+    sys_enter_accept_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_accept_impl<S: Sys>(ctx: &S) -> u32 {
+    on_enter(ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    on_exit(&ctx);
+    sys_exit_accept4_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_exit_accept4_impl<S: Sys>(ctx: &S) -> u32 {
+    on_exit(ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    on_exit(&ctx);
+    sys_exit_accept_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_exit_accept_impl<S: Sys>(ctx: &S) -> u32 {
+    on_exit(ctx);
     0
 }
 
 #[inline(always)]
-fn on_enter(ctx: &TracePointContext) {
+pub(crate) fn on_enter<S: Sys>(ctx: &S) {
     let Some((_, tid)) = current_target() else { return };
     let saved = InFlight { fd: arg(ctx, 0) as i32, ptr: arg(ctx, 1), ..InFlight::default() };
     save_in_flight(ctx, tid, &saved);
 }
 
 #[inline(always)]
-fn on_exit(ctx: &TracePointContext) {
+pub(crate) fn on_exit<S: Sys>(ctx: &S) {
     let Some((tgid, tid)) = current_target() else { return };
     // An accept that was already blocking when tracing started has no saved entry:
     // still follow its connection (listening fd and peer unknown; userspace asks /proc).
@@ -73,7 +94,7 @@ fn on_exit(ctx: &TracePointContext) {
 
 /// Start following the new connection (keyed by process and fd, with a generation).
 #[inline(always)]
-fn track(ctx: &TracePointContext, tgid: u32, e: &AcceptEvent) {
+pub(crate) fn track<S: Sys>(ctx: &S, tgid: u32, e: &AcceptEvent) {
     let mut peer = PeerKey { port: e.port, ..PeerKey::default() };
     match e.family {
         AF_INET => {

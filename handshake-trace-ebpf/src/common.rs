@@ -96,16 +96,35 @@ pub fn current_target() -> Option<(u32, u32)> {
     Some((tgid, tid))
 }
 
-/// Syscall argument `i` (0-based) of a `sys_enter_*` tracepoint.
-#[inline(always)]
-pub fn arg(ctx: &TracePointContext, i: u32) -> u64 {
-    unsafe { ctx.read_at::<u64>((offsets().syscall_arg0 + 8 * i) as usize) }.unwrap_or(0)
+/// A syscall's arguments (at entry) or return value (at exit), however the program
+/// was attached: a `syscalls:sys_*` tracepoint, or the raw `sys_enter`/`sys_exit`.
+pub trait Sys: EbpfContext {
+    fn arg(&self, i: u32) -> u64;
+    fn ret(&self) -> i64;
 }
 
-/// The return value of a `sys_exit_*` tracepoint.
+impl Sys for TracePointContext {
+    #[inline(always)]
+    fn arg(&self, i: u32) -> u64 {
+        unsafe { self.read_at::<u64>((offsets().syscall_arg0 + 8 * i) as usize) }.unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn ret(&self) -> i64 {
+        unsafe { self.read_at::<i64>(offsets().exit_ret as usize) }.unwrap_or(0)
+    }
+}
+
+/// Syscall argument `i` (0-based).
 #[inline(always)]
-pub fn ret(ctx: &TracePointContext) -> i64 {
-    unsafe { ctx.read_at::<i64>(offsets().exit_ret as usize) }.unwrap_or(0)
+pub fn arg<S: Sys>(ctx: &S, i: u32) -> u64 {
+    ctx.arg(i)
+}
+
+/// The syscall's return value.
+#[inline(always)]
+pub fn ret<S: Sys>(ctx: &S) -> i64 {
+    ctx.ret()
 }
 
 #[inline(always)]

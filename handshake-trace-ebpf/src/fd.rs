@@ -4,6 +4,7 @@ use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::Trace
 use handshake_trace_common::{sys, InFlight, PeerKey};
 
 use crate::common::{
+    Sys,
     arg, conn, current, emit_sys, enter_on_conn, now, ret, save_in_flight, take_in_flight, CONNS,
     PEERS,
 };
@@ -32,41 +33,56 @@ exit_program!(sys_exit_shutdown, sys::SHUTDOWN);
 
 /// Save the syscall for its exit when `fd` is a connection in its handshake.
 #[inline(always)]
-fn enter(ctx: &TracePointContext, syscall: u32, fd: i32, args: [u64; 4]) {
+pub(crate) fn enter<S: Sys>(ctx: &S, syscall: u32, fd: i32, args: [u64; 4]) {
     enter_on_conn(ctx, fd, syscall, 0, args);
 }
 
 #[tracepoint]
 pub fn sys_enter_fcntl(ctx: TracePointContext) -> u32 {
+    sys_enter_fcntl_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_fcntl_impl<S: Sys>(ctx: &S) -> u32 {
     // Only F_SETFL matters (blocking mode); the cmd check is cheaper than the lookup.
-    let cmd = arg(&ctx, 1);
+    let cmd = arg(ctx, 1);
     if cmd == F_SETFL {
-        enter(&ctx, sys::FCNTL, arg(&ctx, 0) as i32, [cmd, arg(&ctx, 2), 0, 0]);
+        enter(ctx, sys::FCNTL, arg(ctx, 0) as i32, [cmd, arg(ctx, 2), 0, 0]);
     }
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_setsockopt(ctx: TracePointContext) -> u32 {
-    let fd = arg(&ctx, 0) as i32;
+    sys_enter_setsockopt_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_setsockopt_impl<S: Sys>(ctx: &S) -> u32 {
+    let fd = arg(ctx, 0) as i32;
     let (tgid, _) = current();
     if conn(tgid, fd).is_none() {
         return 0;
     }
-    let (level, optname, optval, optlen) = (arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3), arg(&ctx, 4));
+    let (level, optname, optval, optlen) = (arg(ctx, 1), arg(ctx, 2), arg(ctx, 3), arg(ctx, 4));
     // The option's value: an int, a struct linger {onoff, linger} or a struct timeval.
     let value = unsafe { bpf_probe_read_user(optval as *const [u64; 2]) }.unwrap_or([0, 0]);
     let len = optlen & 0xffff_ffff;
     let v0 = if len >= 8 { value[0] } else { value[0] & 0xffff_ffff };
     let v1 = if len > 8 { value[1] } else { 0 };
-    enter(&ctx, sys::SETSOCKOPT, fd, [level, optname | (len << 32), v0, v1]);
+    enter(ctx, sys::SETSOCKOPT, fd, [level, optname | (len << 32), v0, v1]);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    sys_enter_close_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_close_impl<S: Sys>(ctx: &S) -> u32 {
     let (tgid, tid) = current();
-    let fd = arg(&ctx, 0) as i32;
+    let fd = arg(ctx, 0) as i32;
     let key = handshake_trace_common::ConnKey { tgid, fd };
     let Some(c) = (unsafe { CONNS.get(&key) }).copied() else { return 0 };
     // Forget the fd now: once close runs, another thread may accept a new connection
@@ -88,18 +104,23 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         conn_gen: c.gen,
         args: [peer_lo, peer_hi, c.peer_port as u64, 0],
     };
-    save_in_flight(&ctx, tid, &saved);
+    save_in_flight(ctx, tid, &saved);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_shutdown(ctx: TracePointContext) -> u32 {
-    enter(&ctx, sys::SHUTDOWN, arg(&ctx, 0) as i32, [arg(&ctx, 1), 0, 0, 0]);
+    sys_enter_shutdown_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_shutdown_impl<S: Sys>(ctx: &S) -> u32 {
+    enter(ctx, sys::SHUTDOWN, arg(ctx, 0) as i32, [arg(ctx, 1), 0, 0, 0]);
     0
 }
 
 #[inline(always)]
-fn on_exit(ctx: &TracePointContext, tgid: u32, tid: u32, f: &InFlight) {
+pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
     let mut args = f.args;
     if f.syscall == sys::CLOSE {
         let lo = f.args[0].to_ne_bytes();
@@ -111,4 +132,13 @@ fn on_exit(ctx: &TracePointContext, tgid: u32, tid: u32, f: &InFlight) {
         args = [0; 4];
     }
     emit_sys(tgid, tid, f, ret(ctx), args);
+}
+
+/// The exit of whichever of this family's syscalls the thread is in (raw attachment).
+#[inline(always)]
+pub(crate) fn exit_any<S: Sys>(ctx: &S) {
+    let (tgid, tid) = current();
+    if let Some(f) = take_in_flight(tid) {
+        on_exit(ctx, tgid, tid, &f);
+    }
 }

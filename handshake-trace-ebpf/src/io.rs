@@ -14,6 +14,7 @@ use handshake_trace_common::{
 };
 
 use crate::common::{
+    Sys,
     arg, conn, count, current, end_tracking, enter_on_conn, header, ret, take_in_flight, EVENTS,
 };
 
@@ -48,7 +49,7 @@ fn is_write(syscall: u32) -> bool {
 }
 
 #[inline(always)]
-fn on_enter(ctx: &TracePointContext, syscall: u32) {
+pub(crate) fn on_enter<S: Sys>(ctx: &S, syscall: u32) {
     enter_on_conn(ctx, arg(ctx, 0) as i32, syscall, arg(ctx, 1), [arg(ctx, 2), arg(ctx, 3), 0, 0]);
 }
 
@@ -74,7 +75,7 @@ fn buffer(f: &InFlight) -> (u64, u64) {
 }
 
 #[inline(always)]
-fn on_exit(ctx: &TracePointContext) {
+pub(crate) fn on_exit<S: Sys>(ctx: &S) {
     let (tgid, tid) = current();
     let Some(f) = take_in_flight(tid) else { return };
     if f.syscall == 0 || f.syscall > sys::SENDMSG {

@@ -10,6 +10,7 @@ mod common;
 mod fd;
 mod io;
 mod process;
+mod raw;
 mod signal;
 mod tcp;
 mod timer;

@@ -6,13 +6,14 @@ use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::Trace
 use handshake_trace_common::{sys, InFlight};
 
 use crate::common::{
+    Sys,
     arg, current_target, emit_sys, handler_conn, now, ret, save_in_flight, take_in_flight,
 };
 
 /// Save a timer or kill for its exit; `about_tid` is the thread whose connection it
 /// concerns (the caller for timers, the receiver for tkill/tgkill).
 #[inline(always)]
-fn enter(ctx: &TracePointContext, syscall: u32, about_tid: u32, args: [u64; 4]) {
+pub(crate) fn enter<S: Sys>(ctx: &S, syscall: u32, about_tid: u32, args: [u64; 4]) {
     let Some((_, tid)) = current_target() else { return };
     let (fd, gen) = match handler_conn(if about_tid == 0 { tid } else { about_tid }) {
         Some(tc) => (tc.fd, tc.gen),
@@ -22,7 +23,7 @@ fn enter(ctx: &TracePointContext, syscall: u32, about_tid: u32, args: [u64; 4]) 
 }
 
 #[inline(always)]
-fn exit(ctx: &TracePointContext, syscall: u32) {
+pub(crate) fn exit<S: Sys>(ctx: &S, syscall: u32) {
     let Some((tgid, tid)) = current_target() else { return };
     let Some(f) = take_in_flight(tid) else { return };
     if f.syscall == syscall {
@@ -41,39 +42,69 @@ fn it_value_ms(ptr: u64, per_ms: u64) -> u64 {
 
 #[tracepoint]
 pub fn sys_enter_alarm(ctx: TracePointContext) -> u32 {
-    enter(&ctx, sys::ALARM, 0, [arg(&ctx, 0) * 1000, 0, 0, 0]);
+    sys_enter_alarm_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_alarm_impl<S: Sys>(ctx: &S) -> u32 {
+    enter(ctx, sys::ALARM, 0, [arg(ctx, 0) * 1000, 0, 0, 0]);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_setitimer(ctx: TracePointContext) -> u32 {
-    enter(&ctx, sys::SETITIMER, 0, [it_value_ms(arg(&ctx, 1), 1000), arg(&ctx, 0), 0, 0]);
+    sys_enter_setitimer_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_setitimer_impl<S: Sys>(ctx: &S) -> u32 {
+    enter(ctx, sys::SETITIMER, 0, [it_value_ms(arg(ctx, 1), 1000), arg(ctx, 0), 0, 0]);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_timer_settime(ctx: TracePointContext) -> u32 {
-    enter(&ctx, sys::TIMER_SETTIME, 0, [it_value_ms(arg(&ctx, 2), 1_000_000), arg(&ctx, 1), arg(&ctx, 0), 0]);
+    sys_enter_timer_settime_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_timer_settime_impl<S: Sys>(ctx: &S) -> u32 {
+    enter(ctx, sys::TIMER_SETTIME, 0, [it_value_ms(arg(ctx, 2), 1_000_000), arg(ctx, 1), arg(ctx, 0), 0]);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_kill(ctx: TracePointContext) -> u32 {
-    enter(&ctx, sys::KILL, 0, [arg(&ctx, 0), arg(&ctx, 1), 0, 0]);
+    sys_enter_kill_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_kill_impl<S: Sys>(ctx: &S) -> u32 {
+    enter(ctx, sys::KILL, 0, [arg(ctx, 0), arg(ctx, 1), 0, 0]);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_tkill(ctx: TracePointContext) -> u32 {
-    let target = arg(&ctx, 0);
-    enter(&ctx, sys::TKILL, target as u32, [target, arg(&ctx, 1), 0, 0]);
+    sys_enter_tkill_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_tkill_impl<S: Sys>(ctx: &S) -> u32 {
+    let target = arg(ctx, 0);
+    enter(ctx, sys::TKILL, target as u32, [target, arg(ctx, 1), 0, 0]);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_tgkill(ctx: TracePointContext) -> u32 {
-    let target = arg(&ctx, 1);
-    enter(&ctx, sys::TGKILL, target as u32, [target, arg(&ctx, 2), arg(&ctx, 0), 0]);
+    sys_enter_tgkill_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_tgkill_impl<S: Sys>(ctx: &S) -> u32 {
+    let target = arg(ctx, 1);
+    enter(ctx, sys::TGKILL, target as u32, [target, arg(ctx, 2), arg(ctx, 0), 0]);
     0
 }
 

@@ -4,6 +4,7 @@ use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::Trace
 use handshake_trace_common::{sys, InFlight};
 
 use crate::common::{
+    Sys,
     arg, current_target, emit_sys, enter_on_conn, handler_conn, now, ret, save_in_flight,
     take_in_flight,
 };
@@ -12,56 +13,96 @@ const NO_TIMEOUT: u64 = u64::MAX;
 
 #[tracepoint]
 pub fn sys_enter_poll(ctx: TracePointContext) -> u32 {
-    let timeout = arg(&ctx, 2) as i32;
-    enter_poll(&ctx, sys::POLL, if timeout < 0 { NO_TIMEOUT } else { timeout as u64 });
+    sys_enter_poll_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_poll_impl<S: Sys>(ctx: &S) -> u32 {
+    let timeout = arg(ctx, 2) as i32;
+    enter_poll(ctx, sys::POLL, if timeout < 0 { NO_TIMEOUT } else { timeout as u64 });
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_ppoll(ctx: TracePointContext) -> u32 {
-    enter_poll(&ctx, sys::PPOLL, timespec_ms(arg(&ctx, 2)));
+    sys_enter_ppoll_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_ppoll_impl<S: Sys>(ctx: &S) -> u32 {
+    enter_poll(ctx, sys::PPOLL, timespec_ms(arg(ctx, 2)));
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_poll(ctx: TracePointContext) -> u32 {
-    exit_wait(&ctx, true);
+    sys_exit_poll_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_exit_poll_impl<S: Sys>(ctx: &S) -> u32 {
+    exit_wait(ctx, true);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_ppoll(ctx: TracePointContext) -> u32 {
-    exit_wait(&ctx, true);
+    sys_exit_ppoll_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_exit_ppoll_impl<S: Sys>(ctx: &S) -> u32 {
+    exit_wait(ctx, true);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_select(ctx: TracePointContext) -> u32 {
+    sys_enter_select_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_select_impl<S: Sys>(ctx: &S) -> u32 {
     // struct __kernel_old_timeval { tv_sec, tv_usec }
-    let tvp = arg(&ctx, 4);
+    let tvp = arg(ctx, 4);
     let ms = match unsafe { bpf_probe_read_user(tvp as *const [i64; 2]) } {
         Ok([s, us]) if tvp != 0 => (s as u64) * 1000 + (us as u64) / 1000,
         _ => NO_TIMEOUT,
     };
-    enter_select(&ctx, sys::SELECT, ms);
+    enter_select(ctx, sys::SELECT, ms);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_pselect6(ctx: TracePointContext) -> u32 {
-    enter_select(&ctx, sys::PSELECT6, timespec_ms(arg(&ctx, 4)));
+    sys_enter_pselect6_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_enter_pselect6_impl<S: Sys>(ctx: &S) -> u32 {
+    enter_select(ctx, sys::PSELECT6, timespec_ms(arg(ctx, 4)));
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_select(ctx: TracePointContext) -> u32 {
-    exit_wait(&ctx, false);
+    sys_exit_select_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_exit_select_impl<S: Sys>(ctx: &S) -> u32 {
+    exit_wait(ctx, false);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_pselect6(ctx: TracePointContext) -> u32 {
-    exit_wait(&ctx, false);
+    sys_exit_pselect6_impl(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn sys_exit_pselect6_impl<S: Sys>(ctx: &S) -> u32 {
+    exit_wait(ctx, false);
     0
 }
 
@@ -78,7 +119,7 @@ fn timespec_ms(ptr: u64) -> u64 {
 }
 
 #[inline(always)]
-fn enter_poll(ctx: &TracePointContext, syscall: u32, timeout_ms: u64) {
+pub(crate) fn enter_poll<S: Sys>(ctx: &S, syscall: u32, timeout_ms: u64) {
     if current_target().is_none() {
         return;
     }
@@ -92,7 +133,7 @@ fn enter_poll(ctx: &TracePointContext, syscall: u32, timeout_ms: u64) {
 }
 
 #[inline(always)]
-fn enter_select(ctx: &TracePointContext, syscall: u32, timeout_ms: u64) {
+pub(crate) fn enter_select<S: Sys>(ctx: &S, syscall: u32, timeout_ms: u64) {
     let Some((_, tid)) = current_target() else { return };
     // select names no single fd: use the connection this handler thread works on.
     let Some(tc) = handler_conn(tid) else { return };
@@ -112,7 +153,7 @@ fn enter_select(ctx: &TracePointContext, syscall: u32, timeout_ms: u64) {
 }
 
 #[inline(always)]
-fn exit_wait(ctx: &TracePointContext, is_poll: bool) {
+pub(crate) fn exit_wait<S: Sys>(ctx: &S, is_poll: bool) {
     let Some((tgid, tid)) = current_target() else { return };
     let Some(f) = take_in_flight(tid) else { return };
     if !matches!(f.syscall, sys::POLL | sys::PPOLL | sys::SELECT | sys::PSELECT6) {

@@ -74,19 +74,27 @@ struct WatchArgs {
     /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two).
     #[arg(long, value_name = "KIB", default_value_t = 4096)]
     ringbuf_kb: u32,
+    /// How the syscall programs attach: `raw` (raw_syscalls, the default on x86-64: measured
+    /// cheaper) or `tracepoints` (one per syscall); see docs/performance.md.
+    #[arg(long, value_name = "MODE")]
+    attach: Option<String>,
     #[command(flatten)]
     output: OutputArgs,
 }
 
 impl WatchArgs {
-    fn options(&self, record: Option<std::path::PathBuf>) -> watch::WatchOptions {
-        watch::WatchOptions {
+    fn options(&self, record: Option<std::path::PathBuf>) -> Result<watch::WatchOptions> {
+        Ok(watch::WatchOptions {
             pids: self.pids.clone(),
             port: self.port,
             ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
             record,
+            attach: match &self.attach {
+                Some(a) => handshake_trace::probes::AttachMode::parse(a)?,
+                None => Default::default(),
+            },
             ..self.output.options()
-        }
+        })
     }
 }
 
@@ -203,12 +211,12 @@ async fn run(cli: Cli) -> Result<i32> {
     let mut stderr = std::io::stderr();
     match cli.command {
         Command::Watch(args) => {
-            let summary = watch::run(&args.options(None), &mut stdout, &mut stderr, stop_signal(args.duration.map(Duration::from_secs))).await?;
+            let summary = watch::run(&args.options(None)?, &mut stdout, &mut stderr, stop_signal(args.duration.map(Duration::from_secs))).await?;
             watch::print_summary(&summary, &mut stderr)?;
             Ok(0)
         }
         Command::Record { output, watch: args } => {
-            let summary = watch::run(&args.options(Some(output.clone())), &mut stdout, &mut stderr, stop_signal(args.duration.map(Duration::from_secs))).await?;
+            let summary = watch::run(&args.options(Some(output.clone()))?, &mut stdout, &mut stderr, stop_signal(args.duration.map(Duration::from_secs))).await?;
             watch::print_summary(&summary, &mut stderr)?;
             writeln!(stderr, "Trace written to {} (secrets zeroed); replay it with: handshake-trace analyze {}", output.display(), output.display())?;
             Ok(0)

@@ -63,10 +63,49 @@ const OTHERS: [AttachPoint; 7] = [
     ap("sched", "sched_process_exit", false, "a server exiting mid-trace (noticed within a second without it)"),
 ];
 
-/// Every tracepoint the tool attaches to.
+/// Every tracepoint the tool attaches to (in the default, per-syscall mode).
 pub fn attach_points() -> impl Iterator<Item = &'static AttachPoint> {
     ACCEPTS.iter().chain(&READS).chain(&WRITES).chain(&WAITS).chain(&SOCKET_OPS).chain(&TIMERS).chain(&OTHERS)
 }
+
+/// How the syscall programs attach. The default is the one measured cheaper
+/// (docs/performance.md): raw on x86-64, per-syscall tracepoints elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// One `syscalls:sys_enter_*`/`sys_exit_*` tracepoint per syscall (offsets from tracefs).
+    Tracepoints,
+    /// `raw_syscalls:sys_enter`/`sys_exit` raw tracepoints dispatching on the syscall
+    /// number: cheaper per call, x86-64 only.
+    Raw,
+}
+
+impl AttachMode {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "tracepoints" => Ok(AttachMode::Tracepoints),
+            "raw" if cfg!(target_arch = "x86_64") => Ok(AttachMode::Raw),
+            "raw" => bail!("--attach raw knows only the x86-64 syscall ABI"),
+            other => bail!("unknown attach mode `{other}` (tracepoints or raw)"),
+        }
+    }
+}
+
+impl Default for AttachMode {
+    fn default() -> Self {
+        if cfg!(target_arch = "x86_64") { AttachMode::Raw } else { AttachMode::Tracepoints }
+    }
+}
+
+/// How many programs a mode attaches (when the kernel has every tracepoint).
+pub fn program_count(mode: AttachMode) -> usize {
+    match mode {
+        AttachMode::Tracepoints => attach_points().count(),
+        AttachMode::Raw => attach_points().filter(|p| p.category != "syscalls").count() + RAW_POINTS.len(),
+    }
+}
+
+/// The raw tracepoints and their programs (AttachMode::Raw).
+const RAW_POINTS: [(&str, &str); 2] = [("sys_enter", "raw_sys_enter"), ("sys_exit", "raw_sys_exit")];
 
 fn field4(fields: &[tracefs::Field], name: &str) -> Result<u32> {
     tracefs::offset_of(fields, name, 4)
@@ -191,11 +230,12 @@ pub struct Probes {
 pub struct LoadOptions {
     /// Ring buffer size in bytes (rounded up to a power of two of at least one page).
     pub ringbuf_bytes: u32,
+    pub attach: AttachMode,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { ringbuf_bytes: DEFAULT_RINGBUF_BYTES }
+        Self { ringbuf_bytes: DEFAULT_RINGBUF_BYTES, attach: AttachMode::default() }
     }
 }
 
@@ -242,7 +282,11 @@ impl Probes {
         // The programs log only in rare failure paths; keep the logger alive or its map closes.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         let mut attached = 0;
-        for p in attach_points().filter(|p| !missing.iter().any(|m| m.name == p.name)) {
+        let raw = opts.attach == AttachMode::Raw;
+        for p in attach_points()
+            .filter(|p| !missing.iter().any(|m| m.name == p.name))
+            .filter(|p| !(raw && p.category == "syscalls"))
+        {
             let program: &mut TracePoint = ebpf
                 .program_mut(p.name)
                 .ok_or_else(|| anyhow!("program {} missing from the embedded object", p.name))?
@@ -252,6 +296,17 @@ impl Probes {
                 .attach(p.category, p.name)
                 .with_context(|| format!("attach to tracepoint {}:{}", p.category, p.name))?;
             attached += 1;
+        }
+        if raw {
+            for (tp, name) in RAW_POINTS {
+                let program: &mut aya::programs::RawTracePoint = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| anyhow!("program {name} missing from the embedded object"))?
+                    .try_into()?;
+                program.load().with_context(|| format!("verify program {name}"))?;
+                program.attach(tp).with_context(|| format!("attach to raw tracepoint {tp}"))?;
+                attached += 1;
+            }
         }
         let warnings = missing
             .iter()
@@ -343,7 +398,7 @@ mod tests {
         if !crate::privileges::caps_allow_bpf(crate::privileges::effective_caps()) {
             return skip("the_kernel_programs_load_attach_and_count", "not root");
         }
-        let mut probes = Probes::load(&LoadOptions { ringbuf_bytes: 5000 }).unwrap();
+        let mut probes = Probes::load(&LoadOptions { ringbuf_bytes: 5000, ..Default::default() }).unwrap();
         assert_eq!(probes.counters().unwrap(), Counters::default());
         probes.add_target(std::process::id()).unwrap();
         // Our own accept on a listener with a pending connection is a traced event.

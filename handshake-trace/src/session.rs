@@ -35,6 +35,8 @@ pub struct WatchOptions {
     pub keep_outcomes: bool,
     /// Also write the raw (redacted) events to this trace file, for `analyze`.
     pub record: Option<std::path::PathBuf>,
+    /// How the syscall programs attach.
+    pub attach: crate::probes::AttachMode,
 }
 
 /// The gist of a finished handshake.

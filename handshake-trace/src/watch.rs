@@ -169,6 +169,7 @@ pub async fn run(
     let mut targets = Targets::start(&opts.pids)?;
     let load = LoadOptions {
         ringbuf_bytes: opts.ringbuf_bytes.unwrap_or(LoadOptions::default().ringbuf_bytes),
+        attach: opts.attach,
     };
     let mut probes = Probes::load(&load)?;
     for w in &probes.warnings {

@@ -145,11 +145,14 @@ impl Tracer {
     }
 }
 
-/// Tracepoint programs currently loaded in the kernel (ours and any others'; tests
-/// compare counts before, during and after a trace).
+/// Tracepoint and raw-tracepoint programs currently loaded in the kernel (ours and any
+/// others'; tests compare counts before, during and after a trace).
 pub fn our_loaded_programs() -> usize {
     let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool prog show");
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(": tracepoint ")).count()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(": tracepoint ") || l.contains(": raw_tracepoint "))
+        .count()
 }
 
 /// Wait until `f` holds, up to `timeout`.
