@@ -38,6 +38,16 @@ pub fn ready(test: &str) -> Option<PathBuf> {
     Some(bin)
 }
 
+/// A failing test must not leave a tracer attached: kill it if it is still running.
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// What a finished tracer printed.
 #[derive(Debug, Default)]
 pub struct TracerOutput {
