@@ -701,7 +701,8 @@ type Key = (u32, i32, u64);
 #[derive(Debug, Default)]
 pub struct Correlator {
     open: HashMap<Key, Handshake>,
-    /// Most recent connection per (pid, fd), to route events whose generation we never saw.
+    /// Open connections in accept order, for evicting the oldest past `max_open`. Keys of
+    /// handshakes that already ended stay until eviction or compaction skips them.
     order: VecDeque<Key>,
     /// Events for connections accepted before tracing started (counted, not timed).
     pub unmatched: u64,
@@ -741,6 +742,11 @@ impl Correlator {
                 }
                 self.open.insert(key, Handshake::new(a, server));
                 self.order.push_back(key);
+                // Drop the keys of ended handshakes now and then, not once per handshake.
+                if self.order.len() > 2 * self.max_open.max(1) {
+                    let open = &self.open;
+                    self.order.retain(|k| open.contains_key(k));
+                }
                 while self.open.len() > self.max_open.max(1) {
                     let Some(oldest) = self.order.pop_front() else { break };
                     if let Some(mut h) = self.open.remove(&oldest) {
@@ -816,7 +822,6 @@ impl Correlator {
             let end = h.steps.last().map(|s| s.ts_ns).unwrap_or(h.accept_ns);
             h.conclude(false, end);
             done.push(h);
-            self.order.retain(|k| *k != key);
         }
     }
 
@@ -1229,6 +1234,19 @@ mod tests {
         let h = only(&refused);
         assert_eq!(h.verdict, Some(Verdict::ServerClosed), "{}", h.reason);
         assert!(h.reason.contains("encrypted reply"), "{}", h.reason);
+    }
+
+    #[test]
+    fn the_eviction_queue_stays_bounded_as_handshakes_come_and_go() {
+        let mut c = Correlator::new(4);
+        for i in 0..1000u64 {
+            let gen = GEN + i * MS;
+            c.push(&accept_at(gen, gen), None);
+            let closed = c.push(&sys_gen(gen + 1000, gen, SyscallKind::Close, 0, 10, [0; 4]), None);
+            assert_eq!(closed.len(), 1);
+        }
+        assert_eq!(c.open_count(), 0);
+        assert!(c.order.len() <= 2 * 4 + 1, "{}", c.order.len());
     }
 
     #[test]
