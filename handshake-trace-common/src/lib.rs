@@ -301,8 +301,61 @@ pub struct InFlight {
     pub args: [u64; 4],
 }
 
+/// How many target processes the programs can recognise without a hash lookup.
+pub const FAST_TARGETS: usize = 14;
+
+/// The target processes as a short list: every syscall of every process asks "is this a
+/// target?", and a scan of a few words in an array map costs far less than a hash lookup.
+/// More targets than fit set `overflow`, and the programs then ask the TARGETS map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetFilter {
+    /// How many entries of `tgids` are in use.
+    pub count: u32,
+    /// Nonzero when the targets do not fit in `tgids`.
+    pub overflow: u32,
+    pub tgids: [u32; FAST_TARGETS],
+}
+
+impl TargetFilter {
+    /// The filter for these target processes.
+    pub fn of(targets: &[u32]) -> Self {
+        let mut f = TargetFilter::default();
+        if targets.len() > FAST_TARGETS {
+            f.overflow = 1;
+            return f;
+        }
+        for (slot, tgid) in f.tgids.iter_mut().zip(targets) {
+            *slot = *tgid;
+        }
+        f.count = targets.len() as u32;
+        f
+    }
+
+    /// False when `tgid` is certainly not a target; true when it is one (or may be,
+    /// after an overflow).
+    #[inline(always)]
+    pub fn admits(&self, tgid: u32) -> bool {
+        if self.overflow != 0 {
+            return true;
+        }
+        let mut i = 0;
+        while i < FAST_TARGETS {
+            if i as u32 >= self.count {
+                return false;
+            }
+            if self.tgids[i] == tgid {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::TargetFilter {}
     // SAFETY: plain old data, `#[repr(C)]`, no implicit padding, every bit pattern valid.
     unsafe impl aya::Pod for super::TracepointOffsets {}
     unsafe impl aya::Pod for super::EventHeader {}
@@ -331,9 +384,35 @@ mod tests {
         assert_eq!(size_of::<InFlight>(), 4 + 4 + 8 * 3 + 8 * 4);
         assert_eq!(size_of::<Conn>(), 8 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<ConnKey>(), 8);
+        assert_eq!(size_of::<TargetFilter>(), 8 + 4 * FAST_TARGETS);
         assert_eq!(size_of::<ThreadConn>(), 16);
         assert_eq!(size_of::<PeerKey>(), 16 + 2 + 2 + 4);
         assert_eq!(size_of::<TcpOffsets>(), 6 * 4);
         assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 4 * size_of::<TcpOffsets>());
+    }
+
+    #[test]
+    fn the_target_filter_admits_exactly_its_targets() {
+        let f = TargetFilter::of(&[4242, 7]);
+        assert!(f.admits(4242) && f.admits(7));
+        assert!(!f.admits(8) && !f.admits(0), "an unused slot (0) must not admit pid 0");
+        assert!(!TargetFilter::of(&[]).admits(0));
+        let mut full = [0u32; FAST_TARGETS];
+        for (i, p) in full.iter_mut().enumerate() {
+            *p = 100 + i as u32;
+        }
+        let f = TargetFilter::of(&full);
+        assert!(full.iter().all(|p| f.admits(*p)) && !f.admits(99) && f.overflow == 0);
+    }
+
+    #[test]
+    fn more_targets_than_fit_admit_everyone_for_the_map_to_decide() {
+        let mut many = [0u32; FAST_TARGETS + 1];
+        for (i, p) in many.iter_mut().enumerate() {
+            *p = 1 + i as u32;
+        }
+        let f = TargetFilter::of(&many);
+        assert_eq!(f.overflow, 1);
+        assert!(f.admits(123_456));
     }
 }

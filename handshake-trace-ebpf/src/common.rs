@@ -3,13 +3,13 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
     EbpfContext,
 };
 use aya_log_ebpf::warn;
 use handshake_trace_common::{
-    counter, kind, Conn, ConnKey, EventHeader, InFlight, PeerKey, SysEvent, ThreadConn,
+    counter, kind, Conn, ConnKey, EventHeader, InFlight, PeerKey, SysEvent, TargetFilter, ThreadConn,
     TracepointOffsets, DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_IN_FLIGHT, MAX_TARGETS,
     SYS_TRACKING_END,
 };
@@ -17,6 +17,12 @@ use handshake_trace_common::{
 /// Processes (tgid) to trace. Userspace keeps it current.
 #[map]
 pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// The same processes as a short list (one entry), asked first: it costs a few
+/// compares where the hash map costs a hash and a bucket walk, and every syscall of
+/// every process asks. Userspace rewrites it with TARGETS.
+#[map]
+pub static TARGET_FILTER: Array<TargetFilter> = Array::with_max_entries(1, 0);
 
 /// Connections in their handshake. A lookup here is also the target filter of the
 /// read/write programs: only targets' accepts insert, so one lookup serves both.
@@ -86,11 +92,20 @@ pub fn current() -> (u32, u32) {
     ((id >> 32) as u32, id as u32)
 }
 
+/// Is `tgid` a target? The short list answers; the TARGETS map only after it overflowed.
+#[inline(always)]
+pub fn is_target(tgid: u32) -> bool {
+    match TARGET_FILTER.get(0) {
+        Some(f) if f.overflow == 0 => f.admits(tgid),
+        _ => unsafe { TARGETS.get(&tgid) }.is_some(),
+    }
+}
+
 /// The calling thread, if its process is a target: (tgid, tid).
 #[inline(always)]
 pub fn current_target() -> Option<(u32, u32)> {
     let (tgid, tid) = current();
-    if unsafe { TARGETS.get(&tgid) }.is_none() {
+    if !is_target(tgid) {
         return None;
     }
     Some((tgid, tid))
@@ -189,7 +204,7 @@ pub fn save_in_flight<C: EbpfContext>(ctx: &C, tid: u32, value: &InFlight) {
 /// target filter (only targets' accepts insert connections).
 #[inline(always)]
 pub fn enter_on_conn<C: EbpfContext>(ctx: &C, fd: i32, syscall: u32, ptr: u64, args: [u64; 4]) -> bool {
-    let (tgid, tid) = current();
+    let Some((tgid, tid)) = current_target() else { return false };
     let Some(c) = conn(tgid, fd) else { return false };
     let gen = unsafe { (*c).gen };
     note_handler(ctx, tid, &ThreadConn { tgid, fd, gen });

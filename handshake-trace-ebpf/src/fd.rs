@@ -5,7 +5,7 @@ use handshake_trace_common::{sys, InFlight, PeerKey};
 
 use crate::common::{
     Sys,
-    arg, conn, current, emit_sys, enter_on_conn, now, ret, save_in_flight, take_in_flight, CONNS,
+    arg, conn, current, current_target, emit_sys, enter_on_conn, now, ret, save_in_flight, take_in_flight, CONNS,
     PEERS,
 };
 
@@ -137,7 +137,7 @@ pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
 /// The exit of whichever of this family's syscalls the thread is in (raw attachment).
 #[inline(always)]
 pub(crate) fn exit_any<S: Sys>(ctx: &S) {
-    let (tgid, tid) = current();
+    let Some((tgid, tid)) = current_target() else { return };
     if let Some(f) = take_in_flight(tid) {
         on_exit(ctx, tgid, tid, &f);
     }

@@ -15,7 +15,7 @@ use handshake_trace_common::{
 
 use crate::common::{
     Sys,
-    arg, conn, count, current, end_tracking, enter_on_conn, header, ret, take_in_flight, EVENTS,
+    arg, conn, count, current_target, end_tracking, enter_on_conn, header, ret, take_in_flight, EVENTS,
 };
 
 macro_rules! io_programs {
@@ -76,7 +76,7 @@ fn buffer(f: &InFlight) -> (u64, u64) {
 
 #[inline(always)]
 pub(crate) fn on_exit<S: Sys>(ctx: &S) {
-    let (tgid, tid) = current();
+    let Some((tgid, tid)) = current_target() else { return };
     let Some(f) = take_in_flight(tid) else { return };
     if f.syscall == 0 || f.syscall > sys::SENDMSG {
         return; // not ours: another family's exit owns it

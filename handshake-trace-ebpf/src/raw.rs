@@ -10,22 +10,36 @@ use aya_ebpf::{
 };
 use handshake_trace_common::sys;
 
-use crate::{accept, common::{current, Sys, IN_FLIGHT}, fd, io, timer, wait};
+use crate::{accept, common::{current_target, Sys, IN_FLIGHT}, fd, io, timer, wait};
 
-/// A raw tracepoint's view of a syscall: its arguments (entry) or return value (exit).
-pub struct RawSys<'a> {
-    ctx: &'a RawTracePointContext,
+/// A syscall seen through its `struct pt_regs` (raw tracepoints and trampolines on
+/// `__x64_sys_*`): its arguments (entry) or return value (exit).
+pub struct RegsSys {
+    ctx: *mut c_void,
     args: [u64; 6],
     ret: i64,
 }
 
-impl EbpfContext for RawSys<'_> {
-    fn as_ptr(&self) -> *mut c_void {
-        self.ctx.as_ptr()
+impl RegsSys {
+    /// At entry: `regs` is the kernel address of the caller's saved registers.
+    #[inline(always)]
+    pub fn entry(ctx: *mut c_void, regs: u64) -> Self {
+        Self { ctx, args: syscall_args(regs), ret: 0 }
+    }
+
+    #[inline(always)]
+    pub fn exit(ctx: *mut c_void, ret: i64) -> Self {
+        Self { ctx, args: [0; 6], ret }
     }
 }
 
-impl Sys for RawSys<'_> {
+impl EbpfContext for RegsSys {
+    fn as_ptr(&self) -> *mut c_void {
+        self.ctx
+    }
+}
+
+impl Sys for RegsSys {
     #[inline(always)]
     fn arg(&self, i: u32) -> u64 {
         match i {
@@ -46,7 +60,7 @@ impl Sys for RawSys<'_> {
 }
 
 /// x86-64 syscall numbers of the syscalls we trace.
-mod nr {
+pub mod nr {
     pub const READ: u64 = 0;
     pub const WRITE: u64 = 1;
     pub const CLOSE: u64 = 3;
@@ -95,81 +109,97 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
     ) {
         return 0;
     }
-    let regs: u64 = ctx.arg(0);
-    let s = RawSys { ctx: &ctx, args: syscall_args(regs), ret: 0 };
+    if current_target().is_none() {
+        return 0;
+    }
+    let s = RegsSys::entry(ctx.as_ptr(), ctx.arg(0));
+    on_enter(&s, id);
+    0
+}
+
+/// A traced syscall's entry, by x86-64 number. Inlined, so a caller with a constant
+/// number (a trampoline) keeps only its own arm.
+#[inline(always)]
+pub fn on_enter<S: Sys>(s: &S, id: u64) {
     match id {
-        nr::ACCEPT | nr::ACCEPT4 => accept::on_enter(&s),
-        nr::READ => io::on_enter(&s, sys::READ),
-        nr::READV => io::on_enter(&s, sys::READV),
-        nr::RECVFROM => io::on_enter(&s, sys::RECVFROM),
-        nr::RECVMSG => io::on_enter(&s, sys::RECVMSG),
-        nr::WRITE => io::on_enter(&s, sys::WRITE),
-        nr::WRITEV => io::on_enter(&s, sys::WRITEV),
-        nr::SENDTO => io::on_enter(&s, sys::SENDTO),
-        nr::SENDMSG => io::on_enter(&s, sys::SENDMSG),
+        nr::ACCEPT | nr::ACCEPT4 => accept::on_enter(s),
+        nr::READ => io::on_enter(s, sys::READ),
+        nr::READV => io::on_enter(s, sys::READV),
+        nr::RECVFROM => io::on_enter(s, sys::RECVFROM),
+        nr::RECVMSG => io::on_enter(s, sys::RECVMSG),
+        nr::WRITE => io::on_enter(s, sys::WRITE),
+        nr::WRITEV => io::on_enter(s, sys::WRITEV),
+        nr::SENDTO => io::on_enter(s, sys::SENDTO),
+        nr::SENDMSG => io::on_enter(s, sys::SENDMSG),
         nr::POLL => {
-            wait::sys_enter_poll_impl(&s);
+            wait::sys_enter_poll_impl(s);
         }
         nr::PPOLL => {
-            wait::sys_enter_ppoll_impl(&s);
+            wait::sys_enter_ppoll_impl(s);
         }
         nr::SELECT => {
-            wait::sys_enter_select_impl(&s);
+            wait::sys_enter_select_impl(s);
         }
         nr::PSELECT6 => {
-            wait::sys_enter_pselect6_impl(&s);
+            wait::sys_enter_pselect6_impl(s);
         }
         nr::FCNTL => {
-            fd::sys_enter_fcntl_impl(&s);
+            fd::sys_enter_fcntl_impl(s);
         }
         nr::SETSOCKOPT => {
-            fd::sys_enter_setsockopt_impl(&s);
+            fd::sys_enter_setsockopt_impl(s);
         }
         nr::CLOSE => {
-            fd::sys_enter_close_impl(&s);
+            fd::sys_enter_close_impl(s);
         }
         nr::SHUTDOWN => {
-            fd::sys_enter_shutdown_impl(&s);
+            fd::sys_enter_shutdown_impl(s);
         }
         nr::ALARM => {
-            timer::sys_enter_alarm_impl(&s);
+            timer::sys_enter_alarm_impl(s);
         }
         nr::SETITIMER => {
-            timer::sys_enter_setitimer_impl(&s);
+            timer::sys_enter_setitimer_impl(s);
         }
         nr::TIMER_SETTIME => {
-            timer::sys_enter_timer_settime_impl(&s);
+            timer::sys_enter_timer_settime_impl(s);
         }
         nr::KILL => {
-            timer::sys_enter_kill_impl(&s);
+            timer::sys_enter_kill_impl(s);
         }
         nr::TKILL => {
-            timer::sys_enter_tkill_impl(&s);
+            timer::sys_enter_tkill_impl(s);
         }
         nr::TGKILL => {
-            timer::sys_enter_tgkill_impl(&s);
+            timer::sys_enter_tgkill_impl(s);
         }
         _ => {}
     }
-    0
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_sys_exit(ctx: RawTracePointContext) -> i32 {
-    // Only a syscall whose entry saved something has work at its exit: one lookup,
+    // Only a target's syscall whose entry saved something has work at its exit: the
+    // short target list first (every exit of every process comes here), then one lookup,
     // and the saved record says which syscall it was.
-    let (_, tid) = current();
+    let Some((_, tid)) = current_target() else { return 0 };
     let Some(f) = (unsafe { IN_FLIGHT.get(&tid) }) else { return 0 };
     let syscall = f.syscall;
-    let s = RawSys { ctx: &ctx, args: [0; 6], ret: ctx.arg(1) };
+    let s = RegsSys::exit(ctx.as_ptr(), ctx.arg(1));
+    on_exit(&s, syscall);
+    0
+}
+
+/// A traced syscall's exit, by our syscall code (`handshake_trace_common::sys`).
+#[inline(always)]
+pub fn on_exit<S: Sys>(s: &S, syscall: u32) {
     match syscall {
-        0 => accept::on_exit(&s),
-        sys::READ..=sys::SENDMSG => io::on_exit(&s),
-        sys::POLL | sys::PPOLL => wait::exit_wait(&s, true),
-        sys::SELECT | sys::PSELECT6 => wait::exit_wait(&s, false),
-        sys::FCNTL..=sys::SHUTDOWN => fd::exit_any(&s),
-        sys::ALARM..=sys::TGKILL => timer::exit(&s, syscall),
+        0 => accept::on_exit(s),
+        sys::READ..=sys::SENDMSG => io::on_exit(s),
+        sys::POLL | sys::PPOLL => wait::exit_wait(s, true),
+        sys::SELECT | sys::PSELECT6 => wait::exit_wait(s, false),
+        sys::FCNTL..=sys::SHUTDOWN => fd::exit_any(s),
+        sys::ALARM..=sys::TGKILL => timer::exit(s, syscall),
         _ => {}
     }
-    0
 }

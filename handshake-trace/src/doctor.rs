@@ -153,17 +153,16 @@ pub fn run_checks() -> Vec<Check> {
             Err(e) => check(Status::Fail, "kernel programs", format!("{e:#}"), Some("see the error; `bpftool prog` and dmesg may say more")),
         }
     });
-    // The other attachment mode, for --attach.
-    let other = match probes::AttachMode::default() {
-        probes::AttachMode::Raw => (probes::AttachMode::Tracepoints, "per-syscall tracepoints (--attach tracepoints)"),
-        probes::AttachMode::Tracepoints => (probes::AttachMode::Raw, "raw tracepoints (--attach raw)"),
-    };
-    if privileged && probes::has_kernel_programs() && tracefs_dir.is_some() && (other.0 != probes::AttachMode::Raw || cfg!(target_arch = "x86_64")) {
-        let opts = probes::LoadOptions { attach: other.0, ..Default::default() };
-        out.push(match probes::Probes::load(&opts) {
-            Ok(p) => check(Status::Pass, other.1, format!("{} programs verified, attached and detached", p.attached), None),
-            Err(e) => check(Status::Info, other.1, format!("unavailable: {e:#}"), None),
-        });
+    // The other attachment modes, for --attach.
+    if privileged && probes::has_kernel_programs() && tracefs_dir.is_some() {
+        for mode in probes::AttachMode::available().filter(|m| *m != probes::AttachMode::default()) {
+            let what = format!("{} (--attach {})", mode.describe(), mode.name());
+            let opts = probes::LoadOptions { attach: mode, ..Default::default() };
+            out.push(match probes::Probes::load(&opts) {
+                Ok(p) => check(Status::Pass, &what, format!("{} programs verified, attached and detached", p.attached), None),
+                Err(e) => check(Status::Info, &what, format!("unavailable: {e:#}"), None),
+            });
+        }
     }
 
     let servers = targets::find_servers();

@@ -4,11 +4,11 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use handshake_trace_common::{counter, Conn, ConnKey, TcpOffsets, TracepointOffsets, DEFAULT_RINGBUF_BYTES, NO_FIELD};
+use handshake_trace_common::{counter, Conn, ConnKey, TargetFilter, TcpOffsets, TracepointOffsets, DEFAULT_RINGBUF_BYTES, NO_FIELD};
 
 use crate::tracefs;
 
@@ -80,12 +80,34 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
+    /// The modes this build can use (raw knows only x86-64).
+    pub fn available() -> impl Iterator<Item = AttachMode> {
+        [AttachMode::Raw, AttachMode::Tracepoints]
+            .into_iter()
+            .filter(|m| cfg!(target_arch = "x86_64") || *m == AttachMode::Tracepoints)
+    }
+
+    /// The name `--attach` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Tracepoints => "tracepoints",
+            AttachMode::Raw => "raw",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            AttachMode::Tracepoints => "per-syscall tracepoints",
+            AttachMode::Raw => "raw syscall tracepoints",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "tracepoints" => Ok(AttachMode::Tracepoints),
             "raw" if cfg!(target_arch = "x86_64") => Ok(AttachMode::Raw),
             "raw" => bail!("--attach raw knows only the x86-64 syscall ABI"),
-            other => bail!("unknown attach mode `{other}` (tracepoints or raw)"),
+            other => bail!("unknown attach mode `{other}` (raw or tracepoints)"),
         }
     }
 }
@@ -216,6 +238,9 @@ pub struct Probes {
     _ebpf: Ebpf,
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     targets: HashMap<MapData, u32, u32>,
+    target_filter: Array<MapData, TargetFilter>,
+    /// What both target maps hold.
+    target_pids: std::collections::BTreeSet<u32>,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     conns: HashMap<MapData, ConnKey, Conn>,
@@ -282,10 +307,10 @@ impl Probes {
         // The programs log only in rare failure paths; keep the logger alive or its map closes.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         let mut attached = 0;
-        let raw = opts.attach == AttachMode::Raw;
+        let per_syscall = opts.attach == AttachMode::Tracepoints;
         for p in attach_points()
             .filter(|p| !missing.iter().any(|m| m.name == p.name))
-            .filter(|p| !(raw && p.category == "syscalls"))
+            .filter(|p| per_syscall || p.category != "syscalls")
         {
             let program: &mut TracePoint = ebpf
                 .program_mut(p.name)
@@ -297,7 +322,11 @@ impl Probes {
                 .with_context(|| format!("attach to tracepoint {}:{}", p.category, p.name))?;
             attached += 1;
         }
-        if raw {
+        let warnings: Vec<String> = missing
+            .iter()
+            .map(|m| format!("this kernel lacks tracepoint {}:{}: {} will not be shown", m.category, m.name, m.shows))
+            .collect();
+        if opts.attach == AttachMode::Raw {
             for (tp, name) in RAW_POINTS {
                 let program: &mut aya::programs::RawTracePoint = ebpf
                     .program_mut(name)
@@ -308,26 +337,45 @@ impl Probes {
                 attached += 1;
             }
         }
-        let warnings = missing
-            .iter()
-            .map(|m| format!("this kernel lacks tracepoint {}:{}: {} will not be shown", m.category, m.name, m.shows))
-            .collect();
         let targets = HashMap::try_from(take_map(&mut ebpf, "TARGETS")?)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
         let events = Some(RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?);
         let conns = HashMap::try_from(take_map(&mut ebpf, "CONNS")?)?;
-        Ok(Self { _ebpf: ebpf, _logger: logger, targets, counters, events, conns, attached, warnings })
+        let target_filter = Array::try_from(take_map(&mut ebpf, "TARGET_FILTER")?)?;
+        Ok(Self {
+            _ebpf: ebpf,
+            _logger: logger,
+            targets,
+            target_filter,
+            target_pids: Default::default(),
+            counters,
+            events,
+            conns,
+            attached,
+            warnings,
+        })
     }
 
     /// Start tracing a process.
     pub fn add_target(&mut self, pid: u32) -> Result<()> {
         self.targets
             .insert(pid, 1, 0)
-            .with_context(|| format!("add pid {pid} to the target map (full?)"))
+            .with_context(|| format!("add pid {pid} to the target map (full?)"))?;
+        self.target_pids.insert(pid);
+        self.write_target_filter()
+    }
+
+    /// Mirror the target set into the short list the programs ask first.
+    fn write_target_filter(&mut self) -> Result<()> {
+        let pids: Vec<u32> = self.target_pids.iter().copied().collect();
+        self.target_filter.set(0, TargetFilter::of(&pids), 0).context("write the target filter map")
     }
 
     /// Stop tracing a process (it exited) and forget its connections.
     pub fn remove_target(&mut self, pid: u32) {
+        self.target_pids.remove(&pid);
+        // Narrow the short list first: the map is only asked after an overflow.
+        let _ = self.write_target_filter();
         let _ = self.targets.remove(&pid);
         let keys: Vec<ConnKey> = self.conns.keys().filter_map(Result::ok).filter(|k| k.tgid == pid).collect();
         for k in keys {
