@@ -166,3 +166,30 @@ fn per_syscall_tracepoints_give_the_same_verdicts() {
     assert_eq!(h["wait"]["timeout_ms"], 2000);
     assert!(output.stderr_text().contains(" 0 lost "), "{}", output.stderr_text());
 }
+
+/// The programs turn non-targets away with a short list of target pids; with more
+/// targets than it holds they fall back to the hash map. Both must still trace.
+#[test]
+fn more_targets_than_the_short_list_holds_are_still_traced() {
+    let Some(bin) = ready("more_targets_than_the_short_list_holds_are_still_traced") else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let mut others: Vec<std::process::Child> = (0..handshake_trace_common::FAST_TARGETS)
+        .map(|_| std::process::Command::new("sleep").arg("60").spawn().expect("spawn sleep"))
+        .collect();
+    let mut args: Vec<String> = vec!["watch".into(), "-j".into(), "-p".into(), db.pid().to_string()];
+    for c in &others {
+        args.extend(["-p".to_string(), c.id().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let tracer = Tracer::start(&bin, &args);
+    let ok = db.client(LAB_USER, LAB_PASSWORD, &["-e", "SELECT 1"]).unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    let output = tracer.stop();
+    for c in &mut others {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let events = output.json();
+    assert!(events.iter().any(|h| h["verdict"] == "ok" && h["user"] == LAB_USER), "{:?}\n{}", output.stdout, output.stderr_text());
+}

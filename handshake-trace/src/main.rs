@@ -211,12 +211,17 @@ async fn run(cli: Cli) -> Result<i32> {
     let mut stderr = std::io::stderr();
     match cli.command {
         Command::Watch(args) => {
+            // One write per drain of the ring buffer, not one per line (stdout is line-buffered).
+            let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
             let summary = watch::run(&args.options(None)?, &mut stdout, &mut stderr, stop_signal(args.duration.map(Duration::from_secs))).await?;
+            stdout.flush()?;
             watch::print_summary(&summary, &mut stderr)?;
             Ok(0)
         }
         Command::Record { output, watch: args } => {
+            let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
             let summary = watch::run(&args.options(Some(output.clone()))?, &mut stdout, &mut stderr, stop_signal(args.duration.map(Duration::from_secs))).await?;
+            stdout.flush()?;
             watch::print_summary(&summary, &mut stderr)?;
             writeln!(stderr, "Trace written to {} (secrets zeroed); replay it with: handshake-trace analyze {}", output.display(), output.display())?;
             Ok(0)

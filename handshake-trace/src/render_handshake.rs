@@ -1,5 +1,7 @@
 //! Handshakes for people (a line, or a timeline in words) and for machines (JSON). Pure.
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 
 use crate::{
     clock::{format_rfc3339, format_time_of_day, Clock},
@@ -278,79 +280,149 @@ fn syscall_of(k: &StepKind) -> Option<SyscallKind> {
     }
 }
 
-fn opt_ms(v: Option<u64>) -> Value {
-    v.map(|v| json!((ms(v) * 1000.0).round() / 1000.0)).unwrap_or(Value::Null)
+fn opt_ms(v: Option<u64>) -> Option<f64> {
+    v.map(|v| (ms(v) * 1000.0).round() / 1000.0)
+}
+
+// The JSON record as typed structs: one per handshake, so no map of boxed values
+// is built and torn down each time. Fields are declared in alphabetical order, the
+// order the output has always had (docs/json.md).
+
+#[derive(Serialize)]
+struct ErrorJson<'a> {
+    code: u16,
+    message: &'a str,
+    name: Option<&'static str>,
+    sqlstate: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct WaitJson {
+    mechanism: &'static str,
+    signal_from_tid: Option<u32>,
+    timeout_ms: Option<u64>,
+    waited_ms: f64,
+    waiting_for: &'static str,
+}
+
+#[derive(Serialize)]
+struct StepJson {
+    event: &'static str,
+    syscall: Option<&'static str>,
+    t_ms: f64,
+    text: String,
+    tid: u32,
+}
+
+#[derive(Serialize)]
+struct PhasesJson {
+    handoff: Option<f64>,
+    to_greeting: Option<f64>,
+    to_login: Option<f64>,
+    to_reply: Option<f64>,
+    total: Option<f64>,
+}
+
+/// One finished handshake (fields: docs/json.md).
+#[derive(Serialize)]
+pub struct HandshakeJson<'a> {
+    accept_tid: u32,
+    auth_plugin: Option<&'a str>,
+    auth_response_len: Option<usize>,
+    auth_switch: Option<&'a str>,
+    client: Option<String>,
+    client_attrs: BTreeMap<&'a str, &'a str>,
+    client_error: Option<&'a str>,
+    connection_id: Option<u32>,
+    database: Option<&'a str>,
+    error: Option<ErrorJson<'a>>,
+    events: Vec<StepJson>,
+    fd: i32,
+    handler_tid: Option<u32>,
+    listen_fd: i32,
+    phases_ms: PhasesJson,
+    pid: u32,
+    reason: &'a str,
+    server: Option<String>,
+    server_version: Option<&'a str>,
+    time: String,
+    tls: bool,
+    unix_socket: bool,
+    user: Option<&'a str>,
+    verdict: Option<&'static str>,
+    wait: Option<WaitJson>,
+}
+
+impl std::fmt::Display for HandshakeJson<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&serde_json::to_string(self).map_err(|_| std::fmt::Error)?)
+    }
 }
 
 /// One JSON object per finished handshake (fields: docs/json.md).
-pub fn handshake_json(h: &Handshake, clock: &Clock) -> Value {
+pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> {
     let p = h.phases();
     let error = match &h.reply {
-        Some(Reply::Err(e)) => json!({
-            "code": e.code,
-            "name": mysql::error_name(e.code),
-            "sqlstate": e.sqlstate,
-            "message": e.message,
+        Some(Reply::Err(e)) => Some(ErrorJson {
+            code: e.code,
+            message: &e.message,
+            name: mysql::error_name(e.code),
+            sqlstate: e.sqlstate.as_deref(),
         }),
-        _ => Value::Null,
+        _ => None,
     };
-    let wait = h.timeout.as_ref().map(|t| json!({
-        "mechanism": t.mechanism.as_str(),
-        "timeout_ms": t.timeout_ms,
-        "waited_ms": (ms(t.waited_ns) * 1000.0).round() / 1000.0,
-        "waiting_for": t.waiting_for,
-        "signal_from_tid": t.signal_from,
-    }));
-    let attrs: serde_json::Map<String, Value> = h
-        .login
-        .as_ref()
-        .map(|l| l.attrs.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect())
-        .unwrap_or_default();
-    let events: Vec<Value> = h
+    let wait = h.timeout.as_ref().map(|t| WaitJson {
+        mechanism: t.mechanism.as_str(),
+        signal_from_tid: t.signal_from,
+        timeout_ms: t.timeout_ms,
+        waited_ms: (ms(t.waited_ns) * 1000.0).round() / 1000.0,
+        waiting_for: t.waiting_for,
+    });
+    let events = h
         .steps
         .iter()
-        .map(|s| {
-            json!({
-                "t_ms": (h.ms_since_accept(s.ts_ns) * 1000.0).round() / 1000.0,
-                "tid": s.tid,
-                "event": step_event_name(&s.what),
-                "syscall": syscall_of(&s.what).map(|k| k.name()),
-                "text": describe_step(h, s),
-            })
+        .map(|s| StepJson {
+            event: step_event_name(&s.what),
+            syscall: syscall_of(&s.what).map(|k| k.name()),
+            t_ms: (h.ms_since_accept(s.ts_ns) * 1000.0).round() / 1000.0,
+            text: describe_step(h, s),
+            tid: s.tid,
         })
         .collect();
-    json!({
-        "verdict": h.verdict.map(Verdict::as_str),
-        "reason": h.reason,
-        "time": format_rfc3339(clock.wall(h.accept_ns)),
-        "pid": h.pid,
-        "accept_tid": h.accept_tid,
-        "handler_tid": h.handler_tid,
-        "fd": h.fd,
-        "listen_fd": h.listen_fd,
-        "client": h.client.map(|a| a.to_string()),
-        "unix_socket": h.unix,
-        "server": h.server.map(|a| a.to_string()),
-        "connection_id": h.greeting.as_ref().map(|g| g.connection_id),
-        "server_version": h.greeting.as_ref().map(|g| g.server_version.clone()),
-        "user": h.login.as_ref().map(|l| l.user.clone()),
-        "database": h.login.as_ref().and_then(|l| l.database.clone()),
-        "auth_plugin": h.login.as_ref().and_then(|l| l.auth_plugin.clone())
-            .or_else(|| h.greeting.as_ref().and_then(|g| g.auth_plugin.clone())),
-        "auth_switch": h.auth_switch,
-        "auth_response_len": h.login.as_ref().map(|l| l.auth_response_len),
-        "client_attrs": attrs,
-        "tls": h.tls,
-        "error": error,
-        "client_error": h.client_error,
-        "phases_ms": {
-            "handoff": opt_ms(p.handoff_ns),
-            "to_greeting": opt_ms(p.to_greeting_ns),
-            "to_login": opt_ms(p.to_login_ns),
-            "to_reply": opt_ms(p.to_reply_ns),
-            "total": opt_ms(Some(p.total_ns)),
+    let login = h.login.as_ref();
+    HandshakeJson {
+        accept_tid: h.accept_tid,
+        auth_plugin: login
+            .and_then(|l| l.auth_plugin.as_deref())
+            .or_else(|| h.greeting.as_ref().and_then(|g| g.auth_plugin.as_deref())),
+        auth_response_len: login.map(|l| l.auth_response_len),
+        auth_switch: h.auth_switch.as_deref(),
+        client: h.client.map(|a| a.to_string()),
+        client_attrs: login.map(|l| l.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).unwrap_or_default(),
+        client_error: h.client_error.as_deref(),
+        connection_id: h.greeting.as_ref().map(|g| g.connection_id),
+        database: login.and_then(|l| l.database.as_deref()),
+        error,
+        events,
+        fd: h.fd,
+        handler_tid: h.handler_tid,
+        listen_fd: h.listen_fd,
+        phases_ms: PhasesJson {
+            handoff: opt_ms(p.handoff_ns),
+            to_greeting: opt_ms(p.to_greeting_ns),
+            to_login: opt_ms(p.to_login_ns),
+            to_reply: opt_ms(p.to_reply_ns),
+            total: opt_ms(Some(p.total_ns)),
         },
-        "wait": wait,
-        "events": events,
-    })
+        pid: h.pid,
+        reason: &h.reason,
+        server: h.server.map(|a| a.to_string()),
+        server_version: h.greeting.as_ref().map(|g| g.server_version.as_str()),
+        time: format_rfc3339(clock.wall(h.accept_ns)),
+        tls: h.tls,
+        unix_socket: h.unix,
+        user: login.map(|l| l.user.as_str()),
+        verdict: h.verdict.map(Verdict::as_str),
+        wait,
+    }
 }

@@ -116,7 +116,8 @@ struct Printer<'a> {
 impl Printer<'_> {
     fn handshake(&mut self, h: &Handshake, out: &mut dyn Write) -> Result<()> {
         if self.opts.json {
-            writeln!(out, "{}", handshake_json(h, &self.clock))?;
+            serde_json::to_writer(&mut *out, &handshake_json(h, &self.clock))?;
+            out.write_all(b"\n")?;
             return Ok(());
         }
         let ok = h.verdict == Some(Verdict::Ok);
