@@ -2,12 +2,13 @@
 //! accept to OK/ERR/close, with its timeline and verdict. Pure: no aya, no tokio,
 //! no I/O, so it is tested on recorded and synthetic event sequences.
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     net::SocketAddr,
 };
 
 use crate::{
     events::{Accept, Errno, Event, Io, Signal, Syscall, SyscallKind, SyscallResult, Tcp, TcpWhat},
+    int_hash::IntMap,
     mysql::{self, ClientPacket, ErrPacket, Greeting, Login, PacketStream, ServerPacket},
 };
 
@@ -700,7 +701,7 @@ type Key = (u32, i32, u64);
 /// Follows every connection; hands back finished handshakes.
 #[derive(Debug, Default)]
 pub struct Correlator {
-    open: HashMap<Key, Handshake>,
+    open: IntMap<Key, Handshake>,
     /// Open connections in accept order, for evicting the oldest past `max_open`. Keys of
     /// handshakes that already ended stay until eviction or compaction skips them.
     order: VecDeque<Key>,
@@ -709,7 +710,7 @@ pub struct Correlator {
     /// Bound on open handshakes kept in memory; the oldest is concluded `incomplete` past it.
     pub max_open: usize,
     /// Timers armed by threads with no connection (an alarm thread), per process: (ts, tid, ms).
-    process_timers: HashMap<u32, VecDeque<(u64, u32, u64)>>,
+    process_timers: IntMap<u32, VecDeque<(u64, u32, u64)>>,
 }
 
 /// Timers remembered per process for `alarm_eintr` (the last few are enough).
@@ -1098,6 +1099,30 @@ mod tests {
         assert!(json.contains("\"auth_response_len\":20"), "{json}");
         for shown in [&json, &text] {
             assert!(!shown.contains("a5a5") && !shown.contains("A5A5") && !shown.contains("165, 165"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn json_and_timeline_carry_each_step_in_words_escaped() {
+        let mut ev = prelude(GEN);
+        let login = packet(1, &login_body(None));
+        ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, login.len() as i64, login.len() as u64, &login));
+        let err = err_packet(2, 1045, "28000", "Access denied for user 'lab'@'localhost' (using password: YES)");
+        ev.push(io(GEN + 900_000, SyscallKind::Sendto, err.len() as i64, err.len() as u64, &err));
+        ev.push(sys(GEN + 910_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]));
+        let mut h = only(&ev);
+        // Words the JSON writer must escape as it streams them.
+        h.step(GEN + 950_000, 0, StepKind::Note("a \"quoted\" note\\ on\ttwo\nlines".into()));
+        let clock = crate::clock::Clock::with_offset(0);
+        let json: serde_json::Value = serde_json::from_str(&crate::render_handshake::handshake_json(&h, &clock).to_string()).unwrap();
+        let timeline = crate::render_handshake::handshake_timeline(&h, &clock);
+        let in_json: Vec<&str> = json["events"].as_array().unwrap().iter().map(|e| e["text"].as_str().unwrap()).collect();
+        let words: Vec<String> = h.steps.iter().map(|s| crate::render_handshake::describe_step(&h, s)).collect();
+        assert_eq!(in_json, words);
+        assert!(words.iter().any(|w| w.contains("recvfrom of the login (83 bytes) → 83 bytes; login: user")), "{words:#?}");
+        assert_eq!(words.last().unwrap(), "a \"quoted\" note\\ on\ttwo\nlines");
+        for w in &words {
+            assert!(timeline.contains(w.as_str()), "{w} missing from\n{timeline}");
         }
     }
 

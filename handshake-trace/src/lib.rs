@@ -9,6 +9,7 @@ pub mod clock;
 pub mod correlate;
 pub mod doctor;
 pub mod events;
+pub mod int_hash;
 pub mod lab;
 pub mod mysql;
 pub mod privileges;

@@ -1,5 +1,8 @@
 //! Handshakes for people (a line, or a timeline in words) and for machines (JSON). Pure.
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    fmt::{self, Write as _},
+};
 
 use serde::Serialize;
 
@@ -80,37 +83,43 @@ fn sockopt_name(level: u64, name: u64) -> String {
 
 /// A step in words a MySQL engineer knows.
 pub fn describe_step(h: &Handshake, s: &Step) -> String {
+    let mut text = String::new();
+    let _ = write_step(h, s, &mut text);
+    text
+}
+
+/// A step in words, written where it goes (the JSON record, a timeline) without a
+/// string of its own: a busy tracer writes a dozen per handshake.
+pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Result {
     match &s.what {
         StepKind::Accepted { listen_fd, client } if *listen_fd < 0 => {
-            format!("accept (already waiting when tracing began) → fd {} from {}", h.fd, addr(*client))
+            write!(f, "accept (already waiting when tracing began) → fd {} from {}", h.fd, addr(*client))
         }
         StepKind::Accepted { listen_fd, .. } if h.unix => {
-            format!("accept on listening fd {listen_fd} → fd {} from a Unix-socket client", h.fd)
+            write!(f, "accept on listening fd {listen_fd} → fd {} from a Unix-socket client", h.fd)
         }
         StepKind::Accepted { listen_fd, client } => {
-            format!("accept on listening fd {listen_fd} → fd {} from {}", h.fd, addr(*client))
+            write!(f, "accept on listening fd {listen_fd} → fd {} from {}", h.fd, addr(*client))
         }
-        StepKind::Handoff { from_tid } => format!("handler thread {} takes the connection from thread {from_tid}", s.tid),
-        StepKind::Blocking { nonblocking } => {
-            if *nonblocking {
-                "fcntl(F_SETFL, O_NONBLOCK): socket non-blocking".into()
-            } else {
-                "fcntl(F_SETFL): socket switched to blocking".into()
-            }
-        }
+        StepKind::Handoff { from_tid } => write!(f, "handler thread {} takes the connection from thread {from_tid}", s.tid),
+        StepKind::Blocking { nonblocking } => f.write_str(if *nonblocking {
+            "fcntl(F_SETFL, O_NONBLOCK): socket non-blocking"
+        } else {
+            "fcntl(F_SETFL): socket switched to blocking"
+        }),
         StepKind::SocketOption { level, name, value, value2 } => match (level, name) {
             (1, 13) => {
                 let (on, secs) = (value & 0xffff_ffff, value >> 32);
                 if on != 0 && secs == 0 {
-                    "setsockopt(SO_LINGER {on, 0 s}): close will reset the connection (RST)".into()
+                    f.write_str("setsockopt(SO_LINGER {on, 0 s}): close will reset the connection (RST)")
                 } else {
-                    format!("setsockopt(SO_LINGER {{{}, {secs} s}})", if on != 0 { "on" } else { "off" })
+                    write!(f, "setsockopt(SO_LINGER {{{}, {secs} s}})", if on != 0 { "on" } else { "off" })
                 }
             }
             (1, 20) | (1, 21) | (1, 66) | (1, 67) => {
-                format!("setsockopt({} = {} ms)", sockopt_name(*level, *name), value * 1000 + value2 / 1000)
+                write!(f, "setsockopt({} = {} ms)", sockopt_name(*level, *name), value * 1000 + value2 / 1000)
             }
-            _ => format!("setsockopt({} = {})", sockopt_name(*level, *name), value & 0xffff_ffff),
+            _ => write!(f, "setsockopt({} = {})", sockopt_name(*level, *name), value & 0xffff_ffff),
         },
         StepKind::Read { syscall, result, requested, nonblocking, duration_ns, packets } => {
             let mode = if *nonblocking { "non-blocking" } else { "blocking" };
@@ -121,77 +130,93 @@ pub fn describe_step(h: &Handshake, s: &Step) -> String {
             } else {
                 "of the login"
             };
-            let res = match result {
-                SyscallResult::Ok(0) => "0: the client closed the connection".to_string(),
-                SyscallResult::Ok(n) => format!("{n} bytes"),
-                SyscallResult::Err(e) if e.0 == 11 => "EAGAIN (nothing to read yet)".into(),
-                SyscallResult::Err(e) if e.0 == 4 => "EINTR (interrupted by a signal)".into(),
-                SyscallResult::Err(e) => e.describe(),
-            };
-            let waited = if !*nonblocking && *duration_ns > 1_000_000 {
-                format!(" after {:.1} ms", ms(*duration_ns))
-            } else {
-                String::new()
-            };
-            let mut text = format!("{mode} {} {what} ({requested} bytes) → {res}{waited}", syscall.name());
-            for p in packets {
-                text.push_str(&format!("; {p}"));
+            write!(f, "{mode} {} {what} ({requested} bytes) → ", syscall.name())?;
+            match result {
+                SyscallResult::Ok(0) => f.write_str("0: the client closed the connection")?,
+                SyscallResult::Ok(n) => write!(f, "{n} bytes")?,
+                SyscallResult::Err(e) if e.0 == 11 => f.write_str("EAGAIN (nothing to read yet)")?,
+                SyscallResult::Err(e) if e.0 == 4 => f.write_str("EINTR (interrupted by a signal)")?,
+                SyscallResult::Err(e) => f.write_str(&e.describe())?,
             }
-            text
+            if !*nonblocking && *duration_ns > 1_000_000 {
+                write!(f, " after {:.1} ms", ms(*duration_ns))?;
+            }
+            packets.iter().try_for_each(|p| write!(f, "; {p}"))
         }
         StepKind::Write { syscall, result, packets } => {
-            let mut text = format!("{} → {}", syscall.name(), match result {
-                SyscallResult::Ok(n) => format!("{n} bytes"),
-                SyscallResult::Err(e) => e.describe(),
-            });
-            for p in packets {
-                text.push_str(&format!("; {p}"));
+            write!(f, "{} → ", syscall.name())?;
+            match result {
+                SyscallResult::Ok(n) => write!(f, "{n} bytes")?,
+                SyscallResult::Err(e) => f.write_str(&e.describe())?,
             }
-            text
+            packets.iter().try_for_each(|p| write!(f, "; {p}"))
         }
         StepKind::Wait { syscall, timeout_ms, result, duration_ns } => {
-            let t = timeout_ms.map(|t| format!("{t} ms")).unwrap_or_else(|| "no timeout".into());
-            let res = match result {
-                SyscallResult::Ok(0) => format!("timed out after {:.1} ms", ms(*duration_ns)),
-                SyscallResult::Ok(_) => format!("readable after {:.1} ms", ms(*duration_ns)),
-                SyscallResult::Err(e) => format!("{} after {:.1} ms", e.describe(), ms(*duration_ns)),
-            };
-            format!("{}(fd {}, {t}) → {res}", syscall.name(), h.fd)
+            write!(f, "{}(fd {}, ", syscall.name(), h.fd)?;
+            match timeout_ms {
+                Some(t) => write!(f, "{t} ms) → ")?,
+                None => f.write_str("no timeout) → ")?,
+            }
+            match result {
+                SyscallResult::Ok(0) => write!(f, "timed out after {:.1} ms", ms(*duration_ns)),
+                SyscallResult::Ok(_) => write!(f, "readable after {:.1} ms", ms(*duration_ns)),
+                SyscallResult::Err(e) => write!(f, "{} after {:.1} ms", e.describe(), ms(*duration_ns)),
+            }
         }
         StepKind::Timer { syscall, ms: t, result } => {
-            format!("{}({t} ms) → {}: a timer armed", syscall.name(), result_text(*result))
+            write!(f, "{}({t} ms) → {}: a timer armed", syscall.name(), result_text(*result))
         }
         StepKind::Kill { syscall, target, signal } => {
-            format!("{}({target}, {}) by thread {}", syscall.name(), signal_name(*signal), s.tid)
+            write!(f, "{}({target}, {}) by thread {}", syscall.name(), signal_name(*signal), s.tid)
         }
         StepKind::Signal { signal, from_tid, to_tid, delivered } => {
             if *delivered {
-                format!("{} delivered to thread {to_tid}", signal_name(*signal))
+                write!(f, "{} delivered to thread {to_tid}", signal_name(*signal))
             } else {
-                format!("{} sent by thread {from_tid} to thread {to_tid}", signal_name(*signal))
+                write!(f, "{} sent by thread {from_tid} to thread {to_tid}", signal_name(*signal))
             }
         }
         StepKind::Tcp(w) => match w {
-            TcpWhat::Retransmit => "TCP retransmit".into(),
-            TcpWhat::SendReset => "TCP RST sent to the client".into(),
-            TcpWhat::ReceiveReset => "TCP RST received from the client".into(),
-            TcpWhat::State { old, new } => format!("TCP {} → {}", tcp_state_name(*old), tcp_state_name(*new)),
+            TcpWhat::Retransmit => f.write_str("TCP retransmit"),
+            TcpWhat::SendReset => f.write_str("TCP RST sent to the client"),
+            TcpWhat::ReceiveReset => f.write_str("TCP RST received from the client"),
+            TcpWhat::State { old, new } => write!(f, "TCP {} → {}", tcp_state_name(*old), tcp_state_name(*new)),
         },
-        StepKind::Shutdown { how } => format!("shutdown({})", ["SHUT_RD", "SHUT_WR", "SHUT_RDWR"].get(*how as usize).unwrap_or(&"?")),
+        StepKind::Shutdown { how } => {
+            write!(f, "shutdown({})", ["SHUT_RD", "SHUT_WR", "SHUT_RDWR"].get(*how as usize).unwrap_or(&"?"))
+        }
         StepKind::Close { result, linger0 } => {
             let reply = if h.reply.is_some() { "" } else { ", no error packet sent" };
             if *linger0 {
-                format!("SO_LINGER 0 + close → RST{reply}")
+                write!(f, "SO_LINGER 0 + close → RST{reply}")
             } else {
-                format!("close → {}{reply}", result_text(*result))
+                write!(f, "close → {}{reply}", result_text(*result))
             }
         }
         StepKind::TrackingEnd { reason } => match *reason {
-            1 => "handshake over: no longer traced".into(),
-            2 => "TLS connection past its handshake: no longer traced".into(),
-            r => format!("no longer traced (reason {r})"),
+            1 => f.write_str("handshake over: no longer traced"),
+            2 => f.write_str("TLS connection past its handshake: no longer traced"),
+            r => write!(f, "no longer traced (reason {r})"),
         },
-        StepKind::Note(n) => n.clone(),
+        StepKind::Note(n) => f.write_str(n),
+    }
+}
+
+/// A step's words as a JSON string, escaped as they are written.
+struct StepText<'a> {
+    h: &'a Handshake,
+    s: &'a Step,
+}
+
+impl fmt::Display for StepText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_step(self.h, self.s, f)
+    }
+}
+
+impl Serialize for StepText<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -237,12 +262,13 @@ pub fn handshake_timeline(h: &Handshake, clock: &Clock) -> String {
             ));
         }
         prev = s.ts_ns;
-        out.push_str(&format!(
-            "  {:>+11.3} ms  [{}] {}\n",
+        let _ = writeln!(
+            out,
+            "  {:>+11.3} ms  [{}] {}",
             h.ms_since_accept(s.ts_ns),
             if s.tid == 0 { "kernel".to_string() } else { s.tid.to_string() },
-            describe_step(h, s)
-        ));
+            StepText { h, s }
+        );
     }
     out
 }
@@ -306,11 +332,11 @@ struct WaitJson {
 }
 
 #[derive(Serialize)]
-struct StepJson {
+struct StepJson<'a> {
     event: &'static str,
     syscall: Option<&'static str>,
     t_ms: f64,
-    text: String,
+    text: StepText<'a>,
     tid: u32,
 }
 
@@ -336,7 +362,7 @@ pub struct HandshakeJson<'a> {
     connection_id: Option<u32>,
     database: Option<&'a str>,
     error: Option<ErrorJson<'a>>,
-    events: Vec<StepJson>,
+    events: Vec<StepJson<'a>>,
     fd: i32,
     handler_tid: Option<u32>,
     listen_fd: i32,
@@ -385,7 +411,7 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
             event: step_event_name(&s.what),
             syscall: syscall_of(&s.what).map(|k| k.name()),
             t_ms: (h.ms_since_accept(s.ts_ns) * 1000.0).round() / 1000.0,
-            text: describe_step(h, s),
+            text: StepText { h, s },
             tid: s.tid,
         })
         .collect();

@@ -1,7 +1,7 @@
 //! One tracing session's logic, shared by the live `watch` and the offline `analyze`:
 //! events in, handshakes correlated, filtered, printed and summarised. Pure: no aya,
 //! no tokio, no /proc — addresses come from the caller (live: /proc; replay: the file).
-use std::{collections::{BTreeMap, HashSet}, io::Write, net::SocketAddr};
+use std::{collections::BTreeMap, io::Write, net::SocketAddr};
 
 use anyhow::Result;
 
@@ -9,6 +9,7 @@ use crate::{
     clock::Clock,
     correlate::{Correlator, Handshake, Verdict},
     events::{Event, SyscallKind},
+    int_hash::IntSet,
     probes::Counters,
     render_handshake::{handshake_json, handshake_line, handshake_timeline},
     stats::Histogram,
@@ -111,13 +112,18 @@ struct Printer<'a> {
     clock: Clock,
     rollup_ok: u64,
     rollup_hist: Histogram,
+    /// One JSON record is built here, then written whole: serde's many small writes
+    /// stay in a Vec instead of each going through `dyn Write`.
+    json_buf: Vec<u8>,
 }
 
 impl Printer<'_> {
     fn handshake(&mut self, h: &Handshake, out: &mut dyn Write) -> Result<()> {
         if self.opts.json {
-            serde_json::to_writer(&mut *out, &handshake_json(h, &self.clock))?;
-            out.write_all(b"\n")?;
+            self.json_buf.clear();
+            serde_json::to_writer(&mut self.json_buf, &handshake_json(h, &self.clock))?;
+            self.json_buf.push(b'\n');
+            out.write_all(&self.json_buf)?;
             return Ok(());
         }
         let ok = h.verdict == Some(Verdict::Ok);
@@ -166,16 +172,16 @@ pub struct Session<'a> {
     printer: Printer<'a>,
     pub summary: Summary,
     /// Connections dropped by --port, by (pid, fd, generation): their events are ignored.
-    filtered: HashSet<(u32, i32, u64)>,
+    filtered: IntSet<(u32, i32, u64)>,
 }
 
 impl<'a> Session<'a> {
     pub fn new(opts: &'a WatchOptions, clock: Clock) -> Self {
         Session {
             correlator: Correlator::new(MAX_OPEN),
-            printer: Printer { opts, clock, rollup_ok: 0, rollup_hist: Histogram::default() },
+            printer: Printer { opts, clock, rollup_ok: 0, rollup_hist: Histogram::default(), json_buf: Vec::new() },
             summary: Summary::default(),
-            filtered: HashSet::new(),
+            filtered: IntSet::default(),
         }
     }
 
