@@ -193,3 +193,58 @@ fn more_targets_than_the_short_list_holds_are_still_traced() {
     let events = output.json();
     assert!(events.iter().any(|h| h["verdict"] == "ok" && h["user"] == LAB_USER), "{:?}\n{}", output.stdout, output.stderr_text());
 }
+
+/// The kernel's counts of connections in their handshake and of syscalls in flight
+/// (the LIVE map), as `bpftool` reads them.
+fn live_counts() -> Vec<u64> {
+    let out = std::process::Command::new("bpftool").args(["-j", "map", "dump", "name", "LIVE"]).output().expect("bpftool");
+    let dump: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    dump.as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| {
+                    let bytes: Vec<u8> = e["value"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+                        .collect();
+                    u64::from_le_bytes(bytes.try_into().unwrap())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_kernel_counts_of_open_handshakes_return_to_zero_and_reopen() {
+    let Some(bin) = ready("the_kernel_counts_of_open_handshakes_return_to_zero_and_reopen") else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j"]);
+    let login = || {
+        let out = db.client(LAB_USER, LAB_PASSWORD, &["-e", "SELECT 1"]).unwrap();
+        assert!(out.status.success(), "mariadb client failed: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    for _ in 0..5 {
+        login();
+    }
+    let mut raw = TcpStream::connect(db.addr()).unwrap();
+    read_greeting(&mut raw);
+    drop(raw);
+    // Every handshake over: the programs stop looking connections up (the counts gate them).
+    assert!(eventually(Duration::from_secs(5), || live_counts() == [0, 0]), "counts stay {:?}", live_counts());
+    // The gate reopens for the next connection: its whole handshake is still traced.
+    login();
+    std::thread::sleep(Duration::from_millis(300));
+    let output = tracer.stop();
+    assert_eq!(output.code, Some(0), "tracer failed: {}", output.stderr_text());
+    let events = output.json();
+    assert_eq!(events.len(), 7, "{events:#?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["verdict"], "ok", "{last:#}");
+    let kinds: Vec<&str> = last["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    for kind in ["accept", "write", "read"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+}

@@ -5,7 +5,7 @@ use handshake_trace_common::{kind, AcceptEvent, Conn, ConnKey, InFlight, PeerKey
 
 use crate::common::{
     Sys,
-    arg, current_target, emit, header, map_full, ret, save_in_flight, take_in_flight, CONNS,
+    arg, current_target, emit, header, map_full, ret, save_in_flight, take_in_flight, conn_insert,
     PEERS,
 };
 
@@ -116,7 +116,7 @@ pub(crate) fn track<S: Sys>(ctx: &S, tgid: u32, e: &AcceptEvent) {
         tls_budget: 0,
         flags: 0,
     };
-    if CONNS.insert(&ConnKey { tgid, fd: e.ret }, &conn, 0).is_err() {
+    if conn_insert(&ConnKey { tgid, fd: e.ret }, &conn).is_err() {
         map_full(ctx, "connections");
         return;
     }

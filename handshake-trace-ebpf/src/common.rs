@@ -41,6 +41,21 @@ pub static PEERS: HashMap<PeerKey, ThreadConn> = HashMap::with_max_entries(MAX_C
 #[map]
 pub static IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(MAX_IN_FLIGHT, 0);
 
+/// How many entries CONNS and IN_FLIGHT hold (indexes in `live`). Kept exact by the
+/// only code that adds or removes entries (`conn_insert`, `conn_remove`,
+/// `save_in_flight`, `take_in_flight`): while a count is zero the programs skip the
+/// lookups, so a server with no handshake open pays only the target check for its
+/// query traffic. Entries removed behind the programs' back (userspace dropping a
+/// gone target's connections, a thread killed mid-syscall) leave the count high,
+/// which only costs the lookups, never an event.
+#[map]
+pub static LIVE: Array<u64> = Array::with_max_entries(2, 0);
+
+pub mod live {
+    pub const CONNS: u32 = 0;
+    pub const IN_FLIGHT: u32 = 1;
+}
+
 /// Events to userspace; userspace may resize it before load.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
@@ -149,6 +164,62 @@ pub fn count(index: u32) {
     }
 }
 
+/// Does the map counted at `index` of LIVE hold anything?
+#[inline(always)]
+pub fn any_live(index: u32) -> bool {
+    match LIVE.get(index) {
+        Some(n) => (unsafe { core::ptr::read_volatile(n as *const u64) }) != 0,
+        None => true,
+    }
+}
+
+/// Add `delta` (wrapping: -1 as u64::MAX) to a LIVE count, atomically: programs on
+/// every CPU update it.
+#[inline(always)]
+fn live_add(index: u32, delta: u64) {
+    if let Some(n) = LIVE.get_ptr_mut(index) {
+        // The BPF target has no compare-and-swap, so no `AtomicU64::fetch_add`; the
+        // intrinsic compiles to the BPF atomic add.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(n, delta);
+        }
+    }
+}
+
+const BPF_NOEXIST: u64 = 1;
+
+/// Insert into a counted map: a new entry counts one; a stale one under the same key
+/// is removed (uncounted) first, so the count never runs below the entries.
+#[inline(always)]
+fn counted_insert<K, V>(map: &HashMap<K, V>, index: u32, key: &K, value: &V) -> Result<(), i64> {
+    if map.insert(key, value, BPF_NOEXIST).is_ok() {
+        live_add(index, 1);
+        return Ok(());
+    }
+    counted_remove(map, index, key);
+    map.insert(key, value, BPF_NOEXIST)?;
+    live_add(index, 1);
+    Ok(())
+}
+
+#[inline(always)]
+fn counted_remove<K, V>(map: &HashMap<K, V>, index: u32, key: &K) {
+    if map.remove(key).is_ok() {
+        live_add(index, u64::MAX);
+    }
+}
+
+/// Start following a connection in its handshake.
+#[inline(always)]
+pub fn conn_insert(key: &ConnKey, conn: &Conn) -> Result<(), i64> {
+    counted_insert(&CONNS, live::CONNS, key, conn)
+}
+
+#[inline(always)]
+pub fn conn_remove(key: &ConnKey) {
+    counted_remove(&CONNS, live::CONNS, key)
+}
+
 #[inline(always)]
 pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
@@ -194,7 +265,7 @@ pub fn map_full<C: EbpfContext>(ctx: &C, which: &str) {
 /// Remember a syscall's arguments until its exit; a full map is counted, not silent.
 #[inline(always)]
 pub fn save_in_flight<C: EbpfContext>(ctx: &C, tid: u32, value: &InFlight) {
-    if IN_FLIGHT.insert(&tid, value, 0).is_err() {
+    if counted_insert(&IN_FLIGHT, live::IN_FLIGHT, &tid, value).is_err() {
         map_full(ctx, "in-flight");
     }
 }
@@ -205,6 +276,9 @@ pub fn save_in_flight<C: EbpfContext>(ctx: &C, tid: u32, value: &InFlight) {
 #[inline(always)]
 pub fn enter_on_conn<C: EbpfContext>(ctx: &C, fd: i32, syscall: u32, ptr: u64, args: [u64; 4]) -> bool {
     let Some((tgid, tid)) = current_target() else { return false };
+    if !any_live(live::CONNS) {
+        return false;
+    }
     let Some(c) = conn(tgid, fd) else { return false };
     let gen = unsafe { (*c).gen };
     note_handler(ctx, tid, &ThreadConn { tgid, fd, gen });
@@ -215,9 +289,12 @@ pub fn enter_on_conn<C: EbpfContext>(ctx: &C, fd: i32, syscall: u32, ptr: u64, a
 /// Take the arguments saved at entry (the exit of a syscall whose entry we did not see gives None).
 #[inline(always)]
 pub fn take_in_flight(tid: u32) -> Option<InFlight> {
+    if !any_live(live::IN_FLIGHT) {
+        return None;
+    }
     let value = unsafe { IN_FLIGHT.get(&tid) }.copied();
     if value.is_some() {
-        let _ = IN_FLIGHT.remove(&tid);
+        counted_remove(&IN_FLIGHT, live::IN_FLIGHT, &tid);
     }
     value
 }
@@ -275,7 +352,7 @@ pub fn forget_conn(tgid: u32, fd: i32) {
         let peer = PeerKey { addr: c.peer_addr, port: c.peer_port, _pad: 0, _pad2: 0 };
         let _ = PEERS.remove(&peer);
     }
-    let _ = CONNS.remove(&key);
+    conn_remove(&key);
 }
 
 /// Tell userspace the kernel stopped tracing a connection, and why.

@@ -5,7 +5,7 @@ use handshake_trace_common::{sys, InFlight, PeerKey};
 
 use crate::common::{
     Sys,
-    arg, conn, current, current_target, emit_sys, enter_on_conn, now, ret, save_in_flight, take_in_flight, CONNS,
+    any_live, arg, conn, conn_remove, live, current, current_target, emit_sys, enter_on_conn, now, ret, save_in_flight, take_in_flight, CONNS,
     PEERS,
 };
 
@@ -83,11 +83,14 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
 pub(crate) fn sys_enter_close_impl<S: Sys>(ctx: &S) -> u32 {
     let (tgid, tid) = current();
     let fd = arg(ctx, 0) as i32;
+    if !any_live(live::CONNS) {
+        return 0;
+    }
     let key = handshake_trace_common::ConnKey { tgid, fd };
     let Some(c) = (unsafe { CONNS.get(&key) }).copied() else { return 0 };
     // Forget the fd now: once close runs, another thread may accept a new connection
     // on the same number. The peer stays until exit so the close's own RST/FIN is seen.
-    let _ = CONNS.remove(&key);
+    conn_remove(&key);
     let peer_lo = u64::from_ne_bytes([
         c.peer_addr[0], c.peer_addr[1], c.peer_addr[2], c.peer_addr[3],
         c.peer_addr[4], c.peer_addr[5], c.peer_addr[6], c.peer_addr[7],

@@ -4,6 +4,9 @@
 //! One file per event family; each program is named after its attach point.
 #![no_std]
 #![no_main]
+// For the atomic add on shared counters (the BPF target has no CAS, so no `fetch_add`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod accept;
 mod common;

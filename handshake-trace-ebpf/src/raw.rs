@@ -10,7 +10,11 @@ use aya_ebpf::{
 };
 use handshake_trace_common::sys;
 
-use crate::{accept, common::{current_target, Sys, IN_FLIGHT}, fd, io, timer, wait};
+use crate::{
+    accept,
+    common::{any_live, current_target, live, Sys, IN_FLIGHT},
+    fd, io, timer, wait,
+};
 
 /// A syscall seen through its `struct pt_regs` (raw tracepoints and trampolines on
 /// `__x64_sys_*`): its arguments (entry) or return value (exit).
@@ -112,6 +116,15 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
     if current_target().is_none() {
         return 0;
     }
+    // Syscalls on an fd matter only while some connection is in its handshake: with
+    // none open (a server busy with queries only), stop before reading the arguments.
+    let on_fd = !matches!(
+        id,
+        nr::ACCEPT | nr::ACCEPT4 | nr::ALARM | nr::SETITIMER | nr::TIMER_SETTIME | nr::KILL | nr::TKILL | nr::TGKILL
+    );
+    if on_fd && !any_live(live::CONNS) {
+        return 0;
+    }
     let s = RegsSys::entry(ctx.as_ptr(), ctx.arg(0));
     on_enter(&s, id);
     0
@@ -180,9 +193,12 @@ pub fn on_enter<S: Sys>(s: &S, id: u64) {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_sys_exit(ctx: RawTracePointContext) -> i32 {
     // Only a target's syscall whose entry saved something has work at its exit: the
-    // short target list first (every exit of every process comes here), then one lookup,
-    // and the saved record says which syscall it was.
+    // short target list first (every exit of every process comes here), then, if
+    // anything is in flight at all, one lookup; the saved record says which syscall it was.
     let Some((_, tid)) = current_target() else { return 0 };
+    if !any_live(live::IN_FLIGHT) {
+        return 0;
+    }
     let Some(f) = (unsafe { IN_FLIGHT.get(&tid) }) else { return 0 };
     let syscall = f.syscall;
     let s = RegsSys::exit(ctx.as_ptr(), ctx.arg(1));

@@ -7,7 +7,8 @@ use crate::{cargo, root, run, setup::Toolchain};
 
 /// Crates allowed to use unstable features under Debian's stable rustc.
 const BOOTSTRAP_CRATES: &str =
-    "aya_ebpf,aya_ebpf_bindings,aya_log_ebpf,handshake_trace_ebpf,handshake_trace_common";
+    // `handshake_trace` is the eBPF binary's crate name (its atomic add needs an intrinsic).
+    "aya_ebpf,aya_ebpf_bindings,aya_log_ebpf,handshake_trace_ebpf,handshake_trace,handshake_trace_common";
 
 /// Build the eBPF object; returns its path.
 pub fn build_ebpf(toolchain: &Toolchain) -> Result<PathBuf> {
