@@ -1082,15 +1082,20 @@ mod tests {
         assert!(text.iter().any(|t| t.contains("blocking read of the login header (4 bytes) → EINTR")), "{text:#?}");
     }
 
-    #[test]
-    fn wrong_password_is_auth_failed_and_the_auth_response_never_shows() {
+    /// A login with a wrong password, answered with ERR 1045.
+    fn wrong_password_handshake() -> Handshake {
         let mut ev = prelude(GEN);
         let login = packet(1, &login_body(None));
         ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, login.len() as i64, login.len() as u64, &login));
         let err = err_packet(2, 1045, "28000", "Access denied for user 'lab'@'localhost' (using password: YES)");
         ev.push(io(GEN + 900_000, SyscallKind::Sendto, err.len() as i64, err.len() as u64, &err));
         ev.push(sys(GEN + 910_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]));
-        let h = only(&ev);
+        only(&ev)
+    }
+
+    #[test]
+    fn wrong_password_is_auth_failed_and_the_auth_response_never_shows() {
+        let h = wrong_password_handshake();
         assert_eq!(h.verdict, Some(Verdict::AuthFailed));
         assert_eq!(h.client_error.as_deref(), Some("ERROR 1045 (28000): Access denied for user 'lab'@'localhost' (using password: YES)"));
         let clock = crate::clock::Clock::with_offset(0);
@@ -1104,13 +1109,7 @@ mod tests {
 
     #[test]
     fn json_and_timeline_carry_each_step_in_words_escaped() {
-        let mut ev = prelude(GEN);
-        let login = packet(1, &login_body(None));
-        ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, login.len() as i64, login.len() as u64, &login));
-        let err = err_packet(2, 1045, "28000", "Access denied for user 'lab'@'localhost' (using password: YES)");
-        ev.push(io(GEN + 900_000, SyscallKind::Sendto, err.len() as i64, err.len() as u64, &err));
-        ev.push(sys(GEN + 910_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]));
-        let mut h = only(&ev);
+        let mut h = wrong_password_handshake();
         // Words the JSON writer must escape as it streams them.
         h.step(GEN + 950_000, 0, StepKind::Note("a \"quoted\" note\\ on\ttwo\nlines".into()));
         let clock = crate::clock::Clock::with_offset(0);

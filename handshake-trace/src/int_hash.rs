@@ -66,7 +66,7 @@ mod tests {
     fn neighbouring_keys_hash_apart_and_the_map_finds_them() {
         // fds and generations differ by one between neighbouring connections.
         let keys: Vec<(u32, i32, u64)> = (0..1000).map(|i| (4242, 10 + (i % 50), i as u64 / 50)).collect();
-        let hashes: IntSet<u64> = keys.iter().map(|k| hash(k)).collect();
+        let hashes: IntSet<u64> = keys.iter().map(hash).collect();
         assert_eq!(hashes.len(), keys.len(), "distinct keys must not collide");
         let map: IntMap<(u32, i32, u64), usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
         for (i, k) in keys.iter().enumerate() {
