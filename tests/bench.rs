@@ -317,6 +317,11 @@ fn main() -> Result<()> {
         std::fs::write(root.join("docs/performance.md"), report(&results))?;
         return Ok(());
     }
+    // Compare tracer builds: `BENCH_AB="name=/path/to/handshake-trace,..."` runs interleaved
+    // handshake rounds (untraced, then `watch -j` of each build) and prints the ratios only.
+    if let Ok(spec) = std::env::var("BENCH_AB") {
+        return compare_builds(&spec, &root);
+    }
     let cfg = Config {
         bin: std::env::var_os("HANDSHAKE_TRACE_BIN").map(PathBuf::from).unwrap_or_else(|| root.join("target/release/handshake-trace")),
         rounds: std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5),
@@ -460,6 +465,65 @@ fn main() -> Result<()> {
     std::fs::write(root.join("docs/performance.md"), report(&results))?;
     eprintln!("bench: wrote {} and docs/performance.md", json_path.display());
     drop(db);
+    Ok(())
+}
+
+/// Handshake rate of several tracer builds against untraced rounds, interleaved, printed
+/// to stderr (docs are not touched): for judging a change before it goes into the bench.
+fn compare_builds(spec: &str, root: &Path) -> Result<()> {
+    let builds: Vec<(String, PathBuf)> = spec
+        .split(',')
+        .map(|b| b.split_once('=').map(|(n, p)| (n.to_string(), PathBuf::from(p))).context("BENCH_AB wants name=path,..."))
+        .collect::<Result<_>>()?;
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let round = Duration::from_secs(std::env::var("BENCH_ROUND_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5));
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let db = MariaDb::start(&MariaDbOptions { max_connections: Some(1000), ..Default::default() })?;
+    // BENCH_STATS=1: per-program statistics on (costs throughput), program time per handshake printed.
+    let stats = std::env::var_os("BENCH_STATS").is_some();
+    sysctl("kernel.bpf_stats_enabled", if stats { "1" } else { "0" });
+    handshake_rate(db.addr(), 4, Duration::from_secs(2));
+    let mut untraced = Vec::new();
+    let mut prog_ns: Vec<(u64, u64)> = vec![(0, 0); builds.len()];
+    let mut traced: Vec<Vec<f64>> = vec![Vec::new(); builds.len()];
+    let mut cpu: Vec<(f64, u64)> = vec![(0.0, 0); builds.len()];
+    for r in 0..rounds {
+        let hz = handshake_rate(db.addr(), 4, round);
+        eprintln!("ab: round {r} untraced {hz:>8.0}/s");
+        untraced.push(hz);
+        for (i, (name, bin)) in builds.iter().enumerate() {
+            let t = Tracer::start(bin, db.pid(), Mode::Json, &out_dir.join("ab.out"))?;
+            let hz = handshake_rate(db.addr(), 4, round);
+            let cost = t.stop()?;
+            cpu[i].0 += cost.cpu_s;
+            cpu[i].1 += cost.handshakes;
+            prog_ns[i].0 += cost.programs.iter().map(|p| p.1).sum::<u64>();
+            prog_ns[i].1 += cost.handshakes;
+            if stats {
+                for (prog, t, runs) in cost.programs.iter().filter(|p| p.2 > 0) {
+                    eprintln!("ab:   {prog:<16} {runs:>9} runs {:>6.0} ns/run {:>6.2} per handshake", *t as f64 / *runs as f64, *runs as f64 / cost.handshakes.max(1) as f64);
+                }
+            }
+            eprintln!("ab: round {r} {name:<12} {hz:>8.0}/s  lost {}", cost.lost);
+            traced[i].push(hz);
+        }
+    }
+    for (i, (name, _)) in builds.iter().enumerate() {
+        let ratios: Vec<f64> = untraced.iter().zip(&traced[i]).map(|(u, t)| t / u).collect();
+        let (lo, hi) = spread(&ratios);
+        eprintln!(
+            "ab: {name:<12} {:.1} % (spread {:.1}-{:.1} %), tracer {:.1} µs/handshake",
+            100.0 * median(&mut ratios.clone()),
+            100.0 * lo,
+            100.0 * hi,
+            1e6 * cpu[i].0 / cpu[i].1.max(1) as f64
+        );
+        if stats {
+            eprintln!("ab: {name:<12} program time {:.2} µs/handshake", prog_ns[i].0 as f64 / 1e3 / prog_ns[i].1.max(1) as f64);
+        }
+    }
+    sysctl("kernel.bpf_stats_enabled", "0");
     Ok(())
 }
 

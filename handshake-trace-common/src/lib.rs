@@ -71,10 +71,9 @@ pub mod counter {
 
 /// Capacity of the map of target processes (keyed by tgid).
 pub const MAX_TARGETS: u32 = 256;
-/// Capacity of the map of syscalls in flight between their enter and exit tracepoints
-/// (keyed by thread id): one per thread of the targets that is inside a traced syscall.
-pub const MAX_IN_FLIGHT: u32 = 16384;
-/// Capacity of the maps of connections in their handshake (and their handler threads, peers).
+/// Capacity of the map of target threads (one entry per thread that did a traced syscall).
+pub const MAX_TASKS: u32 = 16384;
+/// Capacity of the maps of connections in their handshake (and their peers).
 pub const MAX_CONNS: u32 = 16384;
 /// Bytes of each read/write payload copied during the handshake: a greeting, a login
 /// header with user and database, an ERR with its message.
@@ -192,7 +191,9 @@ pub struct IoEvent {
     pub sys: SysEvent,
     /// Bytes copied into `payload` (≤ PAYLOAD_MAX and ≤ the bytes transferred).
     pub captured: u32,
-    pub _pad: u32,
+    /// 0, or why the kernel stopped tracing the connection right after this read or
+    /// write (an [`end`] code): the end rides on the record that caused it.
+    pub tracking_end: u32,
     pub payload: [u8; PAYLOAD_MAX],
 }
 
@@ -248,8 +249,9 @@ pub const CONN_TLS: u32 = 1;
 /// and the encrypted login and its reply fit; query traffic after it is not traced.
 pub const TLS_BUDGET: u16 = 32;
 
-/// Pseudo-syscall of the [`SysEvent`] that says the kernel stopped tracing a
-/// connection; `args[0]` is one of [`end`].
+/// Pseudo-syscall of the [`SysEvent`] that said the kernel stopped tracing a
+/// connection (`args[0]` one of [`end`]). Recordings made before the end rode on
+/// [`IoEvent::tracking_end`] carry it; the programs no longer send it.
 pub const SYS_TRACKING_END: u32 = 100;
 pub mod end {
     /// The server wrote OK (after the login) or ERR: the handshake is over.
@@ -299,6 +301,22 @@ pub struct InFlight {
     pub enter_ns: u64,
     pub conn_gen: u64,
     pub args: [u64; 4],
+}
+
+/// What the programs keep per thread of a target: the connection it last worked on
+/// (signals and select name no fd) and the syscall it is in. One entry per thread,
+/// written in place from syscall to syscall and removed when the thread exits: a hash
+/// insert and delete per syscall cost more than the rest of the program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskState {
+    /// `gen` 0: no connection yet.
+    pub conn: ThreadConn,
+    /// Valid while `busy` is 1.
+    pub in_flight: InFlight,
+    /// 1 from a traced syscall's entry to its exit.
+    pub busy: u32,
+    pub _pad: u32,
 }
 
 /// How many target processes the programs can recognise without a hash lookup.
@@ -364,6 +382,7 @@ mod pod {
     unsafe impl aya::Pod for super::Conn {}
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::ThreadConn {}
+    unsafe impl aya::Pod for super::TaskState {}
     unsafe impl aya::Pod for super::PeerKey {}
 }
 
@@ -386,6 +405,7 @@ mod tests {
         assert_eq!(size_of::<ConnKey>(), 8);
         assert_eq!(size_of::<TargetFilter>(), 8 + 4 * FAST_TARGETS);
         assert_eq!(size_of::<ThreadConn>(), 16);
+        assert_eq!(size_of::<TaskState>(), size_of::<ThreadConn>() + size_of::<InFlight>() + 4 + 4);
         assert_eq!(size_of::<PeerKey>(), 16 + 2 + 2 + 4);
         assert_eq!(size_of::<TcpOffsets>(), 6 * 4);
         assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 4 * size_of::<TcpOffsets>());

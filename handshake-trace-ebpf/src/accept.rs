@@ -42,7 +42,7 @@ pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 pub(crate) fn sys_exit_accept4_impl<S: Sys>(ctx: &S) -> u32 {
-    on_exit(ctx);
+    exit_program(ctx);
     0
 }
 
@@ -53,7 +53,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 pub(crate) fn sys_exit_accept_impl<S: Sys>(ctx: &S) -> u32 {
-    on_exit(ctx);
+    exit_program(ctx);
     0
 }
 
@@ -64,12 +64,18 @@ pub(crate) fn on_enter<S: Sys>(ctx: &S) {
     save_in_flight(ctx, tid, &saved);
 }
 
+/// The per-syscall tracepoints' exit.
 #[inline(always)]
-pub(crate) fn on_exit<S: Sys>(ctx: &S) {
+fn exit_program<S: Sys>(ctx: &S) {
     let Some((tgid, tid)) = current_target() else { return };
     // An accept that was already blocking when tracing started has no saved entry:
     // still follow its connection (listening fd and peer unknown; userspace asks /proc).
     let saved = take_in_flight(tid).unwrap_or(InFlight { fd: -1, ..InFlight::default() });
+    on_exit(ctx, tgid, tid, &saved);
+}
+
+#[inline(always)]
+pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, saved: &InFlight) {
     let ret = ret(ctx);
     // Servers accept from non-blocking listeners until EAGAIN: that is no event.
     if ret == -EAGAIN {

@@ -9,9 +9,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use handshake_trace_common::{
-    counter, kind, Conn, ConnKey, EventHeader, InFlight, PeerKey, SysEvent, TargetFilter, ThreadConn,
-    TracepointOffsets, DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_IN_FLIGHT, MAX_TARGETS,
-    SYS_TRACKING_END,
+    counter, kind, Conn, ConnKey, EventHeader, InFlight, PeerKey, SysEvent, TargetFilter, TaskState,
+    ThreadConn, TracepointOffsets, DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_TARGETS, MAX_TASKS,
 };
 
 /// Processes (tgid) to trace. Userspace keeps it current.
@@ -29,25 +28,24 @@ pub static TARGET_FILTER: Array<TargetFilter> = Array::with_max_entries(1, 0);
 #[map]
 pub static CONNS: HashMap<ConnKey, Conn> = HashMap::with_max_entries(MAX_CONNS, 0);
 
-/// The connection each handler thread last worked on (signals and select name no fd).
-#[map]
-pub static THREADS: HashMap<u32, ThreadConn> = HashMap::with_max_entries(MAX_CONNS, 0);
 
 /// Connections by client address, for the TCP tracepoints (which run in any context).
 #[map]
 pub static PEERS: HashMap<PeerKey, ThreadConn> = HashMap::with_max_entries(MAX_CONNS, 0);
 
-/// Arguments saved at a syscall's entry for its exit, keyed by thread id.
+/// Per target thread, keyed by thread id: the connection it last worked on and the
+/// syscall it is in (arguments saved at entry for the exit). Written in place; an
+/// entry goes when its thread exits.
 #[map]
-pub static IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(MAX_IN_FLIGHT, 0);
+pub static TASKS: HashMap<u32, TaskState> = HashMap::with_max_entries(MAX_TASKS, 0);
 
-/// How many entries CONNS and IN_FLIGHT hold (indexes in `live`). Kept exact by the
-/// only code that adds or removes entries (`conn_insert`, `conn_remove`,
-/// `save_in_flight`, `take_in_flight`): while a count is zero the programs skip the
-/// lookups, so a server with no handshake open pays only the target check for its
-/// query traffic. Entries removed behind the programs' back (userspace dropping a
-/// gone target's connections, a thread killed mid-syscall) leave the count high,
-/// which only costs the lookups, never an event.
+/// How many connections CONNS holds and how many TASKS are inside a saved syscall
+/// (indexes in `live`). Kept exact by the only code that changes them
+/// (`conn_insert`, `conn_remove`, `save_in_flight`, `take_in_flight`, `forget_task`):
+/// while a count is zero the programs skip the lookups, so a server with no handshake
+/// open pays only the target check for its query traffic. Connections removed behind
+/// the programs' back (userspace dropping a gone target's) leave the count high, which
+/// only costs the lookups, never an event.
 #[map]
 pub static LIVE: Array<u64> = Array::with_max_entries(2, 0);
 
@@ -236,18 +234,13 @@ pub fn conn(tgid: u32, fd: i32) -> Option<*mut Conn> {
     CONNS.get_ptr_mut(&ConnKey { tgid, fd })
 }
 
-/// Remember that thread `tid` works on this connection (for signals and select).
-#[inline(always)]
-pub fn note_handler<C: EbpfContext>(ctx: &C, tid: u32, tc: &ThreadConn) {
-    if THREADS.insert(&tid, tc, 0).is_err() {
-        map_full(ctx, "threads");
-    }
-}
-
 /// The connection thread `tid` works on, if it is still in its handshake.
 #[inline(always)]
 pub fn handler_conn(tid: u32) -> Option<ThreadConn> {
-    let tc = unsafe { THREADS.get(&tid) }.copied()?;
+    let tc = unsafe { TASKS.get(&tid) }?.conn;
+    if tc.gen == 0 {
+        return None;
+    }
     let c = conn(tc.tgid, tc.fd)?;
     if unsafe { (*c).gen } != tc.gen {
         return None;
@@ -262,11 +255,45 @@ pub fn map_full<C: EbpfContext>(ctx: &C, which: &str) {
     warn!(ctx, "handshake-trace: {} map full: an event is not traced", which);
 }
 
-/// Remember a syscall's arguments until its exit; a full map is counted, not silent.
+/// Remember a syscall's arguments until its exit, and (`handler`) the connection the
+/// thread works on. The thread's entry is written in place; only a thread's first
+/// traced syscall inserts one. A full map is counted, not silent.
+#[inline(always)]
+fn task_enter<C: EbpfContext>(ctx: &C, tid: u32, handler: Option<ThreadConn>, value: &InFlight) {
+    if let Some(t) = TASKS.get_ptr_mut(&tid) {
+        // Only this thread's programs write its entry (and its exit removes it).
+        let t = unsafe { &mut *t };
+        if let Some(tc) = handler {
+            t.conn = tc;
+        }
+        t.in_flight = *value;
+        if t.busy == 0 {
+            t.busy = 1;
+            live_add(live::IN_FLIGHT, 1);
+        }
+        return;
+    }
+    let t = TaskState { conn: handler.unwrap_or_default(), in_flight: *value, busy: 1, _pad: 0 };
+    if TASKS.insert(&tid, &t, BPF_NOEXIST).is_ok() {
+        live_add(live::IN_FLIGHT, 1);
+    } else {
+        map_full(ctx, "tasks");
+    }
+}
+
+/// Remember a syscall's arguments until its exit.
 #[inline(always)]
 pub fn save_in_flight<C: EbpfContext>(ctx: &C, tid: u32, value: &InFlight) {
-    if counted_insert(&IN_FLIGHT, live::IN_FLIGHT, &tid, value).is_err() {
-        map_full(ctx, "in-flight");
+    task_enter(ctx, tid, None, value);
+}
+
+/// A target thread exits: forget it (and its syscall, if it never returned).
+#[inline(always)]
+pub fn forget_task(tid: u32) {
+    let Some(t) = (unsafe { TASKS.get(&tid) }) else { return };
+    let busy = t.busy;
+    if TASKS.remove(&tid).is_ok() && busy != 0 {
+        live_add(live::IN_FLIGHT, u64::MAX);
     }
 }
 
@@ -275,15 +302,29 @@ pub fn save_in_flight<C: EbpfContext>(ctx: &C, tid: u32, value: &InFlight) {
 /// target filter (only targets' accepts insert connections).
 #[inline(always)]
 pub fn enter_on_conn<C: EbpfContext>(ctx: &C, fd: i32, syscall: u32, ptr: u64, args: [u64; 4]) -> bool {
-    let Some((tgid, tid)) = current_target() else { return false };
-    if !any_live(live::CONNS) {
-        return false;
-    }
-    let Some(c) = conn(tgid, fd) else { return false };
-    let gen = unsafe { (*c).gen };
-    note_handler(ctx, tid, &ThreadConn { tgid, fd, gen });
-    save_in_flight(ctx, tid, &InFlight { fd, syscall, ptr, enter_ns: now(), conn_gen: gen, args });
+    let Some(tc) = conn_at_enter(fd) else { return false };
+    enter_on(ctx, &tc, syscall, ptr, args);
     true
+}
+
+/// At a syscall's entry: the connection in its handshake on `fd` of the calling
+/// target, as (tgid, fd, generation), with the caller's tid.
+#[inline(always)]
+pub fn conn_at_enter(fd: i32) -> Option<(ThreadConn, u32)> {
+    let (tgid, tid) = current_target()?;
+    if !any_live(live::CONNS) {
+        return None;
+    }
+    let c = conn(tgid, fd)?;
+    Some((ThreadConn { tgid, fd, gen: unsafe { (*c).gen } }, tid))
+}
+
+/// Note the caller as the connection's handler and save the syscall for its exit.
+#[inline(always)]
+pub fn enter_on<C: EbpfContext>(ctx: &C, at: &(ThreadConn, u32), syscall: u32, ptr: u64, args: [u64; 4]) {
+    let (tc, tid) = *at;
+    let saved = InFlight { fd: tc.fd, syscall, ptr, enter_ns: now(), conn_gen: tc.gen, args };
+    task_enter(ctx, tid, Some(tc), &saved);
 }
 
 /// Take the arguments saved at entry (the exit of a syscall whose entry we did not see gives None).
@@ -292,11 +333,20 @@ pub fn take_in_flight(tid: u32) -> Option<InFlight> {
     if !any_live(live::IN_FLIGHT) {
         return None;
     }
-    let value = unsafe { IN_FLIGHT.get(&tid) }.copied();
-    if value.is_some() {
-        counted_remove(&IN_FLIGHT, live::IN_FLIGHT, &tid);
+    let t = unsafe { &mut *TASKS.get_ptr_mut(&tid)? };
+    if t.busy == 0 {
+        return None;
     }
-    value
+    t.busy = 0;
+    live_add(live::IN_FLIGHT, u64::MAX);
+    Some(t.in_flight)
+}
+
+/// At a syscall's exit: the calling target thread (tgid, tid) and what its entry saved.
+#[inline(always)]
+pub fn take_current() -> Option<(u32, u32, InFlight)> {
+    let (tgid, tid) = current_target()?;
+    Some((tgid, tid, take_in_flight(tid)?))
 }
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -353,19 +403,4 @@ pub fn forget_conn(tgid: u32, fd: i32) {
         let _ = PEERS.remove(&peer);
     }
     conn_remove(&key);
-}
-
-/// Tell userspace the kernel stopped tracing a connection, and why.
-#[inline(always)]
-pub fn end_tracking(tgid: u32, tid: u32, fd: i32, gen: u64, why: u64) {
-    forget_conn(tgid, fd);
-    emit(SysEvent {
-        header: header(kind::SYSCALL, tgid, tid),
-        conn_gen: gen,
-        ret: 0,
-        duration_ns: 0,
-        args: [why, 0, 0, 0],
-        fd,
-        syscall: SYS_TRACKING_END,
-    });
 }

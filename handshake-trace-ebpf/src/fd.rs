@@ -5,18 +5,23 @@ use handshake_trace_common::{sys, InFlight, PeerKey};
 
 use crate::common::{
     Sys,
-    any_live, arg, conn, conn_remove, live, current, current_target, emit_sys, enter_on_conn, now, ret, save_in_flight, take_in_flight, CONNS,
+    any_live, arg, conn_at_enter, conn_remove, live, current, emit_sys, enter_on, enter_on_conn, now, ret, save_in_flight, take_current, CONNS,
     PEERS,
 };
 
 const F_SETFL: u64 = 4;
+const SOL_SOCKET: u64 = 1;
+const SO_LINGER: u64 = 13;
+const SO_RCVTIMEO_OLD: u64 = 20;
+const SO_SNDTIMEO_OLD: u64 = 21;
+const SO_RCVTIMEO_NEW: u64 = 66;
+const SO_SNDTIMEO_NEW: u64 = 67;
 
 macro_rules! exit_program {
     ($exit:ident, $($sys:expr),+) => {
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            let (tgid, tid) = current();
-            if let Some(f) = take_in_flight(tid) {
+            if let Some((tgid, tid, f)) = take_current() {
                 if $(f.syscall == $sys)||+ {
                     on_exit(&ctx, tgid, tid, &f);
                 }
@@ -59,18 +64,23 @@ pub fn sys_enter_setsockopt(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 pub(crate) fn sys_enter_setsockopt_impl<S: Sys>(ctx: &S) -> u32 {
-    let fd = arg(ctx, 0) as i32;
-    let (tgid, _) = current();
-    if conn(tgid, fd).is_none() {
+    // Only the options that change how a handshake can end: the socket's timeouts and
+    // linger (a reset on close). TCP_NODELAY, SO_KEEPALIVE, IP_TOS and the like are
+    // turned away before the lookup.
+    let (level, optname) = (arg(ctx, 1), arg(ctx, 2));
+    if level != SOL_SOCKET
+        || !matches!(optname, SO_LINGER | SO_RCVTIMEO_OLD | SO_SNDTIMEO_OLD | SO_RCVTIMEO_NEW | SO_SNDTIMEO_NEW)
+    {
         return 0;
     }
-    let (level, optname, optval, optlen) = (arg(ctx, 1), arg(ctx, 2), arg(ctx, 3), arg(ctx, 4));
+    let Some(at) = conn_at_enter(arg(ctx, 0) as i32) else { return 0 };
+    let (optval, optlen) = (arg(ctx, 3), arg(ctx, 4));
     // The option's value: an int, a struct linger {onoff, linger} or a struct timeval.
     let value = unsafe { bpf_probe_read_user(optval as *const [u64; 2]) }.unwrap_or([0, 0]);
     let len = optlen & 0xffff_ffff;
     let v0 = if len >= 8 { value[0] } else { value[0] & 0xffff_ffff };
     let v1 = if len > 8 { value[1] } else { 0 };
-    enter(ctx, sys::SETSOCKOPT, fd, [level, optname | (len << 32), v0, v1]);
+    enter_on(ctx, &at, sys::SETSOCKOPT, 0, [level, optname | (len << 32), v0, v1]);
     0
 }
 
@@ -137,11 +147,3 @@ pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
     emit_sys(tgid, tid, f, ret(ctx), args);
 }
 
-/// The exit of whichever of this family's syscalls the thread is in (raw attachment).
-#[inline(always)]
-pub(crate) fn exit_any<S: Sys>(ctx: &S) {
-    let Some((tgid, tid)) = current_target() else { return };
-    if let Some(f) = take_in_flight(tid) {
-        on_exit(ctx, tgid, tid, &f);
-    }
-}

@@ -15,7 +15,7 @@ use handshake_trace_common::{
 
 use crate::common::{
     Sys,
-    arg, conn, count, current_target, end_tracking, enter_on_conn, header, ret, take_in_flight, EVENTS,
+    arg, conn, count, enter_on_conn, forget_conn, header, ret, take_current, EVENTS,
 };
 
 macro_rules! io_programs {
@@ -28,7 +28,12 @@ macro_rules! io_programs {
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            on_exit(&ctx);
+            if let Some((tgid, tid, f)) = take_current() {
+                // Another family's exit owns a record it did not save.
+                if (sys::READ..=sys::SENDMSG).contains(&f.syscall) {
+                    on_exit(&ctx, tgid, tid, &f);
+                }
+            }
             0
         }
     };
@@ -75,12 +80,7 @@ fn buffer(f: &InFlight) -> (u64, u64) {
 }
 
 #[inline(always)]
-pub(crate) fn on_exit<S: Sys>(ctx: &S) {
-    let Some((tgid, tid)) = current_target() else { return };
-    let Some(f) = take_in_flight(tid) else { return };
-    if f.syscall == 0 || f.syscall > sys::SENDMSG {
-        return; // not ours: another family's exit owns it
-    }
+pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
     let ret = ret(ctx);
     let Some(mut entry) = EVENTS.reserve::<IoEvent>(0) else {
         count(counter::LOST_RINGBUF);
@@ -99,9 +99,8 @@ pub(crate) fn on_exit<S: Sys>(ctx: &S) {
             fd: f.fd,
             syscall: f.syscall,
         };
-        (*e)._pad = 0;
         if ret > 0 {
-            let (src, limit) = buffer(&f);
+            let (src, limit) = buffer(f);
             let mut n = ret as u64;
             if n > limit {
                 n = limit;
@@ -119,43 +118,47 @@ pub(crate) fn on_exit<S: Sys>(ctx: &S) {
         }
         (*e).captured = captured;
     }
-    // What the handshake state needs, read before the record is handed over.
+    // The handshake state moves on with the record's first bytes; an end rides on the
+    // record (one record fewer per handshake than an end record of its own).
     let p = unsafe { &(*e).payload };
     let first = [p[0], p[1], p[3], p[4]];
+    let end = if ret > 0 { after_io(tgid, f, captured, first) } else { 0 };
+    unsafe { (*e).tracking_end = end as u32 };
     entry.submit(crate::common::submit_flags());
     count(counter::EMITTED);
-    if ret > 0 {
-        after_io(tgid, tid, &f, captured, first);
+    if end != 0 {
+        forget_conn(tgid, f.fd);
     }
 }
 
-/// Update the connection's handshake state after a successful read or write.
+/// Update the connection's handshake state after a successful read or write; returns
+/// 0, or why its tracing ends here (an `end` code).
 #[inline(always)]
-fn after_io(tgid: u32, tid: u32, f: &InFlight, captured: u32, first: [u8; 4]) {
-    let Some(c) = conn(tgid, f.fd) else { return };
+fn after_io(tgid: u32, f: &InFlight, captured: u32, first: [u8; 4]) -> u64 {
+    let Some(c) = conn(tgid, f.fd) else { return 0 };
     let c = unsafe { &mut *c };
     if c.gen != f.conn_gen {
-        return;
+        return 0;
     }
     if c.flags & CONN_TLS != 0 {
         if c.tls_budget <= 1 {
-            end_tracking(tgid, tid, f.fd, f.conn_gen, end::TLS_BUDGET);
-        } else {
-            c.tls_budget -= 1;
+            return end::TLS_BUDGET;
         }
-        return;
+        c.tls_budget -= 1;
+        return 0;
     }
     // A TLS record header (handshake, version 3.x) where a MySQL packet would be.
     if captured >= 2 && first[0] == 0x16 && first[1] == 0x03 {
         c.flags |= CONN_TLS;
         c.tls_budget = TLS_BUDGET;
-        return;
+        return 0;
     }
     if is_write(f.syscall) && captured >= 5 {
         let (seq, kind) = (first[2], first[3]);
         // ERR at any point, or OK after the login (sequence ≥ 2), ends the handshake.
         if kind == 0xff || (kind == 0x00 && seq >= 2) {
-            end_tracking(tgid, tid, f.fd, f.conn_gen, end::REPLY);
+            return end::REPLY;
         }
     }
+    0
 }

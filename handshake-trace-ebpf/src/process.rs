@@ -3,12 +3,12 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use handshake_trace_common::{kind, EventHeader};
 
-use crate::common::{current_target, emit, header, THREADS};
+use crate::common::{current_target, emit, forget_task, header};
 
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let Some((tgid, tid)) = current_target() else { return 0 };
-    let _ = THREADS.remove(&tid);
+    forget_task(tid);
     if tid == tgid {
         let h: EventHeader = header(kind::PROCESS_EXIT, tgid, tid);
         emit(h);

@@ -8,11 +8,11 @@ use aya_ebpf::{
     helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext,
     EbpfContext,
 };
-use handshake_trace_common::sys;
+use handshake_trace_common::{sys, InFlight};
 
 use crate::{
     accept,
-    common::{any_live, current_target, live, Sys, IN_FLIGHT},
+    common::{any_live, current_target, live, take_in_flight, Sys},
     fd, io, timer, wait,
 };
 
@@ -195,27 +195,23 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> i32 {
     // Only a target's syscall whose entry saved something has work at its exit: the
     // short target list first (every exit of every process comes here), then, if
     // anything is in flight at all, one lookup; the saved record says which syscall it was.
-    let Some((_, tid)) = current_target() else { return 0 };
-    if !any_live(live::IN_FLIGHT) {
-        return 0;
-    }
-    let Some(f) = (unsafe { IN_FLIGHT.get(&tid) }) else { return 0 };
-    let syscall = f.syscall;
+    let Some((tgid, tid)) = current_target() else { return 0 };
+    let Some(f) = take_in_flight(tid) else { return 0 };
     let s = RegsSys::exit(ctx.as_ptr(), ctx.arg(1));
-    on_exit(&s, syscall);
+    on_exit(&s, tgid, tid, &f);
     0
 }
 
-/// A traced syscall's exit, by our syscall code (`handshake_trace_common::sys`).
+/// A traced syscall's exit, by the syscall its entry saved (`handshake_trace_common::sys`).
 #[inline(always)]
-pub fn on_exit<S: Sys>(s: &S, syscall: u32) {
-    match syscall {
-        0 => accept::on_exit(s),
-        sys::READ..=sys::SENDMSG => io::on_exit(s),
-        sys::POLL | sys::PPOLL => wait::exit_wait(s, true),
-        sys::SELECT | sys::PSELECT6 => wait::exit_wait(s, false),
-        sys::FCNTL..=sys::SHUTDOWN => fd::exit_any(s),
-        sys::ALARM..=sys::TGKILL => timer::exit(s, syscall),
+pub fn on_exit<S: Sys>(s: &S, tgid: u32, tid: u32, f: &InFlight) {
+    match f.syscall {
+        0 => accept::on_exit(s, tgid, tid, f),
+        sys::READ..=sys::SENDMSG => io::on_exit(s, tgid, tid, f),
+        sys::POLL | sys::PPOLL => wait::on_exit(s, tgid, tid, f, true),
+        sys::SELECT | sys::PSELECT6 => wait::on_exit(s, tgid, tid, f, false),
+        sys::FCNTL..=sys::SHUTDOWN => fd::on_exit(s, tgid, tid, f),
+        sys::ALARM..=sys::TGKILL => timer::on_exit(s, tgid, tid, f),
         _ => {}
     }
 }

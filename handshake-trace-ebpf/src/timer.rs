@@ -7,7 +7,7 @@ use handshake_trace_common::{sys, InFlight};
 
 use crate::common::{
     Sys,
-    arg, current_target, emit_sys, handler_conn, now, ret, save_in_flight, take_in_flight,
+    arg, current_target, emit_sys, handler_conn, now, ret, save_in_flight, take_current,
 };
 
 /// Save a timer or kill for its exit; `about_tid` is the thread whose connection it
@@ -22,13 +22,18 @@ pub(crate) fn enter<S: Sys>(ctx: &S, syscall: u32, about_tid: u32, args: [u64; 4
     save_in_flight(ctx, tid, &InFlight { fd, syscall, ptr: 0, enter_ns: now(), conn_gen: gen, args });
 }
 
+/// The per-syscall tracepoints' exit.
 #[inline(always)]
-pub(crate) fn exit<S: Sys>(ctx: &S, syscall: u32) {
-    let Some((tgid, tid)) = current_target() else { return };
-    let Some(f) = take_in_flight(tid) else { return };
+fn exit<S: Sys>(ctx: &S, syscall: u32) {
+    let Some((tgid, tid, f)) = take_current() else { return };
     if f.syscall == syscall {
-        emit_sys(tgid, tid, &f, ret(ctx), f.args);
+        on_exit(ctx, tgid, tid, &f);
     }
+}
+
+#[inline(always)]
+pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
+    emit_sys(tgid, tid, f, ret(ctx), f.args);
 }
 
 /// `{ {interval}, {value} }` with sub-second unit `div` per ms: it_value in ms.

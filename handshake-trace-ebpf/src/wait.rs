@@ -6,7 +6,7 @@ use handshake_trace_common::{sys, InFlight};
 use crate::common::{
     Sys,
     arg, current_target, emit_sys, enter_on_conn, handler_conn, now, ret, save_in_flight,
-    take_in_flight,
+    take_current,
 };
 
 const NO_TIMEOUT: u64 = u64::MAX;
@@ -152,18 +152,22 @@ pub(crate) fn enter_select<S: Sys>(ctx: &S, syscall: u32, timeout_ms: u64) {
     save_in_flight(ctx, tid, &saved);
 }
 
+/// The per-syscall tracepoints' exit.
 #[inline(always)]
-pub(crate) fn exit_wait<S: Sys>(ctx: &S, is_poll: bool) {
-    let Some((tgid, tid)) = current_target() else { return };
-    let Some(f) = take_in_flight(tid) else { return };
-    if !matches!(f.syscall, sys::POLL | sys::PPOLL | sys::SELECT | sys::PSELECT6) {
-        return;
+fn exit_wait<S: Sys>(ctx: &S, is_poll: bool) {
+    let Some((tgid, tid, f)) = take_current() else { return };
+    if matches!(f.syscall, sys::POLL | sys::PPOLL | sys::SELECT | sys::PSELECT6) {
+        on_exit(ctx, tgid, tid, &f, is_poll);
     }
+}
+
+#[inline(always)]
+pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight, is_poll: bool) {
     let mut args = f.args;
     if is_poll {
         if let Ok(p) = unsafe { bpf_probe_read_user(f.ptr as *const [i16; 4]) } {
             args[3] = p[3] as u16 as u64;
         }
     }
-    emit_sys(tgid, tid, &f, ret(ctx), args);
+    emit_sys(tgid, tid, f, ret(ctx), args);
 }

@@ -303,10 +303,7 @@ impl Handshake {
                 let linger0 = self.linger0;
                 self.step(s.ts_ns, s.tid, StepKind::Close { result: s.result, linger0 });
             }
-            SyscallKind::TrackingEnd => {
-                self.tracking_ended = Some(s.args[0]);
-                self.step(s.ts_ns, s.tid, StepKind::TrackingEnd { reason: s.args[0] });
-            }
+            SyscallKind::TrackingEnd => self.end_tracking(s.ts_ns, s.tid, s.args[0]),
             _ => {}
         }
     }
@@ -358,6 +355,15 @@ impl Handshake {
             }
             self.step(s.ts_ns, s.tid, StepKind::Write { syscall: s.kind, result: s.result, packets: described });
         }
+        if let Some(reason) = io.tracking_end {
+            self.end_tracking(s.ts_ns, s.tid, reason);
+        }
+    }
+
+    /// The kernel stopped tracing the connection (its own record, or riding on the I/O that ended it).
+    fn end_tracking(&mut self, ts_ns: u64, tid: u32, reason: u64) {
+        self.tracking_ended = Some(reason);
+        self.step(ts_ns, tid, StepKind::TrackingEnd { reason });
     }
 
     /// A TLS handshake record where a MySQL packet would be: from here on, lengths only.
@@ -711,7 +717,16 @@ pub struct Correlator {
     pub max_open: usize,
     /// Timers armed by threads with no connection (an alarm thread), per process: (ts, tid, ms).
     process_timers: IntMap<u32, VecDeque<(u64, u32, u64)>>,
+    /// Generation of the newest connection accepted on each (process, fd).
+    newest_on_fd: IntMap<(u32, i32), u64>,
+    /// Open connections whose fd number a newer accept reused, oldest first: (when, key).
+    /// The kernel frees the number inside close(), before close's record is written, so
+    /// the new accept's record can come first; each waits `FD_REUSE_GRACE_NS` for its close.
+    fd_reused: VecDeque<(u64, Key)>,
 }
+
+/// How long a connection whose fd was reused may still get its close (trace time).
+const FD_REUSE_GRACE_NS: u64 = 200_000_000;
 
 /// Timers remembered per process for `alarm_eintr` (the last few are enough).
 const TIMERS_KEPT: usize = 16;
@@ -729,16 +744,16 @@ impl Correlator {
     /// address of an accept, when the caller knows it.
     pub fn push(&mut self, event: &Event, server: Option<SocketAddr>) -> Vec<Handshake> {
         let mut done = Vec::new();
+        self.expire_reused(event.ts_ns(), &mut done);
         match event {
             Event::Accept(a) => {
                 let Some(fd) = a.fd() else { return done };
                 let key = (a.pid, fd, a.conn_gen);
-                // An fd reused before we saw its close: the old connection ended unseen.
-                let stale: Vec<Key> = self.open.keys().filter(|k| k.0 == a.pid && k.1 == fd).copied().collect();
-                for k in stale {
-                    if let Some(mut h) = self.open.remove(&k) {
-                        h.conclude(false, a.ts_ns);
-                        done.push(h);
+                // The fd number is reused: the connection that had it is closing (its
+                // close record may still come) or ended unseen.
+                if let Some(old) = self.newest_on_fd.insert((a.pid, fd), a.conn_gen) {
+                    if old != a.conn_gen && self.open.contains_key(&(a.pid, fd, old)) {
+                        self.fd_reused.push_back((a.ts_ns, (a.pid, fd, old)));
                     }
                 }
                 self.open.insert(key, Handshake::new(a, server));
@@ -792,6 +807,7 @@ impl Correlator {
             }
             Event::ProcessExit { ts_ns, pid } => {
                 self.process_timers.remove(pid);
+                self.newest_on_fd.retain(|k, _| k.0 != *pid);
                 let keys: Vec<Key> = self.open.keys().filter(|k| k.0 == *pid).copied().collect();
                 for k in keys {
                     if let Some(mut h) = self.open.remove(&k) {
@@ -811,6 +827,20 @@ impl Correlator {
             self.unmatched += 1;
         }
         h
+    }
+
+    /// Conclude the connections whose fd was reused and whose close did not come in time.
+    fn expire_reused(&mut self, now_ns: u64, done: &mut Vec<Handshake>) {
+        while let Some(&(at, key)) = self.fd_reused.front() {
+            if now_ns.saturating_sub(at) < FD_REUSE_GRACE_NS {
+                break;
+            }
+            self.fd_reused.pop_front();
+            if let Some(mut h) = self.open.remove(&key) {
+                h.conclude(false, at);
+                done.push(h);
+            }
+        }
     }
 
     fn collect_finished(&mut self, pid: u32, fd: i32, gen: u64, done: &mut Vec<Handshake>) {
@@ -838,6 +868,8 @@ impl Correlator {
             .collect();
         done.sort_by_key(|h| h.accept_ns);
         self.order.clear();
+        self.fd_reused.clear();
+        self.newest_on_fd.clear();
         done
     }
 }
@@ -877,7 +909,7 @@ mod tests {
 
     fn io_gen(ts: u64, gen: u64, kind: SyscallKind, ret: i64, requested: u64, payload: &[u8]) -> Event {
         match sys_gen(ts, gen, kind, ret, 1000, [requested, 64, 0, 0]) {
-            Event::Syscall(s) => Event::Io(Io { sys: s, payload: payload.to_vec() }),
+            Event::Syscall(s) => Event::Io(Io { sys: s, payload: payload.to_vec(), tracking_end: None }),
             _ => unreachable!(),
         }
     }
@@ -1156,6 +1188,62 @@ mod tests {
         let h = only(&unknown);
         assert_eq!(h.verdict, Some(Verdict::ServerClosed));
         assert!(h.client_error.as_deref().unwrap().contains("reading authorization packet"));
+    }
+
+    /// The second connection on FD (generation `g2`) through to OK, its end riding on the OK's record.
+    fn ok_on_reused_fd(g2: u64) -> Vec<Event> {
+        let g = greeting();
+        let l = packet(1, &login_body(None));
+        let mut ok = io_gen(g2 + 300_000, g2, SyscallKind::Sendto, 11, 11, &ok_packet());
+        if let Event::Io(io) = &mut ok {
+            io.tracking_end = Some(handshake_trace_common::end::REPLY);
+        }
+        vec![
+            accept_at(g2, g2),
+            io_gen(g2 + 100_000, g2, SyscallKind::Sendto, g.len() as i64, g.len() as u64, &g),
+            io_gen(g2 + 200_000, g2, SyscallKind::Recvfrom, l.len() as i64, l.len() as u64, &l),
+            ok,
+        ]
+    }
+
+    #[test]
+    fn a_close_that_comes_after_the_fd_was_reused_still_ends_its_connection() {
+        // close() frees the number before its own record is written: the next accept's
+        // record on the same fd can come first.
+        let g2 = GEN + MS;
+        let mut ev = prelude(GEN);
+        ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, 0, 4, &[]));
+        let mut second = ok_on_reused_fd(g2);
+        ev.push(second.remove(0));
+        ev.push(sys(g2 + 5_000, SyscallKind::Close, 0, 1000, [0; 4]));
+        ev.extend(second);
+        let (done, c) = run(&ev);
+        assert_eq!(c.open_count(), 0);
+        assert_eq!(done.len(), 2, "{done:#?}");
+        assert_eq!((done[0].gen, done[0].verdict), (GEN, Some(Verdict::ClientClosed)));
+        assert!(done[0].steps.iter().any(|s| matches!(s.what, StepKind::Close { .. })));
+        assert_eq!((done[1].gen, done[1].verdict), (g2, Some(Verdict::Ok)));
+        // The end that rode on the OK's record is a step of its own.
+        assert!(matches!(done[1].steps.last().map(|s| &s.what), Some(StepKind::TrackingEnd { reason: 1 })));
+    }
+
+    #[test]
+    fn a_connection_whose_fd_was_reused_and_never_closed_ends_after_a_grace() {
+        let g2 = GEN + MS;
+        let mut ev = prelude(GEN);
+        ev.extend(ok_on_reused_fd(g2));
+        let (done, mut c) = run(&ev);
+        // Within the grace it waits for its close.
+        assert_eq!(done.iter().map(|h| h.gen).collect::<Vec<_>>(), vec![g2]);
+        assert_eq!(c.open_count(), 1);
+        // Any later event past the grace concludes it, as of the reuse.
+        let later = g2 + FD_REUSE_GRACE_NS + 1;
+        let done = c.push(&accept_at(later, later), None);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].gen, GEN);
+        assert_eq!(done[0].verdict, Some(Verdict::Incomplete));
+        assert!(done[0].reason.contains("not seen to end"), "{}", done[0].reason);
+        assert_eq!(done[0].end_ns, Some(g2));
     }
 
     #[test]

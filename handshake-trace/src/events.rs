@@ -276,12 +276,15 @@ impl From<SysEvent> for Syscall {
 pub struct Io {
     pub sys: Syscall,
     pub payload: Vec<u8>,
+    /// The kernel stopped tracing the connection after this record, and why
+    /// (`handshake_trace_common::end`); older recordings carry it as its own record.
+    pub tracking_end: Option<u64>,
 }
 
 impl From<&IoEvent> for Io {
     fn from(e: &IoEvent) -> Self {
         let n = (e.captured as usize).min(e.payload.len());
-        Io { sys: e.sys.into(), payload: e.payload[..n].to_vec() }
+        Io { sys: e.sys.into(), payload: e.payload[..n].to_vec(), tracking_end: (e.tracking_end != 0).then_some(e.tracking_end.into()) }
     }
 }
 
@@ -586,7 +589,7 @@ mod tests {
 
     #[test]
     fn io_payload_is_cut_to_what_was_captured() {
-        let mut rec = IoEvent { sys: sys_record(sys::RECVFROM, 4), captured: 4, _pad: 0, payload: [0xAA; 256] };
+        let mut rec = IoEvent { sys: sys_record(sys::RECVFROM, 4), captured: 4, tracking_end: 0, payload: [0xAA; 256] };
         rec.sys.header.kind = kind::IO;
         rec.payload[..4].copy_from_slice(&[1, 2, 3, 4]);
         match decode(&as_bytes(&rec)).unwrap() {

@@ -497,7 +497,7 @@ mod tests {
             addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             conn_gen: 77,
         };
-        let mut io = IoEvent { sys: sys_event(sys::RECVFROM), captured: 5, _pad: 0, payload: [0; PAYLOAD_MAX] };
+        let mut io = IoEvent { sys: sys_event(sys::RECVFROM), captured: 5, tracking_end: 0, payload: [0; PAYLOAD_MAX] };
         io.sys.header.kind = kind::IO;
         io.sys.ret = 5;
         io.payload[..5].copy_from_slice(&[1, 0, 0, 0, 0xff]);

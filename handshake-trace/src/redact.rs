@@ -995,7 +995,7 @@ mod tests {
         if syscall == sys::RECVMSG {
             sys.args = [0, 0, 0, 0];
         }
-        as_bytes(&IoEvent { sys, captured: captured as u32, _pad: 0, payload })
+        as_bytes(&IoEvent { sys, captured: captured as u32, tracking_end: 0, payload })
     }
 
     fn read(ts: u64, bytes: &[u8]) -> Vec<u8> {
