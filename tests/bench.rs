@@ -286,6 +286,11 @@ fn bpf_prog_stats() -> Vec<(String, u64, u64)> {
         .collect()
 }
 
+/// Write dirty pages back now, so that writeback does not land in a later round.
+fn sync() {
+    let _ = Command::new("sync").status();
+}
+
 fn sysctl(key: &str, value: &str) {
     let _ = Command::new("sysctl").arg("-q").arg(format!("{key}={value}")).status();
 }
@@ -346,10 +351,14 @@ fn main() -> Result<()> {
     query_rate(open_logged_in(addr, 2)?, Duration::from_secs(2));
     for r in 0..cfg.rounds {
         for (i, m) in modes.iter().enumerate() {
-            let tracer = if *m == Mode::Untraced { None } else { Some(Tracer::start(&cfg.bin, db.pid(), *m, &cfg.out_dir.join(format!("handshakes-{r}-{i}.out")))?) };
+            let out = cfg.out_dir.join(format!("handshakes-{i}.out"));
+            let tracer = if *m == Mode::Untraced { None } else { Some(Tracer::start(&cfg.bin, db.pid(), *m, &out)?) };
             let hz = handshake_rate(addr, cfg.clients, cfg.round);
             if let Some(t) = tracer {
                 costs[i].push(t.stop()?);
+                // A round of -j writes ~150 MB: flushed now, not during the next rounds.
+                let _ = std::fs::remove_file(&out);
+                sync();
             }
             eprintln!("bench: handshakes round {r} {:<30} {hz:>8.0}/s", m.name());
             hs[i].push(hz);
@@ -493,9 +502,12 @@ fn compare_builds(spec: &str, root: &Path) -> Result<()> {
         eprintln!("ab: round {r} untraced {hz:>8.0}/s");
         untraced.push(hz);
         for (i, (name, bin)) in builds.iter().enumerate() {
-            let t = Tracer::start(bin, db.pid(), Mode::Json, &out_dir.join("ab.out"))?;
+            let out = out_dir.join("ab.out");
+            let t = Tracer::start(bin, db.pid(), Mode::Json, &out)?;
             let hz = handshake_rate(db.addr(), 4, round);
             let cost = t.stop()?;
+            let _ = std::fs::remove_file(&out);
+            sync();
             cpu[i].0 += cost.cpu_s;
             cpu[i].1 += cost.handshakes;
             prog_ns[i].0 += cost.programs.iter().map(|p| p.1).sum::<u64>();
@@ -676,14 +688,26 @@ const STANDS_IN_THE_WAY: &str = "\
   `available_filter_functions` to root too): ftrace-based attachment is blocked by this VM's kernel, and kprobes
   are compiled out. The raw syscall tracepoints are the cheapest attachment available here; on a kernel that
   allows tracing programs, trampolines on the socket syscalls are the next step.
-- **The handshake path: about 12 events per handshake, in the kernel.** Per handshake the programs run about 33
-  times at entry and 33 at exit (server and client syscalls together) plus 10 TCP state changes (section 4), and
-  the ones that emit cost several hundred ns: roughly 5–9 µs of program time per handshake, against about 125 µs
-  of CPU a handshake takes on this machine untraced (2 cores / 16 000 handshakes per second). That matches the
-  3–4 % the handshake rate loses. The tracer's own CPU matters less than it seems: text mode needs little more
-  than half of `-j`'s CPU per handshake (section 1) and reaches the same rate. Cutting that loss needs fewer records
-  from the kernel: summarise there (one record per successful handshake, the full detail only for abnormal
-  ones), which is the next step and a redesign of the event stream, not a tweak.
+- **The handshake path: where the loss is, found by taking pieces away.** `BENCH_AB` (see below) runs
+  interleaved rounds of several builds of the tracer. Measured 2026-11-24, 5–6 rounds each, `watch -j`:
+  programs that return at once: 98.5–99.2 % of untraced (the attachment floor); programs that check the target
+  and record accepts but never follow a connection: 97.7–98.8 %; the full programs with nothing sent to the
+  ring buffer (so no tracer work either): 95.2 %, against 94.9 % for the full programs in the same run. The
+  records and the tracer's CPU are not what costs; following each connection through its syscalls in the kernel
+  is (map lookups and updates, argument, clock and payload reads, about 30 program runs per handshake). So
+  summarising in the kernel (one record per successful handshake) would remove the records but not that work:
+  it is not the step to 97 % it looked like. Adding about 1.4 µs of program work per handshake cost about 2 %
+  whether it went into the accept path or into the handler's reads and writes: the server's accept thread
+  runs at about 93 % of a core (`top -H`) and is this benchmark's bottleneck, and the 2 cores are shared by
+  server, clients and tracer, so every µs of program time per handshake shows.
+- **Program time per handshake, reduced** (`BENCH_STATS=1`, statistics on): 11.2 µs to 9.4 µs. Each target
+  thread now has one entry (map TASKS: its connection and its syscall in flight) written in place, where a
+  hash insert and delete per syscall (IN_FLIGHT) plus an update (THREADS) were; the exit looks it up once; the
+  end of tracing rides on the I/O record that caused it; and setsockopt is followed only for the options that
+  change how a handshake can end (timeouts, SO_LINGER). A successful handshake now sends 8 records instead of
+  12. What remains is spread over many costs of 0.1–0.3 µs each (hash lookups, helper calls, the clock), each
+  worth well under 1 % here: no single change left on this VM reaches 97 %; trampolines (`fentry`) would, by
+  removing the floor and the per-syscall dispatch, where the kernel allows them.
 - **The tracer's CPU, reduced.** A profile of `watch -j` at this rate (perf, DWARF call graphs) put most of its CPU
   in writing each record: every small piece serde wrote went through `dyn Write` into the `BufWriter`, and each
   step's words were formatted into a string of their own. Building each record in one reused buffer and
@@ -706,6 +730,11 @@ const STANDS_IN_THE_WAY: &str = "\
   client's syscalls and the tracepoint tax on them (an earlier run measured established connections at 88 %).
 - **This machine.** 2 cores shared by clients, server and tracer; the established-connection rate swings from
   round to round even untraced, hence the medians and spreads.
+
+Comparing builds: `BENCH_AB=\"name=/path/to/handshake-trace,...\" cargo run --release -p handshake-trace-tests --bin
+handshake-trace-bench` runs interleaved untraced and `watch -j` handshake rounds of each build and prints the ratios
+(docs are not touched); with `BENCH_STATS=1` it also prints each program's runs and ns per run and the program
+time per handshake.
 ";
 
 fn fmt_list(v: &Value) -> String {
