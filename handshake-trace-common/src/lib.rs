@@ -253,6 +253,24 @@ pub const TLS_BUDGET: u16 = 32;
 /// connection (`args[0]` one of [`end`]). Recordings made before the end rode on
 /// [`IoEvent::tracking_end`] carry it; the programs no longer send it.
 pub const SYS_TRACKING_END: u32 = 100;
+/// The socket options the programs follow (x86-64 values): the ones that change how a
+/// handshake can end. Shared so that the kernel's filter and the verdicts agree.
+pub mod sockopt {
+    pub const SOL_SOCKET: u64 = 1;
+    pub const SO_LINGER: u64 = 13;
+    pub const SO_RCVTIMEO_OLD: u64 = 20;
+    pub const SO_SNDTIMEO_OLD: u64 = 21;
+    pub const SO_RCVTIMEO_NEW: u64 = 66;
+    pub const SO_SNDTIMEO_NEW: u64 = 67;
+
+    /// Is setsockopt(`level`, `name`) one the programs follow?
+    #[inline(always)]
+    pub fn followed(level: u64, name: u64) -> bool {
+        level == SOL_SOCKET
+            && matches!(name, SO_LINGER | SO_RCVTIMEO_OLD | SO_SNDTIMEO_OLD | SO_RCVTIMEO_NEW | SO_SNDTIMEO_NEW)
+    }
+}
+
 pub mod end {
     /// The server wrote OK (after the login) or ERR: the handshake is over.
     pub const REPLY: u64 = 1;
@@ -390,6 +408,17 @@ mod pod {
 mod tests {
     use super::*;
     use core::mem::size_of;
+
+    #[test]
+    fn only_the_socket_options_that_end_handshakes_are_followed() {
+        for name in [13, 20, 21, 66, 67] {
+            assert!(sockopt::followed(sockopt::SOL_SOCKET, name), "SOL_SOCKET option {name}");
+        }
+        // SO_KEEPALIVE, SO_SNDBUF; TCP_NODELAY; IP_TOS; an SO_LINGER number at another level.
+        for (level, name) in [(1, 9), (1, 7), (6, 1), (0, 1), (6, 13)] {
+            assert!(!sockopt::followed(level, name), "level {level} option {name}");
+        }
+    }
 
     // The sum of the field sizes equals the struct size: no implicit padding.
     #[test]

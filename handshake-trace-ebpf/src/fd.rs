@@ -1,7 +1,7 @@
 //! What a server does to a connection's socket during the handshake: fcntl
 //! (O_NONBLOCK on/off), setsockopt (timeouts, SO_LINGER), close, shutdown.
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
-use handshake_trace_common::{sys, InFlight, PeerKey};
+use handshake_trace_common::{sockopt, sys, InFlight, PeerKey};
 
 use crate::common::{
     Sys,
@@ -10,12 +10,6 @@ use crate::common::{
 };
 
 const F_SETFL: u64 = 4;
-const SOL_SOCKET: u64 = 1;
-const SO_LINGER: u64 = 13;
-const SO_RCVTIMEO_OLD: u64 = 20;
-const SO_SNDTIMEO_OLD: u64 = 21;
-const SO_RCVTIMEO_NEW: u64 = 66;
-const SO_SNDTIMEO_NEW: u64 = 67;
 
 macro_rules! exit_program {
     ($exit:ident, $($sys:expr),+) => {
@@ -68,9 +62,7 @@ pub(crate) fn sys_enter_setsockopt_impl<S: Sys>(ctx: &S) -> u32 {
     // linger (a reset on close). TCP_NODELAY, SO_KEEPALIVE, IP_TOS and the like are
     // turned away before the lookup.
     let (level, optname) = (arg(ctx, 1), arg(ctx, 2));
-    if level != SOL_SOCKET
-        || !matches!(optname, SO_LINGER | SO_RCVTIMEO_OLD | SO_SNDTIMEO_OLD | SO_RCVTIMEO_NEW | SO_SNDTIMEO_NEW)
-    {
+    if !sockopt::followed(level, optname) {
         return 0;
     }
     let Some(at) = conn_at_enter(arg(ctx, 0) as i32) else { return 0 };

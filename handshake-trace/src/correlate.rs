@@ -6,6 +6,8 @@ use std::{
     net::SocketAddr,
 };
 
+use handshake_trace_common::sockopt::{SOL_SOCKET, SO_LINGER, SO_RCVTIMEO_NEW, SO_RCVTIMEO_OLD};
+
 use crate::{
     events::{Accept, Errno, Event, Io, Signal, Syscall, SyscallKind, SyscallResult, Tcp, TcpWhat},
     int_hash::IntMap,
@@ -18,10 +20,6 @@ const ECONNRESET: i32 = 104;
 const ETIMEDOUT: i32 = 110;
 const SIGALRM: u32 = 14;
 const O_NONBLOCK: u64 = 0o4000;
-const SOL_SOCKET: u64 = 1;
-const SO_LINGER: u64 = 13;
-const SO_RCVTIMEO: u64 = 20;
-const SO_RCVTIMEO_NEW: u64 = 66;
 
 /// How a handshake ended, as JSON strings (docs/verdicts.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,7 +277,7 @@ impl Handshake {
                     // struct linger { int l_onoff; int l_linger; }
                     self.linger0 = value & 0xffff_ffff != 0 && value >> 32 == 0;
                 }
-                if level == SOL_SOCKET && matches!(name, SO_RCVTIMEO | SO_RCVTIMEO_NEW) {
+                if level == SOL_SOCKET && matches!(name, SO_RCVTIMEO_OLD | SO_RCVTIMEO_NEW) {
                     let ms = value * 1000 + value2 / 1000;
                     self.rcvtimeo_ms = (ms > 0).then_some(ms);
                 }
