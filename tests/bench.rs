@@ -627,7 +627,7 @@ fn report(r: &Value) -> String {
          | untraced | {} | |\n| `watch -j` | {} | {} |\n| `watch -j --attach tracepoints` | {} | {} |\n\n\
          Connections opened before tracing starts are not in the kernel's handshake map, and after a handshake ends the\n\
          kernel forgets the connection: each query's syscalls cost the syscall-tracepoint path, the target check and\n\
-         one map lookup, and emit nothing.\n\n",
+         a read of the kernel's counts of open handshakes and syscalls in flight, and emit nothing.\n\n",
         fmt_list(&est["per_s"]["untraced"]),
         fmt_list(&est["per_s"]["json"]),
         pct(&est["ratio"]["json"]),

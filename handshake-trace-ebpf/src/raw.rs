@@ -12,7 +12,7 @@ use handshake_trace_common::{sys, InFlight};
 
 use crate::{
     accept,
-    common::{any_live, current_target, live, take_in_flight, Sys},
+    common::{any_live, current_target, live, take_current, Sys},
     fd, io, timer, wait,
 };
 
@@ -195,8 +195,7 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> i32 {
     // Only a target's syscall whose entry saved something has work at its exit: the
     // short target list first (every exit of every process comes here), then, if
     // anything is in flight at all, one lookup; the saved record says which syscall it was.
-    let Some((tgid, tid)) = current_target() else { return 0 };
-    let Some(f) = take_in_flight(tid) else { return 0 };
+    let Some((tgid, tid, f)) = take_current() else { return 0 };
     let s = RegsSys::exit(ctx.as_ptr(), ctx.arg(1));
     on_exit(&s, tgid, tid, &f);
     0
