@@ -492,19 +492,26 @@ fn compare_builds(spec: &str, root: &Path) -> Result<()> {
     // BENCH_STATS=1: per-program statistics on (costs throughput), program time per handshake printed.
     let stats = std::env::var_os("BENCH_STATS").is_some();
     sysctl("kernel.bpf_stats_enabled", if stats { "1" } else { "0" });
-    handshake_rate(db.addr(), 4, Duration::from_secs(2));
+    // BENCH_AB_WORKLOAD=established: SELECT 1 on 2 persistent connections (section 2)
+    // instead of handshakes (section 1).
+    let established = std::env::var("BENCH_AB_WORKLOAD").is_ok_and(|w| w == "established");
+    let addr = db.addr();
+    let workload = |d: Duration| -> Result<f64> {
+        Ok(if established { query_rate(open_logged_in(addr, 2)?, d) } else { handshake_rate(addr, 4, d) })
+    };
+    workload(Duration::from_secs(2))?;
     let mut untraced = Vec::new();
     let mut prog_ns: Vec<(u64, u64)> = vec![(0, 0); builds.len()];
     let mut traced: Vec<Vec<f64>> = vec![Vec::new(); builds.len()];
     let mut cpu: Vec<(f64, u64)> = vec![(0.0, 0); builds.len()];
     for r in 0..rounds {
-        let hz = handshake_rate(db.addr(), 4, round);
+        let hz = workload(round)?;
         eprintln!("ab: round {r} untraced {hz:>8.0}/s");
         untraced.push(hz);
         for (i, (name, bin)) in builds.iter().enumerate() {
             let out = out_dir.join("ab.out");
             let t = Tracer::start(bin, db.pid(), Mode::Json, &out)?;
-            let hz = handshake_rate(db.addr(), 4, round);
+            let hz = workload(round)?;
             let cost = t.stop()?;
             let _ = std::fs::remove_file(&out);
             sync();

@@ -52,6 +52,14 @@ fn watch_shows_each_accepted_connection_with_its_client_port() {
         assert_eq!(e["verdict"], verdict, "{e:#}");
         assert_eq!(e["events"][0]["event"], "accept", "{e:#}");
     }
+    // The raw client's FIN reaches the server's socket (sock:inet_sock_set_state, found
+    // by the client's address in kernel context).
+    let closed = handshake_for(&events, raw_port).unwrap();
+    let steps = closed["events"].as_array().unwrap();
+    assert!(
+        steps.iter().any(|s| s["event"] == "tcp" && s["text"] == "TCP ESTABLISHED → CLOSE_WAIT" && s["tid"] == 0),
+        "{closed:#}"
+    );
     // MariaDB accepts until EAGAIN: those are filtered in the kernel, never shown.
     assert_eq!(events.len(), 2, "{events:#?}");
     let err = output.stderr_text();

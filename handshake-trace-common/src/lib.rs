@@ -99,6 +99,12 @@ pub struct TcpOffsets {
     pub daddr_is_sockaddr: u32,
 }
 
+/// `sock:inet_sock_set_state` as recent kernels lay it out (6.18 included; checked against the format file at load). It runs
+/// about ten times per handshake, mostly for sockets that are not followed, so the
+/// program has a fast path compiled for exactly this layout.
+pub const SET_STATE_LAYOUT: TcpOffsets =
+    TcpOffsets { dport: 26, daddr: 56, oldstate: 16, newstate: 20, protocol: 30, daddr_is_sockaddr: 0 };
+
 /// Byte offsets of the tracepoint fields the programs read. The collector fills
 /// this from each tracepoint's `format` file at load time and writes it into the
 /// object's read-only global `TP_OFFSETS` before loading, so a kernel that lays
@@ -122,7 +128,10 @@ pub struct TracepointOffsets {
     pub deliver_code: u32,
     /// `sched:sched_process_exit`: the exiting task's pid (tid).
     pub exit_pid: u32,
-    pub _pad: u32,
+    /// 1 when `set_state` equals [`SET_STATE_LAYOUT`]: the program then reads the fields
+    /// straight from its context (constant offsets, no helper call) instead of through
+    /// `bpf_probe_read` at offsets known only at load time.
+    pub set_state_fixed: u32,
     pub retransmit: TcpOffsets,
     pub send_reset: TcpOffsets,
     pub receive_reset: TcpOffsets,

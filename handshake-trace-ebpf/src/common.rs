@@ -62,6 +62,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// The size of EVENTS in bytes, written by userspace with the map's size before load.
+#[unsafe(no_mangle)]
+static RING_BYTES: u64 = DEFAULT_RINGBUF_BYTES as u64;
+
 /// Tracepoint field offsets, written by userspace from the `format` files before load.
 #[unsafe(no_mangle)]
 static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
@@ -76,7 +80,7 @@ static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
     deliver_errno: 12,
     deliver_code: 16,
     exit_pid: 24,
-    _pad: 0,
+    set_state_fixed: 0,
     retransmit: ZERO_TCP,
     send_reset: ZERO_TCP,
     receive_reset: ZERO_TCP,
@@ -352,13 +356,14 @@ pub fn take_current() -> Option<(u32, u32, InFlight)> {
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
-const BPF_RB_RING_SIZE: u64 = 1;
 
 /// Waking the reader costs about a microsecond per record (irq_work); userspace drains
 /// on a short timer instead, and is woken only once a quarter of the ring is filled.
 #[inline(always)]
 pub fn submit_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= EVENTS.query(BPF_RB_RING_SIZE) / 4 {
+    // The ring's size is fixed at load (RING_BYTES): one query per record, not two.
+    let size = unsafe { core::ptr::read_volatile(&RING_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= size / 4 {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -226,6 +226,7 @@ pub fn read_offsets(tracefs: &Path) -> Result<(TracepointOffsets, Vec<AttachPoin
             _ => {}
         }
     }
+    o.set_state_fixed = u32::from(o.set_state == handshake_trace_common::SET_STATE_LAYOUT);
     o.syscall_arg0 = arg0.ok_or_else(|| anyhow!("no syscall enter tracepoint"))?;
     o.exit_ret = exit_ret.ok_or_else(|| anyhow!("no syscall exit tracepoint"))?;
     Ok((o, missing))
@@ -301,6 +302,7 @@ impl Probes {
         let ringbuf = opts.ringbuf_bytes.max(4096).next_power_of_two();
         let mut ebpf = EbpfLoader::new()
             .override_global("TP_OFFSETS", &offsets, true)
+            .override_global("RING_BYTES", &u64::from(ringbuf), true)
             .map_max_entries("EVENTS", ringbuf)
             .load(EBPF_OBJECT)
             .context("load the kernel programs")?;
