@@ -531,14 +531,14 @@ fn compare_builds(spec: &str, root: &Path) -> Result<()> {
     for (i, (name, _)) in builds.iter().enumerate() {
         let ratios: Vec<f64> = untraced.iter().zip(&traced[i]).map(|(u, t)| t / u).collect();
         let (lo, hi) = spread(&ratios);
-        eprintln!(
-            "ab: {name:<12} {:.1} % (spread {:.1}-{:.1} %), tracer {:.1} µs/handshake",
-            100.0 * median(&mut ratios.clone()),
-            100.0 * lo,
-            100.0 * hi,
-            1e6 * cpu[i].0 / cpu[i].1.max(1) as f64
-        );
-        if stats {
+        // Established rounds have no handshakes to divide by: the tracer's CPU in seconds.
+        let tracer = if established {
+            format!("tracer {:.2} s CPU", cpu[i].0)
+        } else {
+            format!("tracer {:.1} µs/handshake", 1e6 * cpu[i].0 / cpu[i].1.max(1) as f64)
+        };
+        eprintln!("ab: {name:<12} {:.1} % (spread {:.1}-{:.1} %), {tracer}", 100.0 * median(&mut ratios.clone()), 100.0 * lo, 100.0 * hi);
+        if stats && !established {
             eprintln!("ab: {name:<12} program time {:.2} µs/handshake", prog_ns[i].0 as f64 / 1e3 / prog_ns[i].1.max(1) as f64);
         }
     }
@@ -740,8 +740,8 @@ const STANDS_IN_THE_WAY: &str = "\
 
 Comparing builds: `BENCH_AB=\"name=/path/to/handshake-trace,...\" cargo run --release -p handshake-trace-tests --bin
 handshake-trace-bench` runs interleaved untraced and `watch -j` handshake rounds of each build and prints the ratios
-(docs are not touched); with `BENCH_STATS=1` it also prints each program's runs and ns per run and the program
-time per handshake.
+(docs are not touched); `BENCH_AB_WORKLOAD=established` runs section 2's `SELECT 1` rounds instead; with
+`BENCH_STATS=1` it also prints each program's runs and ns per run and the program time per handshake.
 ";
 
 fn fmt_list(v: &Value) -> String {
