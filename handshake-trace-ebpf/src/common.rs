@@ -315,12 +315,19 @@ pub fn enter_on_conn<C: EbpfContext>(ctx: &C, fd: i32, syscall: u32, ptr: u64, a
 /// target, as (tgid, fd, generation), with the caller's tid.
 #[inline(always)]
 pub fn conn_at_enter(fd: i32) -> Option<(ThreadConn, u32)> {
+    let (key, c, tid) = conn_entry_at_enter(fd)?;
+    Some((ThreadConn { tgid: key.tgid, fd, gen: unsafe { (*c).gen } }, tid))
+}
+
+/// At a syscall's entry on `fd`: the calling target's connection in its handshake
+/// there (key and entry), with the caller's tid.
+#[inline(always)]
+pub fn conn_entry_at_enter(fd: i32) -> Option<(ConnKey, *mut Conn, u32)> {
     let (tgid, tid) = current_target()?;
     if !any_live(live::CONNS) {
         return None;
     }
-    let c = conn(tgid, fd)?;
-    Some((ThreadConn { tgid, fd, gen: unsafe { (*c).gen } }, tid))
+    Some((ConnKey { tgid, fd }, conn(tgid, fd)?, tid))
 }
 
 /// Note the caller as the connection's handler and save the syscall for its exit.

@@ -5,8 +5,7 @@ use handshake_trace_common::{sockopt, sys, InFlight, PeerKey};
 
 use crate::common::{
     Sys,
-    any_live, arg, conn_at_enter, conn_remove, live, current, emit_sys, enter_on, enter_on_conn, now, ret, save_in_flight, take_current, CONNS,
-    PEERS,
+    arg, conn_at_enter, conn_entry_at_enter, conn_remove, emit_sys, enter_on, enter_on_conn, now, ret, save_in_flight, take_current, PEERS,
 };
 
 const F_SETFL: u64 = 4;
@@ -83,13 +82,9 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 pub(crate) fn sys_enter_close_impl<S: Sys>(ctx: &S) -> u32 {
-    let (tgid, tid) = current();
     let fd = arg(ctx, 0) as i32;
-    if !any_live(live::CONNS) {
-        return 0;
-    }
-    let key = handshake_trace_common::ConnKey { tgid, fd };
-    let Some(c) = (unsafe { CONNS.get(&key) }).copied() else { return 0 };
+    let Some((key, c, tid)) = conn_entry_at_enter(fd) else { return 0 };
+    let c = unsafe { *c };
     // Forget the fd now: once close runs, another thread may accept a new connection
     // on the same number. The peer stays until exit so the close's own RST/FIN is seen.
     conn_remove(&key);
