@@ -4,6 +4,9 @@ use std::{
     fmt::{self, Write as _},
 };
 
+use handshake_trace_common::sockopt::{
+    SOL_SOCKET, SO_LINGER, SO_RCVTIMEO_NEW, SO_RCVTIMEO_OLD, SO_SNDTIMEO_NEW, SO_SNDTIMEO_OLD,
+};
 use serde::Serialize;
 
 use crate::{
@@ -68,9 +71,10 @@ fn result_text(r: SyscallResult) -> String {
 
 fn sockopt_name(level: u64, name: u64) -> String {
     match (level, name) {
-        (1, 13) => "SO_LINGER".into(),
-        (1, 20) | (1, 66) => "SO_RCVTIMEO".into(),
-        (1, 21) | (1, 67) => "SO_SNDTIMEO".into(),
+        (SOL_SOCKET, SO_LINGER) => "SO_LINGER".into(),
+        (SOL_SOCKET, SO_RCVTIMEO_OLD | SO_RCVTIMEO_NEW) => "SO_RCVTIMEO".into(),
+        (SOL_SOCKET, SO_SNDTIMEO_OLD | SO_SNDTIMEO_NEW) => "SO_SNDTIMEO".into(),
+        // Not followed since the kernel's filter; older recordings may hold them.
         (1, 9) => "SO_KEEPALIVE".into(),
         (1, 7) => "SO_SNDBUF".into(),
         (1, 8) => "SO_RCVBUF".into(),
@@ -108,7 +112,7 @@ pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Resul
             "fcntl(F_SETFL): socket switched to blocking"
         }),
         StepKind::SocketOption { level, name, value, value2 } => match (level, name) {
-            (1, 13) => {
+            (&SOL_SOCKET, &SO_LINGER) => {
                 let (on, secs) = (value & 0xffff_ffff, value >> 32);
                 if on != 0 && secs == 0 {
                     f.write_str("setsockopt(SO_LINGER {on, 0 s}): close will reset the connection (RST)")
@@ -116,7 +120,7 @@ pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Resul
                     write!(f, "setsockopt(SO_LINGER {{{}, {secs} s}})", if on != 0 { "on" } else { "off" })
                 }
             }
-            (1, 20) | (1, 21) | (1, 66) | (1, 67) => {
+            (&SOL_SOCKET, &(SO_RCVTIMEO_OLD | SO_SNDTIMEO_OLD | SO_RCVTIMEO_NEW | SO_SNDTIMEO_NEW)) => {
                 write!(f, "setsockopt({} = {} ms)", sockopt_name(*level, *name), value * 1000 + value2 / 1000)
             }
             _ => write!(f, "setsockopt({} = {})", sockopt_name(*level, *name), value & 0xffff_ffff),
