@@ -640,30 +640,20 @@ fn report(r: &Value) -> String {
         "\n## 2. Established connections (`SELECT 1` on 2 persistent connections, one per core)\n\n\
          {} rounds of {:.0} s, the order of the modes reversed every other round (query rates swing more than\n\
          handshake rates here).\n\n\
-         | mode | queries per second, each round | traced / untraced |\n|---|---|---|\n\
-         | untraced | {} | |\n| `watch -j` | {} | {} |\n| `watch -j --attach tracepoints` | {} | {} |\n\n\
+         {}\
          Connections opened before tracing starts are not in the kernel's handshake map, and after a handshake ends the\n\
          kernel forgets the connection: each query's syscalls cost the syscall-tracepoint path, the target check and\n\
          a read of the kernel's counts of open handshakes and syscalls in flight, and emit nothing.\n\n",
         est["rounds"],
         f(&est["round_secs"]),
-        fmt_list(&est["per_s"]["untraced"]),
-        fmt_list(&est["per_s"]["json"]),
-        pct(&est["ratio"]["json"]),
-        fmt_list(&est["per_s"]["json_tracepoints"]),
-        pct(&est["ratio"]["json_tracepoints"]),
+        modes_table("queries per second", "traced / untraced", &est["per_s"], &est["ratio"], pct),
     );
     o += &format!(
         "## 3. Everyone else (a write+read loop on a pipe in an unrelated process)\n\n\
-         | mode | ns per syscall, each round | added per syscall |\n|---|---|---|\n\
-         | untraced | {} | |\n| `watch -j` | {} | {} |\n| `watch -j --attach tracepoints` | {} | {} |\n\n\
+         {}\
          Syscall tracepoints run for every process. Non-targets are turned away by a short list of target pids in an\n\
          array map (a few compares, no hash), at entry after the syscall-number check and at exit.\n\n",
-        fmt_list(&un["ns"]["untraced"]),
-        fmt_list(&un["ns"]["json"]),
-        ns(&un["added_ns"]["json"]),
-        fmt_list(&un["ns"]["json_tracepoints"]),
-        ns(&un["added_ns"]["json_tracepoints"]),
+        modes_table("ns per syscall", "added per syscall", &un["ns"], &un["added_ns"], ns),
     );
     o += &format!(
         "## 4. Inside the kernel (`kernel.bpf_stats_enabled`, one handshake round per attachment)\n\n\
@@ -765,6 +755,20 @@ handshake-trace-bench` runs interleaved untraced and `watch -j` handshake rounds
 (docs are not touched); `BENCH_AB_WORKLOAD=established` runs section 2's `SELECT 1` rounds instead; with
 `BENCH_STATS=1` it also prints each program's runs and ns per run and the program time per handshake.
 ";
+
+/// The untraced / `watch -j` / `--attach tracepoints` table of sections 2 and 3: each
+/// mode's rounds, and how the traced modes compare (`compare` renders one comparison).
+fn modes_table(per_round: &str, compared: &str, rounds: &Value, comparisons: &Value, compare: fn(&Value) -> String) -> String {
+    format!(
+        "| mode | {per_round}, each round | {compared} |\n|---|---|---|\n\
+         | untraced | {} | |\n| `watch -j` | {} | {} |\n| `watch -j --attach tracepoints` | {} | {} |\n\n",
+        fmt_list(&rounds["untraced"]),
+        fmt_list(&rounds["json"]),
+        compare(&comparisons["json"]),
+        fmt_list(&rounds["json_tracepoints"]),
+        compare(&comparisons["json_tracepoints"]),
+    )
+}
 
 fn fmt_list(v: &Value) -> String {
     v.as_array().map(|a| a.iter().map(|x| format!("{:.0}", f(x))).collect::<Vec<_>>().join(", ")).unwrap_or_default()
