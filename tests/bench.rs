@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use handshake_trace::lab::wire;
+use handshake_trace_lab::wire;
 use handshake_trace_tests::{MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
 use serde_json::{json, Value};
 
@@ -439,7 +439,7 @@ fn main() -> Result<()> {
     let peak_rss_kb = costs.iter().flatten().map(|c| c.peak_rss_kb).max().unwrap_or(0);
     let results = json!({
         "machine": machine_facts(),
-        "default_attach": handshake_trace::probes::AttachMode::default().name(),
+        "default_attach": handshake_trace::capture::probes::AttachMode::default().name(),
         "rounds": cfg.rounds,
         "round_secs": cfg.round.as_secs_f64(),
         "clients": cfg.clients,

@@ -10,7 +10,7 @@ fn doctor_passes_here_and_says_kprobes_are_not_needed() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(!text.contains("[FAIL]"), "{text}");
-    use handshake_trace::probes::{program_count, AttachMode};
+    use handshake_trace::capture::probes::{program_count, AttachMode};
     let programs = program_count(AttachMode::default());
     assert!(text.contains(&format!("kernel programs: {programs} programs verified")), "{text}");
     // The other mode is checked too.
@@ -63,7 +63,7 @@ fn watch_of_a_missing_pid_fails_clearly() {
 #[test]
 fn watch_with_no_server_running_fails_clearly() {
     let Some(bin) = ready("watch_with_no_server_running_fails_clearly") else { return };
-    if !handshake_trace::targets::find_servers().is_empty() {
+    if !handshake_trace::capture::targets::find_servers().is_empty() {
         return skip("watch_with_no_server_running_fails_clearly", "a mysqld/mariadbd is running on this machine");
     }
     let out = Command::new(&bin).args(["watch", "-d", "1"]).output().unwrap();

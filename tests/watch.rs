@@ -13,7 +13,7 @@ fn handshake_for(events: &[Value], port: u16) -> Option<&Value> {
 fn watch_shows_each_accepted_connection_with_its_client_port() {
     let Some(bin) = ready("watch_shows_each_accepted_connection_with_its_client_port") else { return };
     let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
-    let listen_fd = *handshake_trace::targets::listening_sockets(db.pid())
+    let listen_fd = *handshake_trace::capture::targets::listening_sockets(db.pid())
         .iter()
         .find(|(_, a)| a.port() == db.port())
         .expect("the server's listening socket")
@@ -96,7 +96,7 @@ fn a_target_that_exits_mid_trace_leaves_the_tracer_running() {
     let tracer_pid = tracer.pid();
     // The tracer notices within its 1 s refresh and keeps going.
     std::thread::sleep(Duration::from_millis(2500));
-    assert!(handshake_trace::targets::process_exists(tracer_pid), "tracer died with its target");
+    assert!(handshake_trace::capture::targets::process_exists(tracer_pid), "tracer died with its target");
     let output = tracer.stop();
     assert_eq!(output.code, Some(0), "{}", output.stderr_text());
     assert!(output.stderr_text().contains(&format!("pid {pid} exited; still tracing")), "{}", output.stderr_text());
@@ -113,7 +113,7 @@ fn programs_are_detached_on_exit_and_on_kill() {
     let before = our_loaded_programs();
     for signal in [libc::SIGTERM, libc::SIGKILL] {
         let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string()]);
-        let programs = handshake_trace::probes::program_count(handshake_trace::probes::AttachMode::default());
+        let programs = handshake_trace::capture::probes::program_count(handshake_trace::capture::probes::AttachMode::default());
         assert_eq!(our_loaded_programs(), before + programs, "every program attached while tracing");
         tracer.stop_with(signal);
         assert!(

@@ -1,24 +1,26 @@
 //! handshake-trace: what happened during each MySQL/MariaDB connection handshake,
 //! traced from kernel tracepoints on a production server.
 //!
-//! Pure modules (no aya, no tokio): `events`, `render`, `tracefs`, `targets`,
-//! `clock`, `privileges`. Kernel plumbing: `probes`. Orchestration: `watch`,
-//! `doctor`, `lab`.
-pub mod analyze;
-pub mod clock;
+//! Data flows one way through the stages, each a folder:
+//!
+//! ```text
+//! capture ──records──▶ events ──typed events──▶ pipeline ─▶ correlate ─▶ verdict ─▶ output
+//! (aya, /proc,          (decode)                 (one per      (connection   (enums,    (text, JSON,
+//!  tracefs)                                       trace)        table, state  evidence)  summary)
+//!                                                                machine) ▲
+//!                                                  protocol (MySQL wire) ─┘
+//! recording: trace files (redacted) written beside the pipeline, replayed into it.
+//! commands: watch, record, analyze, doctor — each wires the stages together.
+//! ```
+//!
+//! Pure (no aya, no tokio, no /proc): `events`, `protocol`, `correlate`, `verdict`,
+//! `output`, `pipeline`, `recording`, `support`.
+pub mod capture;
+pub mod commands;
 pub mod correlate;
-pub mod doctor;
 pub mod events;
-pub mod int_hash;
-pub mod lab;
-pub mod mysql;
-pub mod privileges;
-pub mod probes;
-pub mod record;
-pub mod redact;
-pub mod render_handshake;
-pub mod session;
-pub mod stats;
-pub mod targets;
-pub mod tracefs;
-pub mod watch;
+pub mod output;
+pub mod pipeline;
+pub mod protocol;
+pub mod recording;
+pub mod support;

@@ -3,7 +3,7 @@
 //! (`.summary`). No root: the replay needs no kernel. Times are shown in UTC here.
 use std::path::{Path, PathBuf};
 
-use handshake_trace::{analyze, session::print_summary, session::WatchOptions};
+use handshake_trace::{commands::analyze, pipeline::print_summary, pipeline::WatchOptions};
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -70,7 +70,7 @@ fn blank(bytes: &[u8]) -> bool {
 
 #[test]
 fn recorded_files_hold_no_secrets() {
-    use handshake_trace::{events::{decode, Event}, record::TraceItem};
+    use handshake_trace::{events::{decode, Event}, recording::format::TraceItem};
     let (mut greetings, mut logins) = (0, 0);
     for trace in fixtures() {
         let t = analyze::read(&trace).unwrap();

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use handshake_trace::lab::mariadb::{self, MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
+pub use handshake_trace_lab::mariadb::{self, MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
 
 /// Print a skip notice that libtest's output capture cannot swallow.
 pub fn skip(test: &str, why: &str) {

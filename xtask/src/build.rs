@@ -51,7 +51,7 @@ pub fn build_all(toolchain: &Toolchain) -> Result<PathBuf> {
     eprintln!("xtask: eBPF build took {:.1} s ({} bytes)", t.elapsed().as_secs_f64(), std::fs::metadata(&obj)?.len());
     let t = Instant::now();
     run(cargo()
-        .args(["build", "--locked", "--release", "-p", "handshake-trace"])
+        .args(["build", "--locked", "--release", "-p", "handshake-trace-cli"])
         .env("HANDSHAKE_TRACE_EBPF_OBJ", &obj))?;
     let bin = root().join("target/release/handshake-trace");
     eprintln!(

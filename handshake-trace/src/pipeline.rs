@@ -6,13 +6,13 @@ use std::{collections::BTreeMap, io::Write, net::SocketAddr};
 use anyhow::Result;
 
 use crate::{
-    clock::Clock,
+    support::clock::Clock,
     correlate::{Correlator, Handshake, Verdict},
     events::{Event, SyscallKind},
-    int_hash::IntSet,
-    probes::Counters,
-    render_handshake::{handshake_json, handshake_line, handshake_timeline},
-    stats::Histogram,
+    support::int_hash::IntSet,
+    capture::probes::Counters,
+    output::handshake::{handshake_json, handshake_line, handshake_timeline},
+    output::histogram::Histogram,
 };
 
 /// Open handshakes kept in memory at most (the kernel tracks at most as many).
@@ -37,7 +37,7 @@ pub struct WatchOptions {
     /// Also write the raw (redacted) events to this trace file, for `analyze`.
     pub record: Option<std::path::PathBuf>,
     /// How the syscall programs attach.
-    pub attach: crate::probes::AttachMode,
+    pub attach: crate::capture::probes::AttachMode,
 }
 
 /// The gist of a finished handshake.
@@ -144,7 +144,7 @@ impl Printer<'_> {
             writeln!(
                 out,
                 "{} {} successful handshakes (p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms)",
-                crate::clock::format_time_of_day(std::time::SystemTime::now()),
+                crate::support::clock::format_time_of_day(std::time::SystemTime::now()),
                 self.rollup_ok,
                 self.rollup_hist.quantile_ms(0.5).unwrap_or(0.0),
                 self.rollup_hist.quantile_ms(0.99).unwrap_or(0.0),

@@ -2,11 +2,6 @@
 //! server is the built-in one (`lab-server`, both wait styles) or, with `--server
 //! mariadb`, a throwaway MariaDB; clients are the `mariadb` CLI, PyMySQL (a real
 //! driver) when installed, and the lab's own scripted client (`lab-client`).
-pub mod client;
-pub mod dns;
-pub mod mariadb;
-pub mod server;
-pub mod wire;
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -18,12 +13,16 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{
+use handshake_trace::{
+    commands::watch::{self, Outcome, WatchOptions},
     correlate::{Verdict, WaitMechanism},
-    watch::{self, Outcome, WatchOptions},
 };
-use mariadb::{MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
-use server::WaitStyle;
+
+use crate::{
+    mariadb::{MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER},
+    dns, mariadb,
+    server::WaitStyle,
+};
 
 /// The lab's connect_timeout, in seconds (the server's; clients wait longer or shorter on purpose).
 pub const CONNECT_TIMEOUT_S: u64 = 2;
@@ -324,7 +323,7 @@ pub async fn run(
     log: &mut dyn Write,
 ) -> Result<()> {
     let plan = plan(scenario, server)?;
-    crate::privileges::require_bpf()?;
+    handshake_trace::capture::privileges::require_bpf()?;
     let mut servers = Vec::new();
     for (style, dns_delay) in &plan.servers {
         let s = match server {

@@ -11,15 +11,15 @@ use std::{
 use anyhow::{bail, Context, Result};
 use tokio::io::{unix::AsyncFd, Interest};
 
-pub use crate::session::{print_summary, Outcome, Summary, WatchOptions};
+pub use crate::pipeline::{print_summary, Outcome, Summary, WatchOptions};
 use crate::{
-    clock::{format_rfc3339, monotonic_ns, Clock},
+    support::clock::{format_rfc3339, monotonic_ns, Clock},
     events::{decode, Event},
-    probes::{Counters, LoadOptions, Probes},
-    record::{TargetInfo, TraceEnd, TraceHeader, TraceWriter},
-    redact::Redactor,
-    session::{AcceptAddrs, Session},
-    targets::{self, ServerProcess},
+    capture::probes::{Counters, LoadOptions, Probes},
+    recording::format::{TargetInfo, TraceEnd, TraceHeader, TraceWriter},
+    recording::redact::Redactor,
+    pipeline::{AcceptAddrs, Session},
+    capture::targets::{self, ServerProcess},
 };
 
 /// Writes what the session saw to a trace file: events with their secrets zeroed,

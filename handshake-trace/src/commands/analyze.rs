@@ -5,11 +5,11 @@ use std::io::Write;
 use anyhow::{Context, Result};
 
 use crate::{
-    clock::Clock,
+    support::clock::Clock,
     events::{decode, Event},
-    probes::Counters,
-    record::{Trace, TraceItem},
-    session::{AcceptAddrs, Session, Summary, WatchOptions},
+    capture::probes::Counters,
+    recording::format::{Trace, TraceItem},
+    pipeline::{AcceptAddrs, Session, Summary, WatchOptions},
 };
 
 /// Replay `trace`; handshakes to `out` (as `watch` wrote them), notices to `log`.
@@ -70,5 +70,5 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
 /// Read a trace file.
 pub fn read(path: &std::path::Path) -> Result<Trace> {
     let f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    crate::record::read_trace(std::io::BufReader::new(f)).with_context(|| format!("read trace {}", path.display()))
+    crate::recording::format::read_trace(std::io::BufReader::new(f)).with_context(|| format!("read trace {}", path.display()))
 }

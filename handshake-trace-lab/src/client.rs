@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use super::wire;
+use crate::wire;
 
 #[derive(Debug, Clone)]
 pub struct ClientPlan {

@@ -10,10 +10,10 @@ use handshake_trace_common::sockopt::{
 use serde::Serialize;
 
 use crate::{
-    clock::{format_rfc3339, format_time_of_day, Clock},
+    support::clock::{format_rfc3339, format_time_of_day, Clock},
     correlate::{Handshake, Reply, Step, StepKind, Verdict},
     events::{signal_name, tcp_state_name, SyscallKind, SyscallResult, TcpWhat},
-    mysql,
+    protocol,
 };
 
 fn ms(ns: u64) -> f64 {
@@ -396,7 +396,7 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
         Some(Reply::Err(e)) => Some(ErrorJson {
             code: e.code,
             message: &e.message,
-            name: mysql::error_name(e.code),
+            name: protocol::error_name(e.code),
             sqlstate: e.sqlstate.as_deref(),
         }),
         _ => None,

@@ -10,7 +10,7 @@ use aya::{
 };
 use handshake_trace_common::{counter, Conn, ConnKey, TargetFilter, TcpOffsets, TracepointOffsets, DEFAULT_RINGBUF_BYTES, NO_FIELD};
 
-use crate::tracefs;
+use crate::capture::tracefs;
 
 /// The kernel programs, built by `cargo xtask build` (empty in a plain `cargo build`).
 pub static EBPF_OBJECT: &[u8] =
@@ -295,7 +295,7 @@ impl Probes {
                  build it with `cargo xtask build`"
             );
         }
-        crate::privileges::require_bpf()?;
+        crate::capture::privileges::require_bpf()?;
         raise_memlock_rlimit();
         let tracefs = tracefs::find_or_mount()?;
         let (offsets, missing) = read_offsets(&tracefs)?;
@@ -445,7 +445,7 @@ mod tests {
                 "no eBPF object embedded (plain cargo build; `cargo xtask test` runs it)",
             );
         }
-        if !crate::privileges::caps_allow_bpf(crate::privileges::effective_caps()) {
+        if !crate::capture::privileges::caps_allow_bpf(crate::capture::privileges::effective_caps()) {
             return skip("the_kernel_programs_load_attach_and_count", "not root");
         }
         let mut probes = Probes::load(&LoadOptions { ringbuf_bytes: 5000, ..Default::default() }).unwrap();

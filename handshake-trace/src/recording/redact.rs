@@ -6,10 +6,10 @@
 //! plugin data, AuthMoreData, every client packet after the login (auth data), and
 //! everything once the connection switched to TLS. Lengths, `captured` and packet
 //! headers are kept, so a replay sees the same packets and the decoder
-//! (`crate::mysql`) shows the same user, database, plugin, lengths and errors.
+//! (`crate::protocol`) shows the same user, database, plugin, lengths and errors.
 //!
 //! The redactor follows each direction's byte stream itself, with the same rules as
-//! `mysql::PacketStream` and the correlator (which packet is a login, when a greeting
+//! `protocol::PacketStream` and the correlator (which packet is a login, when a greeting
 //! was seen, when TLS starts), and fails safe: bytes it cannot place are zeroed.
 //!
 //! Where the decoder looks at whether a secret byte is NUL (NUL-terminated auth
@@ -20,7 +20,7 @@ use std::mem::{offset_of, size_of};
 
 use handshake_trace_common::{kind, sys, AcceptEvent, EventHeader, IoEvent, SysEvent, PAYLOAD_MAX, SYS_TRACKING_END};
 
-use crate::mysql::{
+use crate::protocol::{
     CLIENT_CONNECT_WITH_DB, CLIENT_PLUGIN_AUTH, CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA, CLIENT_PROTOCOL_41,
     CLIENT_SECURE_CONNECTION, CLIENT_SSL, PROTOCOL_V10,
 };
@@ -794,7 +794,7 @@ mod tests {
     use super::*;
     use crate::correlate::Correlator;
     use crate::events::{as_bytes, decode, Event};
-    use crate::mysql::{
+    use crate::protocol::{
         decode_client, decode_server, ClientPacket, PacketStream, ServerPacket, CLIENT_CONNECT_ATTRS, CLIENT_INTERACTIVE,
         CLIENT_LOCAL_FILES, CLIENT_LONG_FLAG, CLIENT_LONG_PASSWORD, CLIENT_MULTI_RESULTS, CLIENT_MULTI_STATEMENTS,
         CLIENT_PS_MULTI_RESULTS, CLIENT_SESSION_TRACK, CLIENT_TRANSACTIONS,

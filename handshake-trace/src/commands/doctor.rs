@@ -3,7 +3,12 @@ use std::{fmt, io::Write, path::Path};
 
 use anyhow::Result;
 
-use crate::{privileges, probes, targets, tracefs};
+use crate::{
+    capture::privileges,
+    capture::probes,
+    capture::targets,
+    capture::tracefs,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {

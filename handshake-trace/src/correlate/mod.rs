@@ -10,8 +10,8 @@ use handshake_trace_common::sockopt::{SOL_SOCKET, SO_LINGER, SO_RCVTIMEO_NEW, SO
 
 use crate::{
     events::{Accept, Errno, Event, Io, Signal, Syscall, SyscallKind, SyscallResult, Tcp, TcpWhat},
-    int_hash::IntMap,
-    mysql::{self, ClientPacket, ErrPacket, Greeting, Login, PacketStream, ServerPacket},
+    support::int_hash::IntMap,
+    protocol::{self, ClientPacket, ErrPacket, Greeting, Login, PacketStream, ServerPacket},
 };
 
 const EAGAIN: i32 = 11;
@@ -373,9 +373,9 @@ impl Handshake {
         false
     }
 
-    fn on_client_packet(&mut self, p: &mysql::Packet, ts: u64) -> String {
+    fn on_client_packet(&mut self, p: &protocol::Packet, ts: u64) -> String {
         let expecting_login = self.login.is_none() && !self.tls;
-        match mysql::decode_client(p, expecting_login) {
+        match protocol::decode_client(p, expecting_login) {
             ClientPacket::SslRequest(_) => {
                 self.tls = true;
                 self.login_ns.get_or_insert(ts);
@@ -401,8 +401,8 @@ impl Handshake {
         }
     }
 
-    fn on_server_packet(&mut self, p: &mysql::Packet, ts: u64) -> String {
-        match mysql::decode_server(p, self.greeting.is_some()) {
+    fn on_server_packet(&mut self, p: &protocol::Packet, ts: u64) -> String {
+        match protocol::decode_server(p, self.greeting.is_some()) {
             ServerPacket::Greeting(g) => {
                 let text = format!(
                     "greeting: protocol {}, server {}, connection id {}, plugin {}",
@@ -424,7 +424,7 @@ impl Handshake {
                 let text = format!(
                     "ERR {} ({}){}: {}",
                     e.code,
-                    mysql::error_name(e.code).unwrap_or("?"),
+                    protocol::error_name(e.code).unwrap_or("?"),
                     e.sqlstate.as_deref().map(|s| format!(" [{s}]")).unwrap_or_default(),
                     e.message
                 );
@@ -482,8 +482,8 @@ impl Handshake {
         match &self.reply {
             Some(Reply::Ok) => return (Verdict::Ok, "the server sent OK to the login".into()),
             Some(Reply::Err(e)) => {
-                let name = mysql::error_name(e.code).unwrap_or("unknown error");
-                return if mysql::is_auth_error(e.code) {
+                let name = protocol::error_name(e.code).unwrap_or("unknown error");
+                return if protocol::is_auth_error(e.code) {
                     (Verdict::AuthFailed, format!("the server refused the login: ERR {} {name}", e.code))
                 } else {
                     (Verdict::ServerError, format!("the server sent ERR {} {name}", e.code))
@@ -1106,7 +1106,7 @@ mod tests {
         // No RST: a plain close, the client sees EOF.
         assert!(h.client_error.as_deref().unwrap().ends_with("system error: 0"));
         // The restart code is a signal interruption in words, not an unknown error.
-        let text: Vec<String> = h.steps.iter().map(|s| crate::render_handshake::describe_step(&h, s)).collect();
+        let text: Vec<String> = h.steps.iter().map(|s| crate::output::handshake::describe_step(&h, s)).collect();
         assert!(text.iter().any(|t| t.contains("interrupted by signal, restarted (ERESTARTSYS)")), "{text:#?}");
         assert!(text.iter().any(|t| t.contains("SIGALRM sent by thread 20760 to thread 20766")), "{text:#?}");
         assert!(text.iter().any(|t| t.contains("blocking read of the login header (4 bytes) → EINTR")), "{text:#?}");
@@ -1128,9 +1128,9 @@ mod tests {
         let h = wrong_password_handshake();
         assert_eq!(h.verdict, Some(Verdict::AuthFailed));
         assert_eq!(h.client_error.as_deref(), Some("ERROR 1045 (28000): Access denied for user 'lab'@'localhost' (using password: YES)"));
-        let clock = crate::clock::Clock::with_offset(0);
-        let json = crate::render_handshake::handshake_json(&h, &clock).to_string();
-        let text = crate::render_handshake::handshake_timeline(&h, &clock);
+        let clock = crate::support::clock::Clock::with_offset(0);
+        let json = crate::output::handshake::handshake_json(&h, &clock).to_string();
+        let text = crate::output::handshake::handshake_timeline(&h, &clock);
         assert!(json.contains("\"auth_response_len\":20"), "{json}");
         for shown in [&json, &text] {
             assert!(!shown.contains("a5a5") && !shown.contains("A5A5") && !shown.contains("165, 165"), "{shown}");
@@ -1142,11 +1142,11 @@ mod tests {
         let mut h = wrong_password_handshake();
         // Words the JSON writer must escape as it streams them.
         h.step(GEN + 950_000, 0, StepKind::Note("a \"quoted\" note\\ on\ttwo\nlines".into()));
-        let clock = crate::clock::Clock::with_offset(0);
-        let json: serde_json::Value = serde_json::from_str(&crate::render_handshake::handshake_json(&h, &clock).to_string()).unwrap();
-        let timeline = crate::render_handshake::handshake_timeline(&h, &clock);
+        let clock = crate::support::clock::Clock::with_offset(0);
+        let json: serde_json::Value = serde_json::from_str(&crate::output::handshake::handshake_json(&h, &clock).to_string()).unwrap();
+        let timeline = crate::output::handshake::handshake_timeline(&h, &clock);
         let in_json: Vec<&str> = json["events"].as_array().unwrap().iter().map(|e| e["text"].as_str().unwrap()).collect();
-        let words: Vec<String> = h.steps.iter().map(|s| crate::render_handshake::describe_step(&h, s)).collect();
+        let words: Vec<String> = h.steps.iter().map(|s| crate::output::handshake::describe_step(&h, s)).collect();
         assert_eq!(in_json, words);
         assert!(words.iter().any(|w| w.contains("recvfrom of the login (83 bytes) → 83 bytes; login: user")), "{words:#?}");
         assert_eq!(words.last().unwrap(), "a \"quoted\" note\\ on\ttwo\nlines");
@@ -1305,7 +1305,7 @@ mod tests {
         assert_eq!(h.verdict, Some(Verdict::Ok));
         assert!(h.login.is_none());
         assert!(h.reason.contains("past the handshake"), "{}", h.reason);
-        let text = crate::render_handshake::handshake_timeline(&h, &crate::clock::Clock::with_offset(0));
+        let text = crate::output::handshake::handshake_timeline(&h, &crate::support::clock::Clock::with_offset(0));
         assert!(text.contains("SSLRequest") && text.contains("517 bytes of TLS"), "{text}");
     }
 

@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{
+use crate::{
     mariadb::{LAB_PASSWORD, LAB_USER},
     wire,
 };

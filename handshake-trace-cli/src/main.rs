@@ -2,7 +2,8 @@ use std::{io::Write, time::Duration};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use handshake_trace::{analyze, doctor, lab, watch};
+use handshake_trace::commands::{analyze, doctor, watch};
+use handshake_trace_lab as lab;
 
 const EXAMPLES: &str = "\
 EXAMPLES:
@@ -90,7 +91,7 @@ impl WatchArgs {
             ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
             record,
             attach: match &self.attach {
-                Some(a) => handshake_trace::probes::AttachMode::parse(a)?,
+                Some(a) => handshake_trace::capture::probes::AttachMode::parse(a)?,
                 None => Default::default(),
             },
             ..self.output.options()

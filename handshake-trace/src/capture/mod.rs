@@ -1,0 +1,7 @@
+//! The kernel side seen from userspace: loading and attaching the programs (aya),
+//! the tracepoint layouts (tracefs), the processes to trace (/proc) and the
+//! privileges tracing needs.
+pub mod privileges;
+pub mod probes;
+pub mod targets;
+pub mod tracefs;

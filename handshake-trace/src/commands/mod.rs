@@ -1,0 +1,4 @@
+//! The commands: each wires capture, pipeline and output together for one use.
+pub mod analyze;
+pub mod doctor;
+pub mod watch;
