@@ -15,7 +15,8 @@ use anyhow::{bail, Context, Result};
 
 use handshake_trace::{
     commands::watch::{self, Outcome, WatchOptions},
-    correlate::{Verdict, WaitMechanism},
+    output::{names, reason},
+    verdict::{Cause, LateGreeting, Verdict, WaitMechanism},
 };
 
 use crate::{
@@ -396,21 +397,22 @@ fn explain(scenario: &str, servers: &[LabServer], reports: &[Result<ClientReport
         writeln!(log, "\n{} (pid {}):", s.label, s.pid)?;
         let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.pid == s.pid).collect();
         for o in &mine {
-            writeln!(log, "  verdict: {}", o.verdict.as_str())?;
-            writeln!(log, "  why: {}", o.reason)?;
-            if let Some(t) = &o.timeout {
+            let j = &o.judgement;
+            writeln!(log, "  verdict: {}", names::verdict(j.verdict))?;
+            writeln!(log, "  why: {}", reason::reason(&j.cause))?;
+            if let Some(t) = j.timeout() {
                 writeln!(
                     log,
                     "  the server waited for {} for {:.1} ms (connect_timeout {}); then {}.",
-                    t.waiting_for,
+                    names::awaited(t.waiting_for),
                     t.waited_ns as f64 / 1e6,
                     t.timeout_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "unknown".into()),
                     mechanism_words(t.mechanism)
                 )?;
                 writeln!(log, "  it sent no error packet: the documented \"Bad handshake\" never reaches the client.")?;
             }
-            if let Some(e) = &o.client_error {
-                writeln!(log, "  the tool predicts the client reports: {e}")?;
+            if let Some(e) = &j.client_report {
+                writeln!(log, "  the tool predicts the client reports: {}", reason::client_report(e))?;
             }
         }
         match reports.get(i) {
@@ -422,8 +424,14 @@ fn explain(scenario: &str, servers: &[LabServer], reports: &[Result<ClientReport
             writeln!(log, "  Aborted_connects rose by {n}{}", if matches!(s.kind, Running::Builtin(_)) { " (the built-in server counts like MySQL)" } else { "" })?;
         }
     }
-    let any_timeout = outcomes.iter().any(|o| o.verdict == Verdict::ServerTimeout);
-    let slow_greeting = outcomes.iter().any(|o| o.reason.contains("to send its greeting"));
+    let any_timeout = outcomes.iter().any(|o| o.judgement.verdict == Verdict::ServerTimeout);
+    let slow_greeting = outcomes.iter().any(|o| {
+        matches!(
+            o.judgement.cause,
+            Cause::ClientClosed { late_greeting: Some(LateGreeting::SentAfter { .. }) }
+                | Cause::ClientReset { late_greeting: Some(LateGreeting::SentAfter { .. }) }
+        )
+    });
     writeln!(log, "\nRemedies:")?;
     if any_timeout {
         writeln!(log, "  - Find the slow side first: the timeline shows the server sent its greeting at once and then waited; the client took")?;

@@ -24,3 +24,4 @@ pub mod pipeline;
 pub mod protocol;
 pub mod recording;
 pub mod support;
+pub mod verdict;

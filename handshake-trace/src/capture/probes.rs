@@ -10,7 +10,7 @@ use aya::{
 };
 use handshake_trace_common::{counter, Conn, ConnKey, TargetFilter, TcpOffsets, TracepointOffsets, DEFAULT_RINGBUF_BYTES, NO_FIELD};
 
-use crate::capture::tracefs;
+use crate::{capture::tracefs, events::Counters};
 
 /// The kernel programs, built by `cargo xtask build` (empty in a plain `cargo build`).
 pub static EBPF_OBJECT: &[u8] =
@@ -262,20 +262,6 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         Self { ringbuf_bytes: DEFAULT_RINGBUF_BYTES, attach: AttachMode::default() }
-    }
-}
-
-/// Loss and emission counters summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counters {
-    pub emitted: u64,
-    pub lost_ringbuf: u64,
-    pub lost_mapfull: u64,
-}
-
-impl Counters {
-    pub fn lost(&self) -> u64 {
-        self.lost_ringbuf + self.lost_mapfull
     }
 }
 

@@ -7,9 +7,10 @@ use anyhow::{Context, Result};
 use crate::{
     support::clock::Clock,
     events::{decode, Event},
-    capture::probes::Counters,
+    events::Counters,
     recording::format::{Trace, TraceItem},
-    pipeline::{AcceptAddrs, Session, Summary, WatchOptions},
+    output::printer::Printer,
+    pipeline::{AcceptAddrs, Pipeline, Summary, WatchOptions},
 };
 
 /// Replay `trace`; handshakes to `out` (as `watch` wrote them), notices to `log`.
@@ -25,7 +26,7 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
         h.tool_version,
         if trace.truncated { " (cut short: no trailer)" } else { "" }
     )?;
-    let mut session = Session::new(opts, Clock::with_offset(h.clock_offset_ns));
+    let mut pipeline = Pipeline::new(opts).with_sink(Printer::new(opts.print(), Clock::with_offset(h.clock_offset_ns), &mut *out));
     let mut undecodable = 0;
     let mut last_ts = 0;
     let mut items = trace.items.iter().peekable();
@@ -35,7 +36,7 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
                 Ok(ev) => {
                     last_ts = last_ts.max(ev.ts_ns());
                     if opts.raw_events {
-                        writeln!(out, "# {:?}", Ok::<_, ()>(&ev))?;
+                        writeln!(log, "# {:?}", Ok::<_, ()>(&ev))?;
                     }
                     // The addresses the live session used for an accept follow it.
                     let addrs = match (&ev, items.peek()) {
@@ -46,14 +47,14 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
                         }
                         _ => AcceptAddrs::default(),
                     };
-                    session.handle(&ev, addrs, out)?;
+                    pipeline.push(&ev, addrs)?;
                 }
                 Err(e) => {
                     undecodable += 1;
                     writeln!(log, "WARNING: undecodable event: {e}")?;
                 }
             },
-            TraceItem::Exit { pid, ts_ns } => session.handle(&Event::ProcessExit { ts_ns: *ts_ns, pid: *pid }, AcceptAddrs::default(), out)?,
+            TraceItem::Exit { pid, ts_ns } => pipeline.push(&Event::ProcessExit { ts_ns: *ts_ns, pid: *pid }, AcceptAddrs::default())?,
             TraceItem::Addrs { .. } | TraceItem::Listener { .. } | TraceItem::End(_) => {}
         }
     }
@@ -62,7 +63,7 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
         .map(|e| Counters { emitted: e.emitted, lost_ringbuf: e.lost_ringbuf, lost_mapfull: e.lost_mapfull })
         .unwrap_or_default();
     let stop_ns = end.map(|e| e.stop_ns).filter(|s| *s > 0).unwrap_or(last_ts);
-    let mut summary = session.finish(stop_ns, counters, out)?;
+    let mut summary = pipeline.finish(stop_ns, counters)?;
     summary.undecodable = undecodable + end.map(|e| e.undecodable).unwrap_or(0);
     Ok(summary)
 }

@@ -15,14 +15,16 @@ pub use crate::pipeline::{print_summary, Outcome, Summary, WatchOptions};
 use crate::{
     support::clock::{format_rfc3339, monotonic_ns, Clock},
     events::{decode, Event},
-    capture::probes::{Counters, LoadOptions, Probes},
+    capture::probes::{LoadOptions, Probes},
+    events::Counters,
     recording::format::{TargetInfo, TraceEnd, TraceHeader, TraceWriter},
     recording::redact::Redactor,
-    pipeline::{AcceptAddrs, Session},
+    output::printer::Printer,
+    pipeline::{AcceptAddrs, Pipeline},
     capture::targets::{self, ServerProcess},
 };
 
-/// Writes what the session saw to a trace file: events with their secrets zeroed,
+/// Writes what the pipeline saw to a trace file: events with their secrets zeroed,
 /// the addresses used for each accept, exits, and the trailer.
 struct Recorder {
     writer: TraceWriter<std::io::BufWriter<std::fs::File>>,
@@ -191,7 +193,7 @@ pub async fn run(
         Some(path) => Some(Recorder::create(path, &clock, &targets, load.ringbuf_bytes)?),
         None => None,
     };
-    let mut session = Session::new(opts, clock);
+    let mut pipeline = Pipeline::new(opts).with_sink(Printer::new(opts.print(), clock, &mut *out));
     let mut undecodable = 0;
     writeln!(
         log,
@@ -199,7 +201,6 @@ pub async fn run(
         names.join(", "),
         opts.port.map(|p| format!(" on port {p}")).unwrap_or_default()
     )?;
-    out.flush()?;
 
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -212,11 +213,11 @@ pub async fn run(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut targets, &mut session, &mut recorder, &mut undecodable, out, log)?;
+                drain(guard.get_inner_mut(), opts, &mut targets, &mut pipeline, &mut recorder, &mut undecodable, log)?;
                 guard.clear_ready();
             }
             _ = drain_tick.tick() => {
-                drain(ring.get_mut(), &mut targets, &mut session, &mut recorder, &mut undecodable, out, log)?;
+                drain(ring.get_mut(), opts, &mut targets, &mut pipeline, &mut recorder, &mut undecodable, log)?;
             }
             _ = tick.tick() => {
                 let gone = targets.refresh(&mut probes, log)?;
@@ -226,23 +227,23 @@ pub async fn run(
                     if let Some(r) = recorder.as_mut() {
                         r.writer.exit(pid, ts_ns)?;
                     }
-                    session.handle(&Event::ProcessExit { ts_ns, pid }, AcceptAddrs::default(), out)?;
+                    pipeline.push(&Event::ProcessExit { ts_ns, pid }, AcceptAddrs::default())?;
                 }
                 probes.flush_logs();
                 reported_lost = warn_new_losses(&probes, reported_lost, log)?;
             }
-            _ = rollup.tick(), if opts.rollup_secs.is_some() => session.rollup(out)?,
+            _ = rollup.tick(), if opts.rollup_secs.is_some() => pipeline.rollup()?,
             _ = &mut stop => break,
         }
     }
     // Events already in the ring when we were told to stop still count.
-    drain(ring.get_mut(), &mut targets, &mut session, &mut recorder, &mut undecodable, out, log)?;
+    drain(ring.get_mut(), opts, &mut targets, &mut pipeline, &mut recorder, &mut undecodable, log)?;
     let stop_ns = monotonic_ns();
     let counters = probes.counters()?;
     if let Some(r) = recorder {
         r.finish(&counters, undecodable, stop_ns)?;
     }
-    let mut summary = session.finish(stop_ns, counters, out)?;
+    let mut summary = pipeline.finish(stop_ns, counters)?;
     summary.undecodable = undecodable;
     summary.targets_seen = targets.live.keys().copied().collect();
     Ok(summary)
@@ -264,11 +265,11 @@ fn warn_new_losses(probes: &Probes, reported: u64, log: &mut dyn Write) -> Resul
 
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    opts: &WatchOptions,
     targets: &mut Targets,
-    session: &mut Session,
+    pipeline: &mut Pipeline,
     recorder: &mut Option<Recorder>,
     undecodable: &mut u64,
-    out: &mut dyn Write,
     log: &mut dyn Write,
 ) -> Result<()> {
     while let Some(item) = ring.next() {
@@ -278,17 +279,16 @@ fn drain(
             r.event(&item, decoded.as_ref().ok(), addrs)?;
         }
         drop(item);
-        if session.opts().raw_events {
-            writeln!(out, "# {decoded:?}")?;
+        if opts.raw_events {
+            writeln!(log, "# {decoded:?}")?;
         }
         match decoded {
-            Ok(ev) => session.handle(&ev, addrs, out)?,
+            Ok(ev) => pipeline.push(&ev, addrs)?,
             Err(e) => {
                 *undecodable += 1;
                 writeln!(log, "WARNING: undecodable event: {e}")?;
             }
         }
     }
-    out.flush()?;
-    Ok(())
+    pipeline.flush()
 }

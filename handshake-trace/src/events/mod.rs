@@ -1,80 +1,15 @@
-//! Decoding ring-buffer records into rich userspace events. Pure: no aya, no I/O.
+//! Decoding ring-buffer records into typed events. Pure: no aya, no I/O.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use handshake_trace_common::{
-    kind, sys, tcp, AcceptEvent, EventHeader, IoEvent, SignalEvent, SysEvent, TcpEvent, SYS_TRACKING_END,
-};
+use handshake_trace_common::{kind, tcp, AcceptEvent, EventHeader, IoEvent, SignalEvent, SysEvent, TcpEvent};
 
-/// The result of a syscall: a value, or an errno (kernel restart codes included).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyscallResult {
-    Ok(i64),
-    Err(Errno),
-}
+mod counters;
+mod errno;
+mod syscall;
 
-impl From<i64> for SyscallResult {
-    fn from(ret: i64) -> Self {
-        if (-4095..0).contains(&ret) {
-            SyscallResult::Err(Errno(-ret as i32))
-        } else {
-            SyscallResult::Ok(ret)
-        }
-    }
-}
-
-/// An errno as the kernel returned it (positive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Errno(pub i32);
-
-impl Errno {
-    /// The symbolic name ("EAGAIN"), including the kernel-internal restart codes
-    /// that `sys_exit` tracepoints can see before the signal code rewrites them.
-    pub fn name(self) -> String {
-        let known = match self.0 {
-            1 => "EPERM",
-            2 => "ENOENT",
-            4 => "EINTR",
-            9 => "EBADF",
-            11 => "EAGAIN",
-            12 => "ENOMEM",
-            14 => "EFAULT",
-            22 => "EINVAL",
-            23 => "ENFILE",
-            24 => "EMFILE",
-            32 => "EPIPE",
-            38 => "ENOSYS",
-            103 => "ECONNABORTED",
-            104 => "ECONNRESET",
-            107 => "ENOTCONN",
-            110 => "ETIMEDOUT",
-            512 => "ERESTARTSYS",
-            513 => "ERESTARTNOINTR",
-            514 => "ERESTARTNOHAND",
-            516 => "ERESTART_RESTARTBLOCK",
-            _ => "",
-        };
-        if known.is_empty() {
-            format!("errno {}", self.0)
-        } else {
-            known.to_string()
-        }
-    }
-
-    /// The kernel's restart codes (512..=516): the syscall was interrupted by a
-    /// signal and will be restarted or turned into EINTR on the way out.
-    pub fn is_restart(self) -> bool {
-        (512..=516).contains(&self.0)
-    }
-
-    /// In words, for people: restart codes are not unknown errors.
-    pub fn describe(self) -> String {
-        if self.is_restart() {
-            format!("interrupted by signal, restarted ({})", self.name())
-        } else {
-            self.name()
-        }
-    }
-}
+pub use counters::Counters;
+pub use errno::{Errno, SyscallResult};
+pub use syscall::{Args, Family, Syscall, SyscallKind};
 
 /// A client connection accepted (or an accept that failed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,150 +58,6 @@ impl Accept {
         match self.result {
             SyscallResult::Ok(fd) => Some(fd as i32),
             SyscallResult::Err(_) => None,
-        }
-    }
-}
-
-/// Which syscall a [`Syscall`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyscallKind {
-    Read,
-    Readv,
-    Recvfrom,
-    Recvmsg,
-    Write,
-    Writev,
-    Sendto,
-    Sendmsg,
-    Poll,
-    Ppoll,
-    Select,
-    Pselect6,
-    Fcntl,
-    Setsockopt,
-    Close,
-    Shutdown,
-    Alarm,
-    Setitimer,
-    TimerSettime,
-    Kill,
-    Tkill,
-    Tgkill,
-    /// Not a syscall: the kernel stopped tracing the connection (args[0] says why).
-    TrackingEnd,
-    Unknown(u32),
-}
-
-impl From<u32> for SyscallKind {
-    fn from(v: u32) -> Self {
-        use SyscallKind::*;
-        match v {
-            sys::READ => Read,
-            sys::READV => Readv,
-            sys::RECVFROM => Recvfrom,
-            sys::RECVMSG => Recvmsg,
-            sys::WRITE => Write,
-            sys::WRITEV => Writev,
-            sys::SENDTO => Sendto,
-            sys::SENDMSG => Sendmsg,
-            sys::POLL => Poll,
-            sys::PPOLL => Ppoll,
-            sys::SELECT => Select,
-            sys::PSELECT6 => Pselect6,
-            sys::FCNTL => Fcntl,
-            sys::SETSOCKOPT => Setsockopt,
-            sys::CLOSE => Close,
-            sys::SHUTDOWN => Shutdown,
-            sys::ALARM => Alarm,
-            sys::SETITIMER => Setitimer,
-            sys::TIMER_SETTIME => TimerSettime,
-            sys::KILL => Kill,
-            sys::TKILL => Tkill,
-            sys::TGKILL => Tgkill,
-            SYS_TRACKING_END => TrackingEnd,
-            other => Unknown(other),
-        }
-    }
-}
-
-impl SyscallKind {
-    pub fn name(self) -> &'static str {
-        use SyscallKind::*;
-        match self {
-            Read => "read",
-            Readv => "readv",
-            Recvfrom => "recvfrom",
-            Recvmsg => "recvmsg",
-            Write => "write",
-            Writev => "writev",
-            Sendto => "sendto",
-            Sendmsg => "sendmsg",
-            Poll => "poll",
-            Ppoll => "ppoll",
-            Select => "select",
-            Pselect6 => "pselect6",
-            Fcntl => "fcntl",
-            Setsockopt => "setsockopt",
-            Close => "close",
-            Shutdown => "shutdown",
-            Alarm => "alarm",
-            Setitimer => "setitimer",
-            TimerSettime => "timer_settime",
-            Kill => "kill",
-            Tkill => "tkill",
-            Tgkill => "tgkill",
-            TrackingEnd => "tracking_end",
-            Unknown(_) => "unknown",
-        }
-    }
-
-    pub fn is_read(self) -> bool {
-        matches!(self, Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg)
-    }
-
-    pub fn is_write(self) -> bool {
-        matches!(self, Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg)
-    }
-
-    pub fn is_wait(self) -> bool {
-        matches!(self, Self::Poll | Self::Ppoll | Self::Select | Self::Pselect6)
-    }
-
-    pub fn is_timer(self) -> bool {
-        matches!(self, Self::Alarm | Self::Setitimer | Self::TimerSettime)
-    }
-}
-
-/// A syscall on a connection in its handshake (or a timer/kill in a target).
-/// `args` by kind: reads/writes [requested bytes, flags]; waits [nfds, timeout ms
-/// (u64::MAX = none), events, revents]; fcntl [cmd, flags]; setsockopt [level,
-/// optname | optlen << 32, value, value2]; shutdown [how]; timers [ms, which/flags];
-/// kills [target, signal, tgid]; tracking_end [reason].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Syscall {
-    pub ts_ns: u64,
-    pub pid: u32,
-    pub tid: u32,
-    pub conn_gen: u64,
-    pub fd: i32,
-    pub kind: SyscallKind,
-    pub result: SyscallResult,
-    pub duration_ns: u64,
-    pub args: [u64; 4],
-}
-
-impl From<SysEvent> for Syscall {
-    fn from(e: SysEvent) -> Self {
-        Syscall {
-            ts_ns: e.header.ts_ns,
-            pid: e.header.pid,
-            tid: e.header.tid,
-            conn_gen: e.conn_gen,
-            fd: e.fd,
-            kind: e.syscall.into(),
-            result: e.ret.into(),
-            duration_ns: e.duration_ns,
-            args: e.args,
         }
     }
 }
@@ -472,6 +263,7 @@ pub fn as_bytes<T: Copy>(value: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use handshake_trace_common::sys;
 
     fn accept_record(family: u16, addr: [u8; 16], port: u16, ret: i32) -> AcceptEvent {
         AcceptEvent {
@@ -543,10 +335,10 @@ mod tests {
             SyscallResult::Err(e) => e,
             other => panic!("{other:?}"),
         };
-        assert!(e.is_restart());
-        assert_eq!(e.describe(), "interrupted by signal, restarted (ERESTARTSYS)");
-        assert_eq!(Errno(11).describe(), "EAGAIN");
-        assert!(!Errno(4).is_restart());
+        assert!(e.is_restart() && e.is_interrupt());
+        assert_eq!(e.symbol(), Some("ERESTARTSYS"));
+        assert_eq!(Errno(11), Errno::EAGAIN);
+        assert!(!Errno::EINTR.is_restart() && Errno::EINTR.is_interrupt());
     }
 
     #[test]
@@ -581,7 +373,8 @@ mod tests {
                 assert_eq!(s.kind, SyscallKind::Poll);
                 assert!(s.kind.is_wait());
                 assert_eq!(s.result, SyscallResult::Ok(0));
-                assert_eq!((s.fd, s.conn_gen, s.args[1]), (43, 7, 2000));
+                assert_eq!((s.fd, s.conn_gen), (43, 7));
+                assert_eq!(s.args, Args::Wait { nfds: 1, timeout_ms: Some(2000), events: 1, revents: 0 });
             }
             other => panic!("{other:?}"),
         }
@@ -642,7 +435,5 @@ mod tests {
         }
         let h = EventHeader { kind: kind::PROCESS_EXIT, pid: 77, tid: 77, _pad: 0, ts_ns: 5 };
         assert_eq!(decode(&as_bytes(&h)).unwrap(), Event::ProcessExit { ts_ns: 5, pid: 77 });
-        assert_eq!(SyscallKind::from(SYS_TRACKING_END), SyscallKind::TrackingEnd);
-        assert_eq!(SyscallKind::from(999), SyscallKind::Unknown(999));
     }
 }

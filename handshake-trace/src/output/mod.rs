@@ -1,3 +1,14 @@
-//! Every word the tool prints: handshakes as a line, a timeline or JSON, and the summary.
-pub mod handshake;
+//! Every word the tool prints: handshakes as a line, a timeline or JSON, the
+//! reasons for verdicts, and the summary. The stages before this one hand over data.
 pub mod histogram;
+pub mod json;
+pub mod names;
+pub mod printer;
+pub mod reason;
+pub mod step;
+pub mod summary;
+pub mod text;
+
+pub use json::handshake_json;
+pub use step::{describe_step, write_step};
+pub use text::{handshake_line, handshake_timeline};

@@ -5,6 +5,10 @@
 //! panicking. Secrets (the greeting's scramble, the login's auth response,
 //! AuthSwitchRequest plugin data, AuthMoreData) are never copied into decoded
 //! values: only their lengths are kept.
+mod tls;
+
+pub use tls::is_tls_handshake_record;
+
 use std::fmt;
 
 pub const CLIENT_LONG_PASSWORD: u32 = 0x0000_0001;

@@ -1083,7 +1083,11 @@ mod tests {
             }
         }
         out.extend(c.finish_all(u64::MAX / 2));
-        format!("{out:#?}")
+        // What a user sees: the timeline in words and the JSON record.
+        let clock = crate::support::clock::Clock::with_offset(0);
+        out.iter()
+            .map(|h| format!("{}\n{}\n", crate::output::handshake_timeline(h, &clock), crate::output::handshake_json(h, &clock)))
+            .collect()
     }
 
     /// Asserts that exactly the bytes at `secret` positions of `stream` changed (to

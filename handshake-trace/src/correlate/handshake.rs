@@ -1,0 +1,391 @@
+//! One connection's handshake as a state machine: each event adds a step to the
+//! timeline and updates what is known (packets, TLS, socket options, the last wait
+//! and read). The evidence the verdict is judged on is kept here as data.
+use std::net::SocketAddr;
+
+use handshake_trace_common::sockopt::{SOL_SOCKET, SO_LINGER, SO_RCVTIMEO_NEW, SO_RCVTIMEO_OLD};
+
+use super::step::{PacketSeen, Step, StepKind};
+use crate::{
+    events::{Accept, Args, Errno, Family, Io, Signal, Syscall, SyscallResult, Tcp, TcpWhat},
+    protocol::{self, ClientPacket, ErrPacket, Greeting, Login, PacketStream, ServerPacket},
+    verdict::{self, Judgement, Verdict},
+};
+
+const SIGALRM: u32 = libc::SIGALRM as u32;
+const O_NONBLOCK: u64 = libc::O_NONBLOCK as u64;
+
+/// The server's reply to the login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ok,
+    Err(ErrPacket),
+}
+
+/// The connection's last read: how it ended and whether it could block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastRead {
+    pub result: SyscallResult,
+    pub nonblocking: bool,
+    pub duration_ns: u64,
+    pub ts_ns: u64,
+}
+
+/// The connection's last poll/select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastWait {
+    pub timeout_ms: Option<u64>,
+    pub result: SyscallResult,
+    pub duration_ns: u64,
+}
+
+/// A timer armed in the server process by a thread with no connection (an alarm thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArmedTimer {
+    pub ts_ns: u64,
+    pub tid: u32,
+    pub ms: u64,
+}
+
+/// A SIGALRM generated for the handler thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alarm {
+    pub from_tid: u32,
+    pub ts_ns: u64,
+}
+
+/// What the state machine noted for the verdict, beyond the timeline itself.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    pub nonblocking: bool,
+    pub rcvtimeo_ms: Option<u64>,
+    /// SO_LINGER {on, 0}: close resets the connection.
+    pub linger0: bool,
+    pub closed: bool,
+    /// A read returned 0: the client sent FIN.
+    pub client_fin: bool,
+    pub client_rst: bool,
+    pub rst_sent: bool,
+    pub last_wait: Option<LastWait>,
+    pub last_read: Option<LastRead>,
+    /// Sender of the last signal generated for the connection's thread.
+    pub last_signal_from: Option<u32>,
+    pub sigalrm: Option<Alarm>,
+    /// Why the kernel stopped tracing the connection (`handshake_trace_common::end`).
+    pub tracking_ended: Option<u64>,
+    /// Timers armed in the process by threads with no connection, oldest first.
+    pub process_timers: Vec<ArmedTimer>,
+}
+
+/// One connection's handshake.
+#[derive(Debug)]
+pub struct Handshake {
+    pub pid: u32,
+    pub fd: i32,
+    pub gen: u64,
+    pub accept_ns: u64,
+    pub accept_tid: u32,
+    pub listen_fd: i32,
+    pub client: Option<SocketAddr>,
+    pub server: Option<SocketAddr>,
+    /// The client came over a Unix socket.
+    pub unix: bool,
+    pub handler_tid: Option<u32>,
+    pub steps: Vec<Step>,
+    pub greeting: Option<Greeting>,
+    /// When the greeting (or an ERR instead of it) was written.
+    pub greeting_ns: Option<u64>,
+    pub login: Option<Login>,
+    pub login_ns: Option<u64>,
+    pub tls: bool,
+    pub auth_switch: Option<String>,
+    pub auth_rounds: u32,
+    pub reply: Option<Reply>,
+    pub reply_ns: Option<u64>,
+    pub end_ns: Option<u64>,
+    pub evidence: Evidence,
+    /// Set when the handshake is concluded.
+    pub judgement: Option<Judgement>,
+    from_client: PacketStream,
+    from_server: PacketStream,
+}
+
+/// Phase durations in ns (None when a phase did not happen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Phases {
+    pub handoff_ns: Option<u64>,
+    pub to_greeting_ns: Option<u64>,
+    pub to_login_ns: Option<u64>,
+    pub to_reply_ns: Option<u64>,
+    pub total_ns: u64,
+}
+
+impl Handshake {
+    pub(super) fn new(a: &Accept, server: Option<SocketAddr>) -> Self {
+        Handshake {
+            pid: a.pid,
+            fd: a.fd().unwrap_or(-1),
+            gen: a.conn_gen,
+            accept_ns: a.ts_ns,
+            accept_tid: a.tid,
+            listen_fd: a.listen_fd,
+            client: a.peer,
+            server,
+            unix: a.unix,
+            handler_tid: None,
+            steps: vec![Step { ts_ns: a.ts_ns, tid: a.tid, what: StepKind::Accepted { listen_fd: a.listen_fd, client: a.peer } }],
+            greeting: None,
+            greeting_ns: None,
+            login: None,
+            login_ns: None,
+            tls: false,
+            auth_switch: None,
+            auth_rounds: 0,
+            reply: None,
+            reply_ns: None,
+            end_ns: None,
+            evidence: Evidence::default(),
+            judgement: None,
+            from_client: PacketStream::new(),
+            from_server: PacketStream::new(),
+        }
+    }
+
+    pub(crate) fn step(&mut self, ts_ns: u64, tid: u32, what: StepKind) {
+        self.steps.push(Step { ts_ns, tid, what });
+    }
+
+    /// The verdict, once concluded.
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.judgement.as_ref().map(|j| j.verdict)
+    }
+
+    /// Milliseconds from accept to `ts`.
+    pub fn ms_since_accept(&self, ts_ns: u64) -> f64 {
+        ts_ns.saturating_sub(self.accept_ns) as f64 / 1e6
+    }
+
+    /// Total duration, accept to end (or to the last step when still open).
+    pub fn total_ns(&self) -> u64 {
+        let end = self.end_ns.or_else(|| self.steps.last().map(|s| s.ts_ns)).unwrap_or(self.accept_ns);
+        end.saturating_sub(self.accept_ns)
+    }
+
+    /// The phases, in ns: accept→greeting, greeting→login, login→reply, accept→end.
+    pub fn phases(&self) -> Phases {
+        let d = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) if b >= a => Some(b - a),
+            _ => None,
+        };
+        Phases {
+            handoff_ns: self.steps.iter().find(|s| matches!(s.what, StepKind::Handoff { .. })).map(|s| s.ts_ns - self.accept_ns),
+            to_greeting_ns: d(Some(self.accept_ns), self.greeting_ns),
+            to_login_ns: d(self.greeting_ns, self.login_ns),
+            to_reply_ns: d(self.login_ns, self.reply_ns),
+            total_ns: self.total_ns(),
+        }
+    }
+
+    /// A thread other than the accepting one touches the connection for the first time.
+    fn note_handoff(&mut self, ts_ns: u64, tid: u32) {
+        if tid != self.accept_tid && self.handler_tid.is_none() {
+            self.handler_tid = Some(tid);
+            self.step(ts_ns, tid, StepKind::Handoff { from_tid: self.accept_tid });
+        }
+    }
+
+    pub(super) fn on_syscall(&mut self, s: &Syscall) {
+        self.note_handoff(s.ts_ns, s.tid);
+        let what = match (s.kind.family(), s.args) {
+            (Family::Fcntl, Args::Fcntl { arg, .. }) => {
+                let nonblocking = arg & O_NONBLOCK != 0;
+                self.evidence.nonblocking = nonblocking;
+                StepKind::Blocking { nonblocking }
+            }
+            (Family::SetSockOpt, Args::SetSockOpt { level, name, value, value2, .. }) => {
+                self.on_socket_option(level, name, value, value2);
+                StepKind::SocketOption { level, name, value, value2 }
+            }
+            (Family::Wait, Args::Wait { timeout_ms, .. }) => {
+                self.evidence.last_wait = Some(LastWait { timeout_ms, result: s.result, duration_ns: s.duration_ns });
+                StepKind::Wait { syscall: s.kind, timeout_ms, result: s.result, duration_ns: s.duration_ns }
+            }
+            (Family::Timer, Args::Timer { ms, .. }) => StepKind::Timer { syscall: s.kind, ms, result: s.result },
+            (Family::Kill, Args::Kill { target, signal, .. }) => StepKind::Kill { syscall: s.kind, target, signal },
+            (Family::Shutdown, Args::Shutdown { how }) => StepKind::Shutdown { how },
+            (Family::Close, _) => {
+                self.evidence.closed = true;
+                self.end_ns = Some(s.ts_ns);
+                StepKind::Close { result: s.result, linger0: self.evidence.linger0 }
+            }
+            (Family::TrackingEnd, Args::TrackingEnd { reason }) => return self.end_tracking(s.ts_ns, s.tid, reason),
+            _ => return,
+        };
+        self.step(s.ts_ns, s.tid, what);
+    }
+
+    fn on_socket_option(&mut self, level: u64, name: u64, value: u64, value2: u64) {
+        if level != SOL_SOCKET {
+            return;
+        }
+        if name == SO_LINGER {
+            // struct linger { int l_onoff; int l_linger; }
+            self.evidence.linger0 = value & 0xffff_ffff != 0 && value >> 32 == 0;
+        }
+        if matches!(name, SO_RCVTIMEO_OLD | SO_RCVTIMEO_NEW) {
+            // struct timeval { tv_sec; tv_usec; }
+            let ms = value * 1000 + value2 / 1000;
+            self.evidence.rcvtimeo_ms = (ms > 0).then_some(ms);
+        }
+    }
+
+    pub(super) fn on_io(&mut self, io: &Io) {
+        let s = &io.sys;
+        self.note_handoff(s.ts_ns, s.tid);
+        let total = s.result.bytes();
+        let mut packets = Vec::new();
+        if s.kind.is_read() {
+            self.evidence.last_read =
+                Some(LastRead { result: s.result, nonblocking: self.evidence.nonblocking, duration_ns: s.duration_ns, ts_ns: s.ts_ns });
+            if total > 0 && !self.tls {
+                for p in self.from_client.feed(&io.payload, total) {
+                    packets.push(self.on_client_packet(&p, s.ts_ns));
+                }
+            } else if total > 0 {
+                packets.push(PacketSeen::Tls { len: total });
+            }
+            self.evidence.client_fin |= s.result == SyscallResult::Ok(0);
+            self.evidence.client_rst |= s.result.is_err(Errno::ECONNRESET);
+            if total > 0 && self.tls_start(&io.payload) {
+                packets.push(PacketSeen::TlsClientHello);
+            }
+            self.step(s.ts_ns, s.tid, StepKind::Read {
+                syscall: s.kind,
+                result: s.result,
+                requested: s.args.requested(),
+                nonblocking: self.evidence.nonblocking,
+                duration_ns: s.duration_ns,
+                packets,
+            });
+        } else {
+            if total > 0 && !self.tls {
+                for p in self.from_server.feed(&io.payload, total) {
+                    packets.push(self.on_server_packet(p, s.ts_ns));
+                }
+            } else if total > 0 {
+                packets.push(PacketSeen::Tls { len: total });
+            }
+            self.step(s.ts_ns, s.tid, StepKind::Write { syscall: s.kind, result: s.result, packets });
+        }
+        if let Some(reason) = io.tracking_end {
+            self.end_tracking(s.ts_ns, s.tid, reason);
+        }
+    }
+
+    /// The kernel stopped tracing the connection (its own record, or riding on the I/O that ended it).
+    fn end_tracking(&mut self, ts_ns: u64, tid: u32, reason: u64) {
+        self.evidence.tracking_ended = Some(reason);
+        self.step(ts_ns, tid, StepKind::TrackingEnd { reason });
+    }
+
+    /// A TLS handshake record where a MySQL packet would be: from here on, lengths only.
+    fn tls_start(&mut self, payload: &[u8]) -> bool {
+        if !self.tls && protocol::is_tls_handshake_record(payload) {
+            self.tls = true;
+            return true;
+        }
+        false
+    }
+
+    fn on_client_packet(&mut self, p: &protocol::Packet, ts: u64) -> PacketSeen {
+        let expecting_login = self.login.is_none() && !self.tls;
+        match protocol::decode_client(p, expecting_login) {
+            ClientPacket::SslRequest(_) => {
+                self.tls = true;
+                self.login_ns.get_or_insert(ts);
+                PacketSeen::SslRequest
+            }
+            ClientPacket::Login(l) => {
+                let seen = PacketSeen::Login {
+                    user: l.user.clone(),
+                    database: l.database.clone(),
+                    plugin: l.auth_plugin.clone(),
+                    auth_response_len: l.auth_response_len,
+                };
+                self.login = Some(l);
+                self.login_ns = Some(ts);
+                seen
+            }
+            ClientPacket::AuthData { len } => {
+                self.auth_rounds += 1;
+                PacketSeen::AuthData { len }
+            }
+            ClientPacket::Other { len } => PacketSeen::ClientOther { len },
+        }
+    }
+
+    fn on_server_packet(&mut self, p: protocol::Packet, ts: u64) -> PacketSeen {
+        match protocol::decode_server(&p, self.greeting.is_some()) {
+            ServerPacket::Greeting(g) => {
+                let seen = PacketSeen::Greeting {
+                    protocol: g.protocol,
+                    server_version: g.server_version.clone(),
+                    connection_id: g.connection_id,
+                    auth_plugin: g.auth_plugin.clone(),
+                };
+                self.greeting = Some(g);
+                self.greeting_ns = Some(ts);
+                seen
+            }
+            ServerPacket::Ok(_) => {
+                self.reply = Some(Reply::Ok);
+                self.reply_ns = Some(ts);
+                PacketSeen::Ok
+            }
+            ServerPacket::Err(e) => {
+                self.greeting_ns.get_or_insert(ts);
+                self.reply = Some(Reply::Err(e.clone()));
+                self.reply_ns = Some(ts);
+                PacketSeen::Err(e)
+            }
+            ServerPacket::AuthSwitch(a) => {
+                let seen = PacketSeen::AuthSwitch { plugin: a.plugin.clone(), data_len: a.data_len };
+                self.auth_switch = Some(a.plugin);
+                seen
+            }
+            ServerPacket::AuthMoreData { len } => PacketSeen::AuthMoreData { len },
+            ServerPacket::Other { first_byte, len } => PacketSeen::ServerOther { first_byte, len },
+        }
+    }
+
+    pub(super) fn on_signal(&mut self, s: &Signal) {
+        // signal_generate names the sender; signal_deliver runs in the receiver.
+        let from = if s.delivered { self.evidence.last_signal_from.unwrap_or(0) } else { s.tid };
+        self.evidence.last_signal_from = Some(from);
+        if s.signal == SIGALRM && !s.delivered {
+            self.evidence.sigalrm = Some(Alarm { from_tid: s.tid, ts_ns: s.ts_ns });
+        }
+        self.step(s.ts_ns, s.tid, StepKind::Signal { signal: s.signal, from_tid: from, to_tid: s.target_tid, delivered: s.delivered });
+    }
+
+    pub(super) fn on_tcp(&mut self, t: &Tcp) {
+        match t.what {
+            TcpWhat::ReceiveReset => self.evidence.client_rst = true,
+            TcpWhat::SendReset => self.evidence.rst_sent = true,
+            _ => {}
+        }
+        self.step(t.ts_ns, 0, StepKind::Tcp(t.what));
+    }
+
+    /// Is the handshake over (closed, or no longer traced)?
+    pub(super) fn finished(&self) -> bool {
+        self.evidence.closed || self.evidence.tracking_ended.is_some()
+    }
+
+    /// Decide the verdict. `open_at_end` = tracing stopped (or the process exited) first.
+    pub(super) fn conclude(&mut self, open_at_end: bool, end_ns: u64) {
+        self.judgement = Some(verdict::judge(self, open_at_end));
+        self.end_ns.get_or_insert(end_ns);
+    }
+}
+

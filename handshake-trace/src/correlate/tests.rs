@@ -1,0 +1,527 @@
+//! The correlator and the judge on synthetic event sequences shaped like real MariaDB traces.
+use super::*;
+use crate::{
+    events::{Accept, Args, Errno, Io, Signal, Syscall, SyscallKind, SyscallResult, Tcp, TcpWhat},
+    output::reason,
+    verdict::{Verdict, WaitMechanism},
+};
+
+/// Why the verdict, in the words the output gives it.
+fn reason_of(h: &Handshake) -> String {
+    reason::reason(&h.judgement.as_ref().expect("judged").cause)
+}
+
+/// What the client most likely reported, in words.
+fn client_error_of(h: &Handshake) -> Option<String> {
+    h.judgement.as_ref().expect("judged").client_report.as_ref().map(reason::client_report)
+}
+
+const PID: u32 = 20752;
+const MAIN: u32 = 20752;
+const HANDLER: u32 = 20766;
+const FD: i32 = 43;
+const GEN: u64 = 1_000_000;
+const MS: u64 = 1_000_000;
+
+fn accept_at(ts: u64, gen: u64) -> Event {
+    Event::Accept(Accept {
+        ts_ns: ts,
+        conn_gen: gen,
+        pid: PID,
+        tid: MAIN,
+        listen_fd: 20,
+        result: SyscallResult::Ok(FD as i64),
+        peer: Some("127.0.0.1:47460".parse().unwrap()),
+        unix: false,
+    })
+}
+
+fn sys_gen(ts: u64, gen: u64, kind: SyscallKind, ret: i64, dur: u64, args: [u64; 4]) -> Event {
+    Event::Syscall(Syscall { ts_ns: ts, pid: PID, tid: HANDLER, conn_gen: gen, fd: FD, kind, result: ret.into(), duration_ns: dur, args: Args::decode(kind, args) })
+}
+
+fn sys(ts: u64, kind: SyscallKind, ret: i64, dur: u64, args: [u64; 4]) -> Event {
+    sys_gen(ts, GEN, kind, ret, dur, args)
+}
+
+fn io_gen(ts: u64, gen: u64, kind: SyscallKind, ret: i64, requested: u64, payload: &[u8]) -> Event {
+    match sys_gen(ts, gen, kind, ret, 1000, [requested, 64, 0, 0]) {
+        Event::Syscall(s) => Event::Io(Io { sys: s, payload: payload.to_vec(), tracking_end: None }),
+        _ => unreachable!(),
+    }
+}
+
+fn io(ts: u64, kind: SyscallKind, ret: i64, requested: u64, payload: &[u8]) -> Event {
+    io_gen(ts, GEN, kind, ret, requested, payload)
+}
+
+fn packet(seq: u8, body: &[u8]) -> Vec<u8> {
+    let n = body.len();
+    let mut p = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
+    p.extend_from_slice(body);
+    p
+}
+
+/// A MariaDB 10.11 greeting (protocol 10), scramble filled with 'x'.
+fn greeting() -> Vec<u8> {
+    let mut b = vec![10];
+    b.extend_from_slice(b"5.5.5-10.11.19-MariaDB-0+deb12u1\0");
+    b.extend_from_slice(&9u32.to_le_bytes());
+    b.extend_from_slice(b"xxxxxxxx\0");
+    b.extend_from_slice(&0xf7feu16.to_le_bytes());
+    b.push(45);
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&0x81bfu16.to_le_bytes());
+    b.push(21);
+    b.extend_from_slice(&[0; 6]);
+    b.extend_from_slice(&0x1du32.to_le_bytes());
+    b.extend_from_slice(b"xxxxxxxxxxxx\0");
+    b.extend_from_slice(b"mysql_native_password\0");
+    packet(0, &b)
+}
+
+const SECRET: [u8; 20] = [0xA5; 20];
+
+/// HandshakeResponse41 body for user 'lab' with a 20-byte auth response.
+fn login_body(db: Option<&str>) -> Vec<u8> {
+    let mut caps: u32 = 0x0200 | 0x8000 | 0x0008_0000 | 0x0020_0000;
+    if db.is_some() {
+        caps |= 0x0008;
+    }
+    let mut b = caps.to_le_bytes().to_vec();
+    b.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    b.push(33);
+    b.extend_from_slice(&[0; 23]);
+    b.extend_from_slice(b"lab\0");
+    b.push(20);
+    b.extend_from_slice(&SECRET);
+    if let Some(d) = db {
+        b.extend_from_slice(d.as_bytes());
+        b.push(0);
+    }
+    b.extend_from_slice(b"mysql_native_password\0");
+    b
+}
+
+fn ok_packet() -> Vec<u8> {
+    packet(2, &[0, 0, 0, 2, 0, 0, 0])
+}
+
+fn err_packet(seq: u8, code: u16, state: &str, msg: &str) -> Vec<u8> {
+    let mut b = vec![0xff];
+    b.extend_from_slice(&code.to_le_bytes());
+    b.push(b'#');
+    b.extend_from_slice(state.as_bytes());
+    b.extend_from_slice(msg.as_bytes());
+    packet(seq, &b)
+}
+
+/// accept, handoff, O_NONBLOCK, greeting: what MariaDB does before waiting.
+fn prelude(t0: u64) -> Vec<Event> {
+    let g = greeting();
+    vec![
+        accept_at(t0, GEN),
+        sys(t0 + 124_000, SyscallKind::Fcntl, 0, 1500, [4, 0o4000, 0, 0]),
+        sys(t0 + 158_000, SyscallKind::Setsockopt, 0, 500, [0, 1 | (4 << 32), 8, 0]),
+        io(t0 + 219_000, SyscallKind::Sendto, g.len() as i64, g.len() as u64, &g),
+    ]
+}
+
+fn run(events: &[Event]) -> (Vec<Handshake>, Correlator) {
+    let mut c = Correlator::new(100);
+    let mut done = Vec::new();
+    for e in events {
+        done.extend(c.push(e, Some("127.0.0.1:3399".parse().unwrap())));
+    }
+    (done, c)
+}
+
+fn only(events: &[Event]) -> Handshake {
+    let (mut done, c) = run(events);
+    assert_eq!(done.len(), 1, "{done:#?}");
+    assert_eq!(c.open_count(), 0);
+    done.remove(0)
+}
+
+#[test]
+fn successful_login_split_across_header_and_body_reads() {
+    let mut ev = prelude(GEN);
+    let body = login_body(Some("shop"));
+    let full = packet(1, &body);
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, 4, 4, &full[..4]));
+    // The body arrives in two reads.
+    ev.push(io(GEN + 310_000, SyscallKind::Recvfrom, 10, body.len() as u64, &body[..10]));
+    ev.push(io(GEN + 320_000, SyscallKind::Recvfrom, (body.len() - 10) as i64, (body.len() - 10) as u64, &body[10..]));
+    let ok = ok_packet();
+    ev.push(io(GEN + 900_000, SyscallKind::Sendto, ok.len() as i64, ok.len() as u64, &ok));
+    ev.push(sys(GEN + 910_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]));
+    let h = only(&ev);
+    assert_eq!(h.verdict(), Some(Verdict::Ok));
+    let login = h.login.as_ref().expect("login decoded");
+    assert_eq!(login.user, "lab");
+    assert_eq!(login.database.as_deref(), Some("shop"));
+    assert_eq!(h.greeting.as_ref().unwrap().connection_id, 9);
+    assert_eq!(h.handler_tid, Some(HANDLER));
+    let p = h.phases();
+    assert_eq!(p.to_greeting_ns, Some(219_000));
+    assert_eq!(p.to_login_ns, Some(320_000 - 219_000));
+    assert_eq!(p.to_reply_ns, Some(900_000 - 320_000));
+    assert_eq!(client_error_of(&h), None);
+}
+
+/// The real MariaDB 10.11 sequence with connect_timeout=2 and a silent client.
+#[test]
+fn poll_timeout_then_linger0_close_is_a_server_timeout() {
+    let mut ev = prelude(GEN);
+    ev.push(io(GEN + 231_000, SyscallKind::Recvfrom, -11, 4, &[]));
+    ev.push(sys(GEN + 2_001_972_000, SyscallKind::Poll, 0, 2_001_700_000, [1, 2000, 3, 0]));
+    ev.push(sys(GEN + 2_002_025_000, SyscallKind::Setsockopt, 0, 7850, [1, 13 | (8 << 32), 1, 0]));
+    ev.push(Event::Tcp(Tcp { ts_ns: GEN + 2_002_124_000, pid: PID, conn_gen: GEN, fd: FD, what: TcpWhat::State { old: 1, new: 7 } }));
+    ev.push(Event::Tcp(Tcp { ts_ns: GEN + 2_002_185_000, pid: PID, conn_gen: GEN, fd: FD, what: TcpWhat::SendReset }));
+    ev.push(sys(GEN + 2_002_222_000, SyscallKind::Close, 0, 87_000, [0; 4]));
+    let h = only(&ev);
+    assert_eq!(h.verdict(), Some(Verdict::ServerTimeout), "{}", reason_of(&h));
+    let t = h.judgement.as_ref().unwrap().timeout().unwrap();
+    assert_eq!(t.mechanism, WaitMechanism::Poll);
+    assert_eq!(t.timeout_ms, Some(2000));
+    assert_eq!(t.waited_ns, 2_001_700_000);
+    assert_eq!(t.waiting_for, crate::verdict::Awaited::Login);
+    assert!(reason_of(&h).contains("poll, timeout 2000 ms"), "{}", reason_of(&h));
+    assert!(reason_of(&h).contains("SO_LINGER 0"), "{}", reason_of(&h));
+    let e = client_error_of(&h).unwrap();
+    assert!(e.contains("2013") && e.contains("reading authorization packet") && e.ends_with("104"), "{e}");
+}
+
+/// The MySQL 5.0 way: EAGAIN, alarm, blocking read, SIGALRM from the alarm thread, EINTR.
+#[test]
+fn blocking_read_interrupted_by_sigalrm_is_an_alarm_eintr_timeout() {
+    const ALARM_THREAD: u32 = 20760;
+    let mut ev = prelude(GEN);
+    ev.push(io(GEN + 231_000, SyscallKind::Read, -11, 4, &[]));
+    ev.push(sys(GEN + 240_000, SyscallKind::Alarm, 0, 500, [5000, 0, 0, 0]));
+    ev.push(sys(GEN + 250_000, SyscallKind::Fcntl, 0, 800, [4, 0o2, 0, 0]));
+    ev.push(Event::Signal(Signal {
+        ts_ns: GEN + 5_000_250_000,
+        pid: PID,
+        tid: ALARM_THREAD,
+        conn_gen: GEN,
+        fd: FD,
+        signal: 14,
+        target_tid: HANDLER,
+        code: -6,
+        result: 0,
+        delivered: false,
+    }));
+    // The kernel first returns the restart code, the signal is handled, then EINTR.
+    let mut restart = io(GEN + 5_000_260_000, SyscallKind::Read, -512, 4, &[]);
+    if let Event::Io(i) = &mut restart {
+        i.sys.duration_ns = 4_999_990_000;
+    }
+    ev.push(restart);
+    ev.push(Event::Signal(Signal {
+        ts_ns: GEN + 5_000_270_000,
+        pid: PID,
+        tid: HANDLER,
+        conn_gen: GEN,
+        fd: FD,
+        signal: 14,
+        target_tid: HANDLER,
+        code: -6,
+        result: 0,
+        delivered: true,
+    }));
+    let mut eintr = io(GEN + 5_000_280_000, SyscallKind::Read, -4, 4, &[]);
+    if let Event::Io(i) = &mut eintr {
+        i.sys.duration_ns = 10_000;
+    }
+    ev.push(eintr);
+    ev.push(sys(GEN + 5_000_300_000, SyscallKind::Close, 0, 5000, [0; 4]));
+    let h = only(&ev);
+    assert_eq!(h.verdict(), Some(Verdict::ServerTimeout), "{}", reason_of(&h));
+    let t = h.judgement.as_ref().unwrap().timeout().unwrap();
+    assert_eq!(t.mechanism, WaitMechanism::AlarmEintr);
+    assert_eq!(t.timeout_ms, Some(5000));
+    assert_eq!(t.signal_from, Some(ALARM_THREAD));
+    // No RST: a plain close, the client sees EOF.
+    assert!(client_error_of(&h).as_deref().unwrap().ends_with("system error: 0"));
+    // The restart code is a signal interruption in words, not an unknown error.
+    let text: Vec<String> = h.steps.iter().map(|s| crate::output::describe_step(&h, s)).collect();
+    assert!(text.iter().any(|t| t.contains("interrupted by signal, restarted (ERESTARTSYS)")), "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("SIGALRM sent by thread 20760 to thread 20766")), "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("blocking read of the login header (4 bytes) → EINTR")), "{text:#?}");
+}
+
+/// A login with a wrong password, answered with ERR 1045.
+fn wrong_password_handshake() -> Handshake {
+    let mut ev = prelude(GEN);
+    let login = packet(1, &login_body(None));
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, login.len() as i64, login.len() as u64, &login));
+    let err = err_packet(2, 1045, "28000", "Access denied for user 'lab'@'localhost' (using password: YES)");
+    ev.push(io(GEN + 900_000, SyscallKind::Sendto, err.len() as i64, err.len() as u64, &err));
+    ev.push(sys(GEN + 910_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]));
+    only(&ev)
+}
+
+#[test]
+fn wrong_password_is_auth_failed_and_the_auth_response_never_shows() {
+    let h = wrong_password_handshake();
+    assert_eq!(h.verdict(), Some(Verdict::AuthFailed));
+    assert_eq!(client_error_of(&h).as_deref(), Some("ERROR 1045 (28000): Access denied for user 'lab'@'localhost' (using password: YES)"));
+    let clock = crate::support::clock::Clock::with_offset(0);
+    let json = crate::output::handshake_json(&h, &clock).to_string();
+    let text = crate::output::handshake_timeline(&h, &clock);
+    assert!(json.contains("\"auth_response_len\":20"), "{json}");
+    for shown in [&json, &text] {
+        assert!(!shown.contains("a5a5") && !shown.contains("A5A5") && !shown.contains("165, 165"), "{shown}");
+    }
+}
+
+#[test]
+fn json_and_timeline_carry_each_step_in_words_escaped() {
+    let mut h = wrong_password_handshake();
+    // Words from the wire the JSON writer must escape as it streams them.
+    let user = "a \"quoted\" user\\ on\ttwo\nlines";
+    let login = PacketSeen::Login { user: user.into(), database: None, plugin: None, auth_response_len: 20 };
+    h.step(GEN + 950_000, HANDLER, StepKind::Read {
+        syscall: SyscallKind::Read,
+        result: SyscallResult::Ok(90),
+        requested: 90,
+        nonblocking: true,
+        duration_ns: 1000,
+        packets: vec![login],
+    });
+    let clock = crate::support::clock::Clock::with_offset(0);
+    let json: serde_json::Value = serde_json::from_str(&crate::output::handshake_json(&h, &clock).to_string()).unwrap();
+    let timeline = crate::output::handshake_timeline(&h, &clock);
+    let in_json: Vec<&str> = json["events"].as_array().unwrap().iter().map(|e| e["text"].as_str().unwrap()).collect();
+    let words: Vec<String> = h.steps.iter().map(|s| crate::output::describe_step(&h, s)).collect();
+    assert_eq!(in_json, words);
+    assert!(words.iter().any(|w| w.contains("recvfrom of the login (83 bytes) → 83 bytes; login: user")), "{words:#?}");
+    assert!(words.last().unwrap().ends_with(&format!("login: user '{user}', auth response 20 bytes")), "{words:#?}");
+    for w in &words {
+        assert!(timeline.contains(w.as_str()), "{w} missing from\n{timeline}");
+    }
+}
+
+#[test]
+fn err_instead_of_greeting_is_a_server_error() {
+    let err = err_packet(0, 1040, "08004", "Too many connections");
+    let ev = vec![
+        accept_at(GEN, GEN),
+        io(GEN + 100_000, SyscallKind::Write, err.len() as i64, err.len() as u64, &err),
+        sys(GEN + 110_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]),
+    ];
+    let h = only(&ev);
+    assert_eq!(h.verdict(), Some(Verdict::ServerError));
+    assert!(reason_of(&h).contains("1040 ER_CON_COUNT_ERROR"), "{}", reason_of(&h));
+    assert!(h.greeting.is_none());
+}
+
+#[test]
+fn client_fin_and_client_rst_are_told_apart() {
+    let mut fin = prelude(GEN);
+    fin.push(io(GEN + 300_000, SyscallKind::Recvfrom, 0, 4, &[]));
+    fin.push(sys(GEN + 310_000, SyscallKind::Close, 0, 1000, [0; 4]));
+    assert_eq!(only(&fin).verdict(), Some(Verdict::ClientClosed));
+
+    let mut rst = prelude(GEN);
+    rst.push(io(GEN + 300_000, SyscallKind::Recvfrom, -(Errno::ECONNRESET.0 as i64), 4, &[]));
+    rst.push(sys(GEN + 310_000, SyscallKind::Close, 0, 1000, [0; 4]));
+    assert_eq!(only(&rst).verdict(), Some(Verdict::ClientReset));
+
+    let mut unknown = prelude(GEN);
+    unknown.push(sys(GEN + 310_000, SyscallKind::Close, 0, 1000, [0; 4]));
+    let h = only(&unknown);
+    assert_eq!(h.verdict(), Some(Verdict::ServerClosed));
+    assert!(client_error_of(&h).as_deref().unwrap().contains("reading authorization packet"));
+}
+
+/// The second connection on FD (generation `g2`) through to OK, its end riding on the OK's record.
+fn ok_on_reused_fd(g2: u64) -> Vec<Event> {
+    let g = greeting();
+    let l = packet(1, &login_body(None));
+    let mut ok = io_gen(g2 + 300_000, g2, SyscallKind::Sendto, 11, 11, &ok_packet());
+    if let Event::Io(io) = &mut ok {
+        io.tracking_end = Some(handshake_trace_common::end::REPLY);
+    }
+    vec![
+        accept_at(g2, g2),
+        io_gen(g2 + 100_000, g2, SyscallKind::Sendto, g.len() as i64, g.len() as u64, &g),
+        io_gen(g2 + 200_000, g2, SyscallKind::Recvfrom, l.len() as i64, l.len() as u64, &l),
+        ok,
+    ]
+}
+
+#[test]
+fn a_close_that_comes_after_the_fd_was_reused_still_ends_its_connection() {
+    // close() frees the number before its own record is written: the next accept's
+    // record on the same fd can come first.
+    let g2 = GEN + MS;
+    let mut ev = prelude(GEN);
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, 0, 4, &[]));
+    let mut second = ok_on_reused_fd(g2);
+    ev.push(second.remove(0));
+    ev.push(sys(g2 + 5_000, SyscallKind::Close, 0, 1000, [0; 4]));
+    ev.extend(second);
+    let (done, c) = run(&ev);
+    assert_eq!(c.open_count(), 0);
+    assert_eq!(done.len(), 2, "{done:#?}");
+    assert_eq!((done[0].gen, done[0].verdict()), (GEN, Some(Verdict::ClientClosed)));
+    assert!(done[0].steps.iter().any(|s| matches!(s.what, StepKind::Close { .. })));
+    assert_eq!((done[1].gen, done[1].verdict()), (g2, Some(Verdict::Ok)));
+    // The end that rode on the OK's record is a step of its own.
+    assert!(matches!(done[1].steps.last().map(|s| &s.what), Some(StepKind::TrackingEnd { reason: 1 })));
+}
+
+#[test]
+fn a_connection_whose_fd_was_reused_and_never_closed_ends_after_a_grace() {
+    let g2 = GEN + MS;
+    let mut ev = prelude(GEN);
+    ev.extend(ok_on_reused_fd(g2));
+    let (done, mut c) = run(&ev);
+    // Within the grace it waits for its close.
+    assert_eq!(done.iter().map(|h| h.gen).collect::<Vec<_>>(), vec![g2]);
+    assert_eq!(c.open_count(), 1);
+    // Any later event past the grace concludes it, as of the reuse.
+    let later = g2 + FD_REUSE_GRACE_NS + 1;
+    let done = c.push(&accept_at(later, later), None);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].gen, GEN);
+    assert_eq!(done[0].verdict(), Some(Verdict::Incomplete));
+    assert!(reason_of(&done[0]).contains("not seen to end"), "{}", reason_of(&done[0]));
+    assert_eq!(done[0].end_ns, Some(g2));
+}
+
+#[test]
+fn a_reused_fd_keeps_connections_apart_by_generation() {
+    let g2 = GEN + 50 * MS;
+    let mut ev = prelude(GEN);
+    ev.push(sys(GEN + MS, SyscallKind::Close, 0, 1000, [0; 4]));
+    ev.push(accept_at(g2, g2));
+    // A late event of the first connection must not land on the second.
+    ev.push(io_gen(g2 + 1000, GEN, SyscallKind::Recvfrom, 0, 4, &[]));
+    let g = greeting();
+    ev.push(io_gen(g2 + 100_000, g2, SyscallKind::Sendto, g.len() as i64, g.len() as u64, &g));
+    let ok = {
+        let l = packet(1, &login_body(None));
+        vec![
+            io_gen(g2 + 200_000, g2, SyscallKind::Recvfrom, l.len() as i64, l.len() as u64, &l),
+            io_gen(g2 + 300_000, g2, SyscallKind::Sendto, 11, 11, &ok_packet()),
+            sys_gen(g2 + 310_000, g2, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]),
+        ]
+    };
+    ev.extend(ok);
+    let (done, c) = run(&ev);
+    assert_eq!(done.len(), 2);
+    assert_eq!(done[0].verdict(), Some(Verdict::ServerClosed));
+    assert_eq!(done[1].verdict(), Some(Verdict::Ok));
+    assert_eq!(done[1].gen, g2);
+    assert_eq!(c.unmatched, 1);
+}
+
+#[test]
+fn open_handshakes_end_incomplete_when_tracing_stops_or_the_process_exits() {
+    let (done, mut c) = run(&prelude(GEN));
+    assert!(done.is_empty());
+    let rest = c.finish_all(GEN + 5 * MS);
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].verdict(), Some(Verdict::Incomplete));
+    assert!(reason_of(&rest[0]).contains("still open"));
+
+    let mut ev = prelude(GEN);
+    ev.push(Event::ProcessExit { ts_ns: GEN + MS, pid: PID });
+    let h = only(&ev);
+    assert_eq!(h.verdict(), Some(Verdict::Incomplete));
+    assert!(h.steps.iter().any(|s| s.what == StepKind::ProcessExited { pid: PID }));
+}
+
+#[test]
+fn tls_connection_is_timed_not_decoded() {
+    let mut ev = prelude(GEN);
+    // SSLRequest: 32 bytes, PROTOCOL_41 | SSL.
+    let mut ssl = (0x0200u32 | 0x0800 | 0x8000).to_le_bytes().to_vec();
+    ssl.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    ssl.push(33);
+    ssl.extend_from_slice(&[0; 23]);
+    let ssl = packet(1, &ssl);
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, ssl.len() as i64, ssl.len() as u64, &ssl));
+    let hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0xAA, 0xBB];
+    ev.push(io(GEN + 400_000, SyscallKind::Read, 517, 517, &hello));
+    ev.push(sys(GEN + 2 * MS, SyscallKind::TrackingEnd, 0, 0, [2, 0, 0, 0]));
+    let h = only(&ev);
+    assert!(h.tls);
+    assert_eq!(h.verdict(), Some(Verdict::Ok));
+    assert!(h.login.is_none());
+    assert!(reason_of(&h).contains("past the handshake"), "{}", reason_of(&h));
+    let text = crate::output::handshake_timeline(&h, &crate::support::clock::Clock::with_offset(0));
+    assert!(text.contains("SSLRequest") && text.contains("517 bytes of TLS"), "{text}");
+}
+
+/// Inside TLS the OK is encrypted, but the server's wait timeout changes from
+/// connect_timeout to wait_timeout once the login succeeded.
+#[test]
+fn tls_login_is_judged_by_the_servers_next_wait() {
+    let tls_start = |ev: &mut Vec<Event>| {
+        let mut ssl = (0x0200u32 | 0x0800 | 0x8000).to_le_bytes().to_vec();
+        ssl.extend_from_slice(&(1u32 << 24).to_le_bytes());
+        ssl.push(33);
+        ssl.extend_from_slice(&[0; 23]);
+        let ssl = packet(1, &ssl);
+        ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, ssl.len() as i64, ssl.len() as u64, &ssl));
+        ev.push(io(GEN + 400_000, SyscallKind::Read, 5, 5, &[0x16, 0x03, 0x01, 0x02, 0x00]));
+        ev.push(io(GEN + 410_000, SyscallKind::Read, 512, 512, &[1; 16]));
+        ev.push(io(GEN + 500_000, SyscallKind::Write, 1404, 1404, &[0x16, 0x03, 0x03]));
+        ev.push(sys(GEN + 600_000, SyscallKind::Poll, 1, 100_000, [1, 2000, 1, 1]));
+        ev.push(io(GEN + 610_000, SyscallKind::Read, 5, 5, &[0x17, 0x03, 0x03, 0, 40]));
+        ev.push(io(GEN + 620_000, SyscallKind::Read, 40, 40, &[2; 40]));
+        ev.push(io(GEN + 700_000, SyscallKind::Write, 33, 33, &[0x17, 0x03, 0x03]));
+    };
+    let mut logged_in = prelude(GEN);
+    tls_start(&mut logged_in);
+    logged_in.push(sys(GEN + 800_000, SyscallKind::Poll, 1, 100_000, [1, 28_800_000, 1, 1]));
+    logged_in.push(io(GEN + 810_000, SyscallKind::Read, 5, 5, &[0x17, 0x03, 0x03, 0, 20]));
+    logged_in.push(sys(GEN + 900_000, SyscallKind::Close, 0, 1000, [0; 4]));
+    let h = only(&logged_in);
+    assert_eq!(h.verdict(), Some(Verdict::Ok), "{}", reason_of(&h));
+    assert!(reason_of(&h).contains("wait timeout 28800000 ms instead of the handshake's 2000 ms"), "{}", reason_of(&h));
+
+    // Refused inside TLS: the server writes (its ERR) and closes, no command-phase wait.
+    let mut refused = prelude(GEN);
+    tls_start(&mut refused);
+    refused.push(sys(GEN + 900_000, SyscallKind::Close, 0, 1000, [0; 4]));
+    let h = only(&refused);
+    assert_eq!(h.verdict(), Some(Verdict::ServerClosed), "{}", reason_of(&h));
+    assert!(reason_of(&h).contains("encrypted reply"), "{}", reason_of(&h));
+}
+
+#[test]
+fn the_eviction_queue_stays_bounded_as_handshakes_come_and_go() {
+    let mut c = Correlator::new(4);
+    for i in 0..1000u64 {
+        let gen = GEN + i * MS;
+        c.push(&accept_at(gen, gen), None);
+        let closed = c.push(&sys_gen(gen + 1000, gen, SyscallKind::Close, 0, 10, [0; 4]), None);
+        assert_eq!(closed.len(), 1);
+    }
+    assert_eq!(c.open_count(), 0);
+    assert!(c.order.len() <= 2 * 4 + 1, "{}", c.order.len());
+}
+
+#[test]
+fn too_many_open_handshakes_are_bounded() {
+    let mut c = Correlator::new(2);
+    let mut done = Vec::new();
+    for i in 0..3u64 {
+        let mut a = match accept_at(GEN + i, GEN + i) {
+            Event::Accept(a) => a,
+            _ => unreachable!(),
+        };
+        a.result = SyscallResult::Ok(50 + i as i64);
+        done.extend(c.push(&Event::Accept(a), None));
+    }
+    assert_eq!(c.open_count(), 2);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].verdict(), Some(Verdict::Incomplete));
+    let _ = Errno(0);
+}
+

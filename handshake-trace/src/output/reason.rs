@@ -1,0 +1,111 @@
+//! A verdict's cause and the client's likely report, in sentences.
+use std::fmt::{self, Write};
+
+use super::names;
+use crate::{
+    protocol,
+    verdict::{Cause, ClientReport, LateGreeting, LostAt, TimeoutWait, WaitMechanism},
+};
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Why the verdict, in one sentence ("the server waited 2002.1 ms for the login packet ...").
+pub fn reason(cause: &Cause) -> String {
+    let mut s = String::new();
+    let _ = write_reason(cause, &mut s);
+    s
+}
+
+fn write_reason(cause: &Cause, f: &mut String) -> fmt::Result {
+    match cause {
+        Cause::LoggedIn => f.write_str("the server sent OK to the login"),
+        Cause::ErrSent { code } => {
+            let name = protocol::error_name(*code).unwrap_or("unknown error");
+            if protocol::is_auth_error(*code) {
+                write!(f, "the server refused the login: ERR {code} {name}")
+            } else {
+                write!(f, "the server sent ERR {code} {name}")
+            }
+        }
+        Cause::TlsPastHandshake => f.write_str("TLS: the reply is encrypted; the connection went on past the handshake"),
+        Cause::TlsCommandPhase { handshake_wait_ms, command_wait_ms } => write!(
+            f,
+            "TLS: the server moved on to waiting for commands (wait timeout {command_wait_ms} ms instead of the handshake's {handshake_wait_ms} ms): logged in; the OK itself is encrypted"
+        ),
+        Cause::TlsClientQuit => f.write_str(
+            "TLS: the client logged in and quit (inferred: the reply is encrypted; the server read the client's last request and closed)",
+        ),
+        Cause::TlsClosedAfterReply => f.write_str(
+            "TLS: the server closed right after an encrypted reply, most likely an ERR (OK and ERR cannot be told apart inside TLS)",
+        ),
+        Cause::StillOpen => f.write_str("still open when tracing stopped"),
+        Cause::NotSeenToEnd => f.write_str("not seen to end"),
+        Cause::ServerTimedOut { wait, reset } => write_timeout(wait, *reset, f),
+        Cause::ClientReset { late_greeting } => {
+            f.write_str("the client reset the connection (RST) before the handshake ended")?;
+            write_late_greeting(*late_greeting, f)
+        }
+        Cause::ClientClosed { late_greeting } => {
+            f.write_str("the client closed the connection (read returned 0) before the handshake ended")?;
+            write_late_greeting(*late_greeting, f)
+        }
+        Cause::ServerClosedUnexplained => {
+            f.write_str("the server closed the connection without a reply, for a reason not seen in its syscalls")
+        }
+    }
+}
+
+fn write_timeout(t: &TimeoutWait, reset: bool, f: &mut String) -> fmt::Result {
+    let waiting_for = names::awaited(t.waiting_for);
+    match t.mechanism {
+        WaitMechanism::Poll => write!(
+            f,
+            "the server waited {:.1} ms for {waiting_for} (poll, timeout {}), gave up and closed{}",
+            ms(t.waited_ns),
+            t.timeout_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "none".into()),
+            if reset { " with a reset (SO_LINGER 0), sending no error" } else { " without sending an error" }
+        ),
+        WaitMechanism::AlarmEintr => write!(
+            f,
+            "the server's blocking read for {waiting_for} was interrupted by SIGALRM after {:.1} ms; it closed without sending an error",
+            ms(t.waited_ns)
+        ),
+        WaitMechanism::SocketTimeout => write!(
+            f,
+            "the server's read for {waiting_for} timed out after {:.1} ms (SO_RCVTIMEO); it closed without sending an error",
+            ms(t.waited_ns)
+        ),
+    }
+}
+
+fn write_late_greeting(late: Option<LateGreeting>, f: &mut String) -> fmt::Result {
+    match late {
+        Some(LateGreeting::SentAfter { ns }) => write!(
+            f,
+            "; the server took {:.1} ms to send its greeting, so the client most likely gave up waiting for it",
+            ms(ns)
+        ),
+        Some(LateGreeting::NotSent) => {
+            f.write_str("; the server had not sent its greeting yet, so the client most likely gave up waiting for it")
+        }
+        None => Ok(()),
+    }
+}
+
+/// What the client most likely printed, as the MySQL client prints it.
+pub fn client_report(r: &ClientReport) -> String {
+    match r {
+        ClientReport::ServerError(e) => {
+            format!("ERROR {} ({}): {}", e.code, e.sqlstate.as_deref().unwrap_or("HY000"), e.message)
+        }
+        ClientReport::LostConnection { at, errno } => {
+            let stage = match at {
+                LostAt::InitialPacket => "handshake: reading initial communication packet",
+                LostAt::AuthorizationPacket => "reading authorization packet",
+            };
+            format!("ERROR 2013 (HY000): Lost connection to server at '{stage}', system error: {errno}")
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The pipeline of one trace, shared by `watch`, `record`, `analyze` and the lab:
+//! typed events in → `--port` filter → correlator (handshakes, judged as they end) →
+//! summary and sinks (the printer; later metrics). Pure: no aya, no tokio, no /proc —
+//! addresses come from the caller (live: /proc; replay: the trace file).
+mod filter;
+mod summary;
+
+use std::net::SocketAddr;
+
+use anyhow::Result;
+
+pub use filter::PortFilter;
+pub use summary::{Outcome, Summary};
+
+pub use crate::output::summary::print_summary;
+use crate::{
+    capture::probes::AttachMode,
+    correlate::{Correlator, Handshake},
+    events::{Counters, Event},
+};
+
+/// Open handshakes kept in memory at most (the kernel tracks at most as many).
+const MAX_OPEN: usize = handshake_trace_common::MAX_CONNS as usize;
+
+/// Where finished handshakes go.
+pub trait Sink {
+    fn handshake(&mut self, h: &Handshake) -> Result<()>;
+    /// A periodic roll-up is due (`--rollup`).
+    fn rollup(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// The trace ended: write what is pending.
+    fn finish(&mut self) -> Result<()> {
+        self.flush()
+    }
+    /// A batch of events was handled: make what was written visible.
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WatchOptions {
+    /// Explicit targets; empty = every mysqld/mariadbd, including ones started later.
+    pub pids: Vec<u32>,
+    /// Keep only connections accepted on this local port.
+    pub port: Option<u16>,
+    pub json: bool,
+    pub ringbuf_bytes: Option<u32>,
+    /// Print every decoded kernel event too, to the log (debugging).
+    pub raw_events: bool,
+    /// Show the full timeline of successful handshakes slower than this.
+    pub slow_ms: Option<f64>,
+    /// Instead of a line per successful handshake, a roll-up every this many seconds.
+    pub rollup_secs: Option<u64>,
+    /// Keep every finished handshake's outcome in the summary (the lab explains them).
+    pub keep_outcomes: bool,
+    /// Also write the raw (redacted) events to this trace file, for `analyze`.
+    pub record: Option<std::path::PathBuf>,
+    /// How the syscall programs attach.
+    pub attach: AttachMode,
+}
+
+impl WatchOptions {
+    /// How the printer should print.
+    pub fn print(&self) -> crate::output::printer::PrintOptions {
+        crate::output::printer::PrintOptions { json: self.json, slow_ms: self.slow_ms, rollup: self.rollup_secs.is_some() }
+    }
+}
+
+/// Addresses of an accepted connection, as the caller learned them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcceptAddrs {
+    /// The listening socket's local address.
+    pub server: Option<SocketAddr>,
+    /// The client, when the kernel event had none.
+    pub client: Option<SocketAddr>,
+}
+
+/// One trace's pipeline.
+pub struct Pipeline<'a> {
+    filter: PortFilter,
+    correlator: Correlator,
+    keep_outcomes: bool,
+    summary: Summary,
+    sinks: Vec<Box<dyn Sink + 'a>>,
+}
+
+impl<'a> Pipeline<'a> {
+    pub fn new(opts: &WatchOptions) -> Self {
+        Pipeline {
+            filter: PortFilter::new(opts.port),
+            correlator: Correlator::new(MAX_OPEN),
+            keep_outcomes: opts.keep_outcomes,
+            summary: Summary::default(),
+            sinks: Vec::new(),
+        }
+    }
+
+    pub fn with_sink(mut self, sink: impl Sink + 'a) -> Self {
+        self.sinks.push(Box::new(sink));
+        self
+    }
+
+    /// Feed one event. For an accept, `addrs` says what the caller knows of its addresses.
+    pub fn push(&mut self, ev: &Event, addrs: AcceptAddrs) -> Result<()> {
+        let mut ev = std::borrow::Cow::Borrowed(ev);
+        if let Event::Accept(a) = ev.as_ref() {
+            if a.fd().is_none() {
+                self.summary.accept_errors += 1;
+                return Ok(());
+            }
+            if a.peer.is_none() && addrs.client.is_some() {
+                let mut a = a.clone();
+                a.peer = addrs.client;
+                ev = std::borrow::Cow::Owned(Event::Accept(a));
+            }
+        }
+        if !self.filter.pass(&ev, addrs.server.map(|s| s.port())) {
+            return Ok(());
+        }
+        for h in self.correlator.push(&ev, addrs.server) {
+            self.deliver(&h)?;
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, h: &Handshake) -> Result<()> {
+        self.summary.record(h, self.keep_outcomes);
+        self.sinks.iter_mut().try_for_each(|s| s.handshake(h))
+    }
+
+    /// The periodic roll-up (--rollup).
+    pub fn rollup(&mut self) -> Result<()> {
+        self.sinks.iter_mut().try_for_each(|s| s.rollup())
+    }
+
+    /// A batch of events was handled.
+    pub fn flush(&mut self) -> Result<()> {
+        self.sinks.iter_mut().try_for_each(|s| s.flush())
+    }
+
+    /// Connections the --port filter remembers (bounded by the server's open sockets).
+    pub fn filtered_open(&self) -> usize {
+        self.filter.len()
+    }
+
+    /// Tracing stopped at `now_ns`: every open handshake ends `incomplete`.
+    pub fn finish(mut self, now_ns: u64, counters: Counters) -> Result<Summary> {
+        for h in self.correlator.finish_all(now_ns) {
+            self.deliver(&h)?;
+        }
+        self.sinks.iter_mut().try_for_each(|s| s.finish())?;
+        self.summary.counters = counters;
+        self.summary.unmatched = self.correlator.unmatched;
+        self.summary.filtered_out = self.filter.filtered_out;
+        Ok(self.summary)
+    }
+}

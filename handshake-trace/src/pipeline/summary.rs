@@ -1,0 +1,60 @@
+//! What a trace saw, for the summary at exit (words: `output::summary`).
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use crate::{
+    correlate::Handshake,
+    events::Counters,
+    output::histogram::Histogram,
+    verdict::{Judgement, Verdict},
+};
+
+/// The gist of a finished handshake (kept for the lab, which explains each).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub pid: u32,
+    pub client: Option<SocketAddr>,
+    pub judgement: Judgement,
+    pub total_ns: u64,
+}
+
+/// Counts, latencies and losses of one trace.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub by_verdict: BTreeMap<Verdict, u64>,
+    pub accept_errors: u64,
+    pub filtered_out: u64,
+    pub undecodable: u64,
+    pub unmatched: u64,
+    pub counters: Counters,
+    pub to_greeting: Histogram,
+    pub to_login: Histogram,
+    pub to_reply: Histogram,
+    pub total: Histogram,
+    pub targets_seen: Vec<u32>,
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Summary {
+    pub(super) fn record(&mut self, h: &Handshake, keep: bool) {
+        let judgement = h.judgement.as_ref().expect("a finished handshake is judged");
+        *self.by_verdict.entry(judgement.verdict).or_default() += 1;
+        if keep {
+            self.outcomes.push(Outcome { pid: h.pid, client: h.client, judgement: judgement.clone(), total_ns: h.total_ns() });
+        }
+        let p = h.phases();
+        for (hist, v) in [(&mut self.to_greeting, p.to_greeting_ns), (&mut self.to_login, p.to_login_ns), (&mut self.to_reply, p.to_reply_ns)] {
+            if let Some(v) = v {
+                hist.record(v);
+            }
+        }
+        self.total.record(p.total_ns);
+    }
+
+    pub fn handshakes(&self) -> u64 {
+        self.by_verdict.values().sum()
+    }
+
+    pub fn count(&self, v: Verdict) -> u64 {
+        self.by_verdict.get(&v).copied().unwrap_or(0)
+    }
+}

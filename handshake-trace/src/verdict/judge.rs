@@ -1,0 +1,162 @@
+//! The judge: from a handshake's timeline and evidence to its verdict and cause.
+use handshake_trace_common::end;
+
+use super::{tls, Awaited, Cause, ClientReport, Judgement, LateGreeting, LostAt, TimeoutWait, Verdict, WaitMechanism};
+use crate::{
+    correlate::{Handshake, LastRead, LastWait, Reply, StepKind},
+    events::{Errno, SyscallResult},
+    protocol,
+};
+
+/// A greeting later than this most likely outlasted the client's patience.
+const SLOW_GREETING_NS: u64 = 500_000_000;
+
+/// Judge a handshake. `open_at_end` = tracing stopped (or the process exited) before it ended.
+pub fn judge(h: &Handshake, open_at_end: bool) -> Judgement {
+    let cause = cause(h, open_at_end);
+    let verdict = verdict_of(h, &cause);
+    Judgement { verdict, client_report: client_report(h, verdict), cause }
+}
+
+fn cause(h: &Handshake, open_at_end: bool) -> Cause {
+    match &h.reply {
+        Some(Reply::Ok) => return Cause::LoggedIn,
+        Some(Reply::Err(e)) => return Cause::ErrSent { code: e.code },
+        None => {}
+    }
+    let ev = &h.evidence;
+    if ev.tracking_ended == Some(end::TLS_BUDGET) {
+        return tls::command_phase(h).unwrap_or(Cause::TlsPastHandshake);
+    }
+    if !ev.closed {
+        return if open_at_end { Cause::StillOpen } else { Cause::NotSeenToEnd };
+    }
+    let timeout = timeout_wait(h);
+    if h.tls && timeout.is_none() {
+        if let Some(c) = tls::closed(h) {
+            return c;
+        }
+    }
+    if let Some(wait) = timeout {
+        return Cause::ServerTimedOut { wait, reset: ev.linger0 };
+    }
+    if ev.client_rst {
+        return Cause::ClientReset { late_greeting: late_greeting(h) };
+    }
+    if ev.client_fin {
+        return Cause::ClientClosed { late_greeting: late_greeting(h) };
+    }
+    Cause::ServerClosedUnexplained
+}
+
+fn verdict_of(h: &Handshake, cause: &Cause) -> Verdict {
+    match cause {
+        Cause::LoggedIn | Cause::TlsPastHandshake | Cause::TlsCommandPhase { .. } | Cause::TlsClientQuit => Verdict::Ok,
+        Cause::ErrSent { code } if protocol::is_auth_error(*code) => Verdict::AuthFailed,
+        Cause::ErrSent { .. } => Verdict::ServerError,
+        Cause::StillOpen | Cause::NotSeenToEnd => Verdict::Incomplete,
+        Cause::ServerTimedOut { .. } => Verdict::ServerTimeout,
+        Cause::ClientReset { .. } => Verdict::ClientReset,
+        Cause::ClientClosed { .. } => Verdict::ClientClosed,
+        Cause::TlsClosedAfterReply | Cause::ServerClosedUnexplained => {
+            debug_assert!(h.reply.is_none());
+            Verdict::ServerClosed
+        }
+    }
+}
+
+/// When the greeting came late (or never), the client probably gave up waiting for it.
+fn late_greeting(h: &Handshake) -> Option<LateGreeting> {
+    match h.greeting_ns {
+        Some(g) if g - h.accept_ns >= SLOW_GREETING_NS && h.login.is_none() => Some(LateGreeting::SentAfter { ns: g - h.accept_ns }),
+        None if h.end_ns.unwrap_or(0).saturating_sub(h.accept_ns) >= SLOW_GREETING_NS => Some(LateGreeting::NotSent),
+        _ => None,
+    }
+}
+
+fn awaited(h: &Handshake) -> Awaited {
+    if h.greeting_ns.is_none() {
+        Awaited::BeforeGreeting
+    } else if h.tls {
+        Awaited::TlsData
+    } else if h.login.is_none() {
+        Awaited::Login
+    } else {
+        Awaited::MoreAuthData
+    }
+}
+
+/// The last wait before the close, if it timed out.
+fn timeout_wait(h: &Handshake) -> Option<TimeoutWait> {
+    let ev = &h.evidence;
+    let waiting_for = awaited(h);
+    let read = ev.last_read.unwrap_or(LastRead { result: SyscallResult::Ok(1), nonblocking: true, duration_ns: 0, ts_ns: 0 });
+    if let (SyscallResult::Err(e), false) = (read.result, read.nonblocking) {
+        // A blocking read interrupted by a signal: EINTR or a restart code, with a
+        // SIGALRM generated for the handler during the handshake, before the read returned.
+        if e.is_interrupt() {
+            let alarm = ev.sigalrm.filter(|a| a.ts_ns <= read.ts_ns && a.ts_ns >= h.accept_ns);
+            if alarm.is_some() || e == Errno::EINTR {
+                return Some(TimeoutWait {
+                    mechanism: WaitMechanism::AlarmEintr,
+                    timeout_ms: armed_timer_ms(h),
+                    waited_ns: read.duration_ns,
+                    waiting_for,
+                    signal_from: alarm.map(|a| a.from_tid).filter(|t| *t != 0),
+                });
+            }
+        }
+        if (e == Errno::EAGAIN || e == Errno::ETIMEDOUT) && ev.rcvtimeo_ms.is_some() {
+            return Some(TimeoutWait {
+                mechanism: WaitMechanism::SocketTimeout,
+                timeout_ms: ev.rcvtimeo_ms,
+                waited_ns: read.duration_ns,
+                waiting_for,
+                signal_from: None,
+            });
+        }
+    }
+    // The last wait returned 0 ready descriptors, after the last read: its timeout expired.
+    let Some(LastWait { timeout_ms, result: SyscallResult::Ok(0), duration_ns }) = ev.last_wait else { return None };
+    let wait_after_last_read = h.steps.iter().rev().find_map(|s| match &s.what {
+        StepKind::Wait { .. } => Some(true),
+        StepKind::Read { .. } => Some(false),
+        _ => None,
+    });
+    (wait_after_last_read == Some(true)).then_some(TimeoutWait {
+        mechanism: WaitMechanism::Poll,
+        timeout_ms,
+        waited_ns: duration_ns,
+        waiting_for,
+        signal_from: None,
+    })
+}
+
+/// The timer armed most recently for this connection: by its own thread, else
+/// by another thread of the process (an alarm thread) during the handshake.
+fn armed_timer_ms(h: &Handshake) -> Option<u64> {
+    let own = h.steps.iter().rev().find_map(|s| match s.what {
+        StepKind::Timer { ms, .. } if ms > 0 => Some(ms),
+        _ => None,
+    });
+    let until = h.evidence.sigalrm.map(|a| a.ts_ns).unwrap_or(u64::MAX);
+    own.or_else(|| {
+        h.evidence.process_timers.iter().rev().find(|t| t.ts_ns >= h.accept_ns && t.ts_ns <= until).map(|t| t.ms)
+    })
+}
+
+/// What the client most likely reported, for failures it noticed.
+fn client_report(h: &Handshake, v: Verdict) -> Option<ClientReport> {
+    match v {
+        Verdict::Ok | Verdict::ClientClosed | Verdict::ClientReset | Verdict::Incomplete => None,
+        Verdict::AuthFailed | Verdict::ServerError => match &h.reply {
+            Some(Reply::Err(e)) => Some(ClientReport::ServerError(e.clone())),
+            _ => None,
+        },
+        Verdict::ServerTimeout | Verdict::ServerClosed => {
+            let at = if h.greeting_ns.is_none() { LostAt::InitialPacket } else { LostAt::AuthorizationPacket };
+            let reset = h.evidence.linger0 || h.evidence.rst_sent;
+            Some(ClientReport::LostConnection { at, errno: if reset { Errno::ECONNRESET.0 } else { 0 } })
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! How a handshake ended and why, as data: a [`Verdict`], the [`Cause`] with its
+//! evidence, and what the client most likely reported. No words here: `output`
+//! says each of these in English (docs/verdicts.md).
+mod judge;
+mod tls;
+
+pub use judge::judge;
+
+use crate::protocol::ErrPacket;
+
+/// How a handshake ended (docs/verdicts.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verdict {
+    Ok,
+    AuthFailed,
+    ServerError,
+    ServerTimeout,
+    ClientClosed,
+    ClientReset,
+    ServerClosed,
+    Incomplete,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 8] = [
+        Verdict::Ok,
+        Verdict::AuthFailed,
+        Verdict::ServerError,
+        Verdict::ServerTimeout,
+        Verdict::ClientClosed,
+        Verdict::ClientReset,
+        Verdict::ServerClosed,
+        Verdict::Incomplete,
+    ];
+}
+
+/// How the server waited for the client when it timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitMechanism {
+    /// poll/ppoll/select with a timeout that expired.
+    Poll,
+    /// A blocking read interrupted by a signal (SIGALRM) from the server's alarm.
+    AlarmEintr,
+    /// A blocking read with SO_RCVTIMEO that expired (EAGAIN/ETIMEDOUT).
+    SocketTimeout,
+}
+
+/// What the server was waiting for from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaited {
+    /// Nothing yet: it had not sent its greeting.
+    BeforeGreeting,
+    Login,
+    TlsData,
+    MoreAuthData,
+}
+
+/// The wait that ended a `server_timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeoutWait {
+    pub mechanism: WaitMechanism,
+    /// The timeout the server asked for, when a syscall showed it.
+    pub timeout_ms: Option<u64>,
+    /// How long it actually waited.
+    pub waited_ns: u64,
+    pub waiting_for: Awaited,
+    /// Thread that sent the interrupting signal (alarm_eintr).
+    pub signal_from: Option<u32>,
+}
+
+/// The greeting came late or not at all: the client most likely gave up waiting for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LateGreeting {
+    SentAfter { ns: u64 },
+    NotSent,
+}
+
+/// Why the verdict: the evidence it rests on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// The server sent OK to the login.
+    LoggedIn,
+    /// The server sent ERR `code` (to the login, or instead of the greeting).
+    ErrSent { code: u16 },
+    /// TLS: the connection went on past the traced part; the reply is encrypted.
+    TlsPastHandshake,
+    /// TLS: the server's wait timeout changed from the handshake's to the command phase's.
+    TlsCommandPhase { handshake_wait_ms: u64, command_wait_ms: u64 },
+    /// TLS: the server read the client's last request and closed (a logged-in client quitting).
+    TlsClientQuit,
+    /// TLS: the server closed right after an encrypted reply, most likely an ERR.
+    TlsClosedAfterReply,
+    /// Still open when tracing stopped (or the server exited).
+    StillOpen,
+    /// Its end was never seen (its fd was reused without a close).
+    NotSeenToEnd,
+    /// The server gave up waiting; `reset` = it closed with SO_LINGER 0 (RST).
+    ServerTimedOut { wait: TimeoutWait, reset: bool },
+    ClientReset { late_greeting: Option<LateGreeting> },
+    ClientClosed { late_greeting: Option<LateGreeting> },
+    /// The server closed without a reply, for a reason not seen in its syscalls.
+    ServerClosedUnexplained,
+}
+
+/// Where the client was when it lost the connection (its error 2013's text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostAt {
+    InitialPacket,
+    AuthorizationPacket,
+}
+
+/// What the client most likely reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientReport {
+    /// The server's ERR, as the client prints it.
+    ServerError(ErrPacket),
+    /// Error 2013, with the errno the client saw (104 after a reset, else 0).
+    LostConnection { at: LostAt, errno: i32 },
+}
+
+/// A concluded handshake's verdict and its reasons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub cause: Cause,
+    /// For failures the client noticed: what it most likely reported.
+    pub client_report: Option<ClientReport>,
+}
+
+impl Judgement {
+    /// The wait that timed out, for a `server_timeout`.
+    pub fn timeout(&self) -> Option<&TimeoutWait> {
+        match &self.cause {
+            Cause::ServerTimedOut { wait, .. } => Some(wait),
+            _ => None,
+        }
+    }
+}
