@@ -5,3 +5,4 @@ pub mod privileges;
 pub mod probes;
 pub mod targets;
 pub mod tracefs;
+pub mod tracked;

@@ -6,11 +6,11 @@ use anyhow::{Context, Result};
 
 use crate::{
     support::clock::Clock,
-    events::{decode, Event},
+    events::{decode, AcceptAddrs, Event},
     events::Counters,
     recording::format::{Trace, TraceItem},
     output::printer::Printer,
-    pipeline::{AcceptAddrs, Pipeline, Summary, WatchOptions},
+    pipeline::{Pipeline, Summary, WatchOptions},
 };
 
 /// Replay `trace`; handshakes to `out` (as `watch` wrote them), notices to `log`.

@@ -75,6 +75,18 @@ fn ringbuf_supported() -> Result<(), String> {
 pub fn run_checks() -> Vec<Check> {
     let mut out = Vec::new();
     let privileged = privileges::caps_allow_bpf(privileges::effective_caps());
+    check_system(privileged, &mut out);
+    let tracefs_dir = check_tracefs(privileged, &mut out);
+    if let Some(dir) = &tracefs_dir {
+        check_tracepoints(dir, &mut out);
+    }
+    check_bpf(privileged, tracefs_dir.is_some(), &mut out);
+    check_servers(&mut out);
+    out
+}
+
+/// Privileges, kernel version, BTF.
+fn check_system(privileged: bool, out: &mut Vec<Check>) {
     out.push(if privileged {
         check(Status::Pass, "privileges", privileges::describe(), None)
     } else {
@@ -92,8 +104,11 @@ pub fn run_checks() -> Vec<Check> {
     } else {
         check(Status::Info, "BTF", "absent (not needed: syscall tracepoint offsets come from tracefs)", None)
     });
+}
 
-    let tracefs_dir = match tracefs::find() {
+/// tracefs, mounted if it is not.
+fn check_tracefs(privileged: bool, out: &mut Vec<Check>) -> Option<std::path::PathBuf> {
+    match tracefs::find() {
         Some(p) => {
             out.push(check(Status::Pass, "tracefs", format!("mounted at {}", p.display()), None));
             Some(p)
@@ -112,33 +127,37 @@ pub fn run_checks() -> Vec<Check> {
             out.push(check(Status::Fail, "tracefs", "not mounted (or not readable)", Some("as root: mount -t tracefs nodev /sys/kernel/tracing")));
             None
         }
-    };
+    }
+}
 
-    if let Some(dir) = &tracefs_dir {
-        let mut present = 0;
-        for p in probes::attach_points() {
-            if tracefs::format_path(dir, p.category, p.name).exists() {
-                present += 1;
-                continue;
-            }
-            let what = format!("tracepoint {}:{}", p.category, p.name);
-            out.push(if p.required {
-                check(Status::Fail, &what, format!("missing ({} cannot be traced)", p.shows), Some("a kernel built with CONFIG_FTRACE_SYSCALLS"))
-            } else {
-                check(Status::Info, &what, format!("missing: {} will not be shown", p.shows), None)
-            });
+/// Every tracepoint the programs attach to, and kprobes (not needed).
+fn check_tracepoints(dir: &Path, out: &mut Vec<Check>) {
+    let mut present = 0;
+    for p in probes::attach_points() {
+        if tracefs::format_path(dir, p.category, p.name).exists() {
+            present += 1;
+            continue;
         }
-        let total = probes::attach_points().count();
-        if present == total {
-            out.push(check(Status::Pass, "tracepoints", format!("all {total} present (syscalls, signal, tcp, sock, sched)"), None));
-        }
-        out.push(if dir.join("kprobe_events").exists() {
-            check(Status::Info, "kprobes", "available (not used: handshake-trace attaches to tracepoints only)", None)
+        let what = format!("tracepoint {}:{}", p.category, p.name);
+        out.push(if p.required {
+            check(Status::Fail, &what, format!("missing ({} cannot be traced)", p.shows), Some("a kernel built with CONFIG_FTRACE_SYSCALLS"))
         } else {
-            check(Status::Info, "kprobes", "absent (CONFIG_KPROBES off) — not needed: handshake-trace attaches to tracepoints only", None)
+            check(Status::Info, &what, format!("missing: {} will not be shown", p.shows), None)
         });
     }
+    let total = probes::attach_points().count();
+    if present == total {
+        out.push(check(Status::Pass, "tracepoints", format!("all {total} present (syscalls, signal, tcp, sock, sched)"), None));
+    }
+    out.push(if dir.join("kprobe_events").exists() {
+        check(Status::Info, "kprobes", "available (not used: handshake-trace attaches to tracepoints only)", None)
+    } else {
+        check(Status::Info, "kprobes", "absent (CONFIG_KPROBES off) — not needed: handshake-trace attaches to tracepoints only", None)
+    });
+}
 
+/// The ring buffer, and loading, verifying and attaching the programs in every attach mode.
+fn check_bpf(privileged: bool, have_tracefs: bool, out: &mut Vec<Check>) {
     out.push(if !privileged {
         check(Status::Fail, "BPF ring buffer", "not checked (needs privileges)", Some("run as root"))
     } else {
@@ -150,7 +169,7 @@ pub fn run_checks() -> Vec<Check> {
 
     out.push(if !probes::has_kernel_programs() {
         check(Status::Fail, "kernel programs", "not embedded in this binary (plain cargo build)", Some("build with `cargo xtask build`"))
-    } else if !privileged || tracefs_dir.is_none() {
+    } else if !privileged || !have_tracefs {
         check(Status::Info, "kernel programs", format!("embedded ({} bytes); load not tried", probes::EBPF_OBJECT.len()), None)
     } else {
         match probes::Probes::load(&probes::LoadOptions::default()) {
@@ -159,7 +178,7 @@ pub fn run_checks() -> Vec<Check> {
         }
     });
     // The other attachment modes, for --attach.
-    if privileged && probes::has_kernel_programs() && tracefs_dir.is_some() {
+    if privileged && probes::has_kernel_programs() && have_tracefs {
         for mode in probes::AttachMode::available().filter(|m| *m != probes::AttachMode::default()) {
             let what = format!("{} (--attach {})", mode.describe(), mode.name());
             let opts = probes::LoadOptions { attach: mode, ..Default::default() };
@@ -169,7 +188,10 @@ pub fn run_checks() -> Vec<Check> {
             });
         }
     }
+}
 
+/// The MySQL servers running here.
+fn check_servers(out: &mut Vec<Check>) {
     let servers = targets::find_servers();
     if servers.is_empty() {
         out.push(check(Status::Info, "MySQL servers", "none running (looked for mysqld, mariadbd)", None));
@@ -187,7 +209,6 @@ pub fn run_checks() -> Vec<Check> {
             None,
         ));
     }
-    out
 }
 
 /// Print the checks; Ok(false) when tracing cannot work.

@@ -11,7 +11,7 @@ pub use handshake::{Alarm, ArmedTimer, Evidence, Handshake, LastRead, LastWait, 
 pub use step::{PacketSeen, Step, StepKind};
 
 use crate::{
-    events::{Args, Event},
+    events::{Accept, Args, Event},
     support::int_hash::IntMap,
 };
 
@@ -60,32 +60,7 @@ impl Correlator {
         let mut done = Vec::new();
         self.expire_reused(event.ts_ns(), &mut done);
         match event {
-            Event::Accept(a) => {
-                let Some(fd) = a.fd() else { return done };
-                let key = (a.pid, fd, a.conn_gen);
-                // The fd number is reused: the connection that had it is closing (its
-                // close record may still come) or ended unseen.
-                if let Some(old) = self.newest_on_fd.insert((a.pid, fd), a.conn_gen) {
-                    if old != a.conn_gen && self.open.contains_key(&(a.pid, fd, old)) {
-                        self.fd_reused.push_back((a.ts_ns, (a.pid, fd, old)));
-                    }
-                }
-                self.open.insert(key, Handshake::new(a, server));
-                self.order.push_back(key);
-                // Drop the keys of ended handshakes now and then, not once per handshake.
-                if self.order.len() > 2 * self.max_open.max(1) {
-                    let open = &self.open;
-                    self.order.retain(|k| open.contains_key(k));
-                }
-                while self.open.len() > self.max_open.max(1) {
-                    let Some(oldest) = self.order.pop_front() else { break };
-                    if let Some(mut h) = self.open.remove(&oldest) {
-                        h.step(a.ts_ns, 0, StepKind::Dropped);
-                        h.conclude(true, a.ts_ns);
-                        done.push(h);
-                    }
-                }
-            }
+            Event::Accept(a) => self.on_accept(a, server, &mut done),
             Event::Syscall(s) if s.fd < 0 => {
                 // A timer or kill by a thread with no connection of its own.
                 match s.args {
@@ -136,6 +111,34 @@ impl Correlator {
             }
         }
         done
+    }
+
+    /// A new connection: open its handshake; evict the oldest past the bound.
+    fn on_accept(&mut self, a: &Accept, server: Option<SocketAddr>, done: &mut Vec<Handshake>) {
+        let Some(fd) = a.fd() else { return };
+        let key = (a.pid, fd, a.conn_gen);
+        // The fd number is reused: the connection that had it is closing (its
+        // close record may still come) or ended unseen.
+        if let Some(old) = self.newest_on_fd.insert((a.pid, fd), a.conn_gen) {
+            if old != a.conn_gen && self.open.contains_key(&(a.pid, fd, old)) {
+                self.fd_reused.push_back((a.ts_ns, (a.pid, fd, old)));
+            }
+        }
+        self.open.insert(key, Handshake::new(a, server));
+        self.order.push_back(key);
+        // Drop the keys of ended handshakes now and then, not once per handshake.
+        if self.order.len() > 2 * self.max_open.max(1) {
+            let open = &self.open;
+            self.order.retain(|k| open.contains_key(k));
+        }
+        while self.open.len() > self.max_open.max(1) {
+            let Some(oldest) = self.order.pop_front() else { break };
+            if let Some(mut h) = self.open.remove(&oldest) {
+                h.step(a.ts_ns, 0, StepKind::Dropped);
+                h.conclude(true, a.ts_ns);
+                done.push(h);
+            }
+        }
     }
 
     fn get(&mut self, pid: u32, fd: i32, gen: u64) -> Option<&mut Handshake> {

@@ -183,6 +183,15 @@ pub fn signal_name(sig: u32) -> String {
     if known.is_empty() { format!("signal {sig}") } else { known.to_string() }
 }
 
+/// Addresses of an accepted connection, as the caller learned them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcceptAddrs {
+    /// The listening socket's local address.
+    pub server: Option<SocketAddr>,
+    /// The client, when the kernel event had none.
+    pub client: Option<SocketAddr>,
+}
+
 /// Every event the kernel programs send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

@@ -68,55 +68,15 @@ pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Resul
         } else {
             "fcntl(F_SETFL): socket switched to blocking"
         }),
-        StepKind::SocketOption { level, name, value, value2 } => match (level, name) {
-            (&SOL_SOCKET, &SO_LINGER) => {
-                let (on, secs) = (value & 0xffff_ffff, value >> 32);
-                if on != 0 && secs == 0 {
-                    f.write_str("setsockopt(SO_LINGER {on, 0 s}): close will reset the connection (RST)")
-                } else {
-                    write!(f, "setsockopt(SO_LINGER {{{}, {secs} s}})", if on != 0 { "on" } else { "off" })
-                }
-            }
-            (&SOL_SOCKET, &(SO_RCVTIMEO_OLD | SO_SNDTIMEO_OLD | SO_RCVTIMEO_NEW | SO_SNDTIMEO_NEW)) => {
-                write!(f, "setsockopt({} = {} ms)", sockopt_name(*level, *name), value * 1000 + value2 / 1000)
-            }
-            _ => write!(f, "setsockopt({} = {})", sockopt_name(*level, *name), value & 0xffff_ffff),
-        },
-        StepKind::Read { syscall, result, requested, nonblocking, duration_ns, packets } => {
-            let mode = if *nonblocking { "non-blocking" } else { "blocking" };
-            let what = if h.login_ns.map(|t| t < s.ts_ns).unwrap_or(false) || h.tls {
-                "from the client"
-            } else if *requested == 4 {
-                "of the login header"
-            } else {
-                "of the login"
-            };
-            write!(f, "{mode} {} {what} ({requested} bytes) → ", syscall.name())?;
-            match result {
-                SyscallResult::Ok(0) => f.write_str("0: the client closed the connection")?,
-                SyscallResult::Ok(n) => write!(f, "{n} bytes")?,
-                SyscallResult::Err(Errno::EAGAIN) => f.write_str("EAGAIN (nothing to read yet)")?,
-                SyscallResult::Err(Errno::EINTR) => f.write_str("EINTR (interrupted by a signal)")?,
-                SyscallResult::Err(e) => f.write_str(&names::errno_described(*e))?,
-            }
-            if !*nonblocking && *duration_ns > 1_000_000 {
-                write!(f, " after {:.1} ms", ms(*duration_ns))?;
-            }
-            packets.iter().try_for_each(|p| {
-                f.write_str("; ")?;
-                write_packet(p, f)
-            })
-        }
+        StepKind::SocketOption { level, name, value, value2 } => write_socket_option(*level, *name, *value, *value2, f),
+        StepKind::Read { .. } => write_read(h, s, f),
         StepKind::Write { syscall, result, packets } => {
             write!(f, "{} → ", syscall.name())?;
             match result {
                 SyscallResult::Ok(n) => write!(f, "{n} bytes")?,
                 SyscallResult::Err(e) => f.write_str(&names::errno_described(*e))?,
             }
-            packets.iter().try_for_each(|p| {
-                f.write_str("; ")?;
-                write_packet(p, f)
-            })
+            write_packets(packets, f)
         }
         StepKind::Wait { syscall, timeout_ms, result, duration_ns } => {
             write!(f, "{}(fd {}, ", syscall.name(), h.fd)?;
@@ -143,12 +103,7 @@ pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Resul
                 write!(f, "{} sent by thread {from_tid} to thread {to_tid}", signal_name(*signal))
             }
         }
-        StepKind::Tcp(w) => match w {
-            TcpWhat::Retransmit => f.write_str("TCP retransmit"),
-            TcpWhat::SendReset => f.write_str("TCP RST sent to the client"),
-            TcpWhat::ReceiveReset => f.write_str("TCP RST received from the client"),
-            TcpWhat::State { old, new } => write!(f, "TCP {} → {}", tcp_state_name(*old), tcp_state_name(*new)),
-        },
+        StepKind::Tcp(w) => write_tcp(*w, f),
         StepKind::Shutdown { how } => {
             write!(f, "shutdown({})", ["SHUT_RD", "SHUT_WR", "SHUT_RDWR"].get(*how as usize).unwrap_or(&"?"))
         }
@@ -170,7 +125,69 @@ pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Resul
     }
 }
 
+/// A read of the connection: which part of the handshake it was after, how it ended, what it carried.
+fn write_read(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Result {
+    let StepKind::Read { syscall, result, requested, nonblocking, duration_ns, packets } = &s.what else { return Ok(()) };
+    let what = if h.login_ns.is_some_and(|t| t < s.ts_ns) || h.tls {
+        "from the client"
+    } else if *requested == 4 {
+        "of the login header"
+    } else {
+        "of the login"
+    };
+    let mode = if *nonblocking { "non-blocking" } else { "blocking" };
+    write!(f, "{mode} {} {what} ({requested} bytes) → ", syscall.name())?;
+    write_read_result(*result, f)?;
+    if !*nonblocking && *duration_ns > 1_000_000 {
+        write!(f, " after {:.1} ms", ms(*duration_ns))?;
+    }
+    write_packets(packets, f)
+}
 
+fn write_socket_option(level: u64, name: u64, value: u64, value2: u64, f: &mut dyn fmt::Write) -> fmt::Result {
+    match (level, name) {
+        (SOL_SOCKET, SO_LINGER) => {
+            // struct linger { int l_onoff; int l_linger; }
+            let (on, secs) = (value & 0xffff_ffff, value >> 32);
+            if on != 0 && secs == 0 {
+                f.write_str("setsockopt(SO_LINGER {on, 0 s}): close will reset the connection (RST)")
+            } else {
+                write!(f, "setsockopt(SO_LINGER {{{}, {secs} s}})", if on != 0 { "on" } else { "off" })
+            }
+        }
+        (SOL_SOCKET, SO_RCVTIMEO_OLD | SO_SNDTIMEO_OLD | SO_RCVTIMEO_NEW | SO_SNDTIMEO_NEW) => {
+            // struct timeval { tv_sec; tv_usec; }
+            write!(f, "setsockopt({} = {} ms)", sockopt_name(level, name), value * 1000 + value2 / 1000)
+        }
+        _ => write!(f, "setsockopt({} = {})", sockopt_name(level, name), value & 0xffff_ffff),
+    }
+}
+
+fn write_read_result(result: SyscallResult, f: &mut dyn fmt::Write) -> fmt::Result {
+    match result {
+        SyscallResult::Ok(0) => f.write_str("0: the client closed the connection"),
+        SyscallResult::Ok(n) => write!(f, "{n} bytes"),
+        SyscallResult::Err(Errno::EAGAIN) => f.write_str("EAGAIN (nothing to read yet)"),
+        SyscallResult::Err(Errno::EINTR) => f.write_str("EINTR (interrupted by a signal)"),
+        SyscallResult::Err(e) => f.write_str(&names::errno_described(e)),
+    }
+}
+
+fn write_packets(packets: &[PacketSeen], f: &mut dyn fmt::Write) -> fmt::Result {
+    packets.iter().try_for_each(|p| {
+        f.write_str("; ")?;
+        write_packet(p, f)
+    })
+}
+
+fn write_tcp(w: TcpWhat, f: &mut dyn fmt::Write) -> fmt::Result {
+    match w {
+        TcpWhat::Retransmit => f.write_str("TCP retransmit"),
+        TcpWhat::SendReset => f.write_str("TCP RST sent to the client"),
+        TcpWhat::ReceiveReset => f.write_str("TCP RST received from the client"),
+        TcpWhat::State { old, new } => write!(f, "TCP {} → {}", tcp_state_name(old), tcp_state_name(new)),
+    }
+}
 
 /// A packet seen in a read or write, in words (lengths only for secrets and TLS).
 fn write_packet(p: &PacketSeen, f: &mut dyn fmt::Write) -> fmt::Result {

@@ -5,8 +5,6 @@
 mod filter;
 mod summary;
 
-use std::net::SocketAddr;
-
 use anyhow::Result;
 
 pub use filter::PortFilter;
@@ -16,7 +14,7 @@ pub use crate::output::summary::print_summary;
 use crate::{
     capture::probes::AttachMode,
     correlate::{Correlator, Handshake},
-    events::{Counters, Event},
+    events::{AcceptAddrs, Counters, Event},
 };
 
 /// Open handshakes kept in memory at most (the kernel tracks at most as many).
@@ -66,15 +64,6 @@ impl WatchOptions {
     pub fn print(&self) -> crate::output::printer::PrintOptions {
         crate::output::printer::PrintOptions { json: self.json, slow_ms: self.slow_ms, rollup: self.rollup_secs.is_some() }
     }
-}
-
-/// Addresses of an accepted connection, as the caller learned them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AcceptAddrs {
-    /// The listening socket's local address.
-    pub server: Option<SocketAddr>,
-    /// The client, when the kernel event had none.
-    pub client: Option<SocketAddr>,
 }
 
 /// One trace's pipeline.
