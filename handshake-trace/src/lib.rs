@@ -25,3 +25,6 @@ pub mod protocol;
 pub mod recording;
 pub mod support;
 pub mod verdict;
+
+#[cfg(test)]
+mod testing;

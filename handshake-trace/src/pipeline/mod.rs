@@ -4,6 +4,8 @@
 //! addresses come from the caller (live: /proc; replay: the trace file).
 mod filter;
 mod summary;
+#[cfg(test)]
+mod tests;
 
 use anyhow::Result;
 

@@ -1,0 +1,196 @@
+//! The options a pipeline applies (`--port`, `--slow`, `--rollup`), on synthetic
+//! handshakes: each test fails when its option is ignored or broken.
+use std::{cell::RefCell, io::Write, rc::Rc};
+
+use super::*;
+use crate::{
+    events::{SyscallKind, SyscallResult},
+    output::printer::Printer,
+    support::clock::Clock,
+    testing::*,
+};
+
+/// A writer the test can read while the pipeline still holds it.
+#[derive(Clone, Default)]
+struct Shared(Rc<RefCell<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.borrow().clone()).unwrap()
+    }
+}
+
+const KEPT_PORT: u16 = 3306;
+const OTHER_PORT: u16 = 3399;
+
+fn addrs(port: u16) -> AcceptAddrs {
+    AcceptAddrs { server: Some(([127, 0, 0, 1], port).into()), client: None }
+}
+
+/// A successful handshake on `fd` taking `total_ms`, its end riding on the OK's record
+/// as the kernel sends it (no close, no tracking-end record of its own).
+fn ok_handshake(t0: u64, fd: i32, total_ms: u64) -> Vec<Event> {
+    let at = |e: Event| -> Event {
+        match e {
+            Event::Accept(mut a) => {
+                a.result = SyscallResult::Ok(fd as i64);
+                Event::Accept(a)
+            }
+            Event::Io(mut io) => {
+                io.sys.fd = fd;
+                Event::Io(io)
+            }
+            other => other,
+        }
+    };
+    let g = greeting();
+    let l = packet(1, &login_body(None));
+    let ok = ok_packet();
+    let reply_ts = t0 + total_ms * MS;
+    let mut reply = io_gen(reply_ts, t0, SyscallKind::Sendto, ok.len() as i64, ok.len() as u64, &ok);
+    if let Event::Io(io) = &mut reply {
+        io.tracking_end = Some(handshake_trace_common::end::REPLY);
+    }
+    vec![
+        at(accept_at(t0, t0)),
+        at(io_gen(t0 + 100_000, t0, SyscallKind::Sendto, g.len() as i64, g.len() as u64, &g)),
+        at(io_gen(t0 + 200_000, t0, SyscallKind::Recvfrom, l.len() as i64, l.len() as u64, &l)),
+        at(reply),
+    ]
+}
+
+/// A client that reads the greeting and closes: `client_closed`, printed as a timeline.
+fn failed_handshake(t0: u64) -> Vec<Event> {
+    let mut ev = vec![accept_at(t0, t0)];
+    let g = greeting();
+    ev.push(io_gen(t0 + 100_000, t0, SyscallKind::Sendto, g.len() as i64, g.len() as u64, &g));
+    ev.push(io_gen(t0 + 200_000, t0, SyscallKind::Recvfrom, 0, 4, &[]));
+    ev.push(sys_gen(t0 + 300_000, t0, SyscallKind::Close, 0, 1000, [0; 4]));
+    ev
+}
+
+fn run(opts: &WatchOptions, events: &[(Event, AcceptAddrs)]) -> (Summary, String, usize) {
+    let out = Shared::default();
+    let mut p = Pipeline::new(opts).with_sink(Printer::new(opts.print(), Clock::with_offset(0), out.clone()));
+    for (e, a) in events {
+        p.push(e, *a).unwrap();
+    }
+    let remembered = p.filtered_open();
+    let last = events.last().map(|(e, _)| e.ts_ns()).unwrap_or(0);
+    (p.finish(last + MS, Counters::default()).unwrap(), out.text(), remembered)
+}
+
+fn on_port(events: Vec<Event>, port: u16) -> Vec<(Event, AcceptAddrs)> {
+    events.into_iter().map(|e| {
+        let a = if matches!(e, Event::Accept(_)) { addrs(port) } else { AcceptAddrs::default() };
+        (e, a)
+    }).collect()
+}
+
+#[test]
+fn port_keeps_only_connections_accepted_on_that_port() {
+    let opts = WatchOptions { port: Some(KEPT_PORT), ..Default::default() };
+    let mut ev = on_port(ok_handshake(GEN, 40, 3), OTHER_PORT);
+    ev.extend(on_port(ok_handshake(GEN + 10 * MS, 41, 3), KEPT_PORT));
+    let (summary, out, _) = run(&opts, &ev);
+    assert_eq!(summary.handshakes(), 1, "{out}");
+    assert_eq!(summary.filtered_out, 1);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains(&format!("-> 127.0.0.1:{KEPT_PORT}")), "{out}");
+    assert!(!out.contains(&format!(":{OTHER_PORT}")), "{out}");
+}
+
+#[test]
+fn port_filter_forgets_connections_whose_end_rides_on_an_io_record() {
+    // The leak this guards against: the filter forgot a connection only on a close or
+    // tracking-end record, but the kernel ends tracking inside the reply's I/O record.
+    let opts = WatchOptions { port: Some(KEPT_PORT), ..Default::default() };
+    let mut ev = Vec::new();
+    for i in 0..1000u64 {
+        // A fresh fd each time, so a reused fd cannot hide the leak.
+        ev.extend(on_port(ok_handshake(GEN + i * 10 * MS, 100 + i as i32, 1), OTHER_PORT));
+    }
+    let (summary, _, remembered) = run(&opts, &ev);
+    assert_eq!(summary.filtered_out, 1000);
+    assert_eq!(summary.handshakes(), 0);
+    assert_eq!(remembered, 0, "the --port filter still holds {remembered} ended connections");
+}
+
+#[test]
+fn port_filter_holds_one_entry_per_fd_when_no_end_is_seen() {
+    let opts = WatchOptions { port: Some(KEPT_PORT), ..Default::default() };
+    let mut ev = Vec::new();
+    for i in 0..500u64 {
+        // Accepts only (their ends lost): the same 5 fds over and over.
+        let mut a = ok_handshake(GEN + i * MS, 200 + (i % 5) as i32, 1);
+        a.truncate(1);
+        ev.extend(on_port(a, OTHER_PORT));
+    }
+    let (_, _, remembered) = run(&opts, &ev);
+    assert_eq!(remembered, 5);
+}
+
+#[test]
+fn slow_shows_the_timeline_of_successes_slower_than_the_threshold() {
+    let mut ev = on_port(ok_handshake(GEN, 40, 3), KEPT_PORT);
+    ev.extend(on_port(ok_handshake(GEN + 10 * MS, 41, 300), KEPT_PORT));
+    let (_, plain, _) = run(&WatchOptions::default(), &ev);
+    assert!(!plain.contains("why:"), "{plain}");
+    assert_eq!(plain.lines().count(), 2, "{plain}");
+
+    let (_, slow, _) = run(&WatchOptions { slow_ms: Some(100.0), ..Default::default() }, &ev);
+    // The fast one stays a line; the slow one gets its timeline, with the reason.
+    assert_eq!(slow.matches("why: the server sent OK to the login").count(), 1, "{slow}");
+    assert!(slow.lines().any(|l| l.contains(" ok ") && l.contains("fd 40")), "{slow}");
+    assert!(slow.lines().any(|l| l.contains(" OK ") && l.contains("fd 41")), "{slow}");
+}
+
+#[test]
+fn rollup_folds_successes_into_a_line_and_still_shows_failures() {
+    let opts = WatchOptions { rollup_secs: Some(10), ..Default::default() };
+    let out = Shared::default();
+    let mut p = Pipeline::new(&opts).with_sink(Printer::new(opts.print(), Clock::with_offset(0), out.clone()));
+    let mut ev = on_port(ok_handshake(GEN, 40, 3), KEPT_PORT);
+    ev.extend(on_port(ok_handshake(GEN + 10 * MS, 41, 5), KEPT_PORT));
+    ev.extend(on_port(failed_handshake(GEN + 20 * MS), KEPT_PORT));
+    for (e, a) in &ev {
+        p.push(e, *a).unwrap();
+    }
+    let before = out.text();
+    assert!(!before.contains("fd 40") && !before.contains("fd 41"), "successes printed despite --rollup:\n{before}");
+    assert!(before.contains("CLIENT_CLOSED"), "{before}");
+    p.rollup().unwrap();
+    let rolled = out.text();
+    assert!(rolled.contains(" 2 successful handshakes (p50 "), "{rolled}");
+    // Nothing pending: a second roll-up writes nothing; one more success is rolled up at the end.
+    p.rollup().unwrap();
+    assert_eq!(out.text(), rolled);
+    for (e, a) in on_port(ok_handshake(GEN + 30 * MS, 42, 4), KEPT_PORT) {
+        p.push(&e, a).unwrap();
+    }
+    p.finish(GEN + 40 * MS, Counters::default()).unwrap();
+    assert!(out.text()[rolled.len()..].contains(" 1 successful handshakes"), "{}", out.text());
+}
+
+#[test]
+fn json_writes_one_object_per_handshake_whatever_the_verdict() {
+    let opts = WatchOptions { json: true, rollup_secs: Some(10), ..Default::default() };
+    let mut ev = on_port(ok_handshake(GEN, 40, 3), KEPT_PORT);
+    ev.extend(on_port(failed_handshake(GEN + 20 * MS), KEPT_PORT));
+    let (_, out, _) = run(&opts, &ev);
+    let verdicts: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["verdict"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(verdicts, ["ok", "client_closed"]);
+}
