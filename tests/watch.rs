@@ -92,6 +92,7 @@ fn a_target_that_exits_mid_trace_leaves_the_tracer_running() {
     let port = c.local_addr().unwrap().port();
     read_greeting(&mut c);
     // SIGKILL: no close() of its sockets, the connection just ends with the process.
+    // SAFETY: kill has no memory preconditions; pid is the test's own MariaDB.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let tracer_pid = tracer.pid();
     // The tracer notices within its 1 s refresh and keeps going.

@@ -2,7 +2,10 @@ use std::{io::Write, time::Duration};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use handshake_trace::commands::{analyze, doctor, watch};
+use handshake_trace::{
+    capture::probes::AttachMode,
+    commands::{analyze, doctor, watch},
+};
 use handshake_trace_lab as lab;
 
 const EXAMPLES: &str = "\
@@ -77,8 +80,8 @@ struct WatchArgs {
     ringbuf_kb: u32,
     /// How the syscall programs attach: `raw` (raw_syscalls, the default on x86-64: measured
     /// cheaper) or `tracepoints` (one per syscall); see docs/performance.md.
-    #[arg(long, value_name = "MODE")]
-    attach: Option<String>,
+    #[arg(long, value_name = "MODE", value_enum)]
+    attach: Option<AttachMode>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -90,10 +93,7 @@ impl WatchArgs {
             port: self.port,
             ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
             record,
-            attach: match &self.attach {
-                Some(a) => handshake_trace::capture::probes::AttachMode::parse(a)?,
-                None => Default::default(),
-            },
+            attach: self.attach.unwrap_or_default().usable()?,
             ..self.output.options()
         })
     }
@@ -147,8 +147,8 @@ enum Command {
         #[arg(long)]
         list: bool,
         /// `builtin` (the lab's own server, both wait styles) or `mariadb` (a throwaway MariaDB).
-        #[arg(long, default_value = "builtin")]
-        server: String,
+        #[arg(long, value_enum, default_value_t = lab::ServerKind::Builtin)]
+        server: lab::ServerKind,
         /// JSON Lines output.
         #[arg(short = 'j', long)]
         json: bool,
@@ -159,8 +159,8 @@ enum Command {
     /// The lab's built-in MySQL-protocol server (account lab / lab-password), loopback only.
     LabServer {
         /// How a connection thread waits for the login: `alarm` (MySQL 5.0: SIGALRM + EINTR) or `poll` (modern).
-        #[arg(long, default_value = "poll")]
-        wait: String,
+        #[arg(long, value_enum, default_value_t = lab::server::WaitStyle::Poll)]
+        wait: lab::server::WaitStyle,
         /// TCP port on 127.0.0.1 (0 = any free port; the chosen one is printed).
         #[arg(long, default_value_t = 3307)]
         port: u16,
@@ -242,13 +242,13 @@ async fn run(cli: Cli) -> Result<i32> {
             if list {
                 lab::list(&mut stdout)?;
             } else {
-                lab::run(&scenario, lab::ServerKind::parse(&server)?, json, record, &mut stdout, &mut stderr).await?;
+                lab::run(&scenario, server, json, record, &mut stdout, &mut stderr).await?;
             }
             Ok(0)
         }
         Command::LabServer { wait, port, connect_timeout, resolver } => {
             let cfg = lab::server::ServerConfig {
-                style: lab::server::WaitStyle::parse(&wait)?,
+                style: wait,
                 listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
                 connect_timeout: Duration::from_secs(connect_timeout),
                 resolver,

@@ -400,17 +400,27 @@ impl TargetFilter {
 
 #[cfg(feature = "user")]
 mod pod {
-    unsafe impl aya::Pod for super::TargetFilter {}
-    // SAFETY: plain old data, `#[repr(C)]`, no implicit padding, every bit pattern valid.
-    unsafe impl aya::Pod for super::TracepointOffsets {}
-    unsafe impl aya::Pod for super::EventHeader {}
-    unsafe impl aya::Pod for super::AcceptEvent {}
-    unsafe impl aya::Pod for super::InFlight {}
-    unsafe impl aya::Pod for super::Conn {}
-    unsafe impl aya::Pod for super::ConnKey {}
-    unsafe impl aya::Pod for super::ThreadConn {}
-    unsafe impl aya::Pod for super::TaskState {}
-    unsafe impl aya::Pod for super::PeerKey {}
+    /// Marks wire structs as plain old data for aya's map access.
+    macro_rules! pod {
+        ($($t:ty),* $(,)?) => {
+            // SAFETY: each is `#[repr(C)]` plain old data without implicit padding (sizes
+            // checked by this crate's tests), and every bit pattern is a valid value.
+            $(unsafe impl aya::Pod for $t {})*
+        };
+    }
+
+    pod!(
+        super::TargetFilter,
+        super::TracepointOffsets,
+        super::EventHeader,
+        super::AcceptEvent,
+        super::InFlight,
+        super::Conn,
+        super::ConnKey,
+        super::ThreadConn,
+        super::TaskState,
+        super::PeerKey,
+    );
 }
 
 #[cfg(test)]

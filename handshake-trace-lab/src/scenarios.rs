@@ -29,20 +29,12 @@ use crate::{
 pub const CONNECT_TIMEOUT_S: u64 = 2;
 
 /// Which server a scenario runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServerKind {
+    /// The lab's own server, both wait styles.
     Builtin,
+    /// A throwaway MariaDB (needs mariadb-server installed).
     Mariadb,
-}
-
-impl ServerKind {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "builtin" => Ok(ServerKind::Builtin),
-            "mariadb" => Ok(ServerKind::Mariadb),
-            other => bail!("unknown server `{other}` (builtin or mariadb)"),
-        }
-    }
 }
 
 pub struct Scenario {

@@ -30,21 +30,16 @@ use crate::{
     wire,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a connection thread waits for the login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WaitStyle {
+    /// MySQL 5.0: an alarm thread's SIGALRM interrupts a blocking read (EINTR).
     Alarm,
+    /// Modern servers: poll with a timeout, then SO_LINGER 0 and close (RST).
     Poll,
 }
 
 impl WaitStyle {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "alarm" => Ok(WaitStyle::Alarm),
-            "poll" => Ok(WaitStyle::Poll),
-            other => bail!("unknown wait style `{other}` (alarm or poll)"),
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             WaitStyle::Alarm => "alarm",
@@ -463,6 +458,7 @@ fn alarm_thread(ready: std::sync::mpsc::Sender<Result<usize>>) {
     };
     let _ = ready.send(Ok(timer));
     loop {
+        // SAFETY: siginfo_t is plain old data: all zeroes is a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: valid set and info.
         if unsafe { libc::sigwaitinfo(&set, &mut info) } < 0 {

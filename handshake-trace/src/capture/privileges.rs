@@ -40,6 +40,7 @@ pub fn describe() -> String {
     } else if caps_allow_bpf(caps) {
         "CAP_BPF + CAP_PERFMON".into()
     } else {
+        // SAFETY: geteuid has no preconditions and cannot fail.
         format!("uid {} without CAP_BPF/CAP_PERFMON", unsafe { libc::geteuid() })
     }
 }

@@ -70,7 +70,7 @@ pub fn attach_points() -> impl Iterator<Item = &'static AttachPoint> {
 
 /// How the syscall programs attach. The default is the one measured cheaper
 /// (docs/performance.md): raw on x86-64, per-syscall tracepoints elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
     /// One `syscalls:sys_enter_*`/`sys_exit_*` tracepoint per syscall (offsets from tracefs).
     Tracepoints,
@@ -102,12 +102,12 @@ impl AttachMode {
         }
     }
 
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "tracepoints" => Ok(AttachMode::Tracepoints),
-            "raw" if cfg!(target_arch = "x86_64") => Ok(AttachMode::Raw),
-            "raw" => bail!("--attach raw knows only the x86-64 syscall ABI"),
-            other => bail!("unknown attach mode `{other}` (raw or tracepoints)"),
+    /// This mode, if this build can use it.
+    pub fn usable(self) -> Result<Self> {
+        if AttachMode::available().any(|m| m == self) {
+            Ok(self)
+        } else {
+            bail!("--attach {} knows only the x86-64 syscall ABI", self.name())
         }
     }
 }

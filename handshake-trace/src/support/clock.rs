@@ -42,6 +42,7 @@ pub fn monotonic_ns() -> u64 {
 pub fn format_time_of_day(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as libc::time_t;
+    // SAFETY: libc::tm is plain old data: all zeroes is a valid value.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointers; localtime_r is thread-safe.
     unsafe { libc::localtime_r(&secs, &mut tm) };
@@ -52,6 +53,7 @@ pub fn format_time_of_day(t: SystemTime) -> String {
 pub fn format_rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as libc::time_t;
+    // SAFETY: libc::tm is plain old data: all zeroes is a valid value.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointers; gmtime_r is thread-safe.
     unsafe { libc::gmtime_r(&secs, &mut tm) };
