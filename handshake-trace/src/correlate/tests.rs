@@ -385,19 +385,6 @@ fn tls_login_is_judged_by_the_servers_next_wait() {
 }
 
 #[test]
-fn the_eviction_queue_stays_bounded_as_handshakes_come_and_go() {
-    let mut c = Correlator::new(4);
-    for i in 0..1000u64 {
-        let gen = GEN + i * MS;
-        c.push(&accept_at(gen, gen), None);
-        let closed = c.push(&sys_gen(gen + 1000, gen, SyscallKind::Close, 0, 10, [0; 4]), None);
-        assert_eq!(closed.len(), 1);
-    }
-    assert_eq!(c.open_count(), 0);
-    assert!(c.order.len() <= 2 * 4 + 1, "{}", c.order.len());
-}
-
-#[test]
 fn too_many_open_handshakes_are_bounded() {
     let mut c = Correlator::new(2);
     let mut done = Vec::new();

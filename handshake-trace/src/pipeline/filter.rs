@@ -1,25 +1,24 @@
 //! `--port`: connections accepted on other ports are dropped before correlation.
 use crate::{
     events::{Event, Family},
-    support::int_hash::IntMap,
+    support::conn_table::{ConnKey, ConnTable},
 };
 
 /// Connections accepted on another port than the one asked for, whose events are
-/// dropped. One entry per (process, fd): a newer accept on the same fd replaces the
-/// older one, and an entry goes when its connection ends, so the table never holds
-/// more than the server's open sockets.
-#[derive(Debug, Default)]
+/// dropped. An entry goes when its connection ends or a newer accept reuses its fd,
+/// so the table holds no more than the server's open sockets (and never more than
+/// the kernel follows).
+#[derive(Debug)]
 pub struct PortFilter {
     port: Option<u16>,
-    /// (pid, fd) → generation of the dropped connection on it.
-    dropped: IntMap<(u32, i32), u64>,
+    dropped: ConnTable<()>,
     /// Connections dropped so far.
     pub filtered_out: u64,
 }
 
 impl PortFilter {
     pub fn new(port: Option<u16>) -> Self {
-        PortFilter { port, ..Default::default() }
+        PortFilter { port, dropped: ConnTable::new(handshake_trace_common::MAX_CONNS as usize), filtered_out: 0 }
     }
 
     /// Connections currently remembered as dropped.
@@ -38,24 +37,25 @@ impl PortFilter {
             Event::Accept(a) => {
                 let Some(fd) = a.fd() else { return true };
                 if server_port == Some(port) {
-                    self.dropped.remove(&(a.pid, fd));
                     return true;
                 }
                 self.filtered_out += 1;
-                self.dropped.insert((a.pid, fd), a.conn_gen);
+                if let Some(older) = self.dropped.insert((a.pid, fd, a.conn_gen), ()).reused_fd_of {
+                    self.dropped.remove(&older);
+                }
                 false
             }
             Event::ProcessExit { pid, .. } => {
-                self.dropped.retain(|k, _| k.0 != *pid);
+                self.dropped.remove_process(*pid);
                 true
             }
             _ => {
-                let Some((pid, fd, gen, ends)) = connection_of(ev) else { return true };
-                if self.dropped.get(&(pid, fd)) != Some(&gen) {
+                let Some((key, ends)) = connection_of(ev) else { return true };
+                if !self.dropped.contains(&key) {
                     return true;
                 }
                 if ends {
-                    self.dropped.remove(&(pid, fd));
+                    self.dropped.remove(&key);
                 }
                 false
             }
@@ -65,15 +65,15 @@ impl PortFilter {
 
 /// The connection an event belongs to, and whether the event ends it (close, or the
 /// kernel's end of tracing, on its own or riding on an I/O record).
-fn connection_of(ev: &Event) -> Option<(u32, i32, u64, bool)> {
+fn connection_of(ev: &Event) -> Option<(ConnKey, bool)> {
     match ev {
         Event::Syscall(s) => {
             let ends = matches!(s.kind.family(), Family::Close | Family::TrackingEnd);
-            Some((s.pid, s.fd, s.conn_gen, ends))
+            Some(((s.pid, s.fd, s.conn_gen), ends))
         }
-        Event::Io(io) => Some((io.sys.pid, io.sys.fd, io.sys.conn_gen, io.tracking_end.is_some())),
-        Event::Signal(s) => Some((s.pid, s.fd, s.conn_gen, false)),
-        Event::Tcp(t) => Some((t.pid, t.fd, t.conn_gen, false)),
+        Event::Io(io) => Some(((io.sys.pid, io.sys.fd, io.sys.conn_gen), io.tracking_end.is_some())),
+        Event::Signal(s) => Some(((s.pid, s.fd, s.conn_gen), false)),
+        Event::Tcp(t) => Some(((t.pid, t.fd, t.conn_gen), false)),
         Event::Accept(_) | Event::ProcessExit { .. } => None,
     }
 }
