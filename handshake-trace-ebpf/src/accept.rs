@@ -3,10 +3,13 @@
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use handshake_trace_common::{kind, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, ThreadConn};
 
-use crate::common::{
-    Sys,
-    arg, current_target, emit, header, map_full, ret, save_in_flight, take_in_flight, conn_insert,
-    PEERS,
+use crate::{
+    conn::conn_insert,
+    emit::{emit, header, map_full},
+    maps::PEERS,
+    syscall::{Sys, arg, ret},
+    target::current_target,
+    task::{save_in_flight, take_in_flight},
 };
 
 const AF_INET: u16 = 2;

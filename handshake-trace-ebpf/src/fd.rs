@@ -3,9 +3,12 @@
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use handshake_trace_common::{sockopt, sys, InFlight, PeerKey};
 
-use crate::common::{
-    Sys,
-    arg, conn_at_enter, conn_entry_at_enter, conn_remove, emit_sys, enter_on, enter_on_conn, now, ret, save_in_flight, take_current, PEERS,
+use crate::{
+    conn::{conn_at_enter, conn_entry_at_enter, conn_remove, enter_on, enter_on_conn},
+    emit::{emit_sys, now},
+    maps::PEERS,
+    syscall::{Sys, arg, ret},
+    task::{save_in_flight, take_current},
 };
 
 const F_SETFL: u64 = 4;

@@ -13,9 +13,12 @@ use handshake_trace_common::{
     counter, end, kind, sys, InFlight, IoEvent, SysEvent, CONN_TLS, PAYLOAD_MAX, TLS_BUDGET,
 };
 
-use crate::common::{
-    Sys,
-    arg, conn, count, enter_on_conn, forget_conn, header, ret, take_current, EVENTS,
+use crate::{
+    conn::{conn, enter_on_conn, forget_conn},
+    emit::{count, header},
+    maps::EVENTS,
+    syscall::{Sys, arg, ret},
+    task::take_current,
 };
 
 macro_rules! io_programs {
@@ -124,7 +127,7 @@ pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
     let first = [p[0], p[1], p[3], p[4]];
     let end = if ret > 0 { after_io(tgid, f, captured, first) } else { 0 };
     unsafe { (*e).tracking_end = end as u32 };
-    entry.submit(crate::common::submit_flags());
+    entry.submit(crate::emit::submit_flags());
     count(counter::EMITTED);
     if end != 0 {
         forget_conn(tgid, f.fd);

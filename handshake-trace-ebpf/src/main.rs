@@ -8,8 +8,17 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+// Shared by every program: one job each.
+mod conn;
+mod emit;
+mod live;
+mod maps;
+mod syscall;
+mod target;
+mod task;
+
+// One file per event family.
 mod accept;
-mod common;
 mod fd;
 mod io;
 mod process;

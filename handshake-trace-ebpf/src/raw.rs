@@ -11,9 +11,8 @@ use aya_ebpf::{
 use handshake_trace_common::{sys, InFlight};
 
 use crate::{
-    accept,
-    common::{any_live, current_target, live, take_current, Sys},
-    fd, io, timer, wait,
+    accept, fd, io, live::any_live, maps::live, syscall::Sys, target::current_target, task::take_current, timer,
+    wait,
 };
 
 /// A syscall seen through its `struct pt_regs` (raw tracepoints and trampolines on

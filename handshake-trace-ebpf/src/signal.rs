@@ -5,7 +5,12 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use handshake_trace_common::{kind, SignalEvent};
 
-use crate::common::{current, emit, handler_conn, header, offsets};
+use crate::{
+    emit::{emit, header},
+    maps::offsets,
+    target::current,
+    task::handler_conn,
+};
 
 #[inline(always)]
 fn field(ctx: &TracePointContext, off: u32) -> i32 {

@@ -4,7 +4,11 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
 use handshake_trace_common::{kind, tcp, PeerKey, TcpEvent, TcpOffsets, ThreadConn, SET_STATE_LAYOUT};
 
-use crate::common::{current, emit, header, offsets, PEERS};
+use crate::{
+    emit::{emit, header},
+    maps::{PEERS, offsets},
+    target::current,
+};
 
 const AF_INET: u16 = 2;
 const IPPROTO_TCP: u16 = 6;

@@ -5,9 +5,11 @@
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use handshake_trace_common::{sys, InFlight};
 
-use crate::common::{
-    Sys,
-    arg, current_target, emit_sys, handler_conn, now, ret, save_in_flight, take_current,
+use crate::{
+    emit::{emit_sys, now},
+    syscall::{Sys, arg, ret},
+    target::current_target,
+    task::{handler_conn, save_in_flight, take_current},
 };
 
 /// Save a timer or kill for its exit; `about_tid` is the thread whose connection it

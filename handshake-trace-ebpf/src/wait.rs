@@ -3,10 +3,12 @@
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use handshake_trace_common::{sys, InFlight};
 
-use crate::common::{
-    Sys,
-    arg, current_target, emit_sys, enter_on_conn, handler_conn, now, ret, save_in_flight,
-    take_current,
+use crate::{
+    conn::enter_on_conn,
+    emit::{emit_sys, now},
+    syscall::{Sys, arg, ret},
+    target::current_target,
+    task::{handler_conn, save_in_flight, take_current},
 };
 
 const NO_TIMEOUT: u64 = u64::MAX;
