@@ -1,7 +1,7 @@
 //! accept / accept4: a target process takes a new client connection, which is
 //! tracked from here until its handshake ends.
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
-use handshake_trace_common::{kind, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, ThreadConn};
+use handshake_trace_common::{errno, kind, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, ThreadConn};
 
 use crate::{
     conn::conn_insert,
@@ -14,7 +14,6 @@ use crate::{
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-const EAGAIN: i64 = 11;
 
 #[tracepoint]
 pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
@@ -81,7 +80,7 @@ fn exit_program<S: Sys>(ctx: &S) {
 pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, saved: &InFlight) {
     let ret = ret(ctx);
     // Servers accept from non-blocking listeners until EAGAIN: that is no event.
-    if ret == -EAGAIN {
+    if ret == -(errno::EAGAIN as i64) {
         return;
     }
     let h = header(kind::ACCEPT, tgid, tid);
