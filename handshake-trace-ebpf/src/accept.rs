@@ -1,84 +1,40 @@
 //! accept / accept4: a target process takes a new client connection, which is
 //! tracked from here until its handshake ends.
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
-use handshake_trace_common::{errno, kind, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, ThreadConn};
+use aya_ebpf::helpers::bpf_probe_read_user;
+use handshake_trace_common::{errno, kind, sys, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, ThreadConn};
 
 use crate::{
     conn::conn_insert,
     emit::{emit, header, map_full},
     maps::PEERS,
-    syscall::{Sys, arg, ret},
+    dispatch::syscall_programs,
+    syscall::Sys,
     target::current_target,
-    task::{save_in_flight, take_in_flight},
+    task::save_in_flight,
 };
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
-#[tracepoint]
-pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
-    sys_enter_accept4_impl(&ctx)
+syscall_programs! {
+    sys_enter_accept4, sys_exit_accept4 => sys::ACCEPT;
+    sys_enter_accept, sys_exit_accept => sys::ACCEPT;
 }
 
+/// What an accept's exit goes on when its entry was not seen.
+pub(crate) const UNSEEN: InFlight = InFlight { fd: -1, syscall: sys::ACCEPT, ptr: 0, enter_ns: 0, conn_gen: 0, args: [0; 4] };
+
+/// accept and accept4 take the same first arguments: the listening fd, the peer's buffer.
 #[inline(always)]
-pub(crate) fn sys_enter_accept4_impl<S: Sys>(ctx: &S) -> u32 {
-    on_enter(ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
-    sys_enter_accept_impl(&ctx)
-}
-
-#[inline(always)]
-pub(crate) fn sys_enter_accept_impl<S: Sys>(ctx: &S) -> u32 {
-    on_enter(ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    sys_exit_accept4_impl(&ctx)
-}
-
-#[inline(always)]
-pub(crate) fn sys_exit_accept4_impl<S: Sys>(ctx: &S) -> u32 {
-    exit_program(ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    sys_exit_accept_impl(&ctx)
-}
-
-#[inline(always)]
-pub(crate) fn sys_exit_accept_impl<S: Sys>(ctx: &S) -> u32 {
-    exit_program(ctx);
-    0
-}
-
-#[inline(always)]
-pub(crate) fn on_enter<S: Sys>(ctx: &S) {
+pub(crate) fn enter<S: Sys>(ctx: &S, call: u32) {
     let Some((_, tid)) = current_target() else { return };
-    let saved = InFlight { fd: arg(ctx, 0) as i32, ptr: arg(ctx, 1), ..InFlight::default() };
+    let saved = InFlight { fd: ctx.arg(0) as i32, syscall: call, ptr: ctx.arg(1), ..InFlight::default() };
     save_in_flight(ctx, tid, &saved);
 }
 
-/// The per-syscall tracepoints' exit.
 #[inline(always)]
-fn exit_program<S: Sys>(ctx: &S) {
-    let Some((tgid, tid)) = current_target() else { return };
-    // An accept that was already blocking when tracing started has no saved entry:
-    // still follow its connection (listening fd and peer unknown; userspace asks /proc).
-    let saved = take_in_flight(tid).unwrap_or(InFlight { fd: -1, ..InFlight::default() });
-    on_exit(ctx, tgid, tid, &saved);
-}
-
-#[inline(always)]
-pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, saved: &InFlight) {
-    let ret = ret(ctx);
+pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, saved: &InFlight) {
+    let ret = ctx.ret();
     // Servers accept from non-blocking listeners until EAGAIN: that is no event.
     if ret == -(errno::EAGAIN as i64) {
         return;

@@ -4,52 +4,29 @@
 //! handshake; from then on the connection costs one map lookup per syscall.
 use core::ffi::c_void;
 
-use aya_ebpf::{
-    helpers::{bpf_probe_read_user, generated},
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::helpers::{bpf_probe_read_user, generated};
 use handshake_trace_common::{
     counter, end, kind, sys, InFlight, IoEvent, SysEvent, CONN_TLS, PAYLOAD_MAX, TLS_BUDGET,
 };
 
 use crate::{
     conn::{conn, enter_on_conn, forget_conn},
-    emit::{count, header},
+    dispatch::syscall_programs,
+    emit::{count, header, submit_flags},
     maps::EVENTS,
-    syscall::{Sys, arg, ret},
-    task::take_current,
+    syscall::Sys,
 };
 
-macro_rules! io_programs {
-    ($enter:ident, $exit:ident, $sys:expr) => {
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            on_enter(&ctx, $sys);
-            0
-        }
-
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            if let Some((tgid, tid, f)) = take_current() {
-                // Another family's exit owns a record it did not save.
-                if (sys::READ..=sys::SENDMSG).contains(&f.syscall) {
-                    on_exit(&ctx, tgid, tid, &f);
-                }
-            }
-            0
-        }
-    };
+syscall_programs! {
+    sys_enter_read, sys_exit_read => sys::READ;
+    sys_enter_readv, sys_exit_readv => sys::READV;
+    sys_enter_recvfrom, sys_exit_recvfrom => sys::RECVFROM;
+    sys_enter_recvmsg, sys_exit_recvmsg => sys::RECVMSG;
+    sys_enter_write, sys_exit_write => sys::WRITE;
+    sys_enter_writev, sys_exit_writev => sys::WRITEV;
+    sys_enter_sendto, sys_exit_sendto => sys::SENDTO;
+    sys_enter_sendmsg, sys_exit_sendmsg => sys::SENDMSG;
 }
-
-io_programs!(sys_enter_read, sys_exit_read, sys::READ);
-io_programs!(sys_enter_readv, sys_exit_readv, sys::READV);
-io_programs!(sys_enter_recvfrom, sys_exit_recvfrom, sys::RECVFROM);
-io_programs!(sys_enter_recvmsg, sys_exit_recvmsg, sys::RECVMSG);
-io_programs!(sys_enter_write, sys_exit_write, sys::WRITE);
-io_programs!(sys_enter_writev, sys_exit_writev, sys::WRITEV);
-io_programs!(sys_enter_sendto, sys_exit_sendto, sys::SENDTO);
-io_programs!(sys_enter_sendmsg, sys_exit_sendmsg, sys::SENDMSG);
 
 #[inline(always)]
 fn is_write(syscall: u32) -> bool {
@@ -57,8 +34,9 @@ fn is_write(syscall: u32) -> bool {
 }
 
 #[inline(always)]
-pub(crate) fn on_enter<S: Sys>(ctx: &S, syscall: u32) {
-    enter_on_conn(ctx, arg(ctx, 0) as i32, syscall, arg(ctx, 1), [arg(ctx, 2), arg(ctx, 3), 0, 0]);
+pub(crate) fn enter<S: Sys>(ctx: &S, call: u32) {
+    // All eight take (fd, buffer or iovec or msghdr, ...).
+    enter_on_conn(ctx, ctx.arg(0) as i32, call, ctx.arg(1), [ctx.arg(2), ctx.arg(3), 0, 0]);
 }
 
 /// The user buffer the bytes went to or came from, and its size limit.
@@ -83,8 +61,8 @@ fn buffer(f: &InFlight) -> (u64, u64) {
 }
 
 #[inline(always)]
-pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
-    let ret = ret(ctx);
+pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
+    let ret = ctx.ret();
     let Some(mut entry) = EVENTS.reserve::<IoEvent>(0) else {
         count(counter::LOST_RINGBUF);
         return;
@@ -127,7 +105,7 @@ pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
     let first = [p[0], p[1], p[3], p[4]];
     let end = if ret > 0 { after_io(tgid, f, captured, first) } else { 0 };
     unsafe { (*e).tracking_end = end as u32 };
-    entry.submit(crate::emit::submit_flags());
+    entry.submit(submit_flags());
     count(counter::EMITTED);
     if end != 0 {
         forget_conn(tgid, f.fd);

@@ -10,6 +10,7 @@
 
 // Shared by every program: one job each.
 mod conn;
+mod dispatch;
 mod emit;
 mod live;
 mod maps;
