@@ -5,16 +5,14 @@ use handshake_trace_common::{errno, kind, sys, AcceptEvent, Conn, ConnKey, InFli
 
 use crate::{
     conn::conn_insert,
+    dispatch::syscall_programs,
     emit::{emit, header, map_full},
     maps::PEERS,
-    dispatch::syscall_programs,
+    net::{v4_mapped, AF_INET, AF_INET6, SA_PORT, SIN6_ADDR, SIN_ADDR},
     syscall::Sys,
     target::current_target,
     task::save_in_flight,
 };
-
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 
 syscall_programs! {
     sys_enter_accept4, sys_exit_accept4 => sys::ACCEPT;
@@ -63,12 +61,7 @@ pub(crate) fn track<S: Sys>(ctx: &S, tgid: u32, e: &AcceptEvent) {
     match e.family {
         AF_INET => {
             // v4-mapped, as the TCP tracepoints show IPv4 peers in their v6 fields.
-            peer.addr[10] = 0xff;
-            peer.addr[11] = 0xff;
-            peer.addr[12] = e.addr[0];
-            peer.addr[13] = e.addr[1];
-            peer.addr[14] = e.addr[2];
-            peer.addr[15] = e.addr[3];
+            peer.addr = v4_mapped([e.addr[0], e.addr[1], e.addr[2], e.addr[3]]);
         }
         AF_INET6 => peer.addr = e.addr,
         _ => {}
@@ -96,18 +89,16 @@ pub(crate) fn track<S: Sys>(ctx: &S, tgid: u32, e: &AcceptEvent) {
 #[inline(always)]
 fn read_peer(ptr: u64, event: &mut AcceptEvent) {
     let family: u16 = unsafe { bpf_probe_read_user(ptr as *const u16) }.unwrap_or(0);
-    // sockaddr_in / sockaddr_in6: family(2) port(2, network order) ...
-    let port: u16 = unsafe { bpf_probe_read_user((ptr + 2) as *const u16) }.unwrap_or(0);
+    let port: u16 = unsafe { bpf_probe_read_user((ptr + SA_PORT as u64) as *const u16) }.unwrap_or(0);
     match family {
         AF_INET => {
-            if let Ok(a) = unsafe { bpf_probe_read_user((ptr + 4) as *const [u8; 4]) } {
+            if let Ok(a) = unsafe { bpf_probe_read_user((ptr + SIN_ADDR as u64) as *const [u8; 4]) } {
                 event.addr[..4].copy_from_slice(&a);
                 event.family = family;
             }
         }
         AF_INET6 => {
-            // sin6_flowinfo (4) sits between the port and the address.
-            if let Ok(a) = unsafe { bpf_probe_read_user((ptr + 8) as *const [u8; 16]) } {
+            if let Ok(a) = unsafe { bpf_probe_read_user((ptr + SIN6_ADDR as u64) as *const [u8; 16]) } {
                 event.addr = a;
                 event.family = family;
             }

@@ -17,6 +17,20 @@ use crate::{
     syscall::Sys,
 };
 
+/// `struct user_msghdr`: msg_name (8), msg_namelen (4, padded to 8), then msg_iov.
+const MSGHDR_IOV: u64 = 16;
+/// A TLS record header where a MySQL packet would be: content type handshake, version 3.x.
+const TLS_HANDSHAKE: u8 = 0x16;
+const TLS_MAJOR: u8 = 0x03;
+/// A MySQL packet: payload length (3 bytes), sequence number (1), then the payload,
+/// whose first byte marks an OK or an ERR.
+const MYSQL_SEQ: usize = 3;
+const MYSQL_FIRST: usize = 4;
+const MYSQL_OK: u8 = 0x00;
+const MYSQL_ERR: u8 = 0xff;
+/// Greeting 0, login 1: the server's reply to the login has sequence 2 or more.
+const LOGIN_REPLY_SEQ: u8 = 2;
+
 syscall_programs! {
     sys_enter_read, sys_exit_read => sys::READ;
     sys_enter_readv, sys_exit_readv => sys::READV;
@@ -44,9 +58,8 @@ pub(crate) fn enter<S: Sys>(ctx: &S, call: u32) {
 fn buffer(f: &InFlight) -> (u64, u64) {
     let iov = match f.syscall {
         sys::READV | sys::WRITEV => f.ptr,
-        // struct user_msghdr: msg_name(8) msg_namelen(4+4) msg_iov(8) ...
         sys::RECVMSG | sys::SENDMSG => {
-            unsafe { bpf_probe_read_user((f.ptr + 16) as *const u64) }.unwrap_or(0)
+            unsafe { bpf_probe_read_user((f.ptr + MSGHDR_IOV) as *const u64) }.unwrap_or(0)
         }
         _ => return (f.ptr, u64::MAX),
     };
@@ -102,7 +115,7 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
     // The handshake state moves on with the record's first bytes; an end rides on the
     // record (one record fewer per handshake than an end record of its own).
     let p = unsafe { &(*e).payload };
-    let first = [p[0], p[1], p[3], p[4]];
+    let first = [p[0], p[1], p[MYSQL_SEQ], p[MYSQL_FIRST]];
     let end = if ret > 0 { after_io(tgid, f, captured, first) } else { 0 };
     unsafe { (*e).tracking_end = end as u32 };
     entry.submit(submit_flags());
@@ -129,15 +142,15 @@ fn after_io(tgid: u32, f: &InFlight, captured: u32, first: [u8; 4]) -> u64 {
         return 0;
     }
     // A TLS record header (handshake, version 3.x) where a MySQL packet would be.
-    if captured >= 2 && first[0] == 0x16 && first[1] == 0x03 {
+    if captured >= 2 && first[0] == TLS_HANDSHAKE && first[1] == TLS_MAJOR {
         c.flags |= CONN_TLS;
         c.tls_budget = TLS_BUDGET;
         return 0;
     }
-    if is_write(f.syscall) && captured >= 5 {
+    if is_write(f.syscall) && captured > MYSQL_FIRST as u32 {
         let (seq, kind) = (first[2], first[3]);
-        // ERR at any point, or OK after the login (sequence ≥ 2), ends the handshake.
-        if kind == 0xff || (kind == 0x00 && seq >= 2) {
+        // ERR at any point, or OK after the login, ends the handshake.
+        if kind == MYSQL_ERR || (kind == MYSQL_OK && seq >= LOGIN_REPLY_SEQ) {
             return end::REPLY;
         }
     }

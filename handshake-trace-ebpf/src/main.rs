@@ -14,9 +14,11 @@ mod dispatch;
 mod emit;
 mod live;
 mod maps;
+mod net;
 mod syscall;
 mod target;
 mod task;
+mod time;
 
 // One file per event family.
 mod accept;

@@ -74,11 +74,14 @@ impl Sys for RegsSys {
     }
 }
 
+/// Offset of r10 in x86-64 `struct pt_regs`; r9, r8, ax, cx, dx, si and di follow it.
+const PT_REGS_R10: u64 = 56;
+
 /// The six syscall arguments from `struct pt_regs` (x86-64: di, si, dx, r10, r8, r9),
-/// with one read of r10..di (offsets 56..120).
+/// with one read of r10..di.
 #[inline(always)]
 fn syscall_args(regs: u64) -> [u64; 6] {
     // r10, r9, r8, ax, cx, dx, si, di
-    let r: [u64; 8] = unsafe { bpf_probe_read_kernel((regs + 56) as *const [u64; 8]) }.unwrap_or([0; 8]);
+    let r: [u64; 8] = unsafe { bpf_probe_read_kernel((regs + PT_REGS_R10) as *const [u64; 8]) }.unwrap_or([0; 8]);
     [r[7], r[6], r[5], r[0], r[2], r[1]]
 }

@@ -7,11 +7,9 @@ use handshake_trace_common::{kind, tcp, PeerKey, TcpEvent, TcpOffsets, ThreadCon
 use crate::{
     emit::{emit, header},
     maps::{PEERS, offsets},
+    net::{v4_mapped, AF_INET, IPPROTO_TCP, SA_PORT, SIN6_ADDR, SIN_ADDR},
     target::current,
 };
-
-const AF_INET: u16 = 2;
-const IPPROTO_TCP: u16 = 6;
 
 #[inline(always)]
 fn read<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
@@ -25,14 +23,11 @@ fn peer(ctx: &TracePointContext, o: &TcpOffsets) -> Option<PeerKey> {
     if o.daddr_is_sockaddr != 0 {
         // struct sockaddr_in / sockaddr_in6 in a 28-byte field.
         let family: u16 = read(ctx, o.daddr)?;
-        key.port = u16::from_be(read::<u16>(ctx, o.daddr + 2)?);
+        key.port = u16::from_be(read::<u16>(ctx, o.daddr + SA_PORT)?);
         if family == AF_INET {
-            let a: [u8; 4] = read(ctx, o.daddr + 4)?;
-            key.addr[10] = 0xff;
-            key.addr[11] = 0xff;
-            key.addr[12..].copy_from_slice(&a);
+            key.addr = v4_mapped(read(ctx, o.daddr + SIN_ADDR)?);
         } else {
-            key.addr = read(ctx, o.daddr + 8)?;
+            key.addr = read(ctx, o.daddr + SIN6_ADDR)?;
         }
     } else {
         key.port = read(ctx, o.dport)?;

@@ -2,7 +2,6 @@
 //! timer_settime (the old server's `connect_timeout` alarm), kill, tkill, tgkill
 //! (its alarm thread interrupting a handler). args: timers [timeout ms, which/flags],
 //! kills [target pid or tid, signal, tgid].
-use aya_ebpf::helpers::bpf_probe_read_user;
 use handshake_trace_common::{sys, InFlight};
 
 use crate::{
@@ -11,6 +10,7 @@ use crate::{
     syscall::Sys,
     target::current_target,
     task::{handler_conn, save_in_flight},
+    time::{it_value_ms, MS_PER_S, NS_PER_MS, US_PER_MS},
 };
 
 syscall_programs! {
@@ -25,10 +25,10 @@ syscall_programs! {
 #[inline(always)]
 pub(crate) fn enter<S: Sys>(ctx: &S, call: u32) {
     match call {
-        sys::ALARM => save(ctx, call, 0, [ctx.arg(0) * 1000, 0, 0, 0]),
-        sys::SETITIMER => save(ctx, call, 0, [it_value_ms(ctx.arg(1), 1000), ctx.arg(0), 0, 0]),
+        sys::ALARM => save(ctx, call, 0, [ctx.arg(0) * MS_PER_S, 0, 0, 0]),
+        sys::SETITIMER => save(ctx, call, 0, [it_value_ms(ctx.arg(1), US_PER_MS), ctx.arg(0), 0, 0]),
         sys::TIMER_SETTIME => {
-            save(ctx, call, 0, [it_value_ms(ctx.arg(2), 1_000_000), ctx.arg(1), ctx.arg(0), 0]);
+            save(ctx, call, 0, [it_value_ms(ctx.arg(2), NS_PER_MS), ctx.arg(1), ctx.arg(0), 0]);
         }
         sys::KILL => save(ctx, call, 0, [ctx.arg(0), ctx.arg(1), 0, 0]),
         sys::TKILL => {
@@ -58,13 +58,4 @@ fn save<S: Sys>(ctx: &S, syscall: u32, about_tid: u32, args: [u64; 4]) {
 #[inline(always)]
 pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
     emit_sys(tgid, tid, f, ctx.ret(), f.args);
-}
-
-/// `{ {interval}, {value} }` with sub-second unit `div` per ms: it_value in ms.
-#[inline(always)]
-fn it_value_ms(ptr: u64, per_ms: u64) -> u64 {
-    match unsafe { bpf_probe_read_user(ptr as *const [i64; 4]) } {
-        Ok(v) if ptr != 0 => (v[2] as u64) * 1000 + (v[3] as u64) / per_ms,
-        _ => 0,
-    }
 }

@@ -10,9 +10,8 @@ use crate::{
     syscall::Sys,
     target::current_target,
     task::{handler_conn, save_in_flight},
+    time::{timeout_ms, NO_TIMEOUT, NS_PER_MS, US_PER_MS},
 };
-
-const NO_TIMEOUT: u64 = u64::MAX;
 
 syscall_programs! {
     sys_enter_poll, sys_exit_poll => sys::POLL;
@@ -28,31 +27,10 @@ pub(crate) fn enter<S: Sys>(ctx: &S, call: u32) {
             let timeout = ctx.arg(2) as i32;
             enter_poll(ctx, call, if timeout < 0 { NO_TIMEOUT } else { timeout as u64 });
         }
-        sys::PPOLL => enter_poll(ctx, call, timespec_ms(ctx.arg(2))),
-        sys::SELECT => enter_select(ctx, call, timeval_ms(ctx.arg(4))),
-        sys::PSELECT6 => enter_select(ctx, call, timespec_ms(ctx.arg(4))),
+        sys::PPOLL => enter_poll(ctx, call, timeout_ms(ctx.arg(2), NS_PER_MS)),
+        sys::SELECT => enter_select(ctx, call, timeout_ms(ctx.arg(4), US_PER_MS)),
+        sys::PSELECT6 => enter_select(ctx, call, timeout_ms(ctx.arg(4), NS_PER_MS)),
         _ => {}
-    }
-}
-
-/// A `struct __kernel_old_timeval *` { tv_sec, tv_usec } as milliseconds (NULL = wait forever).
-#[inline(always)]
-fn timeval_ms(tvp: u64) -> u64 {
-    match unsafe { bpf_probe_read_user(tvp as *const [i64; 2]) } {
-        Ok([s, us]) if tvp != 0 => (s as u64) * 1000 + (us as u64) / 1000,
-        _ => NO_TIMEOUT,
-    }
-}
-
-/// A `struct __kernel_timespec *` as milliseconds (NULL = wait forever).
-#[inline(always)]
-fn timespec_ms(ptr: u64) -> u64 {
-    if ptr == 0 {
-        return NO_TIMEOUT;
-    }
-    match unsafe { bpf_probe_read_user(ptr as *const [i64; 2]) } {
-        Ok([s, ns]) => (s as u64) * 1000 + (ns as u64) / 1_000_000,
-        Err(_) => NO_TIMEOUT,
     }
 }
 
