@@ -1,6 +1,5 @@
 //! accept / accept4: a target process takes a new client connection, which is
 //! tracked from here until its handshake ends.
-use aya_ebpf::helpers::bpf_probe_read_user;
 use handshake_trace_common::{errno, kind, sys, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, ThreadConn};
 
 use crate::{
@@ -9,6 +8,7 @@ use crate::{
     emit::{emit, header, map_full},
     maps::PEERS,
     net::{v4_mapped, AF_INET, AF_INET6, SA_PORT, SIN6_ADDR, SIN_ADDR},
+    read,
     syscall::Sys,
     target::current_target,
     task::save_in_flight,
@@ -88,17 +88,17 @@ pub(crate) fn track<S: Sys>(ctx: &S, tgid: u32, e: &AcceptEvent) {
 /// Copy the peer address the kernel wrote into the caller's buffer.
 #[inline(always)]
 fn read_peer(ptr: u64, event: &mut AcceptEvent) {
-    let family: u16 = unsafe { bpf_probe_read_user(ptr as *const u16) }.unwrap_or(0);
-    let port: u16 = unsafe { bpf_probe_read_user((ptr + SA_PORT as u64) as *const u16) }.unwrap_or(0);
+    let family: u16 = read::user::<u16>(ptr).unwrap_or(0);
+    let port: u16 = read::user::<u16>(ptr + SA_PORT as u64).unwrap_or(0);
     match family {
         AF_INET => {
-            if let Ok(a) = unsafe { bpf_probe_read_user((ptr + SIN_ADDR as u64) as *const [u8; 4]) } {
+            if let Ok(a) = read::user::<[u8; 4]>(ptr + SIN_ADDR as u64) {
                 event.addr[..4].copy_from_slice(&a);
                 event.family = family;
             }
         }
         AF_INET6 => {
-            if let Ok(a) = unsafe { bpf_probe_read_user((ptr + SIN6_ADDR as u64) as *const [u8; 16]) } {
+            if let Ok(a) = read::user::<[u8; 16]>(ptr + SIN6_ADDR as u64) {
                 event.addr = a;
                 event.family = family;
             }

@@ -43,7 +43,10 @@ pub fn enter_on_conn<C: EbpfContext>(ctx: &C, fd: i32, syscall: u32, ptr: u64, a
 #[inline(always)]
 pub fn conn_at_enter(fd: i32) -> Option<(ThreadConn, u32)> {
     let (key, c, tid) = conn_entry_at_enter(fd)?;
-    Some((ThreadConn { tgid: key.tgid, fd, gen: unsafe { (*c).gen } }, tid))
+    // SAFETY: `c` comes from a successful lookup: a valid, aligned `Conn` for the rest
+    // of this run (map elements are freed only after running programs finish).
+    let gen = unsafe { (*c).gen };
+    Some((ThreadConn { tgid: key.tgid, fd, gen }, tid))
 }
 
 /// At a syscall's entry on `fd`: the calling target's connection in its handshake
@@ -69,6 +72,7 @@ pub fn enter_on<C: EbpfContext>(ctx: &C, at: &(ThreadConn, u32), syscall: u32, p
 #[inline(always)]
 pub fn forget_conn(tgid: u32, fd: i32) {
     let key = ConnKey { tgid, fd };
+    // SAFETY: the peer is copied out of the entry before it is removed below.
     if let Some(c) = unsafe { CONNS.get(&key) } {
         let peer = PeerKey { addr: c.peer_addr, port: c.peer_port, _pad: 0, _pad2: 0 };
         let _ = PEERS.remove(&peer);

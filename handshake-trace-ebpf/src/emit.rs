@@ -8,6 +8,7 @@ use crate::maps::{ring_bytes, COUNTERS, EVENTS};
 
 #[inline(always)]
 pub fn now() -> u64 {
+    // SAFETY: a helper without arguments or preconditions.
     unsafe { bpf_ktime_get_ns() }
 }
 
@@ -19,6 +20,8 @@ pub fn header(kind: u32, tgid: u32, tid: u32) -> EventHeader {
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: a valid, aligned pointer to this CPU's slot of a per-CPU array, which
+        // only programs on this CPU write.
         unsafe { *c += 1 };
     }
 }

@@ -1,6 +1,5 @@
 //! What a server does to a connection's socket during the handshake: fcntl
 //! (O_NONBLOCK on/off), setsockopt (timeouts, SO_LINGER), close, shutdown.
-use aya_ebpf::helpers::bpf_probe_read_user;
 use handshake_trace_common::{sockopt, sys, InFlight, PeerKey};
 
 use crate::{
@@ -8,6 +7,7 @@ use crate::{
     dispatch::syscall_programs,
     emit::{emit_sys, now},
     maps::PEERS,
+    read,
     syscall::Sys,
     task::save_in_flight,
 };
@@ -55,7 +55,7 @@ fn enter_setsockopt<S: Sys>(ctx: &S) {
     let Some(at) = conn_at_enter(ctx.arg(0) as i32) else { return };
     let (optval, optlen) = (ctx.arg(3), ctx.arg(4));
     // The option's value: an int, a struct linger {onoff, linger} or a struct timeval.
-    let value = unsafe { bpf_probe_read_user(optval as *const [u64; 2]) }.unwrap_or([0, 0]);
+    let value = read::user::<[u64; 2]>(optval).unwrap_or([0, 0]);
     let len = optlen & 0xffff_ffff;
     let v0 = if len >= 8 { value[0] } else { value[0] & 0xffff_ffff };
     let v1 = if len > 8 { value[1] } else { 0 };
@@ -66,6 +66,8 @@ fn enter_setsockopt<S: Sys>(ctx: &S) {
 fn enter_close<S: Sys>(ctx: &S) {
     let fd = ctx.arg(0) as i32;
     let Some((key, c, tid)) = conn_entry_at_enter(fd) else { return };
+    // SAFETY: `c` comes from a successful lookup (valid and aligned during this run);
+    // it is copied here, before the entry is removed.
     let c = unsafe { *c };
     // Forget the fd now: once close runs, another thread may accept a new connection
     // on the same number. The peer stays until exit so the close's own RST/FIN is seen.

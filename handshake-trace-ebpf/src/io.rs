@@ -4,7 +4,7 @@
 //! handshake; from then on the connection costs one map lookup per syscall.
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{bpf_probe_read_user, generated};
+use aya_ebpf::helpers::generated;
 use handshake_trace_common::{
     counter, end, kind, sys, InFlight, IoEvent, SysEvent, CONN_TLS, PAYLOAD_MAX, TLS_BUDGET,
 };
@@ -14,6 +14,7 @@ use crate::{
     dispatch::syscall_programs,
     emit::{count, header, submit_flags},
     maps::EVENTS,
+    read,
     syscall::Sys,
 };
 
@@ -59,7 +60,7 @@ fn buffer(f: &InFlight) -> (u64, u64) {
     let iov = match f.syscall {
         sys::READV | sys::WRITEV => f.ptr,
         sys::RECVMSG | sys::SENDMSG => {
-            unsafe { bpf_probe_read_user((f.ptr + MSGHDR_IOV) as *const u64) }.unwrap_or(0)
+            read::user::<u64>(f.ptr + MSGHDR_IOV).unwrap_or(0)
         }
         _ => return (f.ptr, u64::MAX),
     };
@@ -67,7 +68,7 @@ fn buffer(f: &InFlight) -> (u64, u64) {
         return (0, 0);
     }
     // First iovec only: { iov_base, iov_len }.
-    match unsafe { bpf_probe_read_user(iov as *const [u64; 2]) } {
+    match read::user::<[u64; 2]>(iov) {
         Ok([base, len]) => (base, len),
         Err(_) => (0, 0),
     }
@@ -83,6 +84,10 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
     let e = entry.as_mut_ptr();
     let h = header(kind::IO, tgid, tid);
     let mut captured: u32 = 0;
+    // SAFETY: `e` points to the reserved record, ours alone and writable until it is
+    // submitted; the payload copy is at most PAYLOAD_MAX bytes (checked just before, as
+    // the verifier also requires) into the record's payload, and the helper reads the
+    // user address `src` without faulting.
     unsafe {
         (*e).sys = SysEvent {
             header: h,
@@ -114,9 +119,12 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
     }
     // The handshake state moves on with the record's first bytes; an end rides on the
     // record (one record fewer per handshake than an end record of its own).
+    // SAFETY: the reserved record (see above); bytes past `captured` hold whatever the
+    // ring held before, and `after_io` looks only at those `captured` covers.
     let p = unsafe { &(*e).payload };
     let first = [p[0], p[1], p[MYSQL_SEQ], p[MYSQL_FIRST]];
     let end = if ret > 0 { after_io(tgid, f, captured, first) } else { 0 };
+    // SAFETY: the reserved record, not yet submitted.
     unsafe { (*e).tracking_end = end as u32 };
     entry.submit(submit_flags());
     count(counter::EMITTED);
@@ -130,6 +138,8 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
 #[inline(always)]
 fn after_io(tgid: u32, f: &InFlight, captured: u32, first: [u8; 4]) -> u64 {
     let Some(c) = conn(tgid, f.fd) else { return 0 };
+    // SAFETY: valid and aligned (a successful lookup) during this run; the entry is
+    // changed only here, by the exits of the reads and writes on this connection.
     let c = unsafe { &mut *c };
     if c.gen != f.conn_gen {
         return 0;

@@ -8,6 +8,8 @@ use crate::maps::{BPF_NOEXIST, LIVE};
 #[inline(always)]
 pub fn any_live(index: u32) -> bool {
     match LIVE.get(index) {
+        // SAFETY: `n` is a reference into the array map (valid, aligned); volatile so
+        // each run reads the count that other CPUs update.
         Some(n) => (unsafe { core::ptr::read_volatile(n as *const u64) }) != 0,
         None => true,
     }
@@ -20,6 +22,8 @@ pub fn live_add(index: u32, delta: u64) {
     if let Some(n) = LIVE.get_ptr_mut(index) {
         // The BPF target has no compare-and-swap, so no `AtomicU64::fetch_add`; the
         // intrinsic compiles to the BPF atomic add.
+        // SAFETY: `n` points to a valid, aligned u64 in the array map, which every
+        // writer changes only through this atomic add.
         unsafe {
             core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(n, delta);
         }

@@ -63,10 +63,12 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 pub const BPF_NOEXIST: u64 = 1;
 
 /// The size of EVENTS in bytes, written by userspace with the map's size before load.
+// SAFETY (no_mangle): the loader finds it by this name; no other symbol has it.
 #[unsafe(no_mangle)]
 static RING_BYTES: u64 = DEFAULT_RINGBUF_BYTES as u64;
 
 /// Tracepoint field offsets, written by userspace from the `format` files before load.
+// SAFETY (no_mangle): the loader finds it by this name; no other symbol has it.
 #[unsafe(no_mangle)]
 static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
     syscall_arg0: 16,
@@ -99,11 +101,13 @@ const ZERO_TCP: handshake_trace_common::TcpOffsets = handshake_trace_common::Tcp
 #[inline(always)]
 pub fn offsets() -> TracepointOffsets {
     // Volatile so the compiler does not fold the defaults; the loader rewrites them.
+    // SAFETY: a reference to a static: valid and aligned.
     unsafe { core::ptr::read_volatile(&TP_OFFSETS) }
 }
 
 /// The size of EVENTS in bytes (fixed at load).
 #[inline(always)]
 pub fn ring_bytes() -> u64 {
+    // SAFETY: as in `offsets`.
     unsafe { core::ptr::read_volatile(&RING_BYTES) }
 }

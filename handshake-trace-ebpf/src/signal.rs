@@ -8,13 +8,14 @@ use handshake_trace_common::{kind, SignalEvent};
 use crate::{
     emit::{emit, header},
     maps::offsets,
+    read,
     target::current,
     task::handler_conn,
 };
 
 #[inline(always)]
 fn field(ctx: &TracePointContext, off: u32) -> i32 {
-    unsafe { ctx.read_at::<i32>(off as usize) }.unwrap_or(0)
+    read::field::<i32>(ctx, off).unwrap_or(0)
 }
 
 #[tracepoint]

@@ -3,9 +3,9 @@
 //! `sys_enter`/`sys_exit` from the caller's saved registers.
 use core::ffi::c_void;
 
-use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext, EbpfContext};
+use aya_ebpf::{programs::TracePointContext, EbpfContext};
 
-use crate::maps::offsets;
+use crate::{maps::offsets, read};
 
 /// A syscall's arguments (at entry) or return value (at exit).
 pub trait Sys: EbpfContext {
@@ -18,12 +18,12 @@ pub trait Sys: EbpfContext {
 impl Sys for TracePointContext {
     #[inline(always)]
     fn arg(&self, i: u32) -> u64 {
-        unsafe { self.read_at::<u64>((offsets().syscall_arg0 + 8 * i) as usize) }.unwrap_or(0)
+        read::field::<u64>(self, offsets().syscall_arg0 + 8 * i).unwrap_or(0)
     }
 
     #[inline(always)]
     fn ret(&self) -> i64 {
-        unsafe { self.read_at::<i64>(offsets().exit_ret as usize) }.unwrap_or(0)
+        read::field::<i64>(self, offsets().exit_ret).unwrap_or(0)
     }
 }
 
@@ -82,6 +82,6 @@ const PT_REGS_R10: u64 = 56;
 #[inline(always)]
 fn syscall_args(regs: u64) -> [u64; 6] {
     // r10, r9, r8, ax, cx, dx, si, di
-    let r: [u64; 8] = unsafe { bpf_probe_read_kernel((regs + PT_REGS_R10) as *const [u64; 8]) }.unwrap_or([0; 8]);
+    let r: [u64; 8] = read::kernel::<[u64; 8]>(regs + PT_REGS_R10).unwrap_or([0; 8]);
     [r[7], r[6], r[5], r[0], r[2], r[1]]
 }

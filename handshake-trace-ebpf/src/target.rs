@@ -15,6 +15,7 @@ pub fn current() -> (u32, u32) {
 pub fn is_target(tgid: u32) -> bool {
     match TARGET_FILTER.get(0) {
         Some(f) if f.overflow == 0 => f.admits(tgid),
+        // SAFETY: only whether the entry exists is used; no reference is kept.
         _ => unsafe { TARGETS.get(&tgid) }.is_some(),
     }
 }

@@ -14,11 +14,15 @@ use crate::{
 /// The connection thread `tid` works on, if it is still in its handshake.
 #[inline(always)]
 pub fn handler_conn(tid: u32) -> Option<ThreadConn> {
+    // SAFETY: copied at once. Another thread's entry may be written meanwhile (signals
+    // look at the receiver's): a torn copy names a connection whose generation does not
+    // match below, so it is turned away like a stale one.
     let tc = unsafe { TASKS.get(&tid) }?.conn;
     if tc.gen == 0 {
         return None;
     }
     let c = conn(tc.tgid, tc.fd)?;
+    // SAFETY: `c` comes from a successful lookup: valid and aligned during this run.
     if unsafe { (*c).gen } != tc.gen {
         return None;
     }
@@ -31,7 +35,8 @@ pub fn handler_conn(tid: u32) -> Option<ThreadConn> {
 #[inline(always)]
 pub fn task_enter<C: EbpfContext>(ctx: &C, tid: u32, handler: Option<ThreadConn>, value: &InFlight) {
     if let Some(t) = TASKS.get_ptr_mut(&tid) {
-        // Only this thread's programs write its entry (and its exit removes it).
+        // SAFETY: valid and aligned (a successful lookup); only this thread's programs
+        // write its entry, one syscall at a time (and its exit removes it).
         let t = unsafe { &mut *t };
         if let Some(tc) = handler {
             t.conn = tc;
@@ -60,6 +65,7 @@ pub fn save_in_flight<C: EbpfContext>(ctx: &C, tid: u32, value: &InFlight) {
 /// A target thread exits: forget it (and its syscall, if it never returned).
 #[inline(always)]
 pub fn forget_task(tid: u32) {
+    // SAFETY: `busy` is copied out before the entry is removed.
     let Some(t) = (unsafe { TASKS.get(&tid) }) else { return };
     let busy = t.busy;
     if TASKS.remove(&tid).is_ok() && busy != 0 {
@@ -73,6 +79,7 @@ pub fn take_in_flight(tid: u32) -> Option<InFlight> {
     if !any_live(live::IN_FLIGHT) {
         return None;
     }
+    // SAFETY: as in `task_enter`: this thread's own entry, valid during this run.
     let t = unsafe { &mut *TASKS.get_ptr_mut(&tid)? };
     if t.busy == 0 {
         return None;

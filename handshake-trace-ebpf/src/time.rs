@@ -1,6 +1,6 @@
 //! Times syscalls take (`struct timespec`, `timeval`, `itimerval`, `itimerspec`), in
 //! milliseconds, as the records carry them.
-use aya_ebpf::helpers::bpf_probe_read_user;
+use crate::read;
 
 /// A wait without a timeout.
 pub const NO_TIMEOUT: u64 = u64::MAX;
@@ -21,7 +21,7 @@ pub fn timeout_ms(ptr: u64, per_ms: u64) -> u64 {
     if ptr == 0 {
         return NO_TIMEOUT;
     }
-    match unsafe { bpf_probe_read_user(ptr as *const [i64; 2]) } {
+    match read::user::<[i64; 2]>(ptr) {
         Ok([s, sub]) => ms(s, sub, per_ms),
         Err(_) => NO_TIMEOUT,
     }
@@ -31,7 +31,7 @@ pub fn timeout_ms(ptr: u64, per_ms: u64) -> u64 {
 /// itimerspec: NS_PER_MS): `it_value` in milliseconds, 0 for NULL.
 #[inline(always)]
 pub fn it_value_ms(ptr: u64, per_ms: u64) -> u64 {
-    match unsafe { bpf_probe_read_user(ptr as *const [i64; 4]) } {
+    match read::user::<[i64; 4]>(ptr) {
         Ok(v) if ptr != 0 => ms(v[2], v[3], per_ms),
         _ => 0,
     }

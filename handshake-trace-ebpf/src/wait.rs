@@ -1,12 +1,12 @@
 //! Waits for a connection to become readable: poll, ppoll (the modern server's
 //! `connect_timeout`), select, pselect6. args: [nfds, timeout ms (u64::MAX = none), events, revents].
-use aya_ebpf::helpers::bpf_probe_read_user;
 use handshake_trace_common::{sys, InFlight};
 
 use crate::{
     conn::enter_on_conn,
     dispatch::syscall_programs,
     emit::{emit_sys, now},
+    read,
     syscall::Sys,
     target::current_target,
     task::{handler_conn, save_in_flight},
@@ -43,7 +43,7 @@ fn enter_poll<S: Sys>(ctx: &S, syscall: u32, timeout_ms: u64) {
     let nfds = ctx.arg(1);
     // struct pollfd { int fd; short events; short revents; }: the first entry names the
     // connection (servers wait on one socket per handler thread).
-    let Ok(first) = (unsafe { bpf_probe_read_user(ufds as *const [i16; 4]) }) else { return };
+    let Ok(first) = read::user::<[i16; 4]>(ufds) else { return };
     let fd = (first[0] as u16 as i32) | ((first[1] as u16 as i32) << 16);
     enter_on_conn(ctx, fd, syscall, ufds, [nfds, timeout_ms, first[2] as u16 as u64, 0]);
 }
@@ -73,7 +73,7 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
     let mut args = f.args;
     // poll and ppoll: the connection's revents, from the first struct pollfd.
     if matches!(f.syscall, sys::POLL | sys::PPOLL) {
-        if let Ok(p) = unsafe { bpf_probe_read_user(f.ptr as *const [i16; 4]) } {
+        if let Ok(p) = read::user::<[i16; 4]>(f.ptr) {
             args[3] = p[3] as u16 as u64;
         }
     }
