@@ -7,7 +7,7 @@ use crate::{
     dispatch::syscall_programs,
     emit::{emit, header, map_full},
     maps::PEERS,
-    net::{v4_mapped, AF_INET, AF_INET6, SA_PORT, SIN6_ADDR, SIN_ADDR},
+    net::{set_v4_mapped, AF_INET, AF_INET6, SA_PORT, SIN6_ADDR, SIN_ADDR},
     read,
     syscall::Sys,
     target::current_target,
@@ -61,7 +61,7 @@ pub(crate) fn track<S: Sys>(ctx: &S, tgid: u32, e: &AcceptEvent) {
     match e.family {
         AF_INET => {
             // v4-mapped, as the TCP tracepoints show IPv4 peers in their v6 fields.
-            peer.addr = v4_mapped([e.addr[0], e.addr[1], e.addr[2], e.addr[3]]);
+            set_v4_mapped(&mut peer.addr, [e.addr[0], e.addr[1], e.addr[2], e.addr[3]]);
         }
         AF_INET6 => peer.addr = e.addr,
         _ => {}

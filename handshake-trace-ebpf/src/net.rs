@@ -10,12 +10,14 @@ pub const SA_PORT: u32 = 2;
 pub const SIN_ADDR: u32 = 4;
 pub const SIN6_ADDR: u32 = 8;
 
-/// An IPv4 address as `::ffff:a.b.c.d`.
+/// Make `addr` (all zeros, as in a fresh `PeerKey`) the IPv4 address `a` as
+/// `::ffff:a.b.c.d`. In place: a returned array would cost a copy.
 #[inline(always)]
-pub fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
-    let mut addr = [0u8; 16];
+pub fn set_v4_mapped(addr: &mut [u8; 16], a: [u8; 4]) {
     addr[10] = 0xff;
     addr[11] = 0xff;
-    addr[12..].copy_from_slice(&a);
-    addr
+    addr[12] = a[0];
+    addr[13] = a[1];
+    addr[14] = a[2];
+    addr[15] = a[3];
 }

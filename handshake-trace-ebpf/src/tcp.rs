@@ -7,7 +7,7 @@ use handshake_trace_common::{kind, tcp, PeerKey, TcpEvent, TcpOffsets, ThreadCon
 use crate::{
     emit::{emit, header},
     maps::{offsets, PEERS},
-    net::{v4_mapped, AF_INET, IPPROTO_TCP, SA_PORT, SIN6_ADDR, SIN_ADDR},
+    net::{set_v4_mapped, AF_INET, IPPROTO_TCP, SA_PORT, SIN6_ADDR, SIN_ADDR},
     read::{self, Plain},
     target::current,
 };
@@ -27,7 +27,7 @@ fn peer(ctx: &TracePointContext, o: &TcpOffsets) -> Option<PeerKey> {
         let family: u16 = at(ctx, o.daddr)?;
         key.port = u16::from_be(at::<u16>(ctx, o.daddr + SA_PORT)?);
         if family == AF_INET {
-            key.addr = v4_mapped(at(ctx, o.daddr + SIN_ADDR)?);
+            set_v4_mapped(&mut key.addr, at(ctx, o.daddr + SIN_ADDR)?);
         } else {
             key.addr = at(ctx, o.daddr + SIN6_ADDR)?;
         }
