@@ -24,6 +24,9 @@ pub mod kind {
 
 /// Syscall identifiers in [`SysEvent::syscall`] (ours, not the kernel's numbers).
 pub mod sys {
+    /// accept and accept4, in [`InFlight::syscall`](super::InFlight::syscall) only: an
+    /// accept's exit sends an [`AcceptEvent`](super::AcceptEvent), never a `SysEvent`.
+    pub const ACCEPT: u32 = 0;
     pub const READ: u32 = 1;
     pub const READV: u32 = 2;
     pub const RECVFROM: u32 = 3;
@@ -46,6 +49,27 @@ pub mod sys {
     pub const KILL: u32 = 20;
     pub const TKILL: u32 = 21;
     pub const TGKILL: u32 = 22;
+}
+
+/// Error numbers (x86-64 Linux, positive) the programs and the collector name: a
+/// syscall's return value is `-errno`.
+pub mod errno {
+    pub const EINTR: i32 = 4;
+    pub const EAGAIN: i32 = 11;
+    pub const ECONNRESET: i32 = 104;
+    pub const ETIMEDOUT: i32 = 110;
+    /// The kernel's restart codes, which `sys_exit` tracepoints can see before the
+    /// signal code turns them into a restart or EINTR on the way out.
+    pub const ERESTARTSYS: i32 = 512;
+    pub const ERESTARTNOINTR: i32 = 513;
+    pub const ERESTARTNOHAND: i32 = 514;
+    pub const ERESTART_RESTARTBLOCK: i32 = 516;
+
+    /// Is `errno` one of the restart codes (512..=516)?
+    #[inline(always)]
+    pub fn is_restart(errno: i32) -> bool {
+        (ERESTARTSYS..=ERESTART_RESTARTBLOCK).contains(&errno)
+    }
 }
 
 /// What a [`TcpEvent`] reports.
@@ -321,7 +345,7 @@ pub struct PeerKey {
 pub struct InFlight {
     /// The fd argument.
     pub fd: i32,
-    /// One of [`sys`] (0 for accept).
+    /// One of [`sys`] ([`sys::ACCEPT`] for accept).
     pub syscall: u32,
     /// A user pointer argument (accept: the sockaddr buffer; reads/writes: the buffer).
     pub ptr: u64,
@@ -427,6 +451,12 @@ mod pod {
 mod tests {
     use super::*;
     use core::mem::size_of;
+
+    #[test]
+    fn restart_codes_are_512_to_516() {
+        assert!((512..=516).all(errno::is_restart));
+        assert!(!errno::is_restart(errno::EINTR) && !errno::is_restart(511) && !errno::is_restart(517));
+    }
 
     #[test]
     fn only_the_socket_options_that_end_handshakes_are_followed() {

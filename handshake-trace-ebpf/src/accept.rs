@@ -1,84 +1,40 @@
 //! accept / accept4: a target process takes a new client connection, which is
 //! tracked from here until its handshake ends.
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
-use handshake_trace_common::{kind, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, ThreadConn};
+use handshake_trace_common::{errno, kind, sys, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, ThreadConn};
 
-use crate::common::{
-    Sys,
-    arg, current_target, emit, header, map_full, ret, save_in_flight, take_in_flight, conn_insert,
-    PEERS,
+use crate::{
+    conn::conn_insert,
+    dispatch::syscall_programs,
+    emit::{emit, header, map_full},
+    maps::PEERS,
+    net::{set_v4_mapped, AF_INET, AF_INET6, SA_PORT, SIN6_ADDR, SIN_ADDR},
+    read,
+    syscall::Sys,
+    target::current_target,
+    task::save_in_flight,
 };
 
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-const EAGAIN: i64 = 11;
-
-#[tracepoint]
-pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
-    sys_enter_accept4_impl(&ctx)
+syscall_programs! {
+    sys_enter_accept4, sys_exit_accept4 => sys::ACCEPT;
+    sys_enter_accept, sys_exit_accept => sys::ACCEPT;
 }
 
+/// What an accept's exit goes on when its entry was not seen.
+pub(crate) const UNSEEN: InFlight = InFlight { fd: -1, syscall: sys::ACCEPT, ptr: 0, enter_ns: 0, conn_gen: 0, args: [0; 4] };
+
+/// accept and accept4 take the same first arguments: the listening fd, the peer's buffer.
 #[inline(always)]
-pub(crate) fn sys_enter_accept4_impl<S: Sys>(ctx: &S) -> u32 {
-    on_enter(ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
-    sys_enter_accept_impl(&ctx)
-}
-
-#[inline(always)]
-pub(crate) fn sys_enter_accept_impl<S: Sys>(ctx: &S) -> u32 {
-    on_enter(ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    sys_exit_accept4_impl(&ctx)
-}
-
-#[inline(always)]
-pub(crate) fn sys_exit_accept4_impl<S: Sys>(ctx: &S) -> u32 {
-    exit_program(ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    sys_exit_accept_impl(&ctx)
-}
-
-#[inline(always)]
-pub(crate) fn sys_exit_accept_impl<S: Sys>(ctx: &S) -> u32 {
-    exit_program(ctx);
-    0
-}
-
-#[inline(always)]
-pub(crate) fn on_enter<S: Sys>(ctx: &S) {
+pub(crate) fn enter<S: Sys>(ctx: &S, call: u32) {
     let Some((_, tid)) = current_target() else { return };
-    let saved = InFlight { fd: arg(ctx, 0) as i32, ptr: arg(ctx, 1), ..InFlight::default() };
+    let saved = InFlight { fd: ctx.arg(0) as i32, syscall: call, ptr: ctx.arg(1), ..InFlight::default() };
     save_in_flight(ctx, tid, &saved);
 }
 
-/// The per-syscall tracepoints' exit.
 #[inline(always)]
-fn exit_program<S: Sys>(ctx: &S) {
-    let Some((tgid, tid)) = current_target() else { return };
-    // An accept that was already blocking when tracing started has no saved entry:
-    // still follow its connection (listening fd and peer unknown; userspace asks /proc).
-    let saved = take_in_flight(tid).unwrap_or(InFlight { fd: -1, ..InFlight::default() });
-    on_exit(ctx, tgid, tid, &saved);
-}
-
-#[inline(always)]
-pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, saved: &InFlight) {
-    let ret = ret(ctx);
+pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, saved: &InFlight) {
+    let ret = ctx.ret();
     // Servers accept from non-blocking listeners until EAGAIN: that is no event.
-    if ret == -EAGAIN {
+    if ret == -(errno::EAGAIN as i64) {
         return;
     }
     let h = header(kind::ACCEPT, tgid, tid);
@@ -105,12 +61,7 @@ pub(crate) fn track<S: Sys>(ctx: &S, tgid: u32, e: &AcceptEvent) {
     match e.family {
         AF_INET => {
             // v4-mapped, as the TCP tracepoints show IPv4 peers in their v6 fields.
-            peer.addr[10] = 0xff;
-            peer.addr[11] = 0xff;
-            peer.addr[12] = e.addr[0];
-            peer.addr[13] = e.addr[1];
-            peer.addr[14] = e.addr[2];
-            peer.addr[15] = e.addr[3];
+            set_v4_mapped(&mut peer.addr, [e.addr[0], e.addr[1], e.addr[2], e.addr[3]]);
         }
         AF_INET6 => peer.addr = e.addr,
         _ => {}
@@ -137,19 +88,17 @@ pub(crate) fn track<S: Sys>(ctx: &S, tgid: u32, e: &AcceptEvent) {
 /// Copy the peer address the kernel wrote into the caller's buffer.
 #[inline(always)]
 fn read_peer(ptr: u64, event: &mut AcceptEvent) {
-    let family: u16 = unsafe { bpf_probe_read_user(ptr as *const u16) }.unwrap_or(0);
-    // sockaddr_in / sockaddr_in6: family(2) port(2, network order) ...
-    let port: u16 = unsafe { bpf_probe_read_user((ptr + 2) as *const u16) }.unwrap_or(0);
+    let family: u16 = read::user::<u16>(ptr).unwrap_or(0);
+    let port: u16 = read::user::<u16>(ptr + SA_PORT as u64).unwrap_or(0);
     match family {
         AF_INET => {
-            if let Ok(a) = unsafe { bpf_probe_read_user((ptr + 4) as *const [u8; 4]) } {
+            if let Ok(a) = read::user::<[u8; 4]>(ptr + SIN_ADDR as u64) {
                 event.addr[..4].copy_from_slice(&a);
                 event.family = family;
             }
         }
         AF_INET6 => {
-            // sin6_flowinfo (4) sits between the port and the address.
-            if let Ok(a) = unsafe { bpf_probe_read_user((ptr + 8) as *const [u8; 16]) } {
+            if let Ok(a) = read::user::<[u8; 16]>(ptr + SIN6_ADDR as u64) {
                 event.addr = a;
                 event.family = family;
             }

@@ -4,49 +4,44 @@
 //! handshake; from then on the connection costs one map lookup per syscall.
 use core::ffi::c_void;
 
-use aya_ebpf::{
-    helpers::{bpf_probe_read_user, generated},
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::helpers::generated;
 use handshake_trace_common::{
     counter, end, kind, sys, InFlight, IoEvent, SysEvent, CONN_TLS, PAYLOAD_MAX, TLS_BUDGET,
 };
 
-use crate::common::{
-    Sys,
-    arg, conn, count, enter_on_conn, forget_conn, header, ret, take_current, EVENTS,
+use crate::{
+    conn::{conn, enter_on_conn, forget_conn},
+    dispatch::syscall_programs,
+    emit::{count, header, submit_flags},
+    maps::EVENTS,
+    read,
+    syscall::Sys,
 };
 
-macro_rules! io_programs {
-    ($enter:ident, $exit:ident, $sys:expr) => {
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            on_enter(&ctx, $sys);
-            0
-        }
+/// `struct user_msghdr`: msg_name (8), msg_namelen (4, padded to 8), then msg_iov.
+const MSGHDR_IOV: u64 = 16;
+/// A TLS record header where a MySQL packet would be: content type handshake, version 3.x.
+const TLS_HANDSHAKE: u8 = 0x16;
+const TLS_MAJOR: u8 = 0x03;
+/// A MySQL packet: payload length (3 bytes), sequence number (1), then the payload,
+/// whose first byte marks an OK or an ERR.
+const MYSQL_SEQ: usize = 3;
+const MYSQL_FIRST: usize = 4;
+const MYSQL_OK: u8 = 0x00;
+const MYSQL_ERR: u8 = 0xff;
+/// Greeting 0, login 1: the server's reply to the login has sequence 2 or more.
+const LOGIN_REPLY_SEQ: u8 = 2;
 
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            if let Some((tgid, tid, f)) = take_current() {
-                // Another family's exit owns a record it did not save.
-                if (sys::READ..=sys::SENDMSG).contains(&f.syscall) {
-                    on_exit(&ctx, tgid, tid, &f);
-                }
-            }
-            0
-        }
-    };
+syscall_programs! {
+    sys_enter_read, sys_exit_read => sys::READ;
+    sys_enter_readv, sys_exit_readv => sys::READV;
+    sys_enter_recvfrom, sys_exit_recvfrom => sys::RECVFROM;
+    sys_enter_recvmsg, sys_exit_recvmsg => sys::RECVMSG;
+    sys_enter_write, sys_exit_write => sys::WRITE;
+    sys_enter_writev, sys_exit_writev => sys::WRITEV;
+    sys_enter_sendto, sys_exit_sendto => sys::SENDTO;
+    sys_enter_sendmsg, sys_exit_sendmsg => sys::SENDMSG;
 }
-
-io_programs!(sys_enter_read, sys_exit_read, sys::READ);
-io_programs!(sys_enter_readv, sys_exit_readv, sys::READV);
-io_programs!(sys_enter_recvfrom, sys_exit_recvfrom, sys::RECVFROM);
-io_programs!(sys_enter_recvmsg, sys_exit_recvmsg, sys::RECVMSG);
-io_programs!(sys_enter_write, sys_exit_write, sys::WRITE);
-io_programs!(sys_enter_writev, sys_exit_writev, sys::WRITEV);
-io_programs!(sys_enter_sendto, sys_exit_sendto, sys::SENDTO);
-io_programs!(sys_enter_sendmsg, sys_exit_sendmsg, sys::SENDMSG);
 
 #[inline(always)]
 fn is_write(syscall: u32) -> bool {
@@ -54,8 +49,9 @@ fn is_write(syscall: u32) -> bool {
 }
 
 #[inline(always)]
-pub(crate) fn on_enter<S: Sys>(ctx: &S, syscall: u32) {
-    enter_on_conn(ctx, arg(ctx, 0) as i32, syscall, arg(ctx, 1), [arg(ctx, 2), arg(ctx, 3), 0, 0]);
+pub(crate) fn enter<S: Sys>(ctx: &S, call: u32) {
+    // All eight take (fd, buffer or iovec or msghdr, ...).
+    enter_on_conn(ctx, ctx.arg(0) as i32, call, ctx.arg(1), [ctx.arg(2), ctx.arg(3), 0, 0]);
 }
 
 /// The user buffer the bytes went to or came from, and its size limit.
@@ -63,9 +59,8 @@ pub(crate) fn on_enter<S: Sys>(ctx: &S, syscall: u32) {
 fn buffer(f: &InFlight) -> (u64, u64) {
     let iov = match f.syscall {
         sys::READV | sys::WRITEV => f.ptr,
-        // struct user_msghdr: msg_name(8) msg_namelen(4+4) msg_iov(8) ...
         sys::RECVMSG | sys::SENDMSG => {
-            unsafe { bpf_probe_read_user((f.ptr + 16) as *const u64) }.unwrap_or(0)
+            read::user::<u64>(f.ptr + MSGHDR_IOV).unwrap_or(0)
         }
         _ => return (f.ptr, u64::MAX),
     };
@@ -73,15 +68,15 @@ fn buffer(f: &InFlight) -> (u64, u64) {
         return (0, 0);
     }
     // First iovec only: { iov_base, iov_len }.
-    match unsafe { bpf_probe_read_user(iov as *const [u64; 2]) } {
+    match read::user::<[u64; 2]>(iov) {
         Ok([base, len]) => (base, len),
         Err(_) => (0, 0),
     }
 }
 
 #[inline(always)]
-pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
-    let ret = ret(ctx);
+pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
+    let ret = ctx.ret();
     let Some(mut entry) = EVENTS.reserve::<IoEvent>(0) else {
         count(counter::LOST_RINGBUF);
         return;
@@ -89,6 +84,10 @@ pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
     let e = entry.as_mut_ptr();
     let h = header(kind::IO, tgid, tid);
     let mut captured: u32 = 0;
+    // SAFETY: `e` points to the reserved record, ours alone and writable until it is
+    // submitted; the payload copy is at most PAYLOAD_MAX bytes (checked just before, as
+    // the verifier also requires) into the record's payload, and the helper reads the
+    // user address `src` without faulting.
     unsafe {
         (*e).sys = SysEvent {
             header: h,
@@ -120,11 +119,14 @@ pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
     }
     // The handshake state moves on with the record's first bytes; an end rides on the
     // record (one record fewer per handshake than an end record of its own).
+    // SAFETY: the reserved record (see above); bytes past `captured` hold whatever the
+    // ring held before, and `after_io` looks only at those `captured` covers.
     let p = unsafe { &(*e).payload };
-    let first = [p[0], p[1], p[3], p[4]];
+    let first = [p[0], p[1], p[MYSQL_SEQ], p[MYSQL_FIRST]];
     let end = if ret > 0 { after_io(tgid, f, captured, first) } else { 0 };
+    // SAFETY: the reserved record, not yet submitted.
     unsafe { (*e).tracking_end = end as u32 };
-    entry.submit(crate::common::submit_flags());
+    entry.submit(submit_flags());
     count(counter::EMITTED);
     if end != 0 {
         forget_conn(tgid, f.fd);
@@ -136,6 +138,8 @@ pub(crate) fn on_exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
 #[inline(always)]
 fn after_io(tgid: u32, f: &InFlight, captured: u32, first: [u8; 4]) -> u64 {
     let Some(c) = conn(tgid, f.fd) else { return 0 };
+    // SAFETY: valid and aligned (a successful lookup) during this run; the entry is
+    // changed only here, by the exits of the reads and writes on this connection.
     let c = unsafe { &mut *c };
     if c.gen != f.conn_gen {
         return 0;
@@ -148,15 +152,15 @@ fn after_io(tgid: u32, f: &InFlight, captured: u32, first: [u8; 4]) -> u64 {
         return 0;
     }
     // A TLS record header (handshake, version 3.x) where a MySQL packet would be.
-    if captured >= 2 && first[0] == 0x16 && first[1] == 0x03 {
+    if captured >= 2 && first[0] == TLS_HANDSHAKE && first[1] == TLS_MAJOR {
         c.flags |= CONN_TLS;
         c.tls_budget = TLS_BUDGET;
         return 0;
     }
-    if is_write(f.syscall) && captured >= 5 {
+    if is_write(f.syscall) && captured > MYSQL_FIRST as u32 {
         let (seq, kind) = (first[2], first[3]);
-        // ERR at any point, or OK after the login (sequence ≥ 2), ends the handshake.
-        if kind == 0xff || (kind == 0x00 && seq >= 2) {
+        // ERR at any point, or OK after the login, ends the handshake.
+        if kind == MYSQL_ERR || (kind == MYSQL_OK && seq >= LOGIN_REPLY_SEQ) {
             return end::REPLY;
         }
     }

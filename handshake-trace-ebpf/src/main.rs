@@ -8,8 +8,21 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+// Shared by every program: one job each.
+mod conn;
+mod dispatch;
+mod emit;
+mod live;
+mod maps;
+mod net;
+mod read;
+mod syscall;
+mod target;
+mod task;
+mod time;
+
+// One file per event family.
 mod accept;
-mod common;
 mod fd;
 mod io;
 mod process;
@@ -27,6 +40,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 }
 
 /// The kernel wants a license string to allow GPL-only helpers.
+// SAFETY (link_section, no_mangle): the loader reads the "license" section; nothing
+// else is placed there or named LICENSE.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -3,7 +3,11 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use handshake_trace_common::{kind, EventHeader};
 
-use crate::common::{current_target, emit, forget_task, header};
+use crate::{
+    emit::{emit, header},
+    target::current_target,
+    task::forget_task,
+};
 
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {

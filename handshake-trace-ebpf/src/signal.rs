@@ -5,11 +5,17 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use handshake_trace_common::{kind, SignalEvent};
 
-use crate::common::{current, emit, handler_conn, header, offsets};
+use crate::{
+    emit::{emit, header},
+    maps::offsets,
+    read,
+    target::current,
+    task::handler_conn,
+};
 
 #[inline(always)]
 fn field(ctx: &TracePointContext, off: u32) -> i32 {
-    unsafe { ctx.read_at::<i32>(off as usize) }.unwrap_or(0)
+    read::field::<i32>(ctx, off).unwrap_or(0)
 }
 
 #[tracepoint]

@@ -4,14 +4,18 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
 use handshake_trace_common::{kind, tcp, PeerKey, TcpEvent, TcpOffsets, ThreadConn, SET_STATE_LAYOUT};
 
-use crate::common::{current, emit, header, offsets, PEERS};
+use crate::{
+    emit::{emit, header},
+    maps::{offsets, PEERS},
+    net::{set_v4_mapped, AF_INET, IPPROTO_TCP, SA_PORT, SIN6_ADDR, SIN_ADDR},
+    read::{self, Plain},
+    target::current,
+};
 
-const AF_INET: u16 = 2;
-const IPPROTO_TCP: u16 = 6;
-
+/// The field at `off` of this tracepoint's record (offsets from the format file).
 #[inline(always)]
-fn read<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
-    unsafe { ctx.read_at::<T>(off as usize) }.ok()
+fn at<T: Plain>(ctx: &TracePointContext, off: u32) -> Option<T> {
+    read::field(ctx, off).ok()
 }
 
 /// The client's address as this tracepoint shows it.
@@ -20,19 +24,16 @@ fn peer(ctx: &TracePointContext, o: &TcpOffsets) -> Option<PeerKey> {
     let mut key = PeerKey::default();
     if o.daddr_is_sockaddr != 0 {
         // struct sockaddr_in / sockaddr_in6 in a 28-byte field.
-        let family: u16 = read(ctx, o.daddr)?;
-        key.port = u16::from_be(read::<u16>(ctx, o.daddr + 2)?);
+        let family: u16 = at(ctx, o.daddr)?;
+        key.port = u16::from_be(at::<u16>(ctx, o.daddr + SA_PORT)?);
         if family == AF_INET {
-            let a: [u8; 4] = read(ctx, o.daddr + 4)?;
-            key.addr[10] = 0xff;
-            key.addr[11] = 0xff;
-            key.addr[12..].copy_from_slice(&a);
+            set_v4_mapped(&mut key.addr, at(ctx, o.daddr + SIN_ADDR)?);
         } else {
-            key.addr = read(ctx, o.daddr + 8)?;
+            key.addr = at(ctx, o.daddr + SIN6_ADDR)?;
         }
     } else {
-        key.port = read(ctx, o.dport)?;
-        key.addr = read(ctx, o.daddr)?;
+        key.port = at(ctx, o.dport)?;
+        key.addr = at(ctx, o.daddr)?;
     }
     Some(key)
 }
@@ -40,9 +41,11 @@ fn peer(ctx: &TracePointContext, o: &TcpOffsets) -> Option<PeerKey> {
 #[inline(always)]
 fn on_tcp(ctx: &TracePointContext, o: &TcpOffsets, what: u32) {
     let Some(key) = peer(ctx, o) else { return };
+    // SAFETY: the entry is copied at once; map elements stay valid memory while the
+    // program runs, and a concurrent update can only give the newer connection.
     let Some(tc) = (unsafe { PEERS.get(&key) }).copied() else { return };
     let (oldstate, newstate) = if what == tcp::STATE {
-        (read::<i32>(ctx, o.oldstate).unwrap_or(0) as u32, read::<i32>(ctx, o.newstate).unwrap_or(0) as u32)
+        (at::<i32>(ctx, o.oldstate).unwrap_or(0) as u32, at::<i32>(ctx, o.newstate).unwrap_or(0) as u32)
     } else {
         (0, 0)
     };
@@ -81,7 +84,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let o = all.set_state;
-    if read::<u16>(&ctx, o.protocol) != Some(IPPROTO_TCP) {
+    if at::<u16>(&ctx, o.protocol) != Some(IPPROTO_TCP) {
         return 0;
     }
     on_tcp(&ctx, &o, tcp::STATE);
@@ -89,9 +92,13 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 }
 
 /// A field of this tracepoint's record at a constant offset: a plain load the verifier
-/// checks (tracepoint contexts are readable), where `read` calls `bpf_probe_read`.
+/// checks (tracepoint contexts are readable), where `at` calls `bpf_probe_read`.
 #[inline(always)]
-fn field<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
+fn load<T: Plain>(ctx: &TracePointContext, off: usize) -> T {
+    // SAFETY: the verifier checks every load from a tracepoint's context against the
+    // record's size (the program is rejected at load otherwise), and `off` comes from
+    // SET_STATE_LAYOUT, used only when userspace found it in the format file; any
+    // bytes are a valid `T` (Plain).
     unsafe { *((ctx.as_ptr() as *const u8).add(off) as *const T) }
 }
 
@@ -100,15 +107,16 @@ fn field<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
 #[inline(always)]
 fn set_state_fixed(ctx: &TracePointContext) {
     const L: TcpOffsets = SET_STATE_LAYOUT;
-    if field::<u16>(ctx, L.protocol as usize) != IPPROTO_TCP {
+    if load::<u16>(ctx, L.protocol as usize) != IPPROTO_TCP {
         return;
     }
     // daddr_v6 (IPv4 peers v4-mapped) in two aligned loads.
-    let first: u64 = field(ctx, L.daddr as usize);
-    let second: u64 = field(ctx, L.daddr as usize + 8);
-    let mut key = PeerKey { port: field(ctx, L.dport as usize), ..PeerKey::default() };
+    let first: u64 = load(ctx, L.daddr as usize);
+    let second: u64 = load(ctx, L.daddr as usize + 8);
+    let mut key = PeerKey { port: load(ctx, L.dport as usize), ..PeerKey::default() };
     key.addr[..8].copy_from_slice(&first.to_ne_bytes());
     key.addr[8..].copy_from_slice(&second.to_ne_bytes());
+    // SAFETY: as in `on_tcp`: copied at once.
     let Some(tc) = (unsafe { PEERS.get(&key) }).copied() else { return };
-    send(&tc, tcp::STATE, field::<i32>(ctx, L.oldstate as usize) as u32, field::<i32>(ctx, L.newstate as usize) as u32);
+    send(&tc, tcp::STATE, load::<i32>(ctx, L.oldstate as usize) as u32, load::<i32>(ctx, L.newstate as usize) as u32);
 }

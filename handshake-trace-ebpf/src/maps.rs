@@ -1,0 +1,113 @@
+//! The maps every program shares (the target filter, the connections in their
+//! handshake, the threads and their syscalls in flight, the ring buffer, the
+//! counters) and the read-only globals userspace writes before load.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+use handshake_trace_common::{
+    counter, Conn, ConnKey, PeerKey, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
+    DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_TARGETS, MAX_TASKS,
+};
+
+/// Processes (tgid) to trace. Userspace keeps it current.
+#[map]
+pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// The same processes as a short list (one entry), asked first: it costs a few
+/// compares where the hash map costs a hash and a bucket walk, and every syscall of
+/// every process asks. Userspace rewrites it with TARGETS.
+#[map]
+pub static TARGET_FILTER: Array<TargetFilter> = Array::with_max_entries(1, 0);
+
+/// Connections in their handshake. A lookup here is also the target filter of the
+/// read/write programs: only targets' accepts insert, so one lookup serves both.
+#[map]
+pub static CONNS: HashMap<ConnKey, Conn> = HashMap::with_max_entries(MAX_CONNS, 0);
+
+
+/// Connections by client address, for the TCP tracepoints (which run in any context).
+#[map]
+pub static PEERS: HashMap<PeerKey, ThreadConn> = HashMap::with_max_entries(MAX_CONNS, 0);
+
+/// Per target thread, keyed by thread id: the connection it last worked on and the
+/// syscall it is in (arguments saved at entry for the exit). Written in place; an
+/// entry goes when its thread exits.
+#[map]
+pub static TASKS: HashMap<u32, TaskState> = HashMap::with_max_entries(MAX_TASKS, 0);
+
+/// How many connections CONNS holds and how many TASKS are inside a saved syscall
+/// (indexes in `live`). Kept exact by the only code that changes them
+/// (`conn_insert`, `conn_remove`, `save_in_flight`, `take_in_flight`, `forget_task`):
+/// while a count is zero the programs skip the lookups, so a server with no handshake
+/// open pays only the target check for its query traffic. Connections removed behind
+/// the programs' back (userspace dropping a gone target's) leave the count high, which
+/// only costs the lookups, never an event.
+#[map]
+pub static LIVE: Array<u64> = Array::with_max_entries(2, 0);
+
+pub mod live {
+    pub const CONNS: u32 = 0;
+    pub const IN_FLIGHT: u32 = 1;
+}
+
+/// Events to userspace; userspace may resize it before load.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
+
+/// Emitted / lost counters (see `handshake_trace_common::counter`).
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// `bpf_map_update_elem` flag: insert only, fail if the key exists.
+pub const BPF_NOEXIST: u64 = 1;
+
+/// The size of EVENTS in bytes, written by userspace with the map's size before load.
+// SAFETY (no_mangle): the loader finds it by this name; no other symbol has it.
+#[unsafe(no_mangle)]
+static RING_BYTES: u64 = DEFAULT_RINGBUF_BYTES as u64;
+
+/// Tracepoint field offsets, written by userspace from the `format` files before load.
+// SAFETY (no_mangle): the loader finds it by this name; no other symbol has it.
+#[unsafe(no_mangle)]
+static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
+    syscall_arg0: 16,
+    exit_ret: 16,
+    gen_sig: 8,
+    gen_errno: 12,
+    gen_code: 16,
+    gen_pid: 36,
+    gen_result: 44,
+    deliver_sig: 8,
+    deliver_errno: 12,
+    deliver_code: 16,
+    exit_pid: 24,
+    set_state_fixed: 0,
+    retransmit: ZERO_TCP,
+    send_reset: ZERO_TCP,
+    receive_reset: ZERO_TCP,
+    set_state: ZERO_TCP,
+};
+
+const ZERO_TCP: handshake_trace_common::TcpOffsets = handshake_trace_common::TcpOffsets {
+    dport: 0,
+    daddr: 0,
+    oldstate: 0,
+    newstate: 0,
+    protocol: 0,
+    daddr_is_sockaddr: 0,
+};
+
+#[inline(always)]
+pub fn offsets() -> TracepointOffsets {
+    // Volatile so the compiler does not fold the defaults; the loader rewrites them.
+    // SAFETY: a reference to a static: valid and aligned.
+    unsafe { core::ptr::read_volatile(&TP_OFFSETS) }
+}
+
+/// The size of EVENTS in bytes (fixed at load).
+#[inline(always)]
+pub fn ring_bytes() -> u64 {
+    // SAFETY: as in `offsets`.
+    unsafe { core::ptr::read_volatile(&RING_BYTES) }
+}
