@@ -1,4 +1,6 @@
-//! Syscall results and errno values, named.
+//! Syscall results and errno values, named (the ones the kernel programs also
+//! test come from `handshake_trace_common::errno`).
+use handshake_trace_common::errno;
 
 /// The result of a syscall: a value, or an errno (kernel restart codes included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +40,9 @@ pub struct Errno(pub i32);
 impl Errno {
     pub const EPERM: Errno = Errno(1);
     pub const ENOENT: Errno = Errno(2);
-    pub const EINTR: Errno = Errno(4);
+    pub const EINTR: Errno = Errno(errno::EINTR);
     pub const EBADF: Errno = Errno(9);
-    pub const EAGAIN: Errno = Errno(11);
+    pub const EAGAIN: Errno = Errno(errno::EAGAIN);
     pub const ENOMEM: Errno = Errno(12);
     pub const EFAULT: Errno = Errno(14);
     pub const EINVAL: Errno = Errno(22);
@@ -49,14 +51,14 @@ impl Errno {
     pub const EPIPE: Errno = Errno(32);
     pub const ENOSYS: Errno = Errno(38);
     pub const ECONNABORTED: Errno = Errno(103);
-    pub const ECONNRESET: Errno = Errno(104);
+    pub const ECONNRESET: Errno = Errno(errno::ECONNRESET);
     pub const ENOTCONN: Errno = Errno(107);
-    pub const ETIMEDOUT: Errno = Errno(110);
+    pub const ETIMEDOUT: Errno = Errno(errno::ETIMEDOUT);
     /// Kernel-internal restart codes, seen by `sys_exit` before the signal code rewrites them.
-    pub const ERESTARTSYS: Errno = Errno(512);
-    pub const ERESTARTNOINTR: Errno = Errno(513);
-    pub const ERESTARTNOHAND: Errno = Errno(514);
-    pub const ERESTART_RESTARTBLOCK: Errno = Errno(516);
+    pub const ERESTARTSYS: Errno = Errno(errno::ERESTARTSYS);
+    pub const ERESTARTNOINTR: Errno = Errno(errno::ERESTARTNOINTR);
+    pub const ERESTARTNOHAND: Errno = Errno(errno::ERESTARTNOHAND);
+    pub const ERESTART_RESTARTBLOCK: Errno = Errno(errno::ERESTART_RESTARTBLOCK);
 
     const NAMES: [(Errno, &'static str); 20] = [
         (Self::EPERM, "EPERM"),
@@ -89,7 +91,7 @@ impl Errno {
     /// The kernel's restart codes (512..=516): the syscall was interrupted by a
     /// signal and will be restarted or turned into EINTR on the way out.
     pub fn is_restart(self) -> bool {
-        (Self::ERESTARTSYS.0..=Self::ERESTART_RESTARTBLOCK.0).contains(&self.0)
+        errno::is_restart(self.0)
     }
 
     /// Interrupted by a signal: EINTR or a restart code.
