@@ -17,6 +17,24 @@ fn client_error_of(h: &Handshake) -> Option<String> {
     h.judgement.as_ref().expect("judged").client_report.as_ref().map(reason::client_report)
 }
 
+/// SIGALRM for the handler thread, as signal_generate (in `tid`, the sender) or
+/// signal_deliver (in the handler) reports it.
+fn sigalrm(ts_ns: u64, tid: u32, delivered: bool) -> Event {
+    let si_tkill = -6;
+    Event::Signal(Signal {
+        ts_ns,
+        pid: PID,
+        tid,
+        conn_gen: GEN,
+        fd: FD,
+        signal: libc::SIGALRM as u32,
+        target_tid: HANDLER,
+        code: si_tkill,
+        result: 0,
+        delivered,
+    })
+}
+
 fn run(events: &[Event]) -> (Vec<Handshake>, Correlator) {
     let mut c = Correlator::new(100);
     let mut done = Vec::new();
@@ -90,36 +108,15 @@ fn blocking_read_interrupted_by_sigalrm_is_an_alarm_eintr_timeout() {
     ev.push(io(GEN + 231_000, SyscallKind::Read, -11, 4, &[]));
     ev.push(sys(GEN + 240_000, SyscallKind::Alarm, 0, 500, [5000, 0, 0, 0]));
     ev.push(sys(GEN + 250_000, SyscallKind::Fcntl, 0, 800, [4, 0o2, 0, 0]));
-    ev.push(Event::Signal(Signal {
-        ts_ns: GEN + 5_000_250_000,
-        pid: PID,
-        tid: ALARM_THREAD,
-        conn_gen: GEN,
-        fd: FD,
-        signal: 14,
-        target_tid: HANDLER,
-        code: -6,
-        result: 0,
-        delivered: false,
-    }));
+    // signal_generate runs in the sender (the alarm thread), signal_deliver in the handler.
+    ev.push(sigalrm(GEN + 5_000_250_000, ALARM_THREAD, false));
     // The kernel first returns the restart code, the signal is handled, then EINTR.
     let mut restart = io(GEN + 5_000_260_000, SyscallKind::Read, -512, 4, &[]);
     if let Event::Io(i) = &mut restart {
         i.sys.duration_ns = 4_999_990_000;
     }
     ev.push(restart);
-    ev.push(Event::Signal(Signal {
-        ts_ns: GEN + 5_000_270_000,
-        pid: PID,
-        tid: HANDLER,
-        conn_gen: GEN,
-        fd: FD,
-        signal: 14,
-        target_tid: HANDLER,
-        code: -6,
-        result: 0,
-        delivered: true,
-    }));
+    ev.push(sigalrm(GEN + 5_000_270_000, HANDLER, true));
     let mut eintr = io(GEN + 5_000_280_000, SyscallKind::Read, -4, 4, &[]);
     if let Event::Io(i) = &mut eintr {
         i.sys.duration_ns = 10_000;
