@@ -31,7 +31,7 @@ mod tests;
 pub use capabilities::*;
 pub use errors::{error_name, is_auth_error};
 pub use framing::{
-    frame, split_packets, Framer, Header, Packet, PacketStream, Payload, Piece, Skipped, HEADER_LEN, MAX_PAYLOAD,
+    frame, push_packet, split_packets, Framer, Header, Packet, PacketStream, Payload, Piece, Skipped, HEADER_LEN, MAX_PAYLOAD,
 };
 pub use layout::{client_kind, client_roles, server_kind, server_roles, ClientKind, ServerKind, PROTOCOL_V10};
 pub use packets::{
@@ -39,4 +39,4 @@ pub use packets::{
     SslRequest, SERVER_STATUS_AUTOCOMMIT,
 };
 pub use reader::Reader;
-pub use walk::{Role, Roles};
+pub use walk::{Role, Roles, Span, Text};
