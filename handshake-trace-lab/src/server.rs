@@ -364,22 +364,22 @@ fn converse(fd: RawFd, id: u32, peer: Option<SocketAddr>, cfg: &ServerConfig) ->
         write_all(fd, &wire::err_packet(next, ER_HANDSHAKE_ERROR, "08S01", "The lab server does not speak TLS"))?;
         return Ok(End::Refused("refused TLS".into()));
     }
-    let Some(login) = wire::parse_login(&payload) else {
+    let Some(req) = wire::parse_login(&payload) else {
         write_all(fd, &wire::err_packet(next, ER_HANDSHAKE_ERROR, "08S01", "Bad handshake"))?;
         return Ok(End::Refused("bad handshake".into()));
     };
     let host = peer.map(|p| if p.ip().is_loopback() { "localhost".to_string() } else { p.ip().to_string() }).unwrap_or_default();
-    if login.user != LAB_USER || !wire::native_password_check(LAB_PASSWORD, &scramble, &login.auth_response) {
+    if req.login.user != LAB_USER || !wire::native_password_check(LAB_PASSWORD, &scramble, &req.auth_response) {
         let msg = format!(
             "Access denied for user '{}'@'{host}' (using password: {})",
-            login.user,
-            if login.auth_response.is_empty() { "NO" } else { "YES" }
+            req.login.user,
+            if req.auth_response.is_empty() { "NO" } else { "YES" }
         );
         write_all(fd, &wire::err_packet(next, ER_ACCESS_DENIED_ERROR, "28000", &msg))?;
-        return Ok(End::Refused(format!("refused user '{}'", login.user)));
+        return Ok(End::Refused(format!("refused user '{}'", req.login.user)));
     }
     write_all(fd, &wire::ok_packet(next))?;
-    log(&format!("conn {id}: user '{}' logged in", login.user));
+    log(&format!("conn {id}: user '{}' logged in", req.login.user));
     while let Some(cmd) = read_command(fd)? {
         match cmd.first().copied() {
             Some(COM_QUIT) | None => return Ok(End::Quit),

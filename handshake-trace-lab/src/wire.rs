@@ -19,9 +19,9 @@ pub use handshake_trace::protocol::errors::{
 pub use handshake_trace::protocol::frame as packet;
 use handshake_trace::protocol::layout::{GreetingLayout, LoginLayout};
 use handshake_trace::protocol::{
-    client_kind, push_packet, ClientKind, Payload, Text, CLIENT_CONNECT_WITH_DB, CLIENT_FOUND_ROWS, CLIENT_LONG_FLAG,
-    CLIENT_LONG_PASSWORD, CLIENT_MULTI_RESULTS, CLIENT_PLUGIN_AUTH, CLIENT_PROTOCOL_41, CLIENT_SECURE_CONNECTION,
-    CLIENT_TRANSACTIONS, PROTOCOL_V10, SERVER_STATUS_AUTOCOMMIT,
+    client_kind, push_packet, ClientKind, Login, Payload, Text, CLIENT_CONNECT_WITH_DB, CLIENT_FOUND_ROWS,
+    CLIENT_LONG_FLAG, CLIENT_LONG_PASSWORD, CLIENT_MULTI_RESULTS, CLIENT_PLUGIN_AUTH, CLIENT_PROTOCOL_41,
+    CLIENT_SECURE_CONNECTION, CLIENT_TRANSACTIONS, PROTOCOL_V10, SERVER_STATUS_AUTOCOMMIT,
 };
 pub use handshake_trace::protocol::{split_packets, MAX_PAYLOAD};
 
@@ -201,64 +201,52 @@ pub fn greeting_scramble(payload: &[u8]) -> Option<[u8; 20]> {
 
 // ---------------------------------------------------------------- login
 
-/// What the server needs from a HandshakeResponse41 (the auth response is kept only to verify it; never print it).
-/// `Debug` shows only the auth response's length, so logging a request cannot leak it.
+/// A HandshakeResponse41 as the server needs it: the login as the tracer decodes it
+/// (user, database, plugin; empty names are None here: the client means none, or the
+/// server's default), and the auth response's bytes, kept only to verify them.
+/// `Debug` shows only their length, so logging a request cannot leak them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LoginRequest {
-    /// The client's capability flags as sent.
-    pub capabilities: u32,
-    /// User name (lossy UTF-8).
-    pub user: String,
+    pub login: Login,
     /// Raw auth response (20 bytes for a native password, empty for no password).
     pub auth_response: Vec<u8>,
-    /// Initial database; None when not requested or empty.
-    pub database: Option<String>,
-    /// Auth plugin the client used; None when absent or empty (the client means the server default).
-    pub auth_plugin: Option<String>,
 }
 
 impl std::fmt::Debug for LoginRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoginRequest")
-            .field("capabilities", &format_args!("{:#010x}", self.capabilities))
-            .field("user", &self.user)
+            .field("login", &self.login)
             .field("auth_response", &format_args!("<{} bytes>", self.auth_response.len()))
-            .field("database", &self.database)
-            .field("auth_plugin", &self.auth_plugin)
             .finish()
     }
 }
 
-/// Parse a HandshakeResponse41 payload (without the 4-byte header), with the tracer's
+/// Parse a HandshakeResponse41 payload (without the 4-byte header) with the tracer's
 /// login layout, strictly: None for anything malformed (too short, no PROTOCOL_41, an
 /// auth response longer than the packet, a missing NUL) — the server then answers
-/// ER_HANDSHAKE_ERROR. Connection attributes are ignored. Never panics.
+/// ER_HANDSHAKE_ERROR. Connection attributes are not checked. Never panics.
 ///
 /// One leniency, as MySQL's own server has: with PLUGIN_AUTH, a packet that
 /// ends right before the plugin name parses with `auth_plugin: None`; a name
 /// that starts but has no NUL is still malformed.
 pub fn parse_login(payload: &[u8]) -> Option<LoginRequest> {
-    let l = LoginLayout::of(Payload::whole(payload), true);
-    let capabilities = l.capabilities;
-    if capabilities & CLIENT_PROTOCOL_41 == 0 {
+    let p = Payload::whole(payload);
+    let l = LoginLayout::of(p, true);
+    let caps = l.capabilities;
+    let whole = |t: Option<Text>| t.is_some_and(|t| t.terminated);
+    let malformed = caps & CLIENT_PROTOCOL_41 == 0
+        || !whole(l.user)
+        || !l.auth_response.is_some_and(|a| a.whole)
+        || (caps & CLIENT_CONNECT_WITH_DB != 0 && !whole(l.database))
+        // Absent (nothing left) is fine; started is not.
+        || (l.auth_plugin.is_some() && !whole(l.auth_plugin));
+    if malformed {
         return None;
     }
-    let user = l.user.filter(|t| t.terminated)?.string(payload);
-    let auth = l.auth_response.filter(|a| a.whole)?;
-    // Empty names mean none.
-    let named = |t: Text| (!t.span.is_empty()).then(|| t.string(payload));
-    let database = match l.database {
-        Some(t) if t.terminated => named(t),
-        _ if capabilities & CLIENT_CONNECT_WITH_DB != 0 => return None,
-        _ => None,
-    };
-    let auth_plugin = match l.auth_plugin {
-        Some(t) if !t.terminated => return None,
-        Some(t) => named(t),
-        // Nothing left after the database: the server's default plugin.
-        None => None,
-    };
-    Some(LoginRequest { capabilities, user, auth_response: auth.span.of(payload).to_vec(), database, auth_plugin })
+    let mut login = Login::from_layout(&l, p);
+    login.database = login.database.filter(|d| !d.is_empty());
+    login.auth_plugin = login.auth_plugin.filter(|d| !d.is_empty());
+    Some(LoginRequest { login, auth_response: l.auth_response?.span.of(payload).to_vec() })
 }
 
 /// True if the payload is an SSLRequest (a login's fixed part alone, with CLIENT_SSL),

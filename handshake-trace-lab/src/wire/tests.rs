@@ -168,10 +168,10 @@ fn login_packet_round_trip() {
     assert_eq!(len, pkt.len() - 4);
     assert_eq!(pkt[3], 1, "seq");
     let req = parse_login(&pkt[4..]).unwrap();
-    assert_eq!(req.user, "lab");
-    assert_eq!(req.database.as_deref(), Some("test"));
-    assert_eq!(req.auth_plugin.as_deref(), Some(NATIVE_PASSWORD_PLUGIN));
-    assert_eq!(req.capabilities, LAB_CLIENT_CAPABILITIES | CLIENT_CONNECT_WITH_DB);
+    assert_eq!(req.login.user, "lab");
+    assert_eq!(req.login.database.as_deref(), Some("test"));
+    assert_eq!(req.login.auth_plugin.as_deref(), Some(NATIVE_PASSWORD_PLUGIN));
+    assert_eq!(req.login.capabilities, LAB_CLIENT_CAPABILITIES | CLIENT_CONNECT_WITH_DB);
     assert!(native_password_check("secret", &SCRAMBLE, &req.auth_response));
     assert!(!native_password_check("other", &SCRAMBLE, &req.auth_response));
     assert_eq!(&pkt[8..12], &0x0100_0000u32.to_le_bytes(), "max packet 16 MiB");
@@ -179,9 +179,9 @@ fn login_packet_round_trip() {
     assert!(!format!("{req:?}").contains(&format!("{:?}", req.auth_response)));
 
     let req = parse_login(&only_payload(&login_packet("root", "", &SCRAMBLE, None))).unwrap();
-    assert_eq!(req.user, "root");
-    assert_eq!(req.database, None);
-    assert_eq!(req.capabilities & CLIENT_CONNECT_WITH_DB, 0);
+    assert_eq!(req.login.user, "root");
+    assert_eq!(req.login.database, None);
+    assert_eq!(req.login.capabilities & CLIENT_CONNECT_WITH_DB, 0);
     assert!(req.auth_response.is_empty());
     assert!(native_password_check("", &SCRAMBLE, &req.auth_response));
 }
@@ -207,11 +207,11 @@ fn parse_login_lenenc_auth_with_attributes() {
     }
     push_lenenc_bytes(&mut p, &attrs);
     let req = parse_login(&p).unwrap();
-    assert_eq!(req.user, "alice");
+    assert_eq!(req.login.user, "alice");
     assert_eq!(req.auth_response, auth);
-    assert_eq!(req.database.as_deref(), Some("shop"));
-    assert_eq!(req.auth_plugin.as_deref(), Some("caching_sha2_password"));
-    assert_eq!(req.capabilities, caps);
+    assert_eq!(req.login.database.as_deref(), Some("shop"));
+    assert_eq!(req.login.auth_plugin.as_deref(), Some("caching_sha2_password"));
+    assert_eq!(req.login.capabilities, caps);
 
     // PyMySQL's shape: LENENC flag set, 20-byte response, no attributes sent.
     let resp = native_password_response("pw", &SCRAMBLE);
@@ -220,9 +220,9 @@ fn parse_login_lenenc_auth_with_attributes() {
     p.extend_from_slice(&resp);
     p.extend_from_slice(b"\0mysql_native_password\0");
     let req = parse_login(&p).unwrap();
-    assert_eq!(req.database, None, "empty database means none");
+    assert_eq!(req.login.database, None, "empty database means none");
     assert!(native_password_check("pw", &SCRAMBLE, &req.auth_response));
-    assert_eq!(req.auth_plugin.as_deref(), Some(NATIVE_PASSWORD_PLUGIN));
+    assert_eq!(req.login.auth_plugin.as_deref(), Some(NATIVE_PASSWORD_PLUGIN));
 }
 
 #[test]
@@ -235,8 +235,8 @@ fn parse_login_other_encodings() {
     p.extend_from_slice(b"mysql_native_password\0");
     let req = parse_login(&p).unwrap();
     assert_eq!(req.auth_response, vec![0, 1, 2]);
-    assert_eq!(req.database, None);
-    assert_eq!(req.auth_plugin.as_deref(), Some(NATIVE_PASSWORD_PLUGIN));
+    assert_eq!(req.login.database, None);
+    assert_eq!(req.login.auth_plugin.as_deref(), Some(NATIVE_PASSWORD_PLUGIN));
 
     // Pre-SECURE_CONNECTION: NUL-terminated response, no plugin.
     let caps = CLIENT_PROTOCOL_41 | CLIENT_CONNECT_WITH_DB;
@@ -244,8 +244,8 @@ fn parse_login_other_encodings() {
     p.extend_from_slice(b"xyz\0db1\0");
     let req = parse_login(&p).unwrap();
     assert_eq!(req.auth_response, b"xyz");
-    assert_eq!(req.database.as_deref(), Some("db1"));
-    assert_eq!(req.auth_plugin, None);
+    assert_eq!(req.login.database.as_deref(), Some("db1"));
+    assert_eq!(req.login.auth_plugin, None);
 
     // No PROTOCOL_41.
     let mut p = base_login(CLIENT_SECURE_CONNECTION, "eve");
@@ -277,7 +277,10 @@ fn parse_login_every_truncation() {
             // Only the packet that ends exactly before the plugin name is complete.
             Some(req) => {
                 assert_eq!(n, without_plugin, "prefix {n} parsed");
-                assert_eq!(req, LoginRequest { auth_plugin: None, ..whole.clone() });
+                assert_eq!(
+                    req,
+                    LoginRequest { login: Login { auth_plugin: None, ..whole.login.clone() }, ..whole.clone() }
+                );
             }
             None => assert_ne!(n, without_plugin, "prefix {n} rejected"),
         }

@@ -31,7 +31,8 @@ mod tests;
 pub use capabilities::*;
 pub use errors::{error_name, is_auth_error};
 pub use framing::{
-    frame, push_packet, split_packets, Framer, Header, Packet, PacketStream, Payload, Piece, Skipped, HEADER_LEN, MAX_PAYLOAD,
+    frame, push_packet, split_packets, Framer, Header, Packet, PacketStream, Payload, Piece, Skipped, HEADER_LEN,
+    MAX_PAYLOAD,
 };
 pub use layout::{client_kind, client_roles, server_kind, server_roles, ClientKind, ServerKind, PROTOCOL_V10};
 pub use packets::{

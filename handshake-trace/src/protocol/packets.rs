@@ -151,10 +151,14 @@ impl Greeting {
 
 impl Login {
     fn decode(p: Payload, protocol41: bool) -> Login {
-        let l = LoginLayout::of(p, protocol41);
+        Login::from_layout(&LoginLayout::of(p, protocol41), p)
+    }
+
+    /// The login `l` found in `p`: names and lengths, never the auth response's bytes.
+    pub fn from_layout(l: &LoginLayout, p: Payload) -> Login {
         let b = p.bytes;
         Login {
-            protocol41,
+            protocol41: l.protocol41,
             capabilities: l.capabilities,
             max_packet: l.max_packet.unwrap_or(0),
             charset: l.charset.unwrap_or(0),

@@ -3,6 +3,7 @@
 mod layout;
 mod stream;
 
+use super::builders;
 use super::samples::*;
 use super::*;
 
@@ -163,15 +164,19 @@ fn login320() {
     b.extend_from_slice(b"lab\0");
     b.extend_from_slice(b"HQ[ZS^AO\0");
     b.extend_from_slice(b"test\0");
-    let l = login_of(decode_client(&pkt(1, &b), true));
-    assert!(!l.protocol41);
-    assert_eq!(l.capabilities, caps);
-    assert_eq!(l.max_packet, 0xffffff);
-    assert_eq!(l.charset, 0);
-    assert_eq!(l.user, "lab");
-    assert_eq!(l.auth_response_len, 8);
-    assert_eq!(l.database.as_deref(), Some("test"));
-    assert_eq!((l.auth_plugin, l.attrs.len(), l.truncated), (None, 0, false));
+    let want = Login {
+        protocol41: false,
+        capabilities: caps,
+        max_packet: 0xffffff,
+        charset: 0,
+        user: "lab".into(),
+        auth_response_len: 8,
+        database: Some("test".into()),
+        auth_plugin: None,
+        attrs: Vec::new(),
+        truncated: false,
+    };
+    assert_eq!(login_of(decode_client(&pkt(1, &b), true)), want);
 
     // Without CONNECT_WITH_DB the auth response is the rest of the packet.
     let caps = CLIENT_LONG_PASSWORD | CLIENT_TRANSACTIONS;
@@ -237,9 +242,8 @@ fn ok_packet() {
 #[test]
 fn err_with_sqlstate() {
     let msg = "Access denied for user 'lab'@'localhost' (using password: YES)";
-    let mut b = vec![0xff, 0x15, 0x04, b'#'];
-    b.extend_from_slice(b"28000");
-    b.extend_from_slice(msg.as_bytes());
+    let b = builders::err(1045, "28000", msg);
+    assert_eq!(b[..9], [0xff, 0x15, 0x04, b'#', b'2', b'8', b'0', b'0', b'0']);
     let ServerPacket::Err(e) = decode_server(&pkt(2, &b), true) else { panic!() };
     assert_eq!(e, ErrPacket { code: 1045, sqlstate: Some("28000".into()), message: msg.into() });
     assert_eq!(error_name(e.code), Some("ER_ACCESS_DENIED_ERROR"));
@@ -258,10 +262,7 @@ fn err_before_greeting() {
 
     // Some servers do send one.
     let msg = "Host '10.0.0.9' is blocked because of many connection errors";
-    let mut b = vec![0xff, 0x69, 0x04, b'#'];
-    b.extend_from_slice(b"HY000");
-    b.extend_from_slice(msg.as_bytes());
-    let ServerPacket::Err(e) = decode_server(&pkt(0, &b), false) else { panic!() };
+    let ServerPacket::Err(e) = decode_server(&pkt(0, &builders::err(1129, "HY000", msg)), false) else { panic!() };
     assert_eq!(e, ErrPacket { code: 1129, sqlstate: Some("HY000".into()), message: msg.into() });
     assert_eq!(error_name(1129), Some("ER_HOST_IS_BLOCKED"));
 }
