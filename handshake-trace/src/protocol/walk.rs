@@ -3,7 +3,7 @@
 //!
 //! In a greeting, a login (4.1 or 3.20), an AuthSwitchRequest or AuthMoreData, every
 //! byte's role is fixed by the bytes before it: lengths, flags and terminators come
-//! first. So [`Walker`] marks a field's extent before it reads the field, and a walk
+//! first. So the walker marks a field's extent before it reads the field, and a walk
 //! over the first bytes of a payload gives them the roles the whole payload would.
 //! Where it cannot go on (a string whose NUL has not come yet, a length marker that is
 //! no length), the bytes after have no role yet: [`Roles::role`] calls them secret.
