@@ -7,6 +7,8 @@ use std::{
     time::Duration,
 };
 
+use handshake_trace::protocol::{ErrPacket, Header};
+
 use crate::wire;
 
 #[derive(Debug, Clone)]
@@ -31,10 +33,10 @@ fn lost(stage: &str, e: &std::io::Error) -> String {
 fn read_packet(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
     let mut h = [0u8; 4];
     s.read_exact(&mut h)?;
-    let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-    let mut body = vec![0u8; len];
+    let head = Header::parse(h);
+    let mut body = vec![0u8; head.len as usize];
     s.read_exact(&mut body)?;
-    Ok((h[3], body))
+    Ok((head.seq, body))
 }
 
 /// Run the plan; Ok(message) when logged in, Err(message) with the client's error.
@@ -66,13 +68,8 @@ pub fn run(plan: &ClientPlan) -> Result<String, String> {
 
 /// "ERROR code (state): message" from an ERR payload.
 fn err_text(p: &[u8]) -> String {
-    let code = u16::from_le_bytes([p.get(1).copied().unwrap_or(0), p.get(2).copied().unwrap_or(0)]);
-    let (state, msg) = if p.get(3) == Some(&b'#') && p.len() >= 9 {
-        (String::from_utf8_lossy(&p[4..9]).into_owned(), String::from_utf8_lossy(&p[9..]).into_owned())
-    } else {
-        ("HY000".into(), String::from_utf8_lossy(p.get(3..).unwrap_or(&[])).into_owned())
-    };
-    format!("ERROR {code} ({state}): {msg}")
+    let e = ErrPacket::parse(p);
+    format!("ERROR {} ({}): {}", e.code, e.sqlstate.as_deref().unwrap_or("HY000"), e.message)
 }
 
 #[cfg(test)]

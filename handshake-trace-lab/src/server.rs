@@ -24,10 +24,11 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use handshake_trace::protocol::Header;
 
 use crate::{
     mariadb::{LAB_PASSWORD, LAB_USER},
-    wire,
+    wire::{self, COM_INIT_DB, COM_PING, COM_QUERY, COM_QUIT, ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ER_UNKNOWN_COM_ERROR},
 };
 
 /// How a connection thread waits for the login.
@@ -273,12 +274,12 @@ fn read_handshake_packet(fd: RawFd, cfg: &ServerConfig, deadline: Instant, alarm
         Got::Bytes(h) => h,
         other => return Ok(Err(other)),
     };
-    let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
-    if len > 1 << 20 {
-        return Ok(Ok((header[3], Vec::new())));
+    let head = Header::parse([header[0], header[1], header[2], header[3]]);
+    if head.len > 1 << 20 {
+        return Ok(Ok((head.seq, Vec::new())));
     }
-    match read(len, alarm)? {
-        Got::Bytes(body) => Ok(Ok((header[3], body))),
+    match read(head.len as usize, alarm)? {
+        Got::Bytes(body) => Ok(Ok((head.seq, body))),
         other => Ok(Err(other)),
     }
 }
@@ -289,7 +290,7 @@ fn read_command(fd: RawFd) -> Result<Option<Vec<u8>>> {
     if !read_blocking(fd, &mut header)? {
         return Ok(None);
     }
-    let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+    let len = Header::parse(header).len as usize;
     let mut body = vec![0u8; len.min(1 << 20)];
     if !read_blocking(fd, &mut body)? {
         return Ok(None);
@@ -355,34 +356,34 @@ fn converse(fd: RawFd, id: u32, peer: Option<SocketAddr>, cfg: &ServerConfig) ->
     set_nonblocking(fd, false);
     let next = seq.wrapping_add(1);
     if wire::is_ssl_request(&payload) {
-        write_all(fd, &wire::err_packet(next, 1043, "08S01", "The lab server does not speak TLS"))?;
+        write_all(fd, &wire::err_packet(next, ER_HANDSHAKE_ERROR, "08S01", "The lab server does not speak TLS"))?;
         return Ok(End::Refused("refused TLS".into()));
     }
-    let Some(login) = wire::parse_login(&payload) else {
-        write_all(fd, &wire::err_packet(next, 1043, "08S01", "Bad handshake"))?;
+    let Some(req) = wire::parse_login(&payload) else {
+        write_all(fd, &wire::err_packet(next, ER_HANDSHAKE_ERROR, "08S01", "Bad handshake"))?;
         return Ok(End::Refused("bad handshake".into()));
     };
     let host = peer.map(|p| if p.ip().is_loopback() { "localhost".to_string() } else { p.ip().to_string() }).unwrap_or_default();
-    if login.user != LAB_USER || !wire::native_password_check(LAB_PASSWORD, &scramble, &login.auth_response) {
+    if req.login.user != LAB_USER || !wire::native_password_check(LAB_PASSWORD, &scramble, &req.auth_response) {
         let msg = format!(
             "Access denied for user '{}'@'{host}' (using password: {})",
-            login.user,
-            if login.auth_response.is_empty() { "NO" } else { "YES" }
+            req.login.user,
+            if req.auth_response.is_empty() { "NO" } else { "YES" }
         );
-        write_all(fd, &wire::err_packet(next, 1045, "28000", &msg))?;
-        return Ok(End::Refused(format!("refused user '{}'", login.user)));
+        write_all(fd, &wire::err_packet(next, ER_ACCESS_DENIED_ERROR, "28000", &msg))?;
+        return Ok(End::Refused(format!("refused user '{}'", req.login.user)));
     }
     write_all(fd, &wire::ok_packet(next))?;
-    log(&format!("conn {id}: user '{}' logged in", login.user));
+    log(&format!("conn {id}: user '{}' logged in", req.login.user));
     while let Some(cmd) = read_command(fd)? {
-        match cmd.first() {
-            Some(1) | None => return Ok(End::Quit),
-            Some(3) => {
+        match cmd.first().copied() {
+            Some(COM_QUIT) | None => return Ok(End::Quit),
+            Some(COM_QUERY) => {
                 let query = String::from_utf8_lossy(&cmd[1..]).trim().to_string();
                 write_all(fd, &answer(&query, id))?;
             }
-            Some(2) | Some(14) => write_all(fd, &wire::ok_packet(1))?,
-            Some(_) => write_all(fd, &wire::err_packet(1, 1047, "08S01", "Unknown command"))?,
+            Some(COM_INIT_DB | COM_PING) => write_all(fd, &wire::ok_packet(1))?,
+            Some(_) => write_all(fd, &wire::err_packet(1, ER_UNKNOWN_COM_ERROR, "08S01", "Unknown command"))?,
         }
     }
     Ok(End::Quit)

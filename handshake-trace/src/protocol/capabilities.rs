@@ -1,0 +1,101 @@
+//! Capability flags: what a server offers in its greeting and a client asks for in
+//! its login (the lower 16 bits alone in pre-4.1 logins).
+
+pub const CLIENT_LONG_PASSWORD: u32 = 0x0000_0001;
+pub const CLIENT_FOUND_ROWS: u32 = 0x0000_0002;
+pub const CLIENT_LONG_FLAG: u32 = 0x0000_0004;
+pub const CLIENT_CONNECT_WITH_DB: u32 = 0x0000_0008;
+pub const CLIENT_NO_SCHEMA: u32 = 0x0000_0010;
+pub const CLIENT_COMPRESS: u32 = 0x0000_0020;
+pub const CLIENT_ODBC: u32 = 0x0000_0040;
+pub const CLIENT_LOCAL_FILES: u32 = 0x0000_0080;
+pub const CLIENT_IGNORE_SPACE: u32 = 0x0000_0100;
+pub const CLIENT_PROTOCOL_41: u32 = 0x0000_0200;
+pub const CLIENT_INTERACTIVE: u32 = 0x0000_0400;
+pub const CLIENT_SSL: u32 = 0x0000_0800;
+pub const CLIENT_IGNORE_SIGPIPE: u32 = 0x0000_1000;
+pub const CLIENT_TRANSACTIONS: u32 = 0x0000_2000;
+pub const CLIENT_RESERVED: u32 = 0x0000_4000;
+pub const CLIENT_SECURE_CONNECTION: u32 = 0x0000_8000;
+pub const CLIENT_MULTI_STATEMENTS: u32 = 0x0001_0000;
+pub const CLIENT_MULTI_RESULTS: u32 = 0x0002_0000;
+pub const CLIENT_PS_MULTI_RESULTS: u32 = 0x0004_0000;
+pub const CLIENT_PLUGIN_AUTH: u32 = 0x0008_0000;
+pub const CLIENT_CONNECT_ATTRS: u32 = 0x0010_0000;
+pub const CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA: u32 = 0x0020_0000;
+pub const CLIENT_CAN_HANDLE_EXPIRED_PASSWORDS: u32 = 0x0040_0000;
+pub const CLIENT_SESSION_TRACK: u32 = 0x0080_0000;
+pub const CLIENT_DEPRECATE_EOF: u32 = 0x0100_0000;
+pub const CLIENT_OPTIONAL_RESULTSET_METADATA: u32 = 0x0200_0000;
+pub const CLIENT_ZSTD_COMPRESSION: u32 = 0x0400_0000;
+pub const CLIENT_QUERY_ATTRIBUTES: u32 = 0x0800_0000;
+pub const CLIENT_MULTI_FACTOR_AUTH: u32 = 0x1000_0000;
+/// MySQL 8: CLIENT_CAPABILITY_EXTENSION; MariaDB: CLIENT_PROGRESS_OBSOLETE.
+pub const CLIENT_CAPABILITY_EXTENSION: u32 = 0x2000_0000;
+pub const CLIENT_SSL_VERIFY_SERVER_CERT: u32 = 0x4000_0000;
+pub const CLIENT_REMEMBER_OPTIONS: u32 = 0x8000_0000;
+
+/// Display names, ordered by bit.
+const CAPABILITY_NAMES: [(u32, &str); 32] = [
+    (CLIENT_LONG_PASSWORD, "LONG_PASSWORD"),
+    (CLIENT_FOUND_ROWS, "FOUND_ROWS"),
+    (CLIENT_LONG_FLAG, "LONG_FLAG"),
+    (CLIENT_CONNECT_WITH_DB, "CONNECT_WITH_DB"),
+    (CLIENT_NO_SCHEMA, "NO_SCHEMA"),
+    (CLIENT_COMPRESS, "COMPRESS"),
+    (CLIENT_ODBC, "ODBC"),
+    (CLIENT_LOCAL_FILES, "LOCAL_FILES"),
+    (CLIENT_IGNORE_SPACE, "IGNORE_SPACE"),
+    (CLIENT_PROTOCOL_41, "PROTOCOL_41"),
+    (CLIENT_INTERACTIVE, "INTERACTIVE"),
+    (CLIENT_SSL, "SSL"),
+    (CLIENT_IGNORE_SIGPIPE, "IGNORE_SIGPIPE"),
+    (CLIENT_TRANSACTIONS, "TRANSACTIONS"),
+    (CLIENT_RESERVED, "RESERVED"),
+    (CLIENT_SECURE_CONNECTION, "SECURE_CONNECTION"),
+    (CLIENT_MULTI_STATEMENTS, "MULTI_STATEMENTS"),
+    (CLIENT_MULTI_RESULTS, "MULTI_RESULTS"),
+    (CLIENT_PS_MULTI_RESULTS, "PS_MULTI_RESULTS"),
+    (CLIENT_PLUGIN_AUTH, "PLUGIN_AUTH"),
+    (CLIENT_CONNECT_ATTRS, "CONNECT_ATTRS"),
+    (CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA, "PLUGIN_AUTH_LENENC_CLIENT_DATA"),
+    (CLIENT_CAN_HANDLE_EXPIRED_PASSWORDS, "CAN_HANDLE_EXPIRED_PASSWORDS"),
+    (CLIENT_SESSION_TRACK, "SESSION_TRACK"),
+    (CLIENT_DEPRECATE_EOF, "DEPRECATE_EOF"),
+    (CLIENT_OPTIONAL_RESULTSET_METADATA, "OPTIONAL_RESULTSET_METADATA"),
+    (CLIENT_ZSTD_COMPRESSION, "ZSTD_COMPRESSION"),
+    (CLIENT_QUERY_ATTRIBUTES, "QUERY_ATTRIBUTES"),
+    (CLIENT_MULTI_FACTOR_AUTH, "MULTI_FACTOR_AUTH"),
+    (CLIENT_CAPABILITY_EXTENSION, "CAPABILITY_EXTENSION"),
+    (CLIENT_SSL_VERIFY_SERVER_CERT, "SSL_VERIFY_SERVER_CERT"),
+    (CLIENT_REMEMBER_OPTIONS, "REMEMBER_OPTIONS"),
+];
+
+/// Names of the capability flags set in `caps`, lowest bit first.
+pub fn capability_names(caps: u32) -> Vec<&'static str> {
+    CAPABILITY_NAMES.iter().filter(|(bit, _)| caps & bit != 0).map(|&(_, name)| name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_flag_names() {
+        assert_eq!(capability_names(CLIENT_SSL | CLIENT_PROTOCOL_41), vec!["PROTOCOL_41", "SSL"]);
+        assert!(capability_names(0).is_empty());
+        let all = capability_names(u32::MAX);
+        assert_eq!(all.len(), 32);
+        assert_eq!(&all[..3], &["LONG_PASSWORD", "FOUND_ROWS", "LONG_FLAG"]);
+        assert_eq!(all[15], "SECURE_CONNECTION");
+        assert_eq!(all[24], "DEPRECATE_EOF");
+        assert_eq!(
+            capability_names(CLIENT_DEPRECATE_EOF | CLIENT_PLUGIN_AUTH | CLIENT_CONNECT_WITH_DB),
+            vec!["CONNECT_WITH_DB", "PLUGIN_AUTH", "DEPRECATE_EOF"]
+        );
+        // The table is in bit order, one entry per bit.
+        for (i, (bit, _)) in CAPABILITY_NAMES.iter().enumerate() {
+            assert_eq!(*bit, 1u32 << i);
+        }
+    }
+}
