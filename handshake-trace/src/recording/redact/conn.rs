@@ -21,8 +21,6 @@ const PREFIX_MAX: usize = 1024;
 
 #[derive(Clone)]
 pub(super) struct Conn {
-    pub(super) gen: u64,
-    pub(super) serial: u64,
     /// The client switched to TLS: every later payload byte is zeroed.
     tls: bool,
     client: Dir,
@@ -42,8 +40,8 @@ struct Seen {
 }
 
 impl Conn {
-    pub(super) fn new(gen: u64, serial: u64) -> Self {
-        Conn { gen, serial, tls: false, client: Dir::new(true), server: Dir::new(false), seen: Seen::default() }
+    pub(super) fn new() -> Self {
+        Conn { tls: false, client: Dir::new(true), server: Dir::new(false), seen: Seen::default() }
     }
 
     /// One syscall's transfer: `data` captured, then `gap` bytes not captured;

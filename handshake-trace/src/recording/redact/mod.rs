@@ -23,12 +23,13 @@ mod conn;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
 use std::mem::{offset_of, size_of};
 
 use handshake_trace_common::{kind, sys, AcceptEvent, EventHeader, IoEvent, SysEvent, PAYLOAD_MAX, SYS_TRACKING_END};
 
 use conn::Conn;
+
+use crate::support::conn_table::ConnTable;
 
 /// Connections followed at once; the oldest is forgotten beyond this (its later
 /// payloads are then zeroed whole).
@@ -42,10 +43,7 @@ const MSG_PEEK: u64 = 2;
 
 /// Redacts raw kernel records, following every connection from its accept.
 pub struct Redactor {
-    conns: HashMap<(u32, i32), Conn>,
-    /// Connections by age (serial → key), to forget the oldest.
-    order: BTreeMap<u64, (u32, i32)>,
-    next_serial: u64,
+    conns: ConnTable<Conn>,
 }
 
 impl Default for Redactor {
@@ -63,7 +61,7 @@ impl std::fmt::Debug for Redactor {
 
 impl Redactor {
     pub fn new() -> Self {
-        Redactor { conns: HashMap::new(), order: BTreeMap::new(), next_serial: 0 }
+        Redactor { conns: ConnTable::new(MAX_CONNECTIONS) }
     }
 
     /// Connections currently followed.
@@ -82,8 +80,7 @@ impl Redactor {
             kind::IO => self.on_io(raw),
             kind::PROCESS_EXIT => {
                 if let Some(pid) = rd_u32(raw, offset_of!(EventHeader, pid)) {
-                    self.conns.retain(|key, _| key.0 != pid);
-                    self.order.retain(|_, key| key.0 != pid);
+                    self.conns.remove_process(pid);
                 }
             }
             _ => {}
@@ -105,17 +102,10 @@ impl Redactor {
         if fd < 0 {
             return;
         }
-        // A reused fd: the old connection ended unseen.
-        if let Some(old) = self.conns.remove(&(pid, fd)) {
-            self.order.remove(&old.serial);
-        }
-        let serial = self.next_serial;
-        self.next_serial += 1;
-        self.conns.insert((pid, fd), Conn::new(gen, serial));
-        self.order.insert(serial, (pid, fd));
-        while self.conns.len() > MAX_CONNECTIONS {
-            let Some((_, key)) = self.order.pop_first() else { break };
-            self.conns.remove(&key);
+        // A reused fd: the old connection ended unseen. Past the bound the oldest is
+        // forgotten (its later payloads are then zeroed whole).
+        if let Some(old) = self.conns.insert((pid, fd, gen), Conn::new()).reused_fd_of {
+            self.conns.remove(&old);
         }
     }
 
@@ -132,12 +122,7 @@ impl Redactor {
             return;
         };
         if syscall == sys::CLOSE || syscall == SYS_TRACKING_END {
-            if let Some(c) = self.conns.get(&(pid, fd)) {
-                if c.gen == gen {
-                    self.order.remove(&c.serial);
-                    self.conns.remove(&(pid, fd));
-                }
-            }
+            self.conns.remove(&(pid, fd, gen));
         }
     }
 
@@ -162,6 +147,7 @@ impl Redactor {
         let fd = rd_i32(raw, s + offset_of!(SysEvent, fd)).unwrap_or(-1);
         let syscall = rd_u32(raw, s + offset_of!(SysEvent, syscall)).unwrap_or(0);
         let captured = rd_u32(raw, offset_of!(IoEvent, captured)).unwrap_or(0);
+        let ends_tracking = rd_u32(raw, offset_of!(IoEvent, tracking_end)).unwrap_or(0) != 0;
 
         // What the stream really moved: the captured prefix, then uncaptured bytes.
         let total = u64::try_from(ret).unwrap_or(0);
@@ -181,13 +167,10 @@ impl Redactor {
                 return;
             }
         };
-        let conn = match self.conns.get_mut(&(pid, fd)) {
-            Some(c) if c.gen == gen => c,
+        let Some(conn) = self.conns.get_mut(&(pid, fd, gen)) else {
             // Its accept was not seen (lost, or forgotten): no way to place secrets.
-            _ => {
-                data.fill(0);
-                return;
-            }
+            data.fill(0);
+            return;
         };
         // recvfrom(fd, buf, len, flags): args [len, flags]; recvmsg(fd, msg, flags): args [flags, ..].
         let peek = match syscall {
@@ -203,6 +186,10 @@ impl Redactor {
             conn.clone().io(from_client, data, gap, requested);
         } else {
             conn.io(from_client, data, gap, requested);
+        }
+        // The kernel stopped tracing the connection with this record: nothing more comes.
+        if ends_tracking {
+            self.conns.remove(&(pid, fd, gen));
         }
     }
 }

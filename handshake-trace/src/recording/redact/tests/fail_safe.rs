@@ -60,6 +60,24 @@ fn unknown_and_forgotten_connections_are_zeroed_whole() {
 }
 
 #[test]
+fn an_end_riding_on_the_reply_forgets_the_connection() {
+    // The kernel ends tracking inside the I/O record of the reply (no record of its own).
+    let mut r = Redactor::new();
+    r.redact(&mut accept_rec(GEN));
+    let (g, _) = greeting();
+    let (l, _) = login(CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH, &secret(20, 3), 0);
+    r.redact(&mut write(GEN + 1, &frame(0, &g)));
+    r.redact(&mut read(GEN + 2, &frame(1, &l)));
+    assert_eq!(r.connections(), 1);
+    let ok = frame(2, &ok_body());
+    let mut reply = write(GEN + 3, &ok);
+    reply[offset_of!(IoEvent, tracking_end)..][..4].copy_from_slice(&(end::REPLY as u32).to_ne_bytes());
+    r.redact(&mut reply);
+    assert_eq!(payload_of(&reply)[..ok.len()], ok[..], "the OK itself is kept");
+    assert_eq!(r.connections(), 0);
+}
+
+#[test]
 fn at_most_max_connections_oldest_dropped() {
     let mut r = Redactor::new();
     let (g, _) = greeting();
