@@ -1,6 +1,15 @@
 //! Synthetic events shaped like a real MariaDB 10.11 handshake, for the unit tests of
 //! the stages after capture (correlate, verdict, pipeline, output).
-use crate::events::{Accept, Args, Event, Io, Syscall, SyscallKind, SyscallResult};
+/// A framed packet: header (length, sequence number) and payload.
+pub(crate) use crate::protocol::frame as packet;
+use crate::{
+    events::{Accept, Args, Event, Io, Syscall, SyscallKind, SyscallResult},
+    protocol::{
+        builders::{self, GreetingSpec, LoginSpec},
+        CLIENT_CONNECT_WITH_DB, CLIENT_PLUGIN_AUTH, CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA, CLIENT_PROTOCOL_41,
+        CLIENT_SECURE_CONNECTION,
+    },
+};
 
 pub(crate) const PID: u32 = 20752;
 pub(crate) const MAIN: u32 = 20752;
@@ -41,65 +50,52 @@ pub(crate) fn io(ts: u64, kind: SyscallKind, ret: i64, requested: u64, payload: 
     io_gen(ts, GEN, kind, ret, requested, payload)
 }
 
-pub(crate) fn packet(seq: u8, body: &[u8]) -> Vec<u8> {
-    let n = body.len();
-    let mut p = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
-    p.extend_from_slice(body);
-    p
-}
-
 /// A MariaDB 10.11 greeting (protocol 10), scramble filled with 'x'.
 pub(crate) fn greeting() -> Vec<u8> {
-    let mut b = vec![10];
-    b.extend_from_slice(b"5.5.5-10.11.19-MariaDB-0+deb12u1\0");
-    b.extend_from_slice(&9u32.to_le_bytes());
-    b.extend_from_slice(b"xxxxxxxx\0");
-    b.extend_from_slice(&0xf7feu16.to_le_bytes());
-    b.push(45);
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&0x81bfu16.to_le_bytes());
-    b.push(21);
-    b.extend_from_slice(&[0; 6]);
-    b.extend_from_slice(&0x1du32.to_le_bytes());
-    b.extend_from_slice(b"xxxxxxxxxxxx\0");
-    b.extend_from_slice(b"mysql_native_password\0");
-    packet(0, &b)
+    packet(
+        0,
+        &builders::greeting(&GreetingSpec {
+            server_version: "5.5.5-10.11.19-MariaDB-0+deb12u1",
+            connection_id: 9,
+            scramble: &[b'x'; 20],
+            capabilities: 0x81bf_f7fe,
+            charset: 45,
+            status: 2,
+            extended_capabilities: 0x1d,
+            auth_plugin: "mysql_native_password",
+        }),
+    )
 }
 
+/// The auth response every synthetic login carries: it must never be shown.
 pub(crate) const SECRET: [u8; 20] = [0xA5; 20];
 
 /// HandshakeResponse41 body for user 'lab' with a 20-byte auth response.
 pub(crate) fn login_body(db: Option<&str>) -> Vec<u8> {
-    let mut caps: u32 = 0x0200 | 0x8000 | 0x0008_0000 | 0x0020_0000;
+    let mut caps = CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
     if db.is_some() {
-        caps |= 0x0008;
+        caps |= CLIENT_CONNECT_WITH_DB;
     }
-    let mut b = caps.to_le_bytes().to_vec();
-    b.extend_from_slice(&(1u32 << 24).to_le_bytes());
-    b.push(33);
-    b.extend_from_slice(&[0; 23]);
-    b.extend_from_slice(b"lab\0");
-    b.push(20);
-    b.extend_from_slice(&SECRET);
-    if let Some(d) = db {
-        b.extend_from_slice(d.as_bytes());
-        b.push(0);
-    }
-    b.extend_from_slice(b"mysql_native_password\0");
-    b
+    builders::login(&LoginSpec {
+        capabilities: caps,
+        max_packet: 1 << 24,
+        charset: 33,
+        extended_capabilities: 0,
+        user: "lab",
+        auth_response: &SECRET,
+        database: db.unwrap_or(""),
+        auth_plugin: "mysql_native_password",
+        attrs: &[],
+    })
 }
 
+/// OK to the login (SERVER_STATUS_AUTOCOMMIT).
 pub(crate) fn ok_packet() -> Vec<u8> {
-    packet(2, &[0, 0, 0, 2, 0, 0, 0])
+    packet(2, &builders::ok(2))
 }
 
 pub(crate) fn err_packet(seq: u8, code: u16, state: &str, msg: &str) -> Vec<u8> {
-    let mut b = vec![0xff];
-    b.extend_from_slice(&code.to_le_bytes());
-    b.push(b'#');
-    b.extend_from_slice(state.as_bytes());
-    b.extend_from_slice(msg.as_bytes());
-    packet(seq, &b)
+    packet(seq, &builders::err(code, state, msg))
 }
 
 /// accept, handoff, O_NONBLOCK, greeting: what MariaDB does before waiting.
