@@ -11,8 +11,16 @@ use std::{
 
 pub use handshake_trace::lab::mariadb::{self, MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
 
-/// Print a skip notice that libtest's output capture cannot swallow.
+/// Set to `1` by `cargo xtask test` and `.ci/run`: a root test that cannot run fails
+/// instead of skipping, so a run that tested nothing cannot pass.
+pub const REQUIRE_ROOT: &str = "HANDSHAKE_TRACE_REQUIRE_ROOT";
+
+/// Print a skip notice that libtest's output capture cannot swallow; with
+/// `HANDSHAKE_TRACE_REQUIRE_ROOT=1`, fail with the same reason instead.
 pub fn skip(test: &str, why: &str) {
+    if std::env::var_os(REQUIRE_ROOT).is_some_and(|v| v == "1") {
+        panic!("{test} cannot run ({REQUIRE_ROOT}=1 requires it): {why}");
+    }
     let _ = std::io::stderr().write_all(format!("SKIPPED {test}: {why}\n").as_bytes());
 }
 
