@@ -881,3 +881,105 @@ fn modes_table(per_round: &str, compared: &str, rounds: &Value, comparisons: &Va
 fn fmt_list(v: &Value) -> String {
     v.as_array().map(|a| a.iter().map(|x| format!("{:.0}", f(x))).collect::<Vec<_>>().join(", ")).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Results of a made-up run: every figure distinctive, so that the report can be
+    /// checked to render this run's values and nothing else.
+    fn synthetic() -> Value {
+        let ratio = |median: f64, min: f64, max: f64| json!({ "median": median, "min": min, "max": max });
+        let modes = |u: Value, j: Value, tp: Value| json!({ "untraced": u, "json": j, "json_tracepoints": tp });
+        let program = |name: &str, runs: u64, ns: f64| json!({ "program": name, "runs": runs, "ns_per_run": ns });
+        json!({
+            "machine": { "cores": 3, "kernel": "6.66.6-synthetic", "cpu": "Synthetic CPU", "mariadb": "mariadbd Ver 10.11.99" },
+            "default_attach": "raw",
+            "rounds": 7,
+            "round_secs": 4.0,
+            "clients": 5,
+            "handshake_rate": {
+                "per_s": { "untraced": [12345.0, 12355.0], "json": [11111.0, 11113.0], "text": [11222.0, 11224.0], "json_tracepoints": [10987.0, 10989.0] },
+                "ratio": {
+                    "json": ratio(0.9013, 0.8871, 0.9137),
+                    "text": ratio(0.9093, 0.9041, 0.9101),
+                    "json_tracepoints": ratio(0.8899, 0.8877, 0.8911),
+                },
+                "events_emitted": { "json": 4242421, "text": 4242422, "json_tracepoints": 4242423 },
+                "events_lost": { "json": 0, "text": 0, "json_tracepoints": 0 },
+                "handshakes_seen": { "json": 535353, "text": 535354, "json_tracepoints": 535355 },
+                "tracer_cpu_us_per_handshake": { "json": 6.43, "text": 3.21, "json_tracepoints": 7.77 },
+            },
+            "established_select1": {
+                "rounds": 14,
+                "round_secs": 2.0,
+                "connections": 3,
+                "per_s": modes(json!([300000.0, 330000.0, 310000.0]), json!([280001.0, 290001.0, 285001.0]), json!([270001.0, 275001.0, 272001.0])),
+                "ratio": { "json": ratio(0.9321, 0.9123, 0.9432), "json_tracepoints": ratio(0.8765, 0.8654, 0.8876) },
+            },
+            "unrelated_syscalls": {
+                "ns": modes(json!([150.0, 151.0]), json!([223.0, 224.0]), json!([290.0, 291.0])),
+                "added_ns": { "json": ratio(73.0, 71.0, 76.0), "json_tracepoints": ratio(139.0, 133.0, 144.0) },
+            },
+            "kernel": {
+                "statistics_rounds": {
+                    "json": {
+                        "handshakes_per_s": 13579.0,
+                        "handshakes": 1000,
+                        "program_us_per_handshake": 6.54,
+                        "program_runs_per_handshake": 37.0,
+                        "programs": [program("raw_sys_exit", 31000, 163.0), program("inet_sock_set_s", 11000, 77.0)],
+                    },
+                    "json_tracepoints": {
+                        "handshakes_per_s": 12468.0,
+                        "handshakes": 900,
+                        "program_us_per_handshake": 7.65,
+                        "program_runs_per_handshake": 43.0,
+                        "programs": [program("sys_exit_accept", 900, 611.0)],
+                    },
+                },
+                "events_per_handshake": 6.7,
+            },
+            "tracer": {
+                "cpu_seconds": 3.25,
+                "cpu_percent_of_one_core": 12.3,
+                "peak_rss_kb": 27136,
+                "events_emitted": 4242421,
+                "events_lost": 0,
+                "handshakes": 535353,
+            },
+        })
+    }
+
+    #[test]
+    fn the_report_renders_the_run_s_figures_and_no_figures_of_an_earlier_day() {
+        let text = report(&synthetic());
+        for this_run in [
+            "90.1 % (spread 88.7–91.4 %)",             // handshake ratio, -j
+            "93.2 % (spread 91.2–94.3 %)",             // established ratio, -j
+            "73 ns (spread 71–76)",                    // unrelated, added per syscall
+            "139 ns (spread 133–144)",                 // the same, --attach tracepoints
+            "6.4 µs",                                  // tracer CPU per handshake, -j
+            "3.2 µs",                                  // and text
+            "26.5 MB",                                 // peak RSS
+            "6.5 µs",                                  // program time per handshake
+            "37 program runs per handshake",           // program runs per handshake
+            "77 ns per run",                           // inet_sock_set_state
+            "11.0 runs per handshake",                 // inet_sock_set_state's runs
+            "6.7 in this run",                         // events per handshake
+            "3 cores",                                 // the machine
+            "on 3 persistent connections",             // section 2
+            "about 9.7 µs of CPU",                     // 3 cores / 310000 queries per second
+            "300000 to 330000 queries per second",     // untraced established rounds
+            "12.3 % of one core",                      // tracer CPU share
+        ] {
+            assert!(text.contains(this_run), "missing {this_run:?}:\n{text}");
+        }
+        // Figures measured on an earlier day, once written into every report.
+        for earlier in [
+            "97.2", "95.2", "41 ns", "118 to 91", "62 ns", "70 ns", "11.2 µs", "8.7 µs", "9.8 µs", "98.5", "95.9", "88 %", "2026-",
+        ] {
+            assert!(!text.contains(earlier), "an earlier day's {earlier:?} in the report:\n{text}");
+        }
+    }
+}
