@@ -93,6 +93,8 @@ struct TracerCost {
     /// Per program: (name, run time ns, runs) while this tracer ran (only filled while
     /// kernel.bpf_stats_enabled is on).
     programs: Vec<(String, u64, u64)>,
+    /// Tracepoint programs of other tracers loaded when this one stopped (a shared machine).
+    others: usize,
     cpu_s: f64,
     peak_rss_kb: u64,
     emitted: u64,
@@ -123,7 +125,7 @@ impl Tracer {
     fn stop(mut self) -> Result<TracerCost> {
         let pid = self.child.id();
         // Read the programs' counters while they are still loaded (they go with the tracer).
-        let programs = bpf_prog_stats();
+        let (programs, others) = bpf_prog_stats(pid);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let peak_rss_kb = status
             .lines()
@@ -146,7 +148,7 @@ impl Tracer {
         let emitted = err.split("Events: ").nth(1).and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap_or(0);
         let lost = err.split("emitted by the kernel, ").nth(1).and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap_or(0);
         let handshakes = num_after("Summary: ");
-        Ok(TracerCost { programs, cpu_s: ticks / 100.0, peak_rss_kb, emitted, lost, handshakes })
+        Ok(TracerCost { programs, others, cpu_s: ticks / 100.0, peak_rss_kb, emitted, lost, handshakes })
     }
 }
 
@@ -289,16 +291,39 @@ fn spread(v: &[f64]) -> (f64, f64) {
     (min, max)
 }
 
-/// Per-program run time from the kernel's BPF statistics (ns per run).
-fn bpf_prog_stats() -> Vec<(String, u64, u64)> {
+/// Ids of the BPF programs process `pid` holds open (`prog_id` in /proc/PID/fdinfo).
+fn prog_ids_of(pid: u32) -> std::collections::HashSet<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("prog_id:"))?.trim().parse().ok())
+        .collect()
+}
+
+/// Per-program run time from the kernel's BPF statistics (ns per run) of the programs
+/// tracer `pid` loaded, and how many tracepoint programs other tracers have loaded
+/// (another tracer on the machine would otherwise be counted as ours).
+fn bpf_prog_stats(pid: u32) -> (Vec<(String, u64, u64)>, usize) {
+    let ours = prog_ids_of(pid);
     let out = Command::new("bpftool").args(["prog", "show", "-j"]).output();
-    let Ok(out) = out else { return Vec::new() };
-    let Ok(Value::Array(progs)) = serde_json::from_slice::<Value>(&out.stdout) else { return Vec::new() };
-    progs
+    let Ok(out) = out else { return (Vec::new(), 0) };
+    let Ok(Value::Array(progs)) = serde_json::from_slice::<Value>(&out.stdout) else { return (Vec::new(), 0) };
+    let (mine, others): (Vec<&Value>, Vec<&Value>) = progs
         .iter()
         .filter(|p| p["type"] == "tracepoint" || p["type"] == "raw_tracepoint")
+        .partition(|p| p["id"].as_u64().is_some_and(|id| ours.contains(&id)));
+    let mine = mine
+        .iter()
         .filter_map(|p| Some((p["name"].as_str()?.to_string(), p["run_time_ns"].as_u64().unwrap_or(0), p["run_cnt"].as_u64().unwrap_or(0))))
-        .collect()
+        .collect();
+    (mine, others.len())
+}
+
+/// /proc/loadavg's 1, 5 and 15 minute averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// Write dirty pages back now, so that writeback does not land in a later round.
@@ -350,6 +375,7 @@ fn main() -> Result<()> {
         out_dir: root.join("target/bench"),
     };
     std::fs::create_dir_all(&cfg.out_dir)?;
+    let load_before = load_average();
     eprintln!("bench: starting MariaDB");
     let db = MariaDb::start(&MariaDbOptions { max_connections: Some(1000), ..Default::default() })?;
     let addr = db.addr();
@@ -361,6 +387,8 @@ fn main() -> Result<()> {
     let modes = [Mode::Untraced, Mode::Json, Mode::Text, Mode::JsonTracepoints];
     let mut hs: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let mut costs: Vec<Vec<TracerCost>> = vec![Vec::new(); modes.len()];
+    // The most tracepoint programs of other tracers seen loaded when one of ours stopped.
+    let mut others = 0;
     // Warm up the server (thread cache, buffers) before anything is measured.
     handshake_rate(addr, cfg.clients, Duration::from_secs(2));
     query_rate(open_logged_in(addr, EST_CONNECTIONS)?, Duration::from_secs(2));
@@ -370,7 +398,9 @@ fn main() -> Result<()> {
             let tracer = if *m == Mode::Untraced { None } else { Some(Tracer::start(&cfg.bin, db.pid(), *m, &out)?) };
             let hz = handshake_rate(addr, cfg.clients, cfg.round);
             if let Some(t) = tracer {
-                costs[i].push(t.stop()?);
+                let cost = t.stop()?;
+                others = others.max(cost.others);
+                costs[i].push(cost);
                 // A round of -j writes ~150 MB: flushed now, not during the next rounds.
                 let _ = std::fs::remove_file(&out);
                 sync();
@@ -395,7 +425,7 @@ fn main() -> Result<()> {
             let tracer = if *m == Mode::Untraced { None } else { Some(Tracer::start(&cfg.bin, db.pid(), *m, &cfg.out_dir.join("established.out"))?) };
             let qps = query_rate(conns, est_round);
             if let Some(t) = tracer {
-                t.stop()?;
+                others = others.max(t.stop()?.others);
             }
             eprintln!("bench: SELECT 1 round {r} {:<30} {qps:>8.0}/s", m.name());
             est[i].push(qps);
@@ -410,7 +440,7 @@ fn main() -> Result<()> {
             let tracer = if *m == Mode::Untraced { None } else { Some(Tracer::start(&cfg.bin, db.pid(), *m, &cfg.out_dir.join("unrelated.out"))?) };
             let ns = unrelated_syscall_ns(iterations);
             if let Some(t) = tracer {
-                t.stop()?;
+                others = others.max(t.stop()?.others);
             }
             eprintln!("bench: unrelated round {r} {:<30} {ns:>8.1} ns/syscall", m.name());
             other[i].push(ns);
@@ -424,6 +454,7 @@ fn main() -> Result<()> {
         let t = Tracer::start(&cfg.bin, db.pid(), m, &cfg.out_dir.join("stats.out"))?;
         let hz = handshake_rate(addr, cfg.clients, cfg.round);
         let cost = t.stop()?;
+        others = others.max(cost.others);
         eprintln!("bench: statistics round {:<30} {hz:>8.0}/s", m.name());
         let mut progs: Vec<Value> = cost
             .programs
@@ -463,6 +494,11 @@ fn main() -> Result<()> {
     let peak_rss_kb = costs.iter().flatten().map(|c| c.peak_rss_kb).max().unwrap_or(0);
     let results = json!({
         "machine": machine_facts(),
+        "conditions": {
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+            "other_tracepoint_programs_max": others,
+        },
         "default_attach": handshake_trace::probes::AttachMode::default().name(),
         "rounds": cfg.rounds,
         "round_secs": cfg.round.as_secs_f64(),
@@ -641,7 +677,10 @@ fn report(r: &Value) -> String {
          absolute numbers. Raw numbers: [performance.json](performance.json). `kernel.bpf_stats_enabled` is off while\n\
          throughput is measured (it adds two clock reads to every program run) and on only for the rounds of section 4.\n\
          Every figure below is this run's; the explanations at the end hold across runs.\n\n\
-         Machine: {cores} cores, {cpu}, kernel {kernel}, {mariadb}. Default attachment: `--attach {attach}`.\n\n",
+         Machine: {cores} cores, {cpu}, kernel {kernel}, {mariadb}. Default attachment: `--attach {attach}`.\n\n\
+         Conditions: load average (1, 5, 15 min) {load_before} before the run and {load_after} after it; at most\n\
+         {others} tracepoint programs of other tracers were loaded when one of this run's tracers stopped (0: the\n\
+         kernel's tracepoints were this run's alone).\n\n",
         rounds = r["rounds"],
         secs = f(&r["round_secs"]),
         clients = r["clients"],
@@ -649,6 +688,9 @@ fn report(r: &Value) -> String {
         cpu = mach["cpu"].as_str().unwrap_or("?"),
         kernel = mach["kernel"].as_str().unwrap_or("?"),
         mariadb = mach["mariadb"].as_str().unwrap_or("?"),
+        load_before = r["conditions"]["load_average_before"].as_str().unwrap_or("?"),
+        load_after = r["conditions"]["load_average_after"].as_str().unwrap_or("?"),
+        others = r["conditions"]["other_tracepoint_programs_max"],
     );
     o += "## Targets\n\nWith the default attachment:\n\n| target | result | |\n|---|---|---|\n";
     o += &format!(
@@ -894,6 +936,7 @@ mod tests {
         let program = |name: &str, runs: u64, ns: f64| json!({ "program": name, "runs": runs, "ns_per_run": ns });
         json!({
             "machine": { "cores": 3, "kernel": "6.66.6-synthetic", "cpu": "Synthetic CPU", "mariadb": "mariadbd Ver 10.11.99" },
+            "conditions": { "load_average_before": "1.23 4.56 7.89", "load_average_after": "2.34 5.67 8.91", "other_tracepoint_programs_max": 19 },
             "default_attach": "raw",
             "rounds": 7,
             "round_secs": 4.0,
@@ -968,6 +1011,9 @@ mod tests {
             "11.0 runs per handshake",                 // inet_sock_set_state's runs
             "6.7 in this run",                         // events per handshake
             "3 cores",                                 // the machine
+            "1.23 4.56 7.89 before the run",           // its load
+            "2.34 5.67 8.91 after it",
+            "at most\n19 tracepoint programs of other tracers", // other tracers on the machine
             "on 3 persistent connections",             // section 2
             "about 9.7 µs of CPU",                     // 3 cores / 310000 queries per second
             "300000 to 330000 queries per second",     // untraced established rounds
