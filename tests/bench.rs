@@ -801,7 +801,7 @@ fn stands_in_the_way(r: &Value) -> String {
     let cores = f(&r["machine"]["cores"]);
     let stats = &r["kernel"]["statistics_rounds"]["json"];
     let floor = f(&un["added_ns"]["json"]["median"]);
-    // An untraced SELECT 1 round trip's CPU, all cores busy: cores / queries per second.
+    // An untraced SELECT 1 round trip's CPU, at most: cores / queries per second.
     let untraced_qps = median_of(&est["per_s"]["untraced"]);
     let query_cpu_us = 1e6 * cores / untraced_qps;
     let set_state = program(stats, "inet_sock_set_s");
@@ -830,7 +830,8 @@ fn stands_in_the_way(r: &Value) -> String {
   connection cost a little more; the full programs with nothing sent to the ring buffer (so no tracer work
   either) cost about as much as the full programs. The records and the tracer's CPU are not what costs;
   following each connection through its syscalls in the kernel is (map lookups and updates, argument, clock and
-  payload reads; {runs_per_hs} program runs per handshake in this run's statistics round). So summarising in the
+  payload reads; {runs_per_hs} program runs per handshake in this run's statistics round, every process's syscalls
+  counted). So summarising in the
   kernel (one record per successful handshake) would remove the records but not that work: it is not the step to
   the {hs_target:.0} % target it looked like. Program work added per handshake costs throughput whether it goes
   into the accept path or into the handler's reads and writes: the server's accept thread runs close to a full
@@ -860,9 +861,9 @@ fn stands_in_the_way(r: &Value) -> String {
   multiply-rotate hasher instead of SipHash. This run: {cpu_json} µs of tracer CPU per handshake with `-j`,
   {cpu_text} µs with text output ({core_pct} % of one core for `-j`, section 5).
 - **Established connections: the attachment alone stands in the way of the {est_target:.0} % target.** In this run
-  an untraced `SELECT 1` round trip took about {query_cpu} µs of CPU ({cores:.0} cores over a median of
-  {qps:.0} queries per second, if they were busy throughout), so the floor of {floor_ns} ns per syscall is
-  {floor_share} % of a round trip for each syscall it makes, and a round trip makes several (the client's and the
+  an untraced `SELECT 1` round trip took at most {query_cpu} µs of CPU ({cores:.0} cores over a median of
+  {qps:.0} queries per second; less if the cores did other work too), so the floor of {floor_ns} ns per syscall
+  is at least {floor_share} % of a round trip for each syscall it makes, and a round trip makes several (the client's and the
   server's writes and reads; count them with `perf stat -a -e raw_syscalls:sys_enter` during an untraced round).
   Measured with `BENCH_AB_WORKLOAD=established`, programs that return at once already fall short of the target,
   and the full programs cost little more than they do. The handshake-scope filter does its job (established
@@ -1015,7 +1016,7 @@ mod tests {
             "2.34 5.67 8.91 after it",
             "at most\n19 tracepoint programs of other tracers", // other tracers on the machine
             "on 3 persistent connections",             // section 2
-            "about 9.7 µs of CPU",                     // 3 cores / 310000 queries per second
+            "at most 9.7 µs of CPU",                   // 3 cores / 310000 queries per second
             "300000 to 330000 queries per second",     // untraced established rounds
             "12.3 % of one core",                      // tracer CPU share
         ] {
