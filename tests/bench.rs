@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use handshake_trace::lab::wire;
-use handshake_trace_tests::{MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
+use handshake_trace_tests::{program_ids_of, MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
 use serde_json::{json, Value};
 
 /// The clients' read buffer: libmariadb reads into a 16 KiB net buffer.
@@ -291,22 +291,11 @@ fn spread(v: &[f64]) -> (f64, f64) {
     (min, max)
 }
 
-/// Ids of the BPF programs process `pid` holds open (`prog_id` in /proc/PID/fdinfo).
-fn prog_ids_of(pid: u32) -> std::collections::HashSet<u64> {
-    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("prog_id:"))?.trim().parse().ok())
-        .collect()
-}
-
 /// Per-program run time from the kernel's BPF statistics (ns per run) of the programs
 /// tracer `pid` loaded, and how many tracepoint programs other tracers have loaded
 /// (another tracer on the machine would otherwise be counted as ours).
 fn bpf_prog_stats(pid: u32) -> (Vec<(String, u64, u64)>, usize) {
-    let ours = prog_ids_of(pid);
+    let ours = program_ids_of(pid);
     let out = Command::new("bpftool").args(["prog", "show", "-j"]).output();
     let Ok(out) = out else { return (Vec::new(), 0) };
     let Ok(Value::Array(progs)) = serde_json::from_slice::<Value>(&out.stdout) else { return (Vec::new(), 0) };
