@@ -111,14 +111,16 @@ fn a_target_that_exits_mid_trace_leaves_the_tracer_running() {
 fn programs_are_detached_on_exit_and_on_kill() {
     let Some(bin) = ready("programs_are_detached_on_exit_and_on_kill") else { return };
     let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
-    let before = our_loaded_programs();
     for signal in [libc::SIGTERM, libc::SIGKILL] {
         let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string()]);
         let programs = handshake_trace::capture::probes::program_count(handshake_trace::capture::probes::AttachMode::default());
-        assert_eq!(our_loaded_programs(), before + programs, "every program attached while tracing");
+        // This tracer's programs by id: other tracers on the machine may come and go meanwhile.
+        let ours = program_ids_of(tracer.pid());
+        assert_eq!(ours.len(), programs, "every program attached while tracing");
+        assert!(ours.is_subset(&loaded_program_ids()), "{ours:?} not all loaded in the kernel");
         tracer.stop_with(signal);
         assert!(
-            eventually(Duration::from_secs(5), || our_loaded_programs() == before),
+            eventually(Duration::from_secs(5), || loaded_program_ids().is_disjoint(&ours)),
             "programs still loaded after signal {signal}"
         );
     }
@@ -203,10 +205,21 @@ fn more_targets_than_the_short_list_holds_are_still_traced() {
     assert!(events.iter().any(|h| h["verdict"] == "ok" && h["user"] == LAB_USER), "{:?}\n{}", output.stdout, output.stderr_text());
 }
 
+/// The id of the LIVE map of tracer `pid` (other tracers on the machine have one too).
+fn live_map_of(pid: u32) -> u64 {
+    map_ids_of(pid)
+        .into_iter()
+        .find(|id| {
+            let out = std::process::Command::new("bpftool").args(["-j", "map", "show", "id", &id.to_string()]).output().expect("bpftool");
+            serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|m| m["name"] == "LIVE")
+        })
+        .expect("the tracer's LIVE map")
+}
+
 /// The kernel's counts of connections in their handshake and of syscalls in flight
-/// (the LIVE map), as `bpftool` reads them.
-fn live_counts() -> Vec<u64> {
-    let out = std::process::Command::new("bpftool").args(["-j", "map", "dump", "name", "LIVE"]).output().expect("bpftool");
+/// (the LIVE map `id`), as `bpftool` reads them.
+fn live_counts(id: u64) -> Vec<u64> {
+    let out = std::process::Command::new("bpftool").args(["-j", "map", "dump", "id", &id.to_string()]).output().expect("bpftool");
     let dump: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     dump.as_array()
         .map(|entries| {
@@ -231,6 +244,7 @@ fn the_kernel_counts_of_open_handshakes_return_to_zero_and_reopen() {
     let Some(bin) = ready("the_kernel_counts_of_open_handshakes_return_to_zero_and_reopen") else { return };
     let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
     let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j"]);
+    let live = live_map_of(tracer.pid());
     let login = || {
         let out = db.client(LAB_USER, LAB_PASSWORD, &["-e", "SELECT 1"]).unwrap();
         assert!(out.status.success(), "mariadb client failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -242,7 +256,7 @@ fn the_kernel_counts_of_open_handshakes_return_to_zero_and_reopen() {
     read_greeting(&mut raw);
     drop(raw);
     // Every handshake over: the programs stop looking connections up (the counts gate them).
-    assert!(eventually(Duration::from_secs(5), || live_counts() == [0, 0]), "counts stay {:?}", live_counts());
+    assert!(eventually(Duration::from_secs(5), || live_counts(live) == [0, 0]), "counts stay {:?}", live_counts(live));
     // The gate reopens for the next connection: its whole handshake is still traced.
     login();
     std::thread::sleep(Duration::from_millis(300));

@@ -1,6 +1,7 @@
 //! Shared harness of the root integration tests: skip loudly when they cannot run,
 //! run the real binary as a tracer, collect what it printed.
 use std::{
+    collections::HashSet,
     io::{BufRead, BufReader, Write},
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -11,8 +12,16 @@ use std::{
 
 pub use handshake_trace_lab::mariadb::{self, MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
 
-/// Print a skip notice that libtest's output capture cannot swallow.
+/// Set to `1` by `cargo xtask test` and `.ci/run`: a root test that cannot run fails
+/// instead of skipping, so a run that tested nothing cannot pass.
+pub const REQUIRE_ROOT: &str = "HANDSHAKE_TRACE_REQUIRE_ROOT";
+
+/// Print a skip notice that libtest's output capture cannot swallow; with
+/// `HANDSHAKE_TRACE_REQUIRE_ROOT=1`, fail with the same reason instead.
 pub fn skip(test: &str, why: &str) {
+    if std::env::var_os(REQUIRE_ROOT).is_some_and(|v| v == "1") {
+        panic!("{test} cannot run ({REQUIRE_ROOT}=1 requires it): {why}");
+    }
     let _ = std::io::stderr().write_all(format!("SKIPPED {test}: {why}\n").as_bytes());
 }
 
@@ -155,14 +164,39 @@ impl Tracer {
     }
 }
 
-/// Tracepoint and raw-tracepoint programs currently loaded in the kernel (ours and any
-/// others'; tests compare counts before, during and after a trace).
-pub fn our_loaded_programs() -> usize {
-    let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool prog show");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(": tracepoint ") || l.contains(": raw_tracepoint "))
-        .count()
+/// Ids of the BPF objects of one kind (`key`: `prog_id` or `map_id`) that process `pid`
+/// holds open, from /proc/PID/fdinfo: a tracer's own, whatever other tracers run here.
+fn fdinfo_ids(pid: u32, key: &str) -> HashSet<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?.trim().parse().ok())
+        .collect()
+}
+
+/// Ids of the BPF programs process `pid` holds open.
+pub fn program_ids_of(pid: u32) -> HashSet<u64> {
+    fdinfo_ids(pid, "prog_id")
+}
+
+/// Ids of the BPF maps process `pid` holds open.
+pub fn map_ids_of(pid: u32) -> HashSet<u64> {
+    fdinfo_ids(pid, "map_id")
+}
+
+/// Ids of the tracepoint and raw-tracepoint programs loaded in the kernel (any tracer's).
+pub fn loaded_program_ids() -> HashSet<u64> {
+    let out = Command::new("bpftool").args(["-j", "prog", "show"]).output().expect("bpftool prog show");
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    progs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["type"] == "tracepoint" || p["type"] == "raw_tracepoint")
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
 }
 
 /// Wait until `f` holds, up to `timeout`.

@@ -62,6 +62,10 @@ pub fn cargo() -> Command {
     cmd
 }
 
+/// Makes a root test that cannot run (not root, no kernel object, no binary, no MariaDB)
+/// fail instead of printing `SKIPPED` and passing: set for both test runs of `xtask test`.
+const REQUIRE_ROOT: &str = "HANDSHAKE_TRACE_REQUIRE_ROOT";
+
 fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let start = Instant::now();
     let out = f()?;
@@ -89,12 +93,14 @@ fn real_main() -> Result<()> {
             timed("unit tests", || {
                 run(cargo()
                     .args(["test", "--locked", "--workspace", "--exclude", "handshake-trace-tests"])
-                    .env("HANDSHAKE_TRACE_EBPF_OBJ", &obj))
+                    .env("HANDSHAKE_TRACE_EBPF_OBJ", &obj)
+                    .env(REQUIRE_ROOT, "1"))
             })?;
             timed("root integration tests", || {
                 let mut cmd = cargo();
                 cmd.args(["test", "--locked", "-p", "handshake-trace-tests", "--", "--test-threads=1"])
-                    .env("HANDSHAKE_TRACE_BIN", root().join("target/release/handshake-trace"));
+                    .env("HANDSHAKE_TRACE_BIN", root().join("target/release/handshake-trace"))
+                    .env(REQUIRE_ROOT, "1");
                 if let Some(f) = &filter {
                     cmd.arg(f);
                 }
