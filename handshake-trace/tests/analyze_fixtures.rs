@@ -3,7 +3,10 @@
 //! (`.summary`). No root: the replay needs no kernel. Times are shown in UTC here.
 use std::path::{Path, PathBuf};
 
-use handshake_trace::{commands::analyze, pipeline::print_summary, pipeline::WatchOptions};
+use handshake_trace::{
+    commands::{analyze, WatchOptions},
+    output::summary::print_summary,
+};
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");

@@ -10,7 +10,8 @@ use crate::{
     events::Counters,
     recording::format::{Trace, TraceItem},
     output::printer::Printer,
-    pipeline::{Pipeline, Summary, WatchOptions},
+    commands::WatchOptions,
+    pipeline::{Pipeline, Summary},
 };
 
 /// Replay `trace`; handshakes to `out` (as `watch` wrote them), notices to `log`.
@@ -26,7 +27,7 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
         h.tool_version,
         if trace.truncated { " (cut short: no trailer)" } else { "" }
     )?;
-    let mut pipeline = Pipeline::new(opts).with_sink(Printer::new(opts.print(), Clock::with_offset(h.clock_offset_ns), &mut *out));
+    let mut pipeline = Pipeline::new(opts.pipeline()).with_sink(Printer::new(opts.print(), Clock::with_offset(h.clock_offset_ns), &mut *out));
     let mut undecodable = 0;
     let mut last_ts = 0;
     let mut items = trace.items.iter().peekable();

@@ -1,4 +1,7 @@
 //! The commands: each wires capture, pipeline and output together for one use.
 pub mod analyze;
 pub mod doctor;
+pub mod options;
 pub mod watch;
+
+pub use options::WatchOptions;

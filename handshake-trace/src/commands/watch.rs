@@ -5,7 +5,11 @@ use std::{future::Future, io::Write, time::Duration};
 use anyhow::{Context, Result};
 use tokio::io::{unix::AsyncFd, Interest};
 
-pub use crate::pipeline::{print_summary, Outcome, Summary, WatchOptions};
+pub use super::options::WatchOptions;
+pub use crate::{
+    output::summary::print_summary,
+    pipeline::{Outcome, Summary},
+};
 use crate::{
     capture::{
         probes::{LoadOptions, Probes},
@@ -123,7 +127,7 @@ pub async fn run(
     };
     let names = targets.names();
     let mut tracer = Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0 };
-    let mut pipeline = Pipeline::new(opts).with_sink(Printer::new(opts.print(), clock, &mut *out));
+    let mut pipeline = Pipeline::new(opts.pipeline()).with_sink(Printer::new(opts.print(), clock, &mut *out));
     let on_port = opts.port.map(|p| format!(" on port {p}")).unwrap_or_default();
     writeln!(log, "Tracing MySQL handshakes of {names}{on_port}... Hit Ctrl-C to end.")?;
 

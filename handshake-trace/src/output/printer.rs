@@ -5,11 +5,14 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use super::{handshake_json, handshake_line, handshake_timeline, histogram::Histogram};
+use super::{handshake_json, handshake_line, handshake_timeline};
 use crate::{
     correlate::Handshake,
     pipeline::Sink,
-    support::clock::{format_time_of_day, Clock},
+    support::{
+        clock::{format_time_of_day, Clock},
+        histogram::Histogram,
+    },
     verdict::Verdict,
 };
 

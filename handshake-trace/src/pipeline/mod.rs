@@ -12,9 +12,7 @@ use anyhow::Result;
 pub use filter::PortFilter;
 pub use summary::{Outcome, Summary};
 
-pub use crate::output::summary::print_summary;
 use crate::{
-    capture::probes::AttachMode,
     correlate::{Correlator, Handshake},
     events::{AcceptAddrs, Counters, Event},
 };
@@ -39,33 +37,13 @@ pub trait Sink {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct WatchOptions {
-    /// Explicit targets; empty = every mysqld/mariadbd, including ones started later.
-    pub pids: Vec<u32>,
+/// What the pipeline itself applies.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PipelineOptions {
     /// Keep only connections accepted on this local port.
     pub port: Option<u16>,
-    pub json: bool,
-    pub ringbuf_bytes: Option<u32>,
-    /// Print every decoded kernel event too, to the log (debugging).
-    pub raw_events: bool,
-    /// Show the full timeline of successful handshakes slower than this.
-    pub slow_ms: Option<f64>,
-    /// Instead of a line per successful handshake, a roll-up every this many seconds.
-    pub rollup_secs: Option<u64>,
     /// Keep every finished handshake's outcome in the summary (the lab explains them).
     pub keep_outcomes: bool,
-    /// Also write the raw (redacted) events to this trace file, for `analyze`.
-    pub record: Option<std::path::PathBuf>,
-    /// How the syscall programs attach.
-    pub attach: AttachMode,
-}
-
-impl WatchOptions {
-    /// How the printer should print.
-    pub fn print(&self) -> crate::output::printer::PrintOptions {
-        crate::output::printer::PrintOptions { json: self.json, slow_ms: self.slow_ms, rollup: self.rollup_secs.is_some() }
-    }
 }
 
 /// One trace's pipeline.
@@ -78,7 +56,7 @@ pub struct Pipeline<'a> {
 }
 
 impl<'a> Pipeline<'a> {
-    pub fn new(opts: &WatchOptions) -> Self {
+    pub fn new(opts: PipelineOptions) -> Self {
         Pipeline {
             filter: PortFilter::new(opts.port),
             correlator: Correlator::new(MAX_OPEN),

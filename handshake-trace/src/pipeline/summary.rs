@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, net::SocketAddr};
 use crate::{
     correlate::Handshake,
     events::Counters,
-    output::histogram::Histogram,
+    support::histogram::Histogram,
     verdict::{Judgement, Verdict},
 };
 

@@ -5,6 +5,7 @@ use std::{cell::RefCell, io::Write, rc::Rc};
 use super::*;
 use crate::{
     events::{SyscallKind, SyscallResult},
+    commands::WatchOptions,
     output::printer::Printer,
     support::clock::Clock,
     testing::*,
@@ -81,7 +82,7 @@ fn failed_handshake(t0: u64) -> Vec<Event> {
 
 fn run(opts: &WatchOptions, events: &[(Event, AcceptAddrs)]) -> (Summary, String, usize) {
     let out = Shared::default();
-    let mut p = Pipeline::new(opts).with_sink(Printer::new(opts.print(), Clock::with_offset(0), out.clone()));
+    let mut p = Pipeline::new(opts.pipeline()).with_sink(Printer::new(opts.print(), Clock::with_offset(0), out.clone()));
     for (e, a) in events {
         p.push(e, *a).unwrap();
     }
@@ -159,7 +160,7 @@ fn slow_shows_the_timeline_of_successes_slower_than_the_threshold() {
 fn rollup_folds_successes_into_a_line_and_still_shows_failures() {
     let opts = WatchOptions { rollup_secs: Some(10), ..Default::default() };
     let out = Shared::default();
-    let mut p = Pipeline::new(&opts).with_sink(Printer::new(opts.print(), Clock::with_offset(0), out.clone()));
+    let mut p = Pipeline::new(opts.pipeline()).with_sink(Printer::new(opts.print(), Clock::with_offset(0), out.clone()));
     let mut ev = on_port(ok_handshake(GEN, 40, 3), KEPT_PORT);
     ev.extend(on_port(ok_handshake(GEN + 10 * MS, 41, 5), KEPT_PORT));
     ev.extend(on_port(failed_handshake(GEN + 20 * MS), KEPT_PORT));

@@ -1,0 +1,38 @@
+//! The options of the tracing commands (watch, record, analyze, and the lab through
+//! watch): what to trace, how to attach, and what the pipeline and the printer apply.
+use crate::{capture::probes::AttachMode, output::printer::PrintOptions, pipeline::PipelineOptions};
+
+/// Options of `watch`, `record` and `analyze` (the parts that apply).
+#[derive(Debug, Clone, Default)]
+pub struct WatchOptions {
+    /// Explicit targets; empty = every mysqld/mariadbd, including ones started later.
+    pub pids: Vec<u32>,
+    /// Keep only connections accepted on this local port.
+    pub port: Option<u16>,
+    pub json: bool,
+    pub ringbuf_bytes: Option<u32>,
+    /// Print every decoded kernel event too, to the log (debugging).
+    pub raw_events: bool,
+    /// Show the full timeline of successful handshakes slower than this.
+    pub slow_ms: Option<f64>,
+    /// Instead of a line per successful handshake, a roll-up every this many seconds.
+    pub rollup_secs: Option<u64>,
+    /// Keep every finished handshake's outcome in the summary (the lab explains them).
+    pub keep_outcomes: bool,
+    /// Also write the raw (redacted) events to this trace file, for `analyze`.
+    pub record: Option<std::path::PathBuf>,
+    /// How the syscall programs attach.
+    pub attach: AttachMode,
+}
+
+impl WatchOptions {
+    /// How the printer should print.
+    pub fn print(&self) -> PrintOptions {
+        PrintOptions { json: self.json, slow_ms: self.slow_ms, rollup: self.rollup_secs.is_some() }
+    }
+
+    /// What the pipeline applies.
+    pub fn pipeline(&self) -> PipelineOptions {
+        PipelineOptions { port: self.port, keep_outcomes: self.keep_outcomes }
+    }
+}
