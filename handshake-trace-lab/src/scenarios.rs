@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use handshake_trace::{
     commands::watch::{self, Outcome, WatchOptions},
     output::{names, reason},
+    support::escape::escaped,
     verdict::{Cause, LateGreeting, Verdict, WaitMechanism},
 };
 
@@ -260,7 +261,8 @@ fn run_client(addr: SocketAddr, act: ClientAct) -> Result<ClientReport> {
     }
     let out = child.wait_with_output()?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let said = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ");
+    // A client prints what the server sent it (error messages): shown escaped.
+    let said = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(escaped).collect::<Vec<_>>().join(" / ");
     Ok(ClientReport { label, said })
 }
 

@@ -12,7 +12,10 @@ use super::{
     probes::Probes,
     targets::{self, ServerProcess},
 };
-use crate::events::{AcceptAddrs, Event};
+use crate::{
+    events::{AcceptAddrs, Event},
+    support::escape::Escaped,
+};
 
 /// The processes being traced, kept in step with /proc.
 pub struct Targets {
@@ -57,7 +60,7 @@ impl Targets {
             for s in targets::find_servers() {
                 if let std::collections::btree_map::Entry::Vacant(e) = self.live.entry(s.pid) {
                     probes.add_target(s.pid)?;
-                    writeln!(log, "handshake-trace: now tracing {} (pid {})", s.comm, s.pid)?;
+                    writeln!(log, "handshake-trace: now tracing {} (pid {})", Escaped(&s.comm), s.pid)?;
                     e.insert(s);
                 }
             }
@@ -102,6 +105,6 @@ pub fn accept_addrs(ev: &Event, targets: &mut Targets) -> AcceptAddrs {
 impl Targets {
     /// "mariadbd (pid 123), mysqld (pid 456)", for the startup line.
     pub fn names(&self) -> String {
-        self.live.values().map(|s| format!("{} (pid {})", s.comm, s.pid)).collect::<Vec<_>>().join(", ")
+        self.live.values().map(|s| format!("{} (pid {})", Escaped(&s.comm), s.pid)).collect::<Vec<_>>().join(", ")
     }
 }

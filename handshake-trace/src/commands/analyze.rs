@@ -11,20 +11,22 @@ use crate::{
     recording::format::{Trace, TraceItem},
     output::printer::Printer,
     commands::WatchOptions,
+    support::escape::Escaped,
     pipeline::{Pipeline, Summary},
 };
 
 /// Replay `trace`; handshakes to `out` (as `watch` wrote them), notices to `log`.
 pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mut dyn Write) -> Result<Summary> {
     let h = &trace.header;
-    let targets: Vec<String> = h.targets.iter().map(|t| format!("{} (pid {})", t.comm, t.pid)).collect();
+    // The header is the file's word: shown escaped, like anything from the wire.
+    let targets: Vec<String> = h.targets.iter().map(|t| format!("{} (pid {})", Escaped(&t.comm), t.pid)).collect();
     writeln!(
         log,
         "Analyzing a trace of {} recorded {} on kernel {} by handshake-trace {}{}",
         targets.join(", "),
-        h.started,
-        h.kernel,
-        h.tool_version,
+        Escaped(&h.started),
+        Escaped(&h.kernel),
+        Escaped(&h.tool_version),
         if trace.truncated { " (cut short: no trailer)" } else { "" }
     )?;
     let mut pipeline = Pipeline::new(opts.pipeline()).with_sink(Printer::new(opts.print(), Clock::with_offset(h.clock_offset_ns), &mut *out));
@@ -73,4 +75,31 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
 pub fn read(path: &std::path::Path) -> Result<Trace> {
     let f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
     crate::recording::format::read_trace(std::io::BufReader::new(f)).with_context(|| format!("read trace {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording::format::{read_trace, TargetInfo, TraceHeader, TraceWriter};
+
+    #[test]
+    fn a_crafted_header_reaches_the_terminal_escaped() {
+        let header = TraceHeader {
+            tool_version: "0.1.0\x1b[2J".into(),
+            kernel: "6.18\r\n".into(),
+            started: "2026-11-30T20:00:00Z".into(),
+            clock_offset_ns: 0,
+            targets: vec![TargetInfo { pid: 7, comm: "\x1b]0;PWNED\x07mariadbd".into(), exe: None }],
+            ringbuf_bytes: 4096,
+            redacted: true,
+        };
+        let mut file = Vec::new();
+        TraceWriter::new(&mut file, &header).unwrap();
+        let trace = read_trace(&file[..]).unwrap();
+        let (mut out, mut log) = (Vec::new(), Vec::new());
+        analyze(&trace, &WatchOptions::default(), &mut out, &mut log).unwrap();
+        let log = String::from_utf8(log).unwrap();
+        assert!(log.contains("\\x1b]0;PWNED\\x07mariadbd (pid 7)"), "{log}");
+        assert!(!log.trim_end().chars().any(|c| c.is_control() && c != '\n'), "{log:?}");
+    }
 }

@@ -4,10 +4,8 @@ use std::{fmt, io::Write, path::Path};
 use anyhow::Result;
 
 use crate::{
-    capture::privileges,
-    capture::probes,
-    capture::targets,
-    capture::tracefs,
+    capture::{privileges, probes, targets, tracefs},
+    support::escape::Escaped,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +203,7 @@ fn check_servers(out: &mut Vec<Check>) {
         out.push(check(
             Status::Info,
             "MySQL server",
-            format!("pid {} {} ({exe}, {version}) listening on {ports}", s.pid, s.comm),
+            format!("pid {} {} ({}, {}) listening on {ports}", s.pid, Escaped(&s.comm), Escaped(&exe), Escaped(&version)),
             None,
         ));
     }

@@ -184,7 +184,9 @@ fn json_and_timeline_carry_each_step_in_words_escaped() {
     let words: Vec<String> = h.steps.iter().map(|s| crate::output::describe_step(&h, s)).collect();
     assert_eq!(in_json, words);
     assert!(words.iter().any(|w| w.contains("recvfrom of the login (83 bytes) → 83 bytes; login: user")), "{words:#?}");
-    assert!(words.last().unwrap().ends_with(&format!("login: user '{user}', auth response 20 bytes")), "{words:#?}");
+    // Shown escaped, in the words and in the JSON text alike.
+    let shown = r#"a "quoted" user\\ on\ttwo\nlines"#;
+    assert!(words.last().unwrap().ends_with(&format!("login: user '{shown}', auth response 20 bytes")), "{words:#?}");
     for w in &words {
         assert!(timeline.contains(w.as_str()), "{w} missing from\n{timeline}");
     }
@@ -399,3 +401,36 @@ fn too_many_open_handshakes_are_bounded() {
     let _ = Errno(0);
 }
 
+
+#[test]
+fn a_hostile_user_name_reaches_the_terminal_escaped() {
+    use crate::protocol::{builders, CLIENT_PLUGIN_AUTH, CLIENT_PROTOCOL_41, CLIENT_SECURE_CONNECTION};
+    // What an unauthenticated client can send as its user name.
+    let user = "\x1b]0;PWNED\x07\x1b[1;31mEVIL\x1b[0m\rroot";
+    let body = builders::login(&builders::LoginSpec {
+        capabilities: CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH,
+        max_packet: 1 << 24,
+        charset: 33,
+        extended_capabilities: 0,
+        user,
+        auth_response: &SECRET,
+        database: "",
+        auth_plugin: "mysql_native_password",
+        attrs: &[],
+    });
+    let login = packet(1, &body);
+    let mut ev = prelude(GEN);
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, login.len() as i64, login.len() as u64, &login));
+    let err = err_packet(2, 1045, "28000", "Access denied for user '\x1b[2J'@'localhost'");
+    ev.push(io(GEN + 900_000, SyscallKind::Sendto, err.len() as i64, err.len() as u64, &err));
+    ev.push(sys(GEN + 910_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]));
+    let h = only(&ev);
+    let clock = crate::support::clock::Clock::with_offset(0);
+    for shown in [crate::output::handshake_timeline(&h, &clock), crate::output::handshake_line(&h, &clock)] {
+        assert!(!shown.chars().any(|c| c.is_control() && c != '\n'), "{shown:?}");
+        assert!(shown.contains("\\x1b]0;PWNED\\x07"), "{shown}");
+    }
+    // JSON keeps the exact name (serde escapes it for JSON).
+    let json: serde_json::Value = serde_json::from_str(&crate::output::handshake_json(&h, &clock).to_string()).unwrap();
+    assert_eq!(json["user"], user);
+}

@@ -2,6 +2,7 @@
 use std::fmt::{self, Write};
 
 use super::names;
+use crate::support::escape::Escaped;
 use crate::{
     protocol,
     verdict::{Cause, ClientReport, LateGreeting, LostAt, TimeoutWait, WaitMechanism},
@@ -98,7 +99,7 @@ fn write_late_greeting(late: Option<LateGreeting>, f: &mut String) -> fmt::Resul
 pub fn client_report(r: &ClientReport) -> String {
     match r {
         ClientReport::ServerError(e) => {
-            format!("ERROR {} ({}): {}", e.code, e.sqlstate.as_deref().unwrap_or("HY000"), e.message)
+            format!("ERROR {} ({}): {}", e.code, Escaped(e.sqlstate.as_deref().unwrap_or("HY000")), Escaped(&e.message))
         }
         ClientReport::LostConnection { at, errno } => {
             let stage = match at {

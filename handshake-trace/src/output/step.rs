@@ -9,6 +9,7 @@ use handshake_trace_common::{
 };
 
 use super::names;
+use crate::support::escape::Escaped;
 use crate::{
     correlate::{Handshake, PacketSeen, Step, StepKind},
     events::{signal_name, tcp_state_name, Errno, SyscallResult, TcpWhat},
@@ -194,12 +195,12 @@ fn write_packet(p: &PacketSeen, f: &mut dyn fmt::Write) -> fmt::Result {
     match p {
         PacketSeen::SslRequest => f.write_str("SSLRequest (the client switches to TLS)"),
         PacketSeen::Login { user, database, plugin, auth_response_len } => {
-            write!(f, "login: user '{user}'")?;
+            write!(f, "login: user '{}'", Escaped(user))?;
             if let Some(d) = database {
-                write!(f, ", database '{d}'")?;
+                write!(f, ", database '{}'", Escaped(d))?;
             }
             if let Some(p) = plugin {
-                write!(f, ", plugin {p}")?;
+                write!(f, ", plugin {}", Escaped(p))?;
             }
             write!(f, ", auth response {auth_response_len} bytes")
         }
@@ -209,18 +210,21 @@ fn write_packet(p: &PacketSeen, f: &mut dyn fmt::Write) -> fmt::Result {
         PacketSeen::Tls { len } => write!(f, "{len} bytes of TLS"),
         PacketSeen::Greeting { protocol, server_version, connection_id, auth_plugin } => write!(
             f,
-            "greeting: protocol {protocol}, server {server_version}, connection id {connection_id}, plugin {}",
-            auth_plugin.as_deref().unwrap_or("-")
+            "greeting: protocol {protocol}, server {}, connection id {connection_id}, plugin {}",
+            Escaped(server_version),
+            Escaped(auth_plugin.as_deref().unwrap_or("-"))
         ),
         PacketSeen::Ok => f.write_str("OK: logged in"),
         PacketSeen::Err(e) => {
             write!(f, "ERR {} ({})", e.code, protocol::error_name(e.code).unwrap_or("?"))?;
             if let Some(s) = &e.sqlstate {
-                write!(f, " [{s}]")?;
+                write!(f, " [{}]", Escaped(s))?;
             }
-            write!(f, ": {}", e.message)
+            write!(f, ": {}", Escaped(&e.message))
         }
-        PacketSeen::AuthSwitch { plugin, data_len } => write!(f, "auth switch to {plugin} ({data_len} bytes of plugin data)"),
+        PacketSeen::AuthSwitch { plugin, data_len } => {
+            write!(f, "auth switch to {} ({data_len} bytes of plugin data)", Escaped(plugin))
+        }
         PacketSeen::AuthMoreData { len } => write!(f, "auth more data, {len} bytes"),
         PacketSeen::ServerOther { first_byte, len } => write!(f, "server packet 0x{first_byte:02x} of {len} bytes"),
     }

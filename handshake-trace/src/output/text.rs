@@ -1,10 +1,8 @@
 //! A handshake for people: one line, or its timeline in words.
 use std::fmt::Write as _;
 
-use super::{
-    names, reason,
-    step::StepText,
-};
+use super::{names, reason, step::StepText};
+use crate::support::escape::Escaped;
 use crate::{
     correlate::{Handshake, StepKind},
     support::clock::{format_time_of_day, Clock},
@@ -24,8 +22,8 @@ fn who(h: &Handshake) -> String {
     match &h.login {
         Some(l) => format!(
             "user '{}'{}",
-            l.user,
-            l.database.as_deref().map(|d| format!(" db '{d}'")).unwrap_or_default()
+            Escaped(&l.user),
+            l.database.as_deref().map(|d| format!(" db '{}'", Escaped(d))).unwrap_or_default()
         ),
         None if h.tls => "TLS".into(),
         None => "no login".into(),
