@@ -66,6 +66,17 @@ fn set_linger0(s: &TcpStream) {
     assert_eq!(rc, 0);
 }
 
+/// An SSLRequest: the 32-byte start of a login with CLIENT_SSL.
+fn ssl_request_packet() -> Vec<u8> {
+    let mut b = (0x0200u32 | 0x0800 | 0x8000 | 0x0008_0000).to_le_bytes().to_vec();
+    b.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    b.push(33);
+    b.extend_from_slice(&[0; 23]);
+    let mut p = vec![b.len() as u8, 0, 0, 1];
+    p.extend_from_slice(&b);
+    p
+}
+
 /// A HandshakeResponse41 for user `lab` with a junk 20-byte auth response.
 fn login_packet() -> Vec<u8> {
     let mut b = (0x0200u32 | 0x8000 | 0x0008_0000).to_le_bytes().to_vec();
@@ -119,6 +130,9 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     let driver_conn_id: u64 = String::from_utf8_lossy(&driver.stdout).trim().parse().unwrap();
     let tls = db.client("tls_lab", "tls-pw", &["--ssl", "-e", "SELECT 1"]).unwrap();
     assert!(tls.status.success(), "TLS login: {}", String::from_utf8_lossy(&tls.stderr));
+    let tls_denied = db.client("tls_lab", "wrong-password", &["--ssl", "-e", "SELECT 1"]).unwrap();
+    let tls_denied_said = String::from_utf8_lossy(&tls_denied.stderr).trim().to_string();
+    assert!(tls_denied_said.starts_with("ERROR 1045"), "TLS wrong password: {tls_denied_said}");
 
     // Raw clients for the faults, at once (the slow ones overlap).
     let silent = raw(&db, |s| {
@@ -148,8 +162,18 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
         let mut buf = [0u8; 128];
         let _ = s.read(&mut buf);
     });
-    let ports: Vec<u16> = [silent, late, closes, resets, garbage, http].into_iter().map(|t| t.join().unwrap()).collect();
-    let [silent, late, closes, resets, garbage, http] = ports[..] else { unreachable!() };
+    // An SSLRequest, then nothing: the server waits for the ClientHello in vain.
+    let tls_stall = raw(&db, |s| {
+        s.write_all(&ssl_request_packet()).unwrap();
+        thread::sleep(Duration::from_millis(2600));
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 128];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("Bad handshake"), "{:?}", &buf[..n]);
+    });
+    let ports: Vec<u16> =
+        [silent, late, closes, resets, garbage, http, tls_stall].into_iter().map(|t| t.join().unwrap()).collect();
+    let [silent, late, closes, resets, garbage, http, tls_stall] = ports[..] else { unreachable!() };
 
     // max_connections (10 is MariaDB's minimum; one more is kept for admins): hold 11, the 12th is refused.
     db.sql("SET GLOBAL max_connections = 10").unwrap();
@@ -200,7 +224,7 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
         assert!(timeline.contains(words), "text output lacks {words:?}:\n{timeline}");
     }
     let summary = text.stderr_text();
-    assert!(summary.contains("Summary: ") && summary.contains("server_timeout 13"), "{summary}");
+    assert!(summary.contains("Summary: ") && summary.contains("server_timeout 14"), "{summary}");
     assert!(summary.contains("accept → greeting") && summary.contains("p99"), "{summary}");
     // Secrets never shown: the lab password in no form.
     assert!(!timeline.contains(LAB_PASSWORD) && !out.stdout.join("").contains(LAB_PASSWORD));
@@ -211,7 +235,7 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     assert!(h["server_version"].as_str().unwrap().contains("MariaDB"), "{h:#}");
     assert!(h["phases_ms"]["total"].as_f64().unwrap() > 0.0);
 
-    let h = one(&all, "wrong password", |h| h["verdict"] == "auth_failed");
+    let h = one(&all, "wrong password", |h| h["verdict"] == "auth_failed" && h["tls"] == false);
     assert_eq!(h["error"]["code"], 1045);
     assert_eq!(h["client_error"], String::from_utf8_lossy(&denied.stderr).trim());
 
@@ -232,10 +256,23 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     assert_eq!(h["connection_id"], driver_conn_id);
     assert_eq!(h["client_attrs"]["program_name"], "ht-driver");
 
-    let h = one(&all, "TLS login", |h| h["tls"] == true);
-    assert_verdict(h, "ok");
+    let h = one(&all, "TLS login", |h| h["tls"] == true && h["verdict"] == "ok");
     assert!(h["reason"].as_str().unwrap().contains("wait timeout"), "{h:#}");
     assert!(h["user"].is_null(), "the login is encrypted: {h:#}");
+    assert!(h["phases_ms"]["tls"].as_f64().is_some_and(|t| t > 0.0), "ClientHello to application data: {h:#}");
+
+    // A wrong password inside TLS: the ERR is encrypted; inferred, and never predicted as a 2013.
+    let h = one(&all, "TLS wrong password", |h| h["tls"] == true && h["verdict"] == "auth_failed");
+    assert!(h["reason"].as_str().unwrap().starts_with("TLS (inferred)"), "{h:#}");
+    let predicted = h["client_error"].as_str().unwrap();
+    assert!(predicted.starts_with("an ERROR from the server") && !predicted.contains("2013"), "{predicted} vs {tls_denied_said}");
+
+    // The TLS stall: a timeout waiting for the ClientHello; the client got the plaintext ERR 1043.
+    let h = by_port(&all, tls_stall);
+    assert_verdict(h, "server_timeout");
+    assert_eq!(h["wait"]["waiting_for"], "the TLS ClientHello (after the client's SSLRequest)", "{h:#}");
+    assert_eq!(h["wait"]["timeout_ms"], 2000, "{h:#}");
+    assert_eq!(h["client_error"], "ERROR 1043 (08S01): Bad handshake", "{h:#}");
 
     for p in [silent, late] {
         let h = by_port(&all, p);

@@ -97,7 +97,14 @@ pub struct Handshake {
     pub greeting_ns: Option<u64>,
     pub login: Option<Login>,
     pub login_ns: Option<u64>,
+    /// The client asked for TLS (an SSLRequest) or started it (a ClientHello).
     pub tls: bool,
+    /// When the first TLS record (the ClientHello) was read: from here on, lengths only.
+    /// Until then, bytes after an SSLRequest are still MySQL packets (a server that gives
+    /// up waiting for the ClientHello sends a plaintext ERR 1043).
+    pub tls_hello_ns: Option<u64>,
+    /// When the first TLS application-data record went by (the handshake of TLS was over).
+    pub tls_data_ns: Option<u64>,
     pub auth_switch: Option<String>,
     pub auth_rounds: u32,
     pub reply: Option<Reply>,
@@ -117,6 +124,8 @@ pub struct Phases {
     pub to_greeting_ns: Option<u64>,
     pub to_login_ns: Option<u64>,
     pub to_reply_ns: Option<u64>,
+    /// TLS: ClientHello to the first application data.
+    pub tls_ns: Option<u64>,
     pub total_ns: u64,
 }
 
@@ -139,6 +148,8 @@ impl Handshake {
             login: None,
             login_ns: None,
             tls: false,
+            tls_hello_ns: None,
+            tls_data_ns: None,
             auth_switch: None,
             auth_rounds: 0,
             reply: None,
@@ -182,6 +193,7 @@ impl Handshake {
             to_greeting_ns: d(Some(self.accept_ns), self.greeting_ns),
             to_login_ns: d(self.greeting_ns, self.login_ns),
             to_reply_ns: d(self.login_ns, self.reply_ns),
+            tls_ns: d(self.tls_hello_ns, self.tls_data_ns),
             total_ns: self.total_ns(),
         }
     }
@@ -247,16 +259,21 @@ impl Handshake {
         if s.kind.is_read() {
             self.evidence.last_read =
                 Some(LastRead { result: s.result, nonblocking: self.evidence.nonblocking, duration_ns: s.duration_ns, ts_ns: s.ts_ns });
-            if total > 0 && !self.tls {
+            if total > 0 && self.tls && self.tls_hello_ns.is_none() && protocol::is_tls_handshake_record(&io.payload) {
+                // The ClientHello the SSLRequest announced.
+                self.tls_hello_ns = Some(s.ts_ns);
+            }
+            if total > 0 && self.tls_hello_ns.is_some() {
+                self.note_tls_data(&io.payload, s.ts_ns);
+                packets.push(PacketSeen::Tls { len: total });
+            } else if total > 0 {
                 for p in self.from_client.feed(&io.payload, total) {
                     packets.push(self.on_client_packet(&p, s.ts_ns));
                 }
-            } else if total > 0 {
-                packets.push(PacketSeen::Tls { len: total });
             }
             self.evidence.client_fin |= s.result == SyscallResult::Ok(0);
             self.evidence.client_rst |= s.result.is_err(Errno::ECONNRESET);
-            if total > 0 && self.tls_start(&io.payload) {
+            if total > 0 && self.tls_start(&io.payload, s.ts_ns) {
                 packets.push(PacketSeen::TlsClientHello);
             }
             self.step(s.ts_ns, s.tid, StepKind::Read {
@@ -268,12 +285,13 @@ impl Handshake {
                 packets,
             });
         } else {
-            if total > 0 && !self.tls {
+            if total > 0 && self.tls_hello_ns.is_some() {
+                self.note_tls_data(&io.payload, s.ts_ns);
+                packets.push(PacketSeen::Tls { len: total });
+            } else if total > 0 {
                 for p in self.from_server.feed(&io.payload, total) {
                     packets.push(self.on_server_packet(p, s.ts_ns));
                 }
-            } else if total > 0 {
-                packets.push(PacketSeen::Tls { len: total });
             }
             self.step(s.ts_ns, s.tid, StepKind::Write { syscall: s.kind, result: s.result, packets });
         }
@@ -288,13 +306,22 @@ impl Handshake {
         self.step(ts_ns, tid, StepKind::TrackingEnd { reason });
     }
 
-    /// A TLS handshake record where a MySQL packet would be: from here on, lengths only.
-    fn tls_start(&mut self, payload: &[u8]) -> bool {
+    /// A TLS handshake record where a MySQL packet would be, without an SSLRequest
+    /// first: from here on, lengths only.
+    fn tls_start(&mut self, payload: &[u8], ts_ns: u64) -> bool {
         if !self.tls && protocol::is_tls_handshake_record(payload) {
             self.tls = true;
+            self.tls_hello_ns = Some(ts_ns);
             return true;
         }
         false
+    }
+
+    /// The first application-data record ends the TLS phase.
+    fn note_tls_data(&mut self, payload: &[u8], ts_ns: u64) {
+        if self.tls_data_ns.is_none() && protocol::is_tls_application_data(payload) {
+            self.tls_data_ns = Some(ts_ns);
+        }
     }
 
     fn on_client_packet(&mut self, p: &protocol::Packet, ts: u64) -> PacketSeen {

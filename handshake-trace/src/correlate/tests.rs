@@ -379,8 +379,64 @@ fn tls_login_is_judged_by_the_servers_next_wait() {
     tls_start(&mut refused);
     refused.push(sys(GEN + 900_000, SyscallKind::Close, 0, 1000, [0; 4]));
     let h = only(&refused);
-    assert_eq!(h.verdict(), Some(Verdict::ServerClosed), "{}", reason_of(&h));
-    assert!(reason_of(&h).contains("encrypted reply"), "{}", reason_of(&h));
+    // Inferred, and the predicted client error agrees: an ERR, never a 2013.
+    assert_eq!(h.verdict(), Some(Verdict::AuthFailed), "{}", reason_of(&h));
+    assert!(reason_of(&h).starts_with("TLS (inferred)") && reason_of(&h).contains("encrypted reply"), "{}", reason_of(&h));
+    let said = client_error_of(&h).unwrap();
+    assert!(said.starts_with("an ERROR from the server") && !said.contains("2013"), "{said}");
+    // The TLS phase: ClientHello to the first application data.
+    assert_eq!(h.phases().tls_ns, Some(210_000));
+}
+
+/// A 32-byte SSLRequest (PROTOCOL_41 | SSL | SECURE_CONNECTION).
+fn ssl_request() -> Vec<u8> {
+    use crate::protocol::{CLIENT_PROTOCOL_41, CLIENT_SECURE_CONNECTION, CLIENT_SSL};
+    packet(1, &crate::protocol::builders::ssl_request(CLIENT_PROTOCOL_41 | CLIENT_SSL | CLIENT_SECURE_CONNECTION, 1 << 24, 33, 0))
+}
+
+/// MariaDB 10.11 when a client sends an SSLRequest and then nothing: it polls for the
+/// ClientHello, gives up, and sends a plaintext ERR 1043 before resetting.
+#[test]
+fn a_stalled_tls_start_is_a_timeout_waiting_for_the_client_hello_and_the_client_gets_err_1043() {
+    let mut ev = prelude(GEN);
+    let ssl = ssl_request();
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, ssl.len() as i64, ssl.len() as u64, &ssl));
+    ev.push(io(GEN + 310_000, SyscallKind::Recvfrom, -(Errno::EAGAIN.0 as i64), 5, &[]));
+    ev.push(sys(GEN + 2_010_000_000, SyscallKind::Poll, 0, 2_000_000_000, [1, 2000, 1, 0]));
+    ev.push(sys(GEN + 2_010_100_000, SyscallKind::Setsockopt, 0, 500, [1, 13 | (8 << 32), 1, 0]));
+    let err = err_packet(2, 1043, "08S01", "Bad handshake");
+    let mut reply = io(GEN + 2_010_200_000, SyscallKind::Write, err.len() as i64, err.len() as u64, &err);
+    if let Event::Io(i) = &mut reply {
+        i.tracking_end = Some(handshake_trace_common::end::REPLY);
+    }
+    ev.push(reply);
+    let h = only(&ev);
+    assert_eq!(h.verdict(), Some(Verdict::ServerTimeout), "{}", reason_of(&h));
+    let wait = h.judgement.as_ref().unwrap().timeout().unwrap();
+    assert_eq!(wait.waiting_for, crate::verdict::Awaited::TlsClientHello);
+    assert_eq!(wait.timeout_ms, Some(2000));
+    assert!(reason_of(&h).contains("for the TLS ClientHello"), "{}", reason_of(&h));
+    // What the client printed: the ERR it received, not a lost connection.
+    assert_eq!(client_error_of(&h).as_deref(), Some("ERROR 1043 (08S01): Bad handshake"));
+    let text = crate::output::handshake_timeline(&h, &crate::support::clock::Clock::with_offset(0));
+    assert!(text.contains("ERR 1043 (ER_HANDSHAKE_ERROR) [08S01]: Bad handshake"), "{text}");
+}
+
+/// Bytes after an SSLRequest that are not TLS: the server answers ERR 1043 in plaintext.
+#[test]
+fn non_tls_bytes_after_an_ssl_request_get_the_servers_plaintext_err() {
+    let mut ev = prelude(GEN);
+    let ssl = ssl_request();
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, ssl.len() as i64, ssl.len() as u64, &ssl));
+    let junk = packet(2, b"hello");
+    ev.push(io(GEN + 400_000, SyscallKind::Recvfrom, junk.len() as i64, junk.len() as u64, &junk));
+    let err = err_packet(3, 1043, "08S01", "Bad handshake");
+    ev.push(io(GEN + 500_000, SyscallKind::Write, err.len() as i64, err.len() as u64, &err));
+    ev.push(sys(GEN + 510_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]));
+    let h = only(&ev);
+    assert_eq!(h.verdict(), Some(Verdict::ServerError), "{}", reason_of(&h));
+    assert!(reason_of(&h).contains("ERR 1043"), "{}", reason_of(&h));
+    assert_eq!(h.phases().tls_ns, None);
 }
 
 #[test]

@@ -88,6 +88,9 @@ struct PhasesJson {
     to_greeting: Option<f64>,
     to_login: Option<f64>,
     to_reply: Option<f64>,
+    /// TLS connections only: ClientHello to the first application data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<f64>,
     total: Option<f64>,
 }
 
@@ -181,6 +184,7 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
             to_greeting: opt_ms(p.to_greeting_ns),
             to_login: opt_ms(p.to_login_ns),
             to_reply: opt_ms(p.to_reply_ns),
+            tls: opt_ms(p.tls_ns),
             total: opt_ms(Some(p.total_ns)),
         },
         pid: h.pid,

@@ -37,6 +37,7 @@ pub fn awaited(a: Awaited) -> &'static str {
     match a {
         Awaited::BeforeGreeting => "nothing (before the greeting)",
         Awaited::Login => "the login packet",
+        Awaited::TlsClientHello => "the TLS ClientHello (after the client's SSLRequest)",
         Awaited::TlsData => "TLS data",
         Awaited::MoreAuthData => "more auth data",
     }

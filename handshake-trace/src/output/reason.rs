@@ -39,7 +39,7 @@ fn write_reason(cause: &Cause, f: &mut String) -> fmt::Result {
             "TLS: the client logged in and quit (inferred: the reply is encrypted; the server read the client's last request and closed)",
         ),
         Cause::TlsClosedAfterReply => f.write_str(
-            "TLS: the server closed right after an encrypted reply, most likely an ERR (OK and ERR cannot be told apart inside TLS)",
+            "TLS (inferred): the server answered the login with an encrypted reply and closed at once, as it does after an ERR (most often 1045 Access denied); after an OK it would wait for a command",
         ),
         Cause::StillOpen => f.write_str("still open when tracing stopped"),
         Cause::NotSeenToEnd => f.write_str("not seen to end"),
@@ -100,6 +100,9 @@ pub fn client_report(r: &ClientReport) -> String {
     match r {
         ClientReport::ServerError(e) => {
             format!("ERROR {} ({}): {}", e.code, Escaped(e.sqlstate.as_deref().unwrap_or("HY000")), Escaped(&e.message))
+        }
+        ClientReport::EncryptedError => {
+            "an ERROR from the server (its code and message are encrypted: most often 1045 Access denied)".to_string()
         }
         ClientReport::LostConnection { at, errno } => {
             let stage = match at {

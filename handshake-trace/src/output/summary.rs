@@ -28,6 +28,7 @@ pub fn print_summary(s: &Summary, log: &mut dyn Write) -> Result<()> {
         ("accept → greeting", &s.to_greeting),
         ("greeting → login", &s.to_login),
         ("login → reply", &s.to_reply),
+        ("TLS hello → data", &s.tls),
         ("total", &s.total),
     ] {
         if h.count() > 0 {

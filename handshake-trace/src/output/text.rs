@@ -35,7 +35,7 @@ pub fn handshake_line(h: &Handshake, clock: &Clock) -> String {
     let p = h.phases();
     let part = |name: &str, v: Option<u64>| v.map(|v| format!(" {name} {:.1}", ms(v))).unwrap_or_default();
     format!(
-        "{} {:<14} {} -> {} pid {} fd {} {} {:.1} ms (ms:{}{}{})",
+        "{} {:<14} {} -> {} pid {} fd {} {} {:.1} ms (ms:{}{}{}{})",
         format_time_of_day(clock.wall(h.accept_ns)),
         names::verdict_or_unknown(h.verdict()),
         client_addr(h),
@@ -47,6 +47,7 @@ pub fn handshake_line(h: &Handshake, clock: &Clock) -> String {
         part("greeting", p.to_greeting_ns),
         part("login", p.to_login_ns),
         part("auth", p.to_reply_ns),
+        part("tls", p.tls_ns),
     )
 }
 

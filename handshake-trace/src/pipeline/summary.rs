@@ -29,6 +29,7 @@ pub struct Summary {
     pub to_greeting: Histogram,
     pub to_login: Histogram,
     pub to_reply: Histogram,
+    pub tls: Histogram,
     pub total: Histogram,
     pub targets_seen: Vec<u32>,
     pub outcomes: Vec<Outcome>,
@@ -42,7 +43,7 @@ impl Summary {
             self.outcomes.push(Outcome { pid: h.pid, client: h.client, judgement: judgement.clone(), total_ns: h.total_ns() });
         }
         let p = h.phases();
-        for (hist, v) in [(&mut self.to_greeting, p.to_greeting_ns), (&mut self.to_login, p.to_login_ns), (&mut self.to_reply, p.to_reply_ns)] {
+        for (hist, v) in [(&mut self.to_greeting, p.to_greeting_ns), (&mut self.to_login, p.to_login_ns), (&mut self.to_reply, p.to_reply_ns), (&mut self.tls, p.tls_ns)] {
             if let Some(v) = v {
                 hist.record(v);
             }

@@ -41,5 +41,5 @@ pub use packets::{
     SslRequest, SERVER_STATUS_AUTOCOMMIT,
 };
 pub use reader::Reader;
-pub use tls::is_tls_handshake_record;
+pub use tls::{is_tls_application_data, is_tls_handshake_record};
 pub use walk::{Role, Roles, Span, Text};

@@ -14,17 +14,24 @@ const SLOW_GREETING_NS: u64 = 500_000_000;
 /// Judge a handshake. `open_at_end` = tracing stopped (or the process exited) before it ended.
 pub fn judge(h: &Handshake, open_at_end: bool) -> Judgement {
     let cause = cause(h, open_at_end);
-    let verdict = verdict_of(h, &cause);
+    let verdict = verdict_of(&cause);
     Judgement { verdict, client_report: client_report(h, verdict), cause }
 }
 
 fn cause(h: &Handshake, open_at_end: bool) -> Cause {
+    let ev = &h.evidence;
     match &h.reply {
         Some(Reply::Ok) => return Cause::LoggedIn,
-        Some(Reply::Err(e)) => return Cause::ErrSent { code: e.code },
+        Some(Reply::Err(e)) => {
+            // A server that gave up waiting may say so before it closes (a plaintext ERR
+            // 1043 after waiting in vain for the TLS ClientHello): still a timeout.
+            return match timeout_wait(h) {
+                Some(wait) => Cause::ServerTimedOut { wait, reset: ev.linger0 },
+                None => Cause::ErrSent { code: e.code },
+            };
+        }
         None => {}
     }
-    let ev = &h.evidence;
     if ev.tracking_ended == Some(end::TLS_BUDGET) {
         return tls::command_phase(h).unwrap_or(Cause::TlsPastHandshake);
     }
@@ -49,7 +56,7 @@ fn cause(h: &Handshake, open_at_end: bool) -> Cause {
     Cause::ServerClosedUnexplained
 }
 
-fn verdict_of(h: &Handshake, cause: &Cause) -> Verdict {
+fn verdict_of(cause: &Cause) -> Verdict {
     match cause {
         Cause::LoggedIn | Cause::TlsPastHandshake | Cause::TlsCommandPhase { .. } | Cause::TlsClientQuit => Verdict::Ok,
         Cause::ErrSent { code } if protocol::is_auth_error(*code) => Verdict::AuthFailed,
@@ -58,10 +65,9 @@ fn verdict_of(h: &Handshake, cause: &Cause) -> Verdict {
         Cause::ServerTimedOut { .. } => Verdict::ServerTimeout,
         Cause::ClientReset { .. } => Verdict::ClientReset,
         Cause::ClientClosed { .. } => Verdict::ClientClosed,
-        Cause::TlsClosedAfterReply | Cause::ServerClosedUnexplained => {
-            debug_assert!(h.reply.is_none());
-            Verdict::ServerClosed
-        }
+        // Inferred: an encrypted ERR to the login, most often a refused password.
+        Cause::TlsClosedAfterReply => Verdict::AuthFailed,
+        Cause::ServerClosedUnexplained => Verdict::ServerClosed,
     }
 }
 
@@ -77,6 +83,8 @@ fn late_greeting(h: &Handshake) -> Option<LateGreeting> {
 fn awaited(h: &Handshake) -> Awaited {
     if h.greeting_ns.is_none() {
         Awaited::BeforeGreeting
+    } else if h.tls && h.tls_hello_ns.is_none() {
+        Awaited::TlsClientHello
     } else if h.tls {
         Awaited::TlsData
     } else if h.login.is_none() {
@@ -150,6 +158,12 @@ fn client_report(h: &Handshake, v: Verdict) -> Option<ClientReport> {
     match v {
         Verdict::Ok | Verdict::ClientClosed | Verdict::ClientReset | Verdict::Incomplete => None,
         Verdict::AuthFailed | Verdict::ServerError => match &h.reply {
+            Some(Reply::Err(e)) => Some(ClientReport::ServerError(e.clone())),
+            // Inside TLS: an ERR the tool believes was sent, whose code it cannot read.
+            _ => Some(ClientReport::EncryptedError),
+        },
+        // The client read the ERR the server sent before giving up.
+        Verdict::ServerTimeout if matches!(h.reply, Some(Reply::Err(_))) => match &h.reply {
             Some(Reply::Err(e)) => Some(ClientReport::ServerError(e.clone())),
             _ => None,
         },

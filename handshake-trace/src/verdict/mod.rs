@@ -51,6 +51,8 @@ pub enum Awaited {
     /// Nothing yet: it had not sent its greeting.
     BeforeGreeting,
     Login,
+    /// The TLS ClientHello an SSLRequest announced.
+    TlsClientHello,
     TlsData,
     MoreAuthData,
 }
@@ -88,7 +90,8 @@ pub enum Cause {
     TlsCommandPhase { handshake_wait_ms: u64, command_wait_ms: u64 },
     /// TLS: the server read the client's last request and closed (a logged-in client quitting).
     TlsClientQuit,
-    /// TLS: the server closed right after an encrypted reply, most likely an ERR.
+    /// TLS (inferred): the server wrote after the client's last request and closed at
+    /// once, as after an ERR to the login; the ERR itself is encrypted.
     TlsClosedAfterReply,
     /// Still open when tracing stopped (or the server exited).
     StillOpen,
@@ -114,6 +117,8 @@ pub enum LostAt {
 pub enum ClientReport {
     /// The server's ERR, as the client prints it.
     ServerError(ErrPacket),
+    /// An ERR inside TLS: the client printed it, the tool cannot read its code.
+    EncryptedError,
     /// Error 2013, with the errno the client saw (104 after a reset, else 0).
     LostConnection { at: LostAt, errno: i32 },
 }

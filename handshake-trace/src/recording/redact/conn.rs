@@ -23,6 +23,9 @@ const PREFIX_MAX: usize = 1024;
 pub(super) struct Conn {
     /// The client switched to TLS: every later payload byte is zeroed.
     tls: bool,
+    /// The client sent an SSLRequest: its next transfer starting with a TLS handshake
+    /// record starts TLS; until then, packets are still MySQL's (like the correlator's).
+    ssl_requested: bool,
     client: Dir,
     server: Dir,
     seen: Seen,
@@ -41,7 +44,7 @@ struct Seen {
 
 impl Conn {
     pub(super) fn new() -> Self {
-        Conn { tls: false, client: Dir::new(true), server: Dir::new(false), seen: Seen::default() }
+        Conn { tls: false, ssl_requested: false, client: Dir::new(true), server: Dir::new(false), seen: Seen::default() }
     }
 
     /// One syscall's transfer: `data` captured, then `gap` bytes not captured;
@@ -50,8 +53,11 @@ impl Conn {
         if data.is_empty() && gap == 0 {
             return;
         }
+        if !self.tls && self.ssl_requested && protocol::is_tls_handshake_record(data) {
+            self.tls = true;
+        }
         if self.tls {
-            data.fill(0);
+            keep_tls_record_header(data);
             return;
         }
         let (this, other) =
@@ -71,9 +77,13 @@ impl Conn {
         // Like the correlator: a read starting with a TLS handshake record switches to
         // TLS after its bytes went through the packet stream.
         let mut tls = from_client && protocol::is_tls_handshake_record(data);
+        let hello = tls;
         this.feed(data, gap, &mut self.seen, &mut tls);
-        if tls {
+        if hello {
             self.tls = true;
+        } else if tls {
+            // An SSLRequest completed in this transfer.
+            self.ssl_requested = true;
         }
     }
 }
@@ -209,6 +219,16 @@ impl Dir {
             seen.greeting = true;
         }
     }
+}
+
+/// TLS is lengths only: a transfer keeps the header of the record it starts with (type,
+/// version, length: what the wire shows anyone, and what tells the ClientHello and the
+/// first application data) and loses the rest.
+fn keep_tls_record_header(data: &mut [u8]) {
+    const HEADER: usize = 5;
+    let is_header = data.len() >= HEADER && (0x14..=0x17).contains(&data[0]) && data[1] == 0x03;
+    let keep = if is_header { HEADER } else { 0 };
+    data[keep..].fill(0);
 }
 
 /// Overwrites a byte by its role; `payload_end`: the decoder's payload ends with it.
