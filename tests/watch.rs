@@ -103,6 +103,7 @@ fn a_target_that_exits_mid_trace_leaves_the_tracer_running() {
     assert!(output.stderr_text().contains(&format!("pid {pid} exited; still tracing")), "{}", output.stderr_text());
     let h = handshake_for(&output.json(), port).unwrap_or_else(|| panic!("{:?}", output.stdout)).clone();
     assert_eq!(h["verdict"], "incomplete", "{h:#}");
+    assert_eq!(h["reason"], "the server process exited mid-handshake", "{h:#}");
     drop(c);
     drop(db);
 }

@@ -490,3 +490,32 @@ fn a_hostile_user_name_reaches_the_terminal_escaped() {
     let json: serde_json::Value = serde_json::from_str(&crate::output::handshake_json(&h, &clock).to_string()).unwrap();
     assert_eq!(json["user"], user);
 }
+
+/// SIGTERM to MariaDB: it shuts every connection down; the silent client's FIN comes after.
+#[test]
+fn a_server_shutting_connections_down_is_not_blamed_on_the_client() {
+    let mut ev = prelude(GEN);
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, -(Errno::EAGAIN.0 as i64), 4, &[]));
+    ev.push(sys(GEN + 500 * MS, SyscallKind::Shutdown, 0, 1000, [2, 0, 0, 0]));
+    ev.push(io(GEN + 501 * MS, SyscallKind::Recvfrom, 0, 4, &[]));
+    ev.push(sys(GEN + 502 * MS, SyscallKind::Close, 0, 1000, [0; 4]));
+    let h = only(&ev);
+    assert_eq!(h.verdict(), Some(Verdict::ServerClosed), "{}", reason_of(&h));
+    assert!(reason_of(&h).contains("shut the connection down (SHUT_RDWR)"), "{}", reason_of(&h));
+
+    // A client that closed first, and a server that then shut down: the client's.
+    let mut ev = prelude(GEN);
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, 0, 4, &[]));
+    ev.push(sys(GEN + 400_000, SyscallKind::Shutdown, 0, 1000, [2, 0, 0, 0]));
+    ev.push(sys(GEN + 500_000, SyscallKind::Close, 0, 1000, [0; 4]));
+    assert_eq!(only(&ev).verdict(), Some(Verdict::ClientClosed));
+}
+
+#[test]
+fn a_server_that_exits_mid_handshake_is_said_so() {
+    let mut ev = prelude(GEN);
+    ev.push(Event::ProcessExit { ts_ns: GEN + MS, pid: PID });
+    let h = only(&ev);
+    assert_eq!(h.verdict(), Some(Verdict::Incomplete));
+    assert_eq!(reason_of(&h), "the server process exited mid-handshake");
+}

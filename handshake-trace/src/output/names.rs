@@ -64,3 +64,8 @@ pub fn errno_described(e: Errno) -> String {
 pub fn addr(a: Option<std::net::SocketAddr>) -> String {
     a.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
 }
+
+/// shutdown(2)'s `how`, as the constant's name.
+pub fn shutdown_how(how: u64) -> &'static str {
+    ["SHUT_RD", "SHUT_WR", "SHUT_RDWR"].get(how as usize).copied().unwrap_or("?")
+}

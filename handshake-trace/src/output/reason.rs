@@ -43,6 +43,12 @@ fn write_reason(cause: &Cause, f: &mut String) -> fmt::Result {
         ),
         Cause::StillOpen => f.write_str("still open when tracing stopped"),
         Cause::NotSeenToEnd => f.write_str("not seen to end"),
+        Cause::ServerExited => f.write_str("the server process exited mid-handshake"),
+        Cause::ServerShutDown { how } => write!(
+            f,
+            "the server shut the connection down ({}) before the client closed it: the server was stopping or dropped the connection itself",
+            names::shutdown_how(*how)
+        ),
         Cause::ServerTimedOut { wait, reset } => write_timeout(wait, *reset, f),
         Cause::ClientReset { late_greeting } => {
             f.write_str("the client reset the connection (RST) before the handshake ended")?;

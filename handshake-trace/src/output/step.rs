@@ -106,7 +106,7 @@ pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Resul
         }
         StepKind::Tcp(w) => write_tcp(*w, f),
         StepKind::Shutdown { how } => {
-            write!(f, "shutdown({})", ["SHUT_RD", "SHUT_WR", "SHUT_RDWR"].get(*how as usize).unwrap_or(&"?"))
+            write!(f, "shutdown({})", names::shutdown_how(*how))
         }
         StepKind::Close { result, linger0 } => {
             let reply = if h.reply.is_some() { "" } else { ", no error packet sent" };

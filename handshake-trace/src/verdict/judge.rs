@@ -36,6 +36,9 @@ fn cause(h: &Handshake, open_at_end: bool) -> Cause {
         return tls::command_phase(h).unwrap_or(Cause::TlsPastHandshake);
     }
     if !ev.closed {
+        if h.steps.iter().any(|s| matches!(s.what, StepKind::ProcessExited { .. })) {
+            return Cause::ServerExited;
+        }
         return if open_at_end { Cause::StillOpen } else { Cause::NotSeenToEnd };
     }
     let timeout = timeout_wait(h);
@@ -50,6 +53,9 @@ fn cause(h: &Handshake, open_at_end: bool) -> Cause {
     if ev.client_rst {
         return Cause::ClientReset { late_greeting: late_greeting(h) };
     }
+    if let Some(how) = shut_down_first(h) {
+        return Cause::ServerShutDown { how };
+    }
     if ev.client_fin {
         return Cause::ClientClosed { late_greeting: late_greeting(h) };
     }
@@ -61,7 +67,8 @@ fn verdict_of(cause: &Cause) -> Verdict {
         Cause::LoggedIn | Cause::TlsPastHandshake | Cause::TlsCommandPhase { .. } | Cause::TlsClientQuit => Verdict::Ok,
         Cause::ErrSent { code } if protocol::is_auth_error(*code) => Verdict::AuthFailed,
         Cause::ErrSent { .. } => Verdict::ServerError,
-        Cause::StillOpen | Cause::NotSeenToEnd => Verdict::Incomplete,
+        Cause::StillOpen | Cause::NotSeenToEnd | Cause::ServerExited => Verdict::Incomplete,
+        Cause::ServerShutDown { .. } => Verdict::ServerClosed,
         Cause::ServerTimedOut { .. } => Verdict::ServerTimeout,
         Cause::ClientReset { .. } => Verdict::ClientReset,
         Cause::ClientClosed { .. } => Verdict::ClientClosed,
@@ -69,6 +76,20 @@ fn verdict_of(cause: &Cause) -> Verdict {
         Cause::TlsClosedAfterReply => Verdict::AuthFailed,
         Cause::ServerClosedUnexplained => Verdict::ServerClosed,
     }
+}
+
+/// The server called shutdown() on the connection before the client's FIN was read
+/// (a server stopping shuts its connections down): the read's 0 answers the server.
+fn shut_down_first(h: &Handshake) -> Option<u64> {
+    let (at, how) = h.steps.iter().find_map(|s| match s.what {
+        StepKind::Shutdown { how } => Some((s.ts_ns, how)),
+        _ => None,
+    })?;
+    let fin_read = h.steps.iter().find_map(|s| match &s.what {
+        StepKind::Read { result: SyscallResult::Ok(0), .. } => Some(s.ts_ns),
+        _ => None,
+    });
+    fin_read.is_none_or(|fin| at <= fin).then_some(how)
 }
 
 /// When the greeting came late (or never), the client probably gave up waiting for it.

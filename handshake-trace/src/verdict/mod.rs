@@ -97,6 +97,11 @@ pub enum Cause {
     StillOpen,
     /// Its end was never seen (its fd was reused without a close).
     NotSeenToEnd,
+    /// The server process exited (or was killed) mid-handshake.
+    ServerExited,
+    /// The server shut the connection down (`shutdown(how)`) before the client closed
+    /// it: a server stopping does this to every connection.
+    ServerShutDown { how: u64 },
     /// The server gave up waiting; `reset` = it closed with SO_LINGER 0 (RST).
     ServerTimedOut { wait: TimeoutWait, reset: bool },
     ClientReset { late_greeting: Option<LateGreeting> },
