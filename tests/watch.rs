@@ -272,3 +272,30 @@ fn the_kernel_counts_of_open_handshakes_return_to_zero_and_reopen() {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
 }
+
+#[test]
+fn a_server_stopping_mid_handshake_is_not_blamed_on_its_clients() {
+    let Some(bin) = ready("a_server_stopping_mid_handshake_is_not_blamed_on_its_clients") else { return };
+    let mut db = MariaDb::start(&MariaDbOptions { connect_timeout: 10, ..Default::default() }).expect("start MariaDB");
+    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j"]);
+    // Three clients that read the greeting and say nothing.
+    let clients: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut c = TcpStream::connect(db.addr()).unwrap();
+            read_greeting(&mut c);
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // SIGTERM: MariaDB shuts its connections down and exits.
+    db.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    let output = tracer.stop();
+    for c in &clients {
+        let port = c.local_addr().unwrap().port();
+        let h = handshake_for(&output.json(), port).unwrap_or_else(|| panic!("{:?}", output.stdout)).clone();
+        assert_ne!(h["verdict"], "client_closed", "a stopping server blamed on its client: {h:#}");
+        assert_eq!(h["verdict"], "server_closed", "{h:#}");
+        assert!(h["reason"].as_str().unwrap().contains("shut the connection down"), "{h:#}");
+    }
+}
