@@ -102,6 +102,8 @@ fn poll_server_times_out_in_poll_and_resets_the_connection() {
     let h = only(&run);
     assert_eq!(h["verdict"], "server_timeout", "{h:#}");
     assert_eq!(h["wait"]["mechanism"], "poll");
+    // The poll asks for the whole connect_timeout, as MariaDB's does.
+    assert_eq!(h["wait"]["timeout_ms"], 2000, "{h:#}");
     assert_about_the_timeout(h);
     let s = steps(h);
     in_order(&s, &[
@@ -166,6 +168,9 @@ fn real_clients_log_in_to_the_built_in_server() {
     // The tool's prediction is the CLI's own message, word for word.
     let said = run.explanation.lines().find(|l| l.contains("actually reported")).unwrap();
     assert!(said.ends_with(h["client_error"].as_str().unwrap()), "{said} vs {}", h["client_error"]);
+    // The remedies speak of the refused login, not "nothing to fix".
+    assert!(run.explanation.contains("refused the credentials"), "{}", run.explanation);
+    assert!(!run.explanation.contains("Nothing to fix"), "{}", run.explanation);
 }
 
 #[test]

@@ -434,6 +434,10 @@ fn explain(scenario: &str, servers: &[LabServer], reports: &[Result<ClientReport
         writeln!(log, "    make a stuck client faster, and it lets half-open connections hold server threads longer.")?;
         writeln!(log, "  - Confirm on the server: SHOW GLOBAL STATUS LIKE 'Aborted_connects' rises by one per such handshake, and the")?;
         writeln!(log, "    error log (log_warnings >= 2) has \"Aborted connection ... (This connection closed normally without authentication)\".")?;
+    } else if outcomes.iter().any(|o| o.judgement.verdict == Verdict::AuthFailed) {
+        writeln!(log, "  - The server refused the credentials: the ERR 1045 names the user and the host it matched (user@host).")?;
+        writeln!(log, "    Check the password, and which account that host maps to: SELECT user, host, plugin FROM mysql.user.")?;
+        writeln!(log, "  - Each refusal counts in Aborted_connects; many from one host lead to ERR 1129 (max_connect_errors).")?;
     } else if slow_greeting {
         writeln!(log, "  - The server was slow to send its greeting: here a reverse DNS lookup of the client's address. Use")?;
         writeln!(log, "    skip_name_resolve (grant by IP), or fix the resolver; the client's own connect timeout fired first.")?;

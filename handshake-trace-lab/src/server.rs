@@ -207,8 +207,10 @@ enum Got {
     Closed,
 }
 
-/// Read exactly `n` bytes the poll way: non-blocking reads, waiting with poll until `deadline`.
-fn read_exact_poll(fd: RawFd, n: usize, deadline: Instant) -> Result<Got> {
+/// Read exactly `n` bytes the poll way: non-blocking reads, each wait a poll with the
+/// whole `timeout` (as MariaDB's vio does: connect_timeout per wait, not a deadline).
+fn read_exact_poll(fd: RawFd, n: usize, timeout: Duration) -> Result<Got> {
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     let mut buf = vec![0u8; n];
     let mut have = 0;
     while have < n {
@@ -223,8 +225,7 @@ fn read_exact_poll(fd: RawFd, n: usize, deadline: Instant) -> Result<Got> {
         }
         match errno() {
             libc::EAGAIN => {
-                let left = deadline.saturating_duration_since(Instant::now()).as_millis() as i32;
-                if left <= 0 || poll_fd(fd, libc::POLLIN, left) == 0 {
+                if poll_fd(fd, libc::POLLIN, timeout_ms) == 0 {
                     return Ok(Got::TimedOut("poll timed out"));
                 }
             }
@@ -265,9 +266,9 @@ fn read_exact_alarm(fd: RawFd, n: usize, timeout: Duration, alarm: &mut Option<A
 }
 
 /// Read one packet during the handshake, in the configured style: (seq, payload).
-fn read_handshake_packet(fd: RawFd, cfg: &ServerConfig, deadline: Instant, alarm: &mut Option<AlarmId>) -> Result<Result<(u8, Vec<u8>), Got>> {
+fn read_handshake_packet(fd: RawFd, cfg: &ServerConfig, alarm: &mut Option<AlarmId>) -> Result<Result<(u8, Vec<u8>), Got>> {
     let read = |n: usize, alarm: &mut Option<AlarmId>| match cfg.style {
-        WaitStyle::Poll => read_exact_poll(fd, n, deadline),
+        WaitStyle::Poll => read_exact_poll(fd, n, cfg.connect_timeout),
         WaitStyle::Alarm => read_exact_alarm(fd, n, cfg.connect_timeout, alarm),
     };
     let header = match read(4, alarm)? {
@@ -333,9 +334,8 @@ fn converse(fd: RawFd, id: u32, peer: Option<SocketAddr>, cfg: &ServerConfig) ->
     let greeting = wire::greeting_packet(&wire::ServerHello { version: cfg.style.version(), connection_id: id, scramble: &scramble });
     write_all(fd, &greeting)?;
 
-    let deadline = Instant::now() + cfg.connect_timeout;
     let mut alarm = None;
-    let login = read_handshake_packet(fd, cfg, deadline, &mut alarm)?;
+    let login = read_handshake_packet(fd, cfg, &mut alarm)?;
     if let Some(a) = alarm.take() {
         thr_end_alarm(a);
     }
