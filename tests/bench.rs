@@ -739,7 +739,8 @@ fn report(r: &Value) -> String {
          Peers: {tcpdump}; {strace}.\n\n\
          Conditions: load average (1, 5, 15 min) {load_before} before the run and {load_after} after it; at most\n\
          {others} tracepoint programs of other tracers were loaded when one of this run's tracers stopped (0: the\n\
-         kernel's tracepoints were this run's alone).\n\n",
+         kernel's tracepoints were this run's alone; otherwise every round, the untraced ones too, may have paid for\n\
+         another tracer's syscall tracepoints, which narrows the differences below).\n\n",
         sysbench = str_of(&mach["sysbench"]),
         rounds = r["rounds"],
         secs = f(&r["round_secs"]),
