@@ -21,8 +21,10 @@ pub enum Toolchain {
 
 const DEBIAN_BPF_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "llvm-22-dev"];
 /// MariaDB and real clients (the CLI, PyMySQL for Debian's python3), openssl for the
-/// TLS test's certificate, bpftool to check programs are detached.
-const TEST_PACKAGES: &[&str] = &["mariadb-server", "mariadb-client", "python3-pymysql", "openssl", "bpftool"];
+/// TLS test's certificate, bpftool to check programs are detached; for the bench,
+/// sysbench (libmariadb clients) and the peers it measures, tcpdump and strace.
+const TEST_PACKAGES: &[&str] =
+    &["mariadb-server", "mariadb-client", "python3-pymysql", "openssl", "bpftool", "sysbench", "tcpdump", "strace"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
@@ -41,7 +43,7 @@ fn manual_instructions() -> String {
          - a Rust toolchain able to build for bpfel-unknown-none: rustup nightly with the rust-src \
          component, or Debian's {}\n  \
          - bpf-linker {BPF_LINKER_VERSION} (cargo install bpf-linker)\n  \
-         - for the tests: MariaDB server and client, bpftool",
+         - for the tests: MariaDB server and client, bpftool; for the bench: sysbench, tcpdump, strace",
         DEBIAN_BPF_PACKAGES.join(" ")
     )
 }
