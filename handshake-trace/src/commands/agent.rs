@@ -1,0 +1,136 @@
+//! `agent`: the continuous tracer. The live loop of `watch` with the exporters as its
+//! sinks (metrics, top-K, abnormal log), an HTTP server for /metrics, /healthz, /readyz
+//! and /top, systemd's readiness protocol, and SIGHUP to reopen the log file.
+use std::{
+    io::Write,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use anyhow::{Context, Result};
+
+use super::watch::{self, Health, Observer, Summary, WatchOptions};
+use crate::{
+    export::{
+        abnormal_log::{AbnormalLog, LogTarget},
+        http,
+        metrics::{HealthExport, Metrics, MetricsSink, Table},
+        process,
+        top_clients::TopClients,
+        TopSink,
+    },
+    pipeline::Sink,
+    support::clock::{monotonic_ns, Clock},
+};
+
+/// The agent's options (docs/agent.md).
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Targets, --port, attach mode, ring buffer size.
+    pub watch: WatchOptions,
+    pub listen: SocketAddr,
+    pub log: LogTarget,
+    /// Abnormal-log records a second at most.
+    pub log_rate: f64,
+    pub top_k: usize,
+    pub top_window_s: u64,
+}
+
+/// Tell systemd (when it started us with NOTIFY_SOCKET); failures are not fatal.
+fn sd_notify(state: sd_notify::NotifyState, log: &mut dyn Write) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        let _ = writeln!(log, "WARNING: sd_notify: {e}");
+    }
+}
+
+/// Readiness, health metrics and the top-K's own fill, once attached and each second.
+struct AgentObserver {
+    metrics: Metrics,
+    health: HealthExport,
+    top: Arc<Mutex<TopClients>>,
+    top_evictions: u64,
+    http: Arc<http::State>,
+}
+
+impl AgentObserver {
+    fn export(&mut self, h: &Health) {
+        self.health.update(&self.metrics, h, process::read());
+        if let Ok(mut top) = self.top.lock() {
+            top.expire(monotonic_ns());
+            self.metrics.table(Table::TopClients, top.len(), top.capacity(), top.evictions.saturating_sub(self.top_evictions));
+            self.top_evictions = top.evictions;
+        }
+        self.metrics.table(Table::FlightBuffer, 0, 0, 0);
+    }
+}
+
+impl Observer for AgentObserver {
+    fn attached(&mut self, h: &Health) -> Result<()> {
+        self.export(h);
+        self.http.ready.store(true, Ordering::Relaxed);
+        sd_notify(sd_notify::NotifyState::Ready, &mut std::io::stderr());
+        Ok(())
+    }
+
+    fn tick(&mut self, h: &Health) -> Result<()> {
+        self.export(h);
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn stop_signal(mut term: tokio::signal::unix::Signal, mut int: tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Run the agent until SIGTERM or SIGINT; notices go to `log`.
+pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let reopen = Arc::new(AtomicBool::new(false));
+    let on_hup = Arc::clone(&reopen);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            on_hup.store(true, Ordering::Relaxed);
+        }
+    });
+
+    let (metrics, registry) = Metrics::new();
+    let top = Arc::new(Mutex::new(TopClients::new(opts.top_k, opts.top_window_s)));
+    let state = Arc::new(http::State { registry, ready: AtomicBool::new(false), top: Arc::clone(&top) });
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listen on {}", opts.listen))?;
+    writeln!(log, "Serving /metrics /healthz /readyz /top on http://{}", listener.local_addr()?)?;
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&state)));
+
+    // Made before attaching, so a log file that cannot be opened fails at once; the
+    // clock's offset from wall time is the same as the live loop's own.
+    let sinks: Vec<Box<dyn Sink>> = vec![
+        Box::new(MetricsSink::new(metrics.clone())),
+        Box::new(TopSink(Arc::clone(&top))),
+        Box::new(AbnormalLog::new(&opts.log, opts.log_rate, Clock::now(), metrics.clone(), Arc::clone(&reopen))?),
+    ];
+    let mut observer = AgentObserver { metrics, health: HealthExport::default(), top, top_evictions: 0, http: Arc::clone(&state) };
+    let summary = watch::live(
+        &opts.watch,
+        move |_| sinks,
+        &mut observer,
+        log,
+        stop_signal(term, int),
+    )
+    .await;
+    sd_notify(sd_notify::NotifyState::Stopping, log);
+    state.ready.store(false, Ordering::Relaxed);
+    server.abort();
+    summary
+}
