@@ -250,10 +250,19 @@ fn sigterm_stops_the_agent_cleanly_and_sighup_reopens_its_log() {
     let log = dir.join("abnormal.jsonl");
     let listen = free_addr();
     let port = db.port().to_string();
+    // systemd's side of Type=notify: a datagram socket named by NOTIFY_SOCKET.
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::env::set_var("NOTIFY_SOCKET", &notify_path);
     let agent = Tracer::start(
         &bin,
         &["agent", "-p", &db.pid().to_string(), "--port", &port, "--listen", &listen.to_string(), "--log", log.to_str().unwrap()],
     );
+    std::env::remove_var("NOTIFY_SOCKET");
+    let mut message = [0u8; 256];
+    let n = notify.recv(&mut message).expect("READY=1 from the agent");
+    assert_eq!(&message[..n], b"READY=1\n");
     let bad = |n: usize| {
         for _ in 0..n {
             let out = db.client(LAB_USER, "wrong", &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
@@ -275,6 +284,8 @@ fn sigterm_stops_the_agent_cleanly_and_sighup_reopens_its_log() {
     let ours = program_ids_of(agent.pid());
     let out = agent.stop_with(libc::SIGTERM);
     assert_eq!(out.code, Some(0), "{}", out.stderr_text());
+    let n = notify.recv(&mut message).expect("STOPPING=1 from the agent");
+    assert_eq!(&message[..n], b"STOPPING=1\n");
     assert!(out.stderr_text().contains("Summary: 3 handshakes (auth_failed 3)"), "{}", out.stderr_text());
     assert!(eventually(Duration::from_secs(5), || loaded_program_ids().is_disjoint(&ours)));
     std::fs::remove_dir_all(&dir).unwrap();
