@@ -147,7 +147,11 @@ fn prometheus_counts_each_verdict_as_the_scenarios_and_aborted_connects_say() {
     let listen = free_addr();
     let port = db.port().to_string();
     // --port: the harness's own status queries over the Unix socket are not counted.
-    let agent = Tracer::start(&bin, &["agent", "-p", &db.pid().to_string(), "--port", &port, "--listen", &listen.to_string()]);
+    let flight_dir = std::env::temp_dir().join(format!("handshake-trace-flight-{}", std::process::id()));
+    let agent = Tracer::start(
+        &bin,
+        &["agent", "-p", &db.pid().to_string(), "--port", &port, "--listen", &listen.to_string(), "--flight-dir", flight_dir.to_str().unwrap()],
+    );
     assert!(
         eventually(Duration::from_secs(10), || http_get(listen, "/readyz").is_some_and(|(s, _)| s == 200)),
         "/readyz never said ready"
@@ -167,7 +171,8 @@ fn prometheus_counts_each_verdict_as_the_scenarios_and_aborted_connects_say() {
     // A client that reads the greeting and stays silent until the server times out (2 s).
     let mut silent = TcpStream::connect(db.addr()).unwrap();
     read_greeting(&mut silent);
-    let mut client_ports = vec![silent.local_addr().unwrap().port()];
+    let silent_port = silent.local_addr().unwrap().port();
+    let mut client_ports = vec![silent_port];
     // A client that reads the greeting and closes.
     let mut quitter = TcpStream::connect(db.addr()).unwrap();
     read_greeting(&mut quitter);
@@ -225,6 +230,25 @@ fn prometheus_counts_each_verdict_as_the_scenarios_and_aborted_connects_say() {
     let total: u64 = top["top"].as_array().unwrap().iter().filter(|c| c["client"] == "127.0.0.1").map(|c| c["abnormal"].as_u64().unwrap()).sum();
     assert_eq!(total, 3, "{top:#}");
 
+    // The flight recorder wrote the silent client's timeout (files are rate-limited to one
+    // a second: the failures close together may share one), and analyze replays it.
+    let files: Vec<PathBuf> = std::fs::read_dir(&flight_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!files.is_empty(), "no flight recording in {}", flight_dir.display());
+    let replayed: Vec<Value> = files
+        .iter()
+        .flat_map(|f| {
+            let out = Command::new(&bin).arg("analyze").arg(f).arg("-j").output().unwrap();
+            assert!(out.status.success(), "analyze {}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Value>>()
+        })
+        .collect();
+    assert!(
+        replayed.iter().any(|h| h["client"] == format!("127.0.0.1:{silent_port}") && h["verdict"] == "server_timeout"),
+        "the silent client's timeout is not in the flight recordings: {replayed:#?}"
+    );
+    let written = prometheus.query("handshake_trace_flight_recordings_total{outcome=\"written\"}");
+    assert_eq!(written.first().map(|(_, v)| *v), Some(files.len() as f64), "{written:?}");
+
     // SIGKILL: the kernel unloads the programs with the last fd.
     let ours = program_ids_of(agent.pid());
     assert!(!ours.is_empty() && ours.is_subset(&loaded_program_ids()));
@@ -238,6 +262,7 @@ fn prometheus_counts_each_verdict_as_the_scenarios_and_aborted_connects_say() {
     let mut logged_sorted = logged.clone();
     logged_sorted.sort();
     assert_eq!(logged_sorted, ["auth_failed", "client_closed", "server_timeout"], "{:?}", out.stdout);
+    std::fs::remove_dir_all(&flight_dir).unwrap();
 }
 
 #[test]

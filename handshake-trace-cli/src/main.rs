@@ -30,6 +30,7 @@ EXAMPLES:
     handshake-trace agent --listen 0.0.0.0:9464 --port 3306 # scraped from other hosts; port 3306 only
     handshake-trace agent --log /var/log/handshake-trace/abnormal.jsonl --log-max-bytes 16777216 --log-keep 3
     handshake-trace agent --top-k 10 --top-window 600       # curl http://127.0.0.1:9464/top: who failed most in 10 min
+    handshake-trace agent --flight-dir /var/lib/handshake-trace/flight   # then: handshake-trace analyze FILE
     kill -HUP $(pidof handshake-trace)                      # reopen the log file (after logrotate moved it)
 ";
 
@@ -146,7 +147,8 @@ struct AgentArgs {
     /// Log records a second at most; the rest are counted as dropped.
     #[arg(long, value_name = "PER_SEC", default_value_t = 100.0)]
     log_rate: f64,
-    /// Flight recorder: write trace files of abnormal handshakes here (not built yet: a warning).
+    /// Flight recorder: keep the last seconds of raw events and write them to a trace file
+    /// here when a handshake ends abnormally (replay it with `analyze`). Off by default.
     #[arg(long, value_name = "DIR")]
     flight_dir: Option<std::path::PathBuf>,
     /// Flight recorder: seconds of raw events kept in memory.
@@ -154,7 +156,7 @@ struct AgentArgs {
     flight_seconds: u64,
     /// Flight recorder: trace files kept at most.
     #[arg(long, value_name = "N", default_value_t = 50)]
-    flight_max_files: u64,
+    flight_max_files: usize,
     /// Flight recorder: bytes of trace files kept at most.
     #[arg(long, value_name = "N", default_value_t = 268_435_456)]
     flight_max_bytes: u64,
@@ -191,6 +193,12 @@ impl AgentArgs {
             log_rate: self.log_rate,
             top_k: self.top_k,
             top_window_s: self.top_window,
+            flight: self.flight_dir.as_ref().map(|dir| agent::FlightOptions {
+                dir: dir.clone(),
+                seconds: self.flight_seconds,
+                max_files: self.flight_max_files,
+                max_bytes: self.flight_max_bytes,
+            }),
         })
     }
 }
@@ -324,14 +332,6 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Agent(args) => {
-            if args.flight_dir.is_some() {
-                writeln!(
-                    stderr,
-                    "WARNING: --flight-dir: the flight recorder is not built yet; no trace files will be written \
-                     (--flight-seconds {}, --flight-max-files {}, --flight-max-bytes {} are ignored)",
-                    args.flight_seconds, args.flight_max_files, args.flight_max_bytes
-                )?;
-            }
             let summary = agent::run(&args.options()?, &mut stderr).await?;
             watch::print_summary(&summary, &mut stderr)?;
             Ok(0)

@@ -2,7 +2,9 @@
 //! sinks (metrics, top-K, abnormal log), an HTTP server for /metrics, /healthz, /readyz
 //! and /top, systemd's readiness protocol, and SIGHUP to reopen the log file.
 use std::{
+    cell::RefCell,
     io::Write,
+    rc::Rc,
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -13,15 +15,18 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::watch::{self, Health, Observer, Summary, WatchOptions};
+pub use crate::export::flight::FlightOptions;
 use crate::{
     export::{
         abnormal_log::{AbnormalLog, LogTarget},
+        flight::{self, FlightRecorder},
         http,
         metrics::{HealthExport, Metrics, MetricsSink, Table},
         process,
         top_clients::TopClients,
-        TopSink,
+        FlightSink, TopSink,
     },
+    events::{AcceptAddrs, Event},
     pipeline::Sink,
     support::clock::{monotonic_ns, Clock},
 };
@@ -37,6 +42,8 @@ pub struct AgentOptions {
     pub log_rate: f64,
     pub top_k: usize,
     pub top_window_s: u64,
+    /// The flight recorder, when --flight-dir asks for it.
+    pub flight: Option<FlightOptions>,
 }
 
 /// Tell systemd (when it started us with NOTIFY_SOCKET); failures are not fatal.
@@ -55,6 +62,8 @@ struct AgentObserver {
     health: HealthExport,
     top: Arc<Mutex<TopClients>>,
     top_evictions: u64,
+    flight: Option<Rc<RefCell<FlightRecorder>>>,
+    flight_evictions: u64,
     http: Arc<http::State>,
 }
 
@@ -66,7 +75,14 @@ impl AgentObserver {
             self.metrics.table(Table::TopClients, top.len(), top.capacity(), top.evictions.saturating_sub(self.top_evictions));
             self.top_evictions = top.evictions;
         }
-        self.metrics.table(Table::FlightBuffer, 0, 0, 0);
+        match &self.flight {
+            Some(f) => {
+                let f = f.borrow();
+                self.metrics.table(Table::FlightBuffer, f.len(), flight::MAX_RECORDS, f.evictions.saturating_sub(self.flight_evictions));
+                self.flight_evictions = f.evictions;
+            }
+            None => self.metrics.table(Table::FlightBuffer, 0, 0, 0),
+        }
     }
 }
 
@@ -81,6 +97,12 @@ impl Observer for AgentObserver {
     fn tick(&mut self, h: &Health) -> Result<()> {
         self.export(h);
         Ok(())
+    }
+
+    fn raw(&mut self, raw: &[u8], ev: Option<&Event>, addrs: AcceptAddrs) {
+        if let Some(f) = &self.flight {
+            f.borrow_mut().record(raw, ev, addrs);
+        }
     }
 }
 
@@ -115,12 +137,22 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
 
     // Made before attaching, so a log file that cannot be opened fails at once; the
     // clock's offset from wall time is the same as the live loop's own.
-    let sinks: Vec<Box<dyn Sink>> = vec![
+    let clock = Clock::now();
+    let mut sinks: Vec<Box<dyn Sink>> = vec![
         Box::new(MetricsSink::new(metrics.clone())),
         Box::new(TopSink(Arc::clone(&top))),
-        Box::new(AbnormalLog::new(&opts.log, opts.log_rate, Clock::now(), metrics.clone(), Arc::clone(&reopen))?),
+        Box::new(AbnormalLog::new(&opts.log, opts.log_rate, clock, metrics.clone(), Arc::clone(&reopen))?),
     ];
-    let mut observer = AgentObserver { metrics, health: HealthExport::default(), top, top_evictions: 0, http: Arc::clone(&state) };
+    let ringbuf_bytes = opts.watch.ringbuf_bytes.unwrap_or(crate::capture::probes::LoadOptions::default().ringbuf_bytes);
+    let flight = match &opts.flight {
+        Some(f) => Some(Rc::new(RefCell::new(FlightRecorder::new(f.clone(), clock, ringbuf_bytes, metrics.clone())?))),
+        None => None,
+    };
+    if let Some(f) = &flight {
+        sinks.push(Box::new(FlightSink(Rc::clone(f))));
+    }
+    let mut observer =
+        AgentObserver { metrics, health: HealthExport::default(), top, top_evictions: 0, flight, flight_evictions: 0, http: Arc::clone(&state) };
     let summary = watch::live(
         &opts.watch,
         move |_| sinks,

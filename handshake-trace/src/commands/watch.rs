@@ -37,13 +37,20 @@ struct Tracer<'o> {
 
 impl Tracer<'_> {
     /// Every record in the ring, through the recorder and the pipeline.
-    fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline, log: &mut dyn Write) -> Result<()> {
+    fn drain(
+        &mut self,
+        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+        pipeline: &mut Pipeline,
+        observer: &mut dyn Observer,
+        log: &mut dyn Write,
+    ) -> Result<()> {
         while let Some(item) = ring.next() {
             let decoded = decode(&item);
             let addrs = decoded.as_ref().map(|ev| accept_addrs(ev, &mut self.targets)).unwrap_or_default();
             if let Some(r) = self.recorder.as_mut() {
                 r.event(&item, decoded.as_ref().ok(), addrs)?;
             }
+            observer.raw(&item, decoded.as_ref().ok(), addrs);
             drop(item);
             if self.opts.raw_events {
                 writeln!(log, "# {decoded:?}")?;
@@ -110,6 +117,8 @@ pub trait Observer {
     fn tick(&mut self, _health: &Health) -> Result<()> {
         Ok(())
     }
+    /// Each raw record as it arrives, before the pipeline sees it (the flight recorder).
+    fn raw(&mut self, _raw: &[u8], _ev: Option<&Event>, _addrs: AcceptAddrs) {}
 }
 
 impl Observer for () {}
@@ -193,10 +202,10 @@ pub async fn live<'s>(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                tracer.drain(guard.get_inner_mut(), &mut pipeline, log)?;
+                tracer.drain(guard.get_inner_mut(), &mut pipeline, observer, log)?;
                 guard.clear_ready();
             }
-            _ = drain_tick.tick() => tracer.drain(ring.get_mut(), &mut pipeline, log)?,
+            _ = drain_tick.tick() => tracer.drain(ring.get_mut(), &mut pipeline, observer, log)?,
             _ = tick.tick() => {
                 tracer.tick(&mut pipeline, log)?;
                 observer.tick(&tracer.health(&pipeline)?)?;
@@ -206,7 +215,7 @@ pub async fn live<'s>(
         }
     }
     // Events already in the ring when we were told to stop still count.
-    tracer.drain(ring.get_mut(), &mut pipeline, log)?;
+    tracer.drain(ring.get_mut(), &mut pipeline, observer, log)?;
     let stop_ns = monotonic_ns();
     let counters = tracer.probes.counters()?;
     if let Some(r) = tracer.recorder {

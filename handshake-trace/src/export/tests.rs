@@ -236,3 +236,54 @@ fn log_file_rotates_by_size_and_keeps_only_so_many_files() {
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 30);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn flight_recorder(dir: &std::path::Path, seconds: u64, max_files: usize) -> (super::flight::FlightRecorder, prometheus_client::registry::Registry) {
+    let (m, registry) = Metrics::new();
+    let opts = super::flight::FlightOptions { dir: dir.to_path_buf(), seconds, max_files, max_bytes: 1 << 20 };
+    (super::flight::FlightRecorder::new(opts, crate::support::clock::Clock::with_offset(0), 1 << 20, m).unwrap(), registry)
+}
+
+/// A record at `ts` (its bytes do not matter to the ring; the redactor passes them).
+fn push_at(f: &mut super::flight::FlightRecorder, ts: u64) {
+    let ev = sys(ts, crate::events::SyscallKind::Close, 0, 0, [0; 4]);
+    f.record(&[0u8; 64], Some(&ev), crate::events::AcceptAddrs::default());
+}
+
+#[test]
+fn flight_ring_keeps_only_the_last_seconds() {
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-ring-{}", std::process::id()));
+    let (mut f, _) = flight_recorder(&dir, 1, 5);
+    for i in 0..=10 {
+        push_at(&mut f, i * S / 2);
+    }
+    // At 5 s, a 1 s window: 4.0, 4.5 and 5.0 s.
+    assert_eq!(f.len(), 3);
+    assert_eq!(f.evictions, 0, "age is not an eviction");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn flight_recordings_are_rate_limited_capped_and_replayable() {
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-files-{}", std::process::id()));
+    let (mut f, registry) = flight_recorder(&dir, 10, 2);
+    for i in 0..4 {
+        push_at(&mut f, GEN + i * MS);
+    }
+    f.handshake(&one(&ok_login_events()));
+    f.handshake(&one(&wrong_password_events()));
+    // The same second: over the rate.
+    f.handshake(&one(&wrong_password_events()));
+    for n in 1..=3 {
+        f.handshake(&later(one(&poll_timeout_events()), n * 10 * S));
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let trace = crate::recording::format::read_trace(std::io::BufReader::new(std::fs::File::open(&files[0]).unwrap())).unwrap();
+    assert_eq!(trace.items.iter().filter(|i| matches!(i, crate::recording::format::TraceItem::Event(_))).count(), 4);
+    assert!(trace.header.redacted);
+    let text = exposition(&registry, true).unwrap();
+    assert_eq!(sample(&text, "handshake_trace_flight_recordings_total{outcome=\"written\"}"), Some(4.0), "{text}");
+    assert_eq!(sample(&text, "handshake_trace_flight_recordings_total{outcome=\"dropped\"}"), Some(1.0), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
