@@ -141,7 +141,7 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     let mut sinks: Vec<Box<dyn Sink>> = vec![
         Box::new(MetricsSink::new(metrics.clone())),
         Box::new(TopSink(Arc::clone(&top))),
-        Box::new(AbnormalLog::new(&opts.log, opts.log_rate, clock, metrics.clone(), Arc::clone(&reopen))?),
+        Box::new(AbnormalLog::new(&opts.log, opts.log_rate, clock, metrics.clone(), Arc::clone(&reopen))?.with_top(Arc::clone(&top))),
     ];
     let ringbuf_bytes = opts.watch.ringbuf_bytes.unwrap_or(crate::capture::probes::LoadOptions::default().ringbuf_bytes);
     let flight = match &opts.flight {
@@ -153,8 +153,10 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     }
     let mut observer =
         AgentObserver { metrics, health: HealthExport::default(), top, top_evictions: 0, flight, flight_evictions: 0, http: Arc::clone(&state) };
+    // The roll-up is the top-K's summary in the log, once a window.
+    let watch_opts = WatchOptions { rollup_secs: Some(opts.top_window_s.max(1)), ..opts.watch.clone() };
     let summary = watch::live(
-        &opts.watch,
+        &watch_opts,
         move |_| sinks,
         &mut observer,
         log,

@@ -10,14 +10,17 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
 };
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::metrics::{Metrics, Outcome};
+use super::{
+    metrics::{Metrics, Outcome},
+    top_clients::{TopClients, TopReport},
+};
 use crate::{
     correlate::Handshake,
     output::handshake_json,
@@ -140,8 +143,19 @@ struct DroppedNote {
     time: String,
 }
 
+/// The top-K, summarised in the log once a window (`--top-window`).
+#[derive(Serialize)]
+struct TopNote<'a> {
+    note: &'static str,
+    time: String,
+    #[serde(flatten)]
+    report: &'a TopReport,
+}
+
 /// The sink.
 pub struct AbnormalLog {
+    /// The top-K to summarise at each roll-up, when there is one.
+    top: Option<Arc<Mutex<TopClients>>>,
     out: Out,
     clock: Clock,
     bucket: TokenBucket,
@@ -165,7 +179,13 @@ impl AbnormalLog {
     }
 
     fn with_out(out: Out, rate_per_s: f64, clock: Clock, metrics: Metrics, reopen: Arc<AtomicBool>) -> Self {
-        AbnormalLog { out, clock, bucket: TokenBucket::new(rate_per_s), metrics, reopen, dropped: 0, failing: false, buf: Vec::new() }
+        AbnormalLog { top: None, out, clock, bucket: TokenBucket::new(rate_per_s), metrics, reopen, dropped: 0, failing: false, buf: Vec::new() }
+    }
+
+    /// Summarise this top-K in the log at each roll-up.
+    pub fn with_top(mut self, top: Arc<Mutex<TopClients>>) -> Self {
+        self.top = Some(top);
+        self
     }
 
     #[cfg(test)]
@@ -244,6 +264,20 @@ impl Sink for AbnormalLog {
         self.buf.push(b'\n');
         let written = self.emit();
         self.outcome(if written { Outcome::Written } else { Outcome::Dropped });
+        Ok(())
+    }
+
+    /// Once a window: the top-K failing clients, when there are any.
+    fn rollup(&mut self) -> Result<()> {
+        let now_ns = monotonic_ns();
+        let Some(report) = self.top.as_ref().and_then(|t| t.lock().ok().map(|mut t| t.report(now_ns))) else { return Ok(()) };
+        if report.top.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, &TopNote { note: "top_clients", time: format_rfc3339(self.clock.wall(now_ns)), report: &report })?;
+        self.buf.push(b'\n');
+        self.emit();
         Ok(())
     }
 

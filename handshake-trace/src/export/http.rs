@@ -34,7 +34,11 @@ pub struct State {
 /// Serve `listener` until the runtime stops (one task per connection).
 pub async fn serve(listener: TcpListener, state: Arc<State>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, most likely: do not spin.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let service = service_fn(move |req| {

@@ -287,3 +287,21 @@ fn flight_recordings_are_rate_limited_capped_and_replayable() {
     assert_eq!(sample(&text, "handshake_trace_flight_recordings_total{outcome=\"dropped\"}"), Some(1.0), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn abnormal_log_summarises_the_top_clients_at_each_rollup() {
+    let top = std::sync::Arc::new(std::sync::Mutex::new(TopClients::new(3, 60)));
+    let (log, out) = AbnormalLog::in_memory(10.0, Metrics::new().0);
+    let mut log = log.with_top(std::sync::Arc::clone(&top));
+    log.rollup().unwrap();
+    assert!(out.borrow().is_empty(), "nothing to summarise, nothing written");
+    let now = crate::support::clock::monotonic_ns();
+    top.lock().unwrap().record(&from(one(&wrong_password_events()), "10.1.2.3:999"), now);
+    log.rollup().unwrap();
+    let text = String::from_utf8(out.borrow().clone()).unwrap();
+    let note: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(note["note"], "top_clients", "{text}");
+    assert_eq!(note["top"][0]["client"], "10.1.2.3", "{text}");
+    assert_eq!(note["top"][0]["abnormal"], 1, "{text}");
+    assert_eq!(note["window_seconds"], 60, "{text}");
+}
