@@ -124,7 +124,7 @@ pub struct Metrics {
 }
 
 fn phase_histogram() -> Histogram {
-    Histogram::new(PHASE_BUCKETS.into_iter())
+    Histogram::new(PHASE_BUCKETS)
 }
 
 impl Metrics {
