@@ -4,7 +4,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use handshake_trace::{
     capture::probes::AttachMode,
-    commands::{analyze, doctor, watch},
+    commands::{agent, analyze, doctor, watch},
+    export::abnormal_log::LogTarget,
 };
 use handshake_trace_lab as lab;
 
@@ -20,6 +21,17 @@ EXAMPLES:
     handshake-trace record -o monday.htrace -d 3600     # save an hour; secrets are zeroed
     handshake-trace analyze monday.htrace               # replay it anywhere, no root
     handshake-trace lab                  # connect_timeout explained: old alarm server vs modern poll server
+    handshake-trace agent                # long-running: Prometheus metrics on 127.0.0.1:9464, abnormal log on stdout
+";
+
+const AGENT_EXAMPLES: &str = "\
+EXAMPLES:
+    handshake-trace agent                                   # every server; metrics on http://127.0.0.1:9464/metrics
+    handshake-trace agent --listen 0.0.0.0:9464 --port 3306 # scraped from other hosts; port 3306 only
+    handshake-trace agent --log /var/log/handshake-trace/abnormal.jsonl --log-max-bytes 16777216 --log-keep 3
+    handshake-trace agent --top-k 10 --top-window 600       # curl http://127.0.0.1:9464/top: who failed most in 10 min
+    handshake-trace agent --flight-dir /var/lib/handshake-trace/flight   # then: handshake-trace analyze FILE
+    kill -HUP $(pidof handshake-trace)                      # reopen the log file (after logrotate moved it)
 ";
 
 const LAB_EXAMPLES: &str = "\
@@ -111,6 +123,86 @@ impl OutputArgs {
     }
 }
 
+/// The agent's own options (docs/agent.md).
+#[derive(clap::Args, Clone)]
+struct AgentArgs {
+    /// Trace this process (repeatable). Default: every mysqld/mariadbd, including ones started later.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pids: Vec<u32>,
+    /// Keep only connections accepted on this local port.
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// Serve /metrics, /healthz, /readyz and /top on this address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    listen: std::net::SocketAddr,
+    /// The log of abnormal handshakes (one JSON object each): a file, or - for stdout (journald).
+    #[arg(long, value_name = "FILE|-", default_value = "-")]
+    log: String,
+    /// Rotate the log file past this size (FILE.1, FILE.2, ...).
+    #[arg(long, value_name = "N", default_value_t = 67_108_864)]
+    log_max_bytes: u64,
+    /// Rotated log files kept.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    log_keep: usize,
+    /// Log records a second at most; the rest are counted as dropped.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 100.0)]
+    log_rate: f64,
+    /// Flight recorder: keep the last seconds of raw events and write them to a trace file
+    /// here when a handshake ends abnormally (replay it with `analyze`). Off by default.
+    #[arg(long, value_name = "DIR")]
+    flight_dir: Option<std::path::PathBuf>,
+    /// Flight recorder: seconds of raw events kept in memory.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    flight_seconds: u64,
+    /// Flight recorder: trace files kept at most.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    flight_max_files: usize,
+    /// Flight recorder: bytes of trace files kept at most.
+    #[arg(long, value_name = "N", default_value_t = 268_435_456)]
+    flight_max_bytes: u64,
+    /// Clients served on /top.
+    #[arg(long, value_name = "K", default_value_t = 20)]
+    top_k: usize,
+    /// The sliding window of /top, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    top_window: u64,
+    /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two).
+    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    ringbuf_kb: u32,
+    /// How the syscall programs attach: `raw` or `tracepoints` (as for watch).
+    #[arg(long, value_name = "MODE", value_enum)]
+    attach: Option<AttachMode>,
+}
+
+impl AgentArgs {
+    fn options(&self) -> Result<agent::AgentOptions> {
+        let log = match self.log.as_str() {
+            "-" => LogTarget::Stdout,
+            path => LogTarget::File { path: path.into(), max_bytes: self.log_max_bytes, keep: self.log_keep },
+        };
+        Ok(agent::AgentOptions {
+            watch: watch::WatchOptions {
+                pids: self.pids.clone(),
+                port: self.port,
+                ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
+                attach: self.attach.unwrap_or_default().usable()?,
+                ..Default::default()
+            },
+            listen: self.listen,
+            log,
+            log_rate: self.log_rate,
+            top_k: self.top_k,
+            top_window_s: self.top_window,
+            flight: self.flight_dir.as_ref().map(|dir| agent::FlightOptions {
+                dir: dir.clone(),
+                seconds: self.flight_seconds,
+                max_files: self.flight_max_files,
+                max_bytes: self.flight_max_bytes,
+            }),
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Attach to running servers and show each connection's handshake: a line when it
@@ -137,6 +229,11 @@ enum Command {
     },
     /// Check that tracing can work here; list the MySQL servers found.
     Doctor,
+    /// Run continuously: Prometheus metrics of every handshake, the top failing clients,
+    /// a log of abnormal handshakes (docs/agent.md). Stops on SIGTERM/SIGINT; SIGHUP
+    /// reopens the log file.
+    #[command(after_help = AGENT_EXAMPLES)]
+    Agent(AgentArgs),
     /// Teaching lab: start a server, run scripted clients, trace and explain (needs root).
     #[command(after_help = LAB_EXAMPLES)]
     Lab {
@@ -231,6 +328,11 @@ async fn run(cli: Cli) -> Result<i32> {
             let trace = analyze::read(&file)?;
             let opts = watch::WatchOptions { port, ..output.options() };
             let summary = analyze::analyze(&trace, &opts, &mut stdout, &mut stderr)?;
+            watch::print_summary(&summary, &mut stderr)?;
+            Ok(0)
+        }
+        Command::Agent(args) => {
+            let summary = agent::run(&args.options()?, &mut stderr).await?;
             watch::print_summary(&summary, &mut stderr)?;
             Ok(0)
         }

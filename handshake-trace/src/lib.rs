@@ -10,7 +10,8 @@
 //!                                                                machine) ▲
 //!                                                  protocol (MySQL wire) ─┘
 //! recording: trace files (redacted) written beside the pipeline, replayed into it.
-//! commands: watch, record, analyze, doctor — each wires the stages together.
+//! export: the agent's sinks (Prometheus metrics over HTTP, top-K clients, abnormal log).
+//! commands: watch, record, analyze, doctor, agent — each wires the stages together.
 //! ```
 //!
 //! Pure (no aya, no tokio, no /proc): `events`, `protocol`, `correlate`, `verdict`,
@@ -19,6 +20,7 @@ pub mod capture;
 pub mod commands;
 pub mod correlate;
 pub mod events;
+pub mod export;
 pub mod output;
 pub mod pipeline;
 pub mod protocol;

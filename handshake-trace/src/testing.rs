@@ -3,7 +3,7 @@
 /// A framed packet: header (length, sequence number) and payload.
 pub(crate) use crate::protocol::frame as packet;
 use crate::{
-    events::{Accept, Args, Event, Io, Syscall, SyscallKind, SyscallResult},
+    events::{Accept, Args, Event, Io, Syscall, SyscallKind, SyscallResult, Tcp, TcpWhat},
     protocol::{
         builders::{self, GreetingSpec, LoginSpec},
         CLIENT_CONNECT_WITH_DB, CLIENT_PLUGIN_AUTH, CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA, CLIENT_PROTOCOL_41,
@@ -107,4 +107,45 @@ pub(crate) fn prelude(t0: u64) -> Vec<Event> {
         sys(t0 + 158_000, SyscallKind::Setsockopt, 0, 500, [0, 1 | (4 << 32), 8, 0]),
         io(t0 + 219_000, SyscallKind::Sendto, g.len() as i64, g.len() as u64, &g),
     ]
+}
+
+/// A login with a wrong password, answered with ERR 1045: `auth_failed`.
+pub(crate) fn wrong_password_events() -> Vec<Event> {
+    let mut ev = prelude(GEN);
+    let login = packet(1, &login_body(None));
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, login.len() as i64, login.len() as u64, &login));
+    let err = err_packet(2, 1045, "28000", "Access denied for user 'lab'@'localhost' (using password: YES)");
+    ev.push(io(GEN + 900_000, SyscallKind::Sendto, err.len() as i64, err.len() as u64, &err));
+    ev.push(sys(GEN + 910_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]));
+    ev
+}
+
+/// MariaDB's wait for a login that never comes: poll with its 2 s timeout, then a
+/// close with SO_LINGER 0 (`server_timeout`, mechanism poll).
+pub(crate) fn poll_timeout_events() -> Vec<Event> {
+    let mut ev = prelude(GEN);
+    ev.push(io(GEN + 231_000, SyscallKind::Recvfrom, -11, 4, &[]));
+    ev.push(sys(GEN + 2_001_972_000, SyscallKind::Poll, 0, 2_001_700_000, [1, 2000, 3, 0]));
+    ev.push(sys(GEN + 2_002_025_000, SyscallKind::Setsockopt, 0, 7850, [1, 13 | (8 << 32), 1, 0]));
+    ev.push(Event::Tcp(Tcp { ts_ns: GEN + 2_002_124_000, pid: PID, conn_gen: GEN, fd: FD, what: TcpWhat::State { old: 1, new: 7 } }));
+    ev.push(Event::Tcp(Tcp { ts_ns: GEN + 2_002_185_000, pid: PID, conn_gen: GEN, fd: FD, what: TcpWhat::SendReset }));
+    ev.push(sys(GEN + 2_002_222_000, SyscallKind::Close, 0, 87_000, [0; 4]));
+    ev
+}
+
+/// The handshakes a correlator finishes from `events` (accepted on 127.0.0.1:3399).
+pub(crate) fn handshakes_of(events: &[Event]) -> Vec<crate::correlate::Handshake> {
+    let mut c = crate::correlate::Correlator::new(100);
+    events.iter().flat_map(|e| c.push(e, Some("127.0.0.1:3399".parse().unwrap()))).collect()
+}
+
+/// A login answered with OK: `ok`.
+pub(crate) fn ok_login_events() -> Vec<Event> {
+    let mut ev = prelude(GEN);
+    let login = packet(1, &login_body(None));
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, login.len() as i64, login.len() as u64, &login));
+    let ok = ok_packet();
+    ev.push(io(GEN + 900_000, SyscallKind::Sendto, ok.len() as i64, ok.len() as u64, &ok));
+    ev.push(sys(GEN + 910_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]));
+    ev
 }

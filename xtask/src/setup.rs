@@ -21,10 +21,20 @@ pub enum Toolchain {
 
 const DEBIAN_BPF_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "llvm-22-dev"];
 /// MariaDB and real clients (the CLI, PyMySQL for Debian's python3), openssl for the
-/// TLS test's certificate, bpftool to check programs are detached; for the bench,
-/// sysbench (libmariadb clients) and the peers it measures, tcpdump and strace.
-const TEST_PACKAGES: &[&str] =
-    &["mariadb-server", "mariadb-client", "python3-pymysql", "openssl", "bpftool", "sysbench", "tcpdump", "strace"];
+/// TLS test's certificate, bpftool to check programs are detached, Prometheus (and
+/// promtool) to scrape the agent; for the bench, sysbench (libmariadb clients) and the
+/// peers it measures, tcpdump and strace.
+const TEST_PACKAGES: &[&str] = &[
+    "mariadb-server",
+    "mariadb-client",
+    "python3-pymysql",
+    "openssl",
+    "bpftool",
+    "prometheus",
+    "sysbench",
+    "tcpdump",
+    "strace",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 

@@ -1,4 +1,5 @@
 //! The commands: each wires capture, pipeline and output together for one use.
+pub mod agent;
 pub mod analyze;
 pub mod doctor;
 pub mod options;

@@ -1,5 +1,6 @@
-//! `watch` (and `record`): attach, follow the target processes, and feed the
-//! kernel's events through the [`Pipeline`] as they arrive.
+//! The live loop of `watch`, `record` and `agent`: attach, follow the target
+//! processes, and feed the kernel's events through the [`Pipeline`] and its sinks as
+//! they arrive. `watch` gives it the printer; `agent` its exporters and an [`Observer`].
 use std::{future::Future, io::Write, time::Duration};
 
 use anyhow::{Context, Result};
@@ -15,9 +16,9 @@ use crate::{
         probes::{LoadOptions, Probes},
         tracked::{accept_addrs, Targets},
     },
-    events::{decode, AcceptAddrs, Event},
+    events::{decode, AcceptAddrs, Counters, Event},
     output::printer::Printer,
-    pipeline::Pipeline,
+    pipeline::{Pipeline, Sink, Tables},
     recording::{format::TargetInfo, recorder::Recorder},
     support::clock::{monotonic_ns, Clock},
 };
@@ -40,13 +41,20 @@ struct Tracer<'o> {
 
 impl Tracer<'_> {
     /// Every record in the ring, through the recorder and the pipeline.
-    fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline, log: &mut dyn Write) -> Result<()> {
+    fn drain(
+        &mut self,
+        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+        pipeline: &mut Pipeline,
+        observer: &mut dyn Observer,
+        log: &mut dyn Write,
+    ) -> Result<()> {
         while let Some(item) = ring.next() {
             let decoded = decode(&item);
             let addrs = decoded.as_ref().map(|ev| accept_addrs(ev, &mut self.targets)).unwrap_or_default();
             if let Some(r) = self.recorder.as_mut() {
                 r.event(&item, decoded.as_ref().ok(), addrs)?;
             }
+            observer.raw(&item, decoded.as_ref().ok(), addrs);
             drop(item);
             if self.opts.raw_events {
                 writeln!(log, "# {decoded:?}")?;
@@ -89,6 +97,48 @@ impl Tracer<'_> {
     }
 }
 
+/// What the live loop knows of itself: the agent's health metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// The kernel's counters (events emitted, lost by reason).
+    pub counters: Counters,
+    /// Records that did not decode.
+    pub undecodable: u64,
+    /// Programs attached.
+    pub programs: usize,
+    /// Server processes traced.
+    pub targets: usize,
+    pub tables: Tables,
+}
+
+/// Told of the live loop's progress; `watch` has nothing to tell (`()`).
+pub trait Observer {
+    /// The programs are attached: tracing has begun.
+    fn attached(&mut self, _health: &Health) -> Result<()> {
+        Ok(())
+    }
+    /// Once a second.
+    fn tick(&mut self, _health: &Health) -> Result<()> {
+        Ok(())
+    }
+    /// Each raw record as it arrives, before the pipeline sees it (the flight recorder).
+    fn raw(&mut self, _raw: &[u8], _ev: Option<&Event>, _addrs: AcceptAddrs) {}
+}
+
+impl Observer for () {}
+
+impl Tracer<'_> {
+    fn health(&self, pipeline: &Pipeline) -> Result<Health> {
+        Ok(Health {
+            counters: self.probes.counters()?,
+            undecodable: self.undecodable,
+            programs: self.probes.attached,
+            targets: self.targets.live.len(),
+            tables: pipeline.tables(),
+        })
+    }
+}
+
 /// Load and attach the programs for the targets; the ring buffer to read.
 fn attach(opts: &WatchOptions, targets: &Targets, log: &mut dyn Write) -> Result<(Probes, Ring, u32)> {
     let load = LoadOptions {
@@ -112,9 +162,23 @@ fn attach(opts: &WatchOptions, targets: &Targets, log: &mut dyn Write) -> Result
 }
 
 /// Trace until `stop` completes; write handshakes to `out`, notices to `log`.
-pub async fn run(
+pub async fn run<'o>(
     opts: &WatchOptions,
-    out: &mut dyn Write,
+    out: &'o mut dyn Write,
+    log: &mut dyn Write,
+    stop: impl Future<Output = ()>,
+) -> Result<Summary> {
+    let print = opts.print();
+    let printer = move |clock: &Clock| -> Vec<Box<dyn Sink + 'o>> { vec![Box::new(Printer::new(print, *clock, out))] };
+    live(opts, printer, &mut (), log, stop).await
+}
+
+/// The live loop: trace until `stop` completes, handing finished handshakes to the
+/// sinks `sinks` makes (given the trace's clock), notices to `log`, progress to `observer`.
+pub async fn live<'s>(
+    opts: &WatchOptions,
+    sinks: impl FnOnce(&Clock) -> Vec<Box<dyn Sink + 's>>,
+    observer: &mut dyn Observer,
     log: &mut dyn Write,
     stop: impl Future<Output = ()>,
 ) -> Result<Summary> {
@@ -127,9 +191,10 @@ pub async fn run(
     };
     let names = targets.names();
     let mut tracer = Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0 };
-    let mut pipeline = Pipeline::new(opts.pipeline()).with_sink(Printer::new(opts.print(), clock, &mut *out));
+    let mut pipeline = sinks(&clock).into_iter().fold(Pipeline::new(opts.pipeline()), Pipeline::with_boxed_sink);
     let on_port = opts.port.map(|p| format!(" on port {p}")).unwrap_or_default();
     writeln!(log, "Tracing MySQL handshakes of {names}{on_port}... Hit Ctrl-C to end.")?;
+    observer.attached(&tracer.health(&pipeline)?)?;
 
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -141,17 +206,20 @@ pub async fn run(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                tracer.drain(guard.get_inner_mut(), &mut pipeline, log)?;
+                tracer.drain(guard.get_inner_mut(), &mut pipeline, observer, log)?;
                 guard.clear_ready();
             }
-            _ = drain_tick.tick() => tracer.drain(ring.get_mut(), &mut pipeline, log)?,
-            _ = tick.tick() => tracer.tick(&mut pipeline, log)?,
+            _ = drain_tick.tick() => tracer.drain(ring.get_mut(), &mut pipeline, observer, log)?,
+            _ = tick.tick() => {
+                tracer.tick(&mut pipeline, log)?;
+                observer.tick(&tracer.health(&pipeline)?)?;
+            }
             _ = rollup.tick(), if opts.rollup_secs.is_some() => pipeline.rollup()?,
             _ = &mut stop => break,
         }
     }
     // Events already in the ring when we were told to stop still count.
-    tracer.drain(ring.get_mut(), &mut pipeline, log)?;
+    tracer.drain(ring.get_mut(), &mut pipeline, observer, log)?;
     let stop_ns = monotonic_ns();
     let counters = tracer.probes.counters()?;
     if let Some(r) = tracer.recorder {

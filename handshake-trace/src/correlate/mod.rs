@@ -25,6 +25,8 @@ pub struct Correlator {
     open: ConnTable<Handshake>,
     /// Events for connections accepted before tracing started (counted, not timed).
     pub unmatched: u64,
+    /// Open handshakes concluded early because the table was full.
+    pub evicted: u64,
     /// Timers armed by threads with no connection (an alarm thread), per process.
     process_timers: IntMap<u32, VecDeque<ArmedTimer>>,
     /// Open connections whose fd number a newer accept reused, oldest first: (when, key).
@@ -42,7 +44,7 @@ const TIMERS_KEPT: usize = 16;
 impl Correlator {
     /// A correlator keeping at most `max_open` handshakes open.
     pub fn new(max_open: usize) -> Self {
-        Correlator { open: ConnTable::new(max_open), unmatched: 0, process_timers: IntMap::default(), fd_reused: VecDeque::new() }
+        Correlator { open: ConnTable::new(max_open), unmatched: 0, evicted: 0, process_timers: IntMap::default(), fd_reused: VecDeque::new() }
     }
 
     pub fn open_count(&self) -> usize {
@@ -108,6 +110,7 @@ impl Correlator {
             self.fd_reused.push_back((a.ts_ns, old));
         }
         for (_, mut h) in inserted.evicted {
+            self.evicted += 1;
             h.step(a.ts_ns, 0, StepKind::Dropped);
             h.conclude(true, a.ts_ns);
             done.push(h);

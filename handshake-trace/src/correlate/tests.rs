@@ -1,7 +1,7 @@
 //! The correlator and the judge on synthetic event sequences shaped like real MariaDB traces.
 use super::*;
 use crate::{
-    events::{Errno, Signal, SyscallKind, SyscallResult, Tcp, TcpWhat},
+    events::{Errno, Signal, SyscallKind, SyscallResult},
     output::reason,
     testing::*,
     verdict::{Verdict, WaitMechanism},
@@ -80,14 +80,7 @@ fn successful_login_split_across_header_and_body_reads() {
 /// The real MariaDB 10.11 sequence with connect_timeout=2 and a silent client.
 #[test]
 fn poll_timeout_then_linger0_close_is_a_server_timeout() {
-    let mut ev = prelude(GEN);
-    ev.push(io(GEN + 231_000, SyscallKind::Recvfrom, -11, 4, &[]));
-    ev.push(sys(GEN + 2_001_972_000, SyscallKind::Poll, 0, 2_001_700_000, [1, 2000, 3, 0]));
-    ev.push(sys(GEN + 2_002_025_000, SyscallKind::Setsockopt, 0, 7850, [1, 13 | (8 << 32), 1, 0]));
-    ev.push(Event::Tcp(Tcp { ts_ns: GEN + 2_002_124_000, pid: PID, conn_gen: GEN, fd: FD, what: TcpWhat::State { old: 1, new: 7 } }));
-    ev.push(Event::Tcp(Tcp { ts_ns: GEN + 2_002_185_000, pid: PID, conn_gen: GEN, fd: FD, what: TcpWhat::SendReset }));
-    ev.push(sys(GEN + 2_002_222_000, SyscallKind::Close, 0, 87_000, [0; 4]));
-    let h = only(&ev);
+    let h = only(&poll_timeout_events());
     assert_eq!(h.verdict(), Some(Verdict::ServerTimeout), "{}", reason_of(&h));
     let t = h.judgement.as_ref().unwrap().timeout().unwrap();
     assert_eq!(t.mechanism, WaitMechanism::Poll);
@@ -140,13 +133,7 @@ fn blocking_read_interrupted_by_sigalrm_is_an_alarm_eintr_timeout() {
 
 /// A login with a wrong password, answered with ERR 1045.
 fn wrong_password_handshake() -> Handshake {
-    let mut ev = prelude(GEN);
-    let login = packet(1, &login_body(None));
-    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, login.len() as i64, login.len() as u64, &login));
-    let err = err_packet(2, 1045, "28000", "Access denied for user 'lab'@'localhost' (using password: YES)");
-    ev.push(io(GEN + 900_000, SyscallKind::Sendto, err.len() as i64, err.len() as u64, &err));
-    ev.push(sys(GEN + 910_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]));
-    only(&ev)
+    only(&wrong_password_events())
 }
 
 #[test]

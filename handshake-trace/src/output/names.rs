@@ -2,7 +2,8 @@
 //! and the summary) and the phrases used inside sentences.
 use crate::{
     events::Errno,
-    verdict::{Awaited, Verdict, WaitMechanism},
+    protocol::errors::*,
+    verdict::{Awaited, Blame, Verdict, WaitMechanism},
 };
 
 /// A verdict as JSON and the summary name it (docs/verdicts.md).
@@ -29,6 +30,33 @@ pub fn mechanism(m: WaitMechanism) -> &'static str {
         WaitMechanism::Poll => "poll",
         WaitMechanism::AlarmEintr => "alarm_eintr",
         WaitMechanism::SocketTimeout => "socket_timeout",
+    }
+}
+
+/// Whose side a handshake's end is on, as a metric label (docs/verdicts.md, "Blame").
+pub fn blame(b: Blame) -> &'static str {
+    match b {
+        Blame::None => "none",
+        Blame::Client => "client",
+        Blame::Network => "network",
+        Blame::Server => "server",
+        Blame::Unknown => "unknown",
+    }
+}
+
+/// An ERR code as a metric label: the codes of connection setup worth a series of
+/// their own, every other one "other" (a fixed set).
+pub fn error_code_label(code: u16) -> &'static str {
+    match code {
+        ER_CON_COUNT_ERROR => "1040",
+        ER_HANDSHAKE_ERROR => "1043",
+        ER_ACCESS_DENIED_ERROR => "1045",
+        ER_BAD_DB_ERROR => "1049",
+        ER_HOST_IS_BLOCKED => "1129",
+        ER_HOST_NOT_PRIVILEGED => "1130",
+        ER_NET_PACKETS_OUT_OF_ORDER => "1156",
+        ER_NOT_SUPPORTED_AUTH_MODE => "1251",
+        _ => "other",
     }
 }
 

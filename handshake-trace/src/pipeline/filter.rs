@@ -14,11 +14,16 @@ pub struct PortFilter {
     dropped: ConnTable<()>,
     /// Connections dropped so far.
     pub filtered_out: u64,
+    /// Entries pushed out by the bound (oldest first).
+    pub evicted: u64,
 }
 
 impl PortFilter {
+    /// Connections remembered at most.
+    pub const CAPACITY: usize = handshake_trace_common::MAX_CONNS as usize;
+
     pub fn new(port: Option<u16>) -> Self {
-        PortFilter { port, dropped: ConnTable::new(handshake_trace_common::MAX_CONNS as usize), filtered_out: 0 }
+        PortFilter { port, dropped: ConnTable::new(Self::CAPACITY), filtered_out: 0, evicted: 0 }
     }
 
     /// Connections currently remembered as dropped.
@@ -40,7 +45,9 @@ impl PortFilter {
                     return true;
                 }
                 self.filtered_out += 1;
-                if let Some(older) = self.dropped.insert((a.pid, fd, a.conn_gen), ()).reused_fd_of {
+                let inserted = self.dropped.insert((a.pid, fd, a.conn_gen), ());
+                self.evicted += inserted.evicted.len() as u64;
+                if let Some(older) = inserted.reused_fd_of {
                     self.dropped.remove(&older);
                 }
                 false

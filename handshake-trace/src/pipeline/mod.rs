@@ -46,6 +46,23 @@ pub struct PipelineOptions {
     pub keep_outcomes: bool,
 }
 
+/// One bounded table's fill: entries now, the bound, entries pushed out by it so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableFill {
+    pub entries: usize,
+    pub capacity: usize,
+    pub evictions: u64,
+}
+
+/// The pipeline's bounded tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tables {
+    /// Open handshakes.
+    pub correlator: TableFill,
+    /// Connections the --port filter drops.
+    pub port_filter: TableFill,
+}
+
 /// One trace's pipeline.
 pub struct Pipeline<'a> {
     filter: PortFilter,
@@ -66,8 +83,12 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    pub fn with_sink(mut self, sink: impl Sink + 'a) -> Self {
-        self.sinks.push(Box::new(sink));
+    pub fn with_sink(self, sink: impl Sink + 'a) -> Self {
+        self.with_boxed_sink(Box::new(sink))
+    }
+
+    pub fn with_boxed_sink(mut self, sink: Box<dyn Sink + 'a>) -> Self {
+        self.sinks.push(sink);
         self
     }
 
@@ -112,6 +133,14 @@ impl<'a> Pipeline<'a> {
     /// Connections the --port filter remembers (bounded by the server's open sockets).
     pub fn filtered_open(&self) -> usize {
         self.filter.len()
+    }
+
+    /// How full the pipeline's tables are (the agent's health metrics).
+    pub fn tables(&self) -> Tables {
+        Tables {
+            correlator: TableFill { entries: self.correlator.open_count(), capacity: MAX_OPEN, evictions: self.correlator.evicted },
+            port_filter: TableFill { entries: self.filter.len(), capacity: PortFilter::CAPACITY, evictions: self.filter.evicted },
+        }
     }
 
     /// Tracing stopped at `now_ns`: every open handshake ends `incomplete`.

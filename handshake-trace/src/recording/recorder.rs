@@ -20,15 +20,7 @@ pub struct Recorder {
 impl Recorder {
     pub fn create(path: &std::path::Path, clock: &Clock, targets: Vec<TargetInfo>, ringbuf_bytes: u32) -> Result<Self> {
         let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
-        let header = TraceHeader {
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
-            started: format_rfc3339(std::time::SystemTime::now()),
-            clock_offset_ns: clock.offset_ns(),
-            targets,
-            ringbuf_bytes,
-            redacted: true,
-        };
+        let header = header(clock, targets, ringbuf_bytes);
         Ok(Recorder { writer: TraceWriter::new(std::io::BufWriter::new(file), &header)?, redactor: Redactor::new() })
     }
 
@@ -43,15 +35,32 @@ impl Recorder {
     }
 
     pub fn finish(self, counters: &Counters, undecodable: u64, stop_ns: u64) -> Result<()> {
-        let end = TraceEnd {
-            ended: format_rfc3339(std::time::SystemTime::now()),
-            emitted: counters.emitted,
-            lost_ringbuf: counters.lost_ringbuf,
-            lost_mapfull: counters.lost_mapfull,
-            undecodable,
-            stop_ns,
-        };
-        self.writer.end(&end)?;
+        self.writer.end(&trailer(counters, undecodable, stop_ns))?;
         Ok(())
+    }
+}
+
+/// The header of a trace file written now (records redacted).
+pub fn header(clock: &Clock, targets: Vec<TargetInfo>, ringbuf_bytes: u32) -> TraceHeader {
+    TraceHeader {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        started: format_rfc3339(std::time::SystemTime::now()),
+        clock_offset_ns: clock.offset_ns(),
+        targets,
+        ringbuf_bytes,
+        redacted: true,
+    }
+}
+
+/// The trailer of a trace file ending now.
+pub fn trailer(counters: &Counters, undecodable: u64, stop_ns: u64) -> TraceEnd {
+    TraceEnd {
+        ended: format_rfc3339(std::time::SystemTime::now()),
+        emitted: counters.emitted,
+        lost_ringbuf: counters.lost_ringbuf,
+        lost_mapfull: counters.lost_mapfull,
+        undecodable,
+        stop_ns,
     }
 }

@@ -1,9 +1,11 @@
 //! How a handshake ended and why, as data: a [`Verdict`], the [`Cause`] with its
 //! evidence, and what the client most likely reported. No words here: `output`
 //! says each of these in English (docs/verdicts.md).
+pub mod blame;
 mod judge;
 mod tls;
 
+pub use blame::Blame;
 pub use judge::judge;
 
 use crate::protocol::ErrPacket;

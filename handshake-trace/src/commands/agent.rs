@@ -1,0 +1,170 @@
+//! `agent`: the continuous tracer. The live loop of `watch` with the exporters as its
+//! sinks (metrics, top-K, abnormal log), an HTTP server for /metrics, /healthz, /readyz
+//! and /top, systemd's readiness protocol, and SIGHUP to reopen the log file.
+use std::{
+    cell::RefCell,
+    io::Write,
+    rc::Rc,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use anyhow::{Context, Result};
+
+use super::watch::{self, Health, Observer, Summary, WatchOptions};
+pub use crate::export::flight::FlightOptions;
+use crate::{
+    export::{
+        abnormal_log::{AbnormalLog, LogTarget},
+        flight::{self, FlightRecorder},
+        http,
+        metrics::{HealthExport, Metrics, MetricsSink, Table},
+        process,
+        top_clients::TopClients,
+        FlightSink, TopSink,
+    },
+    events::{AcceptAddrs, Event},
+    pipeline::Sink,
+    support::clock::{monotonic_ns, Clock},
+};
+
+/// The agent's options (docs/agent.md).
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Targets, --port, attach mode, ring buffer size.
+    pub watch: WatchOptions,
+    pub listen: SocketAddr,
+    pub log: LogTarget,
+    /// Abnormal-log records a second at most.
+    pub log_rate: f64,
+    pub top_k: usize,
+    pub top_window_s: u64,
+    /// The flight recorder, when --flight-dir asks for it.
+    pub flight: Option<FlightOptions>,
+}
+
+/// Tell systemd (when it started us with NOTIFY_SOCKET); failures are not fatal.
+fn sd_notify(state: sd_notify::NotifyState, log: &mut dyn Write) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        let _ = writeln!(log, "WARNING: sd_notify: {e}");
+    }
+}
+
+/// Readiness, health metrics and the top-K's own fill, once attached and each second.
+struct AgentObserver {
+    metrics: Metrics,
+    health: HealthExport,
+    top: Arc<Mutex<TopClients>>,
+    top_evictions: u64,
+    flight: Option<Rc<RefCell<FlightRecorder>>>,
+    flight_evictions: u64,
+    http: Arc<http::State>,
+}
+
+impl AgentObserver {
+    fn export(&mut self, h: &Health) {
+        self.health.update(&self.metrics, h, process::read());
+        if let Ok(mut top) = self.top.lock() {
+            top.expire(monotonic_ns());
+            self.metrics.table(Table::TopClients, top.len(), top.capacity(), top.evictions.saturating_sub(self.top_evictions));
+            self.top_evictions = top.evictions;
+        }
+        match &self.flight {
+            Some(f) => {
+                let f = f.borrow();
+                self.metrics.table(Table::FlightBuffer, f.len(), flight::MAX_RECORDS, f.evictions.saturating_sub(self.flight_evictions));
+                self.flight_evictions = f.evictions;
+            }
+            None => self.metrics.table(Table::FlightBuffer, 0, 0, 0),
+        }
+    }
+}
+
+impl Observer for AgentObserver {
+    fn attached(&mut self, h: &Health) -> Result<()> {
+        self.export(h);
+        self.http.ready.store(true, Ordering::Relaxed);
+        sd_notify(sd_notify::NotifyState::Ready, &mut std::io::stderr());
+        Ok(())
+    }
+
+    fn tick(&mut self, h: &Health) -> Result<()> {
+        self.export(h);
+        Ok(())
+    }
+
+    fn raw(&mut self, raw: &[u8], ev: Option<&Event>, addrs: AcceptAddrs) {
+        if let Some(f) = &self.flight {
+            f.borrow_mut().record(raw, ev, addrs);
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn stop_signal(mut term: tokio::signal::unix::Signal, mut int: tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Run the agent until SIGTERM or SIGINT; notices go to `log`.
+pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let reopen = Arc::new(AtomicBool::new(false));
+    let on_hup = Arc::clone(&reopen);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            on_hup.store(true, Ordering::Relaxed);
+        }
+    });
+
+    let (metrics, registry) = Metrics::new();
+    let top = Arc::new(Mutex::new(TopClients::new(opts.top_k, opts.top_window_s)));
+    let state = Arc::new(http::State { registry, ready: AtomicBool::new(false), top: Arc::clone(&top) });
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listen on {}", opts.listen))?;
+    writeln!(log, "Serving /metrics /healthz /readyz /top on http://{}", listener.local_addr()?)?;
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&state)));
+
+    // Made before attaching, so a log file that cannot be opened fails at once; the
+    // clock's offset from wall time is the same as the live loop's own.
+    let clock = Clock::now();
+    let mut sinks: Vec<Box<dyn Sink>> = vec![
+        Box::new(MetricsSink::new(metrics.clone())),
+        Box::new(TopSink(Arc::clone(&top))),
+        Box::new(AbnormalLog::new(&opts.log, opts.log_rate, clock, metrics.clone(), Arc::clone(&reopen))?.with_top(Arc::clone(&top))),
+    ];
+    let ringbuf_bytes = opts.watch.ringbuf_bytes.unwrap_or(crate::capture::probes::LoadOptions::default().ringbuf_bytes);
+    let flight = match &opts.flight {
+        Some(f) => Some(Rc::new(RefCell::new(FlightRecorder::new(f.clone(), clock, ringbuf_bytes, metrics.clone())?))),
+        None => None,
+    };
+    if let Some(f) = &flight {
+        sinks.push(Box::new(FlightSink(Rc::clone(f))));
+    }
+    let mut observer =
+        AgentObserver { metrics, health: HealthExport::default(), top, top_evictions: 0, flight, flight_evictions: 0, http: Arc::clone(&state) };
+    // The roll-up is the top-K's summary in the log, once a window.
+    let watch_opts = WatchOptions { rollup_secs: Some(opts.top_window_s.max(1)), ..opts.watch.clone() };
+    let summary = watch::live(
+        &watch_opts,
+        move |_| sinks,
+        &mut observer,
+        log,
+        stop_signal(term, int),
+    )
+    .await;
+    sd_notify(sd_notify::NotifyState::Stopping, log);
+    state.ready.store(false, Ordering::Relaxed);
+    server.abort();
+    summary
+}

@@ -1,0 +1,293 @@
+//! The Prometheus metrics (names and labels: docs/agent.md): a [`Sink`] counting
+//! finished handshakes, and the tracer's own health once a second. Every label value
+//! comes from a fixed set; a server's listening address is one of at most
+//! [`MAX_SERVERS`], later ones are counted as "unknown".
+use std::collections::BTreeSet;
+
+use anyhow::Result;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    commands::watch::Health,
+    correlate::Handshake,
+    output::names,
+    pipeline::{Sink, TableFill},
+    protocol::ErrPacket,
+    verdict::{blame, Verdict},
+};
+
+/// Distinct `server` label values at most (listening addresses; restarted servers on
+/// new ports must not grow the series without bound).
+pub const MAX_SERVERS: usize = 32;
+
+/// Phase durations' bucket bounds, in seconds: 100 µs to 30 s.
+const PHASE_BUCKETS: [f64; 16] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    pub server: String,
+    pub verdict: &'static str,
+    pub blame: &'static str,
+    pub mechanism: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub server: String,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub server: String,
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabel {
+    pub server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// A bounded table's name as a label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Correlator,
+    PortFilter,
+    TopClients,
+    FlightBuffer,
+}
+
+impl Table {
+    fn label(self) -> TableLabel {
+        let table = match self {
+            Table::Correlator => "correlator",
+            Table::PortFilter => "port_filter",
+            Table::TopClients => "top_clients",
+            Table::FlightBuffer => "flight_buffer",
+        };
+        TableLabel { table }
+    }
+}
+
+/// Whether a record was written or dropped (abnormal log, flight recorder).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Written,
+    Dropped,
+}
+
+impl Outcome {
+    fn label(self) -> OutcomeLabel {
+        OutcomeLabel { outcome: if self == Outcome::Written { "written" } else { "dropped" } }
+    }
+}
+
+/// Every metric the agent exports. Clones share the same series (the handles are
+/// reference-counted): the sink, the health ticker and the log each hold one.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub handshakes: Family<HandshakeLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub phases: Family<PhaseLabels, Histogram, fn() -> Histogram>,
+    pub retransmits: Family<ServerLabel, Counter>,
+    pub emitted: Counter,
+    pub lost: Family<ReasonLabel, Counter>,
+    pub undecodable: Counter,
+    pub programs: Gauge,
+    pub targets: Gauge,
+    pub table_entries: Family<TableLabel, Gauge>,
+    pub table_capacity: Family<TableLabel, Gauge>,
+    pub table_evictions: Family<TableLabel, Counter>,
+    pub log_records: Family<OutcomeLabel, Counter>,
+    pub flight_recordings: Family<OutcomeLabel, Counter>,
+    pub cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    pub rss_bytes: Gauge,
+}
+
+fn phase_histogram() -> Histogram {
+    Histogram::new(PHASE_BUCKETS)
+}
+
+impl Metrics {
+    /// The metrics, registered in a new registry (what /metrics encodes).
+    pub fn new() -> (Metrics, Registry) {
+        let m = Metrics {
+            handshakes: Family::default(),
+            errors: Family::default(),
+            phases: Family::new_with_constructor(phase_histogram),
+            retransmits: Family::default(),
+            emitted: Counter::default(),
+            lost: Family::default(),
+            undecodable: Counter::default(),
+            programs: Gauge::default(),
+            targets: Gauge::default(),
+            table_entries: Family::default(),
+            table_capacity: Family::default(),
+            table_evictions: Family::default(),
+            log_records: Family::default(),
+            flight_recordings: Family::default(),
+            cpu_seconds: Counter::default(),
+            rss_bytes: Gauge::default(),
+        };
+        let mut root = Registry::default();
+        let r = root.sub_registry_with_prefix("handshake_trace");
+        r.register("handshakes", "Finished handshakes by listening address, verdict, whose side, and the server's wait when it timed out", m.handshakes.clone());
+        r.register("handshake_errors", "ERR packets sent during handshakes, by code (connection-setup codes, others as \"other\")", m.errors.clone());
+        r.register_with_unit("handshake_phase", "Handshake phase durations: accept to greeting, greeting to login, login to reply, accept to end", Unit::Seconds, m.phases.clone());
+        r.register("handshake_retransmits", "TCP retransmits seen during handshakes", m.retransmits.clone());
+        r.register("events_emitted", "Events the kernel programs emitted", m.emitted.clone());
+        r.register("events_lost", "Events the kernel programs lost, by reason", m.lost.clone());
+        r.register("events_undecodable", "Records that did not decode", m.undecodable.clone());
+        r.register("programs_attached", "Kernel programs attached", m.programs.clone());
+        r.register("targets", "Server processes traced", m.targets.clone());
+        r.register("table_entries", "Entries in each bounded table", m.table_entries.clone());
+        r.register("table_capacity", "The bound of each table", m.table_capacity.clone());
+        r.register("table_evictions", "Entries pushed out of each table by its bound", m.table_evictions.clone());
+        r.register("abnormal_log_records", "Abnormal-handshake log records, written or dropped by the rate limit or a write error", m.log_records.clone());
+        r.register("flight_recordings", "Flight-recorder trace files, written or dropped", m.flight_recordings.clone());
+        root.register_with_unit("process_cpu", "CPU time of the agent (user and system)", Unit::Seconds, m.cpu_seconds.clone());
+        root.register_with_unit("process_resident_memory", "Resident memory of the agent", Unit::Bytes, m.rss_bytes.clone());
+        // Series that exist from the start, so a rate() has its zero.
+        for reason in ["ringbuf_full", "map_full"] {
+            m.lost.get_or_create(&ReasonLabel { reason }).inc_by(0);
+        }
+        for o in [Outcome::Written, Outcome::Dropped] {
+            m.log_records.get_or_create(&o.label()).inc_by(0);
+            m.flight_recordings.get_or_create(&o.label()).inc_by(0);
+        }
+        for t in [Table::Correlator, Table::PortFilter, Table::TopClients, Table::FlightBuffer] {
+            m.table(t, 0, 0, 0);
+        }
+        (m, root)
+    }
+
+    /// One abnormal-log or flight record's outcome.
+    pub fn record_outcome(family: &Family<OutcomeLabel, Counter>, outcome: Outcome) {
+        family.get_or_create(&outcome.label()).inc();
+    }
+
+    /// A table's fill; `evictions_new` = evictions since the last call.
+    pub fn table(&self, table: Table, entries: usize, capacity: usize, evictions_new: u64) {
+        self.table_entries.get_or_create(&table.label()).set(entries as i64);
+        self.table_capacity.get_or_create(&table.label()).set(capacity as i64);
+        self.table_evictions.get_or_create(&table.label()).inc_by(evictions_new);
+    }
+}
+
+/// Raise a counter that mirrors an absolute count kept elsewhere (the kernel's).
+fn mirror(counter: &Counter, last: &mut u64, now: u64) {
+    counter.inc_by(now.saturating_sub(*last));
+    *last = (*last).max(now);
+}
+
+/// The health metrics, fed once a second from the live loop's [`Health`] and /proc/self:
+/// remembers the absolute counts already exported.
+#[derive(Debug, Default)]
+pub struct HealthExport {
+    last: Health,
+    cpu_s: f64,
+}
+
+impl HealthExport {
+    pub fn update(&mut self, m: &Metrics, h: &Health, process: Option<super::process::Usage>) {
+        let last = &mut self.last;
+        mirror(&m.emitted, &mut last.counters.emitted, h.counters.emitted);
+        mirror(&m.lost.get_or_create(&ReasonLabel { reason: "ringbuf_full" }), &mut last.counters.lost_ringbuf, h.counters.lost_ringbuf);
+        mirror(&m.lost.get_or_create(&ReasonLabel { reason: "map_full" }), &mut last.counters.lost_mapfull, h.counters.lost_mapfull);
+        mirror(&m.undecodable, &mut last.undecodable, h.undecodable);
+        m.programs.set(h.programs as i64);
+        m.targets.set(h.targets as i64);
+        let table = |t: Table, fill: &TableFill, last: &mut TableFill| {
+            m.table(t, fill.entries, fill.capacity, fill.evictions.saturating_sub(last.evictions));
+            *last = *fill;
+        };
+        table(Table::Correlator, &h.tables.correlator, &mut last.tables.correlator);
+        table(Table::PortFilter, &h.tables.port_filter, &mut last.tables.port_filter);
+        if let Some(u) = process {
+            m.cpu_seconds.inc_by((u.cpu_seconds - self.cpu_s).max(0.0));
+            self.cpu_s = self.cpu_s.max(u.cpu_seconds);
+            m.rss_bytes.set(u.rss_bytes as i64);
+        }
+    }
+}
+
+/// The sink: each finished handshake into the handshake metrics.
+pub struct MetricsSink {
+    metrics: Metrics,
+    /// `server` label values given out so far (at most [`MAX_SERVERS`]).
+    servers: BTreeSet<String>,
+}
+
+impl MetricsSink {
+    pub fn new(metrics: Metrics) -> Self {
+        MetricsSink { metrics, servers: BTreeSet::new() }
+    }
+
+    /// The `server` label: the listening address, "unix", or "unknown" (not known, or
+    /// past the bound).
+    fn server(&mut self, h: &Handshake) -> String {
+        let addr = match (h.unix, h.server) {
+            (true, _) => return "unix".into(),
+            (false, None) => return "unknown".into(),
+            (false, Some(a)) => a.to_string(),
+        };
+        if self.servers.contains(&addr) {
+            return addr;
+        }
+        if self.servers.len() >= MAX_SERVERS {
+            return "unknown".into();
+        }
+        self.servers.insert(addr.clone());
+        addr
+    }
+}
+
+impl Sink for MetricsSink {
+    fn handshake(&mut self, h: &Handshake) -> Result<()> {
+        let server = self.server(h);
+        let m = &self.metrics;
+        let retransmits = blame::retransmits(h);
+        let (verdict, blame, mechanism) = match &h.judgement {
+            Some(j) => (j.verdict, blame::blame(j, retransmits), j.timeout().map(|t| names::mechanism(t.mechanism))),
+            None => (Verdict::Incomplete, crate::verdict::Blame::Unknown, None),
+        };
+        m.handshakes
+            .get_or_create(&HandshakeLabels {
+                server: server.clone(),
+                verdict: names::verdict(verdict),
+                blame: names::blame(blame),
+                mechanism: mechanism.unwrap_or("none"),
+            })
+            .inc();
+        if let Some(crate::correlate::Reply::Err(ErrPacket { code, .. })) = &h.reply {
+            m.errors.get_or_create(&ErrorLabels { server: server.clone(), code: names::error_code_label(*code) }).inc();
+        }
+        let p = h.phases();
+        for (phase, ns) in [("to_greeting", p.to_greeting_ns), ("to_login", p.to_login_ns), ("to_reply", p.to_reply_ns), ("total", Some(p.total_ns))] {
+            if let Some(ns) = ns {
+                m.phases.get_or_create(&PhaseLabels { server: server.clone(), phase }).observe(ns as f64 / 1e9);
+            }
+        }
+        m.retransmits.get_or_create(&ServerLabel { server }).inc_by(retransmits);
+        Ok(())
+    }
+}

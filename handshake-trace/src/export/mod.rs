@@ -1,0 +1,47 @@
+//! The agent's exporters, each a [`crate::pipeline::Sink`] or fed by one: Prometheus
+//! metrics (metrics.rs) served over HTTP (http.rs), the top-K failing clients
+//! (top_clients.rs), the log of abnormal handshakes (abnormal_log.rs), the flight
+//! recorder (flight.rs), and the agent's own CPU and memory (process.rs). `commands/agent.rs` wires them to the live loop.
+//! Like `capture/` and `commands/`, this stage touches tokio (http.rs) and /proc
+//! (process.rs, /proc/self only); the rest is pure and unit-tested.
+pub mod abnormal_log;
+pub mod flight;
+pub mod http;
+pub mod metrics;
+pub mod process;
+pub mod top_clients;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    cell::RefCell,
+    rc::Rc,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Result;
+
+use crate::{correlate::Handshake, pipeline::Sink};
+
+/// The sink feeding the top-K (shared with the HTTP server, which reads it).
+pub struct TopSink(pub Arc<Mutex<top_clients::TopClients>>);
+
+impl Sink for TopSink {
+    fn handshake(&mut self, h: &Handshake) -> Result<()> {
+        if let Ok(mut top) = self.0.lock() {
+            top.record(h, h.accept_ns + h.total_ns());
+        }
+        Ok(())
+    }
+}
+
+/// The sink telling the flight recorder of finished handshakes (the agent's observer
+/// feeds it the raw records).
+pub struct FlightSink(pub Rc<RefCell<flight::FlightRecorder>>);
+
+impl Sink for FlightSink {
+    fn handshake(&mut self, h: &Handshake) -> Result<()> {
+        self.0.borrow_mut().handshake(h);
+        Ok(())
+    }
+}

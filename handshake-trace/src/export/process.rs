@@ -1,0 +1,45 @@
+//! The agent's own CPU time and resident memory, from /proc/self.
+
+/// What /proc/self says of the agent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+}
+
+/// Read /proc/self/stat and /proc/self/statm; None when either is unreadable.
+pub fn read() -> Option<Usage> {
+    // SAFETY: sysconf has no memory preconditions.
+    let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    parse(&stat, &statm, ticks.max(1) as u64, page.max(1) as u64)
+}
+
+/// utime + stime (fields 14 and 15 of stat, after the command name) and resident pages
+/// (field 2 of statm).
+fn parse(stat: &str, statm: &str, ticks_per_s: u64, page_bytes: u64) -> Option<Usage> {
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Usage { cpu_seconds: (utime + stime) as f64 / ticks_per_s as f64, rss_bytes: resident * page_bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_rss_from_proc_self() {
+        let stat = "4242 (handshake (x) t) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 3 0 100 0 0";
+        let u = parse(stat, "5000 1200 300 10 0 900 0\n", 100, 4096).unwrap();
+        assert_eq!(u, Usage { cpu_seconds: 3.0, rss_bytes: 1200 * 4096 });
+        assert!(parse("garbage", "1 2", 100, 4096).is_none());
+        let live = read().expect("this process's /proc/self");
+        assert!(live.rss_bytes > 0);
+    }
+}

@@ -1,0 +1,308 @@
+//! The exporters on synthetic handshakes: metric counts and labels, the exposition in
+//! both formats, the top-K's bound and window, the log's rate limit and rotation.
+use super::{
+    abnormal_log::{AbnormalLog, RotatingFile, TokenBucket},
+    http::exposition,
+    metrics::{HealthExport, Metrics, MetricsSink, MAX_SERVERS},
+    top_clients::TopClients,
+};
+use crate::{
+    commands::watch::Health,
+    correlate::Handshake,
+    events::Counters,
+    pipeline::Sink,
+    testing::*,
+};
+
+const S: u64 = 1_000_000_000;
+
+fn one(events: &[crate::events::Event]) -> Handshake {
+    let mut hs = handshakes_of(events);
+    assert_eq!(hs.len(), 1, "{hs:#?}");
+    hs.remove(0)
+}
+
+/// The same handshake `by_ns` later.
+fn later(mut h: Handshake, by_ns: u64) -> Handshake {
+    h.accept_ns += by_ns;
+    h.end_ns = h.end_ns.map(|t| t + by_ns);
+    for t in [&mut h.greeting_ns, &mut h.login_ns, &mut h.reply_ns] {
+        *t = t.map(|t| t + by_ns);
+    }
+    h.steps.iter_mut().for_each(|s| s.ts_ns += by_ns);
+    h
+}
+
+fn from(mut h: Handshake, client: &str) -> Handshake {
+    h.client = Some(client.parse().unwrap());
+    h
+}
+
+/// The value of the sample line that starts with `series` (name and labels).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_count_handshakes_by_verdict_blame_mechanism_and_error_code() {
+    let (m, registry) = Metrics::new();
+    let mut sink = MetricsSink::new(m);
+    for events in [ok_login_events(), ok_login_events(), wrong_password_events(), poll_timeout_events()] {
+        sink.handshake(&one(&events)).unwrap();
+    }
+    let text = exposition(&registry, true).unwrap();
+    let hs = |verdict: &str, blame: &str, mechanism: &str| {
+        sample(&text, &format!("handshake_trace_handshakes_total{{server=\"127.0.0.1:3399\",verdict=\"{verdict}\",blame=\"{blame}\",mechanism=\"{mechanism}\"}}"))
+    };
+    assert_eq!(hs("ok", "none", "none"), Some(2.0), "{text}");
+    assert_eq!(hs("auth_failed", "client", "none"), Some(1.0), "{text}");
+    assert_eq!(hs("server_timeout", "client", "poll"), Some(1.0), "{text}");
+    assert_eq!(text.matches("handshake_trace_handshakes_total{").count(), 3, "{text}");
+    assert_eq!(sample(&text, "handshake_trace_handshake_errors_total{server=\"127.0.0.1:3399\",code=\"1045\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "handshake_trace_handshake_phase_seconds_count{server=\"127.0.0.1:3399\",phase=\"total\"}"), Some(4.0), "{text}");
+    // The timeout's greeting went out, no login came: three greetings and logins' phases.
+    assert_eq!(sample(&text, "handshake_trace_handshake_phase_seconds_count{server=\"127.0.0.1:3399\",phase=\"to_reply\"}"), Some(3.0), "{text}");
+    assert_eq!(sample(&text, "handshake_trace_handshake_retransmits_total{server=\"127.0.0.1:3399\"}"), Some(0.0), "{text}");
+    // Never the client's address.
+    assert!(!text.contains("47460"), "{text}");
+    assert!(text.ends_with("# EOF\n"));
+}
+
+#[test]
+fn the_prometheus_text_format_names_counters_with_their_total_and_has_no_openmetrics_lines() {
+    let (m, registry) = Metrics::new();
+    MetricsSink::new(m).handshake(&one(&ok_login_events())).unwrap();
+    let text = exposition(&registry, false).unwrap();
+    assert!(text.contains("# TYPE handshake_trace_handshakes_total counter\n"), "{text}");
+    assert!(text.contains("# HELP handshake_trace_handshakes_total Finished handshakes"), "{text}");
+    assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"), "{text}");
+    assert!(text.contains("# TYPE handshake_trace_handshake_phase_seconds histogram\n"), "{text}");
+    assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+    // Sample lines are the same in both.
+    let om = exposition(&registry, true).unwrap();
+    let samples = |t: &str| t.lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(samples(&text), samples(&om));
+}
+
+#[test]
+fn server_label_values_are_bounded() {
+    let (m, registry) = Metrics::new();
+    let mut sink = MetricsSink::new(m);
+    for port in 0..(MAX_SERVERS as u16 + 10) {
+        let mut h = one(&ok_login_events());
+        h.server = Some(([127, 0, 0, 1], 4000 + port).into());
+        sink.handshake(&h).unwrap();
+    }
+    let text = exposition(&registry, true).unwrap();
+    let series = text.lines().filter(|l| l.starts_with("handshake_trace_handshakes_total{")).count();
+    assert_eq!(series, MAX_SERVERS + 1, "{text}");
+    assert_eq!(sample(&text, "handshake_trace_handshakes_total{server=\"unknown\",verdict=\"ok\",blame=\"none\",mechanism=\"none\"}"), Some(10.0));
+}
+
+#[test]
+fn health_counters_mirror_the_kernels_absolute_counts() {
+    let (m, registry) = Metrics::new();
+    let mut health = HealthExport::default();
+    let mut h = Health { programs: 20, targets: 1, ..Default::default() };
+    h.counters = Counters { emitted: 100, lost_ringbuf: 2, lost_mapfull: 0 };
+    h.tables.correlator = crate::pipeline::TableFill { entries: 3, capacity: 4096, evictions: 1 };
+    health.update(&m, &h, None);
+    h.counters.emitted = 250;
+    h.tables.correlator.evictions = 5;
+    health.update(&m, &h, Some(super::process::Usage { cpu_seconds: 1.5, rss_bytes: 10 << 20 }));
+    let text = exposition(&registry, true).unwrap();
+    assert_eq!(sample(&text, "handshake_trace_events_emitted_total"), Some(250.0), "{text}");
+    assert_eq!(sample(&text, "handshake_trace_events_lost_total{reason=\"ringbuf_full\"}"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "handshake_trace_events_lost_total{reason=\"map_full\"}"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "handshake_trace_programs_attached"), Some(20.0), "{text}");
+    assert_eq!(sample(&text, "handshake_trace_targets"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "handshake_trace_table_entries{table=\"correlator\"}"), Some(3.0), "{text}");
+    assert_eq!(sample(&text, "handshake_trace_table_capacity{table=\"correlator\"}"), Some(4096.0), "{text}");
+    assert_eq!(sample(&text, "handshake_trace_table_evictions_total{table=\"correlator\"}"), Some(5.0), "{text}");
+    assert_eq!(sample(&text, "process_cpu_seconds_total"), Some(1.5), "{text}");
+    assert_eq!(sample(&text, "process_resident_memory_bytes"), Some((10u64 << 20) as f64), "{text}");
+}
+
+#[test]
+fn top_clients_ranks_abnormal_handshakes_and_ignores_successes() {
+    let mut top = TopClients::new(2, 60);
+    let bad = || one(&wrong_password_events());
+    for _ in 0..3 {
+        top.record(&from(bad(), "10.0.0.1:5000"), 10 * S);
+    }
+    top.record(&from(bad(), "10.0.0.2:5000"), 10 * S);
+    top.record(&from(one(&poll_timeout_events()), "10.0.0.3:5000"), 10 * S);
+    top.record(&from(bad(), "10.0.0.3:5001"), 11 * S);
+    top.record(&from(one(&ok_login_events()), "10.0.0.4:5000"), 10 * S);
+    let r = top.report(12 * S);
+    let got: Vec<(&str, Option<&str>, u64)> = r.top.iter().map(|c| (c.client.as_str(), c.user.as_deref(), c.abnormal)).collect();
+    // 10.0.0.3's timeout had no login (no user): a client of its own.
+    assert_eq!(got, [("10.0.0.1", Some("lab"), 3), ("10.0.0.2", Some("lab"), 1)]);
+    assert_eq!(r.top[0].verdicts.get("auth_failed"), Some(&3));
+    assert_eq!(r.clients_followed, 4);
+}
+
+#[test]
+fn top_clients_forget_what_slid_out_of_the_window() {
+    let mut top = TopClients::new(5, 60);
+    let bad = || one(&wrong_password_events());
+    top.record(&from(bad(), "10.0.0.1:5000"), 10 * S);
+    top.record(&from(bad(), "10.0.0.2:5000"), 50 * S);
+    assert_eq!(top.report(60 * S).top.len(), 2);
+    // 10.0.0.1's slot left the window; 10.0.0.2's is still in it.
+    let r = top.report(80 * S);
+    assert_eq!(r.top.iter().map(|c| c.client.as_str()).collect::<Vec<_>>(), ["10.0.0.2"]);
+    assert_eq!(r.clients_followed, 1);
+    assert!(top.report(200 * S).top.is_empty());
+    assert!(top.is_empty());
+}
+
+#[test]
+fn top_clients_stay_bounded_and_count_evictions() {
+    let mut top = TopClients::new(2, 300);
+    let bad = || one(&wrong_password_events());
+    // One loud client, then a flood of distinct ones.
+    for _ in 0..5 {
+        top.record(&from(bad(), "10.9.9.9:1"), S);
+    }
+    for i in 0..1000u32 {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+        top.record(&from(bad(), &format!("{ip}:1")), 2 * S);
+        assert!(top.len() <= top.capacity());
+    }
+    assert_eq!(top.capacity(), 16);
+    assert_eq!(top.evictions, 1000 + 1 - 16);
+    // The loud client was never the one evicted.
+    assert_eq!(top.report(3 * S).top[0].client, "10.9.9.9");
+}
+
+#[test]
+fn token_bucket_allows_a_burst_then_the_rate() {
+    let mut b = TokenBucket::new(2.0);
+    assert!(b.take(0) && b.take(0));
+    assert!(!b.take(0));
+    assert!(!b.take(S / 4));
+    assert!(b.take(S / 2));
+    assert!(!b.take(S / 2));
+    // Saved up for at most one second's worth.
+    assert!(b.take(100 * S) && b.take(100 * S) && !b.take(100 * S));
+}
+
+#[test]
+fn abnormal_log_writes_failures_only_rate_limited_with_a_note_of_the_dropped() {
+    let (m, registry) = Metrics::new();
+    let (mut log, out) = AbnormalLog::in_memory(2.0, m);
+    log.handshake(&one(&ok_login_events())).unwrap();
+    for _ in 0..10 {
+        log.handshake(&one(&wrong_password_events())).unwrap();
+    }
+    log.handshake(&later(one(&wrong_password_events()), 10 * S)).unwrap();
+    log.finish().unwrap();
+    let text = String::from_utf8(out.borrow().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[..2].iter().all(|l| l["verdict"] == "auth_failed"), "{text}");
+    assert_eq!(lines[2]["note"], "rate_limited");
+    assert_eq!(lines[2]["dropped"], 8);
+    assert_eq!(lines[3]["verdict"], "auth_failed");
+    // The auth response never shows.
+    assert!(!text.to_lowercase().contains("a5a5"), "{text}");
+    let metrics = exposition(&registry, true).unwrap();
+    assert_eq!(sample(&metrics, "handshake_trace_abnormal_log_records_total{outcome=\"written\"}"), Some(3.0), "{metrics}");
+    assert_eq!(sample(&metrics, "handshake_trace_abnormal_log_records_total{outcome=\"dropped\"}"), Some(8.0), "{metrics}");
+}
+
+#[test]
+fn log_file_rotates_by_size_and_keeps_only_so_many_files() {
+    let dir = std::env::temp_dir().join(format!("handshake-trace-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("abnormal.jsonl");
+    let mut f = RotatingFile::open(&path, 100, 2).unwrap();
+    let record = [b'x'; 29].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
+    for _ in 0..20 {
+        f.write_record(&record).unwrap();
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["abnormal.jsonl", "abnormal.jsonl.1", "abnormal.jsonl.2"]);
+    for n in &names {
+        let len = std::fs::metadata(dir.join(n)).unwrap().len();
+        assert!(len <= 100, "{n}: {len} bytes");
+        assert_eq!(len % 30, 0, "{n}: {len} bytes: a record cut");
+    }
+    // SIGHUP's reopen after the file was moved away: a new file by the same name.
+    std::fs::rename(&path, dir.join("moved")).unwrap();
+    f.reopen().unwrap();
+    f.write_record(&record).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 30);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn flight_recorder(dir: &std::path::Path, seconds: u64, max_files: usize) -> (super::flight::FlightRecorder, prometheus_client::registry::Registry) {
+    let (m, registry) = Metrics::new();
+    let opts = super::flight::FlightOptions { dir: dir.to_path_buf(), seconds, max_files, max_bytes: 1 << 20 };
+    (super::flight::FlightRecorder::new(opts, crate::support::clock::Clock::with_offset(0), 1 << 20, m).unwrap(), registry)
+}
+
+/// A record at `ts` (its bytes do not matter to the ring; the redactor passes them).
+fn push_at(f: &mut super::flight::FlightRecorder, ts: u64) {
+    let ev = sys(ts, crate::events::SyscallKind::Close, 0, 0, [0; 4]);
+    f.record(&[0u8; 64], Some(&ev), crate::events::AcceptAddrs::default());
+}
+
+#[test]
+fn flight_ring_keeps_only_the_last_seconds() {
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-ring-{}", std::process::id()));
+    let (mut f, _) = flight_recorder(&dir, 1, 5);
+    for i in 0..=10 {
+        push_at(&mut f, i * S / 2);
+    }
+    // At 5 s, a 1 s window: 4.0, 4.5 and 5.0 s.
+    assert_eq!(f.len(), 3);
+    assert_eq!(f.evictions, 0, "age is not an eviction");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn flight_recordings_are_rate_limited_capped_and_replayable() {
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-files-{}", std::process::id()));
+    let (mut f, registry) = flight_recorder(&dir, 10, 2);
+    for i in 0..4 {
+        push_at(&mut f, GEN + i * MS);
+    }
+    f.handshake(&one(&ok_login_events()));
+    f.handshake(&one(&wrong_password_events()));
+    // The same second: over the rate.
+    f.handshake(&one(&wrong_password_events()));
+    for n in 1..=3 {
+        f.handshake(&later(one(&poll_timeout_events()), n * 10 * S));
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let trace = crate::recording::format::read_trace(std::io::BufReader::new(std::fs::File::open(&files[0]).unwrap())).unwrap();
+    assert_eq!(trace.items.iter().filter(|i| matches!(i, crate::recording::format::TraceItem::Event(_))).count(), 4);
+    assert!(trace.header.redacted);
+    let text = exposition(&registry, true).unwrap();
+    assert_eq!(sample(&text, "handshake_trace_flight_recordings_total{outcome=\"written\"}"), Some(4.0), "{text}");
+    assert_eq!(sample(&text, "handshake_trace_flight_recordings_total{outcome=\"dropped\"}"), Some(1.0), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn abnormal_log_summarises_the_top_clients_at_each_rollup() {
+    let top = std::sync::Arc::new(std::sync::Mutex::new(TopClients::new(3, 60)));
+    let (log, out) = AbnormalLog::in_memory(10.0, Metrics::new().0);
+    let mut log = log.with_top(std::sync::Arc::clone(&top));
+    log.rollup().unwrap();
+    assert!(out.borrow().is_empty(), "nothing to summarise, nothing written");
+    let now = crate::support::clock::monotonic_ns();
+    top.lock().unwrap().record(&from(one(&wrong_password_events()), "10.1.2.3:999"), now);
+    log.rollup().unwrap();
+    let text = String::from_utf8(out.borrow().clone()).unwrap();
+    let note: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(note["note"], "top_clients", "{text}");
+    assert_eq!(note["top"][0]["client"], "10.1.2.3", "{text}");
+    assert_eq!(note["top"][0]["abnormal"], 1, "{text}");
+    assert_eq!(note["window_seconds"], 60, "{text}");
+}
