@@ -221,6 +221,10 @@ fn prometheus_counts_each_verdict_as_the_scenarios_and_aborted_connects_say() {
     }
     let (ok, problems) = promtool_check(&body);
     assert!(ok, "promtool check metrics: {problems}\n{body}");
+    // Every metric the Grafana dashboard and the alerting rules in deploy/ use is served.
+    let served = metric_names(&body);
+    let missing: Vec<String> = deploy_metric_names().into_iter().filter(|m| !served.contains(m)).collect();
+    assert!(missing.is_empty(), "deploy/ uses metrics the agent does not serve: {missing:?}\n{body}");
 
     // /top: the client with its three abnormal handshakes (the silent and closing ones
     // sent no login: they count under no user).

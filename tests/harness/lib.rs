@@ -222,3 +222,29 @@ pub fn read_greeting(s: &mut std::net::TcpStream) -> Vec<u8> {
     s.read_exact(&mut body).expect("greeting body");
     body
 }
+
+/// The `handshake_trace_*` metric names in a text (PromQL, an exposition, docs).
+pub fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("handshake_trace_") {
+        let tail = &rest[i..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// A histogram's series names its metric plus _bucket, _sum or _count.
+pub fn base_metric_name(series: &str) -> &str {
+    ["_bucket", "_sum", "_count"].iter().find_map(|s| series.strip_suffix(s)).unwrap_or(series)
+}
+
+/// Every metric the files in deploy/ (Grafana dashboard, alerting rules) use.
+pub fn deploy_metric_names() -> std::collections::BTreeSet<String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let dashboard = std::fs::read_to_string(root.join("grafana/handshake-trace.json")).unwrap();
+    let rules = std::fs::read_to_string(root.join("prometheus/alerts.yml")).unwrap();
+    metric_names(&format!("{dashboard}\n{rules}")).iter().map(|m| base_metric_name(m).to_string()).collect()
+}

@@ -22,7 +22,8 @@ pub enum Toolchain {
 const DEBIAN_BPF_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "llvm-22-dev"];
 /// MariaDB and real clients (the CLI, PyMySQL for Debian's python3), openssl for the
 /// TLS test's certificate, bpftool to check programs are detached, Prometheus (and
-/// promtool) to scrape the agent; for the bench, sysbench (libmariadb clients) and the
+/// promtool) to scrape the agent and check the alert rules, systemd-analyze and a
+/// Python venv for the deploy/ checks; for the bench, sysbench (libmariadb clients) and the
 /// peers it measures, tcpdump and strace.
 const TEST_PACKAGES: &[&str] = &[
     "mariadb-server",
@@ -31,6 +32,8 @@ const TEST_PACKAGES: &[&str] = &[
     "openssl",
     "bpftool",
     "prometheus",
+    "systemd",
+    "python3-venv",
     "sysbench",
     "tcpdump",
     "strace",
