@@ -314,12 +314,7 @@ fn open_handshakes_end_incomplete_when_tracing_stops_or_the_process_exits() {
 #[test]
 fn tls_connection_is_timed_not_decoded() {
     let mut ev = prelude(GEN);
-    // SSLRequest: 32 bytes, PROTOCOL_41 | SSL.
-    let mut ssl = (0x0200u32 | 0x0800 | 0x8000).to_le_bytes().to_vec();
-    ssl.extend_from_slice(&(1u32 << 24).to_le_bytes());
-    ssl.push(33);
-    ssl.extend_from_slice(&[0; 23]);
-    let ssl = packet(1, &ssl);
+    let ssl = ssl_request();
     ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, ssl.len() as i64, ssl.len() as u64, &ssl));
     let hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0xAA, 0xBB];
     ev.push(io(GEN + 400_000, SyscallKind::Read, 517, 517, &hello));
@@ -338,11 +333,7 @@ fn tls_connection_is_timed_not_decoded() {
 #[test]
 fn tls_login_is_judged_by_the_servers_next_wait() {
     let tls_start = |ev: &mut Vec<Event>| {
-        let mut ssl = (0x0200u32 | 0x0800 | 0x8000).to_le_bytes().to_vec();
-        ssl.extend_from_slice(&(1u32 << 24).to_le_bytes());
-        ssl.push(33);
-        ssl.extend_from_slice(&[0; 23]);
-        let ssl = packet(1, &ssl);
+        let ssl = ssl_request();
         ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, ssl.len() as i64, ssl.len() as u64, &ssl));
         ev.push(io(GEN + 400_000, SyscallKind::Read, 5, 5, &[0x16, 0x03, 0x01, 0x02, 0x00]));
         ev.push(io(GEN + 410_000, SyscallKind::Read, 512, 512, &[1; 16]));
