@@ -230,11 +230,16 @@ fn err(line: usize, message: impl Into<String>) -> TraceError {
     TraceError { line, message: message.into() }
 }
 
+/// The longest line a trace holds is its header (targets with their paths); a record
+/// is under 1 KiB of hex.
+const MAX_LINE_BYTES: usize = 1 << 20;
+
 /// Read a whole trace file (from any BufRead).
 ///
 /// A last line without its newline that does not parse is a write the recorder
 /// did not finish (it was killed): dropped, and the trace is `truncated`.
 pub fn read_trace(mut input: impl BufRead) -> Result<Trace, TraceError> {
+    use std::io::Read;
     let mut buf = Vec::new();
     let mut line_no = 0usize;
     let mut header: Option<TraceHeader> = None;
@@ -242,11 +247,19 @@ pub fn read_trace(mut input: impl BufRead) -> Result<Trace, TraceError> {
     let mut ended = false;
     loop {
         buf.clear();
-        let n = input.read_until(b'\n', &mut buf).map_err(|e| err(line_no + 1, format!("read error: {e}")))?;
+        // A line is read up to the bound and no further: /dev/zero or a file without
+        // newlines is an error, not a memory that grows until it runs out.
+        let n = (&mut input)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| err(line_no + 1, format!("read error: {e}")))?;
         if n == 0 {
             break;
         }
         line_no += 1;
+        if n > MAX_LINE_BYTES {
+            return Err(err(line_no, format!("longer than {} KiB: not a handshake-trace trace line", MAX_LINE_BYTES / 1024)));
+        }
         let complete = buf.last() == Some(&b'\n');
         if complete {
             buf.pop();

@@ -16,7 +16,8 @@ pub struct Inserted<V> {
     /// An older connection still in the table on the same (process, fd): its fd number
     /// was reused, so it has ended or is ending (its close may still come).
     pub reused_fd_of: Option<ConnKey>,
-    /// Connections evicted to stay within the bound, oldest first.
+    /// Connections evicted to stay within the bound, oldest first; and an entry the
+    /// insert replaced (the same key again: only a corrupt or crafted trace does that).
     pub evicted: Vec<(ConnKey, V)>,
 }
 
@@ -65,14 +66,18 @@ impl<V> ConnTable<V> {
             .insert((pid, fd), gen)
             .filter(|old| *old != gen && self.entries.contains_key(&(pid, fd, *old)))
             .map(|old| (pid, fd, old));
-        self.entries.insert(key, value);
-        self.order.push_back(key);
+        let mut evicted = Vec::new();
+        match self.entries.insert(key, value) {
+            // Already in the eviction order: not again (a file repeating one accept would
+            // grow the queue with keys that compaction cannot drop).
+            Some(replaced) => evicted.push((key, replaced)),
+            None => self.order.push_back(key),
+        }
         // Drop the keys of removed connections now and then, not once per removal.
         if self.order.len() > 2 * self.max {
             let entries = &self.entries;
             self.order.retain(|k| entries.contains_key(k));
         }
-        let mut evicted = Vec::new();
         while self.entries.len() > self.max {
             let Some(oldest) = self.order.pop_front() else { break };
             if let Some(v) = self.remove(&oldest) {
@@ -153,6 +158,19 @@ mod tests {
         }
         assert!(t.is_empty());
         assert!(t.order_len() <= 2 * 4 + 1, "{}", t.order_len());
+    }
+
+    #[test]
+    fn the_same_key_again_replaces_its_entry_and_hands_the_old_one_back() {
+        let mut t = ConnTable::new(4);
+        t.insert((1, 10, 1), 'a');
+        for _ in 0..10_000 {
+            let ins = t.insert((1, 10, 1), 'b');
+            assert_eq!(ins.evicted.len(), 1);
+            assert_eq!(ins.reused_fd_of, None);
+        }
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.order_len(), 1, "one key, queued once");
     }
 
     #[test]

@@ -308,3 +308,12 @@ fn writer_writes_and_flushes_each_line() {
     assert_eq!(out.writes.len(), 8);
     assert!(out.flushes >= 8);
 }
+
+#[test]
+fn an_endless_line_is_an_error_not_unbounded_memory() {
+    // What /dev/zero looks like to a reader: bytes and no newline, forever.
+    let endless = std::io::BufReader::new(std::io::repeat(0));
+    let e = read_trace(endless).unwrap_err();
+    assert_eq!(e.line, 1);
+    assert!(e.message.contains("longer than 1024 KiB"), "{e}");
+}
