@@ -63,13 +63,25 @@ impl Accept {
 }
 
 /// A read or write with the bytes captured (a prefix of what was transferred).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` shows the payload's length only: the bytes can be a scramble, an auth
+/// response or a cleartext password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Io {
     pub sys: Syscall,
     pub payload: Vec<u8>,
     /// The kernel stopped tracing the connection after this record, and why
     /// (`handshake_trace_common::end`); older recordings carry it as its own record.
     pub tracking_end: Option<u64>,
+}
+
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Io")
+            .field("sys", &self.sys)
+            .field("payload_len", &self.payload.len())
+            .field("tracking_end", &self.tracking_end)
+            .finish()
+    }
 }
 
 impl From<&IoEvent> for Io {
@@ -407,6 +419,16 @@ mod tests {
             Event::Io(io) => assert_eq!(io.payload.len(), 256),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_io_event_never_shows_its_bytes_in_debug_output() {
+        let mut rec = IoEvent { sys: sys_record(sys::RECVFROM, 9), captured: 9, tracking_end: 0, payload: [0; 256] };
+        rec.sys.header.kind = kind::IO;
+        rec.payload[..9].copy_from_slice(b"hunter2!!");
+        let shown = format!("{:?}", decode(&as_bytes(&rec)).unwrap());
+        assert!(shown.contains("payload_len: 9"), "{shown}");
+        assert!(!shown.contains("104, 117") && !shown.contains("hunter2"), "{shown}");
     }
 
     #[test]
