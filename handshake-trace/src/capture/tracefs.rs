@@ -17,6 +17,32 @@ pub fn find() -> Option<PathBuf> {
         .find(|p| p.join("events").is_dir())
 }
 
+/// Where tracefs is mounted, from /proc/self/mountinfo: readable by anyone, unlike
+/// tracefs itself (mode 0700), so an unprivileged `doctor` can tell "mounted but not
+/// readable" from "not mounted".
+pub fn mounted_at() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    tracefs_mount_point(&info)
+}
+
+/// The mount point of the first tracefs in a mountinfo text (preferring the usual paths).
+fn tracefs_mount_point(mountinfo: &str) -> Option<PathBuf> {
+    // "36 25 0:12 / /sys/kernel/tracing rw,nosuid,nodev,noexec,relatime shared:16 - tracefs tracefs rw"
+    let points: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "tracefs").then(|| left.split_whitespace().nth(4)).flatten()
+        })
+        .collect();
+    CANDIDATES
+        .iter()
+        .find(|c| points.contains(c))
+        .copied()
+        .or_else(|| points.first().copied())
+        .map(PathBuf::from)
+}
+
 /// Mount tracefs at /sys/kernel/tracing (needs root).
 pub fn mount() -> Result<PathBuf> {
     let target = Path::new(CANDIDATES[0]);
@@ -101,6 +127,16 @@ pub fn offset_of(fields: &[Field], field: &str, size: u32) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tracefs_mount_point_is_read_from_mountinfo() {
+        let info = "24 1 0:21 / /proc rw,relatime shared:13 - proc proc rw
+36 25 0:12 / /sys/kernel/debug/tracing rw,relatime shared:16 - tracefs tracefs rw
+37 25 0:12 / /sys/kernel/tracing rw,nosuid,nodev,noexec,relatime shared:17 - tracefs tracefs rw
+";
+        assert_eq!(tracefs_mount_point(info), Some(PathBuf::from("/sys/kernel/tracing")));
+        assert_eq!(tracefs_mount_point("24 1 0:21 / /proc rw - proc proc rw\n"), None);
+    }
 
     const ACCEPT4: &str = "name: sys_enter_accept4
 ID: 1611

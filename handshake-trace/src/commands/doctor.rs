@@ -122,7 +122,10 @@ fn check_tracefs(privileged: bool, out: &mut Vec<Check>) -> Option<std::path::Pa
             }
         },
         None => {
-            out.push(check(Status::Fail, "tracefs", "not mounted (or not readable)", Some("as root: mount -t tracefs nodev /sys/kernel/tracing")));
+            out.push(match tracefs::mounted_at() {
+                Some(p) => check(Status::Fail, "tracefs", format!("mounted at {} but not readable here", p.display()), Some("run as root")),
+                None => check(Status::Fail, "tracefs", "not mounted", Some("as root: mount -t tracefs nodev /sys/kernel/tracing")),
+            });
             None
         }
     }
