@@ -75,3 +75,23 @@ fn watch_with_no_server_running_fails_clearly() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no MySQL server process found (looked for mysqld, mariadbd)"), "{err}");
 }
+
+#[test]
+fn pids_in_one_value_and_option_mistakes_get_clear_answers() {
+    let Some(bin) = ready("pids_in_one_value_and_option_mistakes_get_clear_answers") else { return };
+    let run = |args: &[&str]| {
+        let out = Command::new(&bin).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    // `-p "$(pidof mariadbd)"` with several servers: each pid is checked, none is a parse error.
+    let (code, err) = run(&["watch", "-p", "999999 999998", "-d", "1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no process with pid 999999"), "{err}");
+    let (code, err) = run(&["watch", "-p", "12 x"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`x` is not a process id"), "{err}");
+    let (code, err) = run(&["watch", "--rollup", "0"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = run(&["watch", "-j", "--rollup", "5"]);
+    assert_eq!(code, Some(2), "--rollup is not silently ignored with -j: {err}");
+}

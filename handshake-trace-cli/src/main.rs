@@ -58,6 +58,32 @@ struct Cli {
     command: Command,
 }
 
+/// Process ids as one `-p` value gives them: "1234", "1234 5678" or "1234,5678".
+#[derive(Clone, Debug)]
+struct PidList(Vec<u32>);
+
+impl std::str::FromStr for PidList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let pids: Vec<u32> = s
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().map_err(|_| format!("`{p}` is not a process id")))
+            .collect::<Result<_, _>>()?;
+        if pids.is_empty() {
+            return Err("no process id given".into());
+        }
+        Ok(PidList(pids))
+    }
+}
+
+impl PidList {
+    fn flatten(lists: &[PidList]) -> Vec<u32> {
+        lists.iter().flat_map(|l| l.0.iter().copied()).collect()
+    }
+}
+
 /// How handshakes are printed (watch, record, analyze).
 #[derive(clap::Args, Clone)]
 struct OutputArgs {
@@ -67,8 +93,9 @@ struct OutputArgs {
     /// Show the full timeline of successful handshakes slower than this.
     #[arg(long, value_name = "MS")]
     slow: Option<f64>,
-    /// Print a roll-up of successful handshakes every SECS instead of a line each.
-    #[arg(long, value_name = "SECS")]
+    /// Print a roll-up of successful handshakes every SECS instead of a line each (text
+    /// output; -j writes every handshake).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "json")]
     rollup: Option<u64>,
     /// Also print every raw kernel event (for debugging the tracer).
     #[arg(long, hide = true)]
@@ -78,9 +105,10 @@ struct OutputArgs {
 /// What to trace (watch, record).
 #[derive(clap::Args, Clone)]
 struct WatchArgs {
-    /// Trace this process (repeatable). Default: every process named mysqld or mariadbd.
+    /// Trace these processes (repeatable; one value may list several, as `-p "$(pidof
+    /// mariadbd)"` gives them). Default: every process named mysqld or mariadbd.
     #[arg(short = 'p', long = "pid", value_name = "PID")]
-    pids: Vec<u32>,
+    pids: Vec<PidList>,
     /// Keep only connections accepted on this local port.
     #[arg(long, value_name = "PORT")]
     port: Option<u16>,
@@ -101,7 +129,7 @@ struct WatchArgs {
 impl WatchArgs {
     fn options(&self, record: Option<std::path::PathBuf>) -> Result<watch::WatchOptions> {
         Ok(watch::WatchOptions {
-            pids: self.pids.clone(),
+            pids: PidList::flatten(&self.pids),
             port: self.port,
             ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
             record,
@@ -126,9 +154,10 @@ impl OutputArgs {
 /// The agent's own options (docs/agent.md).
 #[derive(clap::Args, Clone)]
 struct AgentArgs {
-    /// Trace this process (repeatable). Default: every mysqld/mariadbd, including ones started later.
+    /// Trace these processes (repeatable; one value may list several). Default: every
+    /// mysqld/mariadbd, including ones started later.
     #[arg(short = 'p', long = "pid", value_name = "PID")]
-    pids: Vec<u32>,
+    pids: Vec<PidList>,
     /// Keep only connections accepted on this local port.
     #[arg(long, value_name = "PORT")]
     port: Option<u16>,
@@ -182,7 +211,7 @@ impl AgentArgs {
         };
         Ok(agent::AgentOptions {
             watch: watch::WatchOptions {
-                pids: self.pids.clone(),
+                pids: PidList::flatten(&self.pids),
                 port: self.port,
                 ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
                 attach: self.attach.unwrap_or_default().usable()?,
