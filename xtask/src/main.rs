@@ -32,6 +32,9 @@ enum Cmd {
     },
     /// Setup, build, then the overhead benchmark: writes docs/performance.md and docs/performance.json.
     Bench,
+    /// Setup, build, then the agent's soak run (a million handshakes, ~10 % abnormal, RSS
+    /// sampled): writes docs/soak.md and docs/soak.json. SOAK_HANDSHAKES changes the count.
+    Soak,
     /// Setup, build, then run the lab demo (connect_timeout on both server styles, traced live).
     Demo {
         /// Extra arguments for `handshake-trace lab`.
@@ -113,6 +116,15 @@ fn real_main() -> Result<()> {
             timed("benchmark", || {
                 run(cargo()
                     .args(["run", "--locked", "--release", "-p", "handshake-trace-tests", "--bin", "handshake-trace-bench"])
+                    .env("HANDSHAKE_TRACE_BIN", root().join("target/release/handshake-trace")))
+            })
+        }
+        Cmd::Soak => {
+            let toolchain = timed("setup", setup::setup)?;
+            build::build_all(&toolchain)?;
+            timed("soak", || {
+                run(cargo()
+                    .args(["run", "--locked", "--release", "-p", "handshake-trace-tests", "--bin", "handshake-trace-soak"])
                     .env("HANDSHAKE_TRACE_BIN", root().join("target/release/handshake-trace")))
             })
         }

@@ -1,0 +1,343 @@
+//! `cargo xtask soak`: the agent under a long handshake load, its memory sampled
+//! throughout. A real MariaDB; clients that log in (one in ten with a wrong password,
+//! so ~10 % of handshakes are abnormal) as fast as this machine allows, for a million
+//! handshakes (SOAK_HANDSHAKES to change it); the agent with its log and flight recorder
+//! on. Writes docs/soak.md and docs/soak.json: RSS over time, whether it stayed flat
+//! after warm-up and under the 30 MB target, and the agent's counts against the load's.
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use handshake_trace_lab::wire;
+use handshake_trace_tests::{MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
+use serde_json::{json, Value};
+
+/// The target of issue 15: RSS flat after warm-up and below this.
+const RSS_TARGET_MB: f64 = 30.0;
+/// One handshake in this many logs in with a wrong password.
+const ABNORMAL_EVERY: u64 = 10;
+const CLIENT_THREADS: usize = 4;
+/// The first part of the run, where tables and buffers fill up, is not held against flatness.
+const WARM_UP_FRACTION: f64 = 0.1;
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port")
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: soak\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+fn read_packet(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// One handshake: greeting, login (right or wrong password), the server's OK or ERR.
+/// Returns whether the server said OK.
+fn handshake(addr: SocketAddr, good_password: bool) -> Result<bool> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let greeting = read_packet(&mut s)?;
+    let scramble = wire::greeting_scramble(&greeting).context("greeting without a scramble")?;
+    let password = if good_password { LAB_PASSWORD } else { "soak-wrong-password" };
+    s.write_all(&wire::login_packet(LAB_USER, password, &scramble, None))?;
+    let reply = read_packet(&mut s)?;
+    Ok(reply.first() == Some(&0x00))
+}
+
+/// The agent's resident memory in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The agent's CPU time (utime + stime) in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no memory preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks as f64 / hz)
+}
+
+/// Sum of a counter's samples by one label, from a Prometheus text exposition.
+fn counter_by(body: &str, metric: &str, label: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut sums = std::collections::BTreeMap::new();
+    for line in body.lines().filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Ok(v) = value.parse::<f64>() else { continue };
+        let key = series
+            .split(&format!("{label}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("")
+            .to_string();
+        *sums.entry(key).or_default() += v;
+    }
+    sums
+}
+
+struct Agent {
+    child: Child,
+    listen: SocketAddr,
+}
+
+impl Agent {
+    fn start(bin: &Path, target: u32, dir: &Path) -> Result<Agent> {
+        let listen = free_addr();
+        let child = Command::new(bin)
+            .args(["agent", "-p", &target.to_string(), "--listen", &listen.to_string()])
+            .arg("--log")
+            .arg(dir.join("abnormal.jsonl"))
+            .arg("--flight-dir")
+            .arg(dir.join("flight"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("agent.stderr"))?)
+            .spawn()
+            .context("start the agent")?;
+        let started = Instant::now();
+        while http_get(listen, "/readyz").map(|(s, _)| s) != Some(200) {
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("the agent did not become ready in 30 s");
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Agent { child, listen })
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// A one-line plot of the samples, scaled between their minimum and maximum.
+fn sparkline(values: &[f64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let span = (hi - lo).max(f64::EPSILON);
+    values.iter().map(|v| BARS[(((v - lo) / span) * 7.0).round() as usize]).collect()
+}
+
+fn main() -> Result<()> {
+    let bin = PathBuf::from(std::env::var_os("HANDSHAKE_TRACE_BIN").context("HANDSHAKE_TRACE_BIN (cargo xtask soak sets it)")?);
+    let total: u64 = std::env::var("SOAK_HANDSHAKES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let work = std::env::temp_dir().join(format!("handshake-trace-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+
+    eprintln!("soak: starting MariaDB");
+    let db = MariaDb::start(&MariaDbOptions::default()).context("start MariaDB")?;
+    let aborted_before = db.status("Aborted_connects")?;
+    let agent = Agent::start(&bin, db.pid(), &work)?;
+    let agent_pid = agent.child.id();
+    let cpu_before = cpu_seconds(agent_pid).unwrap_or(0.0);
+    eprintln!("soak: agent pid {agent_pid} on {}; {total} handshakes, 1 in {ABNORMAL_EVERY} with a wrong password", agent.listen);
+
+    let started_wall = std::time::SystemTime::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples: Arc<Mutex<Vec<(f64, u64, u64)>>> = Arc::default();
+    let start = Instant::now();
+    let sampler = {
+        let (done, stop, samples) = (done.clone(), stop.clone(), samples.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(rss) = rss_kib(agent_pid) {
+                    samples.lock().unwrap().push((start.elapsed().as_secs_f64(), done.load(Ordering::Relaxed), rss));
+                }
+                thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    let addr = db.addr();
+    let clients: Vec<_> = (0..CLIENT_THREADS)
+        .map(|_| {
+            let (next, done, ok, refused, failures) = (next.clone(), done.clone(), ok.clone(), refused.clone(), failures.clone());
+            thread::spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                match handshake(addr, i % ABNORMAL_EVERY != 0) {
+                    Ok(true) => ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(false) => refused.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failures.fetch_add(1, Ordering::Relaxed),
+                };
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % 100_000 == 0 {
+                    eprintln!("soak: {n} handshakes, {:.0} s", start.elapsed().as_secs_f64());
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // Let the agent drain and Prometheus-count the last ones.
+    thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    let cpu = cpu_seconds(agent_pid).unwrap_or(0.0) - cpu_before;
+    let (_, metrics) = http_get(agent.listen, "/metrics").context("GET /metrics")?;
+    let by_verdict = counter_by(&metrics, "handshake_trace_handshakes_total", "verdict");
+    let lost = counter_by(&metrics, "handshake_trace_events_lost_total", "reason");
+    let log_records = counter_by(&metrics, "handshake_trace_abnormal_log_records_total", "outcome");
+    let flights = counter_by(&metrics, "handshake_trace_flight_recordings_total", "outcome");
+    drop(agent);
+    let aborted = db.status("Aborted_connects")? - aborted_before;
+    drop(db);
+    let _ = std::fs::remove_dir_all(&work);
+
+    let samples = samples.lock().unwrap().clone();
+    let (ok, refused, failures) = (ok.load(Ordering::Relaxed), refused.load(Ordering::Relaxed), failures.load(Ordering::Relaxed));
+    let warm = samples.iter().position(|s| s.1 as f64 >= total as f64 * WARM_UP_FRACTION).unwrap_or(0);
+    let after: Vec<f64> = samples[warm..].iter().map(|s| s.2 as f64 / 1024.0).collect();
+    let (min_after, max_after) = after.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let peak = samples.iter().map(|s| s.2 as f64 / 1024.0).fold(0.0, f64::max);
+    let growth = max_after - min_after;
+    // Flat: after warm-up the RSS moves by less than 10 % of the target.
+    let flat = growth <= RSS_TARGET_MB * 0.1;
+    let under = peak <= RSS_TARGET_MB;
+    let result = json!({
+        "started": handshake_trace::support::clock::format_rfc3339(started_wall),
+        "handshakes": total, "ok": ok, "refused": refused, "client_failures": failures,
+        "seconds": elapsed, "per_second": total as f64 / elapsed,
+        "agent_cpu_seconds": cpu, "agent_cpu_us_per_handshake": cpu * 1e6 / total as f64,
+        "rss_mb": {"peak": peak, "after_warm_up_min": min_after, "after_warm_up_max": max_after, "growth_after_warm_up": growth},
+        "rss_target_mb": RSS_TARGET_MB, "flat": flat, "under_target": under,
+        "agent_counts": by_verdict, "events_lost": lost, "abnormal_log_records": log_records, "flight_recordings": flights,
+        "aborted_connects_delta": aborted,
+        "samples": samples.iter().map(|s| json!([s.0, s.1, s.2])).collect::<Vec<Value>>(),
+    });
+    std::fs::write(root.join("docs/soak.json"), serde_json::to_string_pretty(&result)? + "\n")?;
+    std::fs::write(root.join("docs/soak.md"), report(&result, &samples))?;
+    eprintln!("soak: wrote docs/soak.md and docs/soak.json");
+    Ok(())
+}
+
+fn report(r: &Value, samples: &[(f64, u64, u64)]) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let counts = |v: &Value| {
+        v.as_object()
+            .map(|m| m.iter().map(|(k, n)| format!("{k} {}", f(n) as u64)).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    let rss: Vec<f64> = samples.iter().map(|s| s.2 as f64 / 1024.0).collect();
+    let mut out = String::new();
+    out.push_str("# Agent soak run\n\n");
+    out.push_str("Written by `cargo xtask soak` (tests/soak.rs); every figure is this run's.\n\n");
+    out.push_str(&format!(
+        "Run started {}: {} handshakes against a real MariaDB from {CLIENT_THREADS} client threads, one in {ABNORMAL_EVERY} with a wrong \
+         password (ERR 1045), as fast as the machine allowed: {:.0} s, {:.0} handshakes/s. The agent ran with its log and its \
+         flight recorder on (`--log FILE --flight-dir DIR`).\n\n",
+        r["started"].as_str().unwrap_or("?"),
+        r["handshakes"],
+        f(&r["seconds"]),
+        f(&r["per_second"]),
+    ));
+    out.push_str("| target | result | |\n|---|---|---|\n");
+    out.push_str(&format!(
+        "| RSS flat after warm-up (the first {:.0} % of handshakes) | {:.1} → {:.1} MB (moved {:.1} MB) | {} |\n",
+        WARM_UP_FRACTION * 100.0,
+        f(&r["rss_mb"]["after_warm_up_min"]),
+        f(&r["rss_mb"]["after_warm_up_max"]),
+        f(&r["rss_mb"]["growth_after_warm_up"]),
+        if r["flat"] == true { "met" } else { "**missed**" }
+    ));
+    out.push_str(&format!(
+        "| RSS under {RSS_TARGET_MB:.0} MB | peak {:.1} MB | {} |\n\n",
+        f(&r["rss_mb"]["peak"]),
+        if r["under_target"] == true { "met" } else { "**missed**" }
+    ));
+    out.push_str(&format!("RSS over the run, one sample a second ({:.1} to {:.1} MB):\n\n```\n{}\n```\n\n", rss.iter().cloned().fold(f64::MAX, f64::min), rss.iter().cloned().fold(0.0, f64::max), sparkline(&rss)));
+    out.push_str("| seconds | handshakes done | agent RSS (MB) |\n|---|---|---|\n");
+    let step = (samples.len() / 12).max(1);
+    for s in samples.iter().step_by(step) {
+        out.push_str(&format!("| {:.0} | {} | {:.1} |\n", s.0, s.1, s.2 as f64 / 1024.0));
+    }
+    out.push_str(&format!(
+        "\nThe load's own count: {} OK, {} refused, {} client failures; MariaDB's `Aborted_connects` rose by {}.\n\
+         The agent's `handshake_trace_handshakes_total` by verdict: {}. Events lost: {}. The abnormal log: {} \
+         (rate-limited). Flight recordings: {}. Agent CPU: {:.1} s, {:.2} µs per handshake.\n",
+        r["ok"],
+        r["refused"],
+        r["client_failures"],
+        r["aborted_connects_delta"],
+        counts(&r["agent_counts"]),
+        { let l = counts(&r["events_lost"]); if l.is_empty() { "none".into() } else { l } },
+        counts(&r["abnormal_log_records"]),
+        counts(&r["flight_recordings"]),
+        f(&r["agent_cpu_seconds"]),
+        f(&r["agent_cpu_us_per_handshake"]),
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_summed_by_label_from_an_exposition() {
+        let body = "# TYPE handshake_trace_handshakes_total counter\n\
+            handshake_trace_handshakes_total{server=\"a\",verdict=\"ok\",blame=\"none\",mechanism=\"none\"} 7\n\
+            handshake_trace_handshakes_total{server=\"b\",verdict=\"ok\",blame=\"none\",mechanism=\"none\"} 3\n\
+            handshake_trace_handshakes_total{server=\"a\",verdict=\"auth_failed\",blame=\"client\",mechanism=\"none\"} 2\n";
+        let sums = counter_by(body, "handshake_trace_handshakes_total", "verdict");
+        assert_eq!(sums.get("ok"), Some(&10.0));
+        assert_eq!(sums.get("auth_failed"), Some(&2.0));
+    }
+
+    #[test]
+    fn the_report_shows_this_runs_figures() {
+        let samples = vec![(1.0, 100, 20_480), (2.0, 60_000, 21_504), (3.0, 120_000, 21_606)];
+        let r = json!({
+            "started": "then", "handshakes": 120_000, "ok": 108_000, "refused": 12_000, "client_failures": 0,
+            "seconds": 9.5, "per_second": 12_631.6, "agent_cpu_seconds": 1.25, "agent_cpu_us_per_handshake": 10.42,
+            "rss_mb": {"peak": 21.1, "after_warm_up_min": 21.0, "after_warm_up_max": 21.1, "growth_after_warm_up": 0.1},
+            "flat": true, "under_target": true,
+            "agent_counts": {"ok": 108_000.0, "auth_failed": 12_000.0}, "events_lost": {},
+            "abnormal_log_records": {"written": 950.0, "dropped": 11_050.0}, "flight_recordings": {"written": 9.0},
+            "aborted_connects_delta": 12_000,
+        });
+        let text = report(&r, &samples);
+        for shown in ["120000 handshakes", "12632 handshakes/s", "peak 21.1 MB", "auth_failed 12000", "dropped 11050", "10.42 µs per handshake"] {
+            assert!(text.contains(shown), "{shown} missing from\n{text}");
+        }
+    }
+}
