@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use handshake_trace_common::{
-    counter, Conn, ConnKey, PeerKey, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
-    DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_TARGETS, MAX_TASKS,
+    counter, Conn, ConnKey, PeerKey, SockConn, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
+    DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS,
 };
 
 /// Processes (tgid) to trace. Userspace keeps it current.
@@ -111,3 +111,14 @@ pub fn ring_bytes() -> u64 {
     // SAFETY: as in `offsets`.
     unsafe { core::ptr::read_volatile(&RING_BYTES) }
 }
+
+/// Socket tier: the listening ports of the targets (host order) → their process.
+/// Userspace fills it from /proc with TARGETS.
+#[map]
+pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(MAX_LISTEN_PORTS, 0);
+
+/// Socket tier: connections in their handshake, keyed by their `struct sock` address
+/// (the same in the socket tracepoints and in `__sk_buff.sk`). A lookup here is the
+/// whole filter of the socket and packet programs.
+#[map]
+pub static SOCK_CONNS: HashMap<u64, SockConn> = HashMap::with_max_entries(MAX_CONNS, 0);

@@ -28,6 +28,8 @@ pub(crate) fn accept_at(ts: u64, gen: u64) -> Event {
         result: SyscallResult::Ok(FD as i64),
         peer: Some("127.0.0.1:47460".parse().unwrap()),
         unix: false,
+        established: false,
+        local: None,
     })
 }
 

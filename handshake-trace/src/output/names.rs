@@ -29,6 +29,7 @@ pub fn mechanism(m: WaitMechanism) -> &'static str {
         WaitMechanism::Poll => "poll",
         WaitMechanism::AlarmEintr => "alarm_eintr",
         WaitMechanism::SocketTimeout => "socket_timeout",
+        WaitMechanism::NotSeen { .. } => "not_seen",
     }
 }
 

@@ -14,7 +14,7 @@ pub use summary::{Outcome, Summary};
 
 pub use crate::output::summary::print_summary;
 use crate::{
-    capture::probes::AttachMode,
+    capture::probes::{AttachMode, CaptureTier},
     correlate::{Correlator, Handshake},
     events::{AcceptAddrs, Counters, Event},
 };
@@ -59,6 +59,8 @@ pub struct WatchOptions {
     pub record: Option<std::path::PathBuf>,
     /// How the syscall programs attach.
     pub attach: AttachMode,
+    /// Which hooks capture the handshakes.
+    pub capture: CaptureTier,
 }
 
 impl WatchOptions {
@@ -94,9 +96,10 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Feed one event. For an accept, `addrs` says what the caller knows of its addresses.
-    pub fn push(&mut self, ev: &Event, addrs: AcceptAddrs) -> Result<()> {
+    pub fn push(&mut self, ev: &Event, mut addrs: AcceptAddrs) -> Result<()> {
         let mut ev = std::borrow::Cow::Borrowed(ev);
         if let Event::Accept(a) = ev.as_ref() {
+            addrs.server = addrs.server.or(a.local);
             if a.fd().is_none() {
                 self.summary.accept_errors += 1;
                 return Ok(());

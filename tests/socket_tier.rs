@@ -1,0 +1,120 @@
+//! The socket capture tier (`--capture socket`) against a real MariaDB
+//! (connect_timeout=2), beside the syscall tier on the very same connections: both
+//! tracers watch at once, so every handshake is judged twice, and the verdicts must
+//! agree. Also: what the socket tier says it cannot see, and that it leaves no
+//! program attached to the cgroup behind.
+use std::{
+    collections::BTreeMap,
+    io::Read,
+    net::TcpStream,
+    process::Command,
+    thread,
+    time::Duration,
+};
+
+use handshake_trace_tests::*;
+use serde_json::Value;
+
+/// A raw client: connect, read the greeting, then do `then`; returns its local port.
+fn raw(db: &MariaDb, then: impl FnOnce(&mut TcpStream) + Send + 'static) -> thread::JoinHandle<u16> {
+    let addr = db.addr();
+    thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let port = s.local_addr().unwrap().port();
+        read_greeting(&mut s);
+        then(&mut s);
+        port
+    })
+}
+
+/// Client address → the handshake's JSON, one tier's.
+fn by_client(all: Vec<Value>) -> BTreeMap<String, Value> {
+    all.into_iter().map(|h| (h["client"].as_str().unwrap_or("?").to_string(), h)).collect()
+}
+
+/// The cgroup_skb programs attached to the cgroup v2 root, by id (bpftool, when present).
+fn cgroup_skb_programs() -> Option<String> {
+    let root = handshake_trace::capture::probes::cgroup2_root().ok()?;
+    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(&root).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn both_capture_tiers_give_every_scenario_the_same_verdict() {
+    let Some(bin) = ready("both_capture_tiers_give_every_scenario_the_same_verdict") else { return };
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
+    let (pid, port) = (db.pid().to_string(), db.port().to_string());
+    let before = cgroup_skb_programs();
+    let syscalls = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "syscalls"]);
+    let socket = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "socket"]);
+    let socket_text = Tracer::start(&bin, &["watch", "-p", &pid, "--port", &port, "--capture", "socket"]);
+
+    let ok = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT CONNECTION_ID()"]).unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok_id: u64 = String::from_utf8_lossy(&ok.stdout).trim().parse().unwrap();
+    let denied = db.client(LAB_USER, "wrong-password", &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("ERROR 1045"));
+    // Reads the greeting, says nothing: the server gives up after connect_timeout.
+    let silent = raw(&db, |s| {
+        thread::sleep(Duration::from_millis(2600));
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let kind = s.read(&mut buf).map(|_| std::io::ErrorKind::Other).unwrap_or_else(|e| e.kind());
+        assert_eq!(kind, std::io::ErrorKind::ConnectionReset, "the client should see the server's RST");
+    });
+    // Reads the greeting and closes.
+    let closes = raw(&db, |_| {});
+    let (silent, closes) = (silent.join().unwrap(), closes.join().unwrap());
+    assert!(
+        eventually(Duration::from_secs(15), || db.status("Threads_connected").is_ok_and(|n| n <= 1)),
+        "the server still has connections in progress"
+    );
+    thread::sleep(Duration::from_millis(300));
+
+    let (sys_out, sock_out, text) = (syscalls.stop(), socket.stop(), socket_text.stop());
+    for o in [&sys_out, &sock_out, &text] {
+        assert_eq!(o.code, Some(0), "{}", o.stderr_text());
+    }
+    let (sys_all, sock_all) = (by_client(sys_out.json()), by_client(sock_out.json()));
+    let verdicts = |m: &BTreeMap<String, Value>| -> Vec<(String, String)> {
+        m.iter().map(|(c, h)| (c.clone(), h["verdict"].as_str().unwrap_or("?").to_string())).collect()
+    };
+    eprintln!("syscalls tier: {:?}\nsocket tier:   {:?}", verdicts(&sys_all), verdicts(&sock_all));
+    assert_eq!(verdicts(&sys_all), verdicts(&sock_all), "the tiers disagree:\nsyscalls {sys_all:#?}\nsocket {sock_all:#?}");
+
+    // Each scenario's verdict, found in the socket tier's output.
+    let find = |what: &str, f: &dyn Fn(&Value) -> bool| -> Value {
+        let found: Vec<&Value> = sock_all.values().filter(|h| f(h)).collect();
+        assert_eq!(found.len(), 1, "expected one handshake: {what}; found {found:#?}");
+        found[0].clone()
+    };
+    let h = find("CLI login", &|h| h["connection_id"] == ok_id);
+    assert_eq!(h["verdict"], "ok", "{h:#}");
+    let h = find("wrong password", &|h| h["verdict"] == "auth_failed");
+    assert!(h.to_string().contains("1045"), "{h:#}");
+    let h = &sock_all[&format!("127.0.0.1:{silent}")];
+    assert_eq!(h["verdict"], "server_timeout", "{h:#}");
+    let h = &sock_all[&format!("127.0.0.1:{closes}")];
+    assert_eq!(h["verdict"], "client_closed", "{h:#}");
+    assert_eq!(sock_all.len(), 4, "{sock_all:#?}");
+
+    // What the socket tier cannot see, it says; it invents no fd, poll or timeout.
+    let timeline = text.stdout.join("\n");
+    for words in [
+        "SERVER_TIMEOUT",
+        "socket capture tier: no accept or fd seen",
+        "non-blocking socket read → EAGAIN (nothing to read yet)",
+        "how it waited and its timeout are not seen by the socket capture tier",
+        "AUTH_FAILED",
+        "ERR 1045 (ER_ACCESS_DENIED_ERROR) [28000]",
+        "greeting: protocol 10, server 5.5.5-10.11",
+    ] {
+        assert!(timeline.contains(words), "socket-tier text output lacks {words:?}:\n{timeline}");
+    }
+    for invented in ["poll(", "fd -1", "SO_LINGER", "timeout 2000 ms"] {
+        assert!(!timeline.contains(invented), "socket-tier output shows {invented:?}, which it cannot see:\n{timeline}");
+    }
+    assert!(!timeline.contains(LAB_PASSWORD) && !sock_out.stdout.join("").contains(LAB_PASSWORD));
+    // Detached with the tracers.
+    assert_eq!(cgroup_skb_programs(), before, "a cgroup_skb program stayed attached to the cgroup v2 root");
+}
