@@ -33,6 +33,16 @@ pub fn mechanism(m: WaitMechanism) -> &'static str {
     }
 }
 
+/// The capture tier that saw a handshake, as `--capture` names it.
+pub fn capture(socket_tier: bool) -> &'static str {
+    if socket_tier { "socket" } else { "syscalls" }
+}
+
+/// Where a handshake's connection is in the server: its fd, or (socket tier) no fd.
+pub fn conn_place(h: &crate::correlate::Handshake) -> String {
+    if h.socket_tier { "socket tier".to_string() } else { format!("fd {}", h.fd) }
+}
+
 /// What the server waited for, as a phrase ("the login packet").
 pub fn awaited(a: Awaited) -> &'static str {
     match a {
