@@ -137,13 +137,14 @@ fn timeout_wait(h: &Handshake) -> Option<TimeoutWait> {
     })
 }
 
-/// The socket tier sees no wait: the server's last read found nothing (EAGAIN without
-/// blocking, or a blocking read interrupted), nothing came in after it, and the server
-/// closed, the client having neither closed nor reset. Waited: from that read to the close.
+/// The socket tier sees no wait: the server's last read found nothing (EAGAIN: without
+/// blocking, or a blocking read whose SO_RCVTIMEO expired; or a blocking read
+/// interrupted), nothing came in after it, and the server closed, the client having
+/// neither closed nor reset. Waited: from that read to the close.
 fn socket_tier_timeout(h: &Handshake, read: LastRead, waiting_for: Awaited) -> Option<TimeoutWait> {
     let ev = &h.evidence;
     let SyscallResult::Err(e) = read.result else { return None };
-    let found_nothing = (e == Errno::EAGAIN && read.nonblocking) || (e.is_interrupt() && !read.nonblocking);
+    let found_nothing = e == Errno::EAGAIN || (e.is_interrupt() && !read.nonblocking);
     if !found_nothing || !ev.closed || ev.client_fin || ev.client_rst {
         return None;
     }
