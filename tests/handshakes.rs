@@ -34,18 +34,6 @@ fn assert_verdict(h: &Value, verdict: &str) {
     assert_eq!(h["verdict"], verdict, "{h:#}");
 }
 
-/// A raw client: read the greeting, then do `then`; returns its local port.
-fn raw(db: &MariaDb, then: impl FnOnce(&mut TcpStream) + Send + 'static) -> thread::JoinHandle<u16> {
-    let addr = db.addr();
-    thread::spawn(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
-        let port = port_of(&s);
-        read_greeting(&mut s);
-        then(&mut s);
-        port
-    })
-}
-
 /// After the server gave up: the client's next read fails the way users see it.
 fn read_after_server_gave_up(s: &mut TcpStream) -> std::io::ErrorKind {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -121,12 +109,12 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     assert!(tls.status.success(), "TLS login: {}", String::from_utf8_lossy(&tls.stderr));
 
     // Raw clients for the faults, at once (the slow ones overlap).
-    let silent = raw(&db, |s| {
+    let silent = raw_client(&db, |s| {
         thread::sleep(Duration::from_millis(2600));
         let kind = read_after_server_gave_up(s);
         assert_eq!(kind, std::io::ErrorKind::ConnectionReset, "the client should see the server's RST");
     });
-    let late = raw(&db, |s| {
+    let late = raw_client(&db, |s| {
         thread::sleep(Duration::from_secs(3));
         // The RST already arrived: the write reports it (or, if the write got through, the read does).
         let kind = match s.write_all(&login_packet()) {
@@ -135,15 +123,15 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
         };
         assert!(matches!(kind, std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe), "{kind:?}");
     });
-    let closes = raw(&db, |_| {});
-    let resets = raw(&db, |s| set_linger0(s));
-    let garbage = raw(&db, |s| {
+    let closes = raw_client(&db, |_| {});
+    let resets = raw_client(&db, |s| set_linger0(s));
+    let garbage = raw_client(&db, |s| {
         s.write_all(&[5, 0, 0, 1, 1, 2, 3, 4, 5]).unwrap();
         let mut buf = [0u8; 128];
         let n = s.read(&mut buf).unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).contains("Bad handshake"));
     });
-    let http = raw(&db, |s| {
+    let http = raw_client(&db, |s| {
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut buf = [0u8; 128];
         let _ = s.read(&mut buf);

@@ -3,29 +3,10 @@
 //! tracers watch at once, so every handshake is judged twice, and the verdicts must
 //! agree. Also: what the socket tier says it cannot see, and that it leaves no
 //! program attached to the cgroup behind.
-use std::{
-    collections::BTreeMap,
-    io::Read,
-    net::TcpStream,
-    process::Command,
-    thread,
-    time::Duration,
-};
+use std::{collections::BTreeMap, io::Read, process::Command, thread, time::Duration};
 
 use handshake_trace_tests::*;
 use serde_json::Value;
-
-/// A raw client: connect, read the greeting, then do `then`; returns its local port.
-fn raw(db: &MariaDb, then: impl FnOnce(&mut TcpStream) + Send + 'static) -> thread::JoinHandle<u16> {
-    let addr = db.addr();
-    thread::spawn(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
-        let port = s.local_addr().unwrap().port();
-        read_greeting(&mut s);
-        then(&mut s);
-        port
-    })
-}
 
 /// Client address → the handshake's JSON, one tier's.
 fn by_client(all: Vec<Value>) -> BTreeMap<String, Value> {
@@ -55,7 +36,7 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     let denied = db.client(LAB_USER, "wrong-password", &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
     assert!(String::from_utf8_lossy(&denied.stderr).contains("ERROR 1045"));
     // Reads the greeting, says nothing: the server gives up after connect_timeout.
-    let silent = raw(&db, |s| {
+    let silent = raw_client(&db, |s| {
         thread::sleep(Duration::from_millis(2600));
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 64];
@@ -63,7 +44,7 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
         assert_eq!(kind, std::io::ErrorKind::ConnectionReset, "the client should see the server's RST");
     });
     // Reads the greeting and closes.
-    let closes = raw(&db, |_| {});
+    let closes = raw_client(&db, |_| {});
     let (silent, closes) = (silent.join().unwrap(), closes.join().unwrap());
     assert!(
         eventually(Duration::from_secs(15), || db.status("Threads_connected").is_ok_and(|n| n <= 1)),

@@ -222,3 +222,16 @@ pub fn read_greeting(s: &mut std::net::TcpStream) -> Vec<u8> {
     s.read_exact(&mut body).expect("greeting body");
     body
 }
+
+/// A raw client of `db` in its own thread: connect, read the greeting, then do `then`;
+/// the thread returns the client's local port (how its handshake is found in the output).
+pub fn raw_client(db: &MariaDb, then: impl FnOnce(&mut std::net::TcpStream) + Send + 'static) -> thread::JoinHandle<u16> {
+    let addr = db.addr();
+    thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let port = s.local_addr().unwrap().port();
+        read_greeting(&mut s);
+        then(&mut s);
+        port
+    })
+}
