@@ -336,6 +336,18 @@ pub struct SockConn {
     pub _pad: [u16; 3],
 }
 
+/// Socket tier: the connection a server thread last read or wrote in its handshake
+/// (for the signals sent to that thread), keyed by thread id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockTask {
+    /// The socket's `struct sock` address (the key of the connection).
+    pub sk: u64,
+    pub gen: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
 /// A connection in its handshake, keyed by [`ConnKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -562,6 +574,7 @@ mod tests {
         assert_eq!(size_of::<PeerKey>(), 16 + 2 + 2 + 4);
         assert_eq!(size_of::<TcpOffsets>(), 6 * 4);
         assert_eq!(size_of::<EstablishedEvent>(), size_of::<EventHeader>() + 8 + 16 + 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<SockTask>(), 8 + 8 + 4 + 4);
         assert_eq!(size_of::<SockConn>(), 8 + 4 * 4 + size_of::<PeerKey>() + 2 + 2 * 3);
         assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 4 * size_of::<TcpOffsets>());
     }

@@ -3,10 +3,10 @@
 //! counters) and the read-only globals userspace writes before load.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use handshake_trace_common::{
-    counter, Conn, ConnKey, PeerKey, SockConn, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
+    counter, Conn, ConnKey, PeerKey, SockConn, SockTask, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
     DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS,
 };
 
@@ -122,3 +122,9 @@ pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(MAX_LISTE
 /// whole filter of the socket and packet programs.
 #[map]
 pub static SOCK_CONNS: HashMap<u64, SockConn> = HashMap::with_max_entries(MAX_CONNS, 0);
+
+/// Socket tier: per server thread, the connection it last read or wrote in its
+/// handshake, for signals to that thread. Least recently used entries make room (a
+/// thread's exit is not seen here); a stale one is told by its generation.
+#[map]
+pub static SOCK_TASKS: LruHashMap<u32, SockTask> = LruHashMap::with_max_entries(MAX_TASKS, 0);

@@ -9,13 +9,13 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use handshake_trace_common::{
-    counter, kind, sys, tcp, tcp_state, EstablishedEvent, IoEvent, PeerKey, SockConn, SysEvent, TcpOffsets, ThreadConn, NO_FD,
+    counter, kind, sys, tcp, tcp_state, EstablishedEvent, IoEvent, PeerKey, SockConn, SockTask, SysEvent, TcpOffsets, ThreadConn, NO_FD,
     SET_STATE_LAYOUT, SET_STATE_SADDR_V6, SET_STATE_SKADDR, SET_STATE_SPORT,
 };
 
 use crate::{
     emit::{count, emit, header, map_full, submit_flags},
-    maps::{EVENTS, LISTEN_PORTS, PEERS, SOCK_CONNS},
+    maps::{EVENTS, LISTEN_PORTS, PEERS, SOCK_CONNS, SOCK_TASKS},
     net::IPPROTO_TCP,
     target::current,
     tcp::{load, send},
@@ -25,6 +25,17 @@ use crate::{
 #[inline(always)]
 pub(crate) fn sock_conn(sk: u64) -> Option<*mut SockConn> {
     SOCK_CONNS.get_ptr_mut(&sk)
+}
+
+/// The connection thread `tid` last read or wrote, if it is still in its handshake
+/// (for signals to that thread).
+#[inline(always)]
+pub(crate) fn sock_handler_conn(tid: u32) -> Option<ThreadConn> {
+    // SAFETY: copied at once.
+    let t = unsafe { SOCK_TASKS.get(&tid) }.copied()?;
+    // SAFETY: as above.
+    let c = unsafe { SOCK_CONNS.get(&t.sk) }?;
+    (c.gen == t.gen).then_some(ThreadConn { tgid: t.tgid, fd: NO_FD, gen: t.gen })
 }
 
 /// Stop following the connection on `sk` (its handshake is over, or it closed).
@@ -110,14 +121,18 @@ fn on_sock_io(ctx: &BtfTracePointContext, call: u32) {
     // The socket's address as a number: a map key, never dereferenced.
     let sk: u64 = ctx.arg(0);
     let Some(c) = sock_conn(sk) else { return };
+    // SAFETY: `c` comes from a successful lookup: valid and aligned during this run.
+    let (tgid, gen) = unsafe { ((*c).tgid, (*c).gen) };
+    // The caller handles the connection: signals to it are the connection's.
+    let (_, tid) = current();
+    if SOCK_TASKS.insert(&tid, &SockTask { sk, gen, tgid, _pad: 0 }, 0).is_err() {
+        count(counter::LOST_MAPFULL);
+    }
     let ret: i32 = ctx.arg(1);
     if ret > 0 {
         return;
     }
     let flags: u32 = ctx.arg(2);
-    // SAFETY: `c` comes from a successful lookup: valid and aligned during this run.
-    let (tgid, gen) = unsafe { ((*c).tgid, (*c).gen) };
-    let (_, tid) = current();
     let Some(mut entry) = EVENTS.reserve::<IoEvent>(0) else {
         count(counter::LOST_RINGBUF);
         return;

@@ -141,8 +141,15 @@ impl CaptureTier {
 
 /// The socket tier's BTF tracepoints, each program named after its tracepoint.
 pub const SOCKET_BTF_POINTS: [&str; 2] = ["sock_recv_length", "sock_send_length"];
-/// The socket tier's program on `sock:inet_sock_set_state` (connections start and end there).
-pub const SOCKET_SET_STATE: &str = "socket_inet_sock_set_state";
+/// The socket tier's own programs on tracepoints the syscall tier also uses:
+/// connections start and end on `inet_sock_set_state`; a signal's handler thread is
+/// the one that last read or wrote the connection. (tracepoint, program)
+pub const SOCKET_TRACEPOINT_PROGRAMS: [(&str, &str); 3] = [
+    ("inet_sock_set_state", SOCKET_SET_STATE),
+    ("signal_generate", "socket_signal_generate"),
+    ("signal_deliver", "socket_signal_deliver"),
+];
+const SOCKET_SET_STATE: &str = "socket_inet_sock_set_state";
 /// The socket tier's packet programs, on the cgroup v2 root.
 pub const SOCKET_CGROUP_SKB: [(&str, aya::programs::CgroupSkbAttachType); 2] = [
     ("cgroup_skb_ingress", aya::programs::CgroupSkbAttachType::Ingress),
@@ -367,8 +374,10 @@ impl Probes {
             .filter(|p| !missing.iter().any(|m| m.name == p.name))
             .filter(|p| per_syscall || p.category != "syscalls")
         {
-            // The socket tier starts and ends connections on this tracepoint with its own program.
-            let program = if socket && p.name == "inet_sock_set_state" { SOCKET_SET_STATE } else { p.name };
+            let program = match SOCKET_TRACEPOINT_PROGRAMS.iter().find(|(tp, _)| socket && *tp == p.name) {
+                Some((_, own)) => own,
+                None => p.name,
+            };
             if program == SOCKET_SET_STATE {
                 socket_set_state_layout_ok(&tracefs).context("the socket capture tier")?;
             }

@@ -444,12 +444,26 @@ mod socket_tier {
         let ev = [
             established_at(GEN),
             sock_io(GEN + 50_000, GEN, SyscallKind::PacketOut, g.len() as i64, 0, &g, None),
+            // The alarm thread's SIGALRM, seen for the thread that last read the socket.
+            Event::Signal(Signal {
+                ts_ns: GEN + 9_999_990_000,
+                pid: PID,
+                tid: MAIN,
+                conn_gen: GEN,
+                fd: handshake_trace_common::NO_FD,
+                signal: libc::SIGALRM as u32,
+                target_tid: HANDLER,
+                code: -6,
+                result: 0,
+                delivered: false,
+            }),
             sock_io(GEN + 10_000_000_000, GEN, SyscallKind::SockRecv, -512, 0, &[], None),
             sock_state(GEN + 10_000_100_000, GEN, tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1),
         ];
         let h = only(&ev);
         assert_eq!(h.verdict(), Some(Verdict::ServerTimeout));
         assert!(matches!(h.judgement.as_ref().unwrap().cause, Cause::ServerTimedOut { reset: false, .. }));
+        assert_eq!(h.judgement.as_ref().unwrap().timeout().unwrap().signal_from, Some(MAIN));
     }
 
     #[test]

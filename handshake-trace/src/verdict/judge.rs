@@ -153,7 +153,8 @@ fn socket_tier_timeout(h: &Handshake, read: LastRead, waiting_for: Awaited) -> O
         timeout_ms: None,
         waited_ns: h.end_ns.unwrap_or(read.ts_ns).saturating_sub(read.ts_ns),
         waiting_for,
-        signal_from: None,
+        // A SIGALRM generated for the handler during the handshake, before the read returned.
+        signal_from: ev.sigalrm.filter(|a| a.ts_ns <= read.ts_ns && a.ts_ns >= h.accept_ns).map(|a| a.from_tid).filter(|t| *t != 0),
     })
 }
 
