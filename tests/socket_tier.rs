@@ -23,7 +23,9 @@ fn cgroup_skb_programs() -> Option<String> {
 #[test]
 fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     let Some(bin) = ready("both_capture_tiers_give_every_scenario_the_same_verdict") else { return };
-    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, tls: true, ..Default::default() }).expect("start MariaDB");
+    db.sql("CREATE USER 'tls_lab'@'%' IDENTIFIED BY 'tls-pw' REQUIRE SSL; CREATE USER 'tls_lab'@'localhost' IDENTIFIED BY 'tls-pw' REQUIRE SSL")
+        .unwrap();
     let (pid, port) = (db.pid().to_string(), db.port().to_string());
     let before = cgroup_skb_programs();
     let syscalls = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "syscalls"]);
@@ -45,7 +47,33 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     });
     // Reads the greeting and closes.
     let closes = raw_client(&db, |_| {});
+    // Beyond the four: TLS, a client reset, garbage and HTTP on the port.
+    let tls = db.client("tls_lab", "tls-pw", &["--ssl", "-e", "SELECT 1"]).unwrap();
+    assert!(tls.status.success(), "TLS login: {}", String::from_utf8_lossy(&tls.stderr));
+    let resets = raw_client(&db, |s| {
+        let l = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: a valid fd and option buffer.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(s),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&l as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as u32,
+            )
+        };
+        assert_eq!(rc, 0);
+    });
+    let garbage = raw_client(&db, |s| {
+        std::io::Write::write_all(s, &[5, 0, 0, 1, 1, 2, 3, 4, 5]).unwrap();
+        let _ = s.read(&mut [0u8; 128]);
+    });
+    let http = raw_client(&db, |s| {
+        std::io::Write::write_all(s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let _ = s.read(&mut [0u8; 128]);
+    });
     let (silent, closes) = (silent.join().unwrap(), closes.join().unwrap());
+    let (resets, garbage, http) = (resets.join().unwrap(), garbage.join().unwrap(), http.join().unwrap());
     assert!(
         eventually(Duration::from_secs(15), || db.status("Threads_connected").is_ok_and(|n| n <= 1)),
         "the server still has connections in progress"
@@ -77,7 +105,15 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     assert_eq!(h["verdict"], "server_timeout", "{h:#}");
     let h = &sock_all[&format!("127.0.0.1:{closes}")];
     assert_eq!(h["verdict"], "client_closed", "{h:#}");
-    assert_eq!(sock_all.len(), 4, "{sock_all:#?}");
+    let h = &sock_all[&format!("127.0.0.1:{resets}")];
+    assert_eq!(h["verdict"], "client_reset", "{h:#}");
+    for port in [garbage, http] {
+        let h = &sock_all[&format!("127.0.0.1:{port}")];
+        assert_eq!(h["verdict"], "server_error", "{h:#}");
+    }
+    let h = find("TLS login", &|h| h["tls"] == true);
+    assert_eq!(h["verdict"], "ok", "{h:#}");
+    assert_eq!(sock_all.len(), 8, "{sock_all:#?}");
 
     // What the socket tier cannot see, it says; it invents no fd, poll or timeout.
     let timeline = text.stdout.join("\n");
