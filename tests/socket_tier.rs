@@ -74,6 +74,26 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     });
     let (silent, closes) = (silent.join().unwrap(), closes.join().unwrap());
     let (resets, garbage, http) = (resets.join().unwrap(), garbage.join().unwrap(), http.join().unwrap());
+    // max_connections 10 (one more kept for admins): 11 held (they time out), the 12th
+    // refused with ERR 1040 instead of a greeting.
+    db.sql("SET GLOBAL max_connections = 10").unwrap();
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..13 {
+        let mut s = std::net::TcpStream::connect(db.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).unwrap();
+        if head[4] == 0xff {
+            refused = Some(s.local_addr().unwrap().port());
+            break;
+        }
+        held.push(s);
+    }
+    let refused = refused.expect("a connection refused with ERR 1040");
+    thread::sleep(Duration::from_millis(2600));
+    drop(held);
+    db.sql("SET GLOBAL max_connections = 151").unwrap();
     assert!(
         eventually(Duration::from_secs(15), || db.status("Threads_connected").is_ok_and(|n| n <= 1)),
         "the server still has connections in progress"
@@ -113,7 +133,11 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     }
     let h = find("TLS login", &|h| h["tls"] == true);
     assert_eq!(h["verdict"], "ok", "{h:#}");
-    assert_eq!(sock_all.len(), 8, "{sock_all:#?}");
+    let h = &sock_all[&format!("127.0.0.1:{refused}")];
+    assert_eq!((&h["verdict"], &h["error"]["code"]), (&Value::from("server_error"), &Value::from(1040)), "{h:#}");
+    let timeouts = sock_all.values().filter(|h| h["verdict"] == "server_timeout").count();
+    assert_eq!(timeouts, 1 + 11, "the silent client and the held connections");
+    assert_eq!(sock_all.len(), 8 + 11 + 1, "{sock_all:#?}");
 
     // What the socket tier cannot see, it says; it invents no fd, poll or timeout.
     let timeline = text.stdout.join("\n");
