@@ -1,8 +1,11 @@
 //! The socket capture tier (`--capture socket`) against a real MariaDB
 //! (connect_timeout=2), beside the syscall tier on the very same connections: both
 //! tracers watch at once, so every handshake is judged twice, and the verdicts must
-//! agree. Also: what the socket tier says it cannot see, and that it leaves no
-//! program attached to the cgroup behind.
+//! agree: a login, a wrong password (1045), a client silent until connect_timeout, a
+//! client that connects and closes, a TLS login, a client reset, garbage and HTTP on
+//! the port, max_connections (1040 and the held connections timing out). Also: what
+//! the socket tier says it cannot see, its recording replayed by `analyze`, and no
+//! program left attached to the cgroup.
 use std::{collections::BTreeMap, io::Read, process::Command, thread, time::Duration};
 
 use handshake_trace_tests::*;
@@ -29,7 +32,10 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     let (pid, port) = (db.pid().to_string(), db.port().to_string());
     let before = cgroup_skb_programs();
     let syscalls = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "syscalls"]);
-    let socket = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "socket"]);
+    // The socket tier also records (secrets zeroed), for `analyze` to replay below.
+    let trace = std::env::temp_dir().join(format!("handshake-trace-socket-tier-{}.htrace", std::process::id()));
+    let trace_arg = trace.to_str().unwrap();
+    let socket = Tracer::start(&bin, &["record", "-o", trace_arg, "-p", &pid, "-j", "--port", &port, "--capture", "socket"]);
     let socket_text = Tracer::start(&bin, &["watch", "-p", &pid, "--port", &port, "--capture", "socket"]);
 
     let ok = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT CONNECTION_ID()"]).unwrap();
@@ -110,6 +116,14 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     };
     eprintln!("syscalls tier: {:?}\nsocket tier:   {:?}", verdicts(&sys_all), verdicts(&sock_all));
     assert_eq!(verdicts(&sys_all), verdicts(&sock_all), "the tiers disagree:\nsyscalls {sys_all:#?}\nsocket {sock_all:#?}");
+
+    // The recording replays to the same verdicts, with no root and no kernel.
+    let replay = Command::new(&bin).args(["analyze", trace_arg, "-j"]).output().unwrap();
+    let _ = std::fs::remove_file(&trace);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let replayed: Vec<Value> =
+        String::from_utf8_lossy(&replay.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(verdicts(&by_client(replayed)), verdicts(&sock_all), "analyze of the socket tier's recording");
 
     // Each scenario's verdict, found in the socket tier's output.
     let find = |what: &str, f: &dyn Fn(&Value) -> bool| -> Value {
