@@ -169,6 +169,7 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     for invented in ["poll(", "fd -1", "SO_LINGER", "timeout 2000 ms"] {
         assert!(!timeline.contains(invented), "socket-tier output shows {invented:?}, which it cannot see:\n{timeline}");
     }
+    assert!(text.stderr_text().contains("socket capture tier: nothing on the syscall path"), "{}", text.stderr_text());
     assert!(!timeline.contains(LAB_PASSWORD) && !sock_out.stdout.join("").contains(LAB_PASSWORD));
     // Detached with the tracers.
     assert_eq!(cgroup_skb_programs(), before, "a cgroup_skb program stayed attached to the cgroup v2 root");

@@ -126,6 +126,9 @@ pub async fn run(
     let mut tracer = Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0 };
     let mut pipeline = Pipeline::new(opts).with_sink(Printer::new(opts.print(), clock, &mut *out));
     let on_port = opts.port.map(|p| format!(" on port {p}")).unwrap_or_default();
+    if let Some(notice) = crate::output::text::capture_notice(opts.capture) {
+        writeln!(log, "{notice}")?;
+    }
     writeln!(log, "Tracing MySQL handshakes of {names}{on_port}... Hit Ctrl-C to end.")?;
 
     tokio::pin!(stop);

@@ -32,6 +32,17 @@ fn who(h: &Handshake) -> String {
     }
 }
 
+/// Said at start when a trace cannot show everything (`--capture socket`).
+pub fn capture_notice(tier: crate::capture::probes::CaptureTier) -> Option<&'static str> {
+    match tier {
+        crate::capture::probes::CaptureTier::Syscalls => None,
+        crate::capture::probes::CaptureTier::Socket => Some(
+            "handshake-trace: socket capture tier: nothing on the syscall path; fds, waits and their \
+             timeouts, fcntl, socket options and timers are not seen",
+        ),
+    }
+}
+
 /// One line for a handshake that needs no timeline.
 pub fn handshake_line(h: &Handshake, clock: &Clock) -> String {
     let p = h.phases();
