@@ -5,7 +5,6 @@
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    os::fd::AsRawFd,
     process::Command,
     thread,
     time::Duration,
@@ -13,10 +12,6 @@ use std::{
 
 use handshake_trace_tests::*;
 use serde_json::Value;
-
-fn port_of(s: &TcpStream) -> u16 {
-    s.local_addr().unwrap().port()
-}
 
 fn by_port(all: &[Value], port: u16) -> &Value {
     all.iter()
@@ -45,15 +40,6 @@ fn read_after_server_gave_up(s: &mut TcpStream) -> std::io::ErrorKind {
     }
 }
 
-fn set_linger0(s: &TcpStream) {
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: valid fd and option buffer.
-    let rc = unsafe {
-        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&l as *const libc::linger).cast(), std::mem::size_of::<libc::linger>() as u32)
-    };
-    assert_eq!(rc, 0);
-}
-
 /// A HandshakeResponse41 for user `lab` with a junk 20-byte auth response.
 fn login_packet() -> Vec<u8> {
     let mut b = (0x0200u32 | 0x8000 | 0x0008_0000).to_le_bytes().to_vec();
@@ -72,9 +58,7 @@ fn login_packet() -> Vec<u8> {
 #[test]
 fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     let Some(bin) = ready("every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees") else { return };
-    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, tls: true, ..Default::default() }).expect("start MariaDB");
-    db.sql("CREATE USER 'tls_lab'@'%' IDENTIFIED BY 'tls-pw' REQUIRE SSL; CREATE USER 'tls_lab'@'localhost' IDENTIFIED BY 'tls-pw' REQUIRE SSL")
-        .unwrap();
+    let db = mariadb_with_tls_account();
     // An account whose plugin differs from the greeting's: the server sends an AuthSwitchRequest.
     db.sql("INSTALL SONAME 'auth_ed25519'; CREATE USER 'ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw'); CREATE USER 'ed'@'localhost' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw')")
         .unwrap();
@@ -139,25 +123,8 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     let ports: Vec<u16> = [silent, late, closes, resets, garbage, http].into_iter().map(|t| t.join().unwrap()).collect();
     let [silent, late, closes, resets, garbage, http] = ports[..] else { unreachable!() };
 
-    // max_connections (10 is MariaDB's minimum; one more is kept for admins): hold 11, the 12th is refused.
-    db.sql("SET GLOBAL max_connections = 10").unwrap();
-    let mut held = Vec::new();
-    let mut refused = None;
-    for _ in 0..13 {
-        let mut s = TcpStream::connect(db.addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut head = [0u8; 5];
-        s.read_exact(&mut head).unwrap();
-        if head[4] == 0xff {
-            refused = Some(port_of(&s));
-            break;
-        }
-        held.push(s);
-    }
-    let refused = refused.expect("a connection refused with ERR 1040");
-    thread::sleep(Duration::from_millis(2600)); // the held ones time out
-    drop(held);
-    db.sql("SET GLOBAL max_connections = 151").unwrap();
+    // The held ones time out.
+    let refused = max_connections_refusal(&db, Duration::from_millis(2600));
     // Compare with Aborted_connects only once the server has finished every handshake
     // (the only connection left is the status query's own).
     assert!(

@@ -26,9 +26,7 @@ fn cgroup_skb_programs() -> Option<String> {
 #[test]
 fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     let Some(bin) = ready("both_capture_tiers_give_every_scenario_the_same_verdict") else { return };
-    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, tls: true, ..Default::default() }).expect("start MariaDB");
-    db.sql("CREATE USER 'tls_lab'@'%' IDENTIFIED BY 'tls-pw' REQUIRE SSL; CREATE USER 'tls_lab'@'localhost' IDENTIFIED BY 'tls-pw' REQUIRE SSL")
-        .unwrap();
+    let db = mariadb_with_tls_account();
     let (pid, port) = (db.pid().to_string(), db.port().to_string());
     let before = cgroup_skb_programs();
     let syscalls = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "syscalls"]);
@@ -56,20 +54,7 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     // Beyond the four: TLS, a client reset, garbage and HTTP on the port.
     let tls = db.client("tls_lab", "tls-pw", &["--ssl", "-e", "SELECT 1"]).unwrap();
     assert!(tls.status.success(), "TLS login: {}", String::from_utf8_lossy(&tls.stderr));
-    let resets = raw_client(&db, |s| {
-        let l = libc::linger { l_onoff: 1, l_linger: 0 };
-        // SAFETY: a valid fd and option buffer.
-        let rc = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(s),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&l as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as u32,
-            )
-        };
-        assert_eq!(rc, 0);
-    });
+    let resets = raw_client(&db, |s| set_linger0(s));
     let garbage = raw_client(&db, |s| {
         std::io::Write::write_all(s, &[5, 0, 0, 1, 1, 2, 3, 4, 5]).unwrap();
         let _ = s.read(&mut [0u8; 128]);
@@ -80,26 +65,8 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     });
     let (silent, closes) = (silent.join().unwrap(), closes.join().unwrap());
     let (resets, garbage, http) = (resets.join().unwrap(), garbage.join().unwrap(), http.join().unwrap());
-    // max_connections 10 (one more kept for admins): 11 held (they time out), the 12th
-    // refused with ERR 1040 instead of a greeting.
-    db.sql("SET GLOBAL max_connections = 10").unwrap();
-    let mut held = Vec::new();
-    let mut refused = None;
-    for _ in 0..13 {
-        let mut s = std::net::TcpStream::connect(db.addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut head = [0u8; 5];
-        s.read_exact(&mut head).unwrap();
-        if head[4] == 0xff {
-            refused = Some(s.local_addr().unwrap().port());
-            break;
-        }
-        held.push(s);
-    }
-    let refused = refused.expect("a connection refused with ERR 1040");
-    thread::sleep(Duration::from_millis(2600));
-    drop(held);
-    db.sql("SET GLOBAL max_connections = 151").unwrap();
+    // ERR 1040 instead of a greeting; 11 held connections time out.
+    let refused = max_connections_refusal(&db, Duration::from_millis(2600));
     assert!(
         eventually(Duration::from_secs(15), || db.status("Threads_connected").is_ok_and(|n| n <= 1)),
         "the server still has connections in progress"
