@@ -5,7 +5,6 @@
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    os::fd::AsRawFd,
     process::Command,
     thread,
     time::Duration,
@@ -13,10 +12,6 @@ use std::{
 
 use handshake_trace_tests::*;
 use serde_json::Value;
-
-fn port_of(s: &TcpStream) -> u16 {
-    s.local_addr().unwrap().port()
-}
 
 fn by_port(all: &[Value], port: u16) -> &Value {
     all.iter()
@@ -34,18 +29,6 @@ fn assert_verdict(h: &Value, verdict: &str) {
     assert_eq!(h["verdict"], verdict, "{h:#}");
 }
 
-/// A raw client: read the greeting, then do `then`; returns its local port.
-fn raw(db: &MariaDb, then: impl FnOnce(&mut TcpStream) + Send + 'static) -> thread::JoinHandle<u16> {
-    let addr = db.addr();
-    thread::spawn(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
-        let port = port_of(&s);
-        read_greeting(&mut s);
-        then(&mut s);
-        port
-    })
-}
-
 /// After the server gave up: the client's next read fails the way users see it.
 fn read_after_server_gave_up(s: &mut TcpStream) -> std::io::ErrorKind {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -55,15 +38,6 @@ fn read_after_server_gave_up(s: &mut TcpStream) -> std::io::ErrorKind {
         Ok(_) => panic!("the server answered a client it should have dropped"),
         Err(e) => e.kind(),
     }
-}
-
-fn set_linger0(s: &TcpStream) {
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: valid fd and option buffer.
-    let rc = unsafe {
-        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&l as *const libc::linger).cast(), std::mem::size_of::<libc::linger>() as u32)
-    };
-    assert_eq!(rc, 0);
 }
 
 /// An SSLRequest: the 32-byte start of a login with CLIENT_SSL.
@@ -95,9 +69,7 @@ fn login_packet() -> Vec<u8> {
 #[test]
 fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     let Some(bin) = ready("every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees") else { return };
-    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, tls: true, ..Default::default() }).expect("start MariaDB");
-    db.sql("CREATE USER 'tls_lab'@'%' IDENTIFIED BY 'tls-pw' REQUIRE SSL; CREATE USER 'tls_lab'@'localhost' IDENTIFIED BY 'tls-pw' REQUIRE SSL")
-        .unwrap();
+    let db = mariadb_with_tls_account();
     // An account whose plugin differs from the greeting's: the server sends an AuthSwitchRequest.
     db.sql("INSTALL SONAME 'auth_ed25519'; CREATE USER 'ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw'); CREATE USER 'ed'@'localhost' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw')")
         .unwrap();
@@ -135,12 +107,12 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     assert!(tls_denied_said.starts_with("ERROR 1045"), "TLS wrong password: {tls_denied_said}");
 
     // Raw clients for the faults, at once (the slow ones overlap).
-    let silent = raw(&db, |s| {
+    let silent = raw_client(&db, |s| {
         thread::sleep(Duration::from_millis(2600));
         let kind = read_after_server_gave_up(s);
         assert_eq!(kind, std::io::ErrorKind::ConnectionReset, "the client should see the server's RST");
     });
-    let late = raw(&db, |s| {
+    let late = raw_client(&db, |s| {
         thread::sleep(Duration::from_secs(3));
         // The RST already arrived: the write reports it (or, if the write got through, the read does).
         let kind = match s.write_all(&login_packet()) {
@@ -149,21 +121,21 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
         };
         assert!(matches!(kind, std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe), "{kind:?}");
     });
-    let closes = raw(&db, |_| {});
-    let resets = raw(&db, |s| set_linger0(s));
-    let garbage = raw(&db, |s| {
+    let closes = raw_client(&db, |_| {});
+    let resets = raw_client(&db, |s| set_linger0(s));
+    let garbage = raw_client(&db, |s| {
         s.write_all(&[5, 0, 0, 1, 1, 2, 3, 4, 5]).unwrap();
         let mut buf = [0u8; 128];
         let n = s.read(&mut buf).unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).contains("Bad handshake"));
     });
-    let http = raw(&db, |s| {
+    let http = raw_client(&db, |s| {
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut buf = [0u8; 128];
         let _ = s.read(&mut buf);
     });
     // An SSLRequest, then nothing: the server waits for the ClientHello in vain.
-    let tls_stall = raw(&db, |s| {
+    let tls_stall = raw_client(&db, |s| {
         s.write_all(&ssl_request_packet()).unwrap();
         thread::sleep(Duration::from_millis(2600));
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -175,25 +147,8 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
         [silent, late, closes, resets, garbage, http, tls_stall].into_iter().map(|t| t.join().unwrap()).collect();
     let [silent, late, closes, resets, garbage, http, tls_stall] = ports[..] else { unreachable!() };
 
-    // max_connections (10 is MariaDB's minimum; one more is kept for admins): hold 11, the 12th is refused.
-    db.sql("SET GLOBAL max_connections = 10").unwrap();
-    let mut held = Vec::new();
-    let mut refused = None;
-    for _ in 0..13 {
-        let mut s = TcpStream::connect(db.addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut head = [0u8; 5];
-        s.read_exact(&mut head).unwrap();
-        if head[4] == 0xff {
-            refused = Some(port_of(&s));
-            break;
-        }
-        held.push(s);
-    }
-    let refused = refused.expect("a connection refused with ERR 1040");
-    thread::sleep(Duration::from_millis(2600)); // the held ones time out
-    drop(held);
-    db.sql("SET GLOBAL max_connections = 151").unwrap();
+    // The held ones time out.
+    let refused = max_connections_refusal(&db, Duration::from_millis(2600));
     // Compare with Aborted_connects only once the server has finished every handshake
     // (the only connection left is the status query's own).
     assert!(

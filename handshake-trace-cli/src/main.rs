@@ -3,7 +3,7 @@ use std::{io::Write, time::Duration};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use handshake_trace::{
-    capture::probes::AttachMode,
+    capture::probes::{AttachMode, CaptureTier},
     commands::{agent, analyze, doctor, watch},
     export::abnormal_log::LogTarget,
 };
@@ -122,6 +122,12 @@ struct WatchArgs {
     /// cheaper) or `tracepoints` (one per syscall); see docs/performance.md.
     #[arg(long, value_name = "MODE", value_enum)]
     attach: Option<AttachMode>,
+    /// Which hooks capture the handshakes: `syscalls` (the default: the full story, fds,
+    /// waits and their timeouts, socket options, timers) or `socket` (socket and packet
+    /// hooks only, nothing on the syscall path; fds, waits, fcntl, socket options and
+    /// timers are not seen). `doctor` says which this kernel supports.
+    #[arg(long, value_name = "TIER", value_enum, default_value_t = CaptureTier::Syscalls)]
+    capture: CaptureTier,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -134,6 +140,7 @@ impl WatchArgs {
             ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
             record,
             attach: self.attach.unwrap_or_default().usable()?,
+            capture: self.capture,
             ..self.output.options()
         })
     }

@@ -20,6 +20,9 @@ pub mod kind {
     pub const TCP: u32 = 5;
     /// A target process exited: [`EventHeader`](super::EventHeader) alone.
     pub const PROCESS_EXIT: u32 = 6;
+    /// Socket tier: a target's listening port gained an established connection
+    /// (no accept is seen): [`EstablishedEvent`](super::EstablishedEvent).
+    pub const ESTABLISHED: u32 = 7;
 }
 
 /// Syscall identifiers in [`SysEvent::syscall`] (ours, not the kernel's numbers).
@@ -49,6 +52,15 @@ pub mod sys {
     pub const KILL: u32 = 20;
     pub const TKILL: u32 = 21;
     pub const TGKILL: u32 = 22;
+    /// Socket tier, in [`IoEvent`](super::IoEvent)s with fd [`NO_FD`](super::NO_FD):
+    /// a packet of the connection arrived (`cgroup_skb/ingress`) or left
+    /// (`cgroup_skb/egress`), `ret` its TCP payload length; a socket read or write
+    /// (`sock_recv_length` / `sock_send_length`) that moved nothing, `ret` its result
+    /// and `args[1]` its MSG_* flags. Which syscall it was is not seen.
+    pub const PACKET_IN: u32 = 23;
+    pub const PACKET_OUT: u32 = 24;
+    pub const SOCK_RECV: u32 = 25;
+    pub const SOCK_SEND: u32 = 26;
 }
 
 /// Error numbers (x86-64 Linux, positive) the programs and the collector name: a
@@ -80,6 +92,24 @@ pub mod tcp {
     pub const STATE: u32 = 4;
 }
 
+/// Kernel TCP states (`include/net/tcp_states.h`) the socket tier starts and ends
+/// connections on.
+pub mod tcp_state {
+    pub const ESTABLISHED: u32 = 1;
+    pub const SYN_RECV: u32 = 3;
+    pub const FIN_WAIT1: u32 = 4;
+    pub const CLOSE: u32 = 7;
+    pub const CLOSE_WAIT: u32 = 8;
+    pub const LAST_ACK: u32 = 9;
+
+    /// Does the server's socket entering `state` end the connection (it sent its FIN,
+    /// awaits the last ACK after the client's, or closed: an abort or a reset)?
+    #[inline(always)]
+    pub fn ends(state: u32) -> bool {
+        matches!(state, FIN_WAIT1 | LAST_ACK | CLOSE)
+    }
+}
+
 /// Indexes of the per-CPU counters in the `COUNTERS` map.
 /// `EMITTED + LOST_RINGBUF` is every event the programs tried to send.
 pub mod counter {
@@ -106,6 +136,15 @@ pub const PAYLOAD_MAX: usize = 256;
 pub const DEFAULT_RINGBUF_BYTES: u32 = 4 << 20;
 /// Marks an offset whose tracepoint lacks the field.
 pub const NO_FIELD: u32 = u32::MAX;
+/// The fd of a socket-tier connection: the socket tier never sees one.
+pub const NO_FD: i32 = -1;
+/// Capacity of the socket tier's map of target listening ports.
+pub const MAX_LISTEN_PORTS: u32 = 256;
+/// `sock:inet_sock_set_state`'s socket address and local port, at these offsets in the
+/// layout [`SET_STATE_LAYOUT`] describes (the socket tier needs both; checked at load).
+pub const SET_STATE_SKADDR: u32 = 8;
+pub const SET_STATE_SPORT: u32 = 24;
+pub const SET_STATE_SADDR_V6: u32 = 40;
 
 /// Offsets of the fields of one TCP tracepoint the programs read.
 #[repr(C)]
@@ -260,6 +299,53 @@ pub struct TcpEvent {
     pub what: u32,
     pub oldstate: u32,
     pub newstate: u32,
+}
+
+/// Socket tier: a target's listening port gained an established connection (the
+/// server's socket went SYN_RECV → ESTABLISHED). Runs in softirq: `header.tid` is 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EstablishedEvent {
+    pub header: EventHeader,
+    pub conn_gen: u64,
+    /// The client: IPv6, IPv4 v4-mapped.
+    pub peer_addr: [u8; 16],
+    /// The server's local address, in the same form.
+    pub local_addr: [u8; 16],
+    /// Host order.
+    pub peer_port: u16,
+    pub local_port: u16,
+    pub _pad: u32,
+}
+
+/// Socket tier: a connection in its handshake, keyed by its `struct sock` address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockConn {
+    pub gen: u64,
+    pub tgid: u32,
+    /// [`CONN_TLS`] once the client started TLS.
+    pub flags: u32,
+    /// The TCP sequence number expected next, each way (0: none seen yet): a packet
+    /// before it is a retransmitted copy, not new bytes.
+    pub next_seq_in: u32,
+    pub next_seq_out: u32,
+    pub peer: PeerKey,
+    /// Packets left before a TLS connection stops being traced.
+    pub tls_budget: u16,
+    pub _pad: [u16; 3],
+}
+
+/// Socket tier: the connection a server thread last read or wrote in its handshake
+/// (for the signals sent to that thread), keyed by thread id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockTask {
+    /// The socket's `struct sock` address (the key of the connection).
+    pub sk: u64,
+    pub gen: u64,
+    pub tgid: u32,
+    pub _pad: u32,
 }
 
 /// A connection in its handshake, keyed by [`ConnKey`].
@@ -444,6 +530,7 @@ mod pod {
         super::ThreadConn,
         super::TaskState,
         super::PeerKey,
+        super::SockConn,
     );
 }
 
@@ -486,6 +573,9 @@ mod tests {
         assert_eq!(size_of::<TaskState>(), size_of::<ThreadConn>() + size_of::<InFlight>() + 4 + 4);
         assert_eq!(size_of::<PeerKey>(), 16 + 2 + 2 + 4);
         assert_eq!(size_of::<TcpOffsets>(), 6 * 4);
+        assert_eq!(size_of::<EstablishedEvent>(), size_of::<EventHeader>() + 8 + 16 + 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<SockTask>(), 8 + 8 + 4 + 4);
+        assert_eq!(size_of::<SockConn>(), 8 + 4 * 4 + size_of::<PeerKey>() + 2 + 2 * 3);
         assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 4 * size_of::<TcpOffsets>());
     }
 

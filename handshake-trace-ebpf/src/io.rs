@@ -25,8 +25,8 @@ const TLS_HANDSHAKE: u8 = 0x16;
 const TLS_MAJOR: u8 = 0x03;
 /// A MySQL packet: payload length (3 bytes), sequence number (1), then the payload,
 /// whose first byte marks an OK or an ERR.
-const MYSQL_SEQ: usize = 3;
-const MYSQL_FIRST: usize = 4;
+pub(crate) const MYSQL_SEQ: usize = 3;
+pub(crate) const MYSQL_FIRST: usize = 4;
 const MYSQL_OK: u8 = 0x00;
 const MYSQL_ERR: u8 = 0xff;
 /// Greeting 0, login 1: the server's reply to the login has sequence 2 or more.
@@ -144,20 +144,28 @@ fn after_io(tgid: u32, f: &InFlight, captured: u32, first: [u8; 4]) -> u64 {
     if c.gen != f.conn_gen {
         return 0;
     }
-    if c.flags & CONN_TLS != 0 {
-        if c.tls_budget <= 1 {
+    handshake_end(&mut c.flags, &mut c.tls_budget, is_write(f.syscall), captured, first)
+}
+
+/// The handshake state after `captured` bytes starting with `first` (bytes 0, 1, 3
+/// and 4) went out (`write`) or came in: 0, or why tracing ends here (an `end` code).
+/// Shared by both capture tiers (a syscall's bytes, or a packet's).
+#[inline(always)]
+pub(crate) fn handshake_end(flags: &mut u32, tls_budget: &mut u16, write: bool, captured: u32, first: [u8; 4]) -> u64 {
+    if *flags & CONN_TLS != 0 {
+        if *tls_budget <= 1 {
             return end::TLS_BUDGET;
         }
-        c.tls_budget -= 1;
+        *tls_budget -= 1;
         return 0;
     }
     // A TLS record header (handshake, version 3.x) where a MySQL packet would be.
     if captured >= 2 && first[0] == TLS_HANDSHAKE && first[1] == TLS_MAJOR {
-        c.flags |= CONN_TLS;
-        c.tls_budget = TLS_BUDGET;
+        *flags |= CONN_TLS;
+        *tls_budget = TLS_BUDGET;
         return 0;
     }
-    if is_write(f.syscall) && captured > MYSQL_FIRST as u32 {
+    if write && captured > MYSQL_FIRST as u32 {
         let (seq, kind) = (first[2], first[3]);
         // ERR at any point, or OK after the login, ends the handshake.
         if kind == MYSQL_ERR || (kind == MYSQL_OK && seq >= LOGIN_REPLY_SEQ) {

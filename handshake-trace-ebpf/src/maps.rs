@@ -3,11 +3,11 @@
 //! counters) and the read-only globals userspace writes before load.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use handshake_trace_common::{
-    counter, Conn, ConnKey, PeerKey, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
-    DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_TARGETS, MAX_TASKS,
+    counter, Conn, ConnKey, PeerKey, SockConn, SockTask, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
+    DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS,
 };
 
 /// Processes (tgid) to trace. Userspace keeps it current.
@@ -111,3 +111,20 @@ pub fn ring_bytes() -> u64 {
     // SAFETY: as in `offsets`.
     unsafe { core::ptr::read_volatile(&RING_BYTES) }
 }
+
+/// Socket tier: the listening ports of the targets (host order) → their process.
+/// Userspace fills it from /proc with TARGETS.
+#[map]
+pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(MAX_LISTEN_PORTS, 0);
+
+/// Socket tier: connections in their handshake, keyed by their `struct sock` address
+/// (the same in the socket tracepoints and in `__sk_buff.sk`). A lookup here is the
+/// whole filter of the socket and packet programs.
+#[map]
+pub static SOCK_CONNS: HashMap<u64, SockConn> = HashMap::with_max_entries(MAX_CONNS, 0);
+
+/// Socket tier: per server thread, the connection it last read or wrote in its
+/// handshake, for signals to that thread. Least recently used entries make room (a
+/// thread's exit is not seen here); a stale one is told by its generation.
+#[map]
+pub static SOCK_TASKS: LruHashMap<u32, SockTask> = LruHashMap::with_max_entries(MAX_TASKS, 0);

@@ -53,7 +53,7 @@ fn on_tcp(ctx: &TracePointContext, o: &TcpOffsets, what: u32) {
 }
 
 #[inline(always)]
-fn send(tc: &ThreadConn, what: u32, oldstate: u32, newstate: u32) {
+pub(crate) fn send(tc: &ThreadConn, what: u32, oldstate: u32, newstate: u32) {
     let (_, tid) = current();
     emit(TcpEvent { header: header(kind::TCP, tc.tgid, tid), conn_gen: tc.gen, fd: tc.fd, what, oldstate, newstate });
 }
@@ -94,7 +94,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 /// A field of this tracepoint's record at a constant offset: a plain load the verifier
 /// checks (tracepoint contexts are readable), where `at` calls `bpf_probe_read`.
 #[inline(always)]
-fn load<T: Plain>(ctx: &TracePointContext, off: usize) -> T {
+pub(crate) fn load<T: Plain>(ctx: &TracePointContext, off: usize) -> T {
     // SAFETY: the verifier checks every load from a tracepoint's context against the
     // record's size (the program is rejected at load otherwise), and `off` comes from
     // SET_STATE_LAYOUT, used only when userspace found it in the format file; any

@@ -28,6 +28,8 @@ pub(crate) fn accept_at(ts: u64, gen: u64) -> Event {
         result: SyscallResult::Ok(FD as i64),
         peer: Some("127.0.0.1:47460".parse().unwrap()),
         unix: false,
+        established: false,
+        local: None,
     })
 }
 
@@ -148,4 +150,47 @@ pub(crate) fn ok_login_events() -> Vec<Event> {
     ev.push(io(GEN + 900_000, SyscallKind::Sendto, ok.len() as i64, ok.len() as u64, &ok));
     ev.push(sys(GEN + 910_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]));
     ev
+}
+
+/// The socket tier's start of a connection: established on the server's port, no fd.
+pub(crate) fn established_at(ts: u64) -> Event {
+    Event::Accept(Accept {
+        ts_ns: ts,
+        conn_gen: ts,
+        pid: PID,
+        tid: 0,
+        listen_fd: handshake_trace_common::NO_FD,
+        result: SyscallResult::Ok(0),
+        peer: Some("127.0.0.1:47460".parse().unwrap()),
+        unix: false,
+        established: true,
+        local: Some("127.0.0.1:3399".parse().unwrap()),
+    })
+}
+
+/// A socket-tier record of the connection started at `gen`: a packet (`PacketIn`,
+/// `PacketOut`: `ret` its length) or a socket read/write that moved nothing (`ret` its
+/// result, `flags` its MSG_* flags). Arriving packets run in no thread of the server.
+pub(crate) fn sock_io(ts: u64, gen: u64, kind: SyscallKind, ret: i64, flags: u64, payload: &[u8], end: Option<u64>) -> Event {
+    let tid = if kind == SyscallKind::PacketIn { 0 } else { HANDLER };
+    Event::Io(Io {
+        sys: Syscall {
+            ts_ns: ts,
+            pid: PID,
+            tid,
+            conn_gen: gen,
+            fd: handshake_trace_common::NO_FD,
+            kind,
+            result: ret.into(),
+            duration_ns: 0,
+            args: Args::Transfer { requested: 0, flags },
+        },
+        payload: payload.to_vec(),
+        tracking_end: end,
+    })
+}
+
+/// A TCP state change of the socket-tier connection started at `gen`.
+pub(crate) fn sock_state(ts: u64, gen: u64, old: u32, new: u32) -> Event {
+    Event::Tcp(crate::events::Tcp { ts_ns: ts, pid: PID, conn_gen: gen, fd: handshake_trace_common::NO_FD, what: crate::events::TcpWhat::State { old, new } })
 }

@@ -248,3 +248,63 @@ pub fn deploy_metric_names() -> std::collections::BTreeSet<String> {
     let rules = std::fs::read_to_string(root.join("prometheus/alerts.yml")).unwrap();
     metric_names(&format!("{dashboard}\n{rules}")).iter().map(|m| base_metric_name(m).to_string()).collect()
 }
+
+/// A raw client of `db` in its own thread: connect, read the greeting, then do `then`;
+/// the thread returns the client's local port (how its handshake is found in the output).
+pub fn raw_client(db: &MariaDb, then: impl FnOnce(&mut std::net::TcpStream) + Send + 'static) -> thread::JoinHandle<u16> {
+    let addr = db.addr();
+    thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let port = s.local_addr().unwrap().port();
+        read_greeting(&mut s);
+        then(&mut s);
+        port
+    })
+}
+
+/// Make closing `s` reset the connection (SO_LINGER {on, 0}).
+pub fn set_linger0(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: valid fd and option buffer.
+    let rc = unsafe {
+        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&l as *const libc::linger).cast(), std::mem::size_of::<libc::linger>() as u32)
+    };
+    assert_eq!(rc, 0);
+}
+
+/// max_connections (10 is MariaDB's minimum; one more is kept for admins): hold 11
+/// connections, the 12th is refused with ERR 1040 instead of a greeting; the held
+/// ones are left to time out (connect_timeout), then closed. Returns the refused
+/// client's port.
+pub fn max_connections_refusal(db: &MariaDb, held_for: Duration) -> u16 {
+    use std::io::Read;
+    db.sql("SET GLOBAL max_connections = 10").unwrap();
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..13 {
+        let mut s = std::net::TcpStream::connect(db.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).unwrap();
+        if head[4] == 0xff {
+            refused = Some(s.local_addr().unwrap().port());
+            break;
+        }
+        held.push(s);
+    }
+    let refused = refused.expect("a connection refused with ERR 1040");
+    thread::sleep(held_for);
+    drop(held);
+    db.sql("SET GLOBAL max_connections = 151").unwrap();
+    refused
+}
+
+/// A MariaDB with connect_timeout=2 and TLS, and the account `tls_lab` / `tls-pw`
+/// that must log in over TLS.
+pub fn mariadb_with_tls_account() -> MariaDb {
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, tls: true, ..Default::default() }).expect("start MariaDB");
+    db.sql("CREATE USER 'tls_lab'@'%' IDENTIFIED BY 'tls-pw' REQUIRE SSL; CREATE USER 'tls_lab'@'localhost' IDENTIFIED BY 'tls-pw' REQUIRE SSL")
+        .unwrap();
+    db
+}

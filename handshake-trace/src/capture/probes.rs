@@ -8,7 +8,10 @@ use aya::{
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use handshake_trace_common::{counter, Conn, ConnKey, TargetFilter, TcpOffsets, TracepointOffsets, DEFAULT_RINGBUF_BYTES, NO_FIELD};
+use handshake_trace_common::{
+    counter, Conn, ConnKey, SockConn, TargetFilter, TcpOffsets, TracepointOffsets, DEFAULT_RINGBUF_BYTES, NO_FIELD,
+    SET_STATE_SADDR_V6, SET_STATE_SKADDR, SET_STATE_SPORT,
+};
 
 use crate::{capture::tracefs, events::Counters};
 
@@ -116,6 +119,71 @@ impl Default for AttachMode {
     fn default() -> Self {
         if cfg!(target_arch = "x86_64") { AttachMode::Raw } else { AttachMode::Tracepoints }
     }
+}
+
+/// Which hooks capture the handshakes (`--capture`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaptureTier {
+    /// The syscalls of the server's threads: the full story (fds, waits and their
+    /// timeouts, fcntl, socket options, timers), at the cost of putting every task of
+    /// the host on the slow syscall path while attached.
+    #[default]
+    Syscalls,
+    /// Socket and packet hooks only (`sock_recv_length`/`sock_send_length`,
+    /// `inet_sock_set_state`, `cgroup_skb`): nothing on the syscall path; no fds,
+    /// waits, fcntl, socket options or timers.
+    Socket,
+}
+
+impl CaptureTier {
+    pub const ALL: [CaptureTier; 2] = [CaptureTier::Syscalls, CaptureTier::Socket];
+}
+
+/// The socket tier's BTF tracepoints, each program named after its tracepoint.
+pub const SOCKET_BTF_POINTS: [&str; 2] = ["sock_recv_length", "sock_send_length"];
+/// The socket tier's own programs on tracepoints the syscall tier also uses:
+/// connections start and end on `inet_sock_set_state`; a signal's handler thread is
+/// the one that last read or wrote the connection. (tracepoint, program)
+pub const SOCKET_TRACEPOINT_PROGRAMS: [(&str, &str); 3] = [
+    ("inet_sock_set_state", SOCKET_SET_STATE),
+    ("signal_generate", "socket_signal_generate"),
+    ("signal_deliver", "socket_signal_deliver"),
+];
+const SOCKET_SET_STATE: &str = "socket_inet_sock_set_state";
+/// The socket tier's packet programs, on the cgroup v2 root.
+pub const SOCKET_CGROUP_SKB: [(&str, aya::programs::CgroupSkbAttachType); 2] = [
+    ("cgroup_skb_ingress", aya::programs::CgroupSkbAttachType::Ingress),
+    ("cgroup_skb_egress", aya::programs::CgroupSkbAttachType::Egress),
+];
+
+/// Is `inet_sock_set_state` laid out as the socket tier's program reads it?
+pub fn socket_set_state_layout_ok(tracefs: &Path) -> Result<()> {
+    let fields = tracefs::fields(tracefs, "sock", "inet_sock_set_state")?;
+    let o = tcp_offsets(&fields, true)?;
+    if o != handshake_trace_common::SET_STATE_LAYOUT
+        || tracefs::offset_of(&fields, "skaddr", 8)? != SET_STATE_SKADDR
+        || tracefs::offset_of(&fields, "sport", 2)? != SET_STATE_SPORT
+        || tracefs::offset_of(&fields, "saddr_v6", 16)? != SET_STATE_SADDR_V6
+    {
+        bail!("sock:inet_sock_set_state is laid out differently on this kernel");
+    }
+    Ok(())
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on hybrid machines), from /proc/self/mountinfo.
+pub fn cgroup2_root() -> Result<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
+    cgroup2_in_mountinfo(&info).ok_or_else(|| anyhow!("no cgroup v2 hierarchy mounted (/proc/self/mountinfo)"))
+}
+
+/// The first cgroup2 mount point in a mountinfo text.
+fn cgroup2_in_mountinfo(info: &str) -> Option<std::path::PathBuf> {
+    info.lines().find_map(|line| {
+        // "36 25 0:31 / /sys/fs/cgroup/unified rw,... shared:10 - cgroup2 cgroup2 rw,..."
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4).map(Into::into))?
+    })
 }
 
 /// How many programs a mode attaches (when the kernel has every tracepoint).
@@ -245,6 +313,10 @@ pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     conns: HashMap<MapData, ConnKey, Conn>,
+    /// Socket tier: the targets' listening ports, and its connections.
+    listen_ports: HashMap<MapData, u16, u32>,
+    sock_conns: HashMap<MapData, u64, SockConn>,
+    pub capture: CaptureTier,
     /// Programs attached.
     pub attached: usize,
     /// Optional tracepoints this kernel lacks, in words.
@@ -257,11 +329,12 @@ pub struct LoadOptions {
     /// Ring buffer size in bytes (rounded up to a power of two of at least one page).
     pub ringbuf_bytes: u32,
     pub attach: AttachMode,
+    pub capture: CaptureTier,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { ringbuf_bytes: DEFAULT_RINGBUF_BYTES, attach: AttachMode::default() }
+        Self { ringbuf_bytes: DEFAULT_RINGBUF_BYTES, attach: AttachMode::default(), capture: CaptureTier::default() }
     }
 }
 
@@ -295,26 +368,32 @@ impl Probes {
         // The programs log only in rare failure paths; keep the logger alive or its map closes.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         let mut attached = 0;
-        let per_syscall = opts.attach == AttachMode::Tracepoints;
+        let socket = opts.capture == CaptureTier::Socket;
+        let per_syscall = opts.attach == AttachMode::Tracepoints && !socket;
         for p in attach_points()
             .filter(|p| !missing.iter().any(|m| m.name == p.name))
             .filter(|p| per_syscall || p.category != "syscalls")
         {
-            let program: &mut TracePoint = ebpf
-                .program_mut(p.name)
-                .ok_or_else(|| anyhow!("program {} missing from the embedded object", p.name))?
-                .try_into()?;
-            program.load().with_context(|| format!("verify program {}", p.name))?;
-            program
-                .attach(p.category, p.name)
-                .with_context(|| format!("attach to tracepoint {}:{}", p.category, p.name))?;
+            let program = match SOCKET_TRACEPOINT_PROGRAMS.iter().find(|(tp, _)| socket && *tp == p.name) {
+                Some((_, own)) => own,
+                None => p.name,
+            };
+            if program == SOCKET_SET_STATE {
+                socket_set_state_layout_ok(&tracefs).context("the socket capture tier")?;
+            }
+            attach_tracepoint(&mut ebpf, program, p.category, p.name)?;
             attached += 1;
         }
         let warnings: Vec<String> = missing
             .iter()
             .map(|m| format!("this kernel lacks tracepoint {}:{}: {} will not be shown", m.category, m.name, m.shows))
             .collect();
-        if opts.attach == AttachMode::Raw {
+        if socket {
+            if missing.iter().any(|m| m.name == "inet_sock_set_state") {
+                bail!("the socket capture tier needs tracepoint sock:inet_sock_set_state, which this kernel lacks");
+            }
+            attached += attach_socket_tier(&mut ebpf)?;
+        } else if opts.attach == AttachMode::Raw {
             for (tp, name) in RAW_POINTS {
                 let program: &mut aya::programs::RawTracePoint = ebpf
                     .program_mut(name)
@@ -330,7 +409,12 @@ impl Probes {
         let events = Some(RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?);
         let conns = HashMap::try_from(take_map(&mut ebpf, "CONNS")?)?;
         let target_filter = Array::try_from(take_map(&mut ebpf, "TARGET_FILTER")?)?;
+        let listen_ports = HashMap::try_from(take_map(&mut ebpf, "LISTEN_PORTS")?)?;
+        let sock_conns = HashMap::try_from(take_map(&mut ebpf, "SOCK_CONNS")?)?;
         Ok(Self {
+            listen_ports,
+            sock_conns,
+            capture: opts.capture,
             _ebpf: ebpf,
             _logger: logger,
             targets,
@@ -350,7 +434,20 @@ impl Probes {
             .insert(pid, 1, 0)
             .with_context(|| format!("add pid {pid} to the target map (full?)"))?;
         self.target_pids.insert(pid);
+        if self.capture == CaptureTier::Socket {
+            self.add_listen_ports(pid)?;
+        }
         self.write_target_filter()
+    }
+
+    /// Socket tier: the target's listening TCP ports, from /proc.
+    fn add_listen_ports(&mut self, pid: u32) -> Result<()> {
+        for addr in crate::capture::targets::listening_sockets(pid).values() {
+            self.listen_ports
+                .insert(addr.port(), pid, 0)
+                .with_context(|| format!("add port {} to the listening-port map (full?)", addr.port()))?;
+        }
+        Ok(())
     }
 
     /// Mirror the target set into the short list the programs ask first.
@@ -368,6 +465,14 @@ impl Probes {
         let keys: Vec<ConnKey> = self.conns.keys().filter_map(Result::ok).filter(|k| k.tgid == pid).collect();
         for k in keys {
             let _ = self.conns.remove(&k);
+        }
+        let ports: Vec<u16> = self.listen_ports.iter().filter_map(Result::ok).filter(|(_, p)| *p == pid).map(|(k, _)| k).collect();
+        for port in ports {
+            let _ = self.listen_ports.remove(&port);
+        }
+        let socks: Vec<u64> = self.sock_conns.iter().filter_map(Result::ok).filter(|(_, c)| c.tgid == pid).map(|(k, _)| k).collect();
+        for sk in socks {
+            let _ = self.sock_conns.remove(&sk);
         }
     }
 
@@ -393,6 +498,43 @@ impl Probes {
     }
 }
 
+/// Load program `name` and attach it to tracepoint `category:tracepoint`.
+fn attach_tracepoint(ebpf: &mut Ebpf, name: &str, category: &str, tracepoint: &str) -> Result<()> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the embedded object"))?
+        .try_into()?;
+    program.load().with_context(|| format!("verify program {name}"))?;
+    program.attach(category, tracepoint).with_context(|| format!("attach to tracepoint {category}:{tracepoint}"))?;
+    Ok(())
+}
+
+/// The socket tier's own hooks: the BTF socket tracepoints and the packet programs on
+/// the cgroup v2 root (links: closing them, or this process ending, detaches them).
+fn attach_socket_tier(ebpf: &mut Ebpf) -> Result<usize> {
+    let btf = aya::Btf::from_sys_fs().context("read the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+    for name in SOCKET_BTF_POINTS {
+        let program: &mut aya::programs::BtfTracePoint =
+            ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the embedded object"))?.try_into()?;
+        program.load(name, &btf).with_context(|| format!("verify program {name} (tp_btf/{name})"))?;
+        program.attach().with_context(|| format!("attach to tp_btf/{name}"))?;
+    }
+    let root = cgroup2_root()?;
+    let cgroup = std::fs::File::open(&root).with_context(|| format!("open the cgroup v2 root {}", root.display()))?;
+    for (name, kind) in SOCKET_CGROUP_SKB {
+        let program: &mut aya::programs::CgroupSkb =
+            ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the embedded object"))?.try_into()?;
+        program.load().with_context(|| format!("verify program {name}"))?;
+        // Flags 0: on kernels with BPF links (5.7+, which aya uses) a link attaches
+        // beside any other program or link on the cgroup, and the kernel rejects the
+        // multi-attach flag for links.
+        program
+            .attach(&cgroup, kind, aya::programs::CgroupAttachMode::Single)
+            .with_context(|| format!("attach {name} to the cgroup v2 root {}", root.display()))?;
+    }
+    Ok(SOCKET_BTF_POINTS.len() + SOCKET_CGROUP_SKB.len())
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
     ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the embedded object"))
 }
@@ -410,6 +552,16 @@ mod tests {
             panic!("probes::{test} cannot run (HANDSHAKE_TRACE_REQUIRE_ROOT=1 requires it): {why}");
         }
         let _ = std::io::stderr().write_all(format!("SKIPPED probes::{test}: {why}\n").as_bytes());
+    }
+
+    #[test]
+    fn the_cgroup_v2_root_is_found_in_mountinfo() {
+        let hybrid = "25 1 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                      26 25 0:24 / /sys/fs/cgroup/unified rw,nosuid shared:5 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(cgroup2_in_mountinfo(hybrid), Some("/sys/fs/cgroup/unified".into()));
+        let unified = "30 1 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_in_mountinfo(unified), Some("/sys/fs/cgroup".into()));
+        assert_eq!(cgroup2_in_mountinfo("31 25 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"), None);
     }
 
     #[test]

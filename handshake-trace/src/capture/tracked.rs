@@ -85,7 +85,8 @@ pub fn accept_addrs(ev: &Event, targets: &mut Targets) -> AcceptAddrs {
     let Event::Accept(a) = ev else { return AcceptAddrs::default() };
     let Some(fd) = a.fd() else { return AcceptAddrs::default() };
     // A Unix-socket client has no address; /proc by fd could name a later TCP socket.
-    if a.unix {
+    // The socket tier's record carries both addresses and names no fd.
+    if a.unix || a.established {
         return AcceptAddrs::default();
     }
     let mut server = targets.listener(a.pid, a.listen_fd);

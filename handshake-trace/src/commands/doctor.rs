@@ -188,6 +188,26 @@ fn check_bpf(privileged: bool, have_tracefs: bool, out: &mut Vec<Check>) {
                 Err(e) => check(Status::Info, &what, format!("unavailable: {e:#}"), None),
             });
         }
+        // The capture tiers, for --capture: the default one was loaded above.
+        let socket = probes::LoadOptions { capture: probes::CaptureTier::Socket, ..Default::default() };
+        let mut supported = vec!["syscalls"];
+        out.push(match probes::Probes::load(&socket) {
+            Ok(p) => {
+                supported.push("socket");
+                check(
+                    Status::Pass,
+                    "socket capture tier (--capture socket)",
+                    format!(
+                        "{} programs verified, attached and detached (tp_btf sock_recv_length, sock_send_length; \
+                         sock:inet_sock_set_state; cgroup_skb ingress and egress on the cgroup v2 root)",
+                        p.attached
+                    ),
+                    None,
+                )
+            }
+            Err(e) => check(Status::Info, "socket capture tier (--capture socket)", format!("unavailable: {e:#}"), None),
+        });
+        out.push(check(Status::Info, "capture tiers", format!("this kernel supports: {}", supported.join(", ")), None));
     }
 }
 

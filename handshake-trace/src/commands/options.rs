@@ -1,6 +1,10 @@
 //! The options of the tracing commands (watch, record, analyze, and the lab through
 //! watch): what to trace, how to attach, and what the pipeline and the printer apply.
-use crate::{capture::probes::AttachMode, output::printer::PrintOptions, pipeline::PipelineOptions};
+use crate::{
+    capture::probes::{AttachMode, CaptureTier},
+    output::printer::PrintOptions,
+    pipeline::PipelineOptions,
+};
 
 /// Options of `watch`, `record` and `analyze` (the parts that apply).
 #[derive(Debug, Clone, Default)]
@@ -23,6 +27,8 @@ pub struct WatchOptions {
     pub record: Option<std::path::PathBuf>,
     /// How the syscall programs attach.
     pub attach: AttachMode,
+    /// Which hooks capture the handshakes.
+    pub capture: CaptureTier,
 }
 
 impl WatchOptions {

@@ -144,6 +144,7 @@ fn attach(opts: &WatchOptions, targets: &Targets, log: &mut dyn Write) -> Result
     let load = LoadOptions {
         ringbuf_bytes: opts.ringbuf_bytes.unwrap_or(LoadOptions::default().ringbuf_bytes),
         attach: opts.attach,
+        capture: opts.capture,
     };
     let mut probes = Probes::load(&load)?;
     for w in &probes.warnings {
@@ -193,6 +194,9 @@ pub async fn live<'s>(
     let mut tracer = Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0 };
     let mut pipeline = sinks(&clock).into_iter().fold(Pipeline::new(opts.pipeline()), Pipeline::with_boxed_sink);
     let on_port = opts.port.map(|p| format!(" on port {p}")).unwrap_or_default();
+    if let Some(notice) = crate::output::text::capture_notice(opts.capture) {
+        writeln!(log, "{notice}")?;
+    }
     writeln!(log, "Tracing MySQL handshakes of {names}{on_port}... Hit Ctrl-C to end.")?;
     observer.attached(&tracer.health(&pipeline)?)?;
 

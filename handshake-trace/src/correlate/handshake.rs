@@ -3,7 +3,10 @@
 //! and read). The evidence the verdict is judged on is kept here as data.
 use std::net::SocketAddr;
 
-use handshake_trace_common::sockopt::{SOL_SOCKET, SO_LINGER, SO_RCVTIMEO_NEW, SO_RCVTIMEO_OLD};
+use handshake_trace_common::{
+    sockopt::{SOL_SOCKET, SO_LINGER, SO_RCVTIMEO_NEW, SO_RCVTIMEO_OLD},
+    tcp_state,
+};
 
 use super::step::{PacketSeen, Step, StepKind};
 use crate::{
@@ -14,6 +17,8 @@ use crate::{
 
 const SIGALRM: u32 = libc::SIGALRM as u32;
 const O_NONBLOCK: u64 = libc::O_NONBLOCK as u64;
+const MSG_DONTWAIT: u64 = libc::MSG_DONTWAIT as u64;
+
 
 /// The server's reply to the login.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +95,10 @@ pub struct Handshake {
     pub server: Option<SocketAddr>,
     /// The client came over a Unix socket.
     pub unix: bool,
+    /// Seen by the socket tier (`--capture socket`): no accept, fd, waits, fcntl,
+    /// socket options or timers; the connection starts when it is established and
+    /// ends when the server's socket closes.
+    pub socket_tier: bool,
     pub handler_tid: Option<u32>,
     pub steps: Vec<Step>,
     pub greeting: Option<Greeting>,
@@ -141,6 +150,7 @@ impl Handshake {
             client: a.peer,
             server,
             unix: a.unix,
+            socket_tier: a.established,
             handler_tid: None,
             steps: vec![Step { ts_ns: a.ts_ns, tid: a.tid, what: StepKind::Accepted { listen_fd: a.listen_fd, client: a.peer } }],
             greeting: None,
@@ -200,6 +210,15 @@ impl Handshake {
 
     /// A thread other than the accepting one touches the connection for the first time.
     fn note_handoff(&mut self, ts_ns: u64, tid: u32) {
+        // Tid 0: a packet, in no thread of the server. Accept tid 0: the socket tier,
+        // which sees no accepting thread, so no handoff either, only the handler.
+        if tid == 0 {
+            return;
+        }
+        if self.accept_tid == 0 {
+            self.handler_tid.get_or_insert(tid);
+            return;
+        }
         if tid != self.accept_tid && self.handler_tid.is_none() {
             self.handler_tid = Some(tid);
             self.step(ts_ns, tid, StepKind::Handoff { from_tid: self.accept_tid });
@@ -256,9 +275,11 @@ impl Handshake {
         self.note_handoff(s.ts_ns, s.tid);
         let total = s.result.bytes();
         let mut packets = Vec::new();
+        // The socket tier sees no fcntl: a read's own MSG_DONTWAIT says it could not block.
+        let nonblocking = self.evidence.nonblocking
+            || (s.kind.is_socket_tier() && matches!(s.args, Args::Transfer { flags, .. } if flags & MSG_DONTWAIT != 0));
         if s.kind.is_read() {
-            self.evidence.last_read =
-                Some(LastRead { result: s.result, nonblocking: self.evidence.nonblocking, duration_ns: s.duration_ns, ts_ns: s.ts_ns });
+            self.evidence.last_read = Some(LastRead { result: s.result, nonblocking, duration_ns: s.duration_ns, ts_ns: s.ts_ns });
             if total > 0 && self.tls && self.tls_hello_ns.is_none() && protocol::is_tls_handshake_record(&io.payload) {
                 // The ClientHello the SSLRequest announced.
                 self.tls_hello_ns = Some(s.ts_ns);
@@ -280,7 +301,7 @@ impl Handshake {
                 syscall: s.kind,
                 result: s.result,
                 requested: s.args.requested(),
-                nonblocking: self.evidence.nonblocking,
+                nonblocking,
                 duration_ns: s.duration_ns,
                 packets,
             });
@@ -399,9 +420,25 @@ impl Handshake {
         match t.what {
             TcpWhat::ReceiveReset => self.evidence.client_rst = true,
             TcpWhat::SendReset => self.evidence.rst_sent = true,
+            TcpWhat::State { old, new } if self.socket_tier => self.on_socket_state(t.ts_ns, old, new),
             _ => {}
         }
         self.step(t.ts_ns, 0, StepKind::Tcp(t.what));
+    }
+
+    /// The socket tier sees no close(): the server's socket leaving the connection
+    /// (FIN sent, last ACK awaited, or closed) is its end.
+    fn on_socket_state(&mut self, ts_ns: u64, old: u32, new: u32) {
+        if !tcp_state::ends(new) {
+            return;
+        }
+        // Straight from an open state to CLOSE with no reset received: the server
+        // aborted the connection, which sends a reset (SO_LINGER 0, or an abort).
+        if new == tcp_state::CLOSE && matches!(old, tcp_state::ESTABLISHED | tcp_state::CLOSE_WAIT) && !self.evidence.client_rst {
+            self.evidence.rst_sent = true;
+        }
+        self.evidence.closed = true;
+        self.end_ns = Some(ts_ns);
     }
 
     /// Is the handshake over (closed, or no longer traced)?

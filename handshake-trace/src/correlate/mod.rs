@@ -84,9 +84,12 @@ impl Correlator {
                 }
             }
             Event::Tcp(t) => {
-                if let Some(h) = self.get(&(t.pid, t.fd, t.conn_gen)) {
+                let key = (t.pid, t.fd, t.conn_gen);
+                if let Some(h) = self.get(&key) {
                     h.on_tcp(t);
                 }
+                // The socket tier's connections end on a state change.
+                self.collect_finished(&key, &mut done);
             }
             Event::ProcessExit { ts_ns, pid } => {
                 self.process_timers.remove(pid);

@@ -1,10 +1,10 @@
 //! The correlator and the judge on synthetic event sequences shaped like real MariaDB traces.
 use super::*;
 use crate::{
-    events::{Errno, Signal, SyscallKind, SyscallResult},
+    events::{Errno, Signal, SyscallKind, SyscallResult, Tcp, TcpWhat},
     output::reason,
     testing::*,
-    verdict::{Verdict, WaitMechanism},
+    verdict::{Cause, Verdict, WaitMechanism},
 };
 
 /// Why the verdict, in the words the output gives it.
@@ -496,4 +496,114 @@ fn a_server_that_exits_mid_handshake_is_said_so() {
     let h = only(&ev);
     assert_eq!(h.verdict(), Some(Verdict::Incomplete));
     assert_eq!(reason_of(&h), "the server process exited mid-handshake");
+}
+
+// The socket tier: the same pipeline fed packets, socket reads that moved nothing and
+// TCP state changes, keyed by no fd.
+mod socket_tier {
+    use handshake_trace_common::{end, tcp_state};
+
+    use super::*;
+
+    const MSG_DONTWAIT: u64 = libc::MSG_DONTWAIT as u64;
+
+    /// Established, greeting out, a non-blocking read that finds nothing.
+    fn prelude(t0: u64) -> Vec<Event> {
+        let g = greeting();
+        vec![
+            established_at(t0),
+            sock_io(t0 + 50_000, t0, SyscallKind::PacketOut, g.len() as i64, 0, &g, None),
+            sock_io(t0 + 60_000, t0, SyscallKind::SockRecv, -(Errno::EAGAIN.0 as i64), MSG_DONTWAIT, &[], None),
+        ]
+    }
+
+    #[test]
+    fn a_silent_client_is_a_server_timeout_without_an_invented_poll() {
+        let mut ev = prelude(GEN);
+        ev.push(sock_state(GEN + 2_002_060_000, GEN, tcp_state::ESTABLISHED, tcp_state::CLOSE));
+        let h = only(&ev);
+        assert!(h.socket_tier);
+        assert_eq!(h.verdict(), Some(Verdict::ServerTimeout));
+        let t = h.judgement.as_ref().unwrap().timeout().unwrap().clone();
+        assert_eq!(t.mechanism, WaitMechanism::NotSeen { read_error: Errno::EAGAIN });
+        assert_eq!(t.timeout_ms, None, "the socket tier sees no timeout: none may be shown");
+        assert_eq!(t.waited_ns, 2_002_000_000);
+        let why = reason_of(&h);
+        assert!(why.contains("found nothing (EAGAIN)") && why.contains("2002.0 ms later the server closed with a reset"), "{why}");
+        assert!(why.contains("not seen by the socket capture tier"), "{why}");
+        assert!(client_error_of(&h).unwrap().ends_with("'reading authorization packet', system error: 104"));
+        // No accepting thread seen: the handler, but no handoff step.
+        assert_eq!(h.handler_tid, Some(HANDLER));
+        assert!(!h.steps.iter().any(|s| matches!(s.what, StepKind::Handoff { .. })), "{:#?}", h.steps);
+    }
+
+    #[test]
+    fn a_blocking_read_interrupted_then_a_fin_is_a_timeout_without_reset() {
+        let g = greeting();
+        let ev = [
+            established_at(GEN),
+            sock_io(GEN + 50_000, GEN, SyscallKind::PacketOut, g.len() as i64, 0, &g, None),
+            // The alarm thread's SIGALRM, seen for the thread that last read the socket.
+            Event::Signal(Signal {
+                ts_ns: GEN + 9_999_990_000,
+                pid: PID,
+                tid: MAIN,
+                conn_gen: GEN,
+                fd: handshake_trace_common::NO_FD,
+                signal: libc::SIGALRM as u32,
+                target_tid: HANDLER,
+                code: -6,
+                result: 0,
+                delivered: false,
+            }),
+            sock_io(GEN + 10_000_000_000, GEN, SyscallKind::SockRecv, -512, 0, &[], None),
+            sock_state(GEN + 10_000_100_000, GEN, tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1),
+        ];
+        let h = only(&ev);
+        assert_eq!(h.verdict(), Some(Verdict::ServerTimeout));
+        assert!(matches!(h.judgement.as_ref().unwrap().cause, Cause::ServerTimedOut { reset: false, .. }));
+        assert_eq!(h.judgement.as_ref().unwrap().timeout().unwrap().signal_from, Some(MAIN));
+    }
+
+    #[test]
+    fn wrong_password_is_auth_failed_from_the_packets() {
+        let mut ev = prelude(GEN);
+        let login = packet(1, &login_body(None));
+        let err = err_packet(2, 1045, "28000", "Access denied for user 'lab'@'localhost' (using password: YES)");
+        ev.push(sock_io(GEN + 300_000, GEN, SyscallKind::PacketIn, login.len() as i64, 0, &login, None));
+        ev.push(sock_io(GEN + 400_000, GEN, SyscallKind::PacketOut, err.len() as i64, 0, &err, Some(end::REPLY)));
+        let h = only(&ev);
+        assert_eq!(h.verdict(), Some(Verdict::AuthFailed));
+        assert_eq!(h.login.as_ref().map(|l| l.user.as_str()), Some("lab"));
+        assert_eq!(h.phases().to_reply_ns, Some(100_000));
+    }
+
+    #[test]
+    fn a_login_is_ok_and_a_client_fin_is_client_closed() {
+        let mut ev = prelude(GEN);
+        let login = packet(1, &login_body(Some("shop")));
+        ev.push(sock_io(GEN + 300_000, GEN, SyscallKind::PacketIn, login.len() as i64, 0, &login, None));
+        ev.push(sock_io(GEN + 400_000, GEN, SyscallKind::PacketOut, 11, 0, &ok_packet(), Some(end::REPLY)));
+        let second = GEN + 1_000_000;
+        ev.extend(prelude(second));
+        ev.push(sock_state(second + 70_000, second, tcp_state::ESTABLISHED, tcp_state::CLOSE_WAIT));
+        ev.push(sock_io(second + 80_000, second, SyscallKind::SockRecv, 0, MSG_DONTWAIT, &[], None));
+        ev.push(sock_state(second + 90_000, second, tcp_state::CLOSE_WAIT, tcp_state::LAST_ACK));
+        let (done, c) = run(&ev);
+        assert_eq!(c.open_count(), 0);
+        let verdicts: Vec<_> = done.iter().map(|h| h.verdict()).collect();
+        assert_eq!(verdicts, [Some(Verdict::Ok), Some(Verdict::ClientClosed)], "{done:#?}");
+        // Two connections with no fd never count as one fd reused.
+        assert!(!done.iter().any(|h| matches!(h.judgement.as_ref().unwrap().cause, Cause::NotSeenToEnd)));
+    }
+
+    #[test]
+    fn a_client_reset_after_the_eagain_is_not_a_server_timeout() {
+        let mut ev = prelude(GEN);
+        ev.push(Event::Tcp(Tcp { ts_ns: GEN + 900_000, pid: PID, conn_gen: GEN, fd: handshake_trace_common::NO_FD, what: TcpWhat::ReceiveReset }));
+        ev.push(sock_state(GEN + 900_100, GEN, tcp_state::ESTABLISHED, tcp_state::CLOSE));
+        let h = only(&ev);
+        assert_eq!(h.verdict(), Some(Verdict::ClientReset));
+        assert!(!h.evidence.rst_sent, "a close after the client's reset is not the server's abort");
+    }
 }

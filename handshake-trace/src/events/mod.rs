@@ -1,7 +1,7 @@
 //! Decoding ring-buffer records into typed events. Pure: no aya, no I/O.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use handshake_trace_common::{kind, tcp, AcceptEvent, EventHeader, IoEvent, SignalEvent, SysEvent, TcpEvent};
+use handshake_trace_common::{kind, tcp, AcceptEvent, EstablishedEvent, EventHeader, IoEvent, SignalEvent, SysEvent, TcpEvent, NO_FD};
 
 mod counters;
 mod errno;
@@ -26,17 +26,17 @@ pub struct Accept {
     pub peer: Option<SocketAddr>,
     /// The client came over a Unix socket (no address to find).
     pub unix: bool,
+    /// The socket tier saw the connection established on a target's listening port:
+    /// no accept, no fd (`fd()` is `NO_FD`), the server's address known (`local`).
+    pub established: bool,
+    pub local: Option<SocketAddr>,
 }
 
 impl From<AcceptEvent> for Accept {
     fn from(e: AcceptEvent) -> Self {
         let ip = match e.family {
             2 => Some(IpAddr::V4(Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3]))),
-            10 => {
-                let v6 = Ipv6Addr::from(e.addr);
-                // Show v4-mapped peers (::ffff:127.0.0.1) as plain IPv4.
-                Some(v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)))
-            }
+            10 => Some(ip_of(e.addr)),
             _ => None,
         };
         Accept {
@@ -48,6 +48,31 @@ impl From<AcceptEvent> for Accept {
             result: SyscallResult::from(e.ret as i64),
             peer: ip.map(|ip| SocketAddr::new(ip, e.port)),
             unix: e.family == 1,
+            established: false,
+            local: None,
+        }
+    }
+}
+
+/// An IPv6 address as the kernel keeps it; v4-mapped ones (::ffff:127.0.0.1) as plain IPv4.
+fn ip_of(addr: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(addr);
+    v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+}
+
+impl From<EstablishedEvent> for Accept {
+    fn from(e: EstablishedEvent) -> Self {
+        Accept {
+            ts_ns: e.header.ts_ns,
+            conn_gen: e.conn_gen,
+            pid: e.header.pid,
+            tid: e.header.tid,
+            listen_fd: NO_FD,
+            result: SyscallResult::Ok(0),
+            peer: Some(SocketAddr::new(ip_of(e.peer_addr), e.peer_port)),
+            unix: false,
+            established: true,
+            local: Some(SocketAddr::new(ip_of(e.local_addr), e.local_port)),
         }
     }
 }
@@ -55,6 +80,9 @@ impl From<AcceptEvent> for Accept {
 impl Accept {
     /// The new connection's fd, when the accept succeeded.
     pub fn fd(&self) -> Option<i32> {
+        if self.established {
+            return Some(NO_FD);
+        }
         match self.result {
             SyscallResult::Ok(fd) => Some(fd as i32),
             SyscallResult::Err(_) => None,
@@ -270,6 +298,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::SIGNAL => Event::Signal(read::<SignalEvent>(bytes, k)?.into()),
         kind::TCP => Event::Tcp(read::<TcpEvent>(bytes, k)?.into()),
         kind::PROCESS_EXIT => Event::ProcessExit { ts_ns: header.ts_ns, pid: header.pid },
+        kind::ESTABLISHED => Event::Accept(read::<EstablishedEvent>(bytes, k)?.into()),
         other => return Err(DecodeError::UnknownKind(other)),
     })
 }
@@ -373,6 +402,59 @@ mod tests {
         let mut unknown = bytes.clone();
         unknown[0] = 99;
         assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn a_socket_tier_connection_decodes_as_an_accept_without_fd() {
+        let mut peer = [0u8; 16];
+        peer[10..12].copy_from_slice(&[0xff, 0xff]);
+        let mut local = peer;
+        peer[12..].copy_from_slice(&[127, 0, 0, 1]);
+        local[12..].copy_from_slice(&[127, 0, 0, 2]);
+        let e = EstablishedEvent {
+            header: EventHeader { kind: kind::ESTABLISHED, pid: 100, tid: 0, _pad: 0, ts_ns: 9_000 },
+            conn_gen: 9_000,
+            peer_addr: peer,
+            local_addr: local,
+            peer_port: 51234,
+            local_port: 3306,
+            _pad: 0,
+        };
+        let a = accept_of(&as_bytes(&e));
+        assert!(a.established && !a.unix);
+        assert_eq!(a.fd(), Some(NO_FD));
+        assert_eq!(a.peer, Some("127.0.0.1:51234".parse().unwrap()));
+        assert_eq!(a.local, Some("127.0.0.2:3306".parse().unwrap()));
+        assert_eq!((a.pid, a.tid, a.conn_gen, a.listen_fd), (100, 0, 9_000, NO_FD));
+    }
+
+    #[test]
+    fn socket_tier_reads_and_packets_decode_with_their_flags() {
+        let mut rec = IoEvent { sys: sys_record(sys::SOCK_RECV, -11), captured: 0, tracking_end: 0, payload: [0; 256] };
+        rec.sys.header.kind = kind::IO;
+        rec.sys.fd = NO_FD;
+        rec.sys.args = [0, 0x40, 0, 0];
+        match decode(&as_bytes(&rec)).unwrap() {
+            Event::Io(io) => {
+                assert_eq!(io.sys.kind, SyscallKind::SockRecv);
+                assert!(io.sys.kind.is_read() && io.sys.kind.is_socket_tier());
+                assert_eq!(io.sys.result, SyscallResult::Err(Errno::EAGAIN));
+                assert_eq!(io.sys.args, Args::Transfer { requested: 0, flags: 0x40 });
+                assert!(io.payload.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        rec.sys.syscall = sys::PACKET_OUT;
+        rec.sys.ret = 95;
+        rec.captured = 95;
+        rec.tracking_end = 1;
+        match decode(&as_bytes(&rec)).unwrap() {
+            Event::Io(io) => {
+                assert!(io.sys.kind.is_write() && io.sys.kind.is_socket_tier());
+                assert_eq!((io.payload.len(), io.tracking_end), (95, Some(1)));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     fn sys_record(syscall: u32, ret: i64) -> SysEvent {

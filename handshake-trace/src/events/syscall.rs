@@ -87,6 +87,11 @@ syscall_table! {
     Kill = sys::KILL, "kill", Kill;
     Tkill = sys::TKILL, "tkill", Kill;
     Tgkill = sys::TGKILL, "tgkill", Kill;
+    // The socket tier: no syscall seen, the socket's own hooks.
+    PacketIn = sys::PACKET_IN, "packet_in", Read;
+    PacketOut = sys::PACKET_OUT, "packet_out", Write;
+    SockRecv = sys::SOCK_RECV, "sock_recv", Read;
+    SockSend = sys::SOCK_SEND, "sock_send", Write;
 }
 
 impl SyscallKind {
@@ -104,6 +109,12 @@ impl SyscallKind {
 
     pub fn is_timer(self) -> bool {
         self.family() == Family::Timer
+    }
+
+    /// Seen by the socket tier's hooks (a packet, or a socket read/write that moved
+    /// nothing), not as a syscall.
+    pub fn is_socket_tier(self) -> bool {
+        matches!(self, SyscallKind::PacketIn | SyscallKind::PacketOut | SyscallKind::SockRecv | SyscallKind::SockSend)
     }
 }
 
@@ -196,7 +207,7 @@ mod tests {
 
     #[test]
     fn every_number_round_trips_through_the_table() {
-        for n in 1..=sys::TGKILL {
+        for n in (1..=sys::TGKILL).chain(sys::PACKET_IN..=sys::SOCK_SEND) {
             let k = SyscallKind::from(n);
             assert!(!matches!(k, SyscallKind::Unknown(_)), "{n}");
             assert_ne!(k.family(), Family::Unknown, "{k:?}");

@@ -30,6 +30,7 @@ pub fn mechanism(m: WaitMechanism) -> &'static str {
         WaitMechanism::Poll => "poll",
         WaitMechanism::AlarmEintr => "alarm_eintr",
         WaitMechanism::SocketTimeout => "socket_timeout",
+        WaitMechanism::NotSeen { .. } => "not_seen",
     }
 }
 
@@ -58,6 +59,16 @@ pub fn error_code_label(code: u16) -> &'static str {
         ER_NOT_SUPPORTED_AUTH_MODE => "1251",
         _ => "other",
     }
+}
+
+/// The capture tier that saw a handshake, as `--capture` names it.
+pub fn capture(socket_tier: bool) -> &'static str {
+    if socket_tier { "socket" } else { "syscalls" }
+}
+
+/// Where a handshake's connection is in the server: its fd, or (socket tier) no fd.
+pub fn conn_place(h: &crate::correlate::Handshake) -> String {
+    if h.socket_tier { "socket tier".to_string() } else { format!("fd {}", h.fd) }
 }
 
 /// What the server waited for, as a phrase ("the login packet").

@@ -84,6 +84,14 @@ fn write_timeout(t: &TimeoutWait, reset: bool, f: &mut String) -> fmt::Result {
             "the server's read for {waiting_for} timed out after {:.1} ms (SO_RCVTIMEO); it closed without sending an error",
             ms(t.waited_ns)
         ),
+        WaitMechanism::NotSeen { read_error } => write!(
+            f,
+            "the server's read for {waiting_for} found nothing ({}), nothing came from the client, and {:.1} ms later \
+             the server closed{}; how it waited and its timeout are not seen by the socket capture tier (no poll or timer)",
+            names::errno_described(read_error),
+            ms(t.waited_ns),
+            if reset { " with a reset, sending no error" } else { " without sending an error" }
+        ),
     }
 }
 

@@ -12,7 +12,7 @@ use super::names;
 use crate::support::escape::Escaped;
 use crate::{
     correlate::{Handshake, PacketSeen, Step, StepKind},
-    events::{signal_name, tcp_state_name, Errno, SyscallResult, TcpWhat},
+    events::{signal_name, tcp_state_name, Errno, SyscallKind, SyscallResult, TcpWhat},
     protocol,
 };
 
@@ -54,6 +54,12 @@ pub fn describe_step(h: &Handshake, s: &Step) -> String {
 /// string of its own: a busy tracer writes a dozen per handshake.
 pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Result {
     match &s.what {
+        StepKind::Accepted { client, .. } if h.socket_tier => write!(
+            f,
+            "connection from {} established on {} (socket capture tier: no accept or fd seen)",
+            names::addr(*client),
+            names::addr(h.server)
+        ),
         StepKind::Accepted { listen_fd, client } if *listen_fd < 0 => {
             write!(f, "accept (already waiting when tracing began) → fd {} from {}", h.fd, names::addr(*client))
         }
@@ -70,7 +76,22 @@ pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Resul
             "fcntl(F_SETFL): socket switched to blocking"
         }),
         StepKind::SocketOption { level, name, value, value2 } => write_socket_option(*level, *name, *value, *value2, f),
+        StepKind::Read { syscall: SyscallKind::PacketIn, result, packets, .. } => {
+            write!(f, "packet from the client: {} bytes", result.bytes())?;
+            write_packets(packets, f)
+        }
+        StepKind::Read { syscall: SyscallKind::SockRecv, result, nonblocking, .. } => {
+            write!(f, "{} socket read → ", if *nonblocking { "non-blocking" } else { "blocking" })?;
+            write_read_result(*result, f)
+        }
         StepKind::Read { .. } => write_read(h, s, f),
+        StepKind::Write { syscall: SyscallKind::PacketOut, result, packets } => {
+            write!(f, "packet to the client: {} bytes", result.bytes())?;
+            write_packets(packets, f)
+        }
+        StepKind::Write { syscall: SyscallKind::SockSend, result, .. } => {
+            write!(f, "socket write → {}", result_text(*result))
+        }
         StepKind::Write { syscall, result, packets } => {
             write!(f, "{} → ", syscall.name())?;
             match result {

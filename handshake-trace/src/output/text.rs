@@ -30,18 +30,29 @@ fn who(h: &Handshake) -> String {
     }
 }
 
+/// Said at start when a trace cannot show everything (`--capture socket`).
+pub fn capture_notice(tier: crate::capture::probes::CaptureTier) -> Option<&'static str> {
+    match tier {
+        crate::capture::probes::CaptureTier::Syscalls => None,
+        crate::capture::probes::CaptureTier::Socket => Some(
+            "handshake-trace: socket capture tier: nothing on the syscall path; fds, waits and their \
+             timeouts, fcntl, socket options and timers are not seen",
+        ),
+    }
+}
+
 /// One line for a handshake that needs no timeline.
 pub fn handshake_line(h: &Handshake, clock: &Clock) -> String {
     let p = h.phases();
     let part = |name: &str, v: Option<u64>| v.map(|v| format!(" {name} {:.1}", ms(v))).unwrap_or_default();
     format!(
-        "{} {:<14} {} -> {} pid {} fd {} {} {:.1} ms (ms:{}{}{}{})",
+        "{} {:<14} {} -> {} pid {} {} {} {:.1} ms (ms:{}{}{}{})",
         format_time_of_day(clock.wall(h.accept_ns)),
         names::verdict_or_unknown(h.verdict()),
         client_addr(h),
         names::addr(h.server),
         h.pid,
-        h.fd,
+        names::conn_place(h),
         who(h),
         ms(p.total_ns),
         part("greeting", p.to_greeting_ns),
@@ -59,13 +70,13 @@ pub fn handshake_timeline(h: &Handshake, clock: &Clock) -> String {
     let mut out = String::new();
     let conn_id = h.greeting.as_ref().map(|g| format!(" connection id {}", g.connection_id)).unwrap_or_default();
     out.push_str(&format!(
-        "{} {} {} -> {} pid {} fd {}{} {} ({:.1} ms)\n",
+        "{} {} {} -> {} pid {} {}{} {} ({:.1} ms)\n",
         format_time_of_day(clock.wall(h.accept_ns)),
         names::verdict_or_unknown(h.verdict()).to_uppercase(),
         client_addr(h),
         names::addr(h.server),
         h.pid,
-        h.fd,
+        names::conn_place(h),
         conn_id,
         who(h),
         ms(h.total_ns()),

@@ -93,9 +93,10 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Feed one event. For an accept, `addrs` says what the caller knows of its addresses.
-    pub fn push(&mut self, ev: &Event, addrs: AcceptAddrs) -> Result<()> {
+    pub fn push(&mut self, ev: &Event, mut addrs: AcceptAddrs) -> Result<()> {
         let mut ev = std::borrow::Cow::Borrowed(ev);
         if let Event::Accept(a) = ev.as_ref() {
+            addrs.server = addrs.server.or(a.local);
             if a.fd().is_none() {
                 self.summary.accept_errors += 1;
                 return Ok(());

@@ -61,9 +61,10 @@ impl<V> ConnTable<V> {
     /// Add a connection; past the bound the oldest are evicted and handed back.
     pub fn insert(&mut self, key: ConnKey, value: V) -> Inserted<V> {
         let (pid, fd, gen) = key;
-        let reused_fd_of = self
-            .newest_on_fd
-            .insert((pid, fd), gen)
+        // A connection without an fd (the socket tier) reuses no number.
+        let reused_fd_of = (fd >= 0)
+            .then(|| self.newest_on_fd.insert((pid, fd), gen))
+            .flatten()
             .filter(|old| *old != gen && self.entries.contains_key(&(pid, fd, *old)))
             .map(|old| (pid, fd, old));
         let mut evicted = Vec::new();
@@ -120,6 +121,14 @@ impl<V> ConnTable<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_without_an_fd_reuse_nothing() {
+        let mut t = ConnTable::new(8);
+        assert!(t.insert((1, -1, 10), ()).reused_fd_of.is_none());
+        assert!(t.insert((1, -1, 20), ()).reused_fd_of.is_none());
+        assert!(t.contains(&(1, -1, 10)) && t.contains(&(1, -1, 20)));
+    }
 
     #[test]
     fn the_oldest_is_evicted_past_the_bound() {

@@ -48,7 +48,9 @@ fn cause(h: &Handshake, open_at_end: bool) -> Cause {
         }
     }
     if let Some(wait) = timeout {
-        return Cause::ServerTimedOut { wait, reset: ev.linger0 };
+        // The socket tier sees no SO_LINGER: the reset itself (or the abort that sends it).
+        let reset = if h.socket_tier { ev.rst_sent } else { ev.linger0 };
+        return Cause::ServerTimedOut { wait, reset };
     }
     if ev.client_rst {
         return Cause::ClientReset { late_greeting: late_greeting(h) };
@@ -120,6 +122,9 @@ fn timeout_wait(h: &Handshake) -> Option<TimeoutWait> {
     let ev = &h.evidence;
     let waiting_for = awaited(h);
     let read = ev.last_read.unwrap_or(LastRead { result: SyscallResult::Ok(1), nonblocking: true, duration_ns: 0, ts_ns: 0 });
+    if h.socket_tier {
+        return socket_tier_timeout(h, read, waiting_for);
+    }
     if let (SyscallResult::Err(e), false) = (read.result, read.nonblocking) {
         // A blocking read interrupted by a signal: EINTR or a restart code, with a
         // SIGALRM generated for the handler during the handshake, before the read returned.
@@ -158,6 +163,27 @@ fn timeout_wait(h: &Handshake) -> Option<TimeoutWait> {
         waited_ns: duration_ns,
         waiting_for,
         signal_from: None,
+    })
+}
+
+/// The socket tier sees no wait: the server's last read found nothing (EAGAIN: without
+/// blocking, or a blocking read whose SO_RCVTIMEO expired; or a blocking read
+/// interrupted), nothing came in after it, and the server closed, the client having
+/// neither closed nor reset. Waited: from that read to the close.
+fn socket_tier_timeout(h: &Handshake, read: LastRead, waiting_for: Awaited) -> Option<TimeoutWait> {
+    let ev = &h.evidence;
+    let SyscallResult::Err(e) = read.result else { return None };
+    let found_nothing = e == Errno::EAGAIN || (e.is_interrupt() && !read.nonblocking);
+    if !found_nothing || !ev.closed || ev.client_fin || ev.client_rst {
+        return None;
+    }
+    Some(TimeoutWait {
+        mechanism: WaitMechanism::NotSeen { read_error: e },
+        timeout_ms: None,
+        waited_ns: h.end_ns.unwrap_or(read.ts_ns).saturating_sub(read.ts_ns),
+        waiting_for,
+        // A SIGALRM generated for the handler during the handshake, before the read returned.
+        signal_from: ev.sigalrm.filter(|a| a.ts_ns <= read.ts_ns && a.ts_ns >= h.accept_ns).map(|a| a.from_tid).filter(|t| *t != 0),
     })
 }
 

@@ -45,6 +45,10 @@ pub enum WaitMechanism {
     AlarmEintr,
     /// A blocking read with SO_RCVTIMEO that expired (EAGAIN/ETIMEDOUT).
     SocketTimeout,
+    /// The socket tier: the server's read found nothing (`read_error`: EAGAIN, or a
+    /// blocking read interrupted), nothing came in, and then it closed. How it waited
+    /// (poll, a timer, a signal) and with what timeout is not seen.
+    NotSeen { read_error: crate::events::Errno },
 }
 
 /// What the server was waiting for from the client.

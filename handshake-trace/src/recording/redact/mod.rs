@@ -25,7 +25,7 @@ mod tests;
 
 use std::mem::{offset_of, size_of};
 
-use handshake_trace_common::{kind, sys, AcceptEvent, EventHeader, IoEvent, SysEvent, PAYLOAD_MAX, SYS_TRACKING_END};
+use handshake_trace_common::{kind, sys, tcp, tcp_state, AcceptEvent, EstablishedEvent, EventHeader, IoEvent, SysEvent, TcpEvent, NO_FD, PAYLOAD_MAX, SYS_TRACKING_END};
 
 use conn::Conn;
 
@@ -76,6 +76,8 @@ impl Redactor {
         let Some(k) = rd_u32(raw, offset_of!(EventHeader, kind)) else { return };
         match k {
             kind::ACCEPT => self.on_accept(raw),
+            kind::ESTABLISHED => self.on_established(raw),
+            kind::TCP => self.on_tcp(raw),
             kind::SYSCALL => self.on_syscall(raw),
             kind::IO => self.on_io(raw),
             kind::PROCESS_EXIT => {
@@ -106,6 +108,40 @@ impl Redactor {
         // forgotten (its later payloads are then zeroed whole).
         if let Some(old) = self.conns.insert((pid, fd, gen), Conn::new()).reused_fd_of {
             self.conns.remove(&old);
+        }
+    }
+
+    /// The socket tier's start of a connection: keyed like an accept, with no fd.
+    fn on_established(&mut self, raw: &[u8]) {
+        if raw.len() < size_of::<EstablishedEvent>() {
+            return;
+        }
+        let h = offset_of!(EstablishedEvent, header);
+        let (Some(pid), Some(gen)) =
+            (rd_u32(raw, h + offset_of!(EventHeader, pid)), rd_u64(raw, offset_of!(EstablishedEvent, conn_gen)))
+        else {
+            return;
+        };
+        self.conns.insert((pid, NO_FD, gen), Conn::new());
+    }
+
+    /// The socket tier's end of a connection: the server's socket closing (FIN_WAIT1,
+    /// LAST_ACK, CLOSE), as the correlator ends it.
+    fn on_tcp(&mut self, raw: &[u8]) {
+        if raw.len() < size_of::<TcpEvent>() {
+            return;
+        }
+        let (Some(pid), Some(gen), Some(fd), Some(what), Some(new)) = (
+            rd_u32(raw, offset_of!(TcpEvent, header) + offset_of!(EventHeader, pid)),
+            rd_u64(raw, offset_of!(TcpEvent, conn_gen)),
+            rd_i32(raw, offset_of!(TcpEvent, fd)),
+            rd_u32(raw, offset_of!(TcpEvent, what)),
+            rd_u32(raw, offset_of!(TcpEvent, newstate)),
+        ) else {
+            return;
+        };
+        if fd == NO_FD && what == tcp::STATE && tcp_state::ends(new) {
+            self.conns.remove(&(pid, fd, gen));
         }
     }
 
@@ -160,8 +196,8 @@ impl Redactor {
         let data = &mut payload[..known];
 
         let from_client = match syscall {
-            sys::READ | sys::READV | sys::RECVFROM | sys::RECVMSG => true,
-            sys::WRITE | sys::WRITEV | sys::SENDTO | sys::SENDMSG => false,
+            sys::READ | sys::READV | sys::RECVFROM | sys::RECVMSG | sys::PACKET_IN => true,
+            sys::WRITE | sys::WRITEV | sys::SENDTO | sys::SENDMSG | sys::PACKET_OUT => false,
             _ => {
                 data.fill(0);
                 return;

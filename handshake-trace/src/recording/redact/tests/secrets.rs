@@ -362,3 +362,50 @@ fn no_window_of_a_secret_survives() {
     }
     assert_eq!(replay(&red), replay(&recs));
 }
+
+/// The socket tier's start of a connection (no fd).
+fn established_rec(ts: u64) -> Vec<u8> {
+    as_bytes(&handshake_trace_common::EstablishedEvent {
+        header: hdr(kind::ESTABLISHED, ts),
+        conn_gen: GEN,
+        peer_addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1],
+        local_addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1],
+        peer_port: 51234,
+        local_port: 3306,
+        _pad: 0,
+    })
+}
+
+/// A socket-tier packet record: the packet's first bytes, no fd.
+fn packet_rec(ts: u64, syscall: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut payload = [0xA5u8; PAYLOAD_MAX];
+    payload[..bytes.len()].copy_from_slice(bytes);
+    let sys = SysEvent {
+        header: hdr(kind::IO, ts),
+        conn_gen: GEN,
+        ret: bytes.len() as i64,
+        duration_ns: 0,
+        args: [0; 4],
+        fd: handshake_trace_common::NO_FD,
+        syscall,
+    };
+    as_bytes(&IoEvent { sys, captured: bytes.len() as u32, tracking_end: 0, payload })
+}
+
+#[test]
+fn socket_tier_packets_are_redacted_as_the_syscalls_carrying_them() {
+    let (g, _) = greeting();
+    let (l, _) = login(LOGIN_CAPS, &AUTH_RESPONSE, 0);
+    let (gf, lf) = (frame(0, &g), frame(1, &l));
+    let syscalls = vec![accept_rec(GEN), write(GEN + 1, &gf), read(GEN + 2, &lf)];
+    let socket = vec![established_rec(GEN), packet_rec(GEN + 1, sys::PACKET_OUT, &gf), packet_rec(GEN + 2, sys::PACKET_IN, &lf)];
+    let (a, b) = (redact_all(&syscalls), redact_all(&socket));
+    for client in [false, true] {
+        assert_eq!(stream(&a, client), stream(&b, client), "client side: {client}");
+    }
+    assert_ne!(stream(&b, true), lf, "the auth response must be zeroed");
+    assert_eq!(replay(&b), replay(&socket));
+    // A packet of a connection whose start was not seen cannot be placed: zeroed whole.
+    let orphan = redact_all(&socket[1..]);
+    assert!(payload_of(&orphan[1]).iter().all(|b| *b == 0));
+}
