@@ -18,8 +18,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use handshake_trace_lab::wire;
-use handshake_trace_tests::{MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
+use handshake_trace_tests::{lab_login, MariaDb, MariaDbOptions};
 use serde_json::{json, Value};
 
 /// The target of issue 15: RSS flat after warm-up and below this.
@@ -44,28 +43,6 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((status, body))
-}
-
-fn read_packet(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut header = [0u8; 4];
-    s.read_exact(&mut header)?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body)?;
-    Ok(body)
-}
-
-/// One handshake: greeting, login (right or wrong password), the server's OK or ERR.
-/// Returns whether the server said OK.
-fn handshake(addr: SocketAddr, good_password: bool) -> Result<bool> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let greeting = read_packet(&mut s)?;
-    let scramble = wire::greeting_scramble(&greeting).context("greeting without a scramble")?;
-    let password = if good_password { LAB_PASSWORD } else { "soak-wrong-password" };
-    s.write_all(&wire::login_packet(LAB_USER, password, &scramble, None))?;
-    let reply = read_packet(&mut s)?;
-    Ok(reply.first() == Some(&0x00))
 }
 
 /// The agent's resident memory in KiB.
@@ -192,7 +169,7 @@ fn main() -> Result<()> {
                 if i >= total {
                     break;
                 }
-                match handshake(addr, i % ABNORMAL_EVERY != 0) {
+                match lab_login(addr, i % ABNORMAL_EVERY != 0) {
                     Ok(true) => ok.fetch_add(1, Ordering::Relaxed),
                     Ok(false) => refused.fetch_add(1, Ordering::Relaxed),
                     Err(_) => failures.fetch_add(1, Ordering::Relaxed),

@@ -299,3 +299,39 @@ fn a_server_stopping_mid_handshake_is_not_blamed_on_its_clients() {
         assert!(h["reason"].as_str().unwrap().contains("shut the connection down"), "{h:#}");
     }
 }
+
+#[test]
+fn lost_events_never_give_a_wrong_verdict() {
+    let Some(bin) = ready("lost_events_never_give_a_wrong_verdict") else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    // A ring buffer of 4 KiB (a handful of records) under a login storm: records are lost.
+    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--ringbuf-kb", "4", "--port", &db.port().to_string()]);
+    let addr = db.addr();
+    let logins: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let until = std::time::Instant::now() + Duration::from_secs(4);
+                let mut ok = 0u64;
+                while std::time::Instant::now() < until {
+                    ok += u64::from(lab_login(addr, true).unwrap_or(false));
+                }
+                ok
+            })
+        })
+        .collect();
+    let logged_in: u64 = logins.into_iter().map(|t| t.join().unwrap()).sum();
+    std::thread::sleep(Duration::from_millis(500));
+    let output = tracer.stop();
+    let stderr = output.stderr_text();
+    let lost: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("Events: ")?.split(", ").nth(1)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no Events line:\n{stderr}"));
+    assert!(lost > 0, "the test must lose events to test anything:\n{stderr}");
+    // Every client logged in: a verdict other than ok is wrong, unless it says it is not one.
+    let all = output.json();
+    let wrong: Vec<&Value> = all.iter().filter(|h| h["verdict"] != "ok" && h["verdict"] != "incomplete").collect();
+    assert!(wrong.is_empty(), "{} of {} handshakes judged wrongly from lossy data ({lost} events lost, {logged_in} logins), e.g. {:#}", wrong.len(), all.len(), wrong[0]);
+    let incomplete = all.iter().filter(|h| h["verdict"] == "incomplete").count();
+    assert!(incomplete > 0, "losses and not one handshake left unjudged? {lost} lost");
+}

@@ -308,3 +308,25 @@ pub fn mariadb_with_tls_account() -> MariaDb {
         .unwrap();
     db
 }
+
+/// One real login over TCP as the lab account: greeting, HandshakeResponse41 with
+/// mysql_native_password (the right password, or a wrong one), the server's reply.
+/// Returns whether the server said OK.
+pub fn lab_login(addr: std::net::SocketAddr, right_password: bool) -> std::io::Result<bool> {
+    use std::io::Read;
+    fn packet(s: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
+        let mut header = [0u8; 4];
+        s.read_exact(&mut header)?;
+        let mut body = vec![0u8; u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize];
+        s.read_exact(&mut body)?;
+        Ok(body)
+    }
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let greeting = packet(&mut s)?;
+    let scramble = handshake_trace_lab::wire::greeting_scramble(&greeting)
+        .ok_or_else(|| std::io::Error::other("a greeting without a scramble"))?;
+    let password = if right_password { LAB_PASSWORD } else { "not-the-lab-password" };
+    s.write_all(&handshake_trace_lab::wire::login_packet(LAB_USER, password, &scramble, None))?;
+    Ok(packet(&mut s)?.first() == Some(&0x00))
+}

@@ -30,6 +30,10 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
         if trace.truncated { " (cut short: no trailer)" } else { "" }
     )?;
     let mut pipeline = Pipeline::new(opts.pipeline()).with_sink(Printer::new(opts.print(), Clock::with_offset(h.clock_offset_ns), &mut *out));
+    // Recordings made since batches were written replay in the same batches.
+    if trace.items.iter().any(|i| matches!(i, TraceItem::Drained { .. })) {
+        pipeline = pipeline.in_batches();
+    }
     let mut undecodable = 0;
     let mut last_ts = 0;
     let mut items = trace.items.iter().peekable();
@@ -58,6 +62,9 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
                 }
             },
             TraceItem::Exit { pid, ts_ns } => pipeline.push(&Event::ProcessExit { ts_ns: *ts_ns, pid: *pid }, AcceptAddrs::default())?,
+            // The live session's batches and its losses in them: the same handshakes are
+            // spared a verdict as live.
+            TraceItem::Drained { lost } => pipeline.batch_end(*lost > 0)?,
             TraceItem::Addrs { .. } | TraceItem::Listener { .. } | TraceItem::End(_) => {}
         }
     }

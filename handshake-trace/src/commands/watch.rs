@@ -37,6 +37,8 @@ struct Tracer<'o> {
     recorder: Option<Recorder>,
     undecodable: u64,
     reported_lost: u64,
+    /// Lost records already accounted to a batch.
+    lost_seen: u64,
 }
 
 impl Tracer<'_> {
@@ -48,7 +50,9 @@ impl Tracer<'_> {
         observer: &mut dyn Observer,
         log: &mut dyn Write,
     ) -> Result<()> {
+        let mut records = 0u64;
         while let Some(item) = ring.next() {
+            records += 1;
             let decoded = decode(&item);
             let addrs = decoded.as_ref().map(|ev| accept_addrs(ev, &mut self.targets)).unwrap_or_default();
             if let Some(r) = self.recorder.as_mut() {
@@ -67,6 +71,17 @@ impl Tracer<'_> {
                 }
             }
         }
+        // Records lost since the last drain's count were lost while the handshakes of this
+        // batch (finished in it, or still open) were open: none may be judged from what is left.
+        let lost = self.probes.counters()?.lost();
+        let lost_now = lost.saturating_sub(self.lost_seen);
+        self.lost_seen = lost;
+        if records > 0 || lost_now > 0 {
+            if let Some(r) = self.recorder.as_mut() {
+                r.writer.drained(lost_now)?;
+            }
+        }
+        pipeline.batch_end(lost_now > 0)?;
         pipeline.flush()
     }
 
@@ -191,8 +206,8 @@ pub async fn live<'s>(
         None => None,
     };
     let names = targets.names();
-    let mut tracer = Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0 };
-    let mut pipeline = sinks(&clock).into_iter().fold(Pipeline::new(opts.pipeline()), Pipeline::with_boxed_sink);
+    let mut tracer = Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0, lost_seen: 0 };
+    let mut pipeline = sinks(&clock).into_iter().fold(Pipeline::new(opts.pipeline()).in_batches(), Pipeline::with_boxed_sink);
     let on_port = opts.port.map(|p| format!(" on port {p}")).unwrap_or_default();
     if let Some(notice) = crate::output::text::capture_notice(opts.capture) {
         writeln!(log, "{notice}")?;

@@ -80,6 +80,9 @@ pub struct Evidence {
     pub tracking_ended: Option<u64>,
     /// Timers armed in the process by threads with no connection, oldest first.
     pub process_timers: Vec<ArmedTimer>,
+    /// The kernel lost records while this handshake was open: any of them may have
+    /// been its own, so only what was seen for sure (an OK or ERR) may be judged.
+    pub events_may_be_lost: bool,
 }
 
 /// One connection's handshake.
@@ -450,6 +453,14 @@ impl Handshake {
     pub(super) fn conclude(&mut self, open_at_end: bool, end_ns: u64) {
         self.judgement = Some(verdict::judge(self, open_at_end));
         self.end_ns.get_or_insert(end_ns);
+    }
+
+    /// The kernel lost records while this concluded handshake was open: judged again,
+    /// it keeps only a verdict an OK or ERR seen for sure supports.
+    pub fn judge_again_with_losses(&mut self) {
+        self.evidence.events_may_be_lost = true;
+        let open_at_end = self.judgement.as_ref().is_some_and(|j| j.cause == crate::verdict::Cause::StillOpen);
+        self.judgement = Some(verdict::judge(self, open_at_end));
     }
 }
 

@@ -44,7 +44,13 @@ const TIMERS_KEPT: usize = 16;
 impl Correlator {
     /// A correlator keeping at most `max_open` handshakes open.
     pub fn new(max_open: usize) -> Self {
-        Correlator { open: ConnTable::new(max_open), unmatched: 0, evicted: 0, process_timers: IntMap::default(), fd_reused: VecDeque::new() }
+        Correlator {
+            open: ConnTable::new(max_open),
+            unmatched: 0,
+            evicted: 0,
+            process_timers: IntMap::default(),
+            fd_reused: VecDeque::new(),
+        }
     }
 
     pub fn open_count(&self) -> usize {
@@ -101,6 +107,14 @@ impl Correlator {
             }
         }
         done
+    }
+
+    /// The kernel lost records while the handshakes open now were open: any of them
+    /// may miss events.
+    pub fn mark_open_lossy(&mut self) {
+        for h in self.open.values_mut() {
+            h.evidence.events_may_be_lost = true;
+        }
     }
 
     /// A new connection: open its handshake; evict the oldest past the bound.

@@ -44,6 +44,9 @@ fn write_reason(cause: &Cause, f: &mut String) -> fmt::Result {
         Cause::StillOpen => f.write_str("still open when tracing stopped"),
         Cause::NotSeenToEnd => f.write_str("not seen to end"),
         Cause::ServerExited => f.write_str("the server process exited mid-handshake"),
+        Cause::EventsLost => f.write_str(
+            "kernel events were lost while this handshake was open (the ring buffer was full): not judged from what is left",
+        ),
         Cause::ServerShutDown { how } => write!(
             f,
             "the server shut the connection down ({}) before the client closed it: the server was stopping or dropped the connection itself",

@@ -70,6 +70,9 @@ pub struct Pipeline<'a> {
     keep_outcomes: bool,
     summary: Summary,
     sinks: Vec<Box<dyn Sink + 'a>>,
+    /// Handshakes finished in the current batch, held until its end.
+    pending: Vec<Handshake>,
+    batches: bool,
 }
 
 impl<'a> Pipeline<'a> {
@@ -80,6 +83,8 @@ impl<'a> Pipeline<'a> {
             keep_outcomes: opts.keep_outcomes,
             summary: Summary::default(),
             sinks: Vec::new(),
+            pending: Vec::new(),
+            batches: false,
         }
     }
 
@@ -111,7 +116,11 @@ impl<'a> Pipeline<'a> {
             return Ok(());
         }
         for h in self.correlator.push(&ev, addrs.server) {
-            self.deliver(&h)?;
+            if self.batches {
+                self.pending.push(h);
+            } else {
+                self.deliver(&h)?;
+            }
         }
         Ok(())
     }
@@ -119,6 +128,30 @@ impl<'a> Pipeline<'a> {
     fn deliver(&mut self, h: &Handshake) -> Result<()> {
         self.summary.record(h, self.keep_outcomes);
         self.sinks.iter_mut().try_for_each(|s| s.handshake(h))
+    }
+
+    /// Work in batches (one drain of the ring buffer each): the handshakes a batch
+    /// finishes are held until [`Pipeline::batch_end`] says whether the kernel lost
+    /// records meanwhile. Without batches (old trace files) each goes out at once.
+    pub fn in_batches(mut self) -> Self {
+        self.batches = true;
+        self
+    }
+
+    /// A batch is over. `lost`: the kernel lost records during it, so every handshake
+    /// open in it (still open, or finished in it) may miss events: those finished are
+    /// judged again before they go out, the open ones when they finish.
+    pub fn batch_end(&mut self, lost: bool) -> Result<()> {
+        if lost {
+            self.correlator.mark_open_lossy();
+        }
+        for mut h in std::mem::take(&mut self.pending) {
+            if lost {
+                h.judge_again_with_losses();
+            }
+            self.deliver(&h)?;
+        }
+        Ok(())
     }
 
     /// The periodic roll-up (--rollup).
@@ -146,6 +179,7 @@ impl<'a> Pipeline<'a> {
 
     /// Tracing stopped at `now_ns`: every open handshake ends `incomplete`.
     pub fn finish(mut self, now_ns: u64, counters: Counters) -> Result<Summary> {
+        self.batch_end(false)?;
         for h in self.correlator.finish_all(now_ns) {
             self.deliver(&h)?;
         }

@@ -9,6 +9,7 @@ use crate::{
     output::printer::Printer,
     support::clock::Clock,
     testing::*,
+    verdict::Verdict,
 };
 
 /// A writer the test can read while the pipeline still holds it.
@@ -194,4 +195,51 @@ fn json_writes_one_object_per_handshake_whatever_the_verdict() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["verdict"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(verdicts, ["ok", "client_closed"]);
+}
+
+#[test]
+fn a_batch_with_lost_events_leaves_only_what_an_ok_or_err_proves() {
+    let opts = WatchOptions::default();
+    let out = Shared::default();
+    let mut p = Pipeline::new(opts.pipeline()).in_batches().with_sink(Printer::new(opts.print(), Clock::with_offset(0), out.clone()));
+    // In one batch: a login that got its OK, a client that closed (judged by absence),
+    // and a handshake still open at the batch's end.
+    let mut ev = on_port(ok_handshake(GEN, 40, 3), KEPT_PORT);
+    ev.extend(on_port(failed_handshake(GEN + 10 * MS), KEPT_PORT));
+    let mut still_open = on_port(failed_handshake(GEN + 20 * MS), KEPT_PORT);
+    let its_end = still_open.split_off(2);
+    ev.extend(still_open);
+    for (e, a) in &ev {
+        p.push(e, *a).unwrap();
+    }
+    assert_eq!(out.text(), "", "held until the batch ends");
+    p.batch_end(true).unwrap();
+    let text = out.text();
+    assert!(text.lines().any(|l| l.contains(" ok ") && l.contains("fd 40")), "{text}");
+    assert!(!text.contains("CLIENT_CLOSED"), "judged from a batch that lost events:\n{text}");
+    assert!(text.contains("INCOMPLETE") && text.contains("kernel events were lost while this handshake was open"), "{text}");
+    // The one open during the loss ends in a later, whole batch (the client's FIN, a
+    // close): still not judged by absence, its earlier records may be the lost ones.
+    for (e, a) in &its_end {
+        p.push(e, *a).unwrap();
+    }
+    p.batch_end(false).unwrap();
+    let summary = p.finish(GEN + 40 * MS, Counters::default()).unwrap();
+    assert_eq!(summary.count(Verdict::ClientClosed), 0, "{}", out.text());
+    assert_eq!(summary.count(Verdict::Incomplete), 2, "{}", out.text());
+    assert_eq!(summary.count(Verdict::Ok), 1);
+}
+
+#[test]
+fn a_batch_without_losses_changes_nothing() {
+    let opts = WatchOptions::default();
+    let (_, plain, _) = run(&opts, &on_port(failed_handshake(GEN), KEPT_PORT));
+    let out = Shared::default();
+    let mut p = Pipeline::new(opts.pipeline()).in_batches().with_sink(Printer::new(opts.print(), Clock::with_offset(0), out.clone()));
+    for (e, a) in on_port(failed_handshake(GEN), KEPT_PORT) {
+        p.push(&e, a).unwrap();
+    }
+    p.batch_end(false).unwrap();
+    p.finish(GEN + MS, Counters::default()).unwrap();
+    assert_eq!(out.text(), plain);
 }

@@ -9,6 +9,8 @@
 //!   addresses the live session used for it (from /proc);
 //! - `{"t":"listener","pid":P,"fd":F,"addr":"127.0.0.1:3306"}`: a listening socket's address from /proc;
 //! - `{"t":"exit","pid":P,"ts_ns":T}`: a target exit noticed by the /proc rescan;
+//! - `{"t":"drained","lost":N}`: the end of a batch of records (one drain of the ring
+//!   buffer); the kernel lost N records during it, so its handshakes may miss events;
 //! - `{"t":"end","ended":"..","emitted":N,"lost_ringbuf":N,"lost_mapfull":N,"undecodable":N,"stop_ns":T}`:
 //!   the trailer (`stop_ns`: kernel monotonic time tracing stopped; 0 or absent: unknown).
 //!
@@ -69,6 +71,10 @@ pub enum TraceItem {
     Addrs { server: Option<SocketAddr>, client: Option<SocketAddr> },
     Listener { pid: u32, fd: i32, addr: SocketAddr },
     Exit { pid: u32, ts_ns: u64 },
+    /// The live session drained the ring buffer here; the kernel had lost `lost`
+    /// records during the batch since the previous drain (the handshakes open in it
+    /// may miss events).
+    Drained { lost: u64 },
     End(TraceEnd),
 }
 
@@ -135,6 +141,11 @@ impl<W: Write> TraceWriter<W> {
     }
 
     /// A target exit noticed by the /proc rescan (not by the kernel).
+    /// The end of a batch of records (see [`TraceItem::Drained`]).
+    pub fn drained(&mut self, lost: u64) -> io::Result<()> {
+        self.object([("t", j("drained")), ("lost", j(lost))])
+    }
+
     pub fn exit(&mut self, pid: u32, ts_ns: u64) -> io::Result<()> {
         self.object([("t", j("exit")), ("pid", j(pid)), ("ts_ns", j(ts_ns))])
     }
@@ -388,6 +399,7 @@ fn parse_item(obj: &Map<String, Value>, line: usize) -> Result<TraceItem, TraceE
             TraceItem::Listener { pid: f.u32("pid")?, fd: f.i32("fd")?, addr }
         }
         "exit" => TraceItem::Exit { pid: f.u32("pid")?, ts_ns: f.u64("ts_ns")? },
+        "drained" => TraceItem::Drained { lost: f.u64("lost")? },
         "end" => TraceItem::End(TraceEnd {
             ended: f.string("ended")?,
             emitted: f.u64("emitted")?,

@@ -58,6 +58,10 @@ impl<V> ConnTable<V> {
         self.entries.get_mut(key)
     }
 
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.entries.values_mut()
+    }
+
     /// Add a connection; past the bound the oldest are evicted and handed back.
     pub fn insert(&mut self, key: ConnKey, value: V) -> Inserted<V> {
         let (pid, fd, gen) = key;

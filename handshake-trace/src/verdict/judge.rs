@@ -24,13 +24,21 @@ fn cause(h: &Handshake, open_at_end: bool) -> Cause {
         Some(Reply::Ok) => return Cause::LoggedIn,
         Some(Reply::Err(e)) => {
             // A server that gave up waiting may say so before it closes (a plaintext ERR
-            // 1043 after waiting in vain for the TLS ClientHello): still a timeout.
+            // 1043 after waiting in vain for the TLS ClientHello): still a timeout, when
+            // the waits before it are known to be whole.
+            if ev.events_may_be_lost {
+                return Cause::ErrSent { code: e.code };
+            }
             return match timeout_wait(h) {
                 Some(wait) => Cause::ServerTimedOut { wait, reset: ev.linger0 },
                 None => Cause::ErrSent { code: e.code },
             };
         }
         None => {}
+    }
+    // Everything below is inferred from what was (not) seen: not with records missing.
+    if ev.events_may_be_lost {
+        return Cause::EventsLost;
     }
     if ev.tracking_ended == Some(end::TLS_BUDGET) {
         return tls::command_phase(h).unwrap_or(Cause::TlsPastHandshake);
@@ -69,7 +77,7 @@ fn verdict_of(cause: &Cause) -> Verdict {
         Cause::LoggedIn | Cause::TlsPastHandshake | Cause::TlsCommandPhase { .. } | Cause::TlsClientQuit => Verdict::Ok,
         Cause::ErrSent { code } if protocol::is_auth_error(*code) => Verdict::AuthFailed,
         Cause::ErrSent { .. } => Verdict::ServerError,
-        Cause::StillOpen | Cause::NotSeenToEnd | Cause::ServerExited => Verdict::Incomplete,
+        Cause::StillOpen | Cause::NotSeenToEnd | Cause::ServerExited | Cause::EventsLost => Verdict::Incomplete,
         Cause::ServerShutDown { .. } => Verdict::ServerClosed,
         Cause::ServerTimedOut { .. } => Verdict::ServerTimeout,
         Cause::ClientReset { .. } => Verdict::ClientReset,

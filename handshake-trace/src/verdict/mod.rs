@@ -105,6 +105,9 @@ pub enum Cause {
     NotSeenToEnd,
     /// The server process exited (or was killed) mid-handshake.
     ServerExited,
+    /// Kernel records were lost while it was open and no OK or ERR was seen: what is
+    /// left cannot be judged without risking a wrong verdict.
+    EventsLost,
     /// The server shut the connection down (`shutdown(how)`) before the client closed
     /// it: a server stopping does this to every connection.
     ServerShutDown { how: u64 },
