@@ -62,16 +62,34 @@ pub fn describe(pid: u32, comm: String) -> ServerProcess {
     }
 }
 
-/// Resolve the `-p` arguments: each must be a live process.
+/// Resolve the `-p` arguments: each must be a live process (not one of its threads,
+/// not a zombie).
 pub fn check_pids(pids: &[u32]) -> Result<Vec<ServerProcess>> {
     let mut out = Vec::new();
     for &pid in pids {
-        match comm(pid) {
-            Some(c) => out.push(describe(pid, c)),
-            None => bail!("no process with pid {pid}"),
+        let Some(c) = comm(pid) else { bail!("no process with pid {pid}") };
+        if let Some(tgid) = thread_group(pid).filter(|t| *t != pid) {
+            bail!("pid {pid} is a thread of process {tgid}: trace the process, -p {tgid}");
         }
+        if !process_exists(pid) {
+            bail!("pid {pid} ({c}) has exited (a zombie its parent has not reaped)");
+        }
+        out.push(describe(pid, c));
     }
     Ok(out)
+}
+
+/// The process a thread belongs to (its thread group), from /proc/PID/status.
+fn thread_group(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")?.trim().parse().ok())
+}
+
+impl ServerProcess {
+    /// Named like a MySQL server (mysqld, mariadbd).
+    pub fn named_like_a_server(&self) -> bool {
+        SERVER_NAMES.contains(&self.comm.as_str())
+    }
 }
 
 /// The fds of a process that are sockets: fd → socket inode.
@@ -215,6 +233,37 @@ mod tests {
         // pid_max is at most 2^22: this pid cannot exist.
         let err = check_pids(&[u32::MAX - 1]).unwrap_err().to_string();
         assert!(err.contains("no process with pid"), "{err}");
+    }
+
+    #[test]
+    fn a_thread_id_is_refused_with_its_process() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        let err = check_pids(&[tid]).unwrap_err().to_string();
+        assert!(err.contains(&format!("is a thread of process {}", std::process::id())), "{err}");
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_zombie_is_refused() {
+        // A child that exits and is not waited for stays a zombie.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let zombie = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            !process_exists(pid)
+        });
+        assert!(zombie);
+        let err = check_pids(&[pid]).unwrap_err().to_string();
+        assert!(err.contains("has exited"), "{err}");
+        child.wait().unwrap();
     }
 
     #[test]

@@ -20,7 +20,10 @@ use crate::{
     output::printer::Printer,
     pipeline::{Pipeline, Sink, Tables},
     recording::{format::TargetInfo, recorder::Recorder},
-    support::clock::{monotonic_ns, Clock},
+    support::{
+        clock::{monotonic_ns, Clock},
+        escape::Escaped,
+    },
 };
 
 /// How often the ring buffer is drained without a wakeup from the kernel.
@@ -206,6 +209,14 @@ pub async fn live<'s>(
         None => None,
     };
     let names = targets.names();
+    for s in targets.live.values().filter(|s| !s.named_like_a_server()) {
+        writeln!(
+            log,
+            "WARNING: pid {} ({}) is not named mysqld or mariadbd: its connections are decoded as MySQL handshakes anyway",
+            s.pid,
+            Escaped(&s.comm)
+        )?;
+    }
     let mut tracer = Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0, lost_seen: 0 };
     let mut pipeline = sinks(&clock).into_iter().fold(Pipeline::new(opts.pipeline()).in_batches(), Pipeline::with_boxed_sink);
     let on_port = opts.port.map(|p| format!(" on port {p}")).unwrap_or_default();
