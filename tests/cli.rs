@@ -95,3 +95,15 @@ fn pids_in_one_value_and_option_mistakes_get_clear_answers() {
     let (code, err) = run(&["watch", "-j", "--rollup", "5"]);
     assert_eq!(code, Some(2), "--rollup is not silently ignored with -j: {err}");
 }
+
+#[test]
+fn watch_of_a_process_that_is_not_a_server_warns() {
+    let Some(bin) = ready("watch_of_a_process_that_is_not_a_server_warns") else { return };
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let out = Command::new(&bin).args(["watch", "-p", &sleeper.id().to_string(), "-d", "1"]).output().unwrap();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(&format!("WARNING: pid {} (sleep) is not named mysqld or mariadbd", sleeper.id())), "{err}");
+}
