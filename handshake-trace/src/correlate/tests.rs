@@ -394,6 +394,7 @@ fn a_stalled_tls_start_is_a_timeout_waiting_for_the_client_hello_and_the_client_
     assert_eq!(wait.waiting_for, crate::verdict::Awaited::TlsClientHello);
     assert_eq!(wait.timeout_ms, Some(2000));
     assert!(reason_of(&h).contains("for the TLS ClientHello"), "{}", reason_of(&h));
+    assert!(reason_of(&h).ends_with("gave up, sent ERR 1043 ER_HANDSHAKE_ERROR and reset the connection (SO_LINGER 0)"), "{}", reason_of(&h));
     // What the client printed: the ERR it received, not a lost connection.
     assert_eq!(client_error_of(&h).as_deref(), Some("ERROR 1043 (08S01): Bad handshake"));
     let text = crate::output::handshake_timeline(&h, &crate::support::clock::Clock::with_offset(0));

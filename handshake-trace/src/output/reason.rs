@@ -52,7 +52,7 @@ fn write_reason(cause: &Cause, f: &mut String) -> fmt::Result {
             "the server shut the connection down ({}) before the client closed it: the server was stopping or dropped the connection itself",
             names::shutdown_how(*how)
         ),
-        Cause::ServerTimedOut { wait, reset } => write_timeout(wait, *reset, f),
+        Cause::ServerTimedOut { wait, reset, then_err } => write_timeout(wait, *reset, *then_err, f),
         Cause::ClientReset { late_greeting } => {
             f.write_str("the client reset the connection (RST) before the handshake ended")?;
             write_late_greeting(*late_greeting, f)
@@ -67,15 +67,23 @@ fn write_reason(cause: &Cause, f: &mut String) -> fmt::Result {
     }
 }
 
-fn write_timeout(t: &TimeoutWait, reset: bool, f: &mut String) -> fmt::Result {
+fn write_timeout(t: &TimeoutWait, reset: bool, then_err: Option<u16>, f: &mut String) -> fmt::Result {
     let waiting_for = names::awaited(t.waiting_for);
     match t.mechanism {
         WaitMechanism::Poll => write!(
             f,
-            "the server waited {:.1} ms for {waiting_for} (poll, timeout {}), gave up and closed{}",
+            "the server waited {:.1} ms for {waiting_for} (poll, timeout {}), gave up{}",
             ms(t.waited_ns),
             t.timeout_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "none".into()),
-            if reset { " with a reset (SO_LINGER 0), sending no error" } else { " without sending an error" }
+            match (then_err, reset) {
+                (Some(code), true) => format!(
+                    ", sent ERR {code} {} and reset the connection (SO_LINGER 0)",
+                    protocol::error_name(code).unwrap_or("?")
+                ),
+                (Some(code), false) => format!(", sent ERR {code} {} and closed", protocol::error_name(code).unwrap_or("?")),
+                (None, true) => " and closed with a reset (SO_LINGER 0), sending no error".to_string(),
+                (None, false) => " and closed without sending an error".to_string(),
+            }
         ),
         WaitMechanism::AlarmEintr => write!(
             f,

@@ -130,7 +130,8 @@ pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Resul
             write!(f, "shutdown({})", names::shutdown_how(*how))
         }
         StepKind::Close { result, linger0 } => {
-            let reply = if h.reply.is_some() { "" } else { ", no error packet sent" };
+            // Inside TLS an ERR is encrypted: whether one was sent is not seen.
+            let reply = if h.reply.is_some() || h.tls_hello_ns.is_some() { "" } else { ", no error packet sent" };
             if *linger0 {
                 write!(f, "SO_LINGER 0 + close → RST{reply}")
             } else {

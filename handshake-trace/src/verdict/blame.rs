@@ -76,7 +76,7 @@ mod tests {
 
     fn timed_out() -> Cause {
         let wait = TimeoutWait { mechanism: WaitMechanism::Poll, timeout_ms: Some(2000), waited_ns: 2_000_000_000, waiting_for: Awaited::Login, signal_from: None };
-        Cause::ServerTimedOut { wait, reset: true }
+        Cause::ServerTimedOut { wait, reset: true, then_err: None }
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn cause(h: &Handshake, open_at_end: bool) -> Cause {
                 return Cause::ErrSent { code: e.code };
             }
             return match timeout_wait(h) {
-                Some(wait) => Cause::ServerTimedOut { wait, reset: ev.linger0 },
+                Some(wait) => Cause::ServerTimedOut { wait, reset: ev.linger0, then_err: Some(e.code) },
                 None => Cause::ErrSent { code: e.code },
             };
         }
@@ -58,7 +58,7 @@ fn cause(h: &Handshake, open_at_end: bool) -> Cause {
     if let Some(wait) = timeout {
         // The socket tier sees no SO_LINGER: the reset itself (or the abort that sends it).
         let reset = if h.socket_tier { ev.rst_sent } else { ev.linger0 };
-        return Cause::ServerTimedOut { wait, reset };
+        return Cause::ServerTimedOut { wait, reset, then_err: None };
     }
     if ev.client_rst {
         return Cause::ClientReset { late_greeting: late_greeting(h) };

@@ -112,7 +112,8 @@ pub enum Cause {
     /// it: a server stopping does this to every connection.
     ServerShutDown { how: u64 },
     /// The server gave up waiting; `reset` = it closed with SO_LINGER 0 (RST).
-    ServerTimedOut { wait: TimeoutWait, reset: bool },
+    /// `then_err`: the ERR it sent as it gave up (MariaDB's 1043 after a TLS stall).
+    ServerTimedOut { wait: TimeoutWait, reset: bool, then_err: Option<u16> },
     ClientReset { late_greeting: Option<LateGreeting> },
     ClientClosed { late_greeting: Option<LateGreeting> },
     /// The server closed without a reply, for a reason not seen in its syscalls.
