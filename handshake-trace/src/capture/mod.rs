@@ -2,6 +2,7 @@
 //! the tracepoint layouts (tracefs), the processes to trace (/proc) and the
 //! privileges tracing needs.
 pub mod privileges;
+pub mod offsets;
 pub mod probes;
 pub mod targets;
 pub mod tracefs;

@@ -9,11 +9,17 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use handshake_trace_common::{
-    counter, Conn, ConnKey, SockConn, TargetFilter, TcpOffsets, TracepointOffsets, DEFAULT_RINGBUF_BYTES, NO_FIELD,
-    SET_STATE_SADDR_V6, SET_STATE_SKADDR, SET_STATE_SPORT,
+    counter, Conn, ConnKey, SockConn, TargetFilter, DEFAULT_RINGBUF_BYTES, SET_STATE_SADDR_V6, SET_STATE_SKADDR,
+    SET_STATE_SPORT,
 };
 
-use crate::{capture::tracefs, events::Counters};
+use crate::{
+    capture::{
+        offsets::{read_offsets, tcp_offsets},
+        tracefs,
+    },
+    events::Counters,
+};
 
 /// The kernel programs, built by `cargo xtask build` (empty in a plain `cargo build`).
 pub static EBPF_OBJECT: &[u8] =
@@ -196,109 +202,6 @@ pub fn program_count(mode: AttachMode) -> usize {
 
 /// The raw tracepoints and their programs (AttachMode::Raw).
 const RAW_POINTS: [(&str, &str); 2] = [("sys_enter", "raw_sys_enter"), ("sys_exit", "raw_sys_exit")];
-
-fn field4(fields: &[tracefs::Field], name: &str) -> Result<u32> {
-    tracefs::offset_of(fields, name, 4)
-}
-
-/// TCP tracepoint layouts: `dport` + `daddr_v6`, or (newer kernels' tcp_send_reset)
-/// a 28-byte sockaddr in `daddr`.
-fn tcp_offsets(fields: &[tracefs::Field], with_state: bool) -> Result<TcpOffsets> {
-    let mut o = TcpOffsets {
-        dport: NO_FIELD,
-        daddr: NO_FIELD,
-        oldstate: NO_FIELD,
-        newstate: NO_FIELD,
-        protocol: NO_FIELD,
-        daddr_is_sockaddr: 0,
-    };
-    match (tracefs::offset_of(fields, "dport", 2), tracefs::offset_of(fields, "daddr_v6", 16)) {
-        (Ok(port), Ok(addr)) => (o.dport, o.daddr) = (port, addr),
-        _ => {
-            o.daddr = tracefs::offset_of(fields, "daddr", 28).context("neither dport+daddr_v6 nor a sockaddr daddr")?;
-            o.daddr_is_sockaddr = 1;
-        }
-    }
-    if with_state {
-        o.oldstate = field4(fields, "oldstate")?;
-        o.newstate = field4(fields, "newstate")?;
-        o.protocol = tracefs::offset_of(fields, "protocol", 2)?;
-    }
-    Ok(o)
-}
-
-/// The syscall arguments' base offset: the fields after `__syscall_nr`, each 8 bytes, back to back.
-fn syscall_arg0(fields: &[tracefs::Field]) -> Result<Option<u32>> {
-    let nr = fields.iter().position(|f| f.name == "__syscall_nr").context("no __syscall_nr field")?;
-    let args = &fields[nr + 1..];
-    let Some(first) = args.first() else { return Ok(None) };
-    for (i, f) in args.iter().enumerate() {
-        if f.size != 8 || f.offset != first.offset + 8 * i as u32 {
-            bail!("argument `{}` is not 8 bytes at offset {}", f.name, first.offset + 8 * i as u32);
-        }
-    }
-    Ok(Some(first.offset))
-}
-
-/// Read the field offsets the programs need from the format files of this kernel.
-/// Returns the offsets and the optional tracepoints this kernel lacks.
-pub fn read_offsets(tracefs: &Path) -> Result<(TracepointOffsets, Vec<AttachPoint>)> {
-    let mut o = TracepointOffsets::default();
-    let mut arg0 = None;
-    let mut exit_ret = None;
-    let mut missing = Vec::new();
-    for p in attach_points() {
-        let fields = match tracefs::fields(tracefs, p.category, p.name) {
-            Ok(f) => f,
-            Err(e) if p.required => return Err(e),
-            Err(_) => {
-                missing.push(*p);
-                continue;
-            }
-        };
-        let ctx = || format!("tracepoint {}:{}", p.category, p.name);
-        let same = |seen: &mut Option<u32>, v: u32, what: &str| -> Result<()> {
-            if seen.is_some_and(|s| s != v) {
-                bail!("syscall tracepoints place {what} at different offsets on this kernel");
-            }
-            *seen = Some(v);
-            Ok(())
-        };
-        match (p.category, p.name) {
-            ("syscalls", n) if n.starts_with("sys_enter_") => {
-                if let Some(a) = syscall_arg0(&fields).with_context(ctx)? {
-                    same(&mut arg0, a, "arguments")?;
-                }
-            }
-            ("syscalls", _) => {
-                let r = tracefs::offset_of(&fields, "ret", 8).with_context(ctx)?;
-                same(&mut exit_ret, r, "`ret`")?;
-            }
-            ("signal", "signal_generate") => {
-                o.gen_sig = field4(&fields, "sig").with_context(ctx)?;
-                o.gen_errno = field4(&fields, "errno").with_context(ctx)?;
-                o.gen_code = field4(&fields, "code").with_context(ctx)?;
-                o.gen_pid = field4(&fields, "pid").with_context(ctx)?;
-                o.gen_result = field4(&fields, "result").with_context(ctx)?;
-            }
-            ("signal", "signal_deliver") => {
-                o.deliver_sig = field4(&fields, "sig").with_context(ctx)?;
-                o.deliver_errno = field4(&fields, "errno").with_context(ctx)?;
-                o.deliver_code = field4(&fields, "code").with_context(ctx)?;
-            }
-            ("sched", _) => o.exit_pid = field4(&fields, "pid").with_context(ctx)?,
-            ("tcp", "tcp_retransmit_skb") => o.retransmit = tcp_offsets(&fields, false).with_context(ctx)?,
-            ("tcp", "tcp_send_reset") => o.send_reset = tcp_offsets(&fields, false).with_context(ctx)?,
-            ("tcp", "tcp_receive_reset") => o.receive_reset = tcp_offsets(&fields, false).with_context(ctx)?,
-            ("sock", _) => o.set_state = tcp_offsets(&fields, true).with_context(ctx)?,
-            _ => {}
-        }
-    }
-    o.set_state_fixed = u32::from(o.set_state == handshake_trace_common::SET_STATE_LAYOUT);
-    o.syscall_arg0 = arg0.ok_or_else(|| anyhow!("no syscall enter tracepoint"))?;
-    o.exit_ret = exit_ret.ok_or_else(|| anyhow!("no syscall exit tracepoint"))?;
-    Ok((o, missing))
-}
 
 /// Loaded and attached programs plus the maps userspace uses. Dropping it detaches
 /// everything (the links are file descriptors; the kernel also releases them if
