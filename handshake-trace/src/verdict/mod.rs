@@ -112,7 +112,9 @@ pub enum Cause {
     /// it: a server stopping does this to every connection.
     ServerShutDown { how: u64 },
     /// The server gave up waiting; `reset` = it closed with SO_LINGER 0 (RST).
-    ServerTimedOut { wait: TimeoutWait, reset: bool },
+    /// `greeting_retransmits`: TCP retransmitted the greeting this many times and the
+    /// client never sent a byte: the greeting was lost on its way to the client (0: not so).
+    ServerTimedOut { wait: TimeoutWait, reset: bool, greeting_retransmits: u64 },
     ClientReset { late_greeting: Option<LateGreeting> },
     ClientClosed { late_greeting: Option<LateGreeting> },
     /// The server closed without a reply, for a reason not seen in its syscalls.
@@ -144,6 +146,10 @@ pub struct Judgement {
     pub cause: Cause,
     /// For failures the client noticed: what it most likely reported.
     pub client_report: Option<ClientReport>,
+    /// A port check: the client closed or reset the connection without sending a byte
+    /// (and not after waiting for a late greeting). The verdict stays client_closed or
+    /// client_reset, as the server counts it in Aborted_connects.
+    pub probe: bool,
 }
 
 impl Judgement {
