@@ -121,8 +121,11 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
         };
         assert!(matches!(kind, std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe), "{kind:?}");
     });
+    // Port checks: connect, read the greeting, leave without a byte.
     let closes = raw_client(&db, |_| {});
     let resets = raw_client(&db, |s| set_linger0(s));
+    // Half a login, then a close: a real failure, no port check.
+    let half_login = raw_client(&db, |s| s.write_all(&login_packet()[..20]).unwrap());
     let garbage = raw_client(&db, |s| {
         s.write_all(&[5, 0, 0, 1, 1, 2, 3, 4, 5]).unwrap();
         let mut buf = [0u8; 128];
@@ -144,8 +147,8 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
         assert!(String::from_utf8_lossy(&buf[..n]).contains("Bad handshake"), "{:?}", &buf[..n]);
     });
     let ports: Vec<u16> =
-        [silent, late, closes, resets, garbage, http, tls_stall].into_iter().map(|t| t.join().unwrap()).collect();
-    let [silent, late, closes, resets, garbage, http, tls_stall] = ports[..] else { unreachable!() };
+        [silent, late, closes, resets, half_login, garbage, http, tls_stall].into_iter().map(|t| t.join().unwrap()).collect();
+    let [silent, late, closes, resets, half_login, garbage, http, tls_stall] = ports[..] else { unreachable!() };
 
     // The held ones time out.
     let refused = max_connections_refusal(&db, Duration::from_millis(2600));
@@ -180,6 +183,8 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     }
     let summary = text.stderr_text();
     assert!(summary.contains("Summary: ") && summary.contains("server_timeout 14"), "{summary}");
+    assert!(summary.contains("client_closed 2 (1 port check)") && summary.contains("client_reset 1 (1 port check)"), "{summary}");
+    assert!(timeline.contains("CLIENT_CLOSED (port check)") && timeline.contains("CLIENT_RESET (port check)"), "{timeline}");
     assert!(summary.contains("accept → greeting") && summary.contains("p99"), "{summary}");
     // Secrets never shown: the lab password in no form.
     assert!(!timeline.contains(LAB_PASSWORD) && !out.stdout.join("").contains(LAB_PASSWORD));
@@ -238,8 +243,14 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
         assert!((1990.0..2200.0).contains(&waited), "waited {waited} ms for a 2000 ms timeout");
         assert!(h["client_error"].as_str().unwrap().contains("2013"), "{h:#}");
     }
-    assert_verdict(by_port(&all, closes), "client_closed");
-    assert_verdict(by_port(&all, resets), "client_reset");
+    for (p, verdict) in [(closes, "client_closed"), (resets, "client_reset")] {
+        let h = by_port(&all, p);
+        assert_verdict(h, verdict);
+        assert_eq!(h["probe"], true, "a port check: {h:#}");
+    }
+    let h = by_port(&all, half_login);
+    assert_verdict(h, "client_closed");
+    assert!(h["probe"].is_null(), "half a login is no port check: {h:#}");
     let h = by_port(&all, garbage);
     assert_verdict(h, "server_error");
     assert_eq!(h["error"]["code"], 1043);
@@ -268,4 +279,80 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     );
     let err = out.stderr_text();
     assert!(err.contains(" 0 lost "), "{err}");
+}
+
+/// A DROP rule on loopback's INPUT for the server's data segments (the greeting and
+/// its retransmits), deleted when dropped, even when the test fails.
+struct DropServerData {
+    rule: Vec<String>,
+}
+
+impl DropServerData {
+    fn insert(server_port: u16) -> DropServerData {
+        // Bigger than a bare IPv4 + TCP header with options (52 bytes): data only, so the
+        // handshake, ACKs, FIN and RST still pass.
+        let rule: Vec<String> = ["INPUT", "-i", "lo", "-s", "127.0.0.1", "-d", "127.0.0.1", "-p", "tcp", "--sport", &server_port.to_string(), "-m", "length", "--length", "61:65535", "-j", "DROP"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let out = Command::new("iptables-legacy").arg("-I").args(&rule).output().expect("iptables-legacy (Debian package iptables; `cargo xtask setup`)");
+        assert!(out.status.success(), "iptables-legacy -I: {}", String::from_utf8_lossy(&out.stderr));
+        DropServerData { rule }
+    }
+}
+
+impl Drop for DropServerData {
+    fn drop(&mut self) {
+        let out = Command::new("iptables-legacy").arg("-D").args(&self.rule).output();
+        if !out.as_ref().is_ok_and(|o| o.status.success()) {
+            eprintln!("could not delete the iptables-legacy rule {:?}: {out:?}", self.rule);
+        }
+    }
+}
+
+/// The greeting dropped on its way to the client (loopback INPUT drops the server's
+/// data segments): TCP retransmits it, the client never answers, the server times out.
+/// The cause names packet loss toward the client with the retransmit count, and the
+/// prediction is what the real client printed: it was still reading the greeting.
+#[test]
+fn a_greeting_lost_on_the_way_is_named_packet_loss_and_the_client_error_follows() {
+    let Some(bin) = ready("a_greeting_lost_on_the_way_is_named_packet_loss_and_the_client_error_follows") else { return };
+    if !Command::new("iptables-legacy").arg("-S").output().is_ok_and(|o| o.status.success()) {
+        skip("a_greeting_lost_on_the_way_is_named_packet_loss_and_the_client_error_follows", "no iptables-legacy (`cargo xtask setup` installs iptables)");
+        return;
+    }
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
+    let aborted_before = db.status("Aborted_connects").unwrap();
+    let port = db.port().to_string();
+    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--port", &port]);
+    let text_tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "--port", &port]);
+    let said = {
+        let _drop = DropServerData::insert(db.port());
+        let client = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+        assert!(!client.status.success(), "the login went through a dropped greeting");
+        String::from_utf8_lossy(&client.stderr).trim().to_string()
+    };
+    assert!(said.contains("reading initial communication packet"), "the real client said: {said}");
+    assert!(eventually(Duration::from_secs(10), || db.status("Threads_connected").is_ok_and(|n| n <= 1)));
+    thread::sleep(Duration::from_millis(300));
+
+    let out = tracer.stop();
+    let all = out.json();
+    let h = one(&all, "the lost greeting", |h| h["verdict"] != "ok");
+    assert_verdict(h, "server_timeout");
+    let reason = h["reason"].as_str().unwrap();
+    let retransmits = h["events"].as_array().unwrap().iter().filter(|e| e["text"] == "TCP retransmit").count();
+    assert!(retransmits >= 2, "{h:#}");
+    assert!(
+        reason.starts_with(&format!("greeting retransmitted {retransmits} times, never acknowledged: packet loss toward the client")),
+        "{reason}"
+    );
+    assert_eq!(h["client_error"], said, "{h:#}");
+    let aborted = db.status("Aborted_connects").unwrap() - aborted_before;
+    assert_eq!(aborted, 1, "Aborted_connects agrees: one failed handshake");
+
+    let text = text_tracer.stop();
+    let timeline = text.stdout.join("\n");
+    assert!(timeline.contains("why: greeting retransmitted") && timeline.contains("TCP retransmit"), "{timeline}");
+    eprintln!("{timeline}");
 }

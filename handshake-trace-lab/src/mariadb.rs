@@ -75,10 +75,16 @@ impl MariaDb {
         let data = dir.join("data");
         let port = if opts.port == 0 { free_port()? } else { opts.port };
         let mut db = MariaDb { dir: dir.clone(), child: None, port };
+        // Temporary tables in the instance's own folder, not the shared /tmp: servers
+        // bootstrapping at once on one machine (parallel test runs) stayed out of each
+        // other's way only by chance there.
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).context("create the server's tmpdir")?;
 
         let out = Command::new(&install)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args(["--user=root", "--auth-root-authentication-method=socket", "--skip-test-db"])
             .output()
             .context("run mariadb-install-db")?;
@@ -89,6 +95,7 @@ impl MariaDb {
         let mut cmd = Command::new(&server);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", db.socket().display()))
             .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
             .arg(format!("--log-error={}", db.error_log().display()))

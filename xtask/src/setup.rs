@@ -24,7 +24,8 @@ const DEBIAN_BPF_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-we
 /// TLS test's certificate, bpftool to check programs are detached, Prometheus (and
 /// promtool) to scrape the agent and check the alert rules, systemd-analyze and a
 /// Python venv for the deploy/ checks; for the bench, sysbench (libmariadb clients) and the
-/// peers it measures, tcpdump and strace.
+/// peers it measures, tcpdump and strace; iptables (its legacy backend drops packets on
+/// loopback) for the greeting-loss test.
 const TEST_PACKAGES: &[&str] = &[
     "mariadb-server",
     "mariadb-client",
@@ -37,6 +38,7 @@ const TEST_PACKAGES: &[&str] = &[
     "sysbench",
     "tcpdump",
     "strace",
+    "iptables",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";

@@ -608,3 +608,103 @@ mod socket_tier {
         assert!(!h.evidence.rst_sent, "a close after the client's reset is not the server's abort");
     }
 }
+
+fn is_probe(h: &Handshake) -> bool {
+    h.judgement.as_ref().expect("judged").probe
+}
+
+/// Port checks: connect, then close or reset before sending a byte (after the greeting,
+/// or before it): client_closed/client_reset as the server counts them, marked as probes.
+#[test]
+fn a_client_that_leaves_without_sending_a_byte_is_a_port_check() {
+    let mut fin = prelude(GEN);
+    fin.push(io(GEN + 300_000, SyscallKind::Recvfrom, 0, 4, &[]));
+    fin.push(sys(GEN + 310_000, SyscallKind::Close, 0, 1000, [0; 4]));
+    let h = only(&fin);
+    assert_eq!(h.verdict(), Some(Verdict::ClientClosed));
+    assert!(is_probe(&h));
+
+    let mut rst = prelude(GEN);
+    rst.push(io(GEN + 300_000, SyscallKind::Recvfrom, -(Errno::ECONNRESET.0 as i64), 4, &[]));
+    rst.push(sys(GEN + 310_000, SyscallKind::Close, 0, 1000, [0; 4]));
+    let h = only(&rst);
+    assert_eq!(h.verdict(), Some(Verdict::ClientReset));
+    assert!(is_probe(&h));
+
+    // Before the greeting: the client reset at once.
+    let before = vec![
+        accept_at(GEN, GEN),
+        Event::Tcp(Tcp { ts_ns: GEN + 50_000, pid: PID, conn_gen: GEN, fd: FD, what: TcpWhat::ReceiveReset }),
+        sys(GEN + 100_000, SyscallKind::Close, 0, 1000, [0; 4]),
+    ];
+    let h = only(&before);
+    assert_eq!(h.verdict(), Some(Verdict::ClientReset));
+    assert!(is_probe(&h));
+}
+
+#[test]
+fn a_client_that_sent_half_a_login_or_waited_for_a_late_greeting_is_no_port_check() {
+    let login = packet(1, &login_body(None));
+    let mut half = prelude(GEN);
+    half.push(io(GEN + 300_000, SyscallKind::Recvfrom, 20, 64, &login[..20]));
+    half.push(io(GEN + 400_000, SyscallKind::Recvfrom, 0, 64, &[]));
+    half.push(sys(GEN + 410_000, SyscallKind::Close, 0, 1000, [0; 4]));
+    let h = only(&half);
+    assert_eq!(h.verdict(), Some(Verdict::ClientClosed));
+    assert!(!is_probe(&h));
+
+    // Gave up on a greeting 3 s late: the server's failure, not monitoring noise.
+    let g = greeting();
+    let late = vec![
+        accept_at(GEN, GEN),
+        io(GEN + 3_000 * MS, SyscallKind::Sendto, g.len() as i64, g.len() as u64, &g),
+        io(GEN + 3_001 * MS, SyscallKind::Recvfrom, -(Errno::ECONNRESET.0 as i64), 4, &[]),
+        sys(GEN + 3_002 * MS, SyscallKind::Close, 0, 1000, [0; 4]),
+    ];
+    let h = only(&late);
+    assert_eq!(h.verdict(), Some(Verdict::ClientReset));
+    assert!(!is_probe(&h));
+}
+
+fn retransmit(ts_ns: u64) -> Event {
+    Event::Tcp(Tcp { ts_ns, pid: PID, conn_gen: GEN, fd: FD, what: TcpWhat::Retransmit })
+}
+
+/// The greeting dropped on its way to the client: four retransmits, then the server's
+/// poll expires. Packet loss toward the client, and the client was still reading the greeting.
+#[test]
+fn a_greeting_retransmitted_and_never_answered_is_packet_loss_toward_the_client() {
+    let mut ev = poll_timeout_events();
+    let close = ev.len() - 4;
+    for (i, at) in [203, 407, 835, 1663].into_iter().enumerate() {
+        ev.insert(close + i, retransmit(GEN + at * MS));
+    }
+    ev.sort_by_key(|e| e.ts_ns());
+    let h = only(&ev);
+    let j = h.judgement.as_ref().unwrap();
+    assert_eq!(j.verdict, Verdict::ServerTimeout);
+    assert!(matches!(j.cause, Cause::ServerTimedOut { greeting_retransmits: 4, .. }), "{:?}", j.cause);
+    assert!(!j.probe);
+    let why = reason_of(&h);
+    assert!(why.starts_with("greeting retransmitted 4 times, never acknowledged: packet loss toward the client; the server waited"), "{why}");
+    let e = client_error_of(&h).unwrap();
+    assert_eq!(e, "ERROR 2013 (HY000): Lost connection to server at 'handshake: reading initial communication packet', system error: 104");
+    let retransmits = crate::verdict::blame::retransmits(&h);
+    assert_eq!(crate::verdict::blame::blame(j, retransmits), crate::verdict::Blame::Network);
+}
+
+/// Retransmits the client answered (its login came): the greeting got through.
+#[test]
+fn a_retransmitted_greeting_the_client_answered_is_not_lost() {
+    let mut ev = prelude(GEN);
+    ev.push(retransmit(GEN + 203 * MS));
+    let login = packet(1, &login_body(None));
+    ev.push(io(GEN + 300 * MS, SyscallKind::Recvfrom, login.len() as i64, login.len() as u64, &login));
+    ev.push(io(GEN + 301 * MS, SyscallKind::Recvfrom, -11, 4, &[]));
+    ev.push(sys(GEN + 2_301 * MS, SyscallKind::Poll, 0, 2_000 * MS, [1, 2000, 3, 0]));
+    ev.push(sys(GEN + 2_302 * MS, SyscallKind::Close, 0, 1000, [0; 4]));
+    let h = only(&ev);
+    assert_eq!(h.verdict(), Some(Verdict::ServerTimeout), "{}", reason_of(&h));
+    assert!(matches!(h.judgement.as_ref().unwrap().cause, Cause::ServerTimedOut { greeting_retransmits: 0, .. }));
+    assert!(!reason_of(&h).contains("packet loss"));
+}

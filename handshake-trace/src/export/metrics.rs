@@ -109,6 +109,7 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub phases: Family<PhaseLabels, Histogram, fn() -> Histogram>,
     pub retransmits: Family<ServerLabel, Counter>,
+    pub port_checks: Family<ServerLabel, Counter>,
     pub emitted: Counter,
     pub lost: Family<ReasonLabel, Counter>,
     pub undecodable: Counter,
@@ -135,6 +136,7 @@ impl Metrics {
             errors: Family::default(),
             phases: Family::new_with_constructor(phase_histogram),
             retransmits: Family::default(),
+            port_checks: Family::default(),
             emitted: Counter::default(),
             lost: Family::default(),
             undecodable: Counter::default(),
@@ -154,6 +156,7 @@ impl Metrics {
         r.register("handshake_errors", "ERR packets sent during handshakes, by code (connection-setup codes, others as \"other\")", m.errors.clone());
         r.register_with_unit("handshake_phase", "Handshake phase durations: accept to greeting, greeting to login, login to reply, accept to end", Unit::Seconds, m.phases.clone());
         r.register("handshake_retransmits", "TCP retransmits seen during handshakes", m.retransmits.clone());
+        r.register("handshake_port_checks", "Handshakes the client closed or reset without sending a byte (port checks), also counted in handshakes as client_closed/client_reset", m.port_checks.clone());
         r.register("events_emitted", "Events the kernel programs emitted", m.emitted.clone());
         r.register("events_lost", "Events the kernel programs lost, by reason", m.lost.clone());
         r.register("events_undecodable", "Records that did not decode", m.undecodable.clone());
@@ -286,6 +289,9 @@ impl Sink for MetricsSink {
             if let Some(ns) = ns {
                 m.phases.get_or_create(&PhaseLabels { server: server.clone(), phase }).observe(ns as f64 / 1e9);
             }
+        }
+        if h.judgement.as_ref().is_some_and(|j| j.probe) {
+            m.port_checks.get_or_create(&ServerLabel { server: server.clone() }).inc();
         }
         m.retransmits.get_or_create(&ServerLabel { server }).inc_by(retransmits);
         Ok(())

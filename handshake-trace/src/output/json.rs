@@ -116,6 +116,9 @@ pub struct HandshakeJson<'a> {
     listen_fd: Option<i32>,
     phases_ms: PhasesJson,
     pid: u32,
+    /// A port check (the client closed or reset without sending a byte); absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    probe: bool,
     reason: String,
     server: Option<String>,
     server_version: Option<&'a str>,
@@ -192,6 +195,7 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
             total: opt_ms(Some(p.total_ns)),
         },
         pid: h.pid,
+        probe: judgement.is_some_and(|j| j.probe),
         reason: judgement.map(|j| reason::reason(&j.cause)).unwrap_or_default(),
         server: h.server.map(|a| a.to_string()),
         server_version: h.greeting.as_ref().map(|g| g.server_version.as_str()),

@@ -52,7 +52,11 @@ fn write_reason(cause: &Cause, f: &mut String) -> fmt::Result {
             "the server shut the connection down ({}) before the client closed it: the server was stopping or dropped the connection itself",
             names::shutdown_how(*how)
         ),
-        Cause::ServerTimedOut { wait, reset, then_err } => write_timeout(wait, *reset, *then_err, f),
+        Cause::ServerTimedOut { wait, reset, then_err, greeting_retransmits: 0 } => write_timeout(wait, *reset, *then_err, f),
+        Cause::ServerTimedOut { wait, reset, then_err, greeting_retransmits: n } => {
+            write!(f, "greeting retransmitted {n} time{}, never acknowledged: packet loss toward the client; ", if *n == 1 { "" } else { "s" })?;
+            write_timeout(wait, *reset, *then_err, f)
+        }
         Cause::ClientReset { late_greeting } => {
             f.write_str("the client reset the connection (RST) before the handshake ended")?;
             write_late_greeting(*late_greeting, f)

@@ -13,7 +13,12 @@ pub fn print_summary(s: &Summary, log: &mut dyn Write) -> Result<()> {
         .iter()
         .filter_map(|v| {
             let n = s.count(*v);
-            (n > 0).then(|| format!("{} {n}", names::verdict(*v)))
+            let probes = match s.probes(*v) {
+                0 => String::new(),
+                1 => " (1 port check)".to_string(),
+                p => format!(" ({p} port checks)"),
+            };
+            (n > 0).then(|| format!("{} {n}{probes}", names::verdict(*v)))
         })
         .collect();
     writeln!(

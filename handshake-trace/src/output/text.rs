@@ -41,6 +41,11 @@ pub fn capture_notice(tier: crate::capture::probes::CaptureTier) -> Option<&'sta
     }
 }
 
+/// " (port check)" after the verdict of a probe.
+fn probe_note(h: &Handshake) -> &'static str {
+    if h.judgement.as_ref().is_some_and(|j| j.probe) { " (port check)" } else { "" }
+}
+
 /// One line for a handshake that needs no timeline.
 pub fn handshake_line(h: &Handshake, clock: &Clock) -> String {
     let p = h.phases();
@@ -48,7 +53,7 @@ pub fn handshake_line(h: &Handshake, clock: &Clock) -> String {
     format!(
         "{} {:<14} {} -> {} pid {} {} {} {:.1} ms (ms:{}{}{}{})",
         format_time_of_day(clock.wall(h.accept_ns)),
-        names::verdict_or_unknown(h.verdict()),
+        format!("{}{}", names::verdict_or_unknown(h.verdict()), probe_note(h)),
         client_addr(h),
         names::addr(h.server),
         h.pid,
@@ -70,9 +75,10 @@ pub fn handshake_timeline(h: &Handshake, clock: &Clock) -> String {
     let mut out = String::new();
     let conn_id = h.greeting.as_ref().map(|g| format!(" connection id {}", g.connection_id)).unwrap_or_default();
     out.push_str(&format!(
-        "{} {} {} -> {} pid {} {}{} {} ({:.1} ms)\n",
+        "{} {}{} {} -> {} pid {} {}{} {} ({:.1} ms)\n",
         format_time_of_day(clock.wall(h.accept_ns)),
         names::verdict_or_unknown(h.verdict()).to_uppercase(),
+        probe_note(h),
         client_addr(h),
         names::addr(h.server),
         h.pid,

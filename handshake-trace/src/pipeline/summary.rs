@@ -21,6 +21,8 @@ pub struct Outcome {
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub by_verdict: BTreeMap<Verdict, u64>,
+    /// Of those, port checks (client_closed/client_reset without a byte from the client).
+    pub probes: BTreeMap<Verdict, u64>,
     pub accept_errors: u64,
     pub filtered_out: u64,
     pub undecodable: u64,
@@ -39,6 +41,9 @@ impl Summary {
     pub(super) fn record(&mut self, h: &Handshake, keep: bool) {
         let judgement = h.judgement.as_ref().expect("a finished handshake is judged");
         *self.by_verdict.entry(judgement.verdict).or_default() += 1;
+        if judgement.probe {
+            *self.probes.entry(judgement.verdict).or_default() += 1;
+        }
         if keep {
             self.outcomes.push(Outcome { pid: h.pid, client: h.client, judgement: judgement.clone(), total_ns: h.total_ns() });
         }
@@ -57,5 +62,10 @@ impl Summary {
 
     pub fn count(&self, v: Verdict) -> u64 {
         self.by_verdict.get(&v).copied().unwrap_or(0)
+    }
+
+    /// Port checks among the handshakes with verdict `v`.
+    pub fn probes(&self, v: Verdict) -> u64 {
+        self.probes.get(&v).copied().unwrap_or(0)
     }
 }

@@ -243,3 +243,19 @@ fn a_batch_without_losses_changes_nothing() {
     p.finish(GEN + MS, Counters::default()).unwrap();
     assert_eq!(out.text(), plain);
 }
+
+#[test]
+fn port_checks_are_counted_apart_in_the_summary_and_marked_in_text() {
+    let opts = WatchOptions::default();
+    let mut ev = on_port(failed_handshake(GEN), KEPT_PORT);
+    ev.extend(on_port(failed_handshake(GEN + 10 * MS), KEPT_PORT));
+    ev.extend(on_port(ok_handshake(GEN + 20 * MS, 41, 3), KEPT_PORT));
+    let (summary, out, _) = run(&opts, &ev);
+    assert_eq!(summary.count(Verdict::ClientClosed), 2);
+    assert_eq!(summary.probes(Verdict::ClientClosed), 2);
+    assert!(out.contains("CLIENT_CLOSED (port check)"), "{out}");
+    let mut text = Vec::new();
+    crate::output::summary::print_summary(&summary, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("client_closed 2 (2 port checks)"), "{text}");
+}

@@ -71,12 +71,12 @@ mod tests {
     use crate::verdict::{Awaited, LateGreeting, TimeoutWait, WaitMechanism};
 
     fn j(verdict: Verdict, cause: Cause) -> Judgement {
-        Judgement { verdict, cause, client_report: None }
+        Judgement { verdict, cause, client_report: None, probe: false }
     }
 
     fn timed_out() -> Cause {
         let wait = TimeoutWait { mechanism: WaitMechanism::Poll, timeout_ms: Some(2000), waited_ns: 2_000_000_000, waiting_for: Awaited::Login, signal_from: None };
-        Cause::ServerTimedOut { wait, reset: true, then_err: None }
+        Cause::ServerTimedOut { wait, reset: true, then_err: None, greeting_retransmits: 0 }
     }
 
     #[test]

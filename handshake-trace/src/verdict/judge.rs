@@ -4,7 +4,7 @@ use handshake_trace_common::end;
 use super::{tls, Awaited, Cause, ClientReport, Judgement, LateGreeting, LostAt, TimeoutWait, Verdict, WaitMechanism};
 use crate::{
     correlate::{Handshake, LastRead, LastWait, Reply, StepKind},
-    events::{Errno, SyscallResult},
+    events::{Errno, SyscallResult, TcpWhat},
     protocol,
 };
 
@@ -15,7 +15,31 @@ const SLOW_GREETING_NS: u64 = 500_000_000;
 pub fn judge(h: &Handshake, open_at_end: bool) -> Judgement {
     let cause = cause(h, open_at_end);
     let verdict = verdict_of(&cause);
-    Judgement { verdict, client_report: client_report(h, verdict), cause }
+    let probe = is_probe(h, &cause);
+    Judgement { verdict, client_report: client_report(h, verdict, &cause), cause, probe }
+}
+
+/// A port check: the client closed or reset without sending a byte, and not because
+/// a late greeting made it give up (that one is a real failure, on the server's side).
+fn is_probe(h: &Handshake, cause: &Cause) -> bool {
+    matches!(cause, Cause::ClientClosed { late_greeting: None } | Cause::ClientReset { late_greeting: None }) && !client_sent_bytes(h)
+}
+
+/// The server read at least one byte from the client.
+fn client_sent_bytes(h: &Handshake) -> bool {
+    h.login.is_some()
+        || h.tls
+        || h.steps.iter().any(|s| matches!(s.what, StepKind::Read { result: SyscallResult::Ok(n), .. } if n > 0))
+}
+
+/// TCP retransmits after the greeting was written, when the client then sent nothing:
+/// the greeting (or its retransmits) never reached the client.
+fn greeting_retransmits(h: &Handshake) -> u64 {
+    let Some(greeting) = h.greeting_ns else { return 0 };
+    if client_sent_bytes(h) {
+        return 0;
+    }
+    h.steps.iter().filter(|s| s.ts_ns >= greeting && matches!(s.what, StepKind::Tcp(TcpWhat::Retransmit))).count() as u64
 }
 
 fn cause(h: &Handshake, open_at_end: bool) -> Cause {
@@ -30,7 +54,9 @@ fn cause(h: &Handshake, open_at_end: bool) -> Cause {
                 return Cause::ErrSent { code: e.code };
             }
             return match timeout_wait(h) {
-                Some(wait) => Cause::ServerTimedOut { wait, reset: ev.linger0, then_err: Some(e.code) },
+                Some(wait) => {
+                    Cause::ServerTimedOut { wait, reset: ev.linger0, then_err: Some(e.code), greeting_retransmits: greeting_retransmits(h) }
+                }
                 None => Cause::ErrSent { code: e.code },
             };
         }
@@ -58,7 +84,7 @@ fn cause(h: &Handshake, open_at_end: bool) -> Cause {
     if let Some(wait) = timeout {
         // The socket tier sees no SO_LINGER: the reset itself (or the abort that sends it).
         let reset = if h.socket_tier { ev.rst_sent } else { ev.linger0 };
-        return Cause::ServerTimedOut { wait, reset, then_err: None };
+        return Cause::ServerTimedOut { wait, reset, then_err: None, greeting_retransmits: greeting_retransmits(h) };
     }
     if ev.client_rst {
         return Cause::ClientReset { late_greeting: late_greeting(h) };
@@ -209,7 +235,7 @@ fn armed_timer_ms(h: &Handshake) -> Option<u64> {
 }
 
 /// What the client most likely reported, for failures it noticed.
-fn client_report(h: &Handshake, v: Verdict) -> Option<ClientReport> {
+fn client_report(h: &Handshake, v: Verdict, cause: &Cause) -> Option<ClientReport> {
     match v {
         Verdict::Ok | Verdict::ClientClosed | Verdict::ClientReset | Verdict::Incomplete => None,
         Verdict::AuthFailed | Verdict::ServerError => match &h.reply {
@@ -223,7 +249,9 @@ fn client_report(h: &Handshake, v: Verdict) -> Option<ClientReport> {
             _ => None,
         },
         Verdict::ServerTimeout | Verdict::ServerClosed => {
-            let at = if h.greeting_ns.is_none() { LostAt::InitialPacket } else { LostAt::AuthorizationPacket };
+            // A greeting lost on the way never reached the client: it was still reading it.
+            let delivered = h.greeting_ns.is_some() && !matches!(cause, Cause::ServerTimedOut { greeting_retransmits: 1.., .. });
+            let at = if delivered { LostAt::AuthorizationPacket } else { LostAt::InitialPacket };
             let reset = h.evidence.linger0 || h.evidence.rst_sent;
             Some(ClientReport::LostConnection { at, errno: if reset { Errno::ECONNRESET.0 } else { 0 } })
         }

@@ -113,7 +113,9 @@ pub enum Cause {
     ServerShutDown { how: u64 },
     /// The server gave up waiting; `reset` = it closed with SO_LINGER 0 (RST).
     /// `then_err`: the ERR it sent as it gave up (MariaDB's 1043 after a TLS stall).
-    ServerTimedOut { wait: TimeoutWait, reset: bool, then_err: Option<u16> },
+    /// `greeting_retransmits`: TCP retransmitted the greeting this many times and the
+    /// client never sent a byte: the greeting was lost on its way to the client (0: not so).
+    ServerTimedOut { wait: TimeoutWait, reset: bool, then_err: Option<u16>, greeting_retransmits: u64 },
     ClientReset { late_greeting: Option<LateGreeting> },
     ClientClosed { late_greeting: Option<LateGreeting> },
     /// The server closed without a reply, for a reason not seen in its syscalls.
@@ -145,6 +147,10 @@ pub struct Judgement {
     pub cause: Cause,
     /// For failures the client noticed: what it most likely reported.
     pub client_report: Option<ClientReport>,
+    /// A port check: the client closed or reset the connection without sending a byte
+    /// (and not after waiting for a late greeting). The verdict stays client_closed or
+    /// client_reset, as the server counts it in Aborted_connects.
+    pub probe: bool,
 }
 
 impl Judgement {
