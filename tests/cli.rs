@@ -95,3 +95,56 @@ fn pids_in_one_value_and_option_mistakes_get_clear_answers() {
     let (code, err) = run(&["watch", "-j", "--rollup", "5"]);
     assert_eq!(code, Some(2), "--rollup is not silently ignored with -j: {err}");
 }
+
+/// `watch -j | head -1`: the reader closes the pipe after one line; the tracer stops by
+/// itself, prints its summary to stderr and exits 0, with no "Broken pipe" error.
+#[test]
+fn a_closed_stdout_ends_watch_quietly_with_the_summary() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let Some(bin) = ready("a_closed_stdout_ends_watch_quietly_with_the_summary") else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let mut child = Command::new(&bin)
+        .args(["watch", "-j", "-p", &db.pid().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut started = String::new();
+    while !started.starts_with("Tracing") {
+        started.clear();
+        assert!(stderr.read_line(&mut started).unwrap() > 0, "tracer exited before tracing");
+    }
+    let login = |password: &str| {
+        let _ = db.client(LAB_USER, password, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+    };
+    // The reader: one line, then it closes its end (as `head -1` does).
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    login(LAB_PASSWORD);
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("\"verdict\""), "{first}");
+    drop(stdout);
+    // Later handshakes find the pipe closed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("watch went on tracing after its stdout was closed");
+        }
+        login("not-the-password");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert!(rest.contains("Summary: "), "no summary on stderr: {rest}");
+    assert!(!rest.to_lowercase().contains("broken pipe") && !rest.contains("error"), "{rest}");
+}
