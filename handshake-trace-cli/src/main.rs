@@ -10,7 +10,9 @@ use handshake_trace::{
     capture::probes::{AttachMode, CaptureTier},
     commands::{agent, analyze, doctor, watch},
     export::abnormal_log::LogTarget,
+    output,
     support::pipe,
+    verdict::Verdict,
 };
 use handshake_trace_lab as lab;
 
@@ -22,6 +24,8 @@ EXAMPLES:
     handshake-trace watch --port 3306    # only connections accepted on port 3306
     handshake-trace watch --slow 100     # also timelines of successful handshakes slower than 100 ms
     handshake-trace watch --rollup 10    # successful handshakes as a roll-up every 10 s
+    handshake-trace watch --brief        # one line per handshake; repeated failures folded with a count
+    handshake-trace watch --brief --timeline server_timeout   # ... and the timeline of each server_timeout
     handshake-trace watch -j -d 60 > handshakes.jsonl   # JSON Lines for one minute
     handshake-trace record -o monday.htrace -d 3600     # save an hour; secrets are zeroed
     handshake-trace analyze monday.htrace               # replay it anywhere, no root
@@ -109,6 +113,15 @@ struct OutputArgs {
     /// output; -j writes every handshake).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "json")]
     rollup: Option<u64>,
+    /// One line per handshake, failures included (verdict, user@client, server, duration,
+    /// the ERR code or the reason in a few words); identical failures (user, client host,
+    /// verdict, ERR code) within 10 s are folded into one line with a count. Text output.
+    #[arg(long, conflicts_with = "json")]
+    brief: bool,
+    /// With --brief: also print the timeline of handshakes with these verdicts (default:
+    /// none), e.g. `--timeline server_timeout,client_reset`. A folded repeat prints none.
+    #[arg(long, value_name = "VERDICT[,VERDICT]", value_delimiter = ',', value_parser = output::brief::parse_verdict, requires = "brief")]
+    timeline: Vec<Verdict>,
     /// Also print every raw kernel event (for debugging the tracer).
     #[arg(long, hide = true)]
     events: bool,
@@ -165,6 +178,8 @@ impl OutputArgs {
             raw_events: self.events,
             slow_ms: self.slow,
             rollup_secs: self.rollup,
+            brief: self.brief,
+            timeline: self.timeline.iter().copied().collect(),
             ..Default::default()
         }
     }
