@@ -275,15 +275,17 @@ fn brief(timeline: &[Verdict]) -> WatchOptions {
     WatchOptions { brief: true, timeline: timeline.iter().copied().collect(), ..Default::default() }
 }
 
+/// `n` refusals of `client`, one every `every_ms`, from GEN on (fds 100, 101, ...).
+fn refusals(n: u64, every_ms: u64, client: [u8; 4]) -> Vec<(Event, AcceptAddrs)> {
+    (0..n).flat_map(|i| on_port(refused_handshake(GEN + i * every_ms * MS, 100 + i as i32, client), KEPT_PORT)).collect()
+}
+
 const APP: [u8; 4] = [10, 1, 2, 3];
 const OTHER: [u8; 4] = [10, 9, 9, 9];
 
 #[test]
 fn brief_folds_identical_failures_into_one_count() {
-    let mut ev = Vec::new();
-    for i in 0..64u64 {
-        ev.extend(on_port(refused_handshake(GEN + i * 10 * MS, 100 + i as i32, APP), KEPT_PORT));
-    }
+    let mut ev = refusals(64, 10, APP);
     ev.extend(on_port(refused_handshake(GEN + 700 * MS, 300, OTHER), KEPT_PORT));
     ev.extend(on_port(ok_handshake(GEN + 800 * MS, 301, 3), KEPT_PORT));
     let (summary, out, _) = run(&brief(&[]), &ev);
@@ -301,10 +303,7 @@ fn brief_folds_identical_failures_into_one_count() {
 
 #[test]
 fn brief_closes_a_fold_when_its_window_has_passed() {
-    let mut ev = Vec::new();
-    for i in 0..3u64 {
-        ev.extend(on_port(refused_handshake(GEN + i * 1000 * MS, 100 + i as i32, APP), KEPT_PORT));
-    }
+    let mut ev = refusals(3, 1000, APP);
     // 11 s after the first: a new window, so a line of its own, after the count of the three.
     ev.extend(on_port(refused_handshake(GEN + 11_000 * MS, 200, APP), KEPT_PORT));
     let (_, out, _) = run(&brief(&[]), &ev);
