@@ -105,13 +105,26 @@ fn a_closed_stdout_ends_watch_quietly_with_the_summary() {
     use std::time::{Duration, Instant};
     let Some(bin) = ready("a_closed_stdout_ends_watch_quietly_with_the_summary") else { return };
     let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
-    let mut child = Command::new(&bin)
-        .args(["watch", "-j", "-p", &db.pid().to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    /// A failing test must not leave the tracer attached.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut child = Killed(
+        Command::new(&bin)
+            .args(["watch", "-j", "-p", &db.pid().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut started = String::new();
     while !started.starts_with("Tracing") {
@@ -134,11 +147,7 @@ fn a_closed_stdout_ends_watch_quietly_with_the_summary() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("watch went on tracing after its stdout was closed");
-        }
+        assert!(Instant::now() < deadline, "watch went on tracing after its stdout was closed");
         login("not-the-password");
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -146,5 +155,5 @@ fn a_closed_stdout_ends_watch_quietly_with_the_summary() {
     stderr.read_to_string(&mut rest).unwrap();
     assert_eq!(status.code(), Some(0), "{rest}");
     assert!(rest.contains("Summary: "), "no summary on stderr: {rest}");
-    assert!(!rest.to_lowercase().contains("broken pipe") && !rest.contains("error"), "{rest}");
+    assert!(!rest.to_lowercase().contains("broken pipe") && !rest.contains("error:"), "{rest}");
 }
