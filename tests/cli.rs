@@ -107,3 +107,65 @@ fn watch_of_a_process_that_is_not_a_server_warns() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains(&format!("WARNING: pid {} (sleep) is not named mysqld or mariadbd", sleeper.id())), "{err}");
 }
+
+/// `watch -j | head -1`: the reader closes the pipe after one line; the tracer stops by
+/// itself, prints its summary to stderr and exits 0, with no "Broken pipe" error.
+#[test]
+fn a_closed_stdout_ends_watch_quietly_with_the_summary() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let Some(bin) = ready("a_closed_stdout_ends_watch_quietly_with_the_summary") else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    /// A failing test must not leave the tracer attached.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut child = Killed(
+        Command::new(&bin)
+            .args(["watch", "-j", "-p", &db.pid().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut started = String::new();
+    while !started.starts_with("Tracing") {
+        started.clear();
+        assert!(stderr.read_line(&mut started).unwrap() > 0, "tracer exited before tracing");
+    }
+    let login = |password: &str| {
+        let _ = db.client(LAB_USER, password, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+    };
+    // The reader: one line, then it closes its end (as `head -1` does).
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    login(LAB_PASSWORD);
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("\"verdict\""), "{first}");
+    drop(stdout);
+    // Later handshakes find the pipe closed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "watch went on tracing after its stdout was closed");
+        login("not-the-password");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert!(rest.contains("Summary: "), "no summary on stderr: {rest}");
+    assert!(!rest.to_lowercase().contains("broken pipe") && !rest.contains("error:"), "{rest}");
+}

@@ -1,11 +1,18 @@
-use std::{io::Write, time::Duration};
+use std::{
+    io::Write,
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use handshake_trace::{
     capture::probes::{AttachMode, CaptureTier},
     commands::{agent, analyze, doctor, watch},
     export::abnormal_log::LogTarget,
+    output,
+    support::pipe,
+    verdict::Verdict,
 };
 use handshake_trace_lab as lab;
 
@@ -17,11 +24,20 @@ EXAMPLES:
     handshake-trace watch --port 3306    # only connections accepted on port 3306
     handshake-trace watch --slow 100     # also timelines of successful handshakes slower than 100 ms
     handshake-trace watch --rollup 10    # successful handshakes as a roll-up every 10 s
+    handshake-trace watch --brief        # one line per handshake; repeated failures folded with a count
+    handshake-trace watch --brief --timeline server_timeout   # ... and the timeline of each server_timeout
     handshake-trace watch -j -d 60 > handshakes.jsonl   # JSON Lines for one minute
     handshake-trace record -o monday.htrace -d 3600     # save an hour; secrets are zeroed
     handshake-trace analyze monday.htrace               # replay it anywhere, no root
     handshake-trace lab                  # connect_timeout explained: old alarm server vs modern poll server
     handshake-trace agent                # long-running: Prometheus metrics on 127.0.0.1:9464, abnormal log on stdout
+    handshake-trace completions bash > /etc/bash_completion.d/handshake-trace
+
+EXIT STATUS:
+    0   success; also when the reader of stdout went away (`watch | head -2`): the trace
+        stops and the summary still goes to stderr
+    1   runtime error (no privileges, no server found, a file that cannot be read); doctor: a check failed
+    2   usage error (an unknown option, a value that does not parse)
 ";
 
 const AGENT_EXAMPLES: &str = "\
@@ -97,6 +113,15 @@ struct OutputArgs {
     /// output; -j writes every handshake).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "json")]
     rollup: Option<u64>,
+    /// One line per handshake, failures included (verdict, user@client, server, duration,
+    /// the ERR code or the reason in a few words); identical failures (user, client host,
+    /// verdict, ERR code) within 10 s are folded into one line with a count. Text output.
+    #[arg(long, conflicts_with = "json")]
+    brief: bool,
+    /// With --brief: also print the timeline of handshakes with these verdicts (default:
+    /// none), e.g. `--timeline server_timeout,client_reset`. A folded repeat prints none.
+    #[arg(long, value_name = "VERDICT[,VERDICT]", value_delimiter = ',', value_parser = output::brief::parse_verdict, requires = "brief")]
+    timeline: Vec<Verdict>,
     /// Also print every raw kernel event (for debugging the tracer).
     #[arg(long, hide = true)]
     events: bool,
@@ -153,6 +178,8 @@ impl OutputArgs {
             raw_events: self.events,
             slow_ms: self.slow,
             rollup_secs: self.rollup,
+            brief: self.brief,
+            timeline: self.timeline.iter().copied().collect(),
             ..Default::default()
         }
     }
@@ -304,6 +331,17 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         resolver: Option<std::net::SocketAddr>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(after_help = "EXAMPLES:\n    handshake-trace completions bash > /etc/bash_completion.d/handshake-trace\n    handshake-trace completions zsh > \"${fpath[1]}/_handshake-trace\"\n    handshake-trace completions fish > ~/.config/fish/completions/handshake-trace.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (handshake-trace.1 and one per command) into DIR (`cargo xtask man`).
+    #[command(hide = true)]
+    ManPages {
+        dir: std::path::PathBuf,
+    },
     /// The lab's scripted client (a real protocol client that can be delayed or frozen).
     #[command(hide = true)]
     LabClient {
@@ -340,21 +378,45 @@ async fn stop_signal(duration: Option<Duration>) {
     }
 }
 
+/// Every stop of a trace: a signal, `duration`, or the reader of stdout gone.
+async fn stop_or_closed(duration: Option<u64>, closed: Arc<AtomicBool>) {
+    tokio::select! {
+        _ = stop_signal(duration.map(Duration::from_secs)) => {}
+        _ = pipe::closed(closed) => {}
+    }
+}
+
+/// The man pages: (file name, roff) for the command and each visible subcommand.
+fn man_pages() -> Result<Vec<(String, Vec<u8>)>> {
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut pages = Vec::new();
+    for c in std::iter::once(cmd.clone()).chain(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned()) {
+        let man = clap_mangen::Man::new(c).manual("handshake-trace manual");
+        let mut page = Vec::new();
+        man.render(&mut page)?;
+        pages.push((man.get_filename(), page));
+    }
+    Ok(pages)
+}
+
 async fn run(cli: Cli) -> Result<i32> {
-    let mut stdout = std::io::stdout();
+    // A closed stdout ends a trace quietly (exit 0, summary on stderr), not as an error.
+    let mut stdout = pipe::PipeWriter::new(std::io::stdout());
+    let closed = stdout.closed();
     let mut stderr = std::io::stderr();
     match cli.command {
         Command::Watch(args) => {
             // One write per drain of the ring buffer, not one per line (stdout is line-buffered).
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
-            let summary = watch::run(&args.options(None)?, &mut stdout, &mut stderr, stop_signal(args.duration.map(Duration::from_secs))).await?;
+            let summary = watch::run(&args.options(None)?, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
             stdout.flush()?;
             watch::print_summary(&summary, &mut stderr)?;
             Ok(0)
         }
         Command::Record { output, watch: args } => {
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
-            let summary = watch::run(&args.options(Some(output.clone()))?, &mut stdout, &mut stderr, stop_signal(args.duration.map(Duration::from_secs))).await?;
+            let summary = watch::run(&args.options(Some(output.clone()))?, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
             stdout.flush()?;
             watch::print_summary(&summary, &mut stderr)?;
             writeln!(stderr, "Trace written to {} (secrets zeroed); replay it with: handshake-trace analyze {}", output.display(), output.display())?;
@@ -381,6 +443,17 @@ async fn run(cli: Cli) -> Result<i32> {
                 lab::list(&mut stdout)?;
             } else {
                 lab::run(&scenario, server, json, record, &mut stdout, &mut stderr).await?;
+            }
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "handshake-trace", &mut stdout);
+            Ok(0)
+        }
+        Command::ManPages { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            for (name, page) in man_pages()? {
+                std::fs::write(dir.join(name), page)?;
             }
             Ok(0)
         }
@@ -424,4 +497,48 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/man/ is what the CLI generates now: a changed option without `cargo xtask man` fails.
+    #[test]
+    fn committed_man_pages_match_the_cli() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/man");
+        let pages = man_pages().unwrap();
+        let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
+        for want in ["handshake-trace.1", "handshake-trace-watch.1", "handshake-trace-record.1", "handshake-trace-analyze.1", "handshake-trace-doctor.1", "handshake-trace-agent.1", "handshake-trace-lab.1"] {
+            assert!(names.contains(&want), "{want} not generated: {names:?}");
+        }
+        for (name, page) in &pages {
+            let committed = std::fs::read(dir.join(name)).unwrap_or_default();
+            assert!(committed == *page, "docs/man/{name} differs from what the CLI generates: run `cargo xtask man`");
+        }
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        on_disk.sort();
+        let mut generated: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        generated.sort();
+        assert_eq!(on_disk, generated, "docs/man/ holds pages the CLI no longer has");
+        let top = String::from_utf8_lossy(&pages[0].1);
+        assert!(top.contains("EXIT STATUS") && top.contains("usage error"), "exit codes are documented");
+    }
+
+    #[test]
+    fn bash_completion_names_the_subcommands() {
+        let mut out = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "handshake-trace", &mut out);
+        let script = String::from_utf8(out).unwrap();
+        assert!(script.contains("complete -F _handshake__trace"), "{script}");
+        for sub in ["watch", "record", "analyze", "doctor", "agent", "lab", "completions"] {
+            assert!(script.contains(sub), "{sub} missing from the bash completion");
+        }
+        assert!(script.contains("--slow") && script.contains("--rollup"), "options are completed too");
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

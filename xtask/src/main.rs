@@ -1,4 +1,4 @@
-//! `cargo xtask setup | build | test | demo`: everything a fresh machine needs,
+//! `cargo xtask setup | build | test | demo | man`: everything a fresh machine needs,
 //! with no step done by hand.
 mod build;
 mod setup;
@@ -41,6 +41,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Regenerate the man pages in docs/man/ from the CLI's definition (a unit test
+    /// fails while they differ).
+    Man,
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -133,5 +136,6 @@ fn real_main() -> Result<()> {
             build::build_all(&toolchain)?;
             run(Command::new(root().join("target/release/handshake-trace")).arg("lab").args(args))
         }
+        Cmd::Man => run(cargo().args(["run", "--locked", "-q", "-p", "handshake-trace-cli", "--", "man-pages", "docs/man"])),
     }
 }

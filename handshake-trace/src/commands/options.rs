@@ -2,7 +2,7 @@
 //! watch): what to trace, how to attach, and what the pipeline and the printer apply.
 use crate::{
     capture::probes::{AttachMode, CaptureTier},
-    output::printer::PrintOptions,
+    output::{brief::VerdictSet, printer::PrintOptions},
     pipeline::PipelineOptions,
 };
 
@@ -21,6 +21,10 @@ pub struct WatchOptions {
     pub slow_ms: Option<f64>,
     /// Instead of a line per successful handshake, a roll-up every this many seconds.
     pub rollup_secs: Option<u64>,
+    /// One line per handshake, identical failures folded.
+    pub brief: bool,
+    /// In brief mode, the verdicts whose timelines are printed too.
+    pub timeline: VerdictSet,
     /// Keep every finished handshake's outcome in the summary (the lab explains them).
     pub keep_outcomes: bool,
     /// Also write the raw (redacted) events to this trace file, for `analyze`.
@@ -34,7 +38,13 @@ pub struct WatchOptions {
 impl WatchOptions {
     /// How the printer should print.
     pub fn print(&self) -> PrintOptions {
-        PrintOptions { json: self.json, slow_ms: self.slow_ms, rollup: self.rollup_secs.is_some() }
+        PrintOptions {
+            json: self.json,
+            slow_ms: self.slow_ms,
+            rollup: self.rollup_secs.is_some(),
+            brief: self.brief,
+            timeline: self.timeline,
+        }
     }
 
     /// What the pipeline applies.

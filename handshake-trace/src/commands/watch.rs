@@ -188,7 +188,7 @@ pub async fn run<'o>(
     stop: impl Future<Output = ()>,
 ) -> Result<Summary> {
     let print = opts.print();
-    let printer = move |clock: &Clock| -> Vec<Box<dyn Sink + 'o>> { vec![Box::new(Printer::new(print, *clock, out))] };
+    let printer = move |clock: &Clock| -> Vec<Box<dyn Sink + 'o>> { vec![Box::new(Printer::new(print, *clock, out).with_now(monotonic_ns))] };
     live(opts, printer, &mut (), log, stop).await
 }
 

@@ -1,11 +1,15 @@
 //! The sink that prints finished handshakes as the options ask: JSON Lines, or a line
 //! per success and a timeline per failure (and per success slower than `--slow`), or
-//! successes folded into a periodic roll-up (`--rollup`).
+//! successes folded into a periodic roll-up (`--rollup`), or brief lines (`--brief`,
+//! output/brief.rs).
 use std::io::Write;
 
 use anyhow::Result;
 
-use super::{handshake_json, handshake_line, handshake_timeline};
+use super::{
+    brief::{Brief, VerdictSet},
+    handshake_json, handshake_line, handshake_timeline,
+};
 use crate::{
     correlate::Handshake,
     pipeline::Sink,
@@ -24,6 +28,10 @@ pub struct PrintOptions {
     pub slow_ms: Option<f64>,
     /// Fold successful handshakes into a roll-up line instead of a line each.
     pub rollup: bool,
+    /// One line per handshake, identical failures folded (`--brief`).
+    pub brief: bool,
+    /// In brief mode, the verdicts whose timelines are printed too (`--timeline`).
+    pub timeline: VerdictSet,
 }
 
 pub struct Printer<W: Write> {
@@ -35,11 +43,22 @@ pub struct Printer<W: Write> {
     /// One JSON record is built here, then written whole: serde's many small writes
     /// stay in a Vec instead of each going through `dyn Write`.
     json_buf: Vec<u8>,
+    brief: Brief,
+    /// The trace's clock now, for closing brief folds between handshakes (live only; a
+    /// replay closes them as its handshakes' times pass).
+    now: Option<fn() -> u64>,
 }
 
 impl<W: Write> Printer<W> {
     pub fn new(opts: PrintOptions, clock: Clock, out: W) -> Self {
-        Printer { opts, clock, out, rollup_ok: 0, rollup_hist: Histogram::default(), json_buf: Vec::new() }
+        let brief = Brief::new(opts.timeline);
+        Printer { opts, clock, out, rollup_ok: 0, rollup_hist: Histogram::default(), json_buf: Vec::new(), brief, now: None }
+    }
+
+    /// Live: `now` reads the clock the handshakes' times are on.
+    pub fn with_now(mut self, now: fn() -> u64) -> Self {
+        self.now = Some(now);
+        self
     }
 }
 
@@ -54,6 +73,10 @@ impl<W: Write> Sink for Printer<W> {
         }
         let ok = h.verdict() == Some(Verdict::Ok);
         let slow = self.opts.slow_ms.is_some_and(|s| h.total_ns() as f64 / 1e6 >= s);
+        // Brief: every handshake as a line, but successes still roll up when asked to.
+        if self.opts.brief && !(ok && !slow && self.opts.rollup) {
+            return self.brief.handshake(h, &self.clock, slow, &mut self.out);
+        }
         if !ok || slow {
             writeln!(self.out, "{}", handshake_timeline(h, &self.clock))?;
         } else if self.opts.rollup {
@@ -86,10 +109,14 @@ impl<W: Write> Sink for Printer<W> {
         if self.opts.rollup {
             self.rollup()?;
         }
+        self.brief.finish(&self.clock, &mut self.out)?;
         self.flush()
     }
 
     fn flush(&mut self) -> Result<()> {
+        if let Some(now) = self.now {
+            self.brief.expire(now(), &self.clock, &mut self.out)?;
+        }
         self.out.flush()?;
         Ok(())
     }

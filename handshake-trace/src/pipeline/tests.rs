@@ -1,4 +1,4 @@
-//! The options a pipeline applies (`--port`, `--slow`, `--rollup`), on synthetic
+//! The options a pipeline applies (`--port`, `--slow`, `--rollup`, `--brief`), on synthetic
 //! handshakes: each test fails when its option is ignored or broken.
 use std::{cell::RefCell, io::Write, rc::Rc};
 
@@ -258,4 +258,97 @@ fn port_checks_are_counted_apart_in_the_summary_and_marked_in_text() {
     crate::output::summary::print_summary(&summary, &mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
     assert!(text.contains("client_closed 2 (2 port checks)"), "{text}");
+}
+
+/// A wrong password from `client` on `fd` at `t0`, answered with ERR 1045: `auth_failed`.
+fn refused_handshake(t0: u64, fd: i32, client: [u8; 4]) -> Vec<Event> {
+    let g = greeting();
+    let l = packet(1, &login_body(None));
+    let err = err_packet(2, 1045, "28000", "Access denied for user 'lab'@'10.1.2.3' (using password: YES)");
+    let mut ev = vec![
+        accept_at(t0, t0),
+        io_gen(t0 + 100_000, t0, SyscallKind::Sendto, g.len() as i64, g.len() as u64, &g),
+        io_gen(t0 + 200_000, t0, SyscallKind::Recvfrom, l.len() as i64, l.len() as u64, &l),
+        io_gen(t0 + 900_000, t0, SyscallKind::Sendto, err.len() as i64, err.len() as u64, &err),
+    ];
+    if let Event::Io(io) = &mut ev[3] {
+        io.tracking_end = Some(handshake_trace_common::end::REPLY);
+    }
+    for e in &mut ev {
+        match e {
+            Event::Accept(a) => {
+                a.result = SyscallResult::Ok(fd as i64);
+                a.peer = Some((client, 50_000).into());
+            }
+            Event::Io(io) => io.sys.fd = fd,
+            _ => {}
+        }
+    }
+    ev
+}
+
+fn brief(timeline: &[Verdict]) -> WatchOptions {
+    WatchOptions { brief: true, timeline: timeline.iter().copied().collect(), ..Default::default() }
+}
+
+/// `n` refusals of `client`, one every `every_ms`, from GEN on (fds 100, 101, ...).
+fn refusals(n: u64, every_ms: u64, client: [u8; 4]) -> Vec<(Event, AcceptAddrs)> {
+    (0..n).flat_map(|i| on_port(refused_handshake(GEN + i * every_ms * MS, 100 + i as i32, client), KEPT_PORT)).collect()
+}
+
+const APP: [u8; 4] = [10, 1, 2, 3];
+const OTHER: [u8; 4] = [10, 9, 9, 9];
+
+#[test]
+fn brief_folds_identical_failures_into_one_count() {
+    let mut ev = refusals(64, 10, APP);
+    ev.extend(on_port(refused_handshake(GEN + 700 * MS, 300, OTHER), KEPT_PORT));
+    ev.extend(on_port(ok_handshake(GEN + 800 * MS, 301, 3), KEPT_PORT));
+    let (summary, out, _) = run(&brief(&[]), &ev);
+    assert_eq!(summary.handshakes(), 66, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    // The first refusal of each client, the success, and one count for the 64.
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[0].contains("auth_failed") && lines[0].contains("lab@10.1.2.3:50000") && lines[0].contains("ERR 1045 ER_ACCESS_DENIED_ERROR"), "{out}");
+    assert!(lines[1].contains("lab@10.9.9.9:50000"), "{out}");
+    assert!(lines[2].contains(" ok ") && !lines[2].contains("ERR"), "{out}");
+    assert!(lines[3].contains("lab@10.1.2.3 auth_failed ERR 1045 ×64"), "{out}");
+    assert!(!out.contains("10.9.9.9 auth_failed ERR 1045 ×"), "a single failure is not a fold: {out}");
+    assert!(!out.contains("why:"), "no timelines unless --timeline names the verdict: {out}");
+}
+
+#[test]
+fn brief_closes_a_fold_when_its_window_has_passed() {
+    let mut ev = refusals(3, 1000, APP);
+    // 11 s after the first: a new window, so a line of its own, after the count of the three.
+    ev.extend(on_port(refused_handshake(GEN + 11_000 * MS, 200, APP), KEPT_PORT));
+    let (_, out, _) = run(&brief(&[]), &ev);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].contains("auth_failed") && lines[0].contains("lab@10.1.2.3:50000"), "{out}");
+    assert!(lines[1].contains("lab@10.1.2.3 auth_failed ERR 1045 ×3"), "{out}");
+    assert!(lines[2].contains("lab@10.1.2.3:50000"), "{out}");
+}
+
+#[test]
+fn brief_prints_timelines_only_for_the_verdicts_named() {
+    let mut ev = on_port(refused_handshake(GEN, 100, APP), KEPT_PORT);
+    ev.extend(on_port(failed_handshake(GEN + 20 * MS), KEPT_PORT));
+    let (_, out, _) = run(&brief(&[Verdict::AuthFailed]), &ev);
+    assert_eq!(out.matches("why:").count(), 1, "{out}");
+    assert!(out.contains("why: the server refused the login: ERR 1045"), "{out}");
+    assert!(out.lines().any(|l| l.contains("client_closed") && l.contains("client closed")), "{out}");
+    let (_, out, _) = run(&brief(&[Verdict::ClientClosed]), &ev);
+    assert_eq!(out.matches("why:").count(), 1, "{out}");
+    assert!(!out.contains("why: the server refused"), "{out}");
+    let (_, out, _) = run(&brief(&[Verdict::ServerTimeout]), &ev);
+    assert_eq!(out.lines().count(), 2, "{out}");
+}
+
+#[test]
+fn brief_verdict_names_parse_and_unknown_ones_say_which_exist() {
+    use crate::output::brief::parse_verdict;
+    assert_eq!(parse_verdict("server_timeout"), Ok(Verdict::ServerTimeout));
+    let err = parse_verdict("timeout").unwrap_err();
+    assert!(err.contains("`timeout` is not a verdict") && err.contains("auth_failed"), "{err}");
 }

@@ -5,3 +5,4 @@ pub mod conn_table;
 pub mod escape;
 pub mod histogram;
 pub mod int_hash;
+pub mod pipe;
