@@ -35,6 +35,8 @@ use crate::{
 pub const MAX_RECORDS: usize = 65_536;
 /// Bytes of (compact) records kept at most.
 pub const MAX_RING_BYTES: usize = 4 << 20;
+/// Room past `MAX_RING_BYTES` for the record that crosses it (before eviction).
+const RECORD_SLACK: usize = 4096;
 /// Trace files written a second at most.
 const FILES_PER_SECOND: f64 = 1.0;
 
@@ -102,8 +104,10 @@ impl FlightRecorder {
             clock,
             ringbuf_bytes,
             redactor: Redactor::new(),
-            ring: VecDeque::new(),
-            bytes: VecDeque::new(),
+            // Allocated once at their bounds (pages are touched only as they fill), so
+            // they never grow by doubling past them.
+            ring: VecDeque::with_capacity(MAX_RECORDS + 1),
+            bytes: VecDeque::with_capacity(MAX_RING_BYTES + RECORD_SLACK),
             first_seq: 0,
             addrs: VecDeque::new(),
             scratch: Vec::new(),
@@ -180,7 +184,7 @@ impl FlightRecorder {
     fn write(&mut self, path: &Path, end_ns: u64) -> Result<()> {
         let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
         let targets: Vec<TargetInfo> = Vec::new();
-        let mut w = TraceWriter::new(BufWriter::new(file), &header(&self.clock, targets, self.ringbuf_bytes))?;
+        let mut w = TraceWriter::new(BufWriter::with_capacity(1 << 16, file), &header(&self.clock, targets, self.ringbuf_bytes))?.buffered();
         let mut at = 0;
         let mut addrs = self.addrs.iter().peekable();
         for (seq, r) in (self.first_seq..).zip(&self.ring) {
