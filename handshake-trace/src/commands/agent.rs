@@ -95,6 +95,7 @@ impl Observer for AgentObserver {
     }
 
     fn tick(&mut self, h: &Health) -> Result<()> {
+        process::release_free_memory();
         self.export(h);
         Ok(())
     }
@@ -128,6 +129,7 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
         }
     });
 
+    process::tune_allocator();
     let (metrics, registry) = Metrics::new();
     let top = Arc::new(Mutex::new(TopClients::new(opts.top_k, opts.top_window_s)));
     let state = Arc::new(http::State { registry, ready: AtomicBool::new(false), top: Arc::clone(&top) });

@@ -1,5 +1,7 @@
 //! The flight recorder: the last `--flight-seconds` of raw kernel records, redacted as
-//! they arrive (secrets zeroed, as `record` does), kept in a bounded in-memory ring;
+//! they arrive (secrets zeroed, as `record` does), kept compactly in a bounded in-memory
+//! ring (one byte buffer; a read or write keeps only the payload bytes it captured, and
+//! the fixed-size record is rebuilt, zero-padded, when a file is written);
 //! when a handshake ends abnormally the ring is written to a trace file in
 //! `--flight-dir` that `analyze` replays in full detail. Rate-limited (a file a second
 //! at most, the rest counted as dropped), and capped: past `--flight-max-files` files or
@@ -31,8 +33,10 @@ use crate::{
 
 /// Records kept at most, whatever their age.
 pub const MAX_RECORDS: usize = 65_536;
-/// Bytes of records kept at most.
-pub const MAX_RING_BYTES: usize = 16 << 20;
+/// Bytes of (compact) records kept at most.
+pub const MAX_RING_BYTES: usize = 4 << 20;
+/// Room past `MAX_RING_BYTES` for the record that crosses it (before eviction).
+const RECORD_SLACK: usize = 4096;
 /// Trace files written a second at most.
 const FILES_PER_SECOND: f64 = 1.0;
 
@@ -44,12 +48,30 @@ pub struct FlightOptions {
     pub max_bytes: u64,
 }
 
-#[derive(Debug)]
+/// One record of the ring: its bytes are the next `len` of the byte ring.
+#[derive(Debug, Clone, Copy)]
 struct Record {
     ts_ns: u64,
-    raw: Vec<u8>,
-    /// The addresses the live session used, for an accept.
-    addrs: Option<(Option<SocketAddr>, Option<SocketAddr>)>,
+    /// Bytes kept (a read or write without the payload bytes it did not capture).
+    len: u32,
+    /// The record's size as it arrived (zero-padded back to it when written).
+    full_len: u32,
+}
+
+/// An accept's addresses as the live session used them, by the record's sequence number.
+type Addrs = (u64, Option<SocketAddr>, Option<SocketAddr>);
+
+/// The bytes of a raw record worth keeping: a read or write's fixed-size payload past
+/// what it captured is zeros (or, redacted, still zeros).
+fn kept_len(raw: &[u8]) -> usize {
+    use handshake_trace_common::{kind, EventHeader, IoEvent, PAYLOAD_MAX};
+    use std::mem::{offset_of, size_of};
+    let word = |at: usize| raw.get(at..at + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    if raw.len() != size_of::<IoEvent>() || word(offset_of!(EventHeader, kind)) != Some(kind::IO) {
+        return raw.len();
+    }
+    let captured = word(offset_of!(IoEvent, captured)).map_or(PAYLOAD_MAX, |c| (c as usize).min(PAYLOAD_MAX));
+    offset_of!(IoEvent, payload) + captured
 }
 
 pub struct FlightRecorder {
@@ -57,8 +79,15 @@ pub struct FlightRecorder {
     clock: Clock,
     ringbuf_bytes: u32,
     redactor: Redactor,
+    /// The records, oldest first; their bytes, in the same order, in `bytes`.
     ring: VecDeque<Record>,
-    ring_bytes: usize,
+    bytes: VecDeque<u8>,
+    /// The sequence number of the ring's first record.
+    first_seq: u64,
+    /// Accepts' addresses, oldest first (only for records still in the ring).
+    addrs: VecDeque<Addrs>,
+    /// A scratch buffer: the redacted record, then a record rebuilt for a file.
+    scratch: Vec<u8>,
     /// Records pushed out by the size bounds (not by age).
     pub evictions: u64,
     bucket: TokenBucket,
@@ -75,8 +104,13 @@ impl FlightRecorder {
             clock,
             ringbuf_bytes,
             redactor: Redactor::new(),
-            ring: VecDeque::new(),
-            ring_bytes: 0,
+            // Allocated once at their bounds (pages are touched only as they fill), so
+            // they never grow by doubling past them.
+            ring: VecDeque::with_capacity(MAX_RECORDS + 1),
+            bytes: VecDeque::with_capacity(MAX_RING_BYTES + RECORD_SLACK),
+            first_seq: 0,
+            addrs: VecDeque::new(),
+            scratch: Vec::new(),
             evictions: 0,
             bucket: TokenBucket::new(FILES_PER_SECOND),
             files: VecDeque::new(),
@@ -95,22 +129,35 @@ impl FlightRecorder {
 
     /// One raw record as it arrived (before the pipeline sees it).
     pub fn record(&mut self, raw: &[u8], ev: Option<&Event>, addrs: AcceptAddrs) {
-        let mut raw = raw.to_vec();
-        self.redactor.redact(&mut raw);
+        self.scratch.clear();
+        self.scratch.extend_from_slice(raw);
+        self.redactor.redact(&mut self.scratch);
+        let kept = &self.scratch[..kept_len(&self.scratch)];
         let ts_ns = ev.map(Event::ts_ns).or_else(|| self.ring.back().map(|r| r.ts_ns)).unwrap_or(0);
-        let addrs = matches!(ev, Some(Event::Accept(_))).then_some((addrs.server, addrs.client));
-        self.ring_bytes += raw.len();
-        self.ring.push_back(Record { ts_ns, raw, addrs });
+        if matches!(ev, Some(Event::Accept(_))) {
+            self.addrs.push_back((self.first_seq + self.ring.len() as u64, addrs.server, addrs.client));
+        }
+        self.bytes.extend(kept);
+        self.ring.push_back(Record { ts_ns, len: kept.len() as u32, full_len: raw.len() as u32 });
         let oldest_kept = ts_ns.saturating_sub(self.opts.seconds.saturating_mul(1_000_000_000));
         while let Some(front) = self.ring.front() {
-            let too_many = self.ring.len() > MAX_RECORDS || self.ring_bytes > MAX_RING_BYTES;
+            let too_many = self.ring.len() > MAX_RECORDS || self.bytes.len() > MAX_RING_BYTES;
             if !too_many && front.ts_ns >= oldest_kept {
                 break;
             }
             self.evictions += u64::from(too_many);
-            self.ring_bytes -= front.raw.len();
+            self.bytes.drain(..front.len as usize);
             self.ring.pop_front();
+            if self.addrs.front().is_some_and(|a| a.0 == self.first_seq) {
+                self.addrs.pop_front();
+            }
+            self.first_seq += 1;
         }
+    }
+
+    /// Bytes the ring's records take (the byte ring, not its index).
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
     }
 
     /// A handshake ended: an abnormal one gets the ring written to a trace file.
@@ -137,11 +184,17 @@ impl FlightRecorder {
     fn write(&mut self, path: &Path, end_ns: u64) -> Result<()> {
         let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
         let targets: Vec<TargetInfo> = Vec::new();
-        let mut w = TraceWriter::new(BufWriter::new(file), &header(&self.clock, targets, self.ringbuf_bytes))?;
-        for r in &self.ring {
-            w.event(&r.raw)?;
-            if let Some((server, client)) = r.addrs {
-                w.addrs(server, client)?;
+        let mut w = TraceWriter::new(BufWriter::with_capacity(1 << 16, file), &header(&self.clock, targets, self.ringbuf_bytes))?.buffered();
+        let mut at = 0;
+        let mut addrs = self.addrs.iter().peekable();
+        for (seq, r) in (self.first_seq..).zip(&self.ring) {
+            self.scratch.clear();
+            self.scratch.extend(self.bytes.range(at..at + r.len as usize));
+            at += r.len as usize;
+            self.scratch.resize(r.full_len as usize, 0);
+            w.event(&self.scratch)?;
+            if let Some((_, server, client)) = addrs.next_if(|a| a.0 == seq) {
+                w.addrs(*server, *client)?;
             }
         }
         // The trace ends with the handshake: what was still open then ends `incomplete`.

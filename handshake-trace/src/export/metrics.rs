@@ -2,7 +2,10 @@
 //! finished handshakes, and the tracer's own health once a second. Every label value
 //! comes from a fixed set; a server's listening address is one of at most
 //! [`MAX_SERVERS`], later ones are counted as "unknown".
-use std::collections::BTreeSet;
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+};
 
 use anyhow::Result;
 use prometheus_client::{
@@ -233,16 +236,36 @@ impl HealthExport {
     }
 }
 
+/// The phases, in the order of [`ServerSeries::phases`].
+const PHASES: [&str; 4] = ["to_greeting", "to_login", "to_reply", "total"];
+
+/// One `server` label value's series, looked up once (a handshake then counts without
+/// formatting, cloning or hashing label sets).
+struct ServerSeries {
+    label: String,
+    phases: [Histogram; 4],
+    retransmits: Counter,
+    port_checks: Counter,
+    /// By (verdict, blame, mechanism): a fixed set of label values.
+    handshakes: HashMap<(&'static str, &'static str, &'static str), Counter>,
+}
+
+/// A handshake's server as the sink tells servers apart: Unix socket, or the address.
+type ServerKey = (bool, Option<SocketAddr>);
+
 /// The sink: each finished handshake into the handshake metrics.
 pub struct MetricsSink {
     metrics: Metrics,
     /// `server` label values given out so far (at most [`MAX_SERVERS`]).
     servers: BTreeSet<String>,
+    /// Series by server: at most [`MAX_SERVERS`] addresses, plus `unix` and `unknown`
+    /// (addresses past the bound are not kept: they count as `unknown` each time).
+    series: HashMap<ServerKey, ServerSeries>,
 }
 
 impl MetricsSink {
     pub fn new(metrics: Metrics) -> Self {
-        MetricsSink { metrics, servers: BTreeSet::new() }
+        MetricsSink { metrics, servers: BTreeSet::new(), series: HashMap::new() }
     }
 
     /// The `server` label: the listening address, "unix", or "unknown" (not known, or
@@ -262,38 +285,61 @@ impl MetricsSink {
         self.servers.insert(addr.clone());
         addr
     }
+
+    /// The handshake's server's series.
+    fn series(&mut self, h: &Handshake) -> &mut ServerSeries {
+        let mut key = (h.unix, if h.unix { None } else { h.server });
+        if !self.series.contains_key(&key) {
+            let label = self.server(h);
+            // Every `unknown` (not known, or past the bound) shares one entry: the map
+            // holds at most MAX_SERVERS addresses, `unix` and `unknown`.
+            if label == "unknown" {
+                key = (false, None);
+            }
+            let m = &self.metrics;
+            self.series.entry(key).or_insert_with(|| ServerSeries {
+                phases: PHASES.map(|phase| m.phases.get_or_create(&PhaseLabels { server: label.clone(), phase }).clone()),
+                retransmits: m.retransmits.get_or_create(&ServerLabel { server: label.clone() }).clone(),
+                port_checks: m.port_checks.get_or_create(&ServerLabel { server: label.clone() }).clone(),
+                handshakes: HashMap::new(),
+                label,
+            });
+        }
+        self.series.get_mut(&key).expect("inserted above")
+    }
 }
 
 impl Sink for MetricsSink {
     fn handshake(&mut self, h: &Handshake) -> Result<()> {
-        let server = self.server(h);
-        let m = &self.metrics;
         let retransmits = blame::retransmits(h);
         let (verdict, blame, mechanism) = match &h.judgement {
             Some(j) => (j.verdict, blame::blame(j, retransmits), j.timeout().map(|t| names::mechanism(t.mechanism))),
             None => (Verdict::Incomplete, crate::verdict::Blame::Unknown, None),
         };
-        m.handshakes
-            .get_or_create(&HandshakeLabels {
-                server: server.clone(),
-                verdict: names::verdict(verdict),
-                blame: names::blame(blame),
-                mechanism: mechanism.unwrap_or("none"),
+        let labels = (names::verdict(verdict), names::blame(blame), mechanism.unwrap_or("none"));
+        let (family, errors) = (self.metrics.handshakes.clone(), self.metrics.errors.clone());
+        let s = self.series(h);
+        s.handshakes
+            .entry(labels)
+            .or_insert_with(|| {
+                let (verdict, blame, mechanism) = labels;
+                family.get_or_create(&HandshakeLabels { server: s.label.clone(), verdict, blame, mechanism }).clone()
             })
             .inc();
         if let Some(crate::correlate::Reply::Err(ErrPacket { code, .. })) = &h.reply {
-            m.errors.get_or_create(&ErrorLabels { server: server.clone(), code: names::error_code_label(*code) }).inc();
+            let labels = ErrorLabels { server: s.label.clone(), code: names::error_code_label(*code) };
+            errors.get_or_create(&labels).inc();
         }
         let p = h.phases();
-        for (phase, ns) in [("to_greeting", p.to_greeting_ns), ("to_login", p.to_login_ns), ("to_reply", p.to_reply_ns), ("total", Some(p.total_ns))] {
+        for (histogram, ns) in s.phases.iter().zip([p.to_greeting_ns, p.to_login_ns, p.to_reply_ns, Some(p.total_ns)]) {
             if let Some(ns) = ns {
-                m.phases.get_or_create(&PhaseLabels { server: server.clone(), phase }).observe(ns as f64 / 1e9);
+                histogram.observe(ns as f64 / 1e9);
             }
         }
         if h.judgement.as_ref().is_some_and(|j| j.probe) {
-            m.port_checks.get_or_create(&ServerLabel { server: server.clone() }).inc();
+            s.port_checks.inc();
         }
-        m.retransmits.get_or_create(&ServerLabel { server }).inc_by(retransmits);
+        s.retransmits.inc_by(retransmits);
         Ok(())
     }
 }

@@ -83,12 +83,15 @@ pub enum TraceItem {
 pub struct TraceWriter<W: Write> {
     out: W,
     line: String,
+    /// Flush after each line (a live recording read while it grows); off for a file
+    /// written at once (the flight recorder's).
+    flush_lines: bool,
 }
 
 impl<W: Write> TraceWriter<W> {
     /// Writes the header line.
     pub fn new(out: W, header: &TraceHeader) -> io::Result<Self> {
-        let mut w = TraceWriter { out, line: String::new() };
+        let mut w = TraceWriter { out, line: String::new(), flush_lines: true };
         let mut targets = String::from("[");
         for (i, t) in header.targets.iter().enumerate() {
             if i > 0 {
@@ -116,14 +119,25 @@ impl<W: Write> TraceWriter<W> {
         Ok(w)
     }
 
+    /// Lines are not flushed one by one (only at [`TraceWriter::end`]).
+    pub fn buffered(mut self) -> Self {
+        self.flush_lines = false;
+        self
+    }
+
     /// One kernel record, as received (after redaction).
     pub fn event(&mut self, raw: &[u8]) -> io::Result<()> {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         self.line.reserve(raw.len() * 2 + 20);
         self.line.push_str(r#"{"t":"ev","b":""#);
-        for &b in raw {
-            self.line.push(char::from(HEX[usize::from(b >> 4)]));
-            self.line.push(char::from(HEX[usize::from(b & 0x0f)]));
+        let mut hex = [0u8; 128];
+        for chunk in raw.chunks(hex.len() / 2) {
+            for (&b, pair) in chunk.iter().zip(hex.chunks_exact_mut(2)) {
+                pair[0] = HEX[usize::from(b >> 4)];
+                pair[1] = HEX[usize::from(b & 0x0f)];
+            }
+            // Hex digits are ASCII.
+            self.line.push_str(std::str::from_utf8(&hex[..chunk.len() * 2]).unwrap_or_default());
         }
         self.line.push_str(r#""}"#);
         self.finish_line()
@@ -174,7 +188,8 @@ impl<W: Write> TraceWriter<W> {
     /// last line, and a buffered writer keeps nothing back.
     fn finish_line(&mut self) -> io::Result<()> {
         self.line.push('\n');
-        let result = self.out.write_all(self.line.as_bytes()).and_then(|()| self.out.flush());
+        let flush = self.flush_lines;
+        let result = self.out.write_all(self.line.as_bytes()).and_then(|()| if flush { self.out.flush() } else { Ok(()) });
         self.line.clear();
         result
     }
