@@ -33,6 +33,8 @@ pub struct Correlator {
     /// The kernel frees the number inside close(), before close's record is written, so
     /// the new accept's record can come first; each waits `FD_REUSE_GRACE_NS` for its close.
     fd_reused: VecDeque<(u64, ConnKey)>,
+    /// Handshakes accepted from now on may miss events (see [`Correlator::accepts_may_be_lossy`]).
+    new_accepts_lossy: bool,
 }
 
 /// How long a connection whose fd was reused may still get its close (trace time).
@@ -50,6 +52,7 @@ impl Correlator {
             evicted: 0,
             process_timers: IntMap::default(),
             fd_reused: VecDeque::new(),
+            new_accepts_lossy: false,
         }
     }
 
@@ -109,6 +112,13 @@ impl Correlator {
         done
     }
 
+    /// Whether handshakes accepted from now on may miss events: a loss counted after a
+    /// drain may belong to a connection whose accept was written after the drain's last
+    /// record and before the count, so it is read in the next batch.
+    pub fn accepts_may_be_lossy(&mut self, lossy: bool) {
+        self.new_accepts_lossy = lossy;
+    }
+
     /// The kernel lost records while the handshakes open now were open: any of them
     /// may miss events.
     pub fn mark_open_lossy(&mut self) {
@@ -120,7 +130,9 @@ impl Correlator {
     /// A new connection: open its handshake; evict the oldest past the bound.
     fn on_accept(&mut self, a: &Accept, server: Option<SocketAddr>, done: &mut Vec<Handshake>) {
         let Some(fd) = a.fd() else { return };
-        let inserted = self.open.insert((a.pid, fd, a.conn_gen), Handshake::new(a, server));
+        let mut h = Handshake::new(a, server);
+        h.evidence.events_may_be_lost = self.new_accepts_lossy;
+        let inserted = self.open.insert((a.pid, fd, a.conn_gen), h);
         // The fd number is reused: the connection that had it is closing (its close
         // record may still come) or ended unseen.
         if let Some(old) = inserted.reused_fd_of {

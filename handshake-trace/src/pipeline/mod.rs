@@ -145,6 +145,9 @@ impl<'a> Pipeline<'a> {
         if lost {
             self.correlator.mark_open_lossy();
         }
+        // The count came after the batch's last record: connections accepted between the
+        // two are read in the next batch, and their lost records may be among these.
+        self.correlator.accepts_may_be_lossy(lost);
         for mut h in std::mem::take(&mut self.pending) {
             if lost {
                 h.judge_again_with_losses();

@@ -352,3 +352,25 @@ fn brief_verdict_names_parse_and_unknown_ones_say_which_exist() {
     let err = parse_verdict("timeout").unwrap_err();
     assert!(err.contains("`timeout` is not a verdict") && err.contains("auth_failed"), "{err}");
 }
+
+#[test]
+fn a_loss_counted_after_a_batch_also_covers_the_accepts_the_next_batch_brings() {
+    // The race seen live: a connection accepted after the drain's last record, its login
+    // and OK lost before the loss was counted, its FIN and close read in the next batch.
+    let opts = WatchOptions::default();
+    let out = Shared::default();
+    let mut p = Pipeline::new(opts.pipeline()).in_batches().with_sink(Printer::new(opts.print(), Clock::with_offset(0), out.clone()));
+    p.batch_end(true).unwrap();
+    for (e, a) in on_port(failed_handshake(GEN), KEPT_PORT) {
+        p.push(&e, a).unwrap();
+    }
+    p.batch_end(false).unwrap();
+    // The batch after that is whole again.
+    for (e, a) in on_port(failed_handshake(GEN + 10 * MS), KEPT_PORT) {
+        p.push(&e, a).unwrap();
+    }
+    p.batch_end(false).unwrap();
+    let summary = p.finish(GEN + 20 * MS, Counters::default()).unwrap();
+    assert_eq!(summary.count(Verdict::Incomplete), 1, "{}", out.text());
+    assert_eq!(summary.count(Verdict::ClientClosed), 1, "{}", out.text());
+}
