@@ -54,21 +54,7 @@ pub fn describe_step(h: &Handshake, s: &Step) -> String {
 /// string of its own: a busy tracer writes a dozen per handshake.
 pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Result {
     match &s.what {
-        StepKind::Accepted { client, .. } if h.socket_tier => write!(
-            f,
-            "connection from {} established on {} (socket capture tier: no accept or fd seen)",
-            names::addr(*client),
-            names::addr(h.server)
-        ),
-        StepKind::Accepted { listen_fd, client } if *listen_fd < 0 => {
-            write!(f, "accept (already waiting when tracing began) → fd {} from {}", h.fd, names::addr(*client))
-        }
-        StepKind::Accepted { listen_fd, .. } if h.unix => {
-            write!(f, "accept on listening fd {listen_fd} → fd {} from a Unix-socket client", h.fd)
-        }
-        StepKind::Accepted { listen_fd, client } => {
-            write!(f, "accept on listening fd {listen_fd} → fd {} from {}", h.fd, names::addr(*client))
-        }
+        StepKind::Accepted { listen_fd, client } => write_accept(h, *listen_fd, *client, f),
         StepKind::Handoff { from_tid } => write!(f, "handler thread {} takes the connection from thread {from_tid}", s.tid),
         StepKind::Blocking { nonblocking } => f.write_str(if *nonblocking {
             "fcntl(F_SETFL, O_NONBLOCK): socket non-blocking"
@@ -146,6 +132,26 @@ pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Resul
         StepKind::Dropped => f.write_str("dropped: too many handshakes open at once"),
         StepKind::ProcessExited { pid } => write!(f, "process {pid} exited"),
     }
+}
+
+/// How the connection began: an accept (on which listening fd, for which client), or in
+/// the socket tier the connection established with no accept seen.
+fn write_accept(h: &Handshake, listen_fd: i32, client: Option<std::net::SocketAddr>, f: &mut dyn fmt::Write) -> fmt::Result {
+    if h.socket_tier {
+        return write!(
+            f,
+            "connection from {} established on {} (socket capture tier: no accept or fd seen)",
+            names::addr(client),
+            names::addr(h.server)
+        );
+    }
+    if listen_fd < 0 {
+        return write!(f, "accept (already waiting when tracing began) → fd {} from {}", h.fd, names::addr(client));
+    }
+    if h.unix {
+        return write!(f, "accept on listening fd {listen_fd} → fd {} from a Unix-socket client", h.fd);
+    }
+    write!(f, "accept on listening fd {listen_fd} → fd {} from {}", h.fd, names::addr(client))
 }
 
 /// A read of the connection: which part of the handshake it was after, how it ended, what it carried.
