@@ -5,8 +5,7 @@
 //! on. Writes docs/soak.md and docs/soak.json: RSS over time, whether it stayed flat
 //! after warm-up and under the 30 MB target, and the agent's counts against the load's.
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -18,7 +17,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use handshake_trace_tests::{lab_login, MariaDb, MariaDbOptions};
+use handshake_trace_tests::{free_addr, http_get, lab_login, MariaDb, MariaDbOptions};
 use serde_json::{json, Value};
 
 /// The target of issue 15: RSS flat after warm-up and below this.
@@ -28,22 +27,6 @@ const ABNORMAL_EVERY: u64 = 10;
 const CLIENT_THREADS: usize = 4;
 /// The first part of the run, where tables and buffers fill up, is not held against flatness.
 const WARM_UP_FRACTION: f64 = 0.1;
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port")
-}
-
-/// A plain HTTP/1.0 GET on loopback: (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: soak\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((status, body))
-}
 
 /// The agent's resident memory in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
