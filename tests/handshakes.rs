@@ -281,27 +281,37 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     assert!(err.contains(" 0 lost "), "{err}");
 }
 
-/// A DROP rule on loopback's INPUT for the server's data segments (the greeting and
-/// its retransmits), deleted when dropped, even when the test fails.
-struct DropServerData {
+/// A DROP rule on loopback's INPUT for the data segments of one direction of the test
+/// server's connections, deleted when dropped, even when the test fails.
+struct DropData {
     rule: Vec<String>,
 }
 
-impl DropServerData {
-    fn insert(server_port: u16) -> DropServerData {
+impl DropData {
+    /// The server's data segments (the greeting and its retransmits).
+    fn from_server(server_port: u16) -> DropData {
+        DropData::insert("--sport", server_port)
+    }
+
+    /// The clients' data segments (the login and its retransmits).
+    fn to_server(server_port: u16) -> DropData {
+        DropData::insert("--dport", server_port)
+    }
+
+    fn insert(port_match: &str, server_port: u16) -> DropData {
         // Bigger than a bare IPv4 + TCP header with options (52 bytes): data only, so the
         // handshake, ACKs, FIN and RST still pass.
-        let rule: Vec<String> = ["INPUT", "-i", "lo", "-s", "127.0.0.1", "-d", "127.0.0.1", "-p", "tcp", "--sport", &server_port.to_string(), "-m", "length", "--length", "61:65535", "-j", "DROP"]
+        let rule: Vec<String> = ["INPUT", "-i", "lo", "-s", "127.0.0.1", "-d", "127.0.0.1", "-p", "tcp", port_match, &server_port.to_string(), "-m", "length", "--length", "61:65535", "-j", "DROP"]
             .iter()
             .map(|a| a.to_string())
             .collect();
         let out = Command::new("iptables-legacy").arg("-I").args(&rule).output().expect("iptables-legacy (Debian package iptables; `cargo xtask setup`)");
         assert!(out.status.success(), "iptables-legacy -I: {}", String::from_utf8_lossy(&out.stderr));
-        DropServerData { rule }
+        DropData { rule }
     }
 }
 
-impl Drop for DropServerData {
+impl Drop for DropData {
     fn drop(&mut self) {
         let out = Command::new("iptables-legacy").arg("-D").args(&self.rule).output();
         if !out.as_ref().is_ok_and(|o| o.status.success()) {
@@ -327,7 +337,7 @@ fn a_greeting_lost_on_the_way_is_named_packet_loss_and_the_client_error_follows(
     let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--port", &port]);
     let text_tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "--port", &port]);
     let said = {
-        let _drop = DropServerData::insert(db.port());
+        let _drop = DropData::from_server(db.port());
         let client = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
         assert!(!client.status.success(), "the login went through a dropped greeting");
         String::from_utf8_lossy(&client.stderr).trim().to_string()
@@ -348,11 +358,68 @@ fn a_greeting_lost_on_the_way_is_named_packet_loss_and_the_client_error_follows(
         "{reason}"
     );
     assert_eq!(h["client_error"], said, "{h:#}");
+    assert_blame(h, "network", "loss_toward_client");
+    assert!(h["blame"]["evidence"][0] == format!("greeting retransmitted {retransmits} times, never acknowledged"), "{h:#}");
     let aborted = db.status("Aborted_connects").unwrap() - aborted_before;
     assert_eq!(aborted, 1, "Aborted_connects agrees: one failed handshake");
 
     let text = text_tracer.stop();
     let timeline = text.stdout.join("\n");
     assert!(timeline.contains("why: greeting retransmitted") && timeline.contains("TCP retransmit"), "{timeline}");
+    assert!(timeline.contains("blame: network — greeting retransmitted"), "{timeline}");
+    eprintln!("{timeline}");
+}
+
+fn assert_blame(h: &Value, party: &str, finding: &str) {
+    assert_eq!((h["blame"]["party"].as_str(), h["blame"]["finding"].as_str()), (Some(party), Some(finding)), "{h:#}");
+}
+
+/// The client's login dropped on its way to the server (loopback INPUT drops the
+/// clients' data segments): the client's own socket retransmits it, the server waits
+/// in vain and times out. The client is on this host, so its retransmits are seen:
+/// packet loss toward the server, not a silent client; and the prediction is what the
+/// real client printed: it had the greeting and was waiting for the reply to its login.
+#[test]
+fn a_login_lost_on_the_way_is_packet_loss_toward_the_server() {
+    let name = "a_login_lost_on_the_way_is_packet_loss_toward_the_server";
+    let Some(bin) = ready(name) else { return };
+    if !Command::new("iptables-legacy").arg("-S").output().is_ok_and(|o| o.status.success()) {
+        skip(name, "no iptables-legacy (`cargo xtask setup` installs iptables)");
+        return;
+    }
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
+    let aborted_before = db.status("Aborted_connects").unwrap();
+    let port = db.port().to_string();
+    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--port", &port]);
+    let text_tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "--port", &port]);
+    let said = {
+        let _drop = DropData::to_server(db.port());
+        let client = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+        assert!(!client.status.success(), "the login went through a drop rule");
+        String::from_utf8_lossy(&client.stderr).trim().to_string()
+    };
+    assert!(said.contains("ERROR 2013") && said.contains("reading authorization packet"), "the real client said: {said}");
+    assert!(eventually(Duration::from_secs(10), || db.status("Threads_connected").is_ok_and(|n| n <= 1)));
+    thread::sleep(Duration::from_millis(300));
+
+    let out = tracer.stop();
+    let all = out.json();
+    let h = one(&all, "the lost login", |h| h["verdict"] != "ok");
+    assert_verdict(h, "server_timeout");
+    assert_eq!(h["wait"]["waiting_for"], "the login packet", "{h:#}");
+    let client_retransmits = h["events"].as_array().unwrap().iter().filter(|e| e["text"].as_str().unwrap().starts_with("TCP retransmit by the client")).count();
+    assert!(client_retransmits >= 2, "the client's own retransmits are seen: {h:#}");
+    assert!(!h["reason"].as_str().unwrap().starts_with("greeting retransmitted"), "the greeting got through: {h:#}");
+    assert_blame(h, "network", "loss_toward_server");
+    let evidence = h["blame"]["evidence"][0].as_str().unwrap();
+    assert_eq!(evidence, format!("the client's socket retransmitted {client_retransmits} times and none of it reached the server"), "{h:#}");
+    assert_eq!(h["client_error"], said, "{h:#}");
+    let aborted = db.status("Aborted_connects").unwrap() - aborted_before;
+    assert_eq!(aborted, 1, "Aborted_connects agrees: one failed handshake");
+
+    let text = text_tracer.stop();
+    let timeline = text.stdout.join("\n");
+    assert!(timeline.contains("blame: network — the client's socket retransmitted") && timeline.contains("packet loss toward the server"), "{timeline}");
+    assert!(text.stderr_text().contains("blame of the failures: network 1"), "{}", text.stderr_text());
     eprintln!("{timeline}");
 }

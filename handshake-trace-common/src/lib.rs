@@ -90,6 +90,9 @@ pub mod tcp {
     pub const SEND_RESET: u32 = 2;
     pub const RECEIVE_RESET: u32 = 3;
     pub const STATE: u32 = 4;
+    /// A retransmit by the client's socket (found by its source address): a client on
+    /// this host whose packet did not reach the server.
+    pub const CLIENT_RETRANSMIT: u32 = 5;
 }
 
 /// Kernel TCP states (`include/net/tcp_states.h`) the socket tier starts and ends
@@ -199,6 +202,9 @@ pub struct TracepointOffsets {
     pub send_reset: TcpOffsets,
     pub receive_reset: TcpOffsets,
     pub set_state: TcpOffsets,
+    /// `tcp_retransmit_skb`'s source end (`sport`, `saddr_v6`) in the `dport`/`daddr`
+    /// fields: a client's own socket retransmitting is found by its source address.
+    pub retransmit_source: TcpOffsets,
 }
 
 /// Fields common to every record.
@@ -576,7 +582,7 @@ mod tests {
         assert_eq!(size_of::<EstablishedEvent>(), size_of::<EventHeader>() + 8 + 16 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<SockTask>(), 8 + 8 + 4 + 4);
         assert_eq!(size_of::<SockConn>(), 8 + 4 * 4 + size_of::<PeerKey>() + 2 + 2 * 3);
-        assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 4 * size_of::<TcpOffsets>());
+        assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 5 * size_of::<TcpOffsets>());
     }
 
     #[test]

@@ -87,6 +87,7 @@ static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
     send_reset: ZERO_TCP,
     receive_reset: ZERO_TCP,
     set_state: ZERO_TCP,
+    retransmit_source: ZERO_TCP,
 };
 
 const ZERO_TCP: handshake_trace_common::TcpOffsets = handshake_trace_common::TcpOffsets {

@@ -38,12 +38,18 @@ fn peer(ctx: &TracePointContext, o: &TcpOffsets) -> Option<PeerKey> {
     Some(key)
 }
 
+/// The followed connection whose client is at the address `o` reads, if any.
 #[inline(always)]
-fn on_tcp(ctx: &TracePointContext, o: &TcpOffsets, what: u32) {
-    let Some(key) = peer(ctx, o) else { return };
+fn conn_of(ctx: &TracePointContext, o: &TcpOffsets) -> Option<ThreadConn> {
+    let key = peer(ctx, o)?;
     // SAFETY: the entry is copied at once; map elements stay valid memory while the
     // program runs, and a concurrent update can only give the newer connection.
-    let Some(tc) = (unsafe { PEERS.get(&key) }).copied() else { return };
+    (unsafe { PEERS.get(&key) }).copied()
+}
+
+#[inline(always)]
+fn on_tcp(ctx: &TracePointContext, o: &TcpOffsets, what: u32) {
+    let Some(tc) = conn_of(ctx, o) else { return };
     let (oldstate, newstate) = if what == tcp::STATE {
         (at::<i32>(ctx, o.oldstate).unwrap_or(0) as u32, at::<i32>(ctx, o.newstate).unwrap_or(0) as u32)
     } else {
@@ -60,7 +66,15 @@ pub(crate) fn send(tc: &ThreadConn, what: u32, oldstate: u32, newstate: u32) {
 
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    on_tcp(&ctx, &offsets().retransmit, tcp::RETRANSMIT);
+    let all = offsets();
+    if let Some(tc) = conn_of(&ctx, &all.retransmit) {
+        send(&tc, tcp::RETRANSMIT, 0, 0);
+    } else if let Some(tc) = conn_of(&ctx, &all.retransmit_source) {
+        // Not the server's socket: a client on this host whose source is a followed
+        // client address, retransmitting what the server never got. One more lookup,
+        // for retransmits only.
+        send(&tc, tcp::CLIENT_RETRANSMIT, 0, 0);
+    }
     0
 }
 

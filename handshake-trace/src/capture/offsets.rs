@@ -17,6 +17,16 @@ fn field4(fields: &[tracefs::Field], name: &str) -> Result<u32> {
 /// TCP tracepoint layouts: `dport` + `daddr_v6`, or (newer kernels' tcp_send_reset)
 /// a 28-byte sockaddr in `daddr`.
 pub(super) fn tcp_offsets(fields: &[tracefs::Field], with_state: bool) -> Result<TcpOffsets> {
+    end_offsets(fields, with_state, ["dport", "daddr_v6", "daddr"])
+}
+
+/// The same for the source end (`sport` + `saddr_v6`, or a sockaddr `saddr`), into the
+/// same fields: on a client's own socket the source is the client's address.
+fn source_offsets(fields: &[tracefs::Field]) -> Result<TcpOffsets> {
+    end_offsets(fields, false, ["sport", "saddr_v6", "saddr"])
+}
+
+fn end_offsets(fields: &[tracefs::Field], with_state: bool, [port_name, v6_name, sockaddr_name]: [&str; 3]) -> Result<TcpOffsets> {
     let mut o = TcpOffsets {
         dport: NO_FIELD,
         daddr: NO_FIELD,
@@ -25,10 +35,11 @@ pub(super) fn tcp_offsets(fields: &[tracefs::Field], with_state: bool) -> Result
         protocol: NO_FIELD,
         daddr_is_sockaddr: 0,
     };
-    match (tracefs::offset_of(fields, "dport", 2), tracefs::offset_of(fields, "daddr_v6", 16)) {
+    match (tracefs::offset_of(fields, port_name, 2), tracefs::offset_of(fields, v6_name, 16)) {
         (Ok(port), Ok(addr)) => (o.dport, o.daddr) = (port, addr),
         _ => {
-            o.daddr = tracefs::offset_of(fields, "daddr", 28).context("neither dport+daddr_v6 nor a sockaddr daddr")?;
+            o.daddr = tracefs::offset_of(fields, sockaddr_name, 28)
+                .with_context(|| format!("neither {port_name}+{v6_name} nor a sockaddr {sockaddr_name}"))?;
             o.daddr_is_sockaddr = 1;
         }
     }
@@ -100,7 +111,10 @@ pub fn read_offsets(tracefs: &Path) -> Result<(TracepointOffsets, Vec<AttachPoin
                 o.deliver_code = field4(&fields, "code").with_context(ctx)?;
             }
             ("sched", _) => o.exit_pid = field4(&fields, "pid").with_context(ctx)?,
-            ("tcp", "tcp_retransmit_skb") => o.retransmit = tcp_offsets(&fields, false).with_context(ctx)?,
+            ("tcp", "tcp_retransmit_skb") => {
+                o.retransmit = tcp_offsets(&fields, false).with_context(ctx)?;
+                o.retransmit_source = source_offsets(&fields).with_context(ctx)?;
+            }
             ("tcp", "tcp_send_reset") => o.send_reset = tcp_offsets(&fields, false).with_context(ctx)?,
             ("tcp", "tcp_receive_reset") => o.receive_reset = tcp_offsets(&fields, false).with_context(ctx)?,
             ("sock", _) => o.set_state = tcp_offsets(&fields, true).with_context(ctx)?,

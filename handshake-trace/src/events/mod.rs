@@ -155,7 +155,10 @@ impl From<SignalEvent> for Signal {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpWhat {
+    /// The server's socket retransmitted.
     Retransmit,
+    /// The client's own socket retransmitted toward the server (a client on this host).
+    ClientRetransmit,
     SendReset,
     ReceiveReset,
     State { old: u32, new: u32 },
@@ -175,6 +178,7 @@ impl From<TcpEvent> for Tcp {
     fn from(e: TcpEvent) -> Self {
         let what = match e.what {
             tcp::RETRANSMIT => TcpWhat::Retransmit,
+            tcp::CLIENT_RETRANSMIT => TcpWhat::ClientRetransmit,
             tcp::SEND_RESET => TcpWhat::SendReset,
             tcp::RECEIVE_RESET => TcpWhat::ReceiveReset,
             _ => TcpWhat::State { old: e.oldstate, new: e.newstate },

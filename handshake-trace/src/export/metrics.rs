@@ -313,7 +313,7 @@ impl Sink for MetricsSink {
     fn handshake(&mut self, h: &Handshake) -> Result<()> {
         let retransmits = blame::retransmits(h);
         let (verdict, blame, mechanism) = match &h.judgement {
-            Some(j) => (j.verdict, blame::blame(j, retransmits), j.timeout().map(|t| names::mechanism(t.mechanism))),
+            Some(j) => (j.verdict, j.blame.party(), j.timeout().map(|t| names::mechanism(t.mechanism))),
             None => (Verdict::Incomplete, crate::verdict::Blame::Unknown, None),
         };
         let labels = (names::verdict(verdict), names::blame(blame), mechanism.unwrap_or("none"));

@@ -100,12 +100,20 @@ fn client_host(h: &Handshake) -> String {
     }
 }
 
-/// One line: time, verdict, user@client, server, duration, and why.
+/// "  (blame: network)" after a failure's reason; nothing for `ok`.
+fn brief_blame(h: &Handshake) -> String {
+    match &h.judgement {
+        Some(j) if j.verdict != Verdict::Ok => format!("  (blame: {})", names::blame(j.blame.party())),
+        _ => String::new(),
+    }
+}
+
+/// One line: time, verdict, user@client, server, duration, why, and whose side.
 pub fn brief_line(h: &Handshake, clock: &Clock) -> String {
     let client = if h.unix { "unix-socket".into() } else { names::addr(h.client) };
     let why = short_reason(h);
     format!(
-        "{} {:<14} {}@{} -> {} {:.1} ms{}{}",
+        "{} {:<14} {}@{} -> {} {:.1} ms{}{}{}",
         format_time_of_day(clock.wall(h.accept_ns)),
         names::verdict_or_unknown(h.verdict()),
         user(h),
@@ -113,7 +121,8 @@ pub fn brief_line(h: &Handshake, clock: &Clock) -> String {
         names::addr(h.server),
         h.total_ns() as f64 / 1e6,
         if why.is_empty() { "" } else { "  " },
-        why
+        why,
+        brief_blame(h)
     )
 }
 

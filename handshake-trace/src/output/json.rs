@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{names, reason, step::StepText};
+use super::{blame, names, reason, step::StepText};
 use crate::{
     correlate::{Handshake, Reply, StepKind},
     events::SyscallKind,
@@ -101,6 +101,8 @@ pub struct HandshakeJson<'a> {
     auth_plugin: Option<&'a str>,
     auth_response_len: Option<usize>,
     auth_switch: Option<&'a str>,
+    /// Whose side a failure is on, and the facts (null for `ok`).
+    blame: Option<blame::BlameJson>,
     /// Which tier captured it (`--capture`): the socket tier fills no fd, listen_fd
     /// or handoff, and its timeouts have no timeout_ms.
     capture: &'static str,
@@ -175,6 +177,7 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
             .or_else(|| h.greeting.as_ref().and_then(|g| g.auth_plugin.as_deref())),
         auth_response_len: login.map(|l| l.auth_response_len),
         auth_switch: h.auth_switch.as_deref(),
+        blame: judgement.and_then(blame::blame_json),
         capture: names::capture(h.socket_tier),
         client: h.client.map(|a| a.to_string()),
         client_attrs: login.map(|l| l.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).unwrap_or_default(),

@@ -212,6 +212,7 @@ fn write_packets(packets: &[PacketSeen], f: &mut dyn fmt::Write) -> fmt::Result 
 fn write_tcp(w: TcpWhat, f: &mut dyn fmt::Write) -> fmt::Result {
     match w {
         TcpWhat::Retransmit => f.write_str("TCP retransmit"),
+        TcpWhat::ClientRetransmit => f.write_str("TCP retransmit by the client (its packet did not reach the server)"),
         TcpWhat::SendReset => f.write_str("TCP RST sent to the client"),
         TcpWhat::ReceiveReset => f.write_str("TCP RST received from the client"),
         TcpWhat::State { old, new } => write!(f, "TCP {} → {}", tcp_state_name(old), tcp_state_name(new)),

@@ -4,7 +4,17 @@ use std::io::Write;
 use anyhow::Result;
 
 use super::names;
-use crate::{pipeline::Summary, verdict::Verdict};
+use crate::{
+    pipeline::Summary,
+    verdict::{Blame, Verdict},
+};
+
+/// "Blame: client 3, network 1" over the failures; None when all went well.
+pub fn blame_line(s: &Summary) -> Option<String> {
+    let counts: Vec<String> =
+        Blame::ALL.iter().filter(|b| s.blamed(**b) > 0).map(|b| format!("{} {}", names::blame(*b), s.blamed(*b))).collect();
+    (!counts.is_empty()).then(|| format!("  blame of the failures: {}", counts.join(", ")))
+}
 
 /// The summary printed at exit.
 pub fn print_summary(s: &Summary, log: &mut dyn Write) -> Result<()> {
@@ -29,6 +39,9 @@ pub fn print_summary(s: &Summary, log: &mut dyn Write) -> Result<()> {
         if s.accept_errors > 0 { format!(", {} failed accepts", s.accept_errors) } else { String::new() },
         if s.filtered_out > 0 { format!(", {} on other ports", s.filtered_out) } else { String::new() },
     )?;
+    if let Some(line) = blame_line(s) {
+        writeln!(log, "{line}")?;
+    }
     for (name, h) in [
         ("accept → greeting", &s.to_greeting),
         ("greeting → login", &s.to_login),

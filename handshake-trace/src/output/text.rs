@@ -1,7 +1,7 @@
 //! A handshake for people: one line, or its timeline in words.
 use std::fmt::Write as _;
 
-use super::{names, reason, step::StepText};
+use super::{blame, names, reason, step::StepText};
 use crate::support::escape::Escaped;
 use crate::{
     correlate::{Handshake, StepKind},
@@ -91,6 +91,9 @@ pub fn handshake_timeline(h: &Handshake, clock: &Clock) -> String {
         let _ = writeln!(out, "  why: {}", reason::reason(&j.cause));
         if let Some(r) = &j.client_report {
             let _ = writeln!(out, "  the client most likely reported: {}", reason::client_report(r));
+        }
+        if let Some(line) = blame::blame_line(j) {
+            let _ = writeln!(out, "  {line}");
         }
     }
     let mut prev = h.accept_ns;

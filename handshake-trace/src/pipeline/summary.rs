@@ -5,7 +5,7 @@ use crate::{
     correlate::Handshake,
     events::Counters,
     support::histogram::Histogram,
-    verdict::{Judgement, Verdict},
+    verdict::{Blame, Judgement, Verdict},
 };
 
 /// The gist of a finished handshake (kept for the lab, which explains each).
@@ -23,6 +23,8 @@ pub struct Summary {
     pub by_verdict: BTreeMap<Verdict, u64>,
     /// Of those, port checks (client_closed/client_reset without a byte from the client).
     pub probes: BTreeMap<Verdict, u64>,
+    /// Failures (not `ok`) by whose side they are on.
+    pub by_blame: BTreeMap<Blame, u64>,
     pub accept_errors: u64,
     pub filtered_out: u64,
     pub undecodable: u64,
@@ -44,6 +46,9 @@ impl Summary {
         if judgement.probe {
             *self.probes.entry(judgement.verdict).or_default() += 1;
         }
+        if judgement.verdict != Verdict::Ok {
+            *self.by_blame.entry(judgement.blame.party()).or_default() += 1;
+        }
         if keep {
             self.outcomes.push(Outcome { pid: h.pid, client: h.client, judgement: judgement.clone(), total_ns: h.total_ns() });
         }
@@ -62,6 +67,11 @@ impl Summary {
 
     pub fn count(&self, v: Verdict) -> u64 {
         self.by_verdict.get(&v).copied().unwrap_or(0)
+    }
+
+    /// Failures whose blame is `b`.
+    pub fn blamed(&self, b: Blame) -> u64 {
+        self.by_blame.get(&b).copied().unwrap_or(0)
     }
 
     /// Port checks among the handshakes with verdict `v`.

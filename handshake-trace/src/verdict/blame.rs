@@ -1,25 +1,25 @@
 //! Whose side a handshake's failure is on — the client, the network between, the
-//! server — decided from its [`Judgement`] and evidence (rule: docs/verdicts.md,
-//! "Blame"). Data only: the words are in `output::names`.
-use super::{Cause, Judgement, Verdict};
+//! server, or not to be told — and the facts that decided it (rules:
+//! docs/verdicts.md, "Blame"). Data only: the words are in `output::blame`.
+use std::net::SocketAddr;
+
+use super::{Awaited, Cause, LateGreeting, TimeoutWait};
 use crate::{
     correlate::{Handshake, StepKind},
-    events::TcpWhat,
+    events::{SyscallResult, TcpWhat},
     protocol::errors::*,
 };
 
-/// Whose side a handshake's end is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Whose side a handshake's end is on (the agent's `blame` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Blame {
     /// It went well.
     None,
-    /// The client sent something the server refused, or gave up, or stayed silent.
     Client,
-    /// TCP retransmitted during a handshake the client or the server abandoned.
     Network,
-    /// The server refused for want of resources, or closed for a reason of its own.
     Server,
-    /// Not seen to its end.
+    /// The server cannot tell (a remote client that went silent: stalled, or its
+    /// packets lost), or the handshake was not seen whole.
     Unknown,
 }
 
@@ -27,77 +27,249 @@ impl Blame {
     pub const ALL: [Blame; 5] = [Blame::None, Blame::Client, Blame::Network, Blame::Server, Blame::Unknown];
 }
 
-/// TCP retransmits seen during the handshake.
-pub fn retransmits(h: &Handshake) -> u64 {
-    h.steps.iter().filter(|s| matches!(s.what, StepKind::Tcp(TcpWhat::Retransmit))).count() as u64
+/// The rule that decided the blame: what the evidence adds up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Finding {
+    LoggedIn,
+    /// An ERR for what the client sent (credentials, account, database, a bad handshake).
+    ClientRefused,
+    /// An ERR for want of resources (1040, 1041, 1053, 1203).
+    ServerCouldNotServe,
+    /// An ERR for packets damaged or lost on the way in (1156-1159).
+    DamagedPackets,
+    /// The greeting was retransmitted and never answered.
+    LossTowardClient,
+    /// The client's own socket retransmitted (a local client): its packets did not arrive.
+    LossTowardServer,
+    /// The server's socket retransmitted during a handshake that failed.
+    LossSeen,
+    /// The greeting got through, nothing was lost, and the client sent nothing: a
+    /// local client, whose lost packets would have been seen.
+    ClientStalled,
+    /// As `ClientStalled` for a remote client: its lost packets are not seen from the
+    /// server, so stalled and lost cannot be told apart.
+    ClientOrNetwork,
+    /// The client closed or reset on its own, having sent part of a handshake.
+    ClientLeft,
+    /// The client left without sending a byte: a port check.
+    PortCheck,
+    /// The greeting came late or never and the client gave up waiting for it.
+    SlowGreeting,
+    /// The server closed (or shut the connection down) with no reply.
+    ServerClosed,
+    ServerExited,
+    /// Not seen whole: records lost, still open, or its end not seen.
+    NotWhole,
 }
 
-/// Whose side a judged handshake's end is on; `retransmits` as [`retransmits`] counts them.
-pub fn blame(j: &Judgement, retransmits: u64) -> Blame {
-    let lost_packets = retransmits > 0;
-    match (&j.verdict, &j.cause) {
-        (Verdict::Ok, _) => Blame::None,
-        (Verdict::Incomplete, _) => Blame::Unknown,
-        (_, Cause::ErrSent { code }) => error_blame(*code),
-        // Inside TLS: an ERR to the login whose code is encrypted, most often refused credentials.
-        (_, Cause::TlsClosedAfterReply) => Blame::Client,
-        // The client never sent what the server waited for: lost on the way, or never sent.
-        (_, Cause::ServerTimedOut { .. }) if lost_packets => Blame::Network,
-        (_, Cause::ServerTimedOut { .. }) => Blame::Client,
-        // The client gave up: on a greeting that came late (or never), the server made it wait.
-        (_, Cause::ClientClosed { late_greeting: Some(_) } | Cause::ClientReset { late_greeting: Some(_) }) => Blame::Server,
-        (_, Cause::ClientClosed { .. } | Cause::ClientReset { .. }) if lost_packets => Blame::Network,
-        (_, Cause::ClientClosed { .. } | Cause::ClientReset { .. }) => Blame::Client,
-        _ => Blame::Server,
-    }
-}
-
-/// Whose side an ERR to the login is on.
-fn error_blame(code: u16) -> Blame {
-    match code {
-        // Out of connections or resources, shutting down: the server could not serve.
-        ER_CON_COUNT_ERROR | ER_OUT_OF_RESOURCES | ER_SERVER_SHUTDOWN | ER_TOO_MANY_USER_CONNECTIONS => Blame::Server,
-        // Damaged or lost packets on the way in.
-        ER_NET_PACKETS_OUT_OF_ORDER | ER_NET_READ_ERROR | ER_NET_READ_INTERRUPTED | ER_NET_UNCOMPRESS_ERROR => Blame::Network,
-        // Credentials, account, database, host not allowed or blocked after the client's
-        // own errors, a bad handshake, an auth method the client insists on.
-        _ => Blame::Client,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::verdict::{Awaited, LateGreeting, TimeoutWait, WaitMechanism};
-
-    fn j(verdict: Verdict, cause: Cause) -> Judgement {
-        Judgement { verdict, cause, client_report: None, probe: false }
-    }
-
-    fn timed_out() -> Cause {
-        let wait = TimeoutWait { mechanism: WaitMechanism::Poll, timeout_ms: Some(2000), waited_ns: 2_000_000_000, waiting_for: Awaited::Login, signal_from: None };
-        Cause::ServerTimedOut { wait, reset: true, then_err: None, greeting_retransmits: 0 }
-    }
-
-    #[test]
-    fn each_end_is_on_one_side() {
-        let cases = [
-            (j(Verdict::Ok, Cause::LoggedIn), 0, Blame::None),
-            (j(Verdict::Ok, Cause::LoggedIn), 3, Blame::None),
-            (j(Verdict::AuthFailed, Cause::ErrSent { code: ER_ACCESS_DENIED_ERROR }), 0, Blame::Client),
-            (j(Verdict::ServerError, Cause::ErrSent { code: ER_CON_COUNT_ERROR }), 0, Blame::Server),
-            (j(Verdict::ServerError, Cause::ErrSent { code: ER_HOST_IS_BLOCKED }), 0, Blame::Client),
-            (j(Verdict::ServerError, Cause::ErrSent { code: ER_NET_PACKETS_OUT_OF_ORDER }), 0, Blame::Network),
-            (j(Verdict::ServerTimeout, timed_out()), 0, Blame::Client),
-            (j(Verdict::ServerTimeout, timed_out()), 2, Blame::Network),
-            (j(Verdict::ClientClosed, Cause::ClientClosed { late_greeting: None }), 0, Blame::Client),
-            (j(Verdict::ClientClosed, Cause::ClientClosed { late_greeting: None }), 1, Blame::Network),
-            (j(Verdict::ClientReset, Cause::ClientReset { late_greeting: Some(LateGreeting::NotSent) }), 0, Blame::Server),
-            (j(Verdict::ServerClosed, Cause::ServerClosedUnexplained), 0, Blame::Server),
-            (j(Verdict::Incomplete, Cause::StillOpen), 0, Blame::Unknown),
-        ];
-        for (judgement, retransmits, want) in cases {
-            assert_eq!(blame(&judgement, retransmits), want, "{judgement:?} with {retransmits} retransmits");
+impl Finding {
+    pub fn party(self) -> Blame {
+        match self {
+            Finding::LoggedIn => Blame::None,
+            Finding::ClientRefused | Finding::ClientStalled | Finding::ClientLeft | Finding::PortCheck => Blame::Client,
+            Finding::DamagedPackets | Finding::LossTowardClient | Finding::LossTowardServer | Finding::LossSeen => Blame::Network,
+            Finding::ServerCouldNotServe | Finding::SlowGreeting | Finding::ServerClosed | Finding::ServerExited => Blame::Server,
+            Finding::ClientOrNetwork | Finding::NotWhole => Blame::Unknown,
         }
     }
 }
+
+/// One fact a blame rests on. Times are ns since the accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    ErrSent { code: u16 },
+    /// TLS: an encrypted reply to the login and a close at once, as after an ERR.
+    EncryptedRefusal,
+    GreetingRetransmitted { times: u64 },
+    /// The client's socket retransmitted (seen for local clients only).
+    ClientRetransmitted { times: u64 },
+    ServerRetransmitted { times: u64 },
+    /// The greeting was written then and never retransmitted (so it was acknowledged).
+    GreetingDelivered { at_ns: u64 },
+    /// Nothing came from the client for this long (to the end) while the server waited.
+    ClientSilent { ns: u64, awaited: Awaited },
+    /// Loopback, the server's own address or a Unix socket: the client's lost packets
+    /// would show as its own retransmits.
+    LocalClient,
+    /// The client's retransmits are not seen from the server.
+    RemoteClient,
+    /// The greeting was written this late; `idle_ns` of it with no syscall on the
+    /// connection (the server busy elsewhere: name resolution, a lock).
+    GreetingLate { at_ns: u64, idle_ns: u64 },
+    GreetingNotSent { within_ns: u64 },
+    /// When the client's FIN or RST arrived, if a TCP event or a read showed it.
+    ClientLeftAt { ns: u64, reset: bool },
+    NoByteSent,
+    ServerShutDown { how: u64 },
+    ServerClosedWithoutReply,
+    ServerExited,
+    EventsLost,
+    NotSeenToEnd,
+}
+
+/// Whose side, why, and on what facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribution {
+    pub finding: Finding,
+    pub evidence: Vec<Evidence>,
+}
+
+impl Attribution {
+    pub fn party(&self) -> Blame {
+        self.finding.party()
+    }
+}
+
+/// TCP retransmits by the server's socket during the handshake.
+pub fn retransmits(h: &Handshake) -> u64 {
+    count_tcp(h, TcpWhat::Retransmit)
+}
+
+/// TCP retransmits by the client's own socket (seen for local clients only).
+pub fn client_retransmits(h: &Handshake) -> u64 {
+    count_tcp(h, TcpWhat::ClientRetransmit)
+}
+
+fn count_tcp(h: &Handshake, what: TcpWhat) -> u64 {
+    h.steps.iter().filter(|s| s.what == StepKind::Tcp(what)).count() as u64
+}
+
+/// Whose side a judged handshake's end is on. `probe` as the judgement says.
+pub fn attribute(h: &Handshake, cause: &Cause, probe: bool) -> Attribution {
+    let (finding, evidence) = match cause {
+        Cause::LoggedIn | Cause::TlsPastHandshake | Cause::TlsCommandPhase { .. } | Cause::TlsClientQuit => (Finding::LoggedIn, vec![]),
+        Cause::ErrSent { code } => (error_finding(*code), vec![Evidence::ErrSent { code: *code }]),
+        Cause::TlsClosedAfterReply => (Finding::ClientRefused, vec![Evidence::EncryptedRefusal]),
+        Cause::ServerTimedOut { wait, greeting_retransmits, .. } => timed_out(h, wait, *greeting_retransmits),
+        Cause::ClientClosed { late_greeting } => client_gone(h, *late_greeting, probe, false),
+        Cause::ClientReset { late_greeting } => client_gone(h, *late_greeting, probe, true),
+        Cause::ServerShutDown { how } => (Finding::ServerClosed, vec![Evidence::ServerShutDown { how: *how }]),
+        Cause::ServerClosedUnexplained => (Finding::ServerClosed, vec![Evidence::ServerClosedWithoutReply]),
+        Cause::ServerExited => (Finding::ServerExited, vec![Evidence::ServerExited]),
+        Cause::EventsLost => (Finding::NotWhole, vec![Evidence::EventsLost]),
+        Cause::StillOpen | Cause::NotSeenToEnd => (Finding::NotWhole, vec![Evidence::NotSeenToEnd]),
+    };
+    Attribution { finding, evidence }
+}
+
+/// Whose side an ERR is on.
+fn error_finding(code: u16) -> Finding {
+    match code {
+        // Out of connections or resources, shutting down: the server could not serve.
+        ER_CON_COUNT_ERROR | ER_OUT_OF_RESOURCES | ER_SERVER_SHUTDOWN | ER_TOO_MANY_USER_CONNECTIONS => Finding::ServerCouldNotServe,
+        // Damaged or lost packets on the way in.
+        ER_NET_PACKETS_OUT_OF_ORDER | ER_NET_READ_ERROR | ER_NET_READ_INTERRUPTED | ER_NET_UNCOMPRESS_ERROR => Finding::DamagedPackets,
+        // Credentials, account, database, host not allowed or blocked after the client's
+        // own errors, a bad handshake, an auth method the client insists on.
+        _ => Finding::ClientRefused,
+    }
+}
+
+/// The server waited for the client in vain: lost on the way, or never sent. Only
+/// retransmits tell the two apart, and only a local client's own are seen.
+fn timed_out(h: &Handshake, wait: &TimeoutWait, greeting_retransmits: u64) -> (Finding, Vec<Evidence>) {
+    let silent = Evidence::ClientSilent { ns: client_silent_ns(h), awaited: wait.waiting_for };
+    if greeting_retransmits > 0 {
+        return (Finding::LossTowardClient, vec![Evidence::GreetingRetransmitted { times: greeting_retransmits }, silent]);
+    }
+    if let Some((finding, mut evidence)) = lost_packets(h) {
+        evidence.push(silent);
+        return (finding, evidence);
+    }
+    let mut evidence: Vec<Evidence> = h.greeting_ns.map(|g| Evidence::GreetingDelivered { at_ns: g - h.accept_ns }).into_iter().collect();
+    evidence.push(silent);
+    if is_local(h) {
+        evidence.push(Evidence::LocalClient);
+        (Finding::ClientStalled, evidence)
+    } else {
+        evidence.push(Evidence::RemoteClient);
+        (Finding::ClientOrNetwork, evidence)
+    }
+}
+
+/// Retransmits on either side: the client's own first (the packet it could not get through).
+fn lost_packets(h: &Handshake) -> Option<(Finding, Vec<Evidence>)> {
+    match (client_retransmits(h), retransmits(h)) {
+        (0, 0) => None,
+        (0, times) => Some((Finding::LossSeen, vec![Evidence::ServerRetransmitted { times }])),
+        (times, 0) => Some((Finding::LossTowardServer, vec![Evidence::ClientRetransmitted { times }])),
+        (c, s) => Some((Finding::LossTowardServer, vec![Evidence::ClientRetransmitted { times: c }, Evidence::ServerRetransmitted { times: s }])),
+    }
+}
+
+/// The client closed or reset: because the server kept it waiting for the greeting,
+/// because packets were lost, as a port check, or of its own accord.
+fn client_gone(h: &Handshake, late: Option<LateGreeting>, probe: bool, reset: bool) -> (Finding, Vec<Evidence>) {
+    let (at, reset) = client_left(h).unwrap_or((h.end_ns.unwrap_or(h.accept_ns), reset));
+    let left = Evidence::ClientLeftAt { ns: at.saturating_sub(h.accept_ns), reset };
+    match late {
+        Some(LateGreeting::SentAfter { ns }) => {
+            return (Finding::SlowGreeting, vec![Evidence::GreetingLate { at_ns: ns, idle_ns: idle_before_greeting(h) }, left])
+        }
+        Some(LateGreeting::NotSent) => {
+            return (Finding::SlowGreeting, vec![Evidence::GreetingNotSent { within_ns: h.total_ns() }, left]);
+        }
+        None => {}
+    }
+    if let Some((finding, mut evidence)) = lost_packets(h) {
+        evidence.push(left);
+        return (finding, evidence);
+    }
+    if probe {
+        return (Finding::PortCheck, vec![Evidence::NoByteSent, left]);
+    }
+    (Finding::ClientLeft, vec![left])
+}
+
+/// When the client's FIN or RST was first seen (a TCP state change or reset, else the
+/// server's read of it), and whether it was a reset (a client may close, then reset
+/// when the late greeting reaches its closed socket).
+fn client_left(h: &Handshake) -> Option<(u64, bool)> {
+    let close_wait = handshake_trace_common::tcp_state::CLOSE_WAIT;
+    h.steps.iter().find_map(|s| match &s.what {
+        StepKind::Tcp(TcpWhat::ReceiveReset) => Some((s.ts_ns, true)),
+        StepKind::Tcp(TcpWhat::State { new, .. }) if *new == close_wait => Some((s.ts_ns, false)),
+        StepKind::Read { result: SyscallResult::Ok(0), .. } => Some((s.ts_ns, false)),
+        StepKind::Read { result: SyscallResult::Err(e), .. } if *e == crate::events::Errno::ECONNRESET => Some((s.ts_ns, true)),
+        _ => None,
+    })
+}
+
+/// From the client's last byte (or the greeting) to the end.
+fn client_silent_ns(h: &Handshake) -> u64 {
+    let last_data = h.steps.iter().rev().find_map(|s| match &s.what {
+        StepKind::Read { result: SyscallResult::Ok(n), .. } if *n > 0 => Some(s.ts_ns),
+        _ => None,
+    });
+    let from = last_data.max(h.greeting_ns).unwrap_or(h.accept_ns);
+    h.end_ns.unwrap_or(from).saturating_sub(from)
+}
+
+/// The longest stretch before the greeting with no syscall on the connection (the
+/// server busy elsewhere); TCP events and signals come while it is busy and do not count.
+fn idle_before_greeting(h: &Handshake) -> u64 {
+    let Some(greeting) = h.greeting_ns else { return 0 };
+    let mut prev = h.accept_ns;
+    let mut longest = 0;
+    for s in h.steps.iter().filter(|s| s.ts_ns <= greeting) {
+        if matches!(s.what, StepKind::Tcp(_) | StepKind::Signal { .. }) {
+            continue;
+        }
+        longest = longest.max(s.ts_ns.saturating_sub(prev));
+        prev = s.ts_ns;
+    }
+    longest
+}
+
+/// A client on this host: its socket is in this kernel, so its retransmits are seen.
+fn is_local(h: &Handshake) -> bool {
+    h.unix || matches!((h.client, h.server), (Some(c), s) if same_host(c, s))
+}
+
+fn same_host(client: SocketAddr, server: Option<SocketAddr>) -> bool {
+    let ip = client.ip().to_canonical();
+    ip.is_loopback() || server.is_some_and(|s| s.ip().to_canonical() == ip)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,7 @@
 //! The judge: from a handshake's timeline and evidence to its verdict and cause.
 use handshake_trace_common::end;
 
-use super::{tls, Awaited, Cause, ClientReport, Judgement, LateGreeting, LostAt, TimeoutWait, Verdict, WaitMechanism};
+use super::{blame, tls, Awaited, Cause, ClientReport, Judgement, LateGreeting, LostAt, TimeoutWait, Verdict, WaitMechanism};
 use crate::{
     correlate::{Handshake, LastRead, LastWait, Reply, StepKind},
     events::{Errno, SyscallResult, TcpWhat},
@@ -16,7 +16,8 @@ pub fn judge(h: &Handshake, open_at_end: bool) -> Judgement {
     let cause = cause(h, open_at_end);
     let verdict = verdict_of(&cause);
     let probe = is_probe(h, &cause);
-    Judgement { verdict, client_report: client_report(h, verdict, &cause), cause, probe }
+    let blame = blame::attribute(h, &cause, probe);
+    Judgement { verdict, client_report: client_report(h, verdict, &cause), cause, probe, blame }
 }
 
 /// A port check: the client closed or reset without sending a byte, and not because
@@ -33,10 +34,12 @@ fn client_sent_bytes(h: &Handshake) -> bool {
 }
 
 /// TCP retransmits after the greeting was written, when the client then sent nothing:
-/// the greeting (or its retransmits) never reached the client.
+/// the greeting (or its retransmits) never reached the client. Not so when the client's
+/// own socket retransmitted: it was sending its login, so it had the greeting (the
+/// server retransmits a greeting whose ACK rode on a lost login).
 fn greeting_retransmits(h: &Handshake) -> u64 {
     let Some(greeting) = h.greeting_ns else { return 0 };
-    if client_sent_bytes(h) {
+    if client_sent_bytes(h) || blame::client_retransmits(h) > 0 {
         return 0;
     }
     h.steps.iter().filter(|s| s.ts_ns >= greeting && matches!(s.what, StepKind::Tcp(TcpWhat::Retransmit))).count() as u64
@@ -237,6 +240,13 @@ fn armed_timer_ms(h: &Handshake) -> Option<u64> {
 /// What the client most likely reported, for failures it noticed.
 fn client_report(h: &Handshake, v: Verdict, cause: &Cause) -> Option<ClientReport> {
     match v {
+        // A client that gave up waiting for the greeting: its own timeout (libmysql,
+        // libmariadb: ETIMEDOUT) while it read the greeting.
+        Verdict::ClientClosed | Verdict::ClientReset
+            if matches!(cause, Cause::ClientClosed { late_greeting: Some(_) } | Cause::ClientReset { late_greeting: Some(_) }) =>
+        {
+            Some(ClientReport::LostConnection { at: LostAt::InitialPacket, errno: Errno::ETIMEDOUT.0 })
+        }
         Verdict::Ok | Verdict::ClientClosed | Verdict::ClientReset | Verdict::Incomplete => None,
         Verdict::AuthFailed | Verdict::ServerError => match &h.reply {
             Some(Reply::Err(e)) => Some(ClientReport::ServerError(e.clone())),

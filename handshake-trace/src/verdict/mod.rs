@@ -5,7 +5,7 @@ pub mod blame;
 mod judge;
 mod tls;
 
-pub use blame::Blame;
+pub use blame::{Attribution, Blame, Evidence, Finding};
 pub use judge::judge;
 
 use crate::protocol::ErrPacket;
@@ -136,7 +136,8 @@ pub enum ClientReport {
     ServerError(ErrPacket),
     /// An ERR inside TLS: the client printed it, the tool cannot read its code.
     EncryptedError,
-    /// Error 2013, with the errno the client saw (104 after a reset, else 0).
+    /// Error 2013, with the errno the client saw (104 after a reset, 110 when its own
+    /// timeout expired, else 0).
     LostConnection { at: LostAt, errno: i32 },
 }
 
@@ -151,6 +152,8 @@ pub struct Judgement {
     /// (and not after waiting for a late greeting). The verdict stays client_closed or
     /// client_reset, as the server counts it in Aborted_connects.
     pub probe: bool,
+    /// Whose side it is on, and the facts that decided it (verdict/blame.rs).
+    pub blame: Attribution,
 }
 
 impl Judgement {
