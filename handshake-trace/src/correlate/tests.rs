@@ -689,8 +689,7 @@ fn a_greeting_retransmitted_and_never_answered_is_packet_loss_toward_the_client(
     assert!(why.starts_with("greeting retransmitted 4 times, never acknowledged: packet loss toward the client; the server waited"), "{why}");
     let e = client_error_of(&h).unwrap();
     assert_eq!(e, "ERROR 2013 (HY000): Lost connection to server at 'handshake: reading initial communication packet', system error: 104");
-    let retransmits = crate::verdict::blame::retransmits(&h);
-    assert_eq!(crate::verdict::blame::blame(j, retransmits), crate::verdict::Blame::Network);
+    assert_eq!(j.blame.party(), crate::verdict::Blame::Network);
 }
 
 /// Retransmits the client answered (its login came): the greeting got through.

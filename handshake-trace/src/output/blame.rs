@@ -73,7 +73,7 @@ pub fn evidence(e: &Evidence) -> String {
         Evidence::ClientSilent { ns, awaited } => {
             format!("the client sent nothing for {:.1} ms while the server waited for {}", ms(ns), names::awaited(awaited))
         }
-        Evidence::LocalClient => "a client on this host, whose own retransmits would be seen: none".into(),
+        Evidence::LocalClient => "a client on this host, none of whose own packets were retransmitted".into(),
         Evidence::RemoteClient => "a remote client, whose own retransmits the server cannot see".into(),
         Evidence::GreetingLate { at_ns, idle_ns } if idle_ns >= 100_000_000 => format!(
             "greeting sent only at +{:.1} ms, {:.1} ms of it with no syscall on the connection (name resolution, a lock, CPU)",
@@ -85,7 +85,7 @@ pub fn evidence(e: &Evidence) -> String {
         Evidence::ClientLeftAt { ns, reset } => {
             format!("the client {} at +{:.1} ms", if reset { "reset the connection" } else { "closed" }, ms(ns))
         }
-        Evidence::NoByteSent => "without sending a byte".into(),
+        Evidence::NoByteSent => "it had sent not a byte".into(),
         Evidence::ServerShutDown { how } => format!("the server called shutdown({}) first", names::shutdown_how(how)),
         Evidence::ServerClosedWithoutReply => "the server closed with no reply, for a reason its syscalls do not show".into(),
         Evidence::ServerExited => "the server process exited mid-handshake".into(),

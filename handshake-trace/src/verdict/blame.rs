@@ -35,7 +35,7 @@ pub enum Finding {
     ClientRefused,
     /// An ERR for want of resources (1040, 1041, 1053, 1203).
     ServerCouldNotServe,
-    /// An ERR for packets damaged or lost on the way in (1156-1159).
+    /// An ERR for a read the network broke (1158 read error, 1159 read timeout).
     DamagedPackets,
     /// The greeting was retransmitted and never answered.
     LossTowardClient,
@@ -157,10 +157,12 @@ fn error_finding(code: u16) -> Finding {
     match code {
         // Out of connections or resources, shutting down: the server could not serve.
         ER_CON_COUNT_ERROR | ER_OUT_OF_RESOURCES | ER_SERVER_SHUTDOWN | ER_TOO_MANY_USER_CONNECTIONS => Finding::ServerCouldNotServe,
-        // Damaged or lost packets on the way in.
-        ER_NET_PACKETS_OUT_OF_ORDER | ER_NET_READ_ERROR | ER_NET_READ_INTERRUPTED | ER_NET_UNCOMPRESS_ERROR => Finding::DamagedPackets,
+        // A read that failed or timed out mid-packet: the connection broke under it.
+        ER_NET_READ_ERROR | ER_NET_READ_INTERRUPTED => Finding::DamagedPackets,
         // Credentials, account, database, host not allowed or blocked after the client's
-        // own errors, a bad handshake, an auth method the client insists on.
+        // own errors, a bad handshake, an auth method the client insists on; packets out
+        // of order or not uncompressable: another protocol on the port (TCP's checksums
+        // keep damage by the network out of the stream).
         _ => Finding::ClientRefused,
     }
 }
@@ -177,14 +179,10 @@ fn timed_out(h: &Handshake, wait: &TimeoutWait, greeting_retransmits: u64) -> (F
         return (finding, evidence);
     }
     let mut evidence: Vec<Evidence> = h.greeting_ns.map(|g| Evidence::GreetingDelivered { at_ns: g - h.accept_ns }).into_iter().collect();
-    evidence.push(silent);
-    if is_local(h) {
-        evidence.push(Evidence::LocalClient);
-        (Finding::ClientStalled, evidence)
-    } else {
-        evidence.push(Evidence::RemoteClient);
-        (Finding::ClientOrNetwork, evidence)
-    }
+    let (finding, whose) =
+        if is_local(h) { (Finding::ClientStalled, Evidence::LocalClient) } else { (Finding::ClientOrNetwork, Evidence::RemoteClient) };
+    evidence.extend([whose, silent]);
+    (finding, evidence)
 }
 
 /// Retransmits on either side: the client's own first (the packet it could not get through).
@@ -216,7 +214,7 @@ fn client_gone(h: &Handshake, late: Option<LateGreeting>, probe: bool, reset: bo
         return (finding, evidence);
     }
     if probe {
-        return (Finding::PortCheck, vec![Evidence::NoByteSent, left]);
+        return (Finding::PortCheck, vec![left, Evidence::NoByteSent]);
     }
     (Finding::ClientLeft, vec![left])
 }
