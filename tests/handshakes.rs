@@ -191,6 +191,7 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
 
     let h = one(&all, "CLI login", |h| h["connection_id"] == cli_conn_id);
     assert_verdict(h, "ok");
+    assert!(h["blame"].is_null(), "no blame for a login: {h:#}");
     assert_eq!(h["user"], LAB_USER, "{h:#}");
     assert!(h["server_version"].as_str().unwrap().contains("MariaDB"), "{h:#}");
     assert!(h["phases_ms"]["total"].as_f64().unwrap() > 0.0);
@@ -198,11 +199,13 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     let h = one(&all, "wrong password", |h| h["verdict"] == "auth_failed" && h["tls"] == false);
     assert_eq!(h["error"]["code"], 1045);
     assert_eq!(h["client_error"], String::from_utf8_lossy(&denied.stderr).trim());
+    assert_blame(h, "client", "client_refused");
 
     let h = one(&all, "unknown database", |h| h["database"] == "no_such_db");
     assert_verdict(h, "server_error");
     assert_eq!(h["error"]["code"], 1049);
     assert_eq!(h["error"]["name"], "ER_BAD_DB_ERROR");
+    assert_blame(h, "client", "client_refused");
 
     let h = one(&all, "ed25519 login", |h| h["user"] == "ed");
     assert_verdict(h, "ok");
@@ -226,6 +229,7 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     assert!(h["reason"].as_str().unwrap().starts_with("TLS (inferred)"), "{h:#}");
     let predicted = h["client_error"].as_str().unwrap();
     assert!(predicted.starts_with("an ERROR from the server") && !predicted.contains("2013"), "{predicted} vs {tls_denied_said}");
+    assert_blame(h, "client", "client_refused");
 
     // The TLS stall: a timeout waiting for the ClientHello; the client got the plaintext ERR 1043.
     let h = by_port(&all, tls_stall);
@@ -233,6 +237,8 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     assert_eq!(h["wait"]["waiting_for"], "the TLS ClientHello (after the client's SSLRequest)", "{h:#}");
     assert_eq!(h["wait"]["timeout_ms"], 2000, "{h:#}");
     assert_eq!(h["client_error"], "ERROR 1043 (08S01): Bad handshake", "{h:#}");
+    // A client on this host whose socket retransmitted nothing: it sent no ClientHello.
+    assert_blame(h, "client", "client_stalled");
 
     for p in [silent, late] {
         let h = by_port(&all, p);
@@ -242,23 +248,39 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
         let waited = h["wait"]["waited_ms"].as_f64().unwrap();
         assert!((1990.0..2200.0).contains(&waited), "waited {waited} ms for a 2000 ms timeout");
         assert!(h["client_error"].as_str().unwrap().contains("2013"), "{h:#}");
+        assert_blame(h, "client", "client_stalled");
+        let evidence: Vec<&str> = h["blame"]["evidence"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+        assert!(evidence[0].starts_with("greeting sent at +") && evidence[0].ends_with("never retransmitted (acknowledged)"), "{evidence:?}");
+        assert!(evidence[2].starts_with("the client sent nothing for 20"), "{evidence:?}");
     }
     for (p, verdict) in [(closes, "client_closed"), (resets, "client_reset")] {
         let h = by_port(&all, p);
         assert_verdict(h, verdict);
         assert_eq!(h["probe"], true, "a port check: {h:#}");
+        assert_blame(h, "client", "port_check");
     }
     let h = by_port(&all, half_login);
     assert_verdict(h, "client_closed");
     assert!(h["probe"].is_null(), "half a login is no port check: {h:#}");
+    assert_blame(h, "client", "client_left");
     let h = by_port(&all, garbage);
     assert_verdict(h, "server_error");
     assert_eq!(h["error"]["code"], 1043);
-    assert_verdict(by_port(&all, http), "server_error");
+    assert_blame(h, "client", "client_refused");
+    let h = by_port(&all, http);
+    assert_verdict(h, "server_error");
+    assert_blame(h, "client", "client_refused");
     let h = by_port(&all, refused);
     assert_verdict(h, "server_error");
     assert_eq!(h["error"]["code"], 1040);
+    // Past max_connections + 1 (the extra connection MariaDB keeps for SUPER), the
+    // server refuses before greeting (the test below shows the one before it).
     assert!(h["connection_id"].is_null(), "ERR 1040 comes instead of the greeting: {h:#}");
+    assert_blame(h, "server", "server_could_not_serve");
+    // The summary counts every failure by whose side it is on.
+    let blamed = |party: &str| all.iter().filter(|h| h["blame"]["party"] == party).count();
+    let counts: Vec<String> = ["client", "network", "server", "unknown"].iter().filter(|p| blamed(p) > 0).map(|p| format!("{p} {}", blamed(p))).collect();
+    assert!(summary.contains(&format!("blame of the failures: {}", counts.join(", "))), "{counts:?} vs {summary}");
 
     // The server's own count of failed handshakes agrees with ours. Asked until it does
     // (a few seconds at most): a handler thread the machine's load delayed may count its
@@ -422,4 +444,62 @@ fn a_login_lost_on_the_way_is_packet_loss_toward_the_server() {
     assert!(timeline.contains("blame: network — the client's socket retransmitted") && timeline.contains("packet loss toward the server"), "{timeline}");
     assert!(text.stderr_text().contains("blame of the failures: network 1"), "{}", text.stderr_text());
     eprintln!("{timeline}");
+}
+
+/// Read a greeting's first 5 bytes: 0xff at the fifth is an ERR instead of it.
+fn greeted(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).unwrap();
+    head[4] != 0xff
+}
+
+/// ERR 1040 on MariaDB 10.11: with max_connections taken, the next client still gets
+/// the greeting (the extra connection kept for SUPER) and is refused after its login;
+/// only the one after that is refused instead of a greeting. Both are the server's.
+#[test]
+fn too_many_connections_is_refused_after_the_login_then_instead_of_the_greeting() {
+    let name = "too_many_connections_is_refused_after_the_login_then_instead_of_the_greeting";
+    let Some(bin) = ready(name) else { return };
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 5, ..Default::default() }).expect("start MariaDB");
+    // The lab account has ALL (CONNECTION ADMIN among them), which max_connections does not bind.
+    db.sql("CREATE USER 'plain'@'%' IDENTIFIED BY 'plain-pw'; CREATE USER 'plain'@'localhost' IDENTIFIED BY 'plain-pw'; SET GLOBAL max_connections = 10").unwrap();
+    let port = db.port().to_string();
+    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--port", &port]);
+    let mut held = Vec::new();
+    // 10 is MariaDB's least max_connections (smaller values are raised to it).
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(db.addr()).unwrap();
+        assert!(greeted(&mut s), "refused below max_connections");
+        held.push(s);
+    }
+    let client = db.client("plain", "plain-pw", &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+    let said = String::from_utf8_lossy(&client.stderr).trim().to_string();
+    // MariaDB 10.11 says "ERROR 1040 (08004)" after the login, "(HY000)" instead of the greeting.
+    assert!(said.starts_with("ERROR 1040"), "the real client said: {said}");
+    // The real client's slot is free again: one more takes it, the next is refused at once.
+    let mut s = TcpStream::connect(db.addr()).unwrap();
+    assert!(greeted(&mut s), "the extra connection");
+    held.push(s);
+    let mut extra = TcpStream::connect(db.addr()).unwrap();
+    let extra_port = extra.local_addr().unwrap().port();
+    let refused_at_once = !greeted(&mut extra);
+    drop(held);
+    drop(extra);
+    assert!(eventually(Duration::from_secs(10), || db.status("Threads_connected").is_ok_and(|n| n <= 1)));
+    db.sql("SET GLOBAL max_connections = 151").unwrap();
+    thread::sleep(Duration::from_millis(300));
+
+    let all = tracer.stop().json();
+    let h = one(&all, "the real client", |h| h["user"] == "plain");
+    assert_verdict(h, "server_error");
+    assert_eq!(h["error"]["code"], 1040, "{h:#}");
+    assert!(h["connection_id"].is_number(), "greeted, then refused after the login: {h:#}");
+    assert_eq!(h["client_error"], said, "{h:#}");
+    assert_blame(h, "server", "server_could_not_serve");
+    assert!(refused_at_once, "the next connection is refused without a greeting");
+    let h = by_port(&all, extra_port);
+    assert_verdict(h, "server_error");
+    assert!(h["connection_id"].is_null(), "ERR 1040 instead of the greeting: {h:#}");
+    assert_blame(h, "server", "server_could_not_serve");
 }
