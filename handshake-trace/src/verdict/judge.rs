@@ -76,6 +76,10 @@ fn cause(h: &Handshake, open_at_end: bool) -> Cause {
         if h.steps.iter().any(|s| matches!(s.what, StepKind::ProcessExited { .. })) {
             return Cause::ServerExited;
         }
+        // Given up while open (too many open at once): not "still open when tracing stopped".
+        if h.steps.iter().any(|s| s.what == StepKind::Dropped) {
+            return Cause::NotSeenToEnd;
+        }
         return if open_at_end { Cause::StillOpen } else { Cause::NotSeenToEnd };
     }
     let timeout = timeout_wait(h);
