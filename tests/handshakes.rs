@@ -342,16 +342,22 @@ impl Drop for DropData {
     }
 }
 
-/// The greeting dropped on its way to the client (loopback INPUT drops the server's
-/// data segments): TCP retransmits it, the client never answers, the server times out.
-/// The cause names packet loss toward the client with the retransmit count, and the
-/// prediction is what the real client printed: it was still reading the greeting.
-#[test]
-fn a_greeting_lost_on_the_way_is_named_packet_loss_and_the_client_error_follows() {
-    let Some(bin) = ready("a_greeting_lost_on_the_way_is_named_packet_loss_and_the_client_error_follows") else { return };
+/// What one real client's login through a drop rule came to: the tracers' JSON
+/// handshakes, the text timeline and summary, the client's own error and the rise of
+/// Aborted_connects. None when the test cannot run (`ready`/`skip` said why).
+struct LossyLogin {
+    all: Vec<Value>,
+    timeline: String,
+    summary: String,
+    said: String,
+    aborted: u64,
+}
+
+fn lossy_login(name: &str, drop_rule: fn(u16) -> DropData) -> Option<LossyLogin> {
+    let bin = ready(name)?;
     if !Command::new("iptables-legacy").arg("-S").output().is_ok_and(|o| o.status.success()) {
-        skip("a_greeting_lost_on_the_way_is_named_packet_loss_and_the_client_error_follows", "no iptables-legacy (`cargo xtask setup` installs iptables)");
-        return;
+        skip(name, "no iptables-legacy (`cargo xtask setup` installs iptables)");
+        return None;
     }
     let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
     let aborted_before = db.status("Aborted_connects").unwrap();
@@ -359,18 +365,30 @@ fn a_greeting_lost_on_the_way_is_named_packet_loss_and_the_client_error_follows(
     let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--port", &port]);
     let text_tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "--port", &port]);
     let said = {
-        let _drop = DropData::from_server(db.port());
+        let _drop = drop_rule(db.port());
         let client = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
-        assert!(!client.status.success(), "the login went through a dropped greeting");
+        assert!(!client.status.success(), "the login went through the drop rule");
         String::from_utf8_lossy(&client.stderr).trim().to_string()
     };
-    assert!(said.contains("reading initial communication packet"), "the real client said: {said}");
     assert!(eventually(Duration::from_secs(10), || db.status("Threads_connected").is_ok_and(|n| n <= 1)));
     thread::sleep(Duration::from_millis(300));
+    let all = tracer.stop().json();
+    let aborted = db.status("Aborted_connects").unwrap() - aborted_before;
+    let text = text_tracer.stop();
+    eprintln!("{}", text.stdout.join("\n"));
+    Some(LossyLogin { all, timeline: text.stdout.join("\n"), summary: text.stderr_text(), said, aborted })
+}
 
-    let out = tracer.stop();
-    let all = out.json();
-    let h = one(&all, "the lost greeting", |h| h["verdict"] != "ok");
+/// The greeting dropped on its way to the client (loopback INPUT drops the server's
+/// data segments): TCP retransmits it, the client never answers, the server times out.
+/// The cause names packet loss toward the client with the retransmit count, and the
+/// prediction is what the real client printed: it was still reading the greeting.
+#[test]
+fn a_greeting_lost_on_the_way_is_named_packet_loss_and_the_client_error_follows() {
+    let Some(run) = lossy_login("a_greeting_lost_on_the_way_is_named_packet_loss_and_the_client_error_follows", DropData::from_server) else { return };
+    let said = &run.said;
+    assert!(said.contains("reading initial communication packet"), "the real client said: {said}");
+    let h = one(&run.all, "the lost greeting", |h| h["verdict"] != "ok");
     assert_verdict(h, "server_timeout");
     let reason = h["reason"].as_str().unwrap();
     let retransmits = h["events"].as_array().unwrap().iter().filter(|e| e["text"] == "TCP retransmit").count();
@@ -379,17 +397,13 @@ fn a_greeting_lost_on_the_way_is_named_packet_loss_and_the_client_error_follows(
         reason.starts_with(&format!("greeting retransmitted {retransmits} times, never acknowledged: packet loss toward the client")),
         "{reason}"
     );
-    assert_eq!(h["client_error"], said, "{h:#}");
+    assert_eq!(h["client_error"], *said, "{h:#}");
     assert_blame(h, "network", "loss_toward_client");
     assert!(h["blame"]["evidence"][0] == format!("greeting retransmitted {retransmits} times, never acknowledged"), "{h:#}");
-    let aborted = db.status("Aborted_connects").unwrap() - aborted_before;
-    assert_eq!(aborted, 1, "Aborted_connects agrees: one failed handshake");
-
-    let text = text_tracer.stop();
-    let timeline = text.stdout.join("\n");
+    assert_eq!(run.aborted, 1, "Aborted_connects agrees: one failed handshake");
+    let timeline = &run.timeline;
     assert!(timeline.contains("why: greeting retransmitted") && timeline.contains("TCP retransmit"), "{timeline}");
     assert!(timeline.contains("blame: network — greeting retransmitted"), "{timeline}");
-    eprintln!("{timeline}");
 }
 
 fn assert_blame(h: &Value, party: &str, finding: &str) {
@@ -403,30 +417,10 @@ fn assert_blame(h: &Value, party: &str, finding: &str) {
 /// real client printed: it had the greeting and was waiting for the reply to its login.
 #[test]
 fn a_login_lost_on_the_way_is_packet_loss_toward_the_server() {
-    let name = "a_login_lost_on_the_way_is_packet_loss_toward_the_server";
-    let Some(bin) = ready(name) else { return };
-    if !Command::new("iptables-legacy").arg("-S").output().is_ok_and(|o| o.status.success()) {
-        skip(name, "no iptables-legacy (`cargo xtask setup` installs iptables)");
-        return;
-    }
-    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
-    let aborted_before = db.status("Aborted_connects").unwrap();
-    let port = db.port().to_string();
-    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--port", &port]);
-    let text_tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "--port", &port]);
-    let said = {
-        let _drop = DropData::to_server(db.port());
-        let client = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
-        assert!(!client.status.success(), "the login went through a drop rule");
-        String::from_utf8_lossy(&client.stderr).trim().to_string()
-    };
+    let Some(run) = lossy_login("a_login_lost_on_the_way_is_packet_loss_toward_the_server", DropData::to_server) else { return };
+    let said = &run.said;
     assert!(said.contains("ERROR 2013") && said.contains("reading authorization packet"), "the real client said: {said}");
-    assert!(eventually(Duration::from_secs(10), || db.status("Threads_connected").is_ok_and(|n| n <= 1)));
-    thread::sleep(Duration::from_millis(300));
-
-    let out = tracer.stop();
-    let all = out.json();
-    let h = one(&all, "the lost login", |h| h["verdict"] != "ok");
+    let h = one(&run.all, "the lost login", |h| h["verdict"] != "ok");
     assert_verdict(h, "server_timeout");
     assert_eq!(h["wait"]["waiting_for"], "the login packet", "{h:#}");
     let client_retransmits = h["events"].as_array().unwrap().iter().filter(|e| e["text"].as_str().unwrap().starts_with("TCP retransmit by the client")).count();
@@ -435,15 +429,11 @@ fn a_login_lost_on_the_way_is_packet_loss_toward_the_server() {
     assert_blame(h, "network", "loss_toward_server");
     let evidence = h["blame"]["evidence"][0].as_str().unwrap();
     assert_eq!(evidence, format!("the client's socket retransmitted {client_retransmits} times and none of it reached the server"), "{h:#}");
-    assert_eq!(h["client_error"], said, "{h:#}");
-    let aborted = db.status("Aborted_connects").unwrap() - aborted_before;
-    assert_eq!(aborted, 1, "Aborted_connects agrees: one failed handshake");
-
-    let text = text_tracer.stop();
-    let timeline = text.stdout.join("\n");
+    assert_eq!(h["client_error"], *said, "{h:#}");
+    assert_eq!(run.aborted, 1, "Aborted_connects agrees: one failed handshake");
+    let timeline = &run.timeline;
     assert!(timeline.contains("blame: network — the client's socket retransmitted") && timeline.contains("packet loss toward the server"), "{timeline}");
-    assert!(text.stderr_text().contains("blame of the failures: network 1"), "{}", text.stderr_text());
-    eprintln!("{timeline}");
+    assert!(run.summary.contains("blame of the failures: network 1"), "{}", run.summary);
 }
 
 /// Read a greeting's first 5 bytes: 0xff at the fifth is an ERR instead of it.

@@ -190,6 +190,7 @@ fn slow_name_resolution_delays_the_greeting_until_the_client_gives_up() {
     assert_eq!((h["blame"]["party"].as_str(), h["blame"]["finding"].as_str()), (Some("server"), Some("slow_greeting")), "{h:#}");
     let evidence = h["blame"]["evidence"][0].as_str().unwrap();
     assert!(evidence.starts_with("greeting sent only at +") && evidence.ends_with("with no syscall on the connection (name resolution, a lock, CPU)"), "{evidence}");
+    assert!(run.explanation.contains("  blame: server — greeting sent only at +"), "{}", run.explanation);
     assert!(run.explanation.contains("skip_name_resolve"), "{}", run.explanation);
 }
 

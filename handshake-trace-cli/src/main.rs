@@ -114,8 +114,9 @@ struct OutputArgs {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "json")]
     rollup: Option<u64>,
     /// One line per handshake, failures included (verdict, user@client, server, duration,
-    /// the ERR code or the reason in a few words); identical failures (user, client host,
-    /// verdict, ERR code) within 10 s are folded into one line with a count. Text output.
+    /// the ERR code or the reason in a few words, and whose side a failure is on);
+    /// identical failures (user, client host, verdict, ERR code) within 10 s are folded
+    /// into one line with a count. Text output.
     #[arg(long, conflicts_with = "json")]
     brief: bool,
     /// With --brief: also print the timeline of handshakes with these verdicts (default:

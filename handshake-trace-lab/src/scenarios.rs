@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 
 use handshake_trace::{
     commands::watch::{self, Outcome, WatchOptions},
-    output::{names, reason},
+    output::{blame, names, reason},
     support::escape::escaped,
     verdict::{Cause, LateGreeting, Verdict, WaitMechanism},
 };
@@ -396,6 +396,9 @@ fn explain(scenario: &str, servers: &[LabServer], reports: &[Result<ClientReport
             let j = &o.judgement;
             writeln!(log, "  verdict: {}", names::verdict(j.verdict))?;
             writeln!(log, "  why: {}", reason::reason(&j.cause))?;
+            if let Some(line) = blame::blame_line(j) {
+                writeln!(log, "  {line}")?;
+            }
             if let Some(t) = j.timeout() {
                 writeln!(
                     log,

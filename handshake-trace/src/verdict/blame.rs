@@ -55,7 +55,8 @@ pub enum Finding {
     PortCheck,
     /// The greeting came late or never and the client gave up waiting for it.
     SlowGreeting,
-    /// The server closed (or shut the connection down) with no reply.
+    /// The server closed (or shut the connection down) with no reply, or timed out
+    /// before it had greeted the client.
     ServerClosed,
     ServerExited,
     /// Not seen whole: records lost, still open, or its end not seen.
@@ -178,7 +179,11 @@ fn timed_out(h: &Handshake, wait: &TimeoutWait, greeting_retransmits: u64) -> (F
         evidence.push(silent);
         return (finding, evidence);
     }
-    let mut evidence: Vec<Evidence> = h.greeting_ns.map(|g| Evidence::GreetingDelivered { at_ns: g - h.accept_ns }).into_iter().collect();
+    let Some(greeting) = h.greeting_ns else {
+        // It gave up on a client it never greeted (waiting for a proxy header, say).
+        return (Finding::ServerClosed, vec![Evidence::GreetingNotSent { within_ns: h.total_ns() }, silent]);
+    };
+    let mut evidence = vec![Evidence::GreetingDelivered { at_ns: greeting - h.accept_ns }];
     let (finding, whose) =
         if is_local(h) { (Finding::ClientStalled, Evidence::LocalClient) } else { (Finding::ClientOrNetwork, Evidence::RemoteClient) };
     evidence.extend([whose, silent]);

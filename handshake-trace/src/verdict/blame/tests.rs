@@ -246,3 +246,26 @@ fn a_unix_socket_client_is_local() {
     let cause = h.judgement.as_ref().unwrap().cause.clone();
     assert_eq!(attribute(&h, &cause, false).finding, Finding::ClientStalled);
 }
+
+/// A server that times out before it greeted: the client had nothing to answer.
+#[test]
+fn a_timeout_before_the_greeting_is_the_servers() {
+    let ev = vec![
+        accept_at(GEN, GEN),
+        sys(GEN + 124_000, SyscallKind::Fcntl, 0, 1500, [4, 0o4000, 0, 0]),
+        io(GEN + 231_000, SyscallKind::Recvfrom, -11, 4, &[]),
+        sys(GEN + 2_001_972_000, SyscallKind::Poll, 0, 2_001_700_000, [1, 2000, 3, 0]),
+        sys(GEN + 2_002_222_000, SyscallKind::Close, 0, 87_000, [0; 4]),
+    ];
+    let h = judged(&ev);
+    let j = h.judgement.as_ref().unwrap();
+    assert_eq!(j.verdict, Verdict::ServerTimeout);
+    assert_eq!((j.blame.finding, j.blame.party()), (Finding::ServerClosed, Blame::Server));
+    assert_eq!(
+        j.blame.evidence,
+        vec![
+            Evidence::GreetingNotSent { within_ns: 2_002_222_000 },
+            Evidence::ClientSilent { ns: 2_002_222_000, awaited: Awaited::BeforeGreeting }
+        ]
+    );
+}
