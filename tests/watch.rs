@@ -134,11 +134,13 @@ fn a_restarted_server_is_picked_up_without_ending_the_trace() {
     let first = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
     let port = first.port();
     // No -p: every mysqld/mariadbd, including ones started later; --port keeps it to ours.
-    let tracer = Tracer::start(&bin, &["watch", "-j", "--port", &port.to_string()]);
+    let mut tracer = Tracer::start(&bin, &["watch", "-j", "--port", &port.to_string()]);
     drop(first);
     let second = MariaDb::start(&MariaDbOptions { port, ..Default::default() }).expect("restart MariaDB");
-    // The tracer rescans for servers every second.
-    std::thread::sleep(Duration::from_millis(2500));
+    // The tracer rescans for servers every second: wait until it says it has the new one
+    // (a fixed 2.5 s was too short on a loaded machine: the login came before the attach).
+    let attached = format!("now tracing mariadbd (pid {})", second.pid());
+    assert!(tracer.wait_for_stderr(&attached, Duration::from_secs(20)), "the restarted server was not picked up");
     let out = second.client(LAB_USER, LAB_PASSWORD, &["-e", "SELECT 1"]).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::thread::sleep(Duration::from_millis(300));

@@ -136,6 +136,29 @@ impl Tracer {
         self.child.id()
     }
 
+    /// Wait (up to `timeout`) for a line of stderr containing `needle`; the lines read
+    /// stay in the output `stop` returns.
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> bool {
+        if self.early_stderr.iter().any(|l| l.contains(needle)) {
+            return true;
+        }
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.early_stderr.push(line);
+                    if found {
+                        return true;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
     /// Send `signal`, wait for the exit and collect the output.
     pub fn stop_with(mut self, signal: i32) -> TracerOutput {
         // SAFETY: signalling our own child.
