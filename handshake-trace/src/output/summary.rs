@@ -1,13 +1,25 @@
-//! The summary printed at exit: counts by verdict, phase latencies, events lost.
-use std::io::Write;
+//! The summary printed at exit: counts by verdict, phase latencies, events lost, and
+//! the grouped table (who failed and how) that each `--rollup` prints too.
+use std::{collections::BTreeMap, io::Write, time::SystemTime};
 
 use anyhow::Result;
 
 use super::names;
-use crate::{pipeline::Summary, verdict::Verdict};
+use crate::{
+    pipeline::{groups::ClientHost, Groups, Summary},
+    support::{
+        clock::format_time_of_day,
+        escape::Escaped,
+        histogram::Histogram,
+    },
+    verdict::Verdict,
+};
 
-/// The summary printed at exit.
-pub fn print_summary(s: &Summary, log: &mut dyn Write) -> Result<()> {
+/// Rows of the grouped table unless `--top` says otherwise.
+pub const DEFAULT_TOP: usize = 10;
+
+/// The summary printed at exit, its grouped table `top` rows long.
+pub fn print_summary(s: &Summary, top: usize, log: &mut dyn Write) -> Result<()> {
     writeln!(log)?;
     let verdicts: Vec<String> = Verdict::ALL
         .iter()
@@ -27,8 +39,12 @@ pub fn print_summary(s: &Summary, log: &mut dyn Write) -> Result<()> {
         s.handshakes(),
         if verdicts.is_empty() { String::new() } else { format!(" ({})", verdicts.join(", ")) },
         if s.accept_errors > 0 { format!(", {} failed accepts", s.accept_errors) } else { String::new() },
-        if s.filtered_out > 0 { format!(", {} on other ports", s.filtered_out) } else { String::new() },
+        other_ports(s),
     )?;
+    if s.not_selected > 0 {
+        writeln!(log, "  {} more left out by --failed/--verdict/--user/--client", s.not_selected)?;
+    }
+    write_groups(&s.groups, top, log)?;
     for (name, h) in [
         ("accept → greeting", &s.to_greeting),
         ("greeting → login", &s.to_login),
@@ -62,4 +78,65 @@ pub fn print_summary(s: &Summary, log: &mut dyn Write) -> Result<()> {
         writeln!(log, "WARNING: {} events were lost; the output above is incomplete", c.lost())?;
     }
     Ok(())
+}
+
+/// ", N on other ports (M dropped in the kernel)", or nothing.
+fn other_ports(s: &Summary) -> String {
+    match (s.other_ports(), s.counters.filtered_port) {
+        (0, _) => String::new(),
+        (n, 0) => format!(", {n} on other ports"),
+        (n, k) => format!(", {n} on other ports ({k} dropped in the kernel)"),
+    }
+}
+
+/// "ok 2, client_closed 1" in the verdicts' order.
+fn verdict_counts(counts: &BTreeMap<Verdict, u64>) -> String {
+    counts.iter().filter(|(_, n)| **n > 0).map(|(v, n)| format!("{} {n}", names::verdict(*v))).collect::<Vec<_>>().join(", ")
+}
+
+/// The grouped table: the `top` largest groups by user, client host, verdict, ERR code
+/// and blame, and a row for the rest. The user and host come last: they vary in length.
+pub fn write_groups(g: &Groups, top: usize, out: &mut dyn Write) -> Result<()> {
+    if top == 0 || g.is_empty() {
+        return Ok(());
+    }
+    let (rows, rest) = g.top(top);
+    writeln!(out, "  {:>7}  {:<14} {:>5}  {:<8} user@client", "count", "verdict", "ERR", "blame")?;
+    for (key, count) in rows {
+        let user = key.user.as_deref().map(|u| Escaped(u).to_string()).unwrap_or_else(|| "?".into());
+        let host = match key.host {
+            ClientHost::Ip(ip) => ip.to_string(),
+            ClientHost::Unix => "unix-socket".into(),
+            ClientHost::Unknown => "?".into(),
+        };
+        let code = key.error_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+        writeln!(out, "  {count:>7}  {:<14} {code:>5}  {:<8} {user}@{host}", names::verdict(key.verdict), names::blame(key.blame))?;
+    }
+    if rest > 0 {
+        writeln!(out, "  {rest:>7}  (other groups)")?;
+    }
+    Ok(())
+}
+
+/// A roll-up (`--rollup`): what finished since `since`, successes' durations, the table.
+pub fn write_rollup(g: &Groups, ok: &Histogram, top: usize, since: SystemTime, out: &mut dyn Write) -> Result<()> {
+    let ok_ms = if ok.count() > 0 {
+        format!(
+            "; ok p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ok.quantile_ms(0.5).unwrap_or(0.0),
+            ok.quantile_ms(0.99).unwrap_or(0.0),
+            ok.max_ms().unwrap_or(0.0)
+        )
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "{} roll-up since {}: {} handshakes ({}){ok_ms}",
+        format_time_of_day(SystemTime::now()),
+        format_time_of_day(since),
+        g.handshakes(),
+        verdict_counts(&g.by_verdict),
+    )?;
+    write_groups(g, top, out)
 }

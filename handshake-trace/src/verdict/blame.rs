@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// Whose side a handshake's end is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Blame {
     /// It went well.
     None,
