@@ -109,11 +109,13 @@ impl Groups {
         self.rows.is_empty() && self.other == 0
     }
 
-    /// The `n` largest groups, largest first (ties in key order, so the table is stable),
-    /// and how many handshakes the rest hold (the "other" row).
+    /// The first `n` groups — failures before successes (on a busy server the `ok`
+    /// groups would crowd out what one looks for), each largest first, ties in key order
+    /// (a stable table) — and how many handshakes the rest hold (the "other" row).
     pub fn top(&self, n: usize) -> (Vec<(&GroupKey, u64)>, u64) {
         let mut rows: Vec<(&GroupKey, u64)> = self.rows.iter().map(|(k, c)| (k, *c)).collect();
-        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let ok = |k: &GroupKey| k.verdict == Verdict::Ok;
+        rows.sort_by(|a, b| ok(a.0).cmp(&ok(b.0)).then(b.1.cmp(&a.1)).then_with(|| a.0.cmp(b.0)));
         let rest: u64 = rows.iter().skip(n).map(|(_, c)| c).sum::<u64>() + self.other;
         rows.truncate(n);
         (rows, rest)
@@ -139,8 +141,8 @@ mod tests {
             g.add(k.clone(), n);
         }
         let (top, rest) = g.top(2);
-        assert_eq!(top, vec![(&app_bad, 65), (&app_ok, 5)]);
-        assert_eq!(rest, 3, "the 2 + 1 of the groups not shown");
+        assert_eq!(top, vec![(&app_bad, 65), (&other_host, 2)]);
+        assert_eq!(rest, 6, "the 5 + 1 of the groups not shown");
         assert_eq!(g.by_verdict[&Verdict::AuthFailed], 68);
         assert_eq!(g.handshakes(), 73);
         let (all, rest) = g.top(10);
@@ -161,6 +163,17 @@ mod tests {
         let (top, rest) = g.top(1);
         assert_eq!(top[0].1, 5);
         assert_eq!(rest, MAX_GROUPS as u64 - 1 + 10);
+    }
+
+    #[test]
+    fn failures_rank_before_successes_whatever_their_counts() {
+        let mut g = Groups::default();
+        let busy_ok = key(Verdict::Ok, "app", [10, 0, 0, 1], None);
+        let rare_bad = key(Verdict::ServerTimeout, "?", [10, 0, 0, 9], None);
+        g.add(busy_ok.clone(), 100_000);
+        g.add(rare_bad.clone(), 1);
+        assert_eq!(g.top(1), (vec![(&rare_bad, 1)], 100_000));
+        assert_eq!(g.top(2).0, vec![(&rare_bad, 1), (&busy_ok, 100_000)]);
     }
 
     #[test]
