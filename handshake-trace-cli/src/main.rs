@@ -21,12 +21,14 @@ EXAMPLES:
     handshake-trace doctor               # can this machine trace? which servers are there?
     handshake-trace watch                # every mysqld/mariadbd, including ones started later
     handshake-trace watch -p 1234        # only pid 1234
-    handshake-trace watch --port 3306    # only connections accepted on port 3306
+    handshake-trace watch --port 3306    # only connections accepted on port 3306 (filtered in the kernel)
     handshake-trace watch --slow 100     # also timelines of successful handshakes slower than 100 ms
-    handshake-trace watch --rollup 10    # successful handshakes as a roll-up every 10 s
+    handshake-trace watch --rollup 10    # successes as a roll-up every 10 s, with a table of who failed and how
     handshake-trace watch --brief        # one line per handshake; repeated failures folded with a count
     handshake-trace watch --brief --timeline server_timeout   # ... and the timeline of each server_timeout
+    handshake-trace watch --failed --user app --client 10.0.0.0/8   # only app's failed logins from 10/8
     handshake-trace watch -j -d 60 > handshakes.jsonl   # JSON Lines for one minute
+    handshake-trace watch -j --timeline none --rollup 60 --json-summary   # compact JSON: no timelines, rollup and summary records
     handshake-trace record -o monday.htrace -d 3600     # save an hour; secrets are zeroed
     handshake-trace analyze monday.htrace               # replay it anywhere, no root
     handshake-trace lab                  # connect_timeout explained: old alarm server vs modern poll server

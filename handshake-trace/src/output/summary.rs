@@ -140,3 +140,41 @@ pub fn write_rollup(g: &Groups, ok: &Histogram, top: usize, since: SystemTime, o
     )?;
     write_groups(g, top, out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::{pipeline::groups::GroupKey, verdict::Blame};
+
+    fn key(verdict: Verdict, user: Option<&str>, host: ClientHost, code: Option<u16>, blame: Blame) -> GroupKey {
+        GroupKey { verdict, user: user.map(Into::into), host, error_code: code, blame }
+    }
+
+    fn table(g: &Groups, top: usize) -> String {
+        let mut out = Vec::new();
+        write_groups(g, top, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_table_shows_the_top_rows_then_the_rest_with_escaped_users() {
+        let mut g = Groups::default();
+        let app = ClientHost::Ip(IpAddr::from([10, 1, 2, 3]));
+        g.add(key(Verdict::AuthFailed, Some("app"), app, Some(1045), Blame::Client), 64);
+        g.add(key(Verdict::ClientClosed, None, ClientHost::Unix, None, Blame::Client), 3);
+        g.add(key(Verdict::AuthFailed, Some("x\x1b[2J"), ClientHost::Unknown, Some(1045), Blame::Client), 2);
+        g.add(key(Verdict::Ok, Some("app"), app, None, Blame::None), 900);
+        let t = table(&g, 3);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 5, "{t}");
+        assert!(lines[0].contains("count") && lines[0].contains("user@client"), "{t}");
+        assert_eq!(lines[1], "       64  auth_failed     1045  client   app@10.1.2.3");
+        assert_eq!(lines[2], "        3  client_closed      -  client   ?@unix-socket");
+        assert_eq!(lines[3], "        2  auth_failed     1045  client   x\\x1b[2J@?");
+        assert_eq!(lines[4], "      900  (other groups)");
+        assert_eq!(table(&g, 0), "", "--top 0: no table");
+        assert_eq!(table(&Groups::default(), 10), "", "no handshakes: no table");
+    }
+}
