@@ -118,26 +118,22 @@ pub fn write_groups(g: &Groups, top: usize, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// A roll-up (`--rollup`): what finished since `since`, successes' durations, the table.
+/// A roll-up (`--rollup`): what finished since `since`, the successes' durations (a
+/// line of their own, so the first stays short), the table.
 pub fn write_rollup(g: &Groups, ok: &Histogram, top: usize, since: SystemTime, out: &mut dyn Write) -> Result<()> {
-    let ok_ms = if ok.count() > 0 {
-        format!(
-            "; ok p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            ok.quantile_ms(0.5).unwrap_or(0.0),
-            ok.quantile_ms(0.99).unwrap_or(0.0),
-            ok.max_ms().unwrap_or(0.0)
-        )
-    } else {
-        String::new()
-    };
     writeln!(
         out,
-        "{} roll-up since {}: {} handshakes ({}){ok_ms}",
+        "{} roll-up since {}: {} handshakes ({})",
         format_time_of_day(SystemTime::now()),
         format_time_of_day(since),
         g.handshakes(),
         verdict_counts(&g.by_verdict),
     )?;
+    if ok.count() > 0 {
+        let [p50, p99] = [0.5, 0.99].map(|q| ok.quantile_ms(q).unwrap_or(0.0));
+        let max = ok.max_ms().unwrap_or(0.0);
+        writeln!(out, "  ok: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms")?;
+    }
     write_groups(g, top, out)
 }
 

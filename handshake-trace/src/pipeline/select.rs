@@ -97,7 +97,7 @@ impl Selection {
         if !self.verdicts.is_empty() && !verdict.is_some_and(|v| self.verdicts.contains(&v)) {
             return false;
         }
-        if !self.users.is_empty() && !h.login.as_ref().is_some_and(|l| self.users.iter().any(|u| *u == l.user)) {
+        if !self.users.is_empty() && !h.login.as_ref().is_some_and(|l| self.users.contains(&l.user)) {
             return false;
         }
         let host = ClientHost::of(h);

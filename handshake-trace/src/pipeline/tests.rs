@@ -174,9 +174,9 @@ fn rollup_folds_successes_into_a_line_and_counts_every_handshake_in_its_table() 
     p.rollup().unwrap();
     let rolled = out.text();
     let table = &rolled[before.len()..];
-    assert!(table.contains(": 3 handshakes (ok 2, client_closed 1); ok p50 "), "{table}");
+    assert!(table.contains(": 3 handshakes (ok 2, client_closed 1)\n  ok: p50 "), "{table}");
     // The failure counts in the table too, in its own row beside the successes'.
-    let rows: Vec<&str> = table.lines().skip(2).collect();
+    let rows: Vec<&str> = table.lines().skip(3).collect();
     assert_eq!(rows.len(), 2, "{table}");
     assert!(rows[0].trim_start().starts_with("1  client_closed ") && rows[0].ends_with("?@127.0.0.1"), "{table}");
     assert!(rows[1].trim_start().starts_with("2  ok ") && rows[1].ends_with("lab@127.0.0.1"), "{table}");
