@@ -194,7 +194,8 @@ struct WatchArgs {
     /// mariadbd)"` gives them). Default: every process named mysqld or mariadbd.
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pids: Vec<PidList>,
-    /// Keep only connections accepted on this local port.
+    /// Keep only connections accepted on this local port. Filtered in the kernel: another
+    /// port's connections are counted there and cost no events.
     #[arg(long, value_name = "PORT")]
     port: Option<u16>,
     /// Stop after this many seconds (default: until Ctrl-C).
