@@ -347,11 +347,10 @@ impl Probes {
             .insert(pid, 1, 0)
             .with_context(|| format!("add pid {pid} to the target map (full?)"))?;
         self.target_pids.insert(pid);
-        let listening = crate::capture::targets::listening_sockets(pid);
         if self.capture == CaptureTier::Socket {
-            self.add_listen_ports(pid, &listening)?;
-        } else {
-            self.add_listeners(pid, &listening);
+            self.add_listen_ports(pid, &crate::capture::targets::listening_sockets(pid))?;
+        } else if self.port.is_some() {
+            self.add_listeners(pid, &crate::capture::targets::listening_sockets(pid));
         }
         self.write_target_filter()
     }
