@@ -98,7 +98,10 @@ fn pids_in_one_value_and_option_mistakes_get_clear_answers() {
     let (code, err) = run(&["watch", "--client", "10.1.2.3/8"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("did you mean 10.0.0.0/8?"), "{err}");
-    let (code, err) = run(&["watch", "--timeline", "none"]);
+    let (code, err) = run(&["watch", "--user", ""]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("an empty user name matches no login"), "{err}");
+        let (code, err) = run(&["watch", "--timeline", "none"]);
     assert_eq!(code, Some(2), "--timeline needs --brief or -j: {err}");
 }
 

@@ -174,12 +174,19 @@ struct SelectArgs {
     verdict: Vec<Verdict>,
     /// Only logins as this user (exact; repeatable). A handshake without a login (a port
     /// check, a timeout before it, TLS) matches no user.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_user)]
     user: Vec<String>,
     /// Only clients at this address or in this network (repeatable, or comma-separated):
     /// `10.1.2.3`, `10.0.0.0/8`, `fd00::/8`, or `unix` for the server's Unix socket.
     #[arg(long, value_name = "ADDR|CIDR|unix", value_delimiter = ',')]
     client: Vec<pipeline::ClientMatch>,
+}
+
+fn parse_user(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("an empty user name matches no login".into());
+    }
+    Ok(s.to_string())
 }
 
 impl SelectArgs {
