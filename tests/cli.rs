@@ -92,8 +92,17 @@ fn pids_in_one_value_and_option_mistakes_get_clear_answers() {
     assert!(err.contains("`x` is not a process id"), "{err}");
     let (code, err) = run(&["watch", "--rollup", "0"]);
     assert_eq!(code, Some(2), "{err}");
-    let (code, err) = run(&["watch", "-j", "--rollup", "5"]);
-    assert_eq!(code, Some(2), "--rollup is not silently ignored with -j: {err}");
+    // -j with --rollup writes roll-up records (unit-tested); its summary record needs -j.
+    let (code, err) = run(&["watch", "--json-summary"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = run(&["watch", "--client", "10.1.2.3/8"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("did you mean 10.0.0.0/8?"), "{err}");
+    let (code, err) = run(&["watch", "--user", ""]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("an empty user name matches no login"), "{err}");
+        let (code, err) = run(&["watch", "--timeline", "none"]);
+    assert_eq!(code, Some(2), "--timeline needs --brief or -j: {err}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use handshake_trace::{
     capture::probes::{AttachMode, CaptureTier},
     commands::{agent, analyze, doctor, watch},
     export::abnormal_log::LogTarget,
-    output,
+    output, pipeline,
     support::pipe,
     verdict::Verdict,
 };
@@ -21,12 +21,14 @@ EXAMPLES:
     handshake-trace doctor               # can this machine trace? which servers are there?
     handshake-trace watch                # every mysqld/mariadbd, including ones started later
     handshake-trace watch -p 1234        # only pid 1234
-    handshake-trace watch --port 3306    # only connections accepted on port 3306
+    handshake-trace watch --port 3306    # only connections accepted on port 3306 (filtered in the kernel)
     handshake-trace watch --slow 100     # also timelines of successful handshakes slower than 100 ms
-    handshake-trace watch --rollup 10    # successful handshakes as a roll-up every 10 s
+    handshake-trace watch --rollup 10    # successes as a roll-up every 10 s, with a table of who failed and how
     handshake-trace watch --brief        # one line per handshake; repeated failures folded with a count
     handshake-trace watch --brief --timeline server_timeout   # ... and the timeline of each server_timeout
+    handshake-trace watch --failed --user app --client 10.0.0.0/8   # only app's failed logins from 10/8
     handshake-trace watch -j -d 60 > handshakes.jsonl   # JSON Lines for one minute
+    handshake-trace watch -j --timeline none --rollup 60 --json-summary   # compact JSON: no timelines, rollup and summary records
     handshake-trace record -o monday.htrace -d 3600     # save an hour; secrets are zeroed
     handshake-trace analyze monday.htrace               # replay it anywhere, no root
     handshake-trace lab                  # connect_timeout explained: old alarm server vs modern poll server
@@ -100,8 +102,25 @@ impl PidList {
     }
 }
 
+/// A `--timeline` value: a verdict, or all, or none.
+#[derive(Clone, Copy, Debug)]
+enum TimelineChoice {
+    All,
+    None,
+    Verdict(Verdict),
+}
+
+fn parse_timeline(s: &str) -> Result<TimelineChoice, String> {
+    match s {
+        "all" => Ok(TimelineChoice::All),
+        "none" => Ok(TimelineChoice::None),
+        v => output::brief::parse_verdict(v).map(TimelineChoice::Verdict).map_err(|e| format!("{e}, all or none")),
+    }
+}
+
 /// How handshakes are printed (watch, record, analyze).
 #[derive(clap::Args, Clone)]
+#[command(group = clap::ArgGroup::new("shape").args(["json", "brief"]).multiple(false))]
 struct OutputArgs {
     /// JSON Lines output, one object per handshake (fields: docs/json.md).
     #[arg(short = 'j', long)]
@@ -109,23 +128,72 @@ struct OutputArgs {
     /// Show the full timeline of successful handshakes slower than this.
     #[arg(long, value_name = "MS")]
     slow: Option<f64>,
-    /// Print a roll-up of successful handshakes every SECS instead of a line each (text
-    /// output; -j writes every handshake).
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "json")]
+    /// Every SECS, a roll-up of the handshakes since the last one: counts by verdict, the
+    /// successes' p50/p99/max and the grouped table (--top); successful handshakes are
+    /// shown only there, failures (and --slow ones) still each. With -j: a JSON record
+    /// `{"type":"rollup",...}` each time (docs/json.md).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     rollup: Option<u64>,
     /// One line per handshake, failures included (verdict, user@client, server, duration,
     /// the ERR code or the reason in a few words, and whose side a failure is on);
     /// identical failures (user, client host, verdict, ERR code) within 10 s are folded
     /// into one line with a count. Text output.
-    #[arg(long, conflicts_with = "json")]
+    #[arg(long)]
     brief: bool,
-    /// With --brief: also print the timeline of handshakes with these verdicts (default:
-    /// none), e.g. `--timeline server_timeout,client_reset`. A folded repeat prints none.
-    #[arg(long, value_name = "VERDICT[,VERDICT]", value_delimiter = ',', value_parser = output::brief::parse_verdict, requires = "brief")]
-    timeline: Vec<Verdict>,
+    /// Which handshakes carry their timeline, by verdict: `all`, `none` or a list, e.g.
+    /// `--timeline server_timeout,client_reset`. With --brief the timeline is printed
+    /// under the line (default: none; a folded repeat prints none); with -j it is the
+    /// `events` array (default: all; with `--timeline none` an `ok` record is ~0.8 KB instead of
+    /// ~2.5 KB).
+    #[arg(long, value_name = "VERDICT[,VERDICT]|all|none", value_delimiter = ',', value_parser = parse_timeline, requires = "shape")]
+    timeline: Vec<TimelineChoice>,
+    /// Rows of the grouped table (by user, client host, verdict, ERR code and blame) in
+    /// the summary and each roll-up; 0: no table.
+    #[arg(long, value_name = "N", default_value_t = output::summary::DEFAULT_TOP)]
+    top: usize,
+    /// With -j: also write the summary to stdout as a last JSON record,
+    /// `{"type":"summary",...}` (docs/json.md). The text summary goes to stderr either way.
+    #[arg(long, requires = "json")]
+    json_summary: bool,
+    #[command(flatten)]
+    select: SelectArgs,
     /// Also print every raw kernel event (for debugging the tracer).
     #[arg(long, hide = true)]
     events: bool,
+}
+
+/// Which finished handshakes are shown and counted (watch, record, analyze). Given
+/// several options, a handshake must match each; given one several values, any of them.
+/// The summary says how many were left out.
+#[derive(clap::Args, Clone)]
+struct SelectArgs {
+    /// Only handshakes that did not end `ok`.
+    #[arg(long)]
+    failed: bool,
+    /// Only these verdicts, e.g. `--verdict auth_failed,server_timeout`.
+    #[arg(long, value_name = "VERDICT[,VERDICT]", value_delimiter = ',', value_parser = output::brief::parse_verdict)]
+    verdict: Vec<Verdict>,
+    /// Only logins as this user (exact; repeatable). A handshake without a login (a port
+    /// check, a timeout before it, TLS) matches no user.
+    #[arg(long, value_name = "NAME", value_parser = parse_user)]
+    user: Vec<String>,
+    /// Only clients at this address or in this network (repeatable, or comma-separated):
+    /// `10.1.2.3`, `10.0.0.0/8`, `fd00::/8`, or `unix` for the server's Unix socket.
+    #[arg(long, value_name = "ADDR|CIDR|unix", value_delimiter = ',')]
+    client: Vec<pipeline::ClientMatch>,
+}
+
+fn parse_user(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("an empty user name matches no login".into());
+    }
+    Ok(s.to_string())
+}
+
+impl SelectArgs {
+    fn selection(&self) -> pipeline::Selection {
+        pipeline::Selection { failed: self.failed, verdicts: self.verdict.clone(), users: self.user.clone(), clients: self.client.clone() }
+    }
 }
 
 /// What to trace (watch, record).
@@ -135,7 +203,8 @@ struct WatchArgs {
     /// mariadbd)"` gives them). Default: every process named mysqld or mariadbd.
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pids: Vec<PidList>,
-    /// Keep only connections accepted on this local port.
+    /// Keep only connections accepted on this local port. Filtered in the kernel: another
+    /// port's connections are counted there and cost no events.
     #[arg(long, value_name = "PORT")]
     port: Option<u16>,
     /// Stop after this many seconds (default: until Ctrl-C).
@@ -180,9 +249,36 @@ impl OutputArgs {
             slow_ms: self.slow,
             rollup_secs: self.rollup,
             brief: self.brief,
-            timeline: self.timeline.iter().copied().collect(),
+            timeline: self.timeline_set(),
+            top: self.top,
+            select: self.select.selection(),
             ..Default::default()
         }
+    }
+
+    /// The verdicts `--timeline` names, or None when it was not given (the mode's default).
+    fn timeline_set(&self) -> Option<output::brief::VerdictSet> {
+        if self.timeline.is_empty() {
+            return None;
+        }
+        let mut set = output::brief::VerdictSet::default();
+        for choice in &self.timeline {
+            match choice {
+                TimelineChoice::All => Verdict::ALL.iter().for_each(|v| set.insert(*v)),
+                TimelineChoice::None => {}
+                TimelineChoice::Verdict(v) => set.insert(*v),
+            }
+        }
+        Some(set)
+    }
+
+    /// The summary: text to stderr, and with --json-summary a JSON record to stdout.
+    fn summary(&self, summary: &watch::Summary, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Result<()> {
+        if self.json_summary {
+            writeln!(stdout, "{}", output::records::summary_json(summary, self.top))?;
+            stdout.flush()?;
+        }
+        watch::print_summary(summary, self.top, stderr)
     }
 }
 
@@ -412,14 +508,14 @@ async fn run(cli: Cli) -> Result<i32> {
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
             let summary = watch::run(&args.options(None)?, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
             stdout.flush()?;
-            watch::print_summary(&summary, &mut stderr)?;
+            args.output.summary(&summary, &mut stdout, &mut stderr)?;
             Ok(0)
         }
         Command::Record { output, watch: args } => {
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
             let summary = watch::run(&args.options(Some(output.clone()))?, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
             stdout.flush()?;
-            watch::print_summary(&summary, &mut stderr)?;
+            args.output.summary(&summary, &mut stdout, &mut stderr)?;
             writeln!(stderr, "Trace written to {} (secrets zeroed); replay it with: handshake-trace analyze {}", output.display(), output.display())?;
             Ok(0)
         }
@@ -427,12 +523,12 @@ async fn run(cli: Cli) -> Result<i32> {
             let trace = analyze::read(&file)?;
             let opts = watch::WatchOptions { port, ..output.options() };
             let summary = analyze::analyze(&trace, &opts, &mut stdout, &mut stderr)?;
-            watch::print_summary(&summary, &mut stderr)?;
+            output.summary(&summary, &mut stdout, &mut stderr)?;
             Ok(0)
         }
         Command::Agent(args) => {
             let summary = agent::run(&args.options()?, &mut stderr).await?;
-            watch::print_summary(&summary, &mut stderr)?;
+            watch::print_summary(&summary, output::summary::DEFAULT_TOP, &mut stderr)?;
             Ok(0)
         }
         Command::Doctor => {

@@ -122,8 +122,10 @@ pub mod counter {
     pub const LOST_RINGBUF: u32 = 1;
     /// Records dropped because a bounded map (syscalls in flight, connections) was full.
     pub const LOST_MAPFULL: u32 = 2;
+    /// Accepts on a listener of another port than `--port`'s: neither followed nor emitted.
+    pub const FILTERED_PORT: u32 = 3;
     /// Number of counters.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Capacity of the map of target processes (keyed by tgid).
@@ -143,6 +145,8 @@ pub const NO_FIELD: u32 = u32::MAX;
 pub const NO_FD: i32 = -1;
 /// Capacity of the socket tier's map of target listening ports.
 pub const MAX_LISTEN_PORTS: u32 = 256;
+/// Capacity of the syscall tier's map of target listening sockets (`--port` in the kernel).
+pub const MAX_LISTENERS: u32 = 256;
 /// `sock:inet_sock_set_state`'s socket address and local port, at these offsets in the
 /// layout [`SET_STATE_LAYOUT`] describes (the socket tier needs both; checked at load).
 pub const SET_STATE_SKADDR: u32 = 8;

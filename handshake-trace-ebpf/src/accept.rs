@@ -1,12 +1,12 @@
 //! accept / accept4: a target process takes a new client connection, which is
 //! tracked from here until its handshake ends.
-use handshake_trace_common::{errno, kind, sys, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, ThreadConn};
+use handshake_trace_common::{counter, errno, kind, sys, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, ThreadConn};
 
 use crate::{
     conn::conn_insert,
     dispatch::syscall_programs,
-    emit::{emit, header, map_full},
-    maps::PEERS,
+    emit::{count, emit, header, map_full},
+    maps::{port_filter, LISTENERS, PEERS},
     net::{set_v4_mapped, AF_INET, AF_INET6, SA_PORT, SIN6_ADDR, SIN_ADDR},
     read,
     syscall::Sys,
@@ -37,6 +37,10 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, saved: &InFlight) {
     if ret == -(errno::EAGAIN as i64) {
         return;
     }
+    if ret >= 0 && !port_wanted(tgid, saved.fd) {
+        count(counter::FILTERED_PORT);
+        return;
+    }
     let h = header(kind::ACCEPT, tgid, tid);
     let mut event = AcceptEvent {
         header: h,
@@ -52,6 +56,22 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, saved: &InFlight) {
         track(ctx, tgid, &event);
     }
     emit(event);
+}
+
+/// `--port`: is the listener `listen_fd` on the port asked for? A listener userspace
+/// has not named yet (or an accept whose entry was unseen: fd -1) goes on, and the
+/// userspace filter decides.
+#[inline(always)]
+fn port_wanted(tgid: u32, listen_fd: i32) -> bool {
+    let want = port_filter();
+    if want == 0 {
+        return true;
+    }
+    // SAFETY: copied at once.
+    match unsafe { LISTENERS.get(&ConnKey { tgid, fd: listen_fd }) } {
+        Some(port) => *port == want,
+        None => true,
+    }
 }
 
 /// Start following the new connection (keyed by process and fd, with a generation).

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use handshake_trace_common::{
     counter, Conn, ConnKey, PeerKey, SockConn, SockTask, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
-    DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS,
+    DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_LISTENERS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS,
 };
 
 /// Processes (tgid) to trace. Userspace keeps it current.
@@ -129,3 +129,21 @@ pub static SOCK_CONNS: HashMap<u64, SockConn> = HashMap::with_max_entries(MAX_CO
 /// thread's exit is not seen here); a stale one is told by its generation.
 #[map]
 pub static SOCK_TASKS: LruHashMap<u32, SockTask> = LruHashMap::with_max_entries(MAX_TASKS, 0);
+
+/// Syscall tier, `--port`: the targets' listening sockets (process, fd) → their local
+/// port, filled by userspace from /proc. An accept on a listener found here with another
+/// port is neither followed nor emitted; one not found goes on (userspace filters it).
+#[map]
+pub static LISTENERS: HashMap<ConnKey, u32> = HashMap::with_max_entries(MAX_LISTENERS, 0);
+
+/// `--port` (0: every port), written by userspace before load.
+// SAFETY (no_mangle): the loader finds it by this name; no other symbol has it.
+#[unsafe(no_mangle)]
+static PORT_FILTER: u32 = 0;
+
+/// The port `--port` keeps, or 0.
+#[inline(always)]
+pub fn port_filter() -> u32 {
+    // SAFETY: as in `offsets`.
+    unsafe { core::ptr::read_volatile(&PORT_FILTER) }
+}

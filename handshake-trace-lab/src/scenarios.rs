@@ -371,7 +371,7 @@ pub async fn run(
     };
     out.flush()?;
     explain(scenario, &servers, &reports, &summary.outcomes, log)?;
-    watch::print_summary(&summary, log)?;
+    watch::print_summary(&summary, handshake_trace::output::summary::DEFAULT_TOP, log)?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ fn replay(trace: &Path, json: bool) -> (String, String) {
     let opts = WatchOptions { json, ..Default::default() };
     let (mut out, mut log) = (Vec::new(), Vec::new());
     let summary = analyze::analyze(&t, &opts, &mut out, &mut log).unwrap();
-    print_summary(&summary, &mut log).unwrap();
+    print_summary(&summary, handshake_trace::output::summary::DEFAULT_TOP, &mut log).unwrap();
     (String::from_utf8(out).unwrap(), String::from_utf8(log).unwrap())
 }
 

@@ -219,6 +219,10 @@ pub struct Probes {
     /// Socket tier: the targets' listening ports, and its connections.
     listen_ports: HashMap<MapData, u16, u32>,
     sock_conns: HashMap<MapData, u64, SockConn>,
+    /// Syscall tier, `--port`: the targets' listening sockets and their ports.
+    listeners: HashMap<MapData, ConnKey, u32>,
+    /// `--port`: the one port whose connections are followed (in the kernel).
+    port: Option<u16>,
     pub capture: CaptureTier,
     /// Programs attached.
     pub attached: usize,
@@ -233,11 +237,13 @@ pub struct LoadOptions {
     pub ringbuf_bytes: u32,
     pub attach: AttachMode,
     pub capture: CaptureTier,
+    /// `--port`: follow only connections accepted on this local port, filtered in the kernel.
+    pub port: Option<u16>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { ringbuf_bytes: DEFAULT_RINGBUF_BYTES, attach: AttachMode::default(), capture: CaptureTier::default() }
+        Self { ringbuf_bytes: DEFAULT_RINGBUF_BYTES, attach: AttachMode::default(), capture: CaptureTier::default(), port: None }
     }
 }
 
@@ -265,6 +271,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global("TP_OFFSETS", &offsets, true)
             .override_global("RING_BYTES", &u64::from(ringbuf), true)
+            .override_global("PORT_FILTER", &u32::from(opts.port.unwrap_or(0)), true)
             .map_max_entries("EVENTS", ringbuf)
             .load(EBPF_OBJECT)
             .context("load the kernel programs")?;
@@ -314,9 +321,12 @@ impl Probes {
         let target_filter = Array::try_from(take_map(&mut ebpf, "TARGET_FILTER")?)?;
         let listen_ports = HashMap::try_from(take_map(&mut ebpf, "LISTEN_PORTS")?)?;
         let sock_conns = HashMap::try_from(take_map(&mut ebpf, "SOCK_CONNS")?)?;
+        let listeners = HashMap::try_from(take_map(&mut ebpf, "LISTENERS")?)?;
         Ok(Self {
             listen_ports,
             sock_conns,
+            listeners,
+            port: opts.port,
             capture: opts.capture,
             _ebpf: ebpf,
             _logger: logger,
@@ -338,14 +348,28 @@ impl Probes {
             .with_context(|| format!("add pid {pid} to the target map (full?)"))?;
         self.target_pids.insert(pid);
         if self.capture == CaptureTier::Socket {
-            self.add_listen_ports(pid)?;
+            self.add_listen_ports(pid, &crate::capture::targets::listening_sockets(pid))?;
+        } else if self.port.is_some() {
+            self.add_listeners(pid, &crate::capture::targets::listening_sockets(pid));
         }
         self.write_target_filter()
     }
 
-    /// Socket tier: the target's listening TCP ports, from /proc.
-    fn add_listen_ports(&mut self, pid: u32) -> Result<()> {
-        for addr in crate::capture::targets::listening_sockets(pid).values() {
+    /// Syscall tier, `--port`: tell the kernel which listening sockets (fd → local
+    /// address) `pid` has, so accepts on other ports are dropped there. Best effort: a
+    /// listener missing from the full map is filtered in userspace instead.
+    pub fn add_listeners(&mut self, pid: u32, listening: &std::collections::HashMap<i32, std::net::SocketAddr>) {
+        if self.port.is_none() || self.capture == CaptureTier::Socket {
+            return;
+        }
+        for (&fd, addr) in listening {
+            let _ = self.listeners.insert(ConnKey { tgid: pid, fd }, u32::from(addr.port()), 0);
+        }
+    }
+
+    /// Socket tier: the target's listening TCP ports (only `--port`'s, if given).
+    fn add_listen_ports(&mut self, pid: u32, listening: &std::collections::HashMap<i32, std::net::SocketAddr>) -> Result<()> {
+        for addr in listening.values().filter(|a| self.port.is_none_or(|p| p == a.port())) {
             self.listen_ports
                 .insert(addr.port(), pid, 0)
                 .with_context(|| format!("add port {} to the listening-port map (full?)", addr.port()))?;
@@ -373,6 +397,10 @@ impl Probes {
         for port in ports {
             let _ = self.listen_ports.remove(&port);
         }
+        let listeners: Vec<ConnKey> = self.listeners.keys().filter_map(Result::ok).filter(|k| k.tgid == pid).collect();
+        for k in listeners {
+            let _ = self.listeners.remove(&k);
+        }
         let socks: Vec<u64> = self.sock_conns.iter().filter_map(Result::ok).filter(|(_, c)| c.tgid == pid).map(|(k, _)| k).collect();
         for sk in socks {
             let _ = self.sock_conns.remove(&sk);
@@ -390,6 +418,7 @@ impl Probes {
             emitted: sum(counter::EMITTED)?,
             lost_ringbuf: sum(counter::LOST_RINGBUF)?,
             lost_mapfull: sum(counter::LOST_MAPFULL)?,
+            filtered_port: sum(counter::FILTERED_PORT)?,
         })
     }
 

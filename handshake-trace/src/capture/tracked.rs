@@ -23,6 +23,8 @@ pub struct Targets {
     pub live: BTreeMap<u32, ServerProcess>,
     /// (pid, listening fd) → local address, learned from /proc.
     listeners: HashMap<(u32, i32), SocketAddr>,
+    /// Listeners learned since the last refresh, for the kernel's `--port` filter.
+    fresh_listeners: Vec<(u32, HashMap<i32, SocketAddr>)>,
 }
 
 impl Targets {
@@ -43,11 +45,15 @@ impl Targets {
             explicit: !pids.is_empty(),
             live: initial.into_iter().map(|s| (s.pid, s)).collect(),
             listeners: HashMap::new(),
+            fresh_listeners: Vec::new(),
         })
     }
 
     /// Drop exited processes and, in discovery mode, adopt new servers. Returns the exited pids.
     pub fn refresh(&mut self, probes: &mut Probes, log: &mut dyn Write) -> Result<Vec<u32>> {
+        for (pid, listening) in self.fresh_listeners.drain(..) {
+            probes.add_listeners(pid, &listening);
+        }
         let gone: Vec<u32> =
             self.live.keys().copied().filter(|&p| !targets::process_exists(p)).collect();
         for &pid in &gone {
@@ -76,7 +82,13 @@ impl Targets {
         for (lfd, addr) in &found {
             self.listeners.insert((pid, *lfd), *addr);
         }
-        found.get(&fd).copied()
+        let addr = found.get(&fd).copied();
+        // Bounded: drained each second; an fd that is no listener (an accept whose entry
+        // was unseen) misses every time.
+        if self.fresh_listeners.len() < 64 {
+            self.fresh_listeners.push((pid, found));
+        }
+        addr
     }
 }
 

@@ -70,7 +70,7 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
     }
     let end = trace.end();
     let counters = end
-        .map(|e| Counters { emitted: e.emitted, lost_ringbuf: e.lost_ringbuf, lost_mapfull: e.lost_mapfull })
+        .map(|e| Counters { emitted: e.emitted, lost_ringbuf: e.lost_ringbuf, lost_mapfull: e.lost_mapfull, ..Default::default() })
         .unwrap_or_default();
     let stop_ns = end.map(|e| e.stop_ns).filter(|s| *s > 0).unwrap_or(last_ts);
     let mut summary = pipeline.finish(stop_ns, counters)?;

@@ -3,7 +3,7 @@
 use crate::{
     capture::probes::{AttachMode, CaptureTier},
     output::{brief::VerdictSet, printer::PrintOptions},
-    pipeline::PipelineOptions,
+    pipeline::{PipelineOptions, Selection},
 };
 
 /// Options of `watch`, `record` and `analyze` (the parts that apply).
@@ -23,8 +23,13 @@ pub struct WatchOptions {
     pub rollup_secs: Option<u64>,
     /// One line per handshake, identical failures folded.
     pub brief: bool,
-    /// In brief mode, the verdicts whose timelines are printed too.
-    pub timeline: VerdictSet,
+    /// The verdicts whose timelines are printed (brief mode) or kept in JSON records;
+    /// None: the mode's default (brief: none, JSON: all).
+    pub timeline: Option<VerdictSet>,
+    /// Rows of the grouped summary (and of each roll-up).
+    pub top: usize,
+    /// Which finished handshakes are shown and counted.
+    pub select: Selection,
     /// Keep every finished handshake's outcome in the summary (the lab explains them).
     pub keep_outcomes: bool,
     /// Also write the raw (redacted) events to this trace file, for `analyze`.
@@ -44,11 +49,12 @@ impl WatchOptions {
             rollup: self.rollup_secs.is_some(),
             brief: self.brief,
             timeline: self.timeline,
+            top: self.top,
         }
     }
 
     /// What the pipeline applies.
     pub fn pipeline(&self) -> PipelineOptions {
-        PipelineOptions { port: self.port, keep_outcomes: self.keep_outcomes }
+        PipelineOptions { port: self.port, select: self.select.clone(), keep_outcomes: self.keep_outcomes }
     }
 }

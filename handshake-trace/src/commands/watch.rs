@@ -163,6 +163,7 @@ fn attach(opts: &WatchOptions, targets: &Targets, log: &mut dyn Write) -> Result
         ringbuf_bytes: opts.ringbuf_bytes.unwrap_or(LoadOptions::default().ringbuf_bytes),
         attach: opts.attach,
         capture: opts.capture,
+        port: opts.port,
     };
     let mut probes = Probes::load(&load)?;
     for w in &probes.warnings {

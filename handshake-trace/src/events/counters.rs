@@ -5,6 +5,8 @@ pub struct Counters {
     pub emitted: u64,
     pub lost_ringbuf: u64,
     pub lost_mapfull: u64,
+    /// Accepts on other ports than `--port`'s, dropped in the kernel (live only).
+    pub filtered_port: u64,
 }
 
 impl Counters {

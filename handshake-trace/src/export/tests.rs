@@ -104,7 +104,7 @@ fn health_counters_mirror_the_kernels_absolute_counts() {
     let (m, registry) = Metrics::new();
     let mut health = HealthExport::default();
     let mut h = Health { programs: 20, targets: 1, ..Default::default() };
-    h.counters = Counters { emitted: 100, lost_ringbuf: 2, lost_mapfull: 0 };
+    h.counters = Counters { emitted: 100, lost_ringbuf: 2, lost_mapfull: 0, ..Default::default() };
     h.tables.correlator = crate::pipeline::TableFill { entries: 3, capacity: 4096, evictions: 1 };
     health.update(&m, &h, None);
     h.counters.emitted = 250;

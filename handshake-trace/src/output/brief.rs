@@ -7,7 +7,8 @@ use anyhow::Result;
 
 use super::{handshake_timeline, names};
 use crate::{
-    correlate::{Handshake, Reply},
+    correlate::Handshake,
+    pipeline::groups::error_code as err_code,
     protocol,
     support::{
         clock::{format_time_of_day, Clock},
@@ -46,15 +47,6 @@ pub fn parse_verdict(name: &str) -> Result<Verdict, String> {
         let known: Vec<&str> = Verdict::ALL.iter().map(|v| names::verdict(*v)).collect();
         format!("`{name}` is not a verdict (one of: {})", known.join(", "))
     })
-}
-
-/// The ERR code the server sent, if it sent one.
-fn err_code(h: &Handshake) -> Option<u16> {
-    match (&h.reply, h.judgement.as_ref().map(|j| &j.cause)) {
-        (Some(Reply::Err(e)), _) => Some(e.code),
-        (_, Some(Cause::ErrSent { code })) => Some(*code),
-        _ => None,
-    }
 }
 
 /// Why, in a few words: the ERR code and name, or the cause's gist.

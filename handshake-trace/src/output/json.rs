@@ -52,9 +52,13 @@ fn opt_ms(v: Option<u64>) -> Option<f64> {
     v.map(|v| (ms(v) * 1000.0).round() / 1000.0)
 }
 
+/// The version of the JSON records' layout (docs/json.md, "Schema"): raised when a
+/// field is removed or renamed or changes meaning, not when one is added.
+pub const SCHEMA: u32 = 1;
+
 // The JSON record as typed structs: one per handshake, so no map of boxed values
-// is built and torn down each time. Fields are declared in alphabetical order, the
-// order the output has always had (docs/json.md).
+// is built and torn down each time. `verdict` and `schema` come first (what a reader
+// filters on), the other fields in alphabetical order (docs/json.md).
 
 #[derive(Serialize)]
 struct ErrorJson<'a> {
@@ -97,6 +101,8 @@ struct PhasesJson {
 /// One finished handshake (fields: docs/json.md).
 #[derive(Serialize)]
 pub struct HandshakeJson<'a> {
+    verdict: Option<&'static str>,
+    schema: u32,
     accept_tid: u32,
     auth_plugin: Option<&'a str>,
     auth_response_len: Option<usize>,
@@ -112,7 +118,9 @@ pub struct HandshakeJson<'a> {
     connection_id: Option<u32>,
     database: Option<&'a str>,
     error: Option<ErrorJson<'a>>,
-    events: Vec<StepJson<'a>>,
+    /// The timeline; absent when `--timeline` leaves this verdict's out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<StepJson<'a>>>,
     fd: Option<i32>,
     handler_tid: Option<u32>,
     listen_fd: Option<i32>,
@@ -128,8 +136,15 @@ pub struct HandshakeJson<'a> {
     tls: bool,
     unix_socket: bool,
     user: Option<&'a str>,
-    verdict: Option<&'static str>,
     wait: Option<WaitJson>,
+}
+
+impl HandshakeJson<'_> {
+    /// The record without its timeline (`-j --timeline`).
+    pub fn without_events(mut self) -> Self {
+        self.events = None;
+        self
+    }
 }
 
 impl std::fmt::Display for HandshakeJson<'_> {
@@ -171,6 +186,8 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
         .collect();
     let login = h.login.as_ref();
     HandshakeJson {
+        verdict: h.verdict().map(names::verdict),
+        schema: SCHEMA,
         accept_tid: h.accept_tid,
         auth_plugin: login
             .and_then(|l| l.auth_plugin.as_deref())
@@ -185,7 +202,7 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
         connection_id: h.greeting.as_ref().map(|g| g.connection_id),
         database: login.and_then(|l| l.database.as_deref()),
         error,
-        events,
+        events: Some(events),
         fd: (!h.socket_tier).then_some(h.fd),
         handler_tid: h.handler_tid,
         listen_fd: (!h.socket_tier).then_some(h.listen_fd),
@@ -206,7 +223,6 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
         tls: h.tls,
         unix_socket: h.unix,
         user: login.map(|l| l.user.as_str()),
-        verdict: h.verdict().map(names::verdict),
         wait,
     }
 }

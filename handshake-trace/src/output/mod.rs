@@ -6,6 +6,7 @@ pub mod json;
 pub mod names;
 pub mod printer;
 pub mod reason;
+pub mod records;
 pub mod step;
 pub mod summary;
 pub mod text;

@@ -1,22 +1,20 @@
 //! The sink that prints finished handshakes as the options ask: JSON Lines, or a line
 //! per success and a timeline per failure (and per success slower than `--slow`), or
-//! successes folded into a periodic roll-up (`--rollup`), or brief lines (`--brief`,
+//! successes folded into a periodic roll-up (`--rollup`: text, or a JSON record, with
+//! every handshake of the period in a grouped table), or brief lines (`--brief`,
 //! output/brief.rs).
-use std::io::Write;
+use std::{io::Write, time::SystemTime};
 
 use anyhow::Result;
 
 use super::{
     brief::{Brief, VerdictSet},
-    handshake_json, handshake_line, handshake_timeline,
+    handshake_json, handshake_line, handshake_timeline, records, summary,
 };
 use crate::{
     correlate::Handshake,
-    pipeline::Sink,
-    support::{
-        clock::{format_time_of_day, Clock},
-        histogram::Histogram,
-    },
+    pipeline::{Groups, Sink},
+    support::{clock::Clock, histogram::Histogram},
     verdict::Verdict,
 };
 
@@ -30,15 +28,20 @@ pub struct PrintOptions {
     pub rollup: bool,
     /// One line per handshake, identical failures folded (`--brief`).
     pub brief: bool,
-    /// In brief mode, the verdicts whose timelines are printed too (`--timeline`).
-    pub timeline: VerdictSet,
+    /// The verdicts whose timelines are printed (brief) or kept in the JSON records
+    /// (`--timeline`); None: the mode's default (brief: none, JSON: all).
+    pub timeline: Option<VerdictSet>,
+    /// Rows of each roll-up's grouped table.
+    pub top: usize,
 }
 
 pub struct Printer<W: Write> {
     opts: PrintOptions,
     clock: Clock,
     out: W,
-    rollup_ok: u64,
+    /// Since the last roll-up: every handshake by group, and the successes' durations.
+    period: Groups,
+    period_since: SystemTime,
     rollup_hist: Histogram,
     /// One JSON record is built here, then written whole: serde's many small writes
     /// stay in a Vec instead of each going through `dyn Write`.
@@ -51,8 +54,18 @@ pub struct Printer<W: Write> {
 
 impl<W: Write> Printer<W> {
     pub fn new(opts: PrintOptions, clock: Clock, out: W) -> Self {
-        let brief = Brief::new(opts.timeline);
-        Printer { opts, clock, out, rollup_ok: 0, rollup_hist: Histogram::default(), json_buf: Vec::new(), brief, now: None }
+        let brief = Brief::new(opts.timeline.unwrap_or_default());
+        Printer {
+            opts,
+            clock,
+            out,
+            period: Groups::default(),
+            period_since: SystemTime::now(),
+            rollup_hist: Histogram::default(),
+            json_buf: Vec::new(),
+            brief,
+            now: None,
+        }
     }
 
     /// Live: `now` reads the clock the handshakes' times are on.
@@ -62,26 +75,41 @@ impl<W: Write> Printer<W> {
     }
 }
 
+impl<W: Write> Printer<W> {
+    /// One JSON line; its timeline only for the verdicts `--timeline` keeps (default: all).
+    fn write_json(&mut self, h: &Handshake) -> Result<()> {
+        let keep_events = self.opts.timeline.is_none_or(|t| h.verdict().is_some_and(|v| t.contains(v)));
+        let record = handshake_json(h, &self.clock);
+        let record = if keep_events { record } else { record.without_events() };
+        self.json_buf.clear();
+        serde_json::to_writer(&mut self.json_buf, &record)?;
+        self.json_buf.push(b'\n');
+        self.out.write_all(&self.json_buf)?;
+        Ok(())
+    }
+}
+
 impl<W: Write> Sink for Printer<W> {
     fn handshake(&mut self, h: &Handshake) -> Result<()> {
-        if self.opts.json {
-            self.json_buf.clear();
-            serde_json::to_writer(&mut self.json_buf, &handshake_json(h, &self.clock))?;
-            self.json_buf.push(b'\n');
-            self.out.write_all(&self.json_buf)?;
-            return Ok(());
-        }
         let ok = h.verdict() == Some(Verdict::Ok);
         let slow = self.opts.slow_ms.is_some_and(|s| h.total_ns() as f64 / 1e6 >= s);
-        // Brief: every handshake as a line, but successes still roll up when asked to.
-        if self.opts.brief && !(ok && !slow && self.opts.rollup) {
+        // With --rollup every handshake counts in the period's table; successes (not
+        // slow) are shown only there.
+        if self.opts.rollup {
+            self.period.record(h);
+            if ok && !slow {
+                self.rollup_hist.record(h.total_ns());
+                return Ok(());
+            }
+        }
+        if self.opts.json {
+            return self.write_json(h);
+        }
+        if self.opts.brief {
             return self.brief.handshake(h, &self.clock, slow, &mut self.out);
         }
         if !ok || slow {
             writeln!(self.out, "{}", handshake_timeline(h, &self.clock))?;
-        } else if self.opts.rollup {
-            self.rollup_ok += 1;
-            self.rollup_hist.record(h.total_ns());
         } else {
             writeln!(self.out, "{}", handshake_line(h, &self.clock))?;
         }
@@ -89,18 +117,16 @@ impl<W: Write> Sink for Printer<W> {
     }
 
     fn rollup(&mut self) -> Result<()> {
-        if self.rollup_ok > 0 {
-            writeln!(
-                self.out,
-                "{} {} successful handshakes (p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms)",
-                format_time_of_day(std::time::SystemTime::now()),
-                self.rollup_ok,
-                self.rollup_hist.quantile_ms(0.5).unwrap_or(0.0),
-                self.rollup_hist.quantile_ms(0.99).unwrap_or(0.0),
-                self.rollup_hist.max_ms().unwrap_or(0.0),
-            )?;
+        if !self.period.is_empty() {
+            if self.opts.json {
+                let now = SystemTime::now();
+                writeln!(self.out, "{}", records::rollup_json(&self.period, &self.rollup_hist, self.opts.top, self.period_since, now))?;
+            } else {
+                summary::write_rollup(&self.period, &self.rollup_hist, self.opts.top, self.period_since, &mut self.out)?;
+            }
         }
-        self.rollup_ok = 0;
+        self.period = Groups::default();
+        self.period_since = SystemTime::now();
         self.rollup_hist = Histogram::default();
         Ok(())
     }

@@ -1,11 +1,17 @@
-//! The summary printed at exit: counts by verdict, phase latencies, events lost.
-use std::io::Write;
+//! The summary printed at exit: counts by verdict, phase latencies, events lost, and
+//! the grouped table (who failed and how) that each `--rollup` prints too.
+use std::{collections::BTreeMap, io::Write, time::SystemTime};
 
 use anyhow::Result;
 
 use super::names;
 use crate::{
-    pipeline::Summary,
+    pipeline::{groups::ClientHost, Groups, Summary},
+    support::{
+        clock::format_time_of_day,
+        escape::Escaped,
+        histogram::Histogram,
+    },
     verdict::{Blame, Verdict},
 };
 
@@ -16,8 +22,11 @@ pub fn blame_line(s: &Summary) -> Option<String> {
     (!counts.is_empty()).then(|| format!("  blame of the failures: {}", counts.join(", ")))
 }
 
-/// The summary printed at exit.
-pub fn print_summary(s: &Summary, log: &mut dyn Write) -> Result<()> {
+/// Rows of the grouped table unless `--top` says otherwise.
+pub const DEFAULT_TOP: usize = 10;
+
+/// The summary printed at exit, its grouped table `top` rows long.
+pub fn print_summary(s: &Summary, top: usize, log: &mut dyn Write) -> Result<()> {
     writeln!(log)?;
     let verdicts: Vec<String> = Verdict::ALL
         .iter()
@@ -37,11 +46,15 @@ pub fn print_summary(s: &Summary, log: &mut dyn Write) -> Result<()> {
         s.handshakes(),
         if verdicts.is_empty() { String::new() } else { format!(" ({})", verdicts.join(", ")) },
         if s.accept_errors > 0 { format!(", {} failed accepts", s.accept_errors) } else { String::new() },
-        if s.filtered_out > 0 { format!(", {} on other ports", s.filtered_out) } else { String::new() },
+        other_ports(s),
     )?;
     if let Some(line) = blame_line(s) {
         writeln!(log, "{line}")?;
     }
+    if s.not_selected > 0 {
+        writeln!(log, "  {} more left out by --failed/--verdict/--user/--client", s.not_selected)?;
+    }
+    write_groups(&s.groups, top, log)?;
     for (name, h) in [
         ("accept → greeting", &s.to_greeting),
         ("greeting → login", &s.to_login),
@@ -75,4 +88,99 @@ pub fn print_summary(s: &Summary, log: &mut dyn Write) -> Result<()> {
         writeln!(log, "WARNING: {} events were lost; the output above is incomplete", c.lost())?;
     }
     Ok(())
+}
+
+/// ", N on other ports (M dropped in the kernel)", or nothing.
+fn other_ports(s: &Summary) -> String {
+    match (s.other_ports(), s.counters.filtered_port) {
+        (0, _) => String::new(),
+        (n, 0) => format!(", {n} on other ports"),
+        (n, k) => format!(", {n} on other ports ({k} dropped in the kernel)"),
+    }
+}
+
+/// "ok 2, client_closed 1" in the verdicts' order.
+fn verdict_counts(counts: &BTreeMap<Verdict, u64>) -> String {
+    counts.iter().filter(|(_, n)| **n > 0).map(|(v, n)| format!("{} {n}", names::verdict(*v))).collect::<Vec<_>>().join(", ")
+}
+
+/// The grouped table: the `top` largest groups by user, client host, verdict, ERR code
+/// and blame, and a row for the rest. The user and host come last: they vary in length.
+pub fn write_groups(g: &Groups, top: usize, out: &mut dyn Write) -> Result<()> {
+    if top == 0 || g.is_empty() {
+        return Ok(());
+    }
+    let (rows, rest) = g.top(top);
+    writeln!(out, "  {:>7}  {:<14} {:>5}  {:<8} user@client", "count", "verdict", "ERR", "blame")?;
+    for (key, count) in rows {
+        let user = key.user.as_deref().map(|u| Escaped(u).to_string()).unwrap_or_else(|| "?".into());
+        let host = match key.host {
+            ClientHost::Ip(ip) => ip.to_string(),
+            ClientHost::Unix => "unix-socket".into(),
+            ClientHost::Unknown => "?".into(),
+        };
+        let code = key.error_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+        writeln!(out, "  {count:>7}  {:<14} {code:>5}  {:<8} {user}@{host}", names::verdict(key.verdict), names::blame(key.blame))?;
+    }
+    if rest > 0 {
+        writeln!(out, "  {rest:>7}  (other groups)")?;
+    }
+    Ok(())
+}
+
+/// A roll-up (`--rollup`): what finished since `since`, the successes' durations (a
+/// line of their own, so the first stays short), the table.
+pub fn write_rollup(g: &Groups, ok: &Histogram, top: usize, since: SystemTime, out: &mut dyn Write) -> Result<()> {
+    writeln!(
+        out,
+        "{} roll-up since {}: {} handshakes ({})",
+        format_time_of_day(SystemTime::now()),
+        format_time_of_day(since),
+        g.handshakes(),
+        verdict_counts(&g.by_verdict),
+    )?;
+    if ok.count() > 0 {
+        let [p50, p99] = [0.5, 0.99].map(|q| ok.quantile_ms(q).unwrap_or(0.0));
+        let max = ok.max_ms().unwrap_or(0.0);
+        writeln!(out, "  ok: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms")?;
+    }
+    write_groups(g, top, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::{pipeline::groups::GroupKey, verdict::Blame};
+
+    fn key(verdict: Verdict, user: Option<&str>, host: ClientHost, code: Option<u16>, blame: Blame) -> GroupKey {
+        GroupKey { verdict, user: user.map(Into::into), host, error_code: code, blame }
+    }
+
+    fn table(g: &Groups, top: usize) -> String {
+        let mut out = Vec::new();
+        write_groups(g, top, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_table_shows_the_top_rows_then_the_rest_with_escaped_users() {
+        let mut g = Groups::default();
+        let app = ClientHost::Ip(IpAddr::from([10, 1, 2, 3]));
+        g.add(key(Verdict::AuthFailed, Some("app"), app, Some(1045), Blame::Client), 64);
+        g.add(key(Verdict::ClientClosed, None, ClientHost::Unix, None, Blame::Client), 3);
+        g.add(key(Verdict::AuthFailed, Some("x\x1b[2J"), ClientHost::Unknown, Some(1045), Blame::Client), 2);
+        g.add(key(Verdict::Ok, Some("app"), app, None, Blame::None), 900);
+        let t = table(&g, 3);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 5, "{t}");
+        assert!(lines[0].contains("count") && lines[0].contains("user@client"), "{t}");
+        assert_eq!(lines[1], "       64  auth_failed     1045  client   app@10.1.2.3");
+        assert_eq!(lines[2], "        3  client_closed      -  client   ?@unix-socket");
+        assert_eq!(lines[3], "        2  auth_failed     1045  client   x\\x1b[2J@?");
+        assert_eq!(lines[4], "      900  (other groups)");
+        assert_eq!(table(&g, 0), "", "--top 0: no table");
+        assert_eq!(table(&Groups::default(), 10), "", "no handshakes: no table");
+    }
 }

@@ -1,8 +1,10 @@
 //! The pipeline of one trace, shared by `watch`, `record`, `analyze` and the lab:
 //! typed events in → `--port` filter → correlator (handshakes, judged as they end) →
-//! summary and sinks (the printer; later metrics). Pure: no aya, no tokio, no /proc —
+//! selection (`--failed`, `--verdict`, `--user`, `--client`) → summary and sinks (the printer; later metrics). Pure: no aya, no tokio, no /proc —
 //! addresses come from the caller (live: /proc; replay: the trace file).
 mod filter;
+pub mod groups;
+pub mod select;
 mod summary;
 #[cfg(test)]
 mod tests;
@@ -10,6 +12,8 @@ mod tests;
 use anyhow::Result;
 
 pub use filter::PortFilter;
+pub use groups::Groups;
+pub use select::{ClientMatch, Selection};
 pub use summary::{Outcome, Summary};
 
 use crate::{
@@ -38,10 +42,12 @@ pub trait Sink {
 }
 
 /// What the pipeline itself applies.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct PipelineOptions {
     /// Keep only connections accepted on this local port.
     pub port: Option<u16>,
+    /// Which finished handshakes go on to the summary and the sinks.
+    pub select: Selection,
     /// Keep every finished handshake's outcome in the summary (the lab explains them).
     pub keep_outcomes: bool,
 }
@@ -68,6 +74,7 @@ pub struct Pipeline<'a> {
     filter: PortFilter,
     correlator: Correlator,
     keep_outcomes: bool,
+    select: Selection,
     summary: Summary,
     sinks: Vec<Box<dyn Sink + 'a>>,
     /// Handshakes finished in the current batch, held until its end.
@@ -81,6 +88,7 @@ impl<'a> Pipeline<'a> {
             filter: PortFilter::new(opts.port),
             correlator: Correlator::new(MAX_OPEN),
             keep_outcomes: opts.keep_outcomes,
+            select: opts.select,
             summary: Summary::default(),
             sinks: Vec::new(),
             pending: Vec::new(),
@@ -126,6 +134,10 @@ impl<'a> Pipeline<'a> {
     }
 
     fn deliver(&mut self, h: &Handshake) -> Result<()> {
+        if !self.select.admits(h) {
+            self.summary.not_selected += 1;
+            return Ok(());
+        }
         self.summary.record(h, self.keep_outcomes);
         self.sinks.iter_mut().try_for_each(|s| s.handshake(h))
     }

@@ -1,6 +1,7 @@
 //! What a trace saw, for the summary at exit (words: `output::summary`).
 use std::{collections::BTreeMap, net::SocketAddr};
 
+use super::groups::Groups;
 use crate::{
     correlate::Handshake,
     events::Counters,
@@ -26,7 +27,13 @@ pub struct Summary {
     /// Failures (not `ok`) by whose side they are on.
     pub by_blame: BTreeMap<Blame, u64>,
     pub accept_errors: u64,
+    /// Connections on other ports than `--port`'s dropped in userspace (the kernel's
+    /// count is in `counters.filtered_port`).
     pub filtered_out: u64,
+    /// Handshakes `--failed`, `--verdict`, `--user` or `--client` left out.
+    pub not_selected: u64,
+    /// By user, client host, verdict, ERR code and blame (bounded).
+    pub groups: Groups,
     pub undecodable: u64,
     pub unmatched: u64,
     pub counters: Counters,
@@ -43,6 +50,7 @@ impl Summary {
     pub(super) fn record(&mut self, h: &Handshake, keep: bool) {
         let judgement = h.judgement.as_ref().expect("a finished handshake is judged");
         *self.by_verdict.entry(judgement.verdict).or_default() += 1;
+        self.groups.record(h);
         if judgement.probe {
             *self.probes.entry(judgement.verdict).or_default() += 1;
         }
@@ -77,5 +85,10 @@ impl Summary {
     /// Port checks among the handshakes with verdict `v`.
     pub fn probes(&self, v: Verdict) -> u64 {
         self.probes.get(&v).copied().unwrap_or(0)
+    }
+
+    /// Connections on other ports than `--port`'s, dropped in the kernel or here.
+    pub fn other_ports(&self) -> u64 {
+        self.filtered_out + self.counters.filtered_port
     }
 }

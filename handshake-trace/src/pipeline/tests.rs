@@ -158,8 +158,8 @@ fn slow_shows_the_timeline_of_successes_slower_than_the_threshold() {
 }
 
 #[test]
-fn rollup_folds_successes_into_a_line_and_still_shows_failures() {
-    let opts = WatchOptions { rollup_secs: Some(10), ..Default::default() };
+fn rollup_folds_successes_into_a_line_and_counts_every_handshake_in_its_table() {
+    let opts = WatchOptions { rollup_secs: Some(10), top: 10, ..Default::default() };
     let out = Shared::default();
     let mut p = Pipeline::new(opts.pipeline()).with_sink(Printer::new(opts.print(), Clock::with_offset(0), out.clone()));
     let mut ev = on_port(ok_handshake(GEN, 40, 3), KEPT_PORT);
@@ -173,7 +173,13 @@ fn rollup_folds_successes_into_a_line_and_still_shows_failures() {
     assert!(before.contains("CLIENT_CLOSED"), "{before}");
     p.rollup().unwrap();
     let rolled = out.text();
-    assert!(rolled.contains(" 2 successful handshakes (p50 "), "{rolled}");
+    let table = &rolled[before.len()..];
+    assert!(table.contains(": 3 handshakes (ok 2, client_closed 1)\n  ok: p50 "), "{table}");
+    // The failure counts in the table too, in its own row beside the successes'.
+    let rows: Vec<&str> = table.lines().skip(3).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[0].trim_start().starts_with("1  client_closed ") && rows[0].ends_with("?@127.0.0.1"), "{table}");
+    assert!(rows[1].trim_start().starts_with("2  ok ") && rows[1].ends_with("lab@127.0.0.1"), "{table}");
     // Nothing pending: a second roll-up writes nothing; one more success is rolled up at the end.
     p.rollup().unwrap();
     assert_eq!(out.text(), rolled);
@@ -181,12 +187,12 @@ fn rollup_folds_successes_into_a_line_and_still_shows_failures() {
         p.push(&e, a).unwrap();
     }
     p.finish(GEN + 40 * MS, Counters::default()).unwrap();
-    assert!(out.text()[rolled.len()..].contains(" 1 successful handshakes"), "{}", out.text());
+    assert!(out.text()[rolled.len()..].contains(": 1 handshakes (ok 1)"), "{}", out.text());
 }
 
 #[test]
 fn json_writes_one_object_per_handshake_whatever_the_verdict() {
-    let opts = WatchOptions { json: true, rollup_secs: Some(10), ..Default::default() };
+    let opts = WatchOptions { json: true, ..Default::default() };
     let mut ev = on_port(ok_handshake(GEN, 40, 3), KEPT_PORT);
     ev.extend(on_port(failed_handshake(GEN + 20 * MS), KEPT_PORT));
     let (_, out, _) = run(&opts, &ev);
@@ -195,6 +201,68 @@ fn json_writes_one_object_per_handshake_whatever_the_verdict() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["verdict"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(verdicts, ["ok", "client_closed"]);
+    for line in out.lines() {
+        assert!(line.starts_with("{\"verdict\":"), "verdict is not the first key: {line}");
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["schema"], crate::output::json::SCHEMA);
+        assert!(v["events"].as_array().is_some_and(|e| !e.is_empty()), "{v}");
+    }
+}
+
+#[test]
+fn json_timeline_keeps_the_events_of_the_verdicts_named_only() {
+    let timeline = Some([Verdict::ClientClosed].into_iter().collect());
+    let opts = WatchOptions { json: true, timeline, ..Default::default() };
+    let mut ev = on_port(ok_handshake(GEN, 40, 3), KEPT_PORT);
+    ev.extend(on_port(failed_handshake(GEN + 20 * MS), KEPT_PORT));
+    let (_, out, _) = run(&opts, &ev);
+    let records: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2, "{out}");
+    assert!(records[0].get("events").is_none(), "ok kept its timeline: {}", records[0]);
+    assert!(records[1]["events"].as_array().is_some_and(|e| !e.is_empty()), "{}", records[1]);
+    let none = WatchOptions { json: true, timeline: Some(Default::default()), ..Default::default() };
+    let (_, out, _) = run(&none, &ev);
+    assert!(!out.contains("\"events\""), "{out}");
+}
+
+#[test]
+fn json_rollup_writes_failures_and_a_rollup_record_instead_of_each_success() {
+    let opts = WatchOptions { json: true, rollup_secs: Some(10), top: 5, ..Default::default() };
+    let mut ev = on_port(ok_handshake(GEN, 40, 3), KEPT_PORT);
+    ev.extend(on_port(ok_handshake(GEN + 10 * MS, 41, 5), KEPT_PORT));
+    ev.extend(on_port(failed_handshake(GEN + 20 * MS), KEPT_PORT));
+    let (_, out, _) = run(&opts, &ev);
+    let records: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2, "{out}");
+    assert_eq!(records[0]["verdict"], "client_closed");
+    let r = &records[1];
+    assert_eq!((r["type"].as_str(), r["handshakes"].as_u64()), (Some("rollup"), Some(3)), "{r}");
+    assert_eq!(r["verdicts"], serde_json::json!({"ok": 2, "client_closed": 1}));
+    assert_eq!(r["ok_ms"]["n"], 2);
+    assert_eq!(r["groups"][0]["verdict"], "client_closed", "failures first: {r}");
+    assert_eq!(r["groups"][1], serde_json::json!({"count": 2, "verdict": "ok", "user": "lab", "client": "127.0.0.1", "error_code": null, "blame": "none"}));
+    assert_eq!(r["other_groups"], 0);
+}
+
+#[test]
+fn selection_keeps_matching_handshakes_and_the_summary_counts_the_rest() {
+    let select = Selection { failed: true, ..Default::default() };
+    let opts = WatchOptions { json: true, select, ..Default::default() };
+    let mut ev = on_port(ok_handshake(GEN, 40, 3), KEPT_PORT);
+    ev.extend(on_port(failed_handshake(GEN + 20 * MS), KEPT_PORT));
+    ev.extend(on_port(ok_handshake(GEN + 30 * MS, 41, 3), KEPT_PORT));
+    let (summary, out, _) = run(&opts, &ev);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("client_closed"), "{out}");
+    assert_eq!((summary.handshakes(), summary.not_selected), (1, 2));
+    assert_eq!(summary.groups.handshakes(), 1);
+    let mut text = Vec::new();
+    crate::output::summary::print_summary(&summary, 10, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("2 more left out by --failed/--verdict/--user/--client"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&crate::output::records::summary_json(&summary, 10)).unwrap();
+    assert_eq!((json["type"].as_str(), json["not_selected"].as_u64(), json["handshakes"].as_u64()), (Some("summary"), Some(2), Some(1)));
+    assert_eq!(json["groups"][0]["verdict"], "client_closed");
 }
 
 #[test]
@@ -255,7 +323,7 @@ fn port_checks_are_counted_apart_in_the_summary_and_marked_in_text() {
     assert_eq!(summary.probes(Verdict::ClientClosed), 2);
     assert!(out.contains("CLIENT_CLOSED (port check)"), "{out}");
     let mut text = Vec::new();
-    crate::output::summary::print_summary(&summary, &mut text).unwrap();
+    crate::output::summary::print_summary(&summary, 10, &mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
     assert!(text.contains("client_closed 2 (2 port checks)"), "{text}");
 }
@@ -288,7 +356,7 @@ fn refused_handshake(t0: u64, fd: i32, client: [u8; 4]) -> Vec<Event> {
 }
 
 fn brief(timeline: &[Verdict]) -> WatchOptions {
-    WatchOptions { brief: true, timeline: timeline.iter().copied().collect(), ..Default::default() }
+    WatchOptions { brief: true, timeline: Some(timeline.iter().copied().collect()), ..Default::default() }
 }
 
 /// `n` refusals of `client`, one every `every_ms`, from GEN on (fds 100, 101, ...).
