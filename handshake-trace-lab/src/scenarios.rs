@@ -14,6 +14,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use handshake_trace::{
+    capture::probes::CaptureTier,
     commands::watch::{self, Outcome, WatchOptions},
     output::{names, reason},
     support::escape::escaped,
@@ -312,6 +313,7 @@ fn plan(scenario: &str, server: ServerKind) -> Result<Plan> {
 pub async fn run(
     scenario: &str,
     server: ServerKind,
+    capture: CaptureTier,
     json: bool,
     record: Option<std::path::PathBuf>,
     out: &mut dyn Write,
@@ -340,6 +342,7 @@ pub async fn run(
         keep_outcomes: true,
         slow_ms: Some(500.0),
         record,
+        capture,
         ..Default::default()
     };
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
