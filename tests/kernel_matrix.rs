@@ -186,14 +186,15 @@ impl Serial {
         (out, err)
     }
 
-    /// The verdicts of a lab run's handshakes (JSON lines), sorted.
-    fn verdicts(&self, tag: &str) -> Vec<String> {
+    /// A lab run's handshakes (JSON lines).
+    fn handshakes(&self, tag: &str) -> Vec<Value> {
         let (out, _) = self.succeeded(tag);
-        let mut v: Vec<String> = out
-            .iter()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{tag}: not JSON ({e}): {l}")))
-            .map(|h| h["verdict"].as_str().unwrap_or("?").to_string())
-            .collect();
+        out.iter().map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{tag}: not JSON ({e}): {l}"))).collect()
+    }
+
+    /// The verdicts of a lab run's handshakes, sorted.
+    fn verdicts(&self, tag: &str) -> Vec<String> {
+        let mut v: Vec<String> = self.handshakes(tag).iter().map(|h| h["verdict"].as_str().unwrap_or("?").to_string()).collect();
         v.sort();
         v
     }
@@ -240,6 +241,11 @@ fn debian_6_1_socket_tier_uses_fexit_and_both_tiers_judge_every_lab_scenario_ali
         let (_, err) = serial.succeeded(&format!("lab socket {scenario}"));
         assert!(err.iter().any(|l| l.contains("socket capture tier: nothing on the syscall path")), "{err:#?}");
         assert!(!err.iter().any(|l| l.contains("is not available on this kernel")), "{err:#?}");
+    }
+    // The servers' empty reads (EAGAIN, ERESTARTSYS) reach the timelines only through
+    // the fexit programs on this kernel.
+    for h in serial.handshakes("lab socket connect-timeout") {
+        assert!(h["events"].as_array().unwrap().iter().any(|e| e["syscall"] == "sock_recv"), "no fexit read in {h:#}");
     }
 }
 
