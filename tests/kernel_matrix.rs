@@ -98,13 +98,18 @@ fn install(root: &Path, from: &Path, to: &str) {
 /// An initramfs (cpio newc + gzip) under target/kernel-matrix: busybox, /init, the
 /// plan, the tool and the mariadb CLI with their libraries.
 fn initramfs(bin: &Path, name: &str, plan: &str) -> PathBuf {
+    let image = matrix_dir().join(format!("{name}.cpio.gz"));
     let root = matrix_dir().join(format!("{name}.root"));
+    let init = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernel_matrix/init");
+    if up_to_date(&image, &root.join("plan"), plan, &[bin, &init]) {
+        return image;
+    }
     let _ = std::fs::remove_dir_all(&root);
     for d in ["proc", "sys", "dev", "tmp"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     install(&root, Path::new("/bin/busybox"), "/bin/busybox");
-    install(&root, &Path::new(env!("CARGO_MANIFEST_DIR")).join("kernel_matrix/init"), "/init");
+    install(&root, &init, "/init");
     std::fs::write(root.join("plan"), plan).unwrap();
     let cli = Path::new("/usr/bin/mariadb");
     install(&root, bin, "/bin/handshake-trace");
@@ -112,10 +117,17 @@ fn initramfs(bin: &Path, name: &str, plan: &str) -> PathBuf {
     for lib in libraries(bin).into_iter().chain(libraries(cli)) {
         install(&root, &lib, lib.to_str().unwrap());
     }
-    let image = matrix_dir().join(format!("{name}.cpio.gz"));
-    let pack = format!("cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'", root.display(), image.display());
+    // Written aside and renamed: a half-written image is never taken for a built one.
+    let pack = format!("cd '{0}' && find . | cpio -o -H newc --quiet | gzip -1 > '{1}.part' && mv '{1}.part' '{1}'", root.display(), image.display());
     output(Command::new("sh").args(["-c", &pack]));
     image
+}
+
+/// Is the image there, with the same plan, and newer than each of its inputs?
+fn up_to_date(image: &Path, old_plan: &Path, plan: &str, inputs: &[&Path]) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(image) else { return false };
+    std::fs::read_to_string(old_plan).is_ok_and(|p| p == plan) && inputs.iter().all(|i| modified(i).is_some_and(|t| t < built))
 }
 
 /// Boot the kernel with `initrd` and the extra command line; the serial console's text.

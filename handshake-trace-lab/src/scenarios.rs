@@ -383,7 +383,7 @@ fn mechanism_words(m: WaitMechanism) -> &'static str {
         WaitMechanism::Poll => "poll() on the socket returned 0 (timed out); the server set SO_LINGER 0 and closed, so the kernel sent a reset (RST)",
         WaitMechanism::AlarmEintr => "the alarm thread sent SIGALRM to the handler thread, whose blocking read() failed with EINTR; the server closed the socket (a FIN)",
         WaitMechanism::SocketTimeout => "the socket's SO_RCVTIMEO expired and read() failed",
-        // The lab traces with the syscall tier; a socket-tier trace cannot tell how the server waited.
+        // `--capture socket` (or a recording made with it) cannot tell how the server waited.
         WaitMechanism::NotSeen { .. } => "the server's read found nothing, and it later closed; the socket capture tier does not see how it waited",
     }
 }
