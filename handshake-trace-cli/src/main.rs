@@ -58,6 +58,7 @@ EXAMPLES:
     handshake-trace lab                          # connect-timeout: both server styles side by side
     handshake-trace lab starved-client           # a client paused with SIGSTOP after the greeting
     handshake-trace lab slow-dns                 # the server's name lookup stalls before the greeting
+    handshake-trace lab --capture socket timeout-poll   # as the socket capture tier sees it
     handshake-trace lab --server mariadb timeout-poll   # the same on a real MariaDB (needs it installed)
 ";
 
@@ -412,6 +413,10 @@ enum Command {
         /// Also save the trace to FILE (replay with `analyze`).
         #[arg(long, value_name = "FILE")]
         record: Option<std::path::PathBuf>,
+        /// Which hooks trace the scenario: `syscalls` (the default: the full story the lab
+        /// teaches) or `socket` (what `--capture socket` sees; the verdicts are the same).
+        #[arg(long, value_name = "TIER", value_enum, default_value_t = CaptureTier::Syscalls)]
+        capture: CaptureTier,
     },
     /// The lab's built-in MySQL-protocol server (account lab / lab-password), loopback only.
     LabServer {
@@ -535,11 +540,11 @@ async fn run(cli: Cli) -> Result<i32> {
             let ok = doctor::report(&doctor::run_checks(), &mut stdout)?;
             Ok(if ok { 0 } else { 1 })
         }
-        Command::Lab { scenario, list, server, json, record } => {
+        Command::Lab { scenario, list, server, json, record, capture } => {
             if list {
                 lab::list(&mut stdout)?;
             } else {
-                lab::run(&scenario, server, json, record, &mut stdout, &mut stderr).await?;
+                lab::run(&scenario, server, capture, json, record, &mut stdout, &mut stderr).await?;
             }
             Ok(0)
         }

@@ -358,6 +358,17 @@ pub struct SockTask {
     pub _pad: u32,
 }
 
+/// Socket tier on kernels without `sock_recv_length`/`sock_send_length` (before 6.3):
+/// the fexit programs on `sock_recvmsg`/`sock_sendmsg` get a `struct socket *` and a
+/// `struct msghdr *`; where those structs keep `sk` and `msg_flags` on the running
+/// kernel comes from its BTF, written by userspace before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockFnOffsets {
+    pub socket_sk: u32,
+    pub msghdr_flags: u32,
+}
+
 /// A connection in its handshake, keyed by [`ConnKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -541,6 +552,7 @@ mod pod {
         super::TaskState,
         super::PeerKey,
         super::SockConn,
+        super::SockFnOffsets,
     );
 }
 

@@ -30,6 +30,7 @@ mod process;
 mod raw;
 mod signal;
 mod sock;
+mod sock_fexit;
 mod tcp;
 mod timer;
 mod wait;

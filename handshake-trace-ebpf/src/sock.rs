@@ -103,23 +103,23 @@ pub fn socket_inet_sock_set_state(ctx: TracePointContext) -> u32 {
 
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
-    on_sock_io(&ctx, sys::SOCK_RECV);
+    on_sock_io(ctx.arg(0), ctx.arg(1), ctx.arg(2), sys::SOCK_RECV);
     0
 }
 
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn sock_send_length(ctx: BtfTracePointContext) -> i32 {
-    on_sock_io(&ctx, sys::SOCK_SEND);
+    on_sock_io(ctx.arg(0), ctx.arg(1), ctx.arg(2), sys::SOCK_SEND);
     0
 }
 
 /// A read or write on a socket: one lookup for any socket not followed. One that
 /// moved bytes sends nothing (its packets carry them); one that moved none sends its
-/// result and flags (MSG_DONTWAIT: it could not block).
+/// result and flags (MSG_DONTWAIT: it could not block). `sk` is the socket's
+/// `struct sock` address as a number: a map key, never dereferenced. Shared by the
+/// BTF tracepoints and the fexit programs of kernels without them (`sock_fexit.rs`).
 #[inline(always)]
-fn on_sock_io(ctx: &BtfTracePointContext, call: u32) {
-    // The socket's address as a number: a map key, never dereferenced.
-    let sk: u64 = ctx.arg(0);
+pub(crate) fn on_sock_io(sk: u64, ret: i32, flags: u32, call: u32) {
     let Some(c) = sock_conn(sk) else { return };
     // SAFETY: `c` comes from a successful lookup: valid and aligned during this run.
     let (tgid, gen) = unsafe { ((*c).tgid, (*c).gen) };
@@ -128,11 +128,9 @@ fn on_sock_io(ctx: &BtfTracePointContext, call: u32) {
     if SOCK_TASKS.insert(&tid, &SockTask { sk, gen, tgid, _pad: 0 }, 0).is_err() {
         count(counter::LOST_MAPFULL);
     }
-    let ret: i32 = ctx.arg(1);
     if ret > 0 {
         return;
     }
-    let flags: u32 = ctx.arg(2);
     let Some(mut entry) = EVENTS.reserve::<IoEvent>(0) else {
         count(counter::LOST_RINGBUF);
         return;

@@ -14,6 +14,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use handshake_trace::{
+    capture::probes::CaptureTier,
     commands::watch::{self, Outcome, WatchOptions},
     output::{blame, names, reason},
     support::escape::escaped,
@@ -312,6 +313,7 @@ fn plan(scenario: &str, server: ServerKind) -> Result<Plan> {
 pub async fn run(
     scenario: &str,
     server: ServerKind,
+    capture: CaptureTier,
     json: bool,
     record: Option<std::path::PathBuf>,
     out: &mut dyn Write,
@@ -340,6 +342,7 @@ pub async fn run(
         keep_outcomes: true,
         slow_ms: Some(500.0),
         record,
+        capture,
         ..Default::default()
     };
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
@@ -380,7 +383,7 @@ fn mechanism_words(m: WaitMechanism) -> &'static str {
         WaitMechanism::Poll => "poll() on the socket returned 0 (timed out); the server set SO_LINGER 0 and closed, so the kernel sent a reset (RST)",
         WaitMechanism::AlarmEintr => "the alarm thread sent SIGALRM to the handler thread, whose blocking read() failed with EINTR; the server closed the socket (a FIN)",
         WaitMechanism::SocketTimeout => "the socket's SO_RCVTIMEO expired and read() failed",
-        // The lab traces with the syscall tier; a socket-tier trace cannot tell how the server waited.
+        // `--capture socket` (or a recording made with it) cannot tell how the server waited.
         WaitMechanism::NotSeen { .. } => "the server's read found nothing, and it later closed; the socket capture tier does not see how it waited",
     }
 }

@@ -12,6 +12,19 @@ use std::{
 
 pub use handshake_trace_lab::mariadb::{self, MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
 
+/// The verdicts of a lab scenario's handshakes on the built-in server, in either
+/// capture tier and on any kernel (tests/lab.rs on this host, tests/kernel_matrix.rs on
+/// other kernels). Empty for a scenario without a fixed verdict.
+pub fn lab_verdicts(scenario: &str) -> &'static [&'static str] {
+    match scenario {
+        "connect-timeout" => &["server_timeout", "server_timeout"],
+        "timeout-alarm" | "timeout-poll" => &["server_timeout"],
+        "normal" => &["ok"],
+        "wrong-password" => &["auth_failed"],
+        _ => &[],
+    }
+}
+
 /// Set to `1` by `cargo xtask test` and `.ci/run`: a root test that cannot run fails
 /// instead of skipping, so a run that tested nothing cannot pass.
 pub const REQUIRE_ROOT: &str = "HANDSHAKE_TRACE_REQUIRE_ROOT";

@@ -25,7 +25,8 @@ const DEBIAN_BPF_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-we
 /// promtool) to scrape the agent and check the alert rules, systemd-analyze and a
 /// Python venv for the deploy/ checks; for the bench, sysbench (libmariadb clients) and the
 /// peers it measures, tcpdump and strace; iptables (its legacy backend drops packets on
-/// loopback) for the greeting-loss test.
+/// loopback) for the greeting-loss test; for the kernel-matrix test (Debian's 6.1 kernel
+/// under qemu), qemu, a static busybox and cpio to build its initramfs.
 const TEST_PACKAGES: &[&str] = &[
     "mariadb-server",
     "mariadb-client",
@@ -39,6 +40,9 @@ const TEST_PACKAGES: &[&str] = &[
     "tcpdump",
     "strace",
     "iptables",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";

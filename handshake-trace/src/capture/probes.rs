@@ -9,13 +9,14 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use handshake_trace_common::{
-    counter, Conn, ConnKey, SockConn, TargetFilter, DEFAULT_RINGBUF_BYTES, SET_STATE_SADDR_V6, SET_STATE_SKADDR,
+    counter, Conn, ConnKey, SockConn, SockFnOffsets, TargetFilter, DEFAULT_RINGBUF_BYTES, SET_STATE_SADDR_V6, SET_STATE_SKADDR,
     SET_STATE_SPORT,
 };
 
 use crate::{
     capture::{
         offsets::{read_offsets, tcp_offsets},
+        socket_io::{self, SocketIo},
         tracefs,
     },
     events::Counters,
@@ -145,8 +146,6 @@ impl CaptureTier {
     pub const ALL: [CaptureTier; 2] = [CaptureTier::Syscalls, CaptureTier::Socket];
 }
 
-/// The socket tier's BTF tracepoints, each program named after its tracepoint.
-pub const SOCKET_BTF_POINTS: [&str; 2] = ["sock_recv_length", "sock_send_length"];
 /// The socket tier's own programs on tracepoints the syscall tier also uses:
 /// connections start and end on `inet_sock_set_state`; a signal's handler thread is
 /// the one that last read or wrote the connection. (tracepoint, program)
@@ -223,7 +222,12 @@ pub struct Probes {
     listeners: HashMap<MapData, ConnKey, u32>,
     /// `--port`: the one port whose connections are followed (in the kernel).
     port: Option<u16>,
+    /// The tier attached: `Syscalls` when `--capture socket` fell back.
     pub capture: CaptureTier,
+    /// The socket tier's read/write hooks on this kernel.
+    pub socket_io: Option<SocketIo>,
+    /// Why `--capture socket` fell back to the syscall tier ([`fallback_notice`] says it).
+    pub fallback: Option<String>,
     /// Programs attached.
     pub attached: usize,
     /// Optional tracepoints this kernel lacks, in words.
@@ -268,8 +272,15 @@ impl Probes {
         let tracefs = tracefs::find_or_mount()?;
         let (offsets, missing) = read_offsets(&tracefs)?;
         let ringbuf = opts.ringbuf_bytes.max(4096).next_power_of_two();
+        let plan = (opts.capture == CaptureTier::Socket).then(|| plan_socket_io(&tracefs));
+        let fn_offsets = match &plan {
+            Some(Ok((SocketIo::Fexit, o))) => *o,
+            _ => SockFnOffsets::default(),
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global("TP_OFFSETS", &offsets, true)
+            .override_global("SOCK_FN_OFFSETS", &fn_offsets, true)
+            .override_global("SKB_CURRENT_TASK", &skb_current_task(), true)
             .override_global("RING_BYTES", &u64::from(ringbuf), true)
             .override_global("PORT_FILTER", &u32::from(opts.port.unwrap_or(0)), true)
             .map_max_entries("EVENTS", ringbuf)
@@ -278,7 +289,11 @@ impl Probes {
         // The programs log only in rare failure paths; keep the logger alive or its map closes.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         let mut attached = 0;
-        let socket = opts.capture == CaptureTier::Socket;
+        let (socket_io, fallback) = match plan {
+            Some(plan) => resolve_socket_io(&mut ebpf, plan)?,
+            None => (None, None),
+        };
+        let socket = socket_io.is_some();
         let per_syscall = opts.attach == AttachMode::Tracepoints && !socket;
         for p in attach_points()
             .filter(|p| !missing.iter().any(|m| m.name == p.name))
@@ -302,7 +317,7 @@ impl Probes {
             if missing.iter().any(|m| m.name == "inet_sock_set_state") {
                 bail!("the socket capture tier needs tracepoint sock:inet_sock_set_state, which this kernel lacks");
             }
-            attached += attach_socket_tier(&mut ebpf)?;
+            attached += attach_socket_tier(&mut ebpf, socket_io.unwrap_or(SocketIo::TpBtf))?;
         } else if opts.attach == AttachMode::Raw {
             for (tp, name) in RAW_POINTS {
                 let program: &mut aya::programs::RawTracePoint = ebpf
@@ -327,7 +342,9 @@ impl Probes {
             sock_conns,
             listeners,
             port: opts.port,
-            capture: opts.capture,
+            capture: if socket { CaptureTier::Socket } else { CaptureTier::Syscalls },
+            socket_io,
+            fallback,
             _ebpf: ebpf,
             _logger: logger,
             targets,
@@ -441,15 +458,65 @@ fn attach_tracepoint(ebpf: &mut Ebpf, name: &str, category: &str, tracepoint: &s
     Ok(())
 }
 
-/// The socket tier's own hooks: the BTF socket tracepoints and the packet programs on
+/// 1 when cgroup_skb programs may ask which task runs them (not on 6.1): the egress
+/// program then records the sending thread.
+fn skb_current_task() -> u32 {
+    use aya::{programs::ProgramType, sys::{is_helper_supported, BpfHelper}};
+    u32::from(is_helper_supported(ProgramType::CgroupSkb, BpfHelper::BPF_FUNC_get_current_pid_tgid).unwrap_or(false))
+}
+
+/// Which read/write hooks the socket tier can use here, before anything loads: the
+/// BTF tracepoints if tracefs has them, else fexit (with this kernel's struct offsets).
+fn plan_socket_io(tracefs: &Path) -> Result<(SocketIo, SockFnOffsets)> {
+    if socket_io::use_tp_btf(tracefs) {
+        return Ok((SocketIo::TpBtf, SockFnOffsets::default()));
+    }
+    let offsets = socket_io::fexit_offsets()?;
+    Ok((SocketIo::Fexit, offsets))
+}
+
+/// The socket tier's read/write hooks, or the one-line reason it falls back to the
+/// syscall tier (no tp_btf hooks, and fexit refused or impossible).
+fn resolve_socket_io(ebpf: &mut Ebpf, plan: Result<(SocketIo, SockFnOffsets)>) -> Result<(Option<SocketIo>, Option<String>)> {
+    let why = match plan {
+        Ok((SocketIo::TpBtf, _)) => return Ok((Some(SocketIo::TpBtf), None)),
+        Ok((SocketIo::Fexit, _)) => {
+            let btf = aya::Btf::from_sys_fs().context("read the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+            match socket_io::load_fexit(ebpf, &btf) {
+                Ok(()) => return Ok((Some(SocketIo::Fexit), None)),
+                Err(e) => {
+                    socket_io::unload_fexit(ebpf);
+                    e
+                }
+            }
+        }
+        Err(e) => e,
+    };
+    Ok((None, Some(format!("{why:#}"))))
+}
+
+/// The one line that says `--capture socket` fell back, and why.
+pub fn fallback_notice(why: &str) -> String {
+    format!(
+        "handshake-trace: --capture socket is not available on this kernel (no tp_btf sock_recv_length/sock_send_length \
+         before Linux 6.3; fexit on sock_recvmsg/sock_sendmsg: {why}): tracing with the syscall tier instead"
+    )
+}
+
+/// The socket tier's own hooks: the read/write hooks (`io`) and the packet programs on
 /// the cgroup v2 root (links: closing them, or this process ending, detaches them).
-fn attach_socket_tier(ebpf: &mut Ebpf) -> Result<usize> {
-    let btf = aya::Btf::from_sys_fs().context("read the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-    for name in SOCKET_BTF_POINTS {
-        let program: &mut aya::programs::BtfTracePoint =
-            ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the embedded object"))?.try_into()?;
-        program.load(name, &btf).with_context(|| format!("verify program {name} (tp_btf/{name})"))?;
-        program.attach().with_context(|| format!("attach to tp_btf/{name}"))?;
+fn attach_socket_tier(ebpf: &mut Ebpf, io: SocketIo) -> Result<usize> {
+    match io {
+        SocketIo::Fexit => socket_io::attach_fexit(ebpf)?,
+        SocketIo::TpBtf => {
+            let btf = aya::Btf::from_sys_fs().context("read the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+            for name in socket_io::TP_BTF_POINTS {
+                let program: &mut aya::programs::BtfTracePoint =
+                    ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the embedded object"))?.try_into()?;
+                program.load(name, &btf).with_context(|| format!("verify program {name} (tp_btf/{name})"))?;
+                program.attach().with_context(|| format!("attach to tp_btf/{name}"))?;
+            }
+        }
     }
     let root = cgroup2_root()?;
     let cgroup = std::fs::File::open(&root).with_context(|| format!("open the cgroup v2 root {}", root.display()))?;
@@ -464,7 +531,7 @@ fn attach_socket_tier(ebpf: &mut Ebpf) -> Result<usize> {
             .attach(&cgroup, kind, aya::programs::CgroupAttachMode::Single)
             .with_context(|| format!("attach {name} to the cgroup v2 root {}", root.display()))?;
     }
-    Ok(SOCKET_BTF_POINTS.len() + SOCKET_CGROUP_SKB.len())
+    Ok(io.programs().len() + SOCKET_CGROUP_SKB.len())
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {

@@ -4,7 +4,7 @@ use std::{fmt, io::Write, path::Path};
 use anyhow::Result;
 
 use crate::{
-    capture::{privileges, probes, targets, tracefs},
+    capture::{privileges, probes, socket_io, targets, tracefs},
     support::escape::Escaped,
 };
 
@@ -188,27 +188,50 @@ fn check_bpf(privileged: bool, have_tracefs: bool, out: &mut Vec<Check>) {
                 Err(e) => check(Status::Info, &what, format!("unavailable: {e:#}"), None),
             });
         }
-        // The capture tiers, for --capture: the default one was loaded above.
-        let socket = probes::LoadOptions { capture: probes::CaptureTier::Socket, ..Default::default() };
-        let mut supported = vec!["syscalls"];
-        out.push(match probes::Probes::load(&socket) {
-            Ok(p) => {
-                supported.push("socket");
-                check(
+        check_socket_tier(out);
+    }
+}
+
+/// The socket tier (`--capture socket`): which read/write hooks this kernel gives it
+/// (tp_btf on 6.3+, else fexit where trampolines are allowed), or why it falls back.
+fn check_socket_tier(out: &mut Vec<Check>) {
+    let have_tp_btf = tracefs::find().is_some_and(|dir| socket_io::has_tp_btf(&dir));
+    out.push(if have_tp_btf {
+        check(Status::Pass, "tp_btf socket hooks", "sock_recv_length, sock_send_length present", None)
+    } else {
+        check(Status::Info, "tp_btf socket hooks", "missing: sock_recv_length, sock_send_length (Linux 6.3+)", None)
+    });
+    const WHAT: &str = "socket capture tier (--capture socket)";
+    let socket = probes::LoadOptions { capture: probes::CaptureTier::Socket, ..Default::default() };
+    let supported = match probes::Probes::load(&socket) {
+        Ok(p) => match (p.socket_io, &p.fallback) {
+            (Some(io), _) => {
+                let hooks = io.programs().map(|h| format!("{} {h}", io.name())).join(", ");
+                out.push(check(
                     Status::Pass,
-                    "socket capture tier (--capture socket)",
+                    WHAT,
                     format!(
-                        "{} programs verified, attached and detached (tp_btf sock_recv_length, sock_send_length; \
-                         sock:inet_sock_set_state; cgroup_skb ingress and egress on the cgroup v2 root)",
+                        "socket ({}): {} programs verified, attached and detached ({hooks}; sock:inet_sock_set_state; \
+                         cgroup_skb ingress and egress on the cgroup v2 root)",
+                        io.name(),
                         p.attached
                     ),
                     None,
-                )
+                ));
+                format!("syscalls, socket ({})", io.name())
             }
-            Err(e) => check(Status::Info, "socket capture tier (--capture socket)", format!("unavailable: {e:#}"), None),
-        });
-        out.push(check(Status::Info, "capture tiers", format!("this kernel supports: {}", supported.join(", ")), None));
-    }
+            (None, why) => {
+                let why = why.as_deref().unwrap_or("unknown");
+                out.push(check(Status::Info, WHAT, format!("not available: falls back to syscalls ({why})"), None));
+                "syscalls (socket: not available, falls back to syscalls)".to_string()
+            }
+        },
+        Err(e) => {
+            out.push(check(Status::Info, WHAT, format!("unavailable: {e:#}"), None));
+            "syscalls".to_string()
+        }
+    };
+    out.push(check(Status::Info, "capture tiers", format!("this kernel supports: {supported}"), None));
 }
 
 /// The MySQL servers running here.

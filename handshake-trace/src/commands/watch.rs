@@ -166,6 +166,9 @@ fn attach(opts: &WatchOptions, targets: &Targets, log: &mut dyn Write) -> Result
         port: opts.port,
     };
     let mut probes = Probes::load(&load)?;
+    if let Some(why) = &probes.fallback {
+        writeln!(log, "{}", crate::capture::probes::fallback_notice(why))?;
+    }
     for w in &probes.warnings {
         writeln!(log, "WARNING: {w}")?;
     }
@@ -221,7 +224,7 @@ pub async fn live<'s>(
     let mut tracer = Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0, lost_seen: 0 };
     let mut pipeline = sinks(&clock).into_iter().fold(Pipeline::new(opts.pipeline()).in_batches(), Pipeline::with_boxed_sink);
     let on_port = opts.port.map(|p| format!(" on port {p}")).unwrap_or_default();
-    if let Some(notice) = crate::output::text::capture_notice(opts.capture) {
+    if let Some(notice) = crate::output::text::capture_notice(tracer.probes.capture) {
         writeln!(log, "{notice}")?;
     }
     writeln!(log, "Tracing MySQL handshakes of {names}{on_port}... Hit Ctrl-C to end.")?;
