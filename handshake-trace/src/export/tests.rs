@@ -240,7 +240,7 @@ fn log_file_rotates_by_size_and_keeps_only_so_many_files() {
 
 fn flight_recorder(dir: &std::path::Path, seconds: u64, max_files: usize) -> (super::flight::FlightRecorder, prometheus_client::registry::Registry) {
     let (m, registry) = Metrics::new();
-    let opts = super::flight::FlightOptions { dir: dir.to_path_buf(), seconds, max_files, max_bytes: 1 << 20 };
+    let opts = super::flight::FlightOptions { dir: dir.to_path_buf(), seconds, max_files, max_bytes: 1 << 20, ring_bytes: super::flight::DEFAULT_RING_BYTES };
     (super::flight::FlightRecorder::new(opts, crate::support::clock::Clock::with_offset(0), 1 << 20, m).unwrap(), registry)
 }
 
@@ -260,6 +260,29 @@ fn flight_ring_keeps_only_the_last_seconds() {
     // At 5 s, a 1 s window: 4.0, 4.5 and 5.0 s.
     assert_eq!(f.len(), 3);
     assert_eq!(f.evictions, 0, "age is not an eviction");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn at_a_high_rate_the_flight_rings_size_not_its_seconds_bounds_the_window_and_files_say_so() {
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-window-{}", std::process::id()));
+    let (m, _) = Metrics::new();
+    // 64 KiB: 1024 records of 64 bytes (a ten-second window asked for).
+    let opts = super::flight::FlightOptions { dir: dir.clone(), seconds: 10, max_files: 5, max_bytes: 1 << 20, ring_bytes: 64 << 10 };
+    let mut f = super::flight::FlightRecorder::new(opts, crate::support::clock::Clock::with_offset(0), 1 << 20, m).unwrap();
+    assert_eq!(f.capacity(), 1024);
+    // 1000 records a second for 3 s: the bytes bound keeps about the last second.
+    for i in 0..3000 {
+        push_at(&mut f, GEN + i * MS);
+    }
+    assert!(f.bytes() <= 64 << 10 && f.evictions > 0, "{} bytes, {} evictions", f.bytes(), f.evictions);
+    let w = f.window().unwrap();
+    assert_eq!(w.to_ns, GEN + 2999 * MS);
+    assert!((0.9..1.1).contains(&w.seconds()), "{w:?}");
+    f.handshake(&later(one(&poll_timeout_events()), 3 * S));
+    let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let trace = crate::recording::format::read_trace(std::io::BufReader::new(std::fs::File::open(&file).unwrap())).unwrap();
+    assert_eq!(trace.header.covers, Some(w), "the file says what it covers");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
