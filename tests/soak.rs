@@ -94,6 +94,8 @@ impl Agent {
             .arg(dir.join("abnormal.jsonl"))
             .arg("--flight-dir")
             .arg(dir.join("flight"))
+            // Experiments: more agent flags (e.g. SOAK_AGENT_ARGS="--nice 0").
+            .args(std::env::var("SOAK_AGENT_ARGS").unwrap_or_default().split_whitespace())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("agent.stderr"))?)
@@ -197,15 +199,18 @@ fn main() -> Result<()> {
     let (_, metrics) = http_get(agent.listen, "/metrics").context("GET /metrics")?;
     let by_verdict = counter_by(&metrics, "handshake_trace_handshakes_total", "verdict");
     let lost = counter_by(&metrics, "handshake_trace_events_lost_total", "reason");
-    let emitted = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("handshake_trace_events_emitted_total ").and_then(|v| v.trim().parse::<f64>().ok()))
-        .unwrap_or(0.0);
+    let sample = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    let emitted = sample("handshake_trace_events_emitted_total");
+    // The flight ring's span as the load ended (nothing has aged out since): what it keeps at this rate.
+    let flight_window = sample("handshake_trace_flight_window_seconds");
     let log_records = counter_by(&metrics, "handshake_trace_abnormal_log_records_total", "outcome");
     let flights = counter_by(&metrics, "handshake_trace_flight_recordings_total", "outcome");
     drop(agent);
     let aborted = db.status("Aborted_connects")? - aborted_before;
     drop(db);
+    // The flight files kept (the newest, within --flight-max-files/--flight-max-bytes): their mean size.
+    let flight_sizes: Vec<u64> = std::fs::read_dir(work.join("flight")).map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).collect()).unwrap_or_default();
+    let flight_file_mb = flight_sizes.iter().sum::<u64>() as f64 / flight_sizes.len().max(1) as f64 / 1e6;
     let _ = std::fs::remove_dir_all(&work);
 
     let samples = samples.lock().unwrap().clone();
@@ -226,9 +231,9 @@ fn main() -> Result<()> {
         "handshakes": total, "ok": ok, "refused": refused, "client_failures": failures,
         "seconds": elapsed, "per_second": total as f64 / elapsed,
         "agent_cpu_seconds": cpu, "agent_cpu_us_per_handshake": cpu * 1e6 / total as f64,
-        "capture": capture,
+        "capture": capture, "agent_args": std::env::var("SOAK_AGENT_ARGS").unwrap_or_default(),
         "load_average": {"min": load_min, "median": median(&loads), "max": load_max},
-        "events_emitted": emitted, "events_per_handshake": emitted / total as f64,
+        "events_emitted": emitted, "events_per_handshake": emitted / total as f64, "flight_window_seconds": flight_window, "flight_file_mb": flight_file_mb,
         "rss_mb": {"peak": peak, "after_warm_up_min": min_after, "after_warm_up_median": median_after, "after_warm_up_max": max_after, "growth_after_warm_up": growth},
         "rss_target_mb": RSS_TARGET_MB, "flat": flat, "under_target": under,
         "agent_counts": by_verdict, "events_lost": lost, "abnormal_log_records": log_records, "flight_recordings": flights,
@@ -252,7 +257,7 @@ fn history_row(r: &Value) -> String {
     format!(
         "| {} | {} | {} | {:.0} | {:.1} / {:.1} / {:.1} | {:.1} | {:.2} | {:.0} | {:.1}-{:.1} |",
         r["started"].as_str().unwrap_or("?"),
-        r["capture"].as_str().unwrap_or("?"),
+        format!("{} {}", r["capture"].as_str().unwrap_or("?"), r["agent_args"].as_str().unwrap_or("")).trim_end(),
         r["handshakes"],
         f(&r["per_second"]),
         f(&r["rss_mb"]["after_warm_up_min"]),
@@ -275,7 +280,7 @@ fn history(previous: &str, r: &Value) -> String {
     let mut out = format!(
         "\n{HISTORY_HEADING}\n\nEach `cargo xtask soak` adds its row here. RSS in MB after warm-up (min / median / max) \
          and its peak over the whole run; CPU in µs per handshake; the machine's one-minute load average during the run.\n\n\
-         | started | capture | handshakes | per second | RSS after warm-up | peak | CPU µs | events lost | load average |\n\
+         | started | capture (and SOAK_AGENT_ARGS) | handshakes | per second | RSS after warm-up | peak | CPU µs | events lost | load average |\n\
          |---|---|---|---|---|---|---|---|---|\n"
     );
     for row in std::iter::once(history_row(r)).chain(kept).take(HISTORY_KEPT) {
@@ -299,7 +304,7 @@ fn report(r: &Value, samples: &[Sample]) -> String {
     out.push_str(&format!(
         "Run started {}: {} handshakes against a real MariaDB from {CLIENT_THREADS} client threads, one in {ABNORMAL_EVERY} with a wrong \
          password (ERR 1045), as fast as the machine allowed: {:.0} s, {:.0} handshakes/s. The agent ran on the {} capture \
-         tier with its log and its flight recorder on (`--capture {} --log FILE --flight-dir DIR`). The machine's one-minute \
+         tier with its log and its flight recorder on (`--capture {} --log FILE --flight-dir DIR{}`). The machine's one-minute \
          load average during the run: {:.1} to {:.1} (median {:.1}; 2 cores).\n\n",
         r["started"].as_str().unwrap_or("?"),
         r["handshakes"],
@@ -307,6 +312,7 @@ fn report(r: &Value, samples: &[Sample]) -> String {
         f(&r["per_second"]),
         r["capture"].as_str().unwrap_or("?"),
         r["capture"].as_str().unwrap_or("?"),
+        r["agent_args"].as_str().filter(|a| !a.is_empty()).map(|a| format!(" {a}")).unwrap_or_default(),
         f(&r["load_average"]["min"]),
         f(&r["load_average"]["max"]),
         f(&r["load_average"]["median"]),
@@ -335,7 +341,8 @@ fn report(r: &Value, samples: &[Sample]) -> String {
     out.push_str(&format!(
         "\nThe load's own count: {} OK, {} refused, {} client failures; MariaDB's `Aborted_connects` rose by {}.\n\
          The agent's `handshake_trace_handshakes_total` by verdict: {}. Events emitted: {:.0} ({:.1} per handshake); lost: {}. \
-         The abnormal log: {} (rate-limited). Flight recordings: {}. Agent CPU: {:.1} s, {:.2} µs per handshake.\n",
+         The abnormal log: {} (rate-limited). Flight recordings: {} ({:.1} MB a file); the flight ring covered {:.2} s at this rate. \
+         Agent CPU: {:.1} s, {:.2} µs per handshake.\n",
         r["ok"],
         r["refused"],
         r["client_failures"],
@@ -346,6 +353,8 @@ fn report(r: &Value, samples: &[Sample]) -> String {
         { let l = counts(&r["events_lost"]); if l.is_empty() { "none".into() } else { l } },
         counts(&r["abnormal_log_records"]),
         counts(&r["flight_recordings"]),
+        f(&r["flight_file_mb"]),
+        f(&r["flight_window_seconds"]),
         f(&r["agent_cpu_seconds"]),
         f(&r["agent_cpu_us_per_handshake"]),
     ));
@@ -375,14 +384,14 @@ mod tests {
             "seconds": 9.5, "per_second": 12_631.6, "agent_cpu_seconds": 1.25, "agent_cpu_us_per_handshake": 10.42,
             "rss_mb": {"peak": 21.1, "after_warm_up_min": 21.0, "after_warm_up_median": 21.05, "after_warm_up_max": 21.1, "growth_after_warm_up": 0.1},
             "capture": "socket", "load_average": {"min": 1.5, "median": 2.0, "max": 2.5},
-            "events_emitted": 960_000.0, "events_per_handshake": 8.0,
+            "events_emitted": 960_000.0, "events_per_handshake": 8.0, "flight_window_seconds": 0.31,
             "flat": true, "under_target": true,
             "agent_counts": {"ok": 108_000.0, "auth_failed": 12_000.0}, "events_lost": {},
             "abnormal_log_records": {"written": 950.0, "dropped": 11_050.0}, "flight_recordings": {"written": 9.0},
             "aborted_connects_delta": 12_000,
         });
         let text = report(&r, &samples);
-        for shown in ["120000 handshakes", "12632 handshakes/s", "peak 21.1 MB", "auth_failed 12000", "dropped 11050", "10.42 µs per handshake", "--capture socket", "load average during the run: 1.5 to 2.5", "median 21.1", "8.0 per handshake"] {
+        for shown in ["120000 handshakes", "12632 handshakes/s", "peak 21.1 MB", "auth_failed 12000", "dropped 11050", "10.42 µs per handshake", "--capture socket", "load average during the run: 1.5 to 2.5", "median 21.1", "8.0 per handshake", "covered 0.31 s"] {
             assert!(text.contains(shown), "{shown} missing from\n{text}");
         }
         // The history keeps earlier runs' rows under this one's.

@@ -250,7 +250,7 @@ struct AgentArgs {
     /// the host's other work by default, so a busy machine does not starve the reader of
     /// the ring buffer (events lost). Needs CAP_SYS_NICE to go below the inherited value;
     /// without it the agent warns and runs as started.
-    #[arg(long, value_name = "N", default_value_t = -5, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    #[arg(long, value_name = "N", default_value_t = -10, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
     nice: i32,
 }
 
