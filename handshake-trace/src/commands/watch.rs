@@ -36,6 +36,10 @@ const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// Each slice costs one read of the loss counters.
 const SLICE_RECORDS: usize = 1024;
 
+/// Slices read before the live loop turns to its other work (and back, at once, when
+/// records are left).
+const SLICES_PER_DRAIN: usize = 16;
+
 type Ring = AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>;
 
 /// The live side of a trace: the attached programs, their ring buffer, the targets,
@@ -54,18 +58,24 @@ struct Tracer<'o> {
 }
 
 impl Tracer<'_> {
-    /// Every record in the ring, through the recorder and the pipeline, in slices of at
+    /// The records in the ring, through the recorder and the pipeline, in slices of at
     /// most [`SLICE_RECORDS`]: each slice's finished handshakes go out (and their memory
     /// is freed) before the next is read, so a full ring never becomes one big batch.
+    /// Stops after [`SLICES_PER_DRAIN`] slices so the loop's other work (the second's
+    /// tick, the metrics' HTTP server) runs during a flood; whether the ring was emptied.
     fn drain(
         &mut self,
         ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
         pipeline: &mut Pipeline,
         observer: &mut dyn Observer,
         log: &mut dyn Write,
-    ) -> Result<()> {
-        while self.slice(ring, pipeline, observer, log)? == SLICE_RECORDS {}
-        Ok(())
+    ) -> Result<bool> {
+        for _ in 0..SLICES_PER_DRAIN {
+            if self.slice(ring, pipeline, observer, log)? < SLICE_RECORDS {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Read up to [`SLICE_RECORDS`] records, then end the batch; the number read.
@@ -268,10 +278,14 @@ pub async fn live<'s>(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                tracer.drain(guard.get_inner_mut(), &mut pipeline, observer, log)?;
-                guard.clear_ready();
+                // Records left: stay ready, so the loop comes back for them.
+                if tracer.drain(guard.get_inner_mut(), &mut pipeline, observer, log)? {
+                    guard.clear_ready();
+                }
             }
-            _ = drain_tick.tick() => tracer.drain(ring.get_mut(), &mut pipeline, observer, log)?,
+            _ = drain_tick.tick() => {
+                tracer.drain(ring.get_mut(), &mut pipeline, observer, log)?;
+            }
             _ = tick.tick() => {
                 tracer.tick(&mut pipeline, log)?;
                 observer.tick(&tracer.health(&pipeline)?)?;
@@ -280,8 +294,13 @@ pub async fn live<'s>(
             _ = &mut stop => break,
         }
     }
-    // Events already in the ring when we were told to stop still count.
-    tracer.drain(ring.get_mut(), &mut pipeline, observer, log)?;
+    // Events already in the ring when we were told to stop still count (more than a ring's
+    // worth at most: the servers may keep writing).
+    for _ in 0..8 {
+        if tracer.drain(ring.get_mut(), &mut pipeline, observer, log)? {
+            break;
+        }
+    }
     let stop_ns = monotonic_ns();
     let counters = tracer.probes.counters()?;
     if let Some(r) = tracer.recorder {
