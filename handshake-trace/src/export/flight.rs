@@ -1,7 +1,7 @@
 //! The flight recorder: the last `--flight-seconds` of raw kernel records, redacted as
 //! they arrive (secrets zeroed, as `record` does), kept compactly in a bounded in-memory
 //! ring (one byte buffer; a read or write keeps only the payload bytes it captured, and
-//! the fixed-size record is rebuilt, zero-padded, when a file is written);
+//! a file says how many zeros each record had past that);
 //! when a handshake ends abnormally the ring is written to a trace file in
 //! `--flight-dir` that `analyze` replays in full detail. Rate-limited (a file a second
 //! at most, the rest counted as dropped), and capped: past `--flight-max-files` files or
@@ -71,7 +71,7 @@ struct Record {
     ts_ns: u64,
     /// Bytes kept (a read or write without the payload bytes it did not capture).
     len: u32,
-    /// The record's size as it arrived (zero-padded back to it when written).
+    /// The record's size as it arrived (the zeros past `len` are written as a count).
     full_len: u32,
 }
 
@@ -103,7 +103,7 @@ pub struct FlightRecorder {
     first_seq: u64,
     /// Accepts' addresses, oldest first (only for records still in the ring).
     addrs: VecDeque<Addrs>,
-    /// A scratch buffer: the redacted record, then a record rebuilt for a file.
+    /// A scratch buffer: the redacted record, then a record copied out for a file.
     scratch: Vec<u8>,
     /// Records pushed out by the size bounds (not by age).
     pub evictions: u64,
@@ -222,8 +222,8 @@ impl FlightRecorder {
             self.scratch.clear();
             self.scratch.extend(self.bytes.range(at..at + r.len as usize));
             at += r.len as usize;
-            self.scratch.resize(r.full_len as usize, 0);
-            w.event(&self.scratch)?;
+            // The payload past what was captured is zeros: the file says how many.
+            w.event_then_zeros(&self.scratch, (r.full_len - r.len) as usize)?;
             if let Some((_, server, client)) = addrs.next_if(|a| a.0 == seq) {
                 w.addrs(*server, *client)?;
             }

@@ -287,6 +287,32 @@ fn at_a_high_rate_the_flight_rings_size_not_its_seconds_bounds_the_window_and_fi
 }
 
 #[test]
+fn a_flight_file_gives_back_each_read_at_full_size_with_its_zeros_counted_not_written() {
+    use handshake_trace_common::{kind, sys, EventHeader, IoEvent, SysEvent, PAYLOAD_MAX};
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-zeros-{}", std::process::id()));
+    let (mut f, _) = flight_recorder(&dir, 10, 5);
+    let header = EventHeader { kind: kind::IO, pid: 7, tid: 7, _pad: 0, ts_ns: GEN };
+    let sys = SysEvent { header, conn_gen: 1, ret: 4, duration_ns: 1, args: [0; 4], fd: 9, syscall: sys::RECVFROM };
+    let mut io = IoEvent { sys, captured: 4, tracking_end: 0, payload: [0; PAYLOAD_MAX] };
+    io.payload[..4].copy_from_slice(&[7, 0, 0, 1]);
+    let raw = crate::events::as_bytes(&io);
+    let ev = crate::events::decode(&raw).unwrap();
+    f.record(&raw, Some(&ev), crate::events::AcceptAddrs::default());
+    f.handshake(&later(one(&poll_timeout_events()), S));
+    let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(&format!(r#","z":{}}}"#, PAYLOAD_MAX - 4)), "{text}");
+    let trace = crate::recording::format::read_trace(text.as_bytes()).unwrap();
+    let events: Vec<&Vec<u8>> = trace.items.iter().filter_map(|i| if let crate::recording::format::TraceItem::Event(b) = i { Some(b) } else { None }).collect();
+    assert_eq!(events.len(), 1);
+    // Byte for byte the record as redacted on arrival (a fresh redactor does the same).
+    let mut redacted = raw.clone();
+    crate::recording::redact::Redactor::new().redact(&mut redacted);
+    assert_eq!(events[0], &redacted);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn flight_recordings_are_rate_limited_capped_and_replayable() {
     let dir = std::env::temp_dir().join(format!("handshake-trace-flight-files-{}", std::process::id()));
     let (mut f, registry) = flight_recorder(&dir, 10, 2);

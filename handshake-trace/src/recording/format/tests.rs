@@ -334,3 +334,18 @@ fn a_flight_files_window_and_cut_batches_round_trip() {
     assert_eq!(t.header.covers.unwrap().seconds(), 0.42);
     assert_eq!(t.items[..2], [TraceItem::Drained { lost: 3, cut: true }, TraceItem::Drained { lost: 0, cut: false }]);
 }
+
+#[test]
+fn trailing_zeros_left_out_of_a_line_come_back_and_are_bounded() {
+    let mut w = TraceWriter::new(Vec::new(), &header()).unwrap();
+    w.event_then_zeros(&[0xab, 0xcd], 3).unwrap();
+    w.event_then_zeros(&[0x01], 0).unwrap();
+    let bytes = w.end(&end()).unwrap();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(text.contains(r#"{"t":"ev","b":"abcd","z":3}"#) && text.contains(r#"{"t":"ev","b":"01"}"#), "{text}");
+    let t = read(&bytes).unwrap();
+    assert_eq!(t.items[..2], [TraceItem::Event(vec![0xab, 0xcd, 0, 0, 0]), TraceItem::Event(vec![1])]);
+    // A crafted count does not make the reader allocate without bound.
+    let e = error_of(&with_lines(&[r#"{"t":"ev","b":"00","z":1000000000000}"#]));
+    assert!(e.message.contains("\"z\""), "{e}");
+}
