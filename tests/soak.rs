@@ -27,12 +27,30 @@ const ABNORMAL_EVERY: u64 = 10;
 const CLIENT_THREADS: usize = 4;
 /// The first part of the run, where tables and buffers fill up, is not held against flatness.
 const WARM_UP_FRACTION: f64 = 0.1;
+/// Runs kept in docs/soak.md's history table.
+const HISTORY_KEPT: usize = 12;
+
+/// One sample a second: seconds since the start, handshakes done, agent RSS in KiB, the
+/// machine's one-minute load average.
+type Sample = (f64, u64, u64, f64);
 
 /// The agent's resident memory in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The machine's load average over the last minute.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// The median of some values (0 for none).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The agent's CPU time (utime + stime) in seconds.
@@ -68,14 +86,16 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(bin: &Path, target: u32, dir: &Path) -> Result<Agent> {
+    fn start(bin: &Path, target: u32, dir: &Path, capture: &str) -> Result<Agent> {
         let listen = free_addr();
         let child = Command::new(bin)
-            .args(["agent", "-p", &target.to_string(), "--listen", &listen.to_string()])
+            .args(["agent", "-p", &target.to_string(), "--listen", &listen.to_string(), "--capture", capture])
             .arg("--log")
             .arg(dir.join("abnormal.jsonl"))
             .arg("--flight-dir")
             .arg(dir.join("flight"))
+            // Experiments: more agent flags (e.g. SOAK_AGENT_ARGS="--nice 0").
+            .args(std::env::var("SOAK_AGENT_ARGS").unwrap_or_default().split_whitespace())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("agent.stderr"))?)
@@ -111,6 +131,8 @@ fn sparkline(values: &[f64]) -> String {
 fn main() -> Result<()> {
     let bin = PathBuf::from(std::env::var_os("HANDSHAKE_TRACE_BIN").context("HANDSHAKE_TRACE_BIN (cargo xtask soak sets it)")?);
     let total: u64 = std::env::var("SOAK_HANDSHAKES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    // The agent's default tier unless told (SOAK_CAPTURE=syscalls).
+    let capture = std::env::var("SOAK_CAPTURE").unwrap_or_else(|_| "socket".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let work = std::env::temp_dir().join(format!("handshake-trace-soak-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
@@ -118,7 +140,7 @@ fn main() -> Result<()> {
     eprintln!("soak: starting MariaDB");
     let db = MariaDb::start(&MariaDbOptions::default()).context("start MariaDB")?;
     let aborted_before = db.status("Aborted_connects")?;
-    let agent = Agent::start(&bin, db.pid(), &work)?;
+    let agent = Agent::start(&bin, db.pid(), &work, &capture)?;
     let agent_pid = agent.child.id();
     let cpu_before = cpu_seconds(agent_pid).unwrap_or(0.0);
     eprintln!("soak: agent pid {agent_pid} on {}; {total} handshakes, 1 in {ABNORMAL_EVERY} with a wrong password", agent.listen);
@@ -130,14 +152,15 @@ fn main() -> Result<()> {
     let refused = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let samples: Arc<Mutex<Vec<(f64, u64, u64)>>> = Arc::default();
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let start = Instant::now();
     let sampler = {
         let (done, stop, samples) = (done.clone(), stop.clone(), samples.clone());
         thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 if let Some(rss) = rss_kib(agent_pid) {
-                    samples.lock().unwrap().push((start.elapsed().as_secs_f64(), done.load(Ordering::Relaxed), rss));
+                    let load = load_average().unwrap_or(f64::NAN);
+                    samples.lock().unwrap().push((start.elapsed().as_secs_f64(), done.load(Ordering::Relaxed), rss, load));
                 }
                 thread::sleep(Duration::from_secs(1));
             }
@@ -176,11 +199,18 @@ fn main() -> Result<()> {
     let (_, metrics) = http_get(agent.listen, "/metrics").context("GET /metrics")?;
     let by_verdict = counter_by(&metrics, "handshake_trace_handshakes_total", "verdict");
     let lost = counter_by(&metrics, "handshake_trace_events_lost_total", "reason");
+    let sample = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    let emitted = sample("handshake_trace_events_emitted_total");
+    // The flight ring's span as the load ended (nothing has aged out since): what it keeps at this rate.
+    let flight_window = sample("handshake_trace_flight_window_seconds");
     let log_records = counter_by(&metrics, "handshake_trace_abnormal_log_records_total", "outcome");
     let flights = counter_by(&metrics, "handshake_trace_flight_recordings_total", "outcome");
     drop(agent);
     let aborted = db.status("Aborted_connects")? - aborted_before;
     drop(db);
+    // The flight files kept (the newest, within --flight-max-files/--flight-max-bytes): their mean size.
+    let flight_sizes: Vec<u64> = std::fs::read_dir(work.join("flight")).map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).collect()).unwrap_or_default();
+    let flight_file_mb = flight_sizes.iter().sum::<u64>() as f64 / flight_sizes.len().max(1) as f64 / 1e6;
     let _ = std::fs::remove_dir_all(&work);
 
     let samples = samples.lock().unwrap().clone();
@@ -188,6 +218,9 @@ fn main() -> Result<()> {
     let warm = samples.iter().position(|s| s.1 as f64 >= total as f64 * WARM_UP_FRACTION).unwrap_or(0);
     let after: Vec<f64> = samples[warm..].iter().map(|s| s.2 as f64 / 1024.0).collect();
     let (min_after, max_after) = after.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let median_after = median(&after);
+    let loads: Vec<f64> = samples.iter().map(|s| s.3).filter(|l| l.is_finite()).collect();
+    let (load_min, load_max) = loads.iter().fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
     let peak = samples.iter().map(|s| s.2 as f64 / 1024.0).fold(0.0, f64::max);
     let growth = max_after - min_after;
     // Flat: after warm-up the RSS moves by less than 10 % of the target.
@@ -198,19 +231,66 @@ fn main() -> Result<()> {
         "handshakes": total, "ok": ok, "refused": refused, "client_failures": failures,
         "seconds": elapsed, "per_second": total as f64 / elapsed,
         "agent_cpu_seconds": cpu, "agent_cpu_us_per_handshake": cpu * 1e6 / total as f64,
-        "rss_mb": {"peak": peak, "after_warm_up_min": min_after, "after_warm_up_max": max_after, "growth_after_warm_up": growth},
+        "capture": capture, "agent_args": std::env::var("SOAK_AGENT_ARGS").unwrap_or_default(),
+        "load_average": {"min": load_min, "median": median(&loads), "max": load_max},
+        "events_emitted": emitted, "events_per_handshake": emitted / total as f64, "flight_window_seconds": flight_window, "flight_file_mb": flight_file_mb,
+        "rss_mb": {"peak": peak, "after_warm_up_min": min_after, "after_warm_up_median": median_after, "after_warm_up_max": max_after, "growth_after_warm_up": growth},
         "rss_target_mb": RSS_TARGET_MB, "flat": flat, "under_target": under,
         "agent_counts": by_verdict, "events_lost": lost, "abnormal_log_records": log_records, "flight_recordings": flights,
         "aborted_connects_delta": aborted,
-        "samples": samples.iter().map(|s| json!([s.0, s.1, s.2])).collect::<Vec<Value>>(),
+        "samples": samples.iter().map(|s| json!([s.0, s.1, s.2, s.3])).collect::<Vec<Value>>(),
     });
     std::fs::write(root.join("docs/soak.json"), serde_json::to_string_pretty(&result)? + "\n")?;
-    std::fs::write(root.join("docs/soak.md"), report(&result, &samples))?;
+    let previous = std::fs::read_to_string(root.join("docs/soak.md")).unwrap_or_default();
+    std::fs::write(root.join("docs/soak.md"), report(&result, &samples) + &history(&previous, &result))?;
     eprintln!("soak: wrote docs/soak.md and docs/soak.json");
     Ok(())
 }
 
-fn report(r: &Value, samples: &[(f64, u64, u64)]) -> String {
+/// Heads the history table; rows below it are kept from run to run.
+const HISTORY_HEADING: &str = "## Runs so far (newest first)";
+
+/// This run as one row of the history table.
+fn history_row(r: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let lost: f64 = r["events_lost"].as_object().map(|m| m.values().map(f).sum()).unwrap_or(0.0);
+    format!(
+        "| {} | {} | {} | {:.0} | {:.1} / {:.1} / {:.1} | {:.1} | {:.2} | {:.0} | {:.1}-{:.1} |",
+        r["started"].as_str().unwrap_or("?"),
+        format!("{} {}", r["capture"].as_str().unwrap_or("?"), r["agent_args"].as_str().unwrap_or("")).trim_end(),
+        r["handshakes"],
+        f(&r["per_second"]),
+        f(&r["rss_mb"]["after_warm_up_min"]),
+        f(&r["rss_mb"]["after_warm_up_median"]),
+        f(&r["rss_mb"]["after_warm_up_max"]),
+        f(&r["rss_mb"]["peak"]),
+        f(&r["agent_cpu_us_per_handshake"]),
+        lost,
+        f(&r["load_average"]["min"]),
+        f(&r["load_average"]["max"]),
+    )
+}
+
+/// The history section: this run's row, then the rows `previous` (the last docs/soak.md) had.
+fn history(previous: &str, r: &Value) -> String {
+    let kept = previous
+        .split_once(HISTORY_HEADING)
+        .map(|(_, rest)| rest.lines().filter(|l| l.starts_with("| 20")).map(str::to_string).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut out = format!(
+        "\n{HISTORY_HEADING}\n\nEach `cargo xtask soak` adds its row here. RSS in MB after warm-up (min / median / max) \
+         and its peak over the whole run; CPU in µs per handshake; the machine's one-minute load average during the run.\n\n\
+         | started | capture (and SOAK_AGENT_ARGS) | handshakes | per second | RSS after warm-up | peak | CPU µs | events lost | load average |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
+    );
+    for row in std::iter::once(history_row(r)).chain(kept).take(HISTORY_KEPT) {
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out
+}
+
+fn report(r: &Value, samples: &[Sample]) -> String {
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let counts = |v: &Value| {
         v.as_object()
@@ -223,18 +303,26 @@ fn report(r: &Value, samples: &[(f64, u64, u64)]) -> String {
     out.push_str("Written by `cargo xtask soak` (tests/soak.rs); every figure is this run's.\n\n");
     out.push_str(&format!(
         "Run started {}: {} handshakes against a real MariaDB from {CLIENT_THREADS} client threads, one in {ABNORMAL_EVERY} with a wrong \
-         password (ERR 1045), as fast as the machine allowed: {:.0} s, {:.0} handshakes/s. The agent ran with its log and its \
-         flight recorder on (`--log FILE --flight-dir DIR`).\n\n",
+         password (ERR 1045), as fast as the machine allowed: {:.0} s, {:.0} handshakes/s. The agent ran on the {} capture \
+         tier with its log and its flight recorder on (`--capture {} --log FILE --flight-dir DIR{}`). The machine's one-minute \
+         load average during the run: {:.1} to {:.1} (median {:.1}; 2 cores).\n\n",
         r["started"].as_str().unwrap_or("?"),
         r["handshakes"],
         f(&r["seconds"]),
         f(&r["per_second"]),
+        r["capture"].as_str().unwrap_or("?"),
+        r["capture"].as_str().unwrap_or("?"),
+        r["agent_args"].as_str().filter(|a| !a.is_empty()).map(|a| format!(" {a}")).unwrap_or_default(),
+        f(&r["load_average"]["min"]),
+        f(&r["load_average"]["max"]),
+        f(&r["load_average"]["median"]),
     ));
     out.push_str("| target | result | |\n|---|---|---|\n");
     out.push_str(&format!(
-        "| RSS flat after warm-up (the first {:.0} % of handshakes) | {:.1} → {:.1} MB (moved {:.1} MB) | {} |\n",
+        "| RSS flat after warm-up (the first {:.0} % of handshakes) | min {:.1} / median {:.1} / max {:.1} MB (moved {:.1} MB) | {} |\n",
         WARM_UP_FRACTION * 100.0,
         f(&r["rss_mb"]["after_warm_up_min"]),
+        f(&r["rss_mb"]["after_warm_up_median"]),
         f(&r["rss_mb"]["after_warm_up_max"]),
         f(&r["rss_mb"]["growth_after_warm_up"]),
         if r["flat"] == true { "met" } else { "**missed**" }
@@ -245,23 +333,28 @@ fn report(r: &Value, samples: &[(f64, u64, u64)]) -> String {
         if r["under_target"] == true { "met" } else { "**missed**" }
     ));
     out.push_str(&format!("RSS over the run, one sample a second ({:.1} to {:.1} MB):\n\n```\n{}\n```\n\n", rss.iter().cloned().fold(f64::MAX, f64::min), rss.iter().cloned().fold(0.0, f64::max), sparkline(&rss)));
-    out.push_str("| seconds | handshakes done | agent RSS (MB) |\n|---|---|---|\n");
+    out.push_str("| seconds | handshakes done | agent RSS (MB) | load average |\n|---|---|---|---|\n");
     let step = (samples.len() / 12).max(1);
     for s in samples.iter().step_by(step) {
-        out.push_str(&format!("| {:.0} | {} | {:.1} |\n", s.0, s.1, s.2 as f64 / 1024.0));
+        out.push_str(&format!("| {:.0} | {} | {:.1} | {:.1} |\n", s.0, s.1, s.2 as f64 / 1024.0, s.3));
     }
     out.push_str(&format!(
         "\nThe load's own count: {} OK, {} refused, {} client failures; MariaDB's `Aborted_connects` rose by {}.\n\
-         The agent's `handshake_trace_handshakes_total` by verdict: {}. Events lost: {}. The abnormal log: {} \
-         (rate-limited). Flight recordings: {}. Agent CPU: {:.1} s, {:.2} µs per handshake.\n",
+         The agent's `handshake_trace_handshakes_total` by verdict: {}. Events emitted: {:.0} ({:.1} per handshake); lost: {}. \
+         The abnormal log: {} (rate-limited). Flight recordings: {} ({:.1} MB a file); the flight ring covered {:.2} s at this rate. \
+         Agent CPU: {:.1} s, {:.2} µs per handshake.\n",
         r["ok"],
         r["refused"],
         r["client_failures"],
         r["aborted_connects_delta"],
         counts(&r["agent_counts"]),
+        f(&r["events_emitted"]),
+        f(&r["events_per_handshake"]),
         { let l = counts(&r["events_lost"]); if l.is_empty() { "none".into() } else { l } },
         counts(&r["abnormal_log_records"]),
         counts(&r["flight_recordings"]),
+        f(&r["flight_file_mb"]),
+        f(&r["flight_window_seconds"]),
         f(&r["agent_cpu_seconds"]),
         f(&r["agent_cpu_us_per_handshake"]),
     ));
@@ -285,19 +378,26 @@ mod tests {
 
     #[test]
     fn the_report_shows_this_runs_figures() {
-        let samples = vec![(1.0, 100, 20_480), (2.0, 60_000, 21_504), (3.0, 120_000, 21_606)];
+        let samples = vec![(1.0, 100, 20_480, 1.5), (2.0, 60_000, 21_504, 2.0), (3.0, 120_000, 21_606, 2.5)];
         let r = json!({
             "started": "then", "handshakes": 120_000, "ok": 108_000, "refused": 12_000, "client_failures": 0,
             "seconds": 9.5, "per_second": 12_631.6, "agent_cpu_seconds": 1.25, "agent_cpu_us_per_handshake": 10.42,
-            "rss_mb": {"peak": 21.1, "after_warm_up_min": 21.0, "after_warm_up_max": 21.1, "growth_after_warm_up": 0.1},
+            "rss_mb": {"peak": 21.1, "after_warm_up_min": 21.0, "after_warm_up_median": 21.05, "after_warm_up_max": 21.1, "growth_after_warm_up": 0.1},
+            "capture": "socket", "load_average": {"min": 1.5, "median": 2.0, "max": 2.5},
+            "events_emitted": 960_000.0, "events_per_handshake": 8.0, "flight_window_seconds": 0.31,
             "flat": true, "under_target": true,
             "agent_counts": {"ok": 108_000.0, "auth_failed": 12_000.0}, "events_lost": {},
             "abnormal_log_records": {"written": 950.0, "dropped": 11_050.0}, "flight_recordings": {"written": 9.0},
             "aborted_connects_delta": 12_000,
         });
         let text = report(&r, &samples);
-        for shown in ["120000 handshakes", "12632 handshakes/s", "peak 21.1 MB", "auth_failed 12000", "dropped 11050", "10.42 µs per handshake"] {
+        for shown in ["120000 handshakes", "12632 handshakes/s", "peak 21.1 MB", "auth_failed 12000", "dropped 11050", "10.42 µs per handshake", "--capture socket", "load average during the run: 1.5 to 2.5", "median 21.1", "8.0 per handshake", "covered 0.31 s"] {
             assert!(text.contains(shown), "{shown} missing from\n{text}");
         }
+        // The history keeps earlier runs' rows under this one's.
+        let earlier = format!("{text}{}", history("", &json!({"started": "2026-01-01T00:00:00Z", "capture": "syscalls", "events_lost": {"ringbuf_full": 5.0}})));
+        let both = history(&earlier, &r);
+        let rows: Vec<&str> = both.lines().filter(|l| l.starts_with("| ")).collect();
+        assert!(rows[1].starts_with("| then |") && rows[2].starts_with("| 2026-01-01T00:00:00Z | syscalls |") && rows[2].contains("| 5 |"), "{both}");
     }
 }

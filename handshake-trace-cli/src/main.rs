@@ -315,6 +315,11 @@ struct AgentArgs {
     /// Flight recorder: seconds of raw events kept in memory.
     #[arg(long, value_name = "S", default_value_t = 10)]
     flight_seconds: u64,
+    /// Flight recorder: memory for its ring of events, in KiB (at most 65536). At high
+    /// rates this, not --flight-seconds, bounds how far back it reaches:
+    /// handshake_trace_flight_window_seconds says how far.
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    flight_ring_kb: u64,
     /// Flight recorder: trace files kept at most.
     #[arg(long, value_name = "N", default_value_t = 50)]
     flight_max_files: usize,
@@ -333,6 +338,18 @@ struct AgentArgs {
     /// How the syscall programs attach: `raw` or `tracepoints` (as for watch).
     #[arg(long, value_name = "MODE", value_enum)]
     attach: Option<AttachMode>,
+    /// Which hooks capture the handshakes: `socket` (the agent's default: socket and packet
+    /// hooks only, nothing on the host's syscall path) or `syscalls` (the full story: fds,
+    /// waits and their timeouts, socket options, timers; every task of the host on the slow
+    /// syscall path while attached). docs/agent.md compares them.
+    #[arg(long, value_name = "TIER", value_enum, default_value_t = CaptureTier::Socket)]
+    capture: CaptureTier,
+    /// The agent's scheduling niceness (-20..19; 0 leaves it as started): a little above
+    /// the host's other work by default, so a busy machine does not starve the reader of
+    /// the ring buffer (events lost). Needs CAP_SYS_NICE to go below the inherited value;
+    /// without it the agent warns and runs as started.
+    #[arg(long, value_name = "N", default_value_t = -10, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    nice: i32,
 }
 
 impl AgentArgs {
@@ -347,8 +364,10 @@ impl AgentArgs {
                 port: self.port,
                 ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
                 attach: self.attach.unwrap_or_default().usable()?,
+                capture: self.capture,
                 ..Default::default()
             },
+            nice: self.nice,
             listen: self.listen,
             log,
             log_rate: self.log_rate,
@@ -359,6 +378,7 @@ impl AgentArgs {
                 seconds: self.flight_seconds,
                 max_files: self.flight_max_files,
                 max_bytes: self.flight_max_bytes,
+                ring_bytes: (self.flight_ring_kb * 1024) as usize,
             }),
         })
     }

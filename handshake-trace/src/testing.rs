@@ -43,7 +43,7 @@ pub(crate) fn sys(ts: u64, kind: SyscallKind, ret: i64, dur: u64, args: [u64; 4]
 
 pub(crate) fn io_gen(ts: u64, gen: u64, kind: SyscallKind, ret: i64, requested: u64, payload: &[u8]) -> Event {
     match sys_gen(ts, gen, kind, ret, 1000, [requested, 64, 0, 0]) {
-        Event::Syscall(s) => Event::Io(Io { sys: s, payload: payload.to_vec(), tracking_end: None }),
+        Event::Syscall(s) => Event::Io(Io { sys: s, payload: crate::events::Payload::new(payload), tracking_end: None }),
         _ => unreachable!(),
     }
 }
@@ -185,7 +185,7 @@ pub(crate) fn sock_io(ts: u64, gen: u64, kind: SyscallKind, ret: i64, flags: u64
             duration_ns: 0,
             args: Args::Transfer { requested: 0, flags },
         },
-        payload: payload.to_vec(),
+        payload: crate::events::Payload::new(payload),
         tracking_end: end,
     })
 }

@@ -222,7 +222,8 @@ pub fn map_ids_of(pid: u32) -> HashSet<u64> {
     fdinfo_ids(pid, "map_id")
 }
 
-/// Ids of the tracepoint and raw-tracepoint programs loaded in the kernel (any tracer's).
+/// Ids of the programs of the kinds handshake-trace loads (tracepoint, raw tracepoint, and
+/// the socket tier's tp_btf "tracing" and cgroup_skb) loaded in the kernel (any tracer's).
 pub fn loaded_program_ids() -> HashSet<u64> {
     let out = Command::new("bpftool").args(["-j", "prog", "show"]).output().expect("bpftool prog show");
     let progs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -230,7 +231,7 @@ pub fn loaded_program_ids() -> HashSet<u64> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|p| p["type"] == "tracepoint" || p["type"] == "raw_tracepoint")
+        .filter(|p| ["tracepoint", "raw_tracepoint", "tracing", "cgroup_skb"].iter().any(|t| p["type"] == *t))
         .filter_map(|p| p["id"].as_u64())
         .collect()
 }

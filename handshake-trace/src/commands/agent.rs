@@ -19,7 +19,7 @@ pub use crate::export::flight::FlightOptions;
 use crate::{
     export::{
         abnormal_log::{AbnormalLog, LogTarget},
-        flight::{self, FlightRecorder},
+        flight::FlightRecorder,
         http,
         metrics::{HealthExport, Metrics, MetricsSink, Table},
         process,
@@ -44,6 +44,8 @@ pub struct AgentOptions {
     pub top_window_s: u64,
     /// The flight recorder, when --flight-dir asks for it.
     pub flight: Option<FlightOptions>,
+    /// Scheduling niceness to take at start (0: as started).
+    pub nice: i32,
 }
 
 /// Tell systemd (when it started us with NOTIFY_SOCKET); failures are not fatal.
@@ -78,7 +80,8 @@ impl AgentObserver {
         match &self.flight {
             Some(f) => {
                 let f = f.borrow();
-                self.metrics.table(Table::FlightBuffer, f.len(), flight::MAX_RECORDS, f.evictions.saturating_sub(self.flight_evictions));
+                self.metrics.table(Table::FlightBuffer, f.len(), f.capacity(), f.evictions.saturating_sub(self.flight_evictions));
+                self.metrics.flight_window.set(f.window().map_or(0.0, |w| w.seconds()));
                 self.flight_evictions = f.evictions;
             }
             None => self.metrics.table(Table::FlightBuffer, 0, 0, 0),
@@ -130,6 +133,11 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     });
 
     process::tune_allocator();
+    if opts.nice != 0 {
+        if let Err(e) = process::set_nice(opts.nice) {
+            writeln!(log, "WARNING: cannot set niceness {}: {e} (running as started)", opts.nice)?;
+        }
+    }
     let (metrics, registry) = Metrics::new();
     let top = Arc::new(Mutex::new(TopClients::new(opts.top_k, opts.top_window_s)));
     let state = Arc::new(http::State { registry, ready: AtomicBool::new(false), top: Arc::clone(&top) });

@@ -29,6 +29,13 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
         Escaped(&h.tool_version),
         if trace.truncated { " (cut short: no trailer)" } else { "" }
     )?;
+    if let Some(w) = h.covers {
+        writeln!(
+            log,
+            "A flight recording: its events cover {:.3} s; connections opened before that are seen only from then on",
+            w.seconds()
+        )?;
+    }
     let mut pipeline = Pipeline::new(opts.pipeline()).with_sink(Printer::new(opts.print(), Clock::with_offset(h.clock_offset_ns), &mut *out));
     // Recordings made since batches were written replay in the same batches.
     if trace.items.iter().any(|i| matches!(i, TraceItem::Drained { .. })) {
@@ -64,7 +71,8 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
             TraceItem::Exit { pid, ts_ns } => pipeline.push(&Event::ProcessExit { ts_ns: *ts_ns, pid: *pid }, AcceptAddrs::default())?,
             // The live session's batches and its losses in them: the same handshakes are
             // spared a verdict as live.
-            TraceItem::Drained { lost } => pipeline.batch_end(*lost > 0)?,
+            TraceItem::Drained { lost, cut: false } => pipeline.batch_end(*lost > 0)?,
+            TraceItem::Drained { lost, cut: true } => pipeline.slice_end(*lost > 0)?,
             TraceItem::Addrs { .. } | TraceItem::Listener { .. } | TraceItem::End(_) => {}
         }
     }
@@ -99,6 +107,7 @@ mod tests {
             targets: vec![TargetInfo { pid: 7, comm: "\x1b]0;PWNED\x07mariadbd".into(), exe: None }],
             ringbuf_bytes: 4096,
             redacted: true,
+            covers: None,
         };
         let mut file = Vec::new();
         TraceWriter::new(&mut file, &header).unwrap();

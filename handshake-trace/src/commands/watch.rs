@@ -26,8 +26,19 @@ use crate::{
     },
 };
 
-/// How often the ring buffer is drained without a wakeup from the kernel.
+/// How often the ring buffer is drained without a wakeup from the kernel (which wakes
+/// us only once a quarter of the ring is filled: see the kernel side's `submit_flags`).
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
+
+/// Records read per batch at most (a few hundred handshakes' worth): a ring that filled
+/// while the tracer was starved of CPU is handled slice by slice, each slice's handshakes
+/// delivered and freed before the next, so memory does not grow with the ring's backlog.
+/// Each slice costs one read of the loss counters.
+const SLICE_RECORDS: usize = 1024;
+
+/// Slices read before the live loop turns to its other work (and back, at once, when
+/// records are left).
+const SLICES_PER_DRAIN: usize = 16;
 
 type Ring = AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>;
 
@@ -42,19 +53,42 @@ struct Tracer<'o> {
     reported_lost: u64,
     /// Lost records already accounted to a batch.
     lost_seen: u64,
+    /// The last batch stopped at its bound.
+    last_cut: bool,
 }
 
 impl Tracer<'_> {
-    /// Every record in the ring, through the recorder and the pipeline.
+    /// The records in the ring, through the recorder and the pipeline, in slices of at
+    /// most [`SLICE_RECORDS`]: each slice's finished handshakes go out (and their memory
+    /// is freed) before the next is read, so a full ring never becomes one big batch.
+    /// Stops after [`SLICES_PER_DRAIN`] slices so the loop's other work (the second's
+    /// tick, the metrics' HTTP server) runs during a flood; whether the ring was emptied.
     fn drain(
         &mut self,
         ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
         pipeline: &mut Pipeline,
         observer: &mut dyn Observer,
         log: &mut dyn Write,
-    ) -> Result<()> {
-        let mut records = 0u64;
-        while let Some(item) = ring.next() {
+    ) -> Result<bool> {
+        for _ in 0..SLICES_PER_DRAIN {
+            if self.slice(ring, pipeline, observer, log)? < SLICE_RECORDS {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Read up to [`SLICE_RECORDS`] records, then end the batch; the number read.
+    fn slice(
+        &mut self,
+        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+        pipeline: &mut Pipeline,
+        observer: &mut dyn Observer,
+        log: &mut dyn Write,
+    ) -> Result<usize> {
+        let mut records = 0;
+        while records < SLICE_RECORDS {
+            let Some(item) = ring.next() else { break };
             records += 1;
             let decoded = decode(&item);
             let addrs = decoded.as_ref().map(|ev| accept_addrs(ev, &mut self.targets)).unwrap_or_default();
@@ -74,18 +108,26 @@ impl Tracer<'_> {
                 }
             }
         }
-        // Records lost since the last drain's count were lost while the handshakes of this
-        // batch (finished in it, or still open) were open: none may be judged from what is left.
+        // Records lost since the last count were lost while the handshakes of this batch
+        // (finished in it, or still open) were open: none may be judged from what is left.
         let lost = self.probes.counters()?.lost();
         let lost_now = lost.saturating_sub(self.lost_seen);
         self.lost_seen = lost;
-        if records > 0 || lost_now > 0 {
+        let cut = records == SLICE_RECORDS;
+        // An empty batch after a cut one still ends the loss it carried: the replay must see it.
+        let after_cut = std::mem::replace(&mut self.last_cut, cut);
+        if records > 0 || lost_now > 0 || after_cut {
             if let Some(r) = self.recorder.as_mut() {
-                r.writer.drained(lost_now)?;
+                r.writer.drained(lost_now, cut)?;
             }
         }
-        pipeline.batch_end(lost_now > 0)?;
-        pipeline.flush()
+        if cut {
+            pipeline.slice_end(lost_now > 0)?;
+        } else {
+            pipeline.batch_end(lost_now > 0)?;
+        }
+        pipeline.flush()?;
+        Ok(records)
     }
 
     /// Once a second: targets that came and went, the programs' log, new losses.
@@ -221,7 +263,7 @@ pub async fn live<'s>(
             Escaped(&s.comm)
         )?;
     }
-    let mut tracer = Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0, lost_seen: 0 };
+    let mut tracer = Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0, lost_seen: 0, last_cut: false };
     let mut pipeline = sinks(&clock).into_iter().fold(Pipeline::new(opts.pipeline()).in_batches(), Pipeline::with_boxed_sink);
     let on_port = opts.port.map(|p| format!(" on port {p}")).unwrap_or_default();
     if let Some(notice) = crate::output::text::capture_notice(tracer.probes.capture) {
@@ -240,10 +282,14 @@ pub async fn live<'s>(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                tracer.drain(guard.get_inner_mut(), &mut pipeline, observer, log)?;
-                guard.clear_ready();
+                // Records left: stay ready, so the loop comes back for them.
+                if tracer.drain(guard.get_inner_mut(), &mut pipeline, observer, log)? {
+                    guard.clear_ready();
+                }
             }
-            _ = drain_tick.tick() => tracer.drain(ring.get_mut(), &mut pipeline, observer, log)?,
+            _ = drain_tick.tick() => {
+                tracer.drain(ring.get_mut(), &mut pipeline, observer, log)?;
+            }
             _ = tick.tick() => {
                 tracer.tick(&mut pipeline, log)?;
                 observer.tick(&tracer.health(&pipeline)?)?;
@@ -252,8 +298,13 @@ pub async fn live<'s>(
             _ = &mut stop => break,
         }
     }
-    // Events already in the ring when we were told to stop still count.
-    tracer.drain(ring.get_mut(), &mut pipeline, observer, log)?;
+    // Events already in the ring when we were told to stop still count (more than a ring's
+    // worth at most: the servers may keep writing).
+    for _ in 0..8 {
+        if tracer.drain(ring.get_mut(), &mut pipeline, observer, log)? {
+            break;
+        }
+    }
     let stop_ns = monotonic_ns();
     let counters = tracer.probes.counters()?;
     if let Some(r) = tracer.recorder {

@@ -18,6 +18,8 @@ use crate::{
 const SIGALRM: u32 = libc::SIGALRM as u32;
 const O_NONBLOCK: u64 = libc::O_NONBLOCK as u64;
 const MSG_DONTWAIT: u64 = libc::MSG_DONTWAIT as u64;
+/// Steps a handshake has room for from its accept: a usual successful login has about this many.
+const STEPS_ROOM: usize = 8;
 
 
 /// The server's reply to the login.
@@ -142,6 +144,14 @@ pub struct Phases {
 }
 
 impl Handshake {
+    /// Steps room for a usual handshake's timeline from the start (not grown by doubling
+    /// from one, a reallocation each time), holding the accept.
+    fn first_steps(a: &Accept) -> Vec<Step> {
+        let mut steps = Vec::with_capacity(STEPS_ROOM);
+        steps.push(Step { ts_ns: a.ts_ns, tid: a.tid, what: StepKind::Accepted { listen_fd: a.listen_fd, client: a.peer } });
+        steps
+    }
+
     pub(super) fn new(a: &Accept, server: Option<SocketAddr>) -> Self {
         Handshake {
             pid: a.pid,
@@ -155,7 +165,7 @@ impl Handshake {
             unix: a.unix,
             socket_tier: a.established,
             handler_tid: None,
-            steps: vec![Step { ts_ns: a.ts_ns, tid: a.tid, what: StepKind::Accepted { listen_fd: a.listen_fd, client: a.peer } }],
+            steps: Self::first_steps(a),
             greeting: None,
             greeting_ns: None,
             login: None,

@@ -96,7 +96,7 @@ impl Accept {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Io {
     pub sys: Syscall,
-    pub payload: Vec<u8>,
+    pub payload: Payload,
     /// The kernel stopped tracing the connection after this record, and why
     /// (`handshake_trace_common::end`); older recordings carry it as its own record.
     pub tracking_end: Option<u64>,
@@ -115,7 +115,48 @@ impl std::fmt::Debug for Io {
 impl From<&IoEvent> for Io {
     fn from(e: &IoEvent) -> Self {
         let n = (e.captured as usize).min(e.payload.len());
-        Io { sys: e.sys.into(), payload: e.payload[..n].to_vec(), tracking_end: (e.tracking_end != 0).then_some(e.tracking_end.into()) }
+        Io { sys: e.sys.into(), payload: Payload::new(&e.payload[..n]), tracking_end: (e.tracking_end != 0).then_some(e.tracking_end.into()) }
+    }
+}
+
+/// The bytes a read or write captured (at most `PAYLOAD_MAX`), kept inline: decoding a
+/// record allocates nothing (the live loop decodes every record it reads).
+#[derive(Clone, Copy)]
+pub struct Payload {
+    bytes: [u8; handshake_trace_common::PAYLOAD_MAX],
+    len: u16,
+}
+
+impl Payload {
+    /// The first `PAYLOAD_MAX` bytes of `bytes`.
+    pub fn new(bytes: &[u8]) -> Self {
+        let mut p = Payload { bytes: [0; handshake_trace_common::PAYLOAD_MAX], len: 0 };
+        let n = bytes.len().min(p.bytes.len());
+        p.bytes[..n].copy_from_slice(&bytes[..n]);
+        p.len = n as u16;
+        p
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Payload {}
+
+/// The length only, as [`Io`]'s: the bytes can be a scramble or an auth response.
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({} bytes)", self.len)
     }
 }
 
@@ -494,7 +535,7 @@ mod tests {
         rec.payload[..4].copy_from_slice(&[1, 2, 3, 4]);
         match decode(&as_bytes(&rec)).unwrap() {
             Event::Io(io) => {
-                assert_eq!(io.payload, vec![1, 2, 3, 4]);
+                assert_eq!(&*io.payload, &[1, 2, 3, 4]);
                 assert!(io.sys.kind.is_read());
             }
             other => panic!("{other:?}"),

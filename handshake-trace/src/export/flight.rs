@@ -1,7 +1,7 @@
 //! The flight recorder: the last `--flight-seconds` of raw kernel records, redacted as
 //! they arrive (secrets zeroed, as `record` does), kept compactly in a bounded in-memory
 //! ring (one byte buffer; a read or write keeps only the payload bytes it captured, and
-//! the fixed-size record is rebuilt, zero-padded, when a file is written);
+//! a file says how many zeros each record had past that);
 //! when a handshake ends abnormally the ring is written to a trace file in
 //! `--flight-dir` that `analyze` replays in full detail. Rate-limited (a file a second
 //! at most, the rest counted as dropped), and capped: past `--flight-max-files` files or
@@ -23,7 +23,7 @@ use crate::{
     correlate::Handshake,
     events::{AcceptAddrs, Counters, Event},
     recording::{
-        format::{TargetInfo, TraceWriter},
+        format::{TargetInfo, TraceHeader, TraceWriter, Window},
         recorder::{header, trailer},
         redact::Redactor,
     },
@@ -31,10 +31,13 @@ use crate::{
     verdict::Verdict,
 };
 
-/// Records kept at most, whatever their age.
-pub const MAX_RECORDS: usize = 65_536;
-/// Bytes of (compact) records kept at most.
-pub const MAX_RING_BYTES: usize = 4 << 20;
+/// Bytes of (compact) records kept by default (`--flight-ring-kb`).
+pub const DEFAULT_RING_BYTES: usize = 4 << 20;
+/// The most `--flight-ring-kb` may ask for: the ring is resident memory.
+pub const MAX_RING_BYTES: usize = 64 << 20;
+/// Records kept at most per byte of ring: one per 64 bytes (a compact record is rarely
+/// smaller), so the index stays a fixed fraction of the ring.
+const BYTES_PER_RECORD: usize = 64;
 /// Room past `MAX_RING_BYTES` for the record that crosses it (before eviction).
 const RECORD_SLACK: usize = 4096;
 /// Trace files written a second at most.
@@ -46,6 +49,20 @@ pub struct FlightOptions {
     pub seconds: u64,
     pub max_files: usize,
     pub max_bytes: u64,
+    /// Bytes of compact records kept in memory (at most [`MAX_RING_BYTES`]).
+    pub ring_bytes: usize,
+}
+
+impl FlightOptions {
+    /// The ring's byte bound, capped.
+    pub fn ring_bytes(&self) -> usize {
+        self.ring_bytes.clamp(BYTES_PER_RECORD, MAX_RING_BYTES)
+    }
+
+    /// The ring's record bound.
+    pub fn max_records(&self) -> usize {
+        self.ring_bytes() / BYTES_PER_RECORD
+    }
 }
 
 /// One record of the ring: its bytes are the next `len` of the byte ring.
@@ -54,7 +71,7 @@ struct Record {
     ts_ns: u64,
     /// Bytes kept (a read or write without the payload bytes it did not capture).
     len: u32,
-    /// The record's size as it arrived (zero-padded back to it when written).
+    /// The record's size as it arrived (the zeros past `len` are written as a count).
     full_len: u32,
 }
 
@@ -86,7 +103,7 @@ pub struct FlightRecorder {
     first_seq: u64,
     /// Accepts' addresses, oldest first (only for records still in the ring).
     addrs: VecDeque<Addrs>,
-    /// A scratch buffer: the redacted record, then a record rebuilt for a file.
+    /// A scratch buffer: the redacted record, then a record copied out for a file.
     scratch: Vec<u8>,
     /// Records pushed out by the size bounds (not by age).
     pub evictions: u64,
@@ -99,6 +116,7 @@ pub struct FlightRecorder {
 impl FlightRecorder {
     pub fn new(opts: FlightOptions, clock: Clock, ringbuf_bytes: u32, metrics: Metrics) -> Result<Self> {
         std::fs::create_dir_all(&opts.dir).with_context(|| format!("create {}", opts.dir.display()))?;
+        let (max_records, ring_bytes) = (opts.max_records(), opts.ring_bytes());
         Ok(FlightRecorder {
             opts,
             clock,
@@ -106,8 +124,8 @@ impl FlightRecorder {
             redactor: Redactor::new(),
             // Allocated once at their bounds (pages are touched only as they fill), so
             // they never grow by doubling past them.
-            ring: VecDeque::with_capacity(MAX_RECORDS + 1),
-            bytes: VecDeque::with_capacity(MAX_RING_BYTES + RECORD_SLACK),
+            ring: VecDeque::with_capacity(max_records + 1),
+            bytes: VecDeque::with_capacity(ring_bytes + RECORD_SLACK),
             first_seq: 0,
             addrs: VecDeque::new(),
             scratch: Vec::new(),
@@ -140,8 +158,9 @@ impl FlightRecorder {
         self.bytes.extend(kept);
         self.ring.push_back(Record { ts_ns, len: kept.len() as u32, full_len: raw.len() as u32 });
         let oldest_kept = ts_ns.saturating_sub(self.opts.seconds.saturating_mul(1_000_000_000));
+        let (max_records, max_bytes) = (self.opts.max_records(), self.opts.ring_bytes());
         while let Some(front) = self.ring.front() {
-            let too_many = self.ring.len() > MAX_RECORDS || self.bytes.len() > MAX_RING_BYTES;
+            let too_many = self.ring.len() > max_records || self.bytes.len() > max_bytes;
             if !too_many && front.ts_ns >= oldest_kept {
                 break;
             }
@@ -153,6 +172,17 @@ impl FlightRecorder {
             }
             self.first_seq += 1;
         }
+    }
+
+    /// The record bound (the `flight_buffer` table's capacity).
+    pub fn capacity(&self) -> usize {
+        self.opts.max_records()
+    }
+
+    /// The span the ring covers now, oldest record to newest: `--flight-seconds` unless
+    /// the size bounds pushed records out sooner (a high rate).
+    pub fn window(&self) -> Option<Window> {
+        Some(Window { from_ns: self.ring.front()?.ts_ns, to_ns: self.ring.back()?.ts_ns })
     }
 
     /// Bytes the ring's records take (the byte ring, not its index).
@@ -184,15 +214,16 @@ impl FlightRecorder {
     fn write(&mut self, path: &Path, end_ns: u64) -> Result<()> {
         let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
         let targets: Vec<TargetInfo> = Vec::new();
-        let mut w = TraceWriter::new(BufWriter::with_capacity(1 << 16, file), &header(&self.clock, targets, self.ringbuf_bytes))?.buffered();
+        let header = TraceHeader { covers: self.window(), ..header(&self.clock, targets, self.ringbuf_bytes) };
+        let mut w = TraceWriter::new(BufWriter::with_capacity(1 << 16, file), &header)?.buffered();
         let mut at = 0;
         let mut addrs = self.addrs.iter().peekable();
         for (seq, r) in (self.first_seq..).zip(&self.ring) {
             self.scratch.clear();
             self.scratch.extend(self.bytes.range(at..at + r.len as usize));
             at += r.len as usize;
-            self.scratch.resize(r.full_len as usize, 0);
-            w.event(&self.scratch)?;
+            // The payload past what was captured is zeros: the file says how many.
+            w.event_then_zeros(&self.scratch, (r.full_len - r.len) as usize)?;
             if let Some((_, server, client)) = addrs.next_if(|a| a.0 == seq) {
                 w.addrs(*server, *client)?;
             }

@@ -123,6 +123,8 @@ pub struct Metrics {
     pub table_evictions: Family<TableLabel, Counter>,
     pub log_records: Family<OutcomeLabel, Counter>,
     pub flight_recordings: Family<OutcomeLabel, Counter>,
+    /// Seconds the flight recorder's ring covers now (oldest record to newest).
+    pub flight_window: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     pub rss_bytes: Gauge,
 }
@@ -150,6 +152,7 @@ impl Metrics {
             table_evictions: Family::default(),
             log_records: Family::default(),
             flight_recordings: Family::default(),
+            flight_window: Gauge::default(),
             cpu_seconds: Counter::default(),
             rss_bytes: Gauge::default(),
         };
@@ -170,6 +173,12 @@ impl Metrics {
         r.register("table_evictions", "Entries pushed out of each table by its bound", m.table_evictions.clone());
         r.register("abnormal_log_records", "Abnormal-handshake log records, written or dropped by the rate limit or a write error", m.log_records.clone());
         r.register("flight_recordings", "Flight-recorder trace files, written or dropped", m.flight_recordings.clone());
+        r.register_with_unit(
+            "flight_window",
+            "Seconds of events the flight recorder's ring covers now (less than --flight-seconds when its size bound is reached first; 0 without --flight-dir)",
+            Unit::Seconds,
+            m.flight_window.clone(),
+        );
         root.register_with_unit("process_cpu", "CPU time of the agent (user and system)", Unit::Seconds, m.cpu_seconds.clone());
         root.register_with_unit("process_resident_memory", "Resident memory of the agent", Unit::Bytes, m.rss_bytes.clone());
         // Series that exist from the start, so a rate() has its zero.

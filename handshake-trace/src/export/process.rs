@@ -28,6 +28,18 @@ pub fn release_free_memory() {
     }
 }
 
+/// Take scheduling niceness `nice`. The agent runs on one thread (tokio's current-thread
+/// runtime), and on Linux the niceness is the calling thread's: this is the whole agent.
+pub fn set_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: setpriority only changes a scheduling attribute of this thread.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Read /proc/self/stat and /proc/self/statm; None when either is unreadable.
 pub fn read() -> Option<Usage> {
     // SAFETY: sysconf has no memory preconditions.

@@ -240,7 +240,7 @@ fn log_file_rotates_by_size_and_keeps_only_so_many_files() {
 
 fn flight_recorder(dir: &std::path::Path, seconds: u64, max_files: usize) -> (super::flight::FlightRecorder, prometheus_client::registry::Registry) {
     let (m, registry) = Metrics::new();
-    let opts = super::flight::FlightOptions { dir: dir.to_path_buf(), seconds, max_files, max_bytes: 1 << 20 };
+    let opts = super::flight::FlightOptions { dir: dir.to_path_buf(), seconds, max_files, max_bytes: 1 << 20, ring_bytes: super::flight::DEFAULT_RING_BYTES };
     (super::flight::FlightRecorder::new(opts, crate::support::clock::Clock::with_offset(0), 1 << 20, m).unwrap(), registry)
 }
 
@@ -260,6 +260,55 @@ fn flight_ring_keeps_only_the_last_seconds() {
     // At 5 s, a 1 s window: 4.0, 4.5 and 5.0 s.
     assert_eq!(f.len(), 3);
     assert_eq!(f.evictions, 0, "age is not an eviction");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn at_a_high_rate_the_flight_rings_size_not_its_seconds_bounds_the_window_and_files_say_so() {
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-window-{}", std::process::id()));
+    let (m, _) = Metrics::new();
+    // 64 KiB: 1024 records of 64 bytes (a ten-second window asked for).
+    let opts = super::flight::FlightOptions { dir: dir.clone(), seconds: 10, max_files: 5, max_bytes: 1 << 20, ring_bytes: 64 << 10 };
+    let mut f = super::flight::FlightRecorder::new(opts, crate::support::clock::Clock::with_offset(0), 1 << 20, m).unwrap();
+    assert_eq!(f.capacity(), 1024);
+    // 1000 records a second for 3 s: the bytes bound keeps about the last second.
+    for i in 0..3000 {
+        push_at(&mut f, GEN + i * MS);
+    }
+    assert!(f.bytes() <= 64 << 10 && f.evictions > 0, "{} bytes, {} evictions", f.bytes(), f.evictions);
+    let w = f.window().unwrap();
+    assert_eq!(w.to_ns, GEN + 2999 * MS);
+    assert!((0.9..1.1).contains(&w.seconds()), "{w:?}");
+    f.handshake(&later(one(&poll_timeout_events()), 3 * S));
+    let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let trace = crate::recording::format::read_trace(std::io::BufReader::new(std::fs::File::open(&file).unwrap())).unwrap();
+    assert_eq!(trace.header.covers, Some(w), "the file says what it covers");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_flight_file_gives_back_each_read_at_full_size_with_its_zeros_counted_not_written() {
+    use handshake_trace_common::{kind, sys, EventHeader, IoEvent, SysEvent, PAYLOAD_MAX};
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-zeros-{}", std::process::id()));
+    let (mut f, _) = flight_recorder(&dir, 10, 5);
+    let header = EventHeader { kind: kind::IO, pid: 7, tid: 7, _pad: 0, ts_ns: GEN };
+    let sys = SysEvent { header, conn_gen: 1, ret: 4, duration_ns: 1, args: [0; 4], fd: 9, syscall: sys::RECVFROM };
+    let mut io = IoEvent { sys, captured: 4, tracking_end: 0, payload: [0; PAYLOAD_MAX] };
+    io.payload[..4].copy_from_slice(&[7, 0, 0, 1]);
+    let raw = crate::events::as_bytes(&io);
+    let ev = crate::events::decode(&raw).unwrap();
+    f.record(&raw, Some(&ev), crate::events::AcceptAddrs::default());
+    f.handshake(&later(one(&poll_timeout_events()), S));
+    let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(&format!(r#","z":{}}}"#, PAYLOAD_MAX - 4)), "{text}");
+    let trace = crate::recording::format::read_trace(text.as_bytes()).unwrap();
+    let events: Vec<&Vec<u8>> = trace.items.iter().filter_map(|i| if let crate::recording::format::TraceItem::Event(b) = i { Some(b) } else { None }).collect();
+    assert_eq!(events.len(), 1);
+    // Byte for byte the record as redacted on arrival (a fresh redactor does the same).
+    let mut redacted = raw.clone();
+    crate::recording::redact::Redactor::new().redact(&mut redacted);
+    assert_eq!(events[0], &redacted);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -23,6 +23,8 @@ use crate::{
 
 /// Open handshakes kept in memory at most (the kernel tracks at most as many).
 const MAX_OPEN: usize = handshake_trace_common::MAX_CONNS as usize;
+/// Finished handshakes a batch's buffer keeps room for between batches.
+const PENDING_KEPT: usize = 256;
 
 /// Where finished handshakes go.
 pub trait Sink {
@@ -80,6 +82,9 @@ pub struct Pipeline<'a> {
     /// Handshakes finished in the current batch, held until its end.
     pending: Vec<Handshake>,
     batches: bool,
+    /// A loss was counted while records written before the count may still be unread
+    /// (batches cut at a bound, the ring not yet emptied).
+    loss_unread: bool,
 }
 
 impl<'a> Pipeline<'a> {
@@ -93,6 +98,7 @@ impl<'a> Pipeline<'a> {
             sinks: Vec::new(),
             pending: Vec::new(),
             batches: false,
+            loss_unread: false,
         }
     }
 
@@ -150,22 +156,39 @@ impl<'a> Pipeline<'a> {
         self
     }
 
-    /// A batch is over. `lost`: the kernel lost records during it, so every handshake
-    /// open in it (still open, or finished in it) may miss events: those finished are
-    /// judged again before they go out, the open ones when they finish.
+    /// A batch is over and the ring was emptied. `lost`: the kernel lost records during
+    /// it, so every handshake open in it (still open, or finished in it) may miss events:
+    /// those finished are judged again before they go out, the open ones when they finish.
     pub fn batch_end(&mut self, lost: bool) -> Result<()> {
+        self.end_batch(lost, true)
+    }
+
+    /// A batch cut at its bound (the live loop reads the ring in slices): the ring may
+    /// still hold records written before this loss count, so accepts keep counting as
+    /// possibly lossy until a batch empties the ring with no new loss.
+    pub fn slice_end(&mut self, lost: bool) -> Result<()> {
+        self.end_batch(lost, false)
+    }
+
+    fn end_batch(&mut self, lost: bool, emptied: bool) -> Result<()> {
         if lost {
             self.correlator.mark_open_lossy();
         }
-        // The count came after the batch's last record: connections accepted between the
-        // two are read in the next batch, and their lost records may be among these.
-        self.correlator.accepts_may_be_lossy(lost);
-        for mut h in std::mem::take(&mut self.pending) {
+        // The count came after the batch's last record: connections accepted before it
+        // and read in a later batch may own these lost records.
+        self.loss_unread = lost || (self.loss_unread && !emptied);
+        self.correlator.accepts_may_be_lossy(self.loss_unread);
+        // Reused from batch to batch (no allocation per batch); a burst's batch must not
+        // pin its memory, so only room for a usual one is kept.
+        let mut pending = std::mem::take(&mut self.pending);
+        for mut h in pending.drain(..) {
             if lost {
                 h.judge_again_with_losses();
             }
             self.deliver(&h)?;
         }
+        pending.shrink_to(PENDING_KEPT);
+        self.pending = pending;
         Ok(())
     }
 

@@ -442,3 +442,32 @@ fn a_loss_counted_after_a_batch_also_covers_the_accepts_the_next_batch_brings() 
     assert_eq!(summary.count(Verdict::Incomplete), 1, "{}", out.text());
     assert_eq!(summary.count(Verdict::ClientClosed), 1, "{}", out.text());
 }
+
+#[test]
+fn a_loss_counted_after_a_cut_slice_covers_accepts_until_a_batch_empties_the_ring() {
+    // The live loop reads the ring in bounded slices: after a loss counted at a slice cut
+    // at its bound, records written before the count are still in the ring, possibly for
+    // several slices; their accepts may own the lost records.
+    let opts = WatchOptions::default();
+    let out = Shared::default();
+    let mut p = Pipeline::new(opts.pipeline()).in_batches().with_sink(Printer::new(opts.print(), Clock::with_offset(0), out.clone()));
+    p.slice_end(true).unwrap();
+    for n in 0..2 {
+        for (e, a) in on_port(failed_handshake(GEN + n * 10 * MS), KEPT_PORT) {
+            p.push(&e, a).unwrap();
+        }
+        p.slice_end(false).unwrap();
+    }
+    // The ring is emptied with no new loss: what the next batch accepts stands.
+    for (e, a) in on_port(failed_handshake(GEN + 20 * MS), KEPT_PORT) {
+        p.push(&e, a).unwrap();
+    }
+    p.batch_end(false).unwrap();
+    for (e, a) in on_port(failed_handshake(GEN + 30 * MS), KEPT_PORT) {
+        p.push(&e, a).unwrap();
+    }
+    p.batch_end(false).unwrap();
+    let summary = p.finish(GEN + 40 * MS, Counters::default()).unwrap();
+    assert_eq!(summary.count(Verdict::Incomplete), 3, "{}", out.text());
+    assert_eq!(summary.count(Verdict::ClientClosed), 1, "{}", out.text());
+}

@@ -5,12 +5,14 @@
 //! the header, then one object per line tagged by `"t"`:
 //!
 //! - `{"t":"ev","b":"<hex>"}`: a kernel record exactly as received (after redaction);
+//!   `"z":N`: followed by N zero bytes left out of `b` (the flight recorder's files);
 //! - `{"t":"addrs","server":"127.0.0.1:3306","client":null}`: right after an accept, the
 //!   addresses the live session used for it (from /proc);
 //! - `{"t":"listener","pid":P,"fd":F,"addr":"127.0.0.1:3306"}`: a listening socket's address from /proc;
 //! - `{"t":"exit","pid":P,"ts_ns":T}`: a target exit noticed by the /proc rescan;
 //! - `{"t":"drained","lost":N}`: the end of a batch of records (one drain of the ring
 //!   buffer); the kernel lost N records during it, so its handshakes may miss events;
+//!   `"cut":true` when the batch stopped at its bound before the ring was empty;
 //! - `{"t":"end","ended":"..","emitted":N,"lost_ringbuf":N,"lost_mapfull":N,"undecodable":N,"stop_ns":T}`:
 //!   the trailer (`stop_ns`: kernel monotonic time tracing stopped; 0 or absent: unknown).
 //!
@@ -28,6 +30,8 @@ use serde_json::{Map, Value};
 pub const FORMAT: &str = "handshake-trace";
 /// The version this module writes, and the newest it reads.
 pub const VERSION: u64 = 1;
+/// The most trailing zeros an `ev` line may leave out (`"z"`): more than any record has.
+const MAX_OMITTED_ZEROS: u64 = 4096;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceHeader {
@@ -42,6 +46,21 @@ pub struct TraceHeader {
     pub ringbuf_bytes: u32,
     /// Secrets were overwritten before the records were written (see `redact`).
     pub redacted: bool,
+    /// A flight recorder's file: the span its records cover (older ones were not kept).
+    pub covers: Option<Window>,
+}
+
+/// The span of kernel monotonic time a file's records cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from_ns: u64,
+    pub to_ns: u64,
+}
+
+impl Window {
+    pub fn seconds(&self) -> f64 {
+        self.to_ns.saturating_sub(self.from_ns) as f64 / 1e9
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,8 +92,8 @@ pub enum TraceItem {
     Exit { pid: u32, ts_ns: u64 },
     /// The live session drained the ring buffer here; the kernel had lost `lost`
     /// records during the batch since the previous drain (the handshakes open in it
-    /// may miss events).
-    Drained { lost: u64 },
+    /// may miss events). `cut`: the batch stopped at its bound, the ring not yet empty.
+    Drained { lost: u64, cut: bool },
     End(TraceEnd),
 }
 
@@ -115,6 +134,11 @@ impl<W: Write> TraceWriter<W> {
                 ("redacted", j(header.redacted)),
             ],
         );
+        if let Some(c) = header.covers {
+            // Before the closing brace: an optional last field.
+            w.line.pop();
+            w.line.push_str(&format!(r#","covers":{{"from_ns":{},"to_ns":{},"seconds":{:.3}}}}}"#, c.from_ns, c.to_ns, c.seconds()));
+        }
         w.finish_line()?;
         Ok(w)
     }
@@ -127,6 +151,13 @@ impl<W: Write> TraceWriter<W> {
 
     /// One kernel record, as received (after redaction).
     pub fn event(&mut self, raw: &[u8]) -> io::Result<()> {
+        self.event_then_zeros(raw, 0)
+    }
+
+    /// One kernel record whose last `zeros` bytes are zero and left out of the line
+    /// (`"z":N`): the flight recorder's reads and writes, whose fixed-size payload is
+    /// mostly zeros past the bytes captured, take about a third of the room.
+    pub fn event_then_zeros(&mut self, raw: &[u8], zeros: usize) -> io::Result<()> {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         self.line.reserve(raw.len() * 2 + 20);
         self.line.push_str(r#"{"t":"ev","b":""#);
@@ -139,7 +170,11 @@ impl<W: Write> TraceWriter<W> {
             // Hex digits are ASCII.
             self.line.push_str(std::str::from_utf8(&hex[..chunk.len() * 2]).unwrap_or_default());
         }
-        self.line.push_str(r#""}"#);
+        self.line.push('"');
+        if zeros > 0 {
+            self.line.push_str(&format!(r#","z":{zeros}"#));
+        }
+        self.line.push('}');
         self.finish_line()
     }
 
@@ -156,8 +191,12 @@ impl<W: Write> TraceWriter<W> {
 
     /// A target exit noticed by the /proc rescan (not by the kernel).
     /// The end of a batch of records (see [`TraceItem::Drained`]).
-    pub fn drained(&mut self, lost: u64) -> io::Result<()> {
-        self.object([("t", j("drained")), ("lost", j(lost))])
+    pub fn drained(&mut self, lost: u64, cut: bool) -> io::Result<()> {
+        if cut {
+            self.object([("t", j("drained")), ("lost", j(lost)), ("cut", j(true))])
+        } else {
+            self.object([("t", j("drained")), ("lost", j(lost))])
+        }
     }
 
     pub fn exit(&mut self, pid: u32, ts_ns: u64) -> io::Result<()> {
@@ -394,7 +433,15 @@ fn parse_header(obj: &Map<String, Value>, line: usize) -> Result<TraceHeader, Tr
         targets,
         ringbuf_bytes: f.u32("ringbuf_bytes")?,
         redacted,
+        covers: parse_window(obj.get("covers"), line)?,
     })
+}
+
+/// The optional `"covers":{"from_ns":N,"to_ns":N,...}` of a flight recorder's file.
+fn parse_window(v: Option<&Value>, line: usize) -> Result<Option<Window>, TraceError> {
+    let Some(v) = v else { return Ok(None) };
+    let ns = |k: &str| v.get(k).and_then(Value::as_u64).ok_or_else(|| err(line, format!("header: \"covers\".{k} is missing or not an integer")));
+    Ok(Some(Window { from_ns: ns("from_ns")?, to_ns: ns("to_ns")? }))
 }
 
 fn parse_item(obj: &Map<String, Value>, line: usize) -> Result<TraceItem, TraceError> {
@@ -405,7 +452,14 @@ fn parse_item(obj: &Map<String, Value>, line: usize) -> Result<TraceItem, TraceE
     Ok(match t {
         "ev" => {
             let hex = f.string("b")?;
-            TraceItem::Event(decode_hex(&hex).map_err(|m| err(line, format!("ev: \"b\": {m}")))?)
+            let mut raw = decode_hex(&hex).map_err(|m| err(line, format!("ev: \"b\": {m}")))?;
+            // Trailing zero bytes the writer left out (a record is never this long).
+            let zeros = if obj.contains_key("z") { f.u64("z")? } else { 0 };
+            if zeros > MAX_OMITTED_ZEROS {
+                return Err(err(line, format!("ev: \"z\" ({zeros}) is more than a record holds")));
+            }
+            raw.resize(raw.len() + zeros as usize, 0);
+            TraceItem::Event(raw)
         }
         "addrs" => TraceItem::Addrs { server: f.opt_addr("server")?, client: f.opt_addr("client")? },
         "listener" => {
@@ -414,7 +468,7 @@ fn parse_item(obj: &Map<String, Value>, line: usize) -> Result<TraceItem, TraceE
             TraceItem::Listener { pid: f.u32("pid")?, fd: f.i32("fd")?, addr }
         }
         "exit" => TraceItem::Exit { pid: f.u32("pid")?, ts_ns: f.u64("ts_ns")? },
-        "drained" => TraceItem::Drained { lost: f.u64("lost")? },
+        "drained" => TraceItem::Drained { lost: f.u64("lost")?, cut: obj.get("cut").and_then(Value::as_bool).unwrap_or(false) },
         "end" => TraceItem::End(TraceEnd {
             ended: f.string("ended")?,
             emitted: f.u64("emitted")?,

@@ -50,6 +50,7 @@ pub fn header(clock: &Clock, targets: Vec<TargetInfo>, ringbuf_bytes: u32) -> Tr
         targets,
         ringbuf_bytes,
         redacted: true,
+        covers: None,
     }
 }
 

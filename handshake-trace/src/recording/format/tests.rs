@@ -18,6 +18,7 @@ fn header() -> TraceHeader {
         ],
         ringbuf_bytes: 4 << 20,
         redacted: true,
+        covers: None,
     }
 }
 
@@ -316,4 +317,35 @@ fn an_endless_line_is_an_error_not_unbounded_memory() {
     let e = read_trace(endless).unwrap_err();
     assert_eq!(e.line, 1);
     assert!(e.message.contains("longer than 1024 KiB"), "{e}");
+}
+
+#[test]
+fn a_flight_files_window_and_cut_batches_round_trip() {
+    let covers = Some(Window { from_ns: 1_000_000_000, to_ns: 1_420_000_000 });
+    let mut w = TraceWriter::new(Vec::new(), &TraceHeader { covers, ..header() }).unwrap();
+    w.drained(3, true).unwrap();
+    w.drained(0, false).unwrap();
+    let bytes = w.end(&end()).unwrap();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(text.lines().next().unwrap().ends_with(r#","covers":{"from_ns":1000000000,"to_ns":1420000000,"seconds":0.420}}"#), "{text}");
+    assert!(text.contains(r#"{"t":"drained","lost":3,"cut":true}"#) && text.contains(r#"{"t":"drained","lost":0}"#), "{text}");
+    let t = read(&bytes).unwrap();
+    assert_eq!(t.header.covers, covers);
+    assert_eq!(t.header.covers.unwrap().seconds(), 0.42);
+    assert_eq!(t.items[..2], [TraceItem::Drained { lost: 3, cut: true }, TraceItem::Drained { lost: 0, cut: false }]);
+}
+
+#[test]
+fn trailing_zeros_left_out_of_a_line_come_back_and_are_bounded() {
+    let mut w = TraceWriter::new(Vec::new(), &header()).unwrap();
+    w.event_then_zeros(&[0xab, 0xcd], 3).unwrap();
+    w.event_then_zeros(&[0x01], 0).unwrap();
+    let bytes = w.end(&end()).unwrap();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(text.contains(r#"{"t":"ev","b":"abcd","z":3}"#) && text.contains(r#"{"t":"ev","b":"01"}"#), "{text}");
+    let t = read(&bytes).unwrap();
+    assert_eq!(t.items[..2], [TraceItem::Event(vec![0xab, 0xcd, 0, 0, 0]), TraceItem::Event(vec![1])]);
+    // A crafted count does not make the reader allocate without bound.
+    let e = error_of(&with_lines(&[r#"{"t":"ev","b":"00","z":1000000000000}"#]));
+    assert!(e.message.contains("\"z\""), "{e}");
 }
