@@ -16,11 +16,12 @@ fn by_client(all: Vec<Value>) -> BTreeMap<String, Value> {
     all.into_iter().map(|h| (h["client"].as_str().unwrap_or("?").to_string(), h)).collect()
 }
 
-/// The cgroup_skb programs attached to the cgroup v2 root, by id (bpftool, when present).
-fn cgroup_skb_programs() -> Option<String> {
-    let root = handshake_trace::capture::probes::cgroup2_root().ok()?;
-    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(&root).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+/// The ids of the programs attached to the cgroup v2 root (bpftool).
+fn cgroup_skb_programs() -> std::collections::HashSet<u64> {
+    let root = handshake_trace::capture::probes::cgroup2_root().unwrap();
+    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(&root).output().expect("bpftool (cargo xtask setup installs it)");
+    assert!(out.status.success(), "bpftool cgroup show: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect()
 }
 
 #[test]
@@ -28,7 +29,6 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     let Some(bin) = ready("both_capture_tiers_give_every_scenario_the_same_verdict") else { return };
     let db = mariadb_with_tls_account();
     let (pid, port) = (db.pid().to_string(), db.port().to_string());
-    let before = cgroup_skb_programs();
     let syscalls = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "syscalls"]);
     // The socket tier also records (secrets zeroed), for `analyze` to replay below.
     let trace = std::env::temp_dir().join(format!("handshake-trace-socket-tier-{}.htrace", std::process::id()));
@@ -73,6 +73,9 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     );
     thread::sleep(Duration::from_millis(300));
 
+    // This tracer's own programs (other tests, other tracers may attach theirs meanwhile).
+    let ours: std::collections::HashSet<u64> = [&socket, &socket_text].iter().flat_map(|t| program_ids_of(t.pid())).collect();
+    assert!(cgroup_skb_programs().intersection(&ours).count() >= 4, "the socket tiers' cgroup_skb programs are not attached");
     let (sys_out, sock_out, text) = (syscalls.stop(), socket.stop(), socket_text.stop());
     for o in [&sys_out, &sock_out, &text] {
         assert_eq!(o.code, Some(0), "{}", o.stderr_text());
@@ -139,5 +142,115 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     assert!(text.stderr_text().contains("socket capture tier: nothing on the syscall path"), "{}", text.stderr_text());
     assert!(!timeline.contains(LAB_PASSWORD) && !sock_out.stdout.join("").contains(LAB_PASSWORD));
     // Detached with the tracers.
-    assert_eq!(cgroup_skb_programs(), before, "a cgroup_skb program stayed attached to the cgroup v2 root");
+    let left: Vec<u64> = cgroup_skb_programs().intersection(&ours).copied().collect();
+    assert!(left.is_empty(), "cgroup_skb programs {left:?} stayed attached to the cgroup v2 root");
+}
+
+/// `lab-server --port PORT ARGS...`, killed on drop.
+struct LabServer(std::process::Child);
+
+impl LabServer {
+    fn start(bin: &std::path::Path, port: u16, args: &[&str]) -> LabServer {
+        let child = Command::new(bin)
+            .args(["lab-server", "--wait", "poll", "--port", &port.to_string()])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start lab-server");
+        LabServer(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for LabServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Is something listening on loopback port `port` (/proc/net/tcp, state 0A)?
+fn listening(port: u16) -> bool {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    tcp.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3 && f[1] == local && f[3] == "0A"
+    })
+}
+
+/// Which of `pids` holds the server's end of the loopback connection from client
+/// port `client` to `port` (its inode in /proc/net/tcp, then the pids' fds).
+fn owner_of(pids: &[u32], port: u16, client: u16) -> Option<u32> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let (local, remote) = (format!("0100007F:{port:04X}"), format!("0100007F:{client:04X}"));
+    let inode = tcp.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 9 && f[1] == local && f[2] == remote).then(|| f[9].to_string())
+    })?;
+    let link = format!("socket:[{inode}]");
+    pids.iter().copied().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == link)))
+            .unwrap_or(false)
+    })
+}
+
+#[test]
+fn a_port_the_target_listens_on_after_tracing_began_is_followed() {
+    let Some(bin) = ready("a_port_the_target_listens_on_after_tracing_began_is_followed") else { return };
+    let addr = free_addr();
+    // Listens 3 s after it starts: the tracer attaches (and reads the target's ports
+    // from /proc, none yet) well before.
+    let server = LabServer::start(&bin, addr.port(), &["--listen-after-ms", "3000"]);
+    let pid = server.pid().to_string();
+    let tracer = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--capture", "socket"]);
+    assert!(!listening(addr.port()), "the lab server listened before the tracer attached: the test proves nothing");
+    assert!(eventually(Duration::from_secs(10), || listening(addr.port())), "the lab server never listened");
+    assert!(lab_login(addr, true).unwrap(), "the lab login failed");
+    assert!(!lab_login(addr, false).unwrap(), "a wrong password logged in");
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    let all = out.json();
+    let verdicts: Vec<&str> = all.iter().filter_map(|h| h["verdict"].as_str()).collect();
+    assert_eq!(verdicts, ["ok", "auth_failed"], "{all:#?}\n{}", out.stderr_text());
+    assert!(all.iter().all(|h| h["pid"] == server.pid()), "{all:#?}");
+}
+
+#[test]
+fn connections_on_a_port_shared_with_so_reuseport_belong_to_the_process_that_accepted_them() {
+    let Some(bin) = ready("connections_on_a_port_shared_with_so_reuseport_belong_to_the_process_that_accepted_them") else { return };
+    let addr = free_addr();
+    let servers: Vec<LabServer> = (0..2).map(|_| LabServer::start(&bin, addr.port(), &["--reuse-port"])).collect();
+    assert!(eventually(Duration::from_secs(10), || listening(addr.port())), "the lab servers never listened");
+    // Both listening (each has its own listening socket on the port).
+    thread::sleep(Duration::from_millis(300));
+    let pids: Vec<u32> = servers.iter().map(LabServer::pid).collect();
+    let list = format!("{},{}", pids[0], pids[1]);
+    let tracer = Tracer::start(&bin, &["watch", "-p", &list, "-j", "--capture", "socket"]);
+    // Each client reads the greeting (its server has accepted), notes which process
+    // holds the server's end, and closes.
+    let mut owners = BTreeMap::new();
+    for _ in 0..16 {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        read_greeting(&mut s);
+        let client = s.local_addr().unwrap().port();
+        let owner = owner_of(&pids, addr.port(), client).expect("the server's end of the connection");
+        owners.insert(format!("127.0.0.1:{client}"), owner);
+    }
+    let spread: std::collections::BTreeSet<u32> = owners.values().copied().collect();
+    assert_eq!(spread.len(), 2, "the kernel gave every connection to one server: {owners:?}");
+    thread::sleep(Duration::from_millis(500));
+    let out = tracer.stop();
+    let seen = by_client(out.json());
+    assert_eq!(seen.len(), owners.len(), "{seen:#?}\n{}", out.stderr_text());
+    for (client, owner) in &owners {
+        let h = &seen[client];
+        assert_eq!(h["pid"], *owner, "{client} was accepted by pid {owner}: {h:#}");
+        assert_eq!(h["verdict"], "client_closed", "{h:#}");
+    }
 }

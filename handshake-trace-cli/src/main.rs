@@ -235,6 +235,9 @@ struct AgentArgs {
     /// How the syscall programs attach: `raw` or `tracepoints` (as for watch).
     #[arg(long, value_name = "MODE", value_enum)]
     attach: Option<AttachMode>,
+    /// Which hooks capture the handshakes: `socket` or `syscalls` (as for watch).
+    #[arg(long, value_name = "TIER", value_enum, default_value_t = CaptureTier::Syscalls)]
+    capture: CaptureTier,
 }
 
 impl AgentArgs {
@@ -249,6 +252,7 @@ impl AgentArgs {
                 port: self.port,
                 ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
                 attach: self.attach.unwrap_or_default().usable()?,
+                capture: self.capture,
                 ..Default::default()
             },
             listen: self.listen,
@@ -330,6 +334,12 @@ enum Command {
         /// Reverse-resolve clients with this DNS server before the greeting.
         #[arg(long, value_name = "ADDR")]
         resolver: Option<std::net::SocketAddr>,
+        /// Listen with SO_REUSEPORT (several lab servers on one port).
+        #[arg(long)]
+        reuse_port: bool,
+        /// Start listening only after this many milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        listen_after_ms: u64,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(after_help = "EXAMPLES:\n    handshake-trace completions bash > /etc/bash_completion.d/handshake-trace\n    handshake-trace completions zsh > \"${fpath[1]}/_handshake-trace\"\n    handshake-trace completions fish > ~/.config/fish/completions/handshake-trace.fish")]
@@ -457,12 +467,14 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::LabServer { wait, port, connect_timeout, resolver } => {
+        Command::LabServer { wait, port, connect_timeout, resolver, reuse_port, listen_after_ms } => {
             let cfg = lab::server::ServerConfig {
                 style: wait,
                 listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
                 connect_timeout: Duration::from_secs(connect_timeout),
                 resolver,
+                reuse_port,
+                listen_after: Duration::from_millis(listen_after_ms),
             };
             match lab::server::serve(&cfg, |addr| {
                 println!("listening on {addr}");
