@@ -208,7 +208,8 @@ fn a_port_the_target_listens_on_after_tracing_began_is_followed() {
     // from /proc, none yet) well before.
     let server = LabServer::start(&bin, addr.port(), &["--listen-after-ms", "3000"]);
     let pid = server.pid().to_string();
-    let tracer = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--capture", "socket"]);
+    // The default tier of watch is the socket tier.
+    let tracer = Tracer::start(&bin, &["watch", "-p", &pid, "-j"]);
     assert!(!listening(addr.port()), "the lab server listened before the tracer attached: the test proves nothing");
     assert!(eventually(Duration::from_secs(10), || listening(addr.port())), "the lab server never listened");
     assert!(lab_login(addr, true).unwrap(), "the lab login failed");
@@ -218,7 +219,7 @@ fn a_port_the_target_listens_on_after_tracing_began_is_followed() {
     let all = out.json();
     let verdicts: Vec<&str> = all.iter().filter_map(|h| h["verdict"].as_str()).collect();
     assert_eq!(verdicts, ["ok", "auth_failed"], "{all:#?}\n{}", out.stderr_text());
-    assert!(all.iter().all(|h| h["pid"] == server.pid()), "{all:#?}");
+    assert!(all.iter().all(|h| h["pid"] == server.pid() && h["capture"] == "socket"), "{all:#?}");
 }
 
 #[test]
@@ -252,5 +253,51 @@ fn connections_on_a_port_shared_with_so_reuseport_belong_to_the_process_that_acc
         let h = &seen[client];
         assert_eq!(h["pid"], *owner, "{client} was accepted by pid {owner}: {h:#}");
         assert_eq!(h["verdict"], "client_closed", "{h:#}");
+    }
+}
+
+/// A TCP connection to `[::1]:port` whose every packet carries an IPv6 hop-by-hop
+/// extension header (IPV6_HOPOPTS: one PadN option, 8 bytes) before the TCP header.
+fn ipv6_with_hop_by_hop(port: u16) -> std::net::TcpStream {
+    // SAFETY: plain socket calls on an fd this function owns, with buffers of the sizes
+    // given; on success the fd moves into the TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // Next header (the kernel fills it), length 0 (8 bytes), PadN of 4 zero bytes.
+        let hop: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+        let set = libc::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_HOPOPTS, hop.as_ptr().cast(), hop.len() as u32);
+        assert_eq!(set, 0, "IPV6_HOPOPTS: {}", std::io::Error::last_os_error());
+        let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sa.sin6_port = port.to_be();
+        sa.sin6_addr.s6_addr = std::net::Ipv6Addr::LOCALHOST.octets();
+        let connected = libc::connect(fd, (&sa as *const libc::sockaddr_in6).cast(), std::mem::size_of::<libc::sockaddr_in6>() as u32);
+        assert_eq!(connected, 0, "connect to [::1]:{port}: {}", std::io::Error::last_os_error());
+        <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn ipv6_packets_with_extension_headers_are_read_past_them() {
+    let Some(bin) = ready("ipv6_packets_with_extension_headers_are_read_past_them") else { return };
+    let port = std::net::TcpListener::bind("[::1]:0").unwrap().local_addr().unwrap().port();
+    let server = LabServer::start(&bin, port, &["--address", "::1"]);
+    let ipv6_listening = || std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default().contains(&format!(":{port:04X} 00000000000000000000000000000000:0000 0A"));
+    assert!(eventually(Duration::from_secs(10), ipv6_listening), "the lab server never listened on [::1]:{port}");
+    let pid = server.pid().to_string();
+    let tracer = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--capture", "socket"]);
+    // The login (with its hop-by-hop header) and the wrong password's: the verdicts
+    // need the login packet's bytes, past the extension header.
+    assert!(lab_login_on(ipv6_with_hop_by_hop(port), true).unwrap(), "the IPv6 lab login failed");
+    assert!(!lab_login_on(ipv6_with_hop_by_hop(port), false).unwrap(), "a wrong password logged in");
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    let all = out.json();
+    let verdicts: Vec<&str> = all.iter().filter_map(|h| h["verdict"].as_str()).collect();
+    assert_eq!(verdicts, ["ok", "auth_failed"], "{all:#?}\n{}", out.stderr_text());
+    for h in &all {
+        assert!(h["client"].as_str().is_some_and(|c| c.starts_with("[::1]:")), "{h:#}");
+        assert_eq!(h["user"], LAB_USER, "the login's user name, read past the extension header: {h:#}");
     }
 }
