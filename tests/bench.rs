@@ -1147,8 +1147,10 @@ fn socket_tier_notes(r: &Value) -> String {
          | events lost / emitted, handshake rounds | {s_lost} / {s_em} | {y_lost} / {y_em} |\n\n\
          The deciding figure is the unrelated process: any syscall tracepoint puts every task of the host on the slow\n\
          syscall path while it is attached, which no filter inside the programs can undo; the socket tier's hooks run\n\
-         only for socket calls, packets and TCP state changes. The agent (`agent --capture socket`, section 1 and 2)\n\
-         costs what `watch -j --capture socket` costs plus its own metrics work: {a_hs} per handshake, {a_q} per query.\n\n\
+         only for socket calls, packets and TCP state changes, but for those of every process (the socket-call row:\n\
+         there the socket tier is not free either; see \"What stands in the way\" below). The agent (`agent --capture socket`, sections 1\n\
+         and 2: the same kernel side, metrics and a log of abnormal handshakes instead of a record per handshake) cost\n\
+         {a_hs} per handshake and {a_q} per query.\n\n\
          ## The socket tier: what its programs do, and cost\n\n\
          Every socket call (`sock_recv_length`, `sock_send_length`), every packet (`cgroup_skb` ingress and egress on\n\
          the cgroup v2 root) and every TCP state change (`inet_sock_set_state`) of the host runs a program. For a socket\n\
