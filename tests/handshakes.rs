@@ -76,9 +76,9 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     let aborted_before = db.status("Aborted_connects").unwrap();
     let port = db.port().to_string();
     // --port keeps the harness's own Unix-socket logins out.
-    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--port", &port]);
+    let tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &db.pid().to_string(), "-j", "--port", &port]);
     // The same trace for people, from a second tracer.
-    let text_tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "--port", &port]);
+    let text_tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &db.pid().to_string(), "--port", &port]);
 
     // Real clients. The MariaDB CLI uses TLS whenever the server offers it: --skip-ssl
     // keeps the plain scenarios readable.
@@ -364,8 +364,8 @@ fn lossy_login(name: &str, drop_rule: fn(u16) -> DropData) -> Option<LossyLogin>
     let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
     let aborted_before = db.status("Aborted_connects").unwrap();
     let port = db.port().to_string();
-    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--port", &port]);
-    let text_tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "--port", &port]);
+    let tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &db.pid().to_string(), "-j", "--port", &port]);
+    let text_tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &db.pid().to_string(), "--port", &port]);
     let said = {
         let _drop = drop_rule(db.port());
         let client = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();

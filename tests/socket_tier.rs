@@ -16,11 +16,12 @@ fn by_client(all: Vec<Value>) -> BTreeMap<String, Value> {
     all.into_iter().map(|h| (h["client"].as_str().unwrap_or("?").to_string(), h)).collect()
 }
 
-/// The cgroup_skb programs attached to the cgroup v2 root, by id (bpftool, when present).
-fn cgroup_skb_programs() -> Option<String> {
-    let root = handshake_trace::capture::probes::cgroup2_root().ok()?;
-    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(&root).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+/// The ids of the programs attached to the cgroup v2 root (bpftool).
+fn cgroup_skb_programs() -> std::collections::HashSet<u64> {
+    let root = handshake_trace::capture::probes::cgroup2_root().unwrap();
+    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(&root).output().expect("bpftool (cargo xtask setup installs it)");
+    assert!(out.status.success(), "bpftool cgroup show: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect()
 }
 
 #[test]
@@ -28,7 +29,6 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     let Some(bin) = ready("both_capture_tiers_give_every_scenario_the_same_verdict") else { return };
     let db = mariadb_with_tls_account();
     let (pid, port) = (db.pid().to_string(), db.port().to_string());
-    let before = cgroup_skb_programs();
     let syscalls = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "syscalls"]);
     // The socket tier also records (secrets zeroed), for `analyze` to replay below.
     let trace = std::env::temp_dir().join(format!("handshake-trace-socket-tier-{}.htrace", std::process::id()));
@@ -73,6 +73,9 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     );
     thread::sleep(Duration::from_millis(300));
 
+    // This tracer's own programs (other tests, other tracers may attach theirs meanwhile).
+    let ours: std::collections::HashSet<u64> = [&socket, &socket_text].iter().flat_map(|t| program_ids_of(t.pid())).collect();
+    assert!(cgroup_skb_programs().intersection(&ours).count() >= 4, "the socket tiers' cgroup_skb programs are not attached");
     let (sys_out, sock_out, text) = (syscalls.stop(), socket.stop(), socket_text.stop());
     for o in [&sys_out, &sock_out, &text] {
         assert_eq!(o.code, Some(0), "{}", o.stderr_text());
@@ -139,5 +142,162 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     assert!(text.stderr_text().contains("socket capture tier: nothing on the syscall path"), "{}", text.stderr_text());
     assert!(!timeline.contains(LAB_PASSWORD) && !sock_out.stdout.join("").contains(LAB_PASSWORD));
     // Detached with the tracers.
-    assert_eq!(cgroup_skb_programs(), before, "a cgroup_skb program stayed attached to the cgroup v2 root");
+    let left: Vec<u64> = cgroup_skb_programs().intersection(&ours).copied().collect();
+    assert!(left.is_empty(), "cgroup_skb programs {left:?} stayed attached to the cgroup v2 root");
+}
+
+/// `lab-server --port PORT ARGS...`, killed on drop.
+struct LabServer(std::process::Child);
+
+impl LabServer {
+    fn start(bin: &std::path::Path, port: u16, args: &[&str]) -> LabServer {
+        let child = Command::new(bin)
+            .args(["lab-server", "--wait", "poll", "--port", &port.to_string()])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start lab-server");
+        LabServer(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for LabServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Is something listening on loopback port `port` (/proc/net/tcp, state 0A)?
+fn listening(port: u16) -> bool {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    tcp.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3 && f[1] == local && f[3] == "0A"
+    })
+}
+
+/// Which of `pids` holds the server's end of the loopback connection from client
+/// port `client` to `port` (its inode in /proc/net/tcp, then the pids' fds).
+fn owner_of(pids: &[u32], port: u16, client: u16) -> Option<u32> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let (local, remote) = (format!("0100007F:{port:04X}"), format!("0100007F:{client:04X}"));
+    let inode = tcp.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 9 && f[1] == local && f[2] == remote).then(|| f[9].to_string())
+    })?;
+    let link = format!("socket:[{inode}]");
+    pids.iter().copied().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == link)))
+            .unwrap_or(false)
+    })
+}
+
+#[test]
+fn a_port_the_target_listens_on_after_tracing_began_is_followed() {
+    let Some(bin) = ready("a_port_the_target_listens_on_after_tracing_began_is_followed") else { return };
+    let addr = free_addr();
+    // Listens 3 s after it starts: the tracer attaches (and reads the target's ports
+    // from /proc, none yet) well before.
+    let server = LabServer::start(&bin, addr.port(), &["--listen-after-ms", "3000"]);
+    let pid = server.pid().to_string();
+    // The default tier of watch is the socket tier.
+    let tracer = Tracer::start(&bin, &["watch", "-p", &pid, "-j"]);
+    assert!(!listening(addr.port()), "the lab server listened before the tracer attached: the test proves nothing");
+    assert!(eventually(Duration::from_secs(10), || listening(addr.port())), "the lab server never listened");
+    assert!(lab_login(addr, true).unwrap(), "the lab login failed");
+    assert!(!lab_login(addr, false).unwrap(), "a wrong password logged in");
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    let all = out.json();
+    let verdicts: Vec<&str> = all.iter().filter_map(|h| h["verdict"].as_str()).collect();
+    assert_eq!(verdicts, ["ok", "auth_failed"], "{all:#?}\n{}", out.stderr_text());
+    assert!(all.iter().all(|h| h["pid"] == server.pid() && h["capture"] == "socket"), "{all:#?}");
+}
+
+#[test]
+fn connections_on_a_port_shared_with_so_reuseport_belong_to_the_process_that_accepted_them() {
+    let Some(bin) = ready("connections_on_a_port_shared_with_so_reuseport_belong_to_the_process_that_accepted_them") else { return };
+    let addr = free_addr();
+    let servers: Vec<LabServer> = (0..2).map(|_| LabServer::start(&bin, addr.port(), &["--reuse-port"])).collect();
+    assert!(eventually(Duration::from_secs(10), || listening(addr.port())), "the lab servers never listened");
+    // Both listening (each has its own listening socket on the port).
+    thread::sleep(Duration::from_millis(300));
+    let pids: Vec<u32> = servers.iter().map(LabServer::pid).collect();
+    let list = format!("{},{}", pids[0], pids[1]);
+    let tracer = Tracer::start(&bin, &["watch", "-p", &list, "-j", "--capture", "socket"]);
+    // Each client reads the greeting (its server has accepted), notes which process
+    // holds the server's end, and closes.
+    let mut owners = BTreeMap::new();
+    for _ in 0..16 {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        read_greeting(&mut s);
+        let client = s.local_addr().unwrap().port();
+        let owner = owner_of(&pids, addr.port(), client).expect("the server's end of the connection");
+        owners.insert(format!("127.0.0.1:{client}"), owner);
+    }
+    let spread: std::collections::BTreeSet<u32> = owners.values().copied().collect();
+    assert_eq!(spread.len(), 2, "the kernel gave every connection to one server: {owners:?}");
+    thread::sleep(Duration::from_millis(500));
+    let out = tracer.stop();
+    let seen = by_client(out.json());
+    assert_eq!(seen.len(), owners.len(), "{seen:#?}\n{}", out.stderr_text());
+    for (client, owner) in &owners {
+        let h = &seen[client];
+        assert_eq!(h["pid"], *owner, "{client} was accepted by pid {owner}: {h:#}");
+        assert_eq!(h["verdict"], "client_closed", "{h:#}");
+    }
+}
+
+/// A TCP connection to `[::1]:port` whose every packet carries an IPv6 hop-by-hop
+/// extension header (IPV6_HOPOPTS: one PadN option, 8 bytes) before the TCP header.
+fn ipv6_with_hop_by_hop(port: u16) -> std::net::TcpStream {
+    // SAFETY: plain socket calls on an fd this function owns, with buffers of the sizes
+    // given; on success the fd moves into the TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // Next header (the kernel fills it), length 0 (8 bytes), PadN of 4 zero bytes.
+        let hop: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+        let set = libc::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_HOPOPTS, hop.as_ptr().cast(), hop.len() as u32);
+        assert_eq!(set, 0, "IPV6_HOPOPTS: {}", std::io::Error::last_os_error());
+        let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sa.sin6_port = port.to_be();
+        sa.sin6_addr.s6_addr = std::net::Ipv6Addr::LOCALHOST.octets();
+        let connected = libc::connect(fd, (&sa as *const libc::sockaddr_in6).cast(), std::mem::size_of::<libc::sockaddr_in6>() as u32);
+        assert_eq!(connected, 0, "connect to [::1]:{port}: {}", std::io::Error::last_os_error());
+        <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn ipv6_packets_with_extension_headers_are_read_past_them() {
+    let Some(bin) = ready("ipv6_packets_with_extension_headers_are_read_past_them") else { return };
+    let port = std::net::TcpListener::bind("[::1]:0").unwrap().local_addr().unwrap().port();
+    let server = LabServer::start(&bin, port, &["--address", "::1"]);
+    let ipv6_listening = || std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default().contains(&format!(":{port:04X} 00000000000000000000000000000000:0000 0A"));
+    assert!(eventually(Duration::from_secs(10), ipv6_listening), "the lab server never listened on [::1]:{port}");
+    let pid = server.pid().to_string();
+    let tracer = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--capture", "socket"]);
+    // The login (with its hop-by-hop header) and the wrong password's: the verdicts
+    // need the login packet's bytes, past the extension header.
+    assert!(lab_login_on(ipv6_with_hop_by_hop(port), true).unwrap(), "the IPv6 lab login failed");
+    assert!(!lab_login_on(ipv6_with_hop_by_hop(port), false).unwrap(), "a wrong password logged in");
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    let all = out.json();
+    let verdicts: Vec<&str> = all.iter().filter_map(|h| h["verdict"].as_str()).collect();
+    assert_eq!(verdicts, ["ok", "auth_failed"], "{all:#?}\n{}", out.stderr_text());
+    for h in &all {
+        assert!(h["client"].as_str().is_some_and(|c| c.starts_with("[::1]:")), "{h:#}");
+        assert_eq!(h["user"], LAB_USER, "the login's user name, read past the extension header: {h:#}");
+    }
 }

@@ -18,7 +18,7 @@ fn watch_shows_each_accepted_connection_with_its_client_port() {
         .find(|(_, a)| a.port() == db.port())
         .expect("the server's listening socket")
         .0;
-    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j"]);
+    let tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &db.pid().to_string(), "-j"]);
 
     // A raw client: we know its port because we own the socket. Read the greeting, leave.
     let mut raw = TcpStream::connect(db.addr()).unwrap();
@@ -72,7 +72,7 @@ fn watch_shows_each_accepted_connection_with_its_client_port() {
 fn port_filter_keeps_only_connections_on_that_port() {
     let Some(bin) = ready("port_filter_keeps_only_connections_on_that_port") else { return };
     let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
-    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--port", "1"]);
+    let tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &db.pid().to_string(), "-j", "--port", "1"]);
     let c = TcpStream::connect(db.addr()).unwrap();
     let port = c.local_addr().unwrap().port();
     drop(c);
@@ -87,7 +87,7 @@ fn a_target_that_exits_mid_trace_leaves_the_tracer_running() {
     let Some(bin) = ready("a_target_that_exits_mid_trace_leaves_the_tracer_running") else { return };
     let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
     let pid = db.pid();
-    let tracer = Tracer::start(&bin, &["watch", "-p", &pid.to_string(), "-j"]);
+    let tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &pid.to_string(), "-j"]);
     // A client in the middle of its handshake when the server dies.
     let mut c = TcpStream::connect(db.addr()).unwrap();
     let port = c.local_addr().unwrap().port();
@@ -114,7 +114,7 @@ fn programs_are_detached_on_exit_and_on_kill() {
     let Some(bin) = ready("programs_are_detached_on_exit_and_on_kill") else { return };
     let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
     for signal in [libc::SIGTERM, libc::SIGKILL] {
-        let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string()]);
+        let tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &db.pid().to_string()]);
         let programs = handshake_trace::capture::probes::program_count(handshake_trace::capture::probes::AttachMode::default());
         // This tracer's programs by id: other tracers on the machine may come and go meanwhile.
         let ours = program_ids_of(tracer.pid());
@@ -134,7 +134,7 @@ fn a_restarted_server_is_picked_up_without_ending_the_trace() {
     let first = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
     let port = first.port();
     // No -p: every mysqld/mariadbd, including ones started later; --port keeps it to ours.
-    let mut tracer = Tracer::start(&bin, &["watch", "-j", "--port", &port.to_string()]);
+    let mut tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-j", "--port", &port.to_string()]);
     drop(first);
     let second = MariaDb::start(&MariaDbOptions { port, ..Default::default() }).expect("restart MariaDB");
     // The tracer rescans for servers every second: wait until it says it has the new one
@@ -161,7 +161,7 @@ fn a_restarted_server_is_picked_up_without_ending_the_trace() {
 fn per_syscall_tracepoints_give_the_same_verdicts() {
     let Some(bin) = ready("per_syscall_tracepoints_give_the_same_verdicts") else { return };
     let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
-    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--attach", "tracepoints"]);
+    let tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &db.pid().to_string(), "-j", "--attach", "tracepoints"]);
     let ok = db.client(LAB_USER, LAB_PASSWORD, &["-e", "SELECT 1"]).unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let denied = db.client(LAB_USER, "wrong", &["-e", "SELECT 1"]).unwrap();
@@ -191,7 +191,7 @@ fn more_targets_than_the_short_list_holds_are_still_traced() {
     let mut others: Vec<std::process::Child> = (0..handshake_trace_common::FAST_TARGETS)
         .map(|_| std::process::Command::new("sleep").arg("60").spawn().expect("spawn sleep"))
         .collect();
-    let mut args: Vec<String> = vec!["watch".into(), "-j".into(), "-p".into(), db.pid().to_string()];
+    let mut args: Vec<String> = vec!["watch".into(), "--capture".into(), "syscalls".into(), "-j".into(), "-p".into(), db.pid().to_string()];
     for c in &others {
         args.extend(["-p".to_string(), c.id().to_string()]);
     }
@@ -247,7 +247,7 @@ fn live_counts(id: u64) -> Vec<u64> {
 fn the_kernel_counts_of_open_handshakes_return_to_zero_and_reopen() {
     let Some(bin) = ready("the_kernel_counts_of_open_handshakes_return_to_zero_and_reopen") else { return };
     let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
-    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j"]);
+    let tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &db.pid().to_string(), "-j"]);
     let live = live_map_of(tracer.pid());
     let login = || {
         let out = db.client(LAB_USER, LAB_PASSWORD, &["-e", "SELECT 1"]).unwrap();
@@ -280,7 +280,7 @@ fn the_kernel_counts_of_open_handshakes_return_to_zero_and_reopen() {
 fn a_server_stopping_mid_handshake_is_not_blamed_on_its_clients() {
     let Some(bin) = ready("a_server_stopping_mid_handshake_is_not_blamed_on_its_clients") else { return };
     let mut db = MariaDb::start(&MariaDbOptions { connect_timeout: 10, ..Default::default() }).expect("start MariaDB");
-    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j"]);
+    let tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &db.pid().to_string(), "-j"]);
     // Three clients that read the greeting and say nothing.
     let clients: Vec<TcpStream> = (0..3)
         .map(|_| {
@@ -308,7 +308,7 @@ fn lost_events_never_give_a_wrong_verdict() {
     let Some(bin) = ready("lost_events_never_give_a_wrong_verdict") else { return };
     let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
     // A ring buffer of 4 KiB (a handful of records) under a login storm: records are lost.
-    let tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j", "--ringbuf-kb", "4", "--port", &db.port().to_string()]);
+    let tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &db.pid().to_string(), "-j", "--ringbuf-kb", "4", "--port", &db.port().to_string()]);
     let addr = db.addr();
     let logins: Vec<_> = (0..4)
         .map(|_| {

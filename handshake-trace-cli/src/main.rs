@@ -218,11 +218,12 @@ struct WatchArgs {
     /// cheaper) or `tracepoints` (one per syscall); see docs/performance.md.
     #[arg(long, value_name = "MODE", value_enum)]
     attach: Option<AttachMode>,
-    /// Which hooks capture the handshakes: `syscalls` (the default: the full story, fds,
-    /// waits and their timeouts, socket options, timers) or `socket` (socket and packet
-    /// hooks only, nothing on the syscall path; fds, waits, fcntl, socket options and
-    /// timers are not seen). `doctor` says which this kernel supports.
-    #[arg(long, value_name = "TIER", value_enum, default_value_t = CaptureTier::Syscalls)]
+    /// Which hooks capture the handshakes: `socket` (the default, measured cheapest:
+    /// socket and packet hooks only, nothing on the syscall path, so other processes pay
+    /// nothing; fds, waits, fcntl, socket options and timers are not seen) or `syscalls`
+    /// (the full story, at the cost of every task of the host taking the slow syscall
+    /// path while attached); docs/performance.md. `doctor` says which this kernel supports.
+    #[arg(long, value_name = "TIER", value_enum, default_value_t = CaptureTier::Socket)]
     capture: CaptureTier,
     #[command(flatten)]
     output: OutputArgs,
@@ -452,6 +453,15 @@ enum Command {
         /// Reverse-resolve clients with this DNS server before the greeting.
         #[arg(long, value_name = "ADDR")]
         resolver: Option<std::net::SocketAddr>,
+        /// The loopback address to listen on (127.0.0.1, or ::1 for IPv6).
+        #[arg(long, default_value = "127.0.0.1", value_parser = loopback)]
+        address: std::net::IpAddr,
+        /// Listen with SO_REUSEPORT (several lab servers on one port).
+        #[arg(long)]
+        reuse_port: bool,
+        /// Start listening only after this many milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        listen_after_ms: u64,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(after_help = "EXAMPLES:\n    handshake-trace completions bash > /etc/bash_completion.d/handshake-trace\n    handshake-trace completions zsh > \"${fpath[1]}/_handshake-trace\"\n    handshake-trace completions fish > ~/.config/fish/completions/handshake-trace.fish")]
@@ -579,12 +589,14 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::LabServer { wait, port, connect_timeout, resolver } => {
+        Command::LabServer { wait, port, connect_timeout, resolver, address, reuse_port, listen_after_ms } => {
             let cfg = lab::server::ServerConfig {
                 style: wait,
-                listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                listen: std::net::SocketAddr::new(address, port),
                 connect_timeout: Duration::from_secs(connect_timeout),
                 resolver,
+                reuse_port,
+                listen_after: Duration::from_millis(listen_after_ms),
             };
             match lab::server::serve(&cfg, |addr| {
                 println!("listening on {addr}");
@@ -604,6 +616,16 @@ async fn run(cli: Cli) -> Result<i32> {
                 }
             }
         }
+    }
+}
+
+/// A loopback address (the lab server listens nowhere else).
+fn loopback(s: &str) -> Result<std::net::IpAddr, String> {
+    let ip: std::net::IpAddr = s.parse().map_err(|e| format!("{e}"))?;
+    if ip.is_loopback() {
+        Ok(ip)
+    } else {
+        Err(format!("{ip} is not a loopback address"))
     }
 }
 

@@ -6,6 +6,8 @@
 //! rich types with `From` (see `handshake-trace/src/events.rs`).
 #![no_std]
 
+pub mod packet;
+
 /// Event kinds, the first field of every record in the `EVENTS` ring buffer.
 pub mod kind {
     /// An `accept`/`accept4` by a target process returned: [`AcceptEvent`](super::AcceptEvent).
@@ -100,6 +102,7 @@ pub mod tcp {
 pub mod tcp_state {
     pub const ESTABLISHED: u32 = 1;
     pub const SYN_RECV: u32 = 3;
+    pub const LISTEN: u32 = 10;
     pub const FIN_WAIT1: u32 = 4;
     pub const CLOSE: u32 = 7;
     pub const CLOSE_WAIT: u32 = 8;
@@ -341,9 +344,33 @@ pub struct SockConn {
     pub next_seq_in: u32,
     pub next_seq_out: u32,
     pub peer: PeerKey,
+    /// The server's address (IPv4 v4-mapped), kept while the owner is unknown
+    /// (`tgid` 0: a port several targets listen on) for the established record
+    /// sent once the owner first touches the connection.
+    pub local_addr: [u8; 16],
     /// Packets left before a TLS connection stops being traced.
     pub tls_budget: u16,
-    pub _pad: [u16; 3],
+    pub local_port: u16,
+    pub _pad: [u16; 2],
+}
+
+/// Socket tier: the value of a LISTEN_PORTS entry for a port several target
+/// processes listen on (SO_REUSEPORT): the kernel picks the listener, so the
+/// connection's process is learnt from the first target thread that touches it.
+pub const LISTEN_SHARED: u32 = u32::MAX;
+
+/// Socket tier: slots of the filter asked before the connection map (a count of the
+/// followed sockets whose port pair hashes to each slot; 0 = surely not followed).
+/// Keyed by ports, not by the socket's address: the verifier lets no program do
+/// arithmetic on a typed socket pointer, while every hook reads the ports as numbers.
+pub const SOCK_SLOTS: u32 = 4096;
+
+/// The filter slot of a socket with local port `local` and remote port `remote`
+/// (host order; the server's side: its listening port and the client's port).
+#[inline(always)]
+pub fn sock_slot(local: u16, remote: u16) -> u32 {
+    let key = ((local as u64) << 16) | remote as u64;
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as u32 & (SOCK_SLOTS - 1)
 }
 
 /// Socket tier: the connection a server thread last read or wrote in its handshake
@@ -406,8 +433,7 @@ pub mod sockopt {
     /// Is setsockopt(`level`, `name`) one the programs follow?
     #[inline(always)]
     pub fn followed(level: u64, name: u64) -> bool {
-        level == SOL_SOCKET
-            && matches!(name, SO_LINGER | SO_RCVTIMEO_OLD | SO_SNDTIMEO_OLD | SO_RCVTIMEO_NEW | SO_SNDTIMEO_NEW)
+        level == SOL_SOCKET && matches!(name, SO_LINGER | SO_RCVTIMEO_OLD | SO_SNDTIMEO_OLD | SO_RCVTIMEO_NEW | SO_SNDTIMEO_NEW)
     }
 }
 
@@ -597,8 +623,19 @@ mod tests {
         assert_eq!(size_of::<TcpOffsets>(), 6 * 4);
         assert_eq!(size_of::<EstablishedEvent>(), size_of::<EventHeader>() + 8 + 16 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<SockTask>(), 8 + 8 + 4 + 4);
-        assert_eq!(size_of::<SockConn>(), 8 + 4 * 4 + size_of::<PeerKey>() + 2 + 2 * 3);
+        assert_eq!(size_of::<SockConn>(), 8 + 4 * 4 + size_of::<PeerKey>() + 16 + 2 + 2 + 2 * 2);
         assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 5 * size_of::<TcpOffsets>());
+    }
+
+    #[test]
+    fn socket_slots_spread_the_clients_of_one_port() {
+        // Clients of port 3306 from consecutive ephemeral ports: few share a slot, and
+        // the client's own end (ports swapped) is another slot.
+        let mut seen = [false; SOCK_SLOTS as usize];
+        let distinct = (0..256u16).filter(|i| !core::mem::replace(&mut seen[sock_slot(3306, 40000 + i) as usize], true)).count();
+        assert!(distinct >= 240, "{distinct} distinct slots of 256");
+        assert_ne!(sock_slot(3306, 40000), sock_slot(40000, 3306));
+        assert!((0..1000u16).all(|i| sock_slot(i, 65535 - i) < SOCK_SLOTS));
     }
 
     #[test]

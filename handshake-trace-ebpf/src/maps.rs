@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use handshake_trace_common::{
     counter, Conn, ConnKey, PeerKey, SockConn, SockTask, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
-    DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_LISTENERS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS,
+    DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_LISTENERS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS, SOCK_SLOTS,
 };
 
 /// Processes (tgid) to trace. Userspace keeps it current.
@@ -24,7 +24,6 @@ pub static TARGET_FILTER: Array<TargetFilter> = Array::with_max_entries(1, 0);
 /// read/write programs: only targets' accepts insert, so one lookup serves both.
 #[map]
 pub static CONNS: HashMap<ConnKey, Conn> = HashMap::with_max_entries(MAX_CONNS, 0);
-
 
 /// Connections by client address, for the TCP tracepoints (which run in any context).
 #[map]
@@ -90,14 +89,8 @@ static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
     retransmit_source: ZERO_TCP,
 };
 
-const ZERO_TCP: handshake_trace_common::TcpOffsets = handshake_trace_common::TcpOffsets {
-    dport: 0,
-    daddr: 0,
-    oldstate: 0,
-    newstate: 0,
-    protocol: 0,
-    daddr_is_sockaddr: 0,
-};
+const ZERO_TCP: handshake_trace_common::TcpOffsets =
+    handshake_trace_common::TcpOffsets { dport: 0, daddr: 0, oldstate: 0, newstate: 0, protocol: 0, daddr_is_sockaddr: 0 };
 
 #[inline(always)]
 pub fn offsets() -> TracepointOffsets {
@@ -113,8 +106,10 @@ pub fn ring_bytes() -> u64 {
     unsafe { core::ptr::read_volatile(&RING_BYTES) }
 }
 
-/// Socket tier: the listening ports of the targets (host order) → their process.
-/// Userspace fills it from /proc with TARGETS.
+/// Socket tier: the listening ports of the targets (host order) → their process, or
+/// LISTEN_SHARED when several targets listen on it. Userspace fills it from /proc
+/// with TARGETS; a target's `listen` after that adds its port at once
+/// (`inet_sock_set_state` CLOSE → LISTEN runs in the listening thread).
 #[map]
 pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(MAX_LISTEN_PORTS, 0);
 
@@ -123,6 +118,15 @@ pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(MAX_LISTE
 /// whole filter of the socket and packet programs.
 #[map]
 pub static SOCK_CONNS: HashMap<u64, SockConn> = HashMap::with_max_entries(MAX_CONNS, 0);
+
+/// Socket tier: the filter in front of SOCK_CONNS, one count per slot
+/// (`sock_slot`): how many followed sockets hash there. Every socket call and packet
+/// of the host asks it first, an array load instead of a hash lookup; a slot at 0
+/// means the socket is surely not followed. Kept by `follow_sock` / `forget_sock`;
+/// entries userspace removes behind their back leave a count high, which only costs
+/// the lookup, never an event.
+#[map]
+pub static SOCK_SLOT_COUNTS: Array<u64> = Array::with_max_entries(SOCK_SLOTS, 0);
 
 /// Socket tier: per server thread, the connection it last read or wrote in its
 /// handshake, for signals to that thread. Least recently used entries make room (a

@@ -1,18 +1,24 @@
 //! Socket tier: the bytes of connections in their handshake, from each packet's first
 //! bytes (`cgroup_skb/ingress` and `egress` on the cgroup v2 root). Any packet of a
-//! socket not followed costs one lookup. A packet before the sequence number expected
+//! socket not followed costs one array load (`sock_conn`'s slot filter), rarely a
+//! hash lookup; the headers (IPv4 options, IPv6 extension headers) are parsed only
+//! for followed sockets (`handshake_trace_common::packet`). A packet before the sequence number expected
 //! is a retransmitted copy and sends nothing; the server's OK or ERR ends the
 //! handshake exactly as in the syscall tier (`io::handshake_end`).
 use core::ffi::c_void;
 
 use aya_ebpf::{helpers::generated, macros::cgroup_skb, programs::SkBuffContext};
-use handshake_trace_common::{counter, kind, sys, IoEvent, SysEvent, NO_FD, PAYLOAD_MAX};
+use handshake_trace_common::{
+    counter, kind,
+    packet::{tcp_payload, PacketBytes, TcpPayload},
+    sock_slot, sys, IoEvent, SysEvent, NO_FD, PAYLOAD_MAX,
+};
 
 use crate::{
     emit::{count, header, submit_flags},
     io::{handshake_end, MYSQL_FIRST, MYSQL_SEQ},
     maps::EVENTS,
-    sock::{forget_sock, sock_conn},
+    sock::{forget_sock, owner, sock_conn},
     target::current,
 };
 
@@ -33,18 +39,23 @@ fn skb_knows_current() -> bool {
     unsafe { core::ptr::read_volatile(&SKB_CURRENT_TASK) != 0 }
 }
 
-/// IPv4 / IPv6 header facts: version nibble, header length, protocol, lengths.
-const IP_V4: u8 = 4;
-const IP_V6: u8 = 6;
-const IPV4_PROTOCOL: usize = 9;
-const IPV4_TOTAL_LEN: usize = 2;
-const IPV6_NEXT_HEADER: usize = 6;
-const IPV6_PAYLOAD_LEN: usize = 4;
-const IPV6_HEADER: u32 = 40;
-const IPPROTO_TCP: u8 = 6;
-/// TCP: the sequence number, and the data offset (header length in words, high nibble).
-const TCP_SEQ: u32 = 4;
-const TCP_DATA_OFFSET: u32 = 12;
+/// The packet's bytes for the pure parser (`bpf_skb_load_bytes`, bounds-checked).
+struct Skb<'a>(&'a SkBuffContext);
+
+impl PacketBytes for Skb<'_> {
+    #[inline(always)]
+    fn u8_at(&self, off: u32) -> Option<u8> {
+        self.0.load::<u8>(off as usize).ok()
+    }
+    #[inline(always)]
+    fn u16_at(&self, off: u32) -> Option<u16> {
+        self.0.load::<u16>(off as usize).ok().map(u16::from_be)
+    }
+    #[inline(always)]
+    fn u32_at(&self, off: u32) -> Option<u32> {
+        self.0.load::<u32>(off as usize).ok().map(u32::from_be)
+    }
+}
 
 #[cgroup_skb(ingress)]
 pub fn cgroup_skb_ingress(ctx: SkBuffContext) -> i32 {
@@ -58,31 +69,6 @@ pub fn cgroup_skb_egress(ctx: SkBuffContext) -> i32 {
     PASS
 }
 
-/// The TCP payload's offset in the packet, its length, and its sequence number.
-#[inline(always)]
-fn tcp_payload(ctx: &SkBuffContext) -> Option<(u32, u32, u32)> {
-    let first: u8 = ctx.load(0).ok()?;
-    let (ip_len, total) = match first >> 4 {
-        IP_V4 => {
-            if ctx.load::<u8>(IPV4_PROTOCOL).ok()? != IPPROTO_TCP {
-                return None;
-            }
-            ((first as u32 & 0x0f) * 4, u16::from_be(ctx.load::<u16>(IPV4_TOTAL_LEN).ok()?) as u32)
-        }
-        IP_V6 => {
-            if ctx.load::<u8>(IPV6_NEXT_HEADER).ok()? != IPPROTO_TCP {
-                return None;
-            }
-            (IPV6_HEADER, IPV6_HEADER + u16::from_be(ctx.load::<u16>(IPV6_PAYLOAD_LEN).ok()?) as u32)
-        }
-        _ => return None,
-    };
-    let seq = u32::from_be(ctx.load::<u32>((ip_len + TCP_SEQ) as usize).ok()?);
-    let tcp_len = (ctx.load::<u8>((ip_len + TCP_DATA_OFFSET) as usize).ok()? as u32 >> 4) * 4;
-    let off = ip_len + tcp_len;
-    Some((off, total.saturating_sub(off), seq))
-}
-
 #[inline(always)]
 fn on_packet(ctx: &SkBuffContext, egress: bool) {
     // SAFETY: `skb` is the program's context; `sk` is a field the verifier lets
@@ -92,9 +78,18 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) {
     if sk == 0 {
         return;
     }
-    let Some(c) = sock_conn(sk) else { return };
-    let Some((off, len, seq)) = tcp_payload(ctx) else { return };
+    // The socket's ports, as numbers (the kernel reads them from the socket): remote
+    // in network order in the upper half, local in host order.
+    // SAFETY: fields of the program's context.
+    let (remote, local) = unsafe { ((*ctx.skb.skb).remote_port, (*ctx.skb.skb).local_port) };
+    let Some(c) = sock_conn(sk, sock_slot(local as u16, u16::from_be((remote >> 16) as u16))) else { return };
+    let Some(TcpPayload { offset: off, len, seq }) = tcp_payload(&Skb(ctx)) else { return };
     if len == 0 {
+        return;
+    }
+    // Egress of a payload runs in the sending thread: the owner of a connection on a
+    // shared port may be learnt here (its greeting). Ingress (softirq) waits for it.
+    if owner(ctx, c, egress).is_none() {
         return;
     }
     // SAFETY: valid and aligned (a successful lookup) during this run; the entry is
@@ -144,12 +139,12 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) {
     let p = unsafe { &(*e).payload };
     let first = [p[0], p[1], p[MYSQL_SEQ], p[MYSQL_FIRST]];
     let end = handshake_end(&mut c.flags, &mut c.tls_budget, egress, captured, first);
-    let peer = c.peer;
+    let (peer, local_port) = (c.peer, c.local_port);
     // SAFETY: the reserved record, not yet submitted.
     unsafe { (*e).tracking_end = end as u32 };
     entry.submit(submit_flags());
     count(counter::EMITTED);
     if end != 0 {
-        forget_sock(sk, &peer);
+        forget_sock(sk, &peer, local_port);
     }
 }

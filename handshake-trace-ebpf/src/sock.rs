@@ -9,22 +9,62 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use handshake_trace_common::{
-    counter, kind, sys, tcp, tcp_state, EstablishedEvent, IoEvent, PeerKey, SockConn, SockTask, SysEvent, TcpOffsets, ThreadConn, NO_FD,
-    SET_STATE_LAYOUT, SET_STATE_SADDR_V6, SET_STATE_SKADDR, SET_STATE_SPORT,
+    counter, kind, sock_slot, sys, tcp, tcp_state, EstablishedEvent, IoEvent, PeerKey, SockConn, SockTask, SysEvent, TcpOffsets,
+    ThreadConn, LISTEN_SHARED, NO_FD, SET_STATE_LAYOUT, SET_STATE_SADDR_V6, SET_STATE_SKADDR, SET_STATE_SPORT,
 };
 
 use crate::{
     emit::{count, emit, header, map_full, submit_flags},
-    maps::{EVENTS, LISTEN_PORTS, PEERS, SOCK_CONNS, SOCK_TASKS},
+    maps::{BPF_NOEXIST, EVENTS, LISTEN_PORTS, PEERS, SOCK_CONNS, SOCK_SLOT_COUNTS, SOCK_TASKS},
     net::IPPROTO_TCP,
-    target::current,
+    target::{current, is_target},
     tcp::{load, send},
 };
 
-/// The followed connection on socket `sk`, if any.
+/// Offset of `skc_portpair` (skc_dport, skc_num) in `struct sock_common`, the first
+/// member of `struct sock`.
+const SKC_PORTPAIR: usize = 12;
+
+/// Could a socket in filter slot `slot` be followed? One array load: most sockets'
+/// slot is 0.
 #[inline(always)]
-pub(crate) fn sock_conn(sk: u64) -> Option<*mut SockConn> {
+fn maybe_followed(slot: u32) -> bool {
+    match SOCK_SLOT_COUNTS.get(slot) {
+        // SAFETY: a reference into the array map (valid, aligned); volatile so each run
+        // reads the count other CPUs update.
+        Some(n) => (unsafe { core::ptr::read_volatile(n as *const u64) }) != 0,
+        None => true,
+    }
+}
+
+/// Add `delta` (wrapping) to the count of filter slot `slot`, atomically.
+#[inline(always)]
+fn slot_add(slot: u32, delta: u64) {
+    if let Some(n) = SOCK_SLOT_COUNTS.get_ptr_mut(slot) {
+        // SAFETY: a valid, aligned u64 of the array map, changed only by this atomic
+        // add (the BPF target has no compare-and-swap, so no `fetch_add`).
+        unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(n, delta) };
+    }
+}
+
+/// The followed connection on socket `sk` (in filter slot `slot`), if any.
+#[inline(always)]
+pub(crate) fn sock_conn(sk: u64, slot: u32) -> Option<*mut SockConn> {
+    if !maybe_followed(slot) {
+        return None;
+    }
     SOCK_CONNS.get_ptr_mut(&sk)
+}
+
+/// Follow the connection on `sk`; a stale entry of a freed socket at the same
+/// address is replaced (already counted in its slot).
+#[inline(always)]
+fn follow_sock(sk: u64, c: &SockConn) -> Result<(), i32> {
+    if SOCK_CONNS.insert(&sk, c, BPF_NOEXIST).is_ok() {
+        slot_add(sock_slot(c.local_port, c.peer.port), 1);
+        return Ok(());
+    }
+    SOCK_CONNS.insert(&sk, c, 0)
 }
 
 /// The connection thread `tid` last read or wrote, if it is still in its handshake
@@ -40,13 +80,16 @@ pub(crate) fn sock_handler_conn(tid: u32) -> Option<ThreadConn> {
 
 /// Stop following the connection on `sk` (its handshake is over, or it closed).
 #[inline(always)]
-pub(crate) fn forget_sock(sk: u64, peer: &PeerKey) {
+pub(crate) fn forget_sock(sk: u64, peer: &PeerKey, local_port: u16) {
     let _ = PEERS.remove(peer);
-    let _ = SOCK_CONNS.remove(&sk);
+    if SOCK_CONNS.remove(&sk).is_ok() {
+        slot_add(sock_slot(local_port, peer.port), u64::MAX);
+    }
 }
 
 /// The layout is checked by userspace before it attaches this program
-/// (`TracepointOffsets::set_state_fixed`), so every field is a plain load.
+/// (`TracepointOffsets::set_state_fixed`), so every field is a plain load. Cheapest
+/// checks first: it runs for every state change of every TCP socket of the host.
 #[tracepoint]
 pub fn socket_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     const L: TcpOffsets = SET_STATE_LAYOUT;
@@ -56,78 +99,186 @@ pub fn socket_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let sk: u64 = load(&ctx, SET_STATE_SKADDR as usize);
     let old = load::<i32>(&ctx, L.oldstate as usize) as u32;
     let new = load::<i32>(&ctx, L.newstate as usize) as u32;
-    // SAFETY: the entry is copied at once.
-    if let Some(c) = unsafe { SOCK_CONNS.get(&sk) }.copied() {
-        send(&ThreadConn { tgid: c.tgid, fd: NO_FD, gen: c.gen }, tcp::STATE, old, new);
+    // sport and dport are in host order in this tracepoint.
+    let slot = sock_slot(load(&ctx, SET_STATE_SPORT as usize), load(&ctx, L.dport as usize));
+    if let Some(c) = sock_conn(sk, slot) {
+        // SAFETY: copied at once from a successful lookup.
+        let c = unsafe { *c };
+        // A connection whose process is not known yet (shared port) says nothing.
+        if c.tgid != 0 {
+            send(&ThreadConn { tgid: c.tgid, fd: NO_FD, gen: c.gen }, tcp::STATE, old, new);
+        }
         if tcp_state::ends(new) {
-            forget_sock(sk, &c.peer);
+            forget_sock(sk, &c.peer, c.local_port);
         }
         return 0;
     }
-    // The server side of a new connection: its child socket completes the handshake.
-    if old != tcp_state::SYN_RECV || new != tcp_state::ESTABLISHED {
-        return 0;
+    match (old, new) {
+        // The server side of a new connection: its child socket completes the handshake.
+        (tcp_state::SYN_RECV, tcp_state::ESTABLISHED) => on_established(&ctx, sk),
+        (_, tcp_state::LISTEN) | (tcp_state::LISTEN, _) => on_listen(&ctx, new == tcp_state::LISTEN),
+        _ => {}
     }
-    let local_port: u16 = load(&ctx, SET_STATE_SPORT as usize);
+    0
+}
+
+/// A socket starts or stops listening, in the thread that called `listen`/`close`:
+/// a target's port joins LISTEN_PORTS at once (a server that listens late, or on one
+/// more port), shared when another target already listens there; it leaves when its
+/// only listener closes.
+#[inline(always)]
+fn on_listen(ctx: &TracePointContext, listening: bool) {
+    let (tgid, _) = current();
+    if !is_target(tgid) {
+        return;
+    }
+    let port: u16 = load(ctx, SET_STATE_SPORT as usize);
     // SAFETY: copied at once.
-    let Some(tgid) = (unsafe { LISTEN_PORTS.get(&local_port) }).copied() else { return 0 };
-    let mut peer = PeerKey { port: load(&ctx, L.dport as usize), ..PeerKey::default() };
-    let mut local = [0u8; 16];
+    let known = unsafe { LISTEN_PORTS.get(&port) }.copied();
+    if !listening {
+        if known == Some(tgid) {
+            let _ = LISTEN_PORTS.remove(&port);
+        }
+        return;
+    }
+    let owner = match known {
+        None => tgid,
+        Some(t) if t == tgid => return,
+        Some(_) => LISTEN_SHARED,
+    };
+    if LISTEN_PORTS.insert(&port, &owner, 0).is_err() {
+        map_full(ctx, "listening ports");
+    }
+}
+
+/// A connection established on a target's listening port: follow it, and tell
+/// userspace (at once, or once its process is known on a shared port).
+#[inline(always)]
+fn on_established(ctx: &TracePointContext, sk: u64) {
+    const L: TcpOffsets = SET_STATE_LAYOUT;
+    let local_port: u16 = load(ctx, SET_STATE_SPORT as usize);
+    // SAFETY: copied at once.
+    let Some(owner) = (unsafe { LISTEN_PORTS.get(&local_port) }).copied() else { return };
+    let mut c = SockConn { local_port, peer: PeerKey { port: load(ctx, L.dport as usize), ..PeerKey::default() }, ..SockConn::default() };
     // daddr_v6 / saddr_v6 (IPv4 v4-mapped) in two aligned loads each.
-    peer.addr[..8].copy_from_slice(&load::<u64>(&ctx, L.daddr as usize).to_ne_bytes());
-    peer.addr[8..].copy_from_slice(&load::<u64>(&ctx, L.daddr as usize + 8).to_ne_bytes());
-    local[..8].copy_from_slice(&load::<u64>(&ctx, SET_STATE_SADDR_V6 as usize).to_ne_bytes());
-    local[8..].copy_from_slice(&load::<u64>(&ctx, SET_STATE_SADDR_V6 as usize + 8).to_ne_bytes());
-    // Softirq: no thread of the server runs this.
-    let h = header(kind::ESTABLISHED, tgid, 0);
-    let c = SockConn { gen: h.ts_ns, tgid, peer, ..SockConn::default() };
-    // Flags 0: a stale entry of a freed socket at the same address is replaced.
-    if SOCK_CONNS.insert(&sk, &c, 0).is_err() {
-        map_full(&ctx, "socket connections");
-        return 0;
+    c.peer.addr[..8].copy_from_slice(&load::<u64>(ctx, L.daddr as usize).to_ne_bytes());
+    c.peer.addr[8..].copy_from_slice(&load::<u64>(ctx, L.daddr as usize + 8).to_ne_bytes());
+    c.local_addr[..8].copy_from_slice(&load::<u64>(ctx, SET_STATE_SADDR_V6 as usize).to_ne_bytes());
+    c.local_addr[8..].copy_from_slice(&load::<u64>(ctx, SET_STATE_SADDR_V6 as usize + 8).to_ne_bytes());
+    // Softirq: no thread of the server runs this. The generation is this moment.
+    c.gen = header(kind::ESTABLISHED, 0, 0).ts_ns;
+    c.tgid = if owner == LISTEN_SHARED { 0 } else { owner };
+    if follow_sock(sk, &c).is_err() {
+        map_full(ctx, "socket connections");
+        return;
     }
-    if PEERS.insert(&peer, &ThreadConn { tgid, fd: NO_FD, gen: h.ts_ns }, 0).is_err() {
-        map_full(&ctx, "peers");
+    if c.tgid != 0 {
+        announce(ctx, &c);
     }
+}
+
+/// The connection's start, to userspace, stamped with its generation (the moment it
+/// was established), and its client address for the TCP tracepoints.
+#[inline(always)]
+fn announce<C: aya_ebpf::EbpfContext>(ctx: &C, c: &SockConn) {
+    if PEERS.insert(&c.peer, &ThreadConn { tgid: c.tgid, fd: NO_FD, gen: c.gen }, 0).is_err() {
+        map_full(ctx, "peers");
+    }
+    let mut h = header(kind::ESTABLISHED, c.tgid, 0);
+    h.ts_ns = c.gen;
     emit(EstablishedEvent {
         header: h,
-        conn_gen: h.ts_ns,
-        peer_addr: peer.addr,
-        local_addr: local,
-        peer_port: peer.port,
-        local_port,
+        conn_gen: c.gen,
+        peer_addr: c.peer.addr,
+        local_addr: c.local_addr,
+        peer_port: c.peer.port,
+        local_port: c.local_port,
         _pad: 0,
     });
-    0
+}
+
+/// The process of connection `c`: known, or (shared port) the target whose thread
+/// touches it first in process context, which is the one that accepted it.
+/// `None` while it is unknown: nothing of the connection is sent yet.
+#[inline(always)]
+pub(crate) fn owner<C: aya_ebpf::EbpfContext>(ctx: &C, c: *mut SockConn, process_context: bool) -> Option<u32> {
+    // SAFETY: `c` comes from a successful lookup: valid and aligned during this run.
+    let tgid = unsafe { (*c).tgid };
+    if tgid != 0 {
+        return Some(tgid);
+    }
+    if !process_context {
+        return None;
+    }
+    let (tgid, _) = current();
+    if !is_target(tgid) {
+        return None;
+    }
+    // SAFETY: as above. Two threads claiming at once both see the same owner (only
+    // the accepting process holds the socket).
+    unsafe { (*c).tgid = tgid };
+    // SAFETY: as above; a copy.
+    announce(ctx, &unsafe { *c });
+    Some(tgid)
 }
 
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
-    on_sock_io(ctx.arg(0), ctx.arg(1), ctx.arg(2), sys::SOCK_RECV);
+    let sk: u64 = ctx.arg(0);
+    on_sock_io(&ctx, sk, btf_sock_slot(sk), sys::SOCK_RECV, || (ctx.arg(1), ctx.arg(2)));
     0
 }
 
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn sock_send_length(ctx: BtfTracePointContext) -> i32 {
-    on_sock_io(ctx.arg(0), ctx.arg(1), ctx.arg(2), sys::SOCK_SEND);
+    let sk: u64 = ctx.arg(0);
+    on_sock_io(&ctx, sk, btf_sock_slot(sk), sys::SOCK_SEND, || (ctx.arg(1), ctx.arg(2)));
     0
 }
 
-/// A read or write on a socket: one lookup for any socket not followed. One that
-/// moved bytes sends nothing (its packets carry them); one that moved none sends its
-/// result and flags (MSG_DONTWAIT: it could not block). `sk` is the socket's
-/// `struct sock` address as a number: a map key, never dereferenced. Shared by the
-/// BTF tracepoints and the fexit programs of kernels without them (`sock_fexit.rs`).
+/// The filter slot of a socket from its port pair (`skc_portpair`: skc_dport in
+/// network order, skc_num in host order, at offset 12 of `struct sock_common` on
+/// every kernel since 2.6).
 #[inline(always)]
-pub(crate) fn on_sock_io(sk: u64, ret: i32, flags: u32, call: u32) {
-    let Some(c) = sock_conn(sk) else { return };
+pub(crate) fn slot_of_portpair(ports: u32) -> u32 {
+    sock_slot((ports >> 16) as u16, u16::from_be(ports as u16))
+}
+
+/// The filter slot of a BTF-typed socket argument: a direct load the verifier checks
+/// against the kernel's BTF. The address itself stays a map key.
+#[inline(always)]
+fn btf_sock_slot(sk: u64) -> u32 {
+    // SAFETY: `sk` is the tracepoint's socket (BTF-typed, non-null): the verifier
+    // allows this read and turns any fault into a zero.
+    slot_of_portpair(unsafe { core::ptr::read_volatile((sk as *const u8).add(SKC_PORTPAIR) as *const u32) })
+}
+
+/// The filter slot of a socket known only as an address (fexit, `sock->sk`): a probe
+/// read (0 ports when unreadable: no followed connection has that address anyway).
+#[inline(always)]
+pub(crate) fn probed_sock_slot(sk: u64) -> u32 {
+    slot_of_portpair(crate::read::kernel::<u32>(sk + SKC_PORTPAIR as u64).unwrap_or(0))
+}
+
+/// A read or write on a socket: one array load (the slot filter) for almost any socket
+/// not followed. One that moved bytes sends nothing (its packets carry them); one that
+/// moved none sends its result and flags (MSG_DONTWAIT: it could not block). `sk` is
+/// the socket's `struct sock` address as a number: a map key, never dereferenced.
+/// `result` gives (return value, flags), read only for a followed connection. Shared
+/// by the BTF tracepoints and the fexit programs of kernels without them
+/// (`sock_fexit.rs`).
+#[inline(always)]
+pub(crate) fn on_sock_io<C: aya_ebpf::EbpfContext>(ctx: &C, sk: u64, slot: u32, call: u32, result: impl FnOnce() -> (i32, u32)) {
+    let Some(c) = sock_conn(sk, slot) else { return };
+    let Some(tgid) = owner(ctx, c, true) else { return };
     // SAFETY: `c` comes from a successful lookup: valid and aligned during this run.
-    let (tgid, gen) = unsafe { ((*c).tgid, (*c).gen) };
+    let gen = unsafe { (*c).gen };
     // The caller handles the connection: signals to it are the connection's.
     let (_, tid) = current();
     if SOCK_TASKS.insert(&tid, &SockTask { sk, gen, tgid, _pad: 0 }, 0).is_err() {
         count(counter::LOST_MAPFULL);
     }
+    let (ret, flags) = result();
     if ret > 0 {
         return;
     }

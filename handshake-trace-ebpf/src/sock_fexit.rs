@@ -10,7 +10,7 @@ use handshake_trace_common::{sys, SockFnOffsets};
 
 use crate::{
     read::kernel,
-    sock::{on_sock_io, sock_conn},
+    sock::{on_sock_io, probed_sock_slot},
 };
 
 /// Field offsets of this kernel's `struct socket` and `struct msghdr`, written by
@@ -35,24 +35,24 @@ fn sk_of(sock: u64) -> u64 {
 /// arguments, then the return value.
 #[fexit(function = "sock_recvmsg")]
 pub fn sock_recvmsg(ctx: FExitContext) -> i32 {
-    let sock: u64 = ctx.arg(0);
-    let (flags, ret): (i32, i32) = (ctx.arg(2), ctx.arg(3));
-    on_sock_io(sk_of(sock), ret, flags as u32, sys::SOCK_RECV);
+    let sk = sk_of(ctx.arg(0));
+    on_sock_io(&ctx, sk, probed_sock_slot(sk), sys::SOCK_RECV, || {
+        let (flags, ret): (i32, i32) = (ctx.arg(2), ctx.arg(3));
+        (ret, flags as u32)
+    });
     0
 }
 
 /// `int sock_sendmsg(struct socket *sock, struct msghdr *msg)`: the flags are the
-/// message's, as `sock_send_length` reports them.
+/// message's, as `sock_send_length` reports them (read only for a followed
+/// connection's failed write).
 #[fexit(function = "sock_sendmsg")]
 pub fn sock_sendmsg(ctx: FExitContext) -> i32 {
-    let (sock, msg, ret): (u64, u64, i32) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
-    let sk = sk_of(sock);
-    // Only a followed connection's failed write needs its flags read.
-    if ret > 0 || sock_conn(sk).is_none() {
-        on_sock_io(sk, ret, 0, sys::SOCK_SEND);
-        return 0;
-    }
-    let flags = kernel::<u32>(msg + u64::from(offsets().msghdr_flags)).unwrap_or(0);
-    on_sock_io(sk, ret, flags, sys::SOCK_SEND);
+    let sk = sk_of(ctx.arg(0));
+    on_sock_io(&ctx, sk, probed_sock_slot(sk), sys::SOCK_SEND, || {
+        let (msg, ret): (u64, i32) = (ctx.arg(1), ctx.arg(2));
+        let flags = if ret > 0 { 0 } else { kernel::<u32>(msg + u64::from(offsets().msghdr_flags)).unwrap_or(0) };
+        (ret, flags)
+    });
     0
 }

@@ -66,6 +66,11 @@ pub struct ServerConfig {
     /// Resolve each client's address with this DNS server before the greeting, as
     /// MySQL does (`skip-name-resolve` off). None = no name resolution.
     pub resolver: Option<SocketAddr>,
+    /// Listen with SO_REUSEPORT, so several servers can share the port (the kernel
+    /// spreads the connections among them).
+    pub reuse_port: bool,
+    /// Wait this long before listening (a server that starts listening late).
+    pub listen_after: Duration,
 }
 
 static CONNECTION_IDS: AtomicU32 = AtomicU32::new(1);
@@ -74,7 +79,8 @@ static ABORTED_CONNECTS: AtomicU32 = AtomicU32::new(0);
 
 /// Serve until the process is killed. `ready` gets the bound address.
 pub fn serve(cfg: &ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result<std::convert::Infallible> {
-    let listener = TcpListener::bind(cfg.listen).with_context(|| format!("listen on {}", cfg.listen))?;
+    std::thread::sleep(cfg.listen_after);
+    let listener = listen(cfg.listen, cfg.reuse_port).with_context(|| format!("listen on {}", cfg.listen))?;
     if !cfg.listen.ip().is_loopback() {
         log(&format!("warning: listening on {}, not loopback", cfg.listen));
     }
@@ -106,6 +112,38 @@ pub fn serve(cfg: &ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result<std::
             .name("lab-conn".into())
             .spawn(move || handle(fd, peer, &cfg))
             .context("spawn a connection thread")?;
+    }
+}
+
+/// A listening TCP socket on `addr`, with SO_REUSEPORT if asked.
+fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    if !reuse_port {
+        return TcpListener::bind(addr);
+    }
+    let SocketAddr::V4(v4) = addr else { return Err(std::io::Error::other("--reuse-port: IPv4 only")) };
+    // SAFETY: plain socket calls on an fd this function owns; the sockaddr is a valid
+    // sockaddr_in of the size given; on success the fd moves into the TcpListener.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let one: libc::c_int = 1;
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+            sin_zero: [0; 8],
+        };
+        let ok = libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, (&one as *const libc::c_int).cast(), 4) == 0
+            && libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) == 0
+            && libc::listen(fd, 128) == 0;
+        if !ok {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(<TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd))
     }
 }
 

@@ -350,6 +350,11 @@ pub fn mariadb_with_tls_account() -> MariaDb {
 /// mysql_native_password (the right password, or a wrong one), the server's reply.
 /// Returns whether the server said OK.
 pub fn lab_login(addr: std::net::SocketAddr, right_password: bool) -> std::io::Result<bool> {
+    lab_login_on(std::net::TcpStream::connect(addr)?, right_password)
+}
+
+/// [`lab_login`] on a connection the caller made (with socket options of its own).
+pub fn lab_login_on(mut s: std::net::TcpStream, right_password: bool) -> std::io::Result<bool> {
     use std::io::Read;
     fn packet(s: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
         let mut header = [0u8; 4];
@@ -358,7 +363,6 @@ pub fn lab_login(addr: std::net::SocketAddr, right_password: bool) -> std::io::R
         s.read_exact(&mut body)?;
         Ok(body)
     }
-    let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let greeting = packet(&mut s)?;
     let scramble = handshake_trace_lab::wire::greeting_scramble(&greeting)

@@ -9,7 +9,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use handshake_trace_common::{
-    counter, Conn, ConnKey, SockConn, SockFnOffsets, TargetFilter, DEFAULT_RINGBUF_BYTES, SET_STATE_SADDR_V6, SET_STATE_SKADDR,
+    counter, Conn, ConnKey, SockConn, SockFnOffsets, TargetFilter, DEFAULT_RINGBUF_BYTES, LISTEN_SHARED, SET_STATE_SADDR_V6, SET_STATE_SKADDR,
     SET_STATE_SPORT,
 };
 
@@ -365,7 +365,7 @@ impl Probes {
             .with_context(|| format!("add pid {pid} to the target map (full?)"))?;
         self.target_pids.insert(pid);
         if self.capture == CaptureTier::Socket {
-            self.add_listen_ports(pid, &crate::capture::targets::listening_sockets(pid))?;
+            self.add_listen_ports(pid)?;
         } else if self.port.is_some() {
             self.add_listeners(pid, &crate::capture::targets::listening_sockets(pid));
         }
@@ -384,12 +384,18 @@ impl Probes {
         }
     }
 
-    /// Socket tier: the target's listening TCP ports (only `--port`'s, if given).
-    fn add_listen_ports(&mut self, pid: u32, listening: &std::collections::HashMap<i32, std::net::SocketAddr>) -> Result<()> {
+    /// Socket tier: the target's listening TCP ports (only `--port`'s, if given), from
+    /// /proc; a port another target listens on too (SO_REUSEPORT) is marked shared.
+    /// Ports it listens on later are added by the kernel programs (`listen` is seen as
+    /// a state change).
+    fn add_listen_ports(&mut self, pid: u32) -> Result<()> {
+        let listening = crate::capture::targets::listening_sockets(pid);
         for addr in listening.values().filter(|a| self.port.is_none_or(|p| p == a.port())) {
+            let port = addr.port();
+            let owner = port_owner(self.listen_ports.get(&port, 0).ok(), pid);
             self.listen_ports
-                .insert(addr.port(), pid, 0)
-                .with_context(|| format!("add port {} to the listening-port map (full?)", addr.port()))?;
+                .insert(port, owner, 0)
+                .with_context(|| format!("add port {port} to the listening-port map (full?)"))?;
         }
         Ok(())
     }
@@ -410,13 +416,18 @@ impl Probes {
         for k in keys {
             let _ = self.conns.remove(&k);
         }
-        let ports: Vec<u16> = self.listen_ports.iter().filter_map(Result::ok).filter(|(_, p)| *p == pid).map(|(k, _)| k).collect();
+        let ports: Vec<u16> =
+            self.listen_ports.iter().filter_map(Result::ok).filter(|(_, p)| *p == pid || *p == LISTEN_SHARED).map(|(k, _)| k).collect();
         for port in ports {
             let _ = self.listen_ports.remove(&port);
         }
         let listeners: Vec<ConnKey> = self.listeners.keys().filter_map(Result::ok).filter(|k| k.tgid == pid).collect();
         for k in listeners {
             let _ = self.listeners.remove(&k);
+        }
+        // A shared port goes to the targets still listening on it.
+        for other in self.target_pids.clone() {
+            let _ = self.add_listen_ports(other);
         }
         let socks: Vec<u64> = self.sock_conns.iter().filter_map(Result::ok).filter(|(_, c)| c.tgid == pid).map(|(k, _)| k).collect();
         for sk in socks {
@@ -444,6 +455,14 @@ impl Probes {
         if let Some(l) = self._logger.as_mut() {
             l.flush();
         }
+    }
+}
+
+/// The LISTEN_PORTS value for a port `pid` listens on, given the current one.
+fn port_owner(current: Option<u32>, pid: u32) -> u32 {
+    match current {
+        Some(p) if p != pid => LISTEN_SHARED,
+        _ => pid,
     }
 }
 
@@ -551,6 +570,14 @@ mod tests {
             panic!("probes::{test} cannot run (HANDSHAKE_TRACE_REQUIRE_ROOT=1 requires it): {why}");
         }
         let _ = std::io::stderr().write_all(format!("SKIPPED probes::{test}: {why}\n").as_bytes());
+    }
+
+    #[test]
+    fn a_port_two_targets_listen_on_is_shared() {
+        assert_eq!(port_owner(None, 42), 42);
+        assert_eq!(port_owner(Some(42), 42), 42);
+        assert_eq!(port_owner(Some(7), 42), LISTEN_SHARED);
+        assert_eq!(port_owner(Some(LISTEN_SHARED), 42), LISTEN_SHARED);
     }
 
     #[test]
