@@ -88,8 +88,10 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) {
         return;
     }
     // Egress of a payload runs in the sending thread: the owner of a connection on a
-    // shared port may be learnt here (its greeting). Ingress (softirq) waits for it.
-    if owner(ctx, c, egress).is_none() {
+    // shared port may be learnt here (its greeting). Ingress (softirq) waits for it, and
+    // so does egress where the kernel has no current task for cgroup_skb (6.1): the
+    // socket calls learn it there.
+    if owner(ctx, c, egress && skb_knows_current()).is_none() {
         return;
     }
     // SAFETY: valid and aligned (a successful lookup) during this run; the entry is
