@@ -47,10 +47,11 @@ fn records(out: &TracerOutput) -> (Vec<Value>, Value) {
     (all, summary)
 }
 
-/// Trace both servers, with `port` asked for or not, while `other` gets `n` port checks.
-fn trace_other_server(bin: &std::path::PathBuf, kept: &MariaDb, other: &MariaDb, port: Option<u16>, n: usize) -> (Vec<Value>, Value) {
+/// Trace both servers in capture tier `tier`, with `port` asked for or not, while
+/// `other` gets `n` port checks.
+fn trace_other_server(bin: &std::path::PathBuf, tier: &str, kept: &MariaDb, other: &MariaDb, port: Option<u16>, n: usize) -> (Vec<Value>, Value) {
     let pids = format!("{} {}", kept.pid(), other.pid());
-    let mut args = vec!["watch", "-p", &pids, "-j", "--json-summary"];
+    let mut args = vec!["watch", "--capture", tier, "-p", &pids, "-j", "--json-summary"];
     let port_arg = port.map(|p| p.to_string());
     if let Some(p) = &port_arg {
         args.extend(["--port", p]);
@@ -64,31 +65,47 @@ fn trace_other_server(bin: &std::path::PathBuf, kept: &MariaDb, other: &MariaDb,
     records(&out)
 }
 
-#[test]
-fn port_drops_the_other_servers_connections_in_the_kernel() {
-    let Some(bin) = ready("port_drops_the_other_servers_connections_in_the_kernel") else { return };
+/// One tier's run: `--port` keeps the kept server's login and lets fewer events out of
+/// the kernel than one per connection to the other server; `exact` when the tier counts
+/// each accept it stops (the syscall tier's accept program does; the socket tier never
+/// follows a port it was not given, so it has nothing to count).
+fn port_filters_in_the_kernel(bin: &std::path::PathBuf, tier: &str, exact: bool) {
     let kept = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
     let other = MariaDb::start(&MariaDbOptions::default()).expect("start a second MariaDB");
     const N: usize = 40;
 
     // Without --port: each of the other server's connections costs events.
-    let (handshakes, all) = trace_other_server(&bin, &kept, &other, None, N);
-    assert_eq!(handshakes.len(), N + 1, "{handshakes:?}");
+    let (handshakes, all) = trace_other_server(bin, tier, &kept, &other, None, N);
+    assert_eq!(handshakes.len(), N + 1, "{tier}: {handshakes:?}");
     let emitted_all = all["events"]["emitted"].as_u64().unwrap();
-    assert!(emitted_all >= 5 * (N as u64 + 1), "{all}");
+    assert!(emitted_all >= 3 * (N as u64 + 1), "{tier}: {all}");
 
-    let (handshakes, filtered) = trace_other_server(&bin, &kept, &other, Some(kept.port()), N);
-    assert_eq!(handshakes.len(), 1, "{handshakes:?}");
+    let (handshakes, filtered) = trace_other_server(bin, tier, &kept, &other, Some(kept.port()), N);
+    assert_eq!(handshakes.len(), 1, "{tier}: {handshakes:?}");
     assert_eq!(handshakes[0]["server"], kept.addr().to_string());
     assert_eq!(handshakes[0]["verdict"], "ok");
-    // Every one of the other server's accepts stopped in the kernel: counted, not emitted.
-    assert_eq!(filtered["other_ports_in_kernel"], N as u64, "{filtered}");
-    assert_eq!(filtered["other_ports"], N as u64, "{filtered}");
+    if exact {
+        // Every one of the other server's accepts stopped in the kernel: counted, not emitted.
+        assert_eq!(filtered["other_ports_in_kernel"], N as u64, "{filtered}");
+        assert_eq!(filtered["other_ports"], N as u64, "{filtered}");
+    }
     let emitted = filtered["events"]["emitted"].as_u64().unwrap();
     // What is left is the kept server's one login (a handful of events): fewer than one
     // event per connection to the other server.
-    assert!(emitted < N as u64, "the other server's connections still emit: {emitted} events for {N} connections ({filtered})");
-    eprintln!("--port in the kernel: {emitted} events emitted with --port vs {emitted_all} without, for {N} connections to the other server and 1 login to the kept one");
+    assert!(emitted < N as u64, "{tier}: the other server's connections still emit: {emitted} events for {N} connections ({filtered})");
+    eprintln!("--port in the kernel, {tier} tier: {emitted} events emitted with --port vs {emitted_all} without, for {N} connections to the other server and 1 login to the kept one");
+}
+
+#[test]
+fn port_drops_the_other_servers_connections_in_the_kernel_syscall_tier() {
+    let Some(bin) = ready("port_drops_the_other_servers_connections_in_the_kernel_syscall_tier") else { return };
+    port_filters_in_the_kernel(&bin, "syscalls", true);
+}
+
+#[test]
+fn port_drops_the_other_servers_connections_in_the_kernel_socket_tier() {
+    let Some(bin) = ready("port_drops_the_other_servers_connections_in_the_kernel_socket_tier") else { return };
+    port_filters_in_the_kernel(&bin, "socket", false);
 }
 
 #[test]
