@@ -11,7 +11,7 @@ use handshake_trace::{
     commands::{agent, analyze, doctor, watch},
     export::abnormal_log::LogTarget,
     output,
-    support::pipe,
+    support::{pipe, terminal},
     verdict::Verdict,
 };
 use handshake_trace_lab as lab;
@@ -122,6 +122,13 @@ struct OutputArgs {
     /// none), e.g. `--timeline server_timeout,client_reset`. A folded repeat prints none.
     #[arg(long, value_name = "VERDICT[,VERDICT]", value_delimiter = ',', value_parser = output::brief::parse_verdict, requires = "brief")]
     timeline: Vec<Verdict>,
+    /// Colour the verdicts: `auto` (when stdout is a terminal and NO_COLOR is not set),
+    /// `always` or `never`.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = terminal::ColorChoice::Auto)]
+    color: terminal::ColorChoice,
+    /// Times with the date, "2026-11-30 22:33:22.820" (local time), in lines and notices.
+    #[arg(long)]
+    date: bool,
     /// Also print every raw kernel event (for debugging the tracer).
     #[arg(long, hide = true)]
     events: bool,
@@ -180,8 +187,16 @@ impl OutputArgs {
             rollup_secs: self.rollup,
             brief: self.brief,
             timeline: self.timeline.iter().copied().collect(),
+            term: self.terminal(1, self.color),
+            notices: self.terminal(2, terminal::ColorChoice::Never),
             ..Default::default()
         }
+    }
+
+    /// How text written to `fd` (1 stdout, 2 stderr) looks: fitted to its terminal (or `COLUMNS`), coloured as asked.
+    fn terminal(&self, fd: i32, color: terminal::ColorChoice) -> output::columns::Terminal {
+        let (width, color) = terminal::detect(fd, color);
+        output::columns::Terminal { width, color, date: self.date }
     }
 }
 
@@ -409,16 +424,18 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Watch(args) => {
             // One write per drain of the ring buffer, not one per line (stdout is line-buffered).
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
-            let summary = watch::run(&args.options(None)?, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
+            let opts = args.options(None)?;
+            let summary = watch::run(&opts, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
             stdout.flush()?;
-            watch::print_summary(&summary, &mut stderr)?;
+            watch::print_summary_on(&summary, &mut stderr, &opts.notices)?;
             Ok(0)
         }
         Command::Record { output, watch: args } => {
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
-            let summary = watch::run(&args.options(Some(output.clone()))?, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
+            let opts = args.options(Some(output.clone()))?;
+            let summary = watch::run(&opts, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
             stdout.flush()?;
-            watch::print_summary(&summary, &mut stderr)?;
+            watch::print_summary_on(&summary, &mut stderr, &opts.notices)?;
             writeln!(stderr, "Trace written to {} (secrets zeroed); replay it with: handshake-trace analyze {}", output.display(), output.display())?;
             Ok(0)
         }
@@ -426,7 +443,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let trace = analyze::read(&file)?;
             let opts = watch::WatchOptions { port, ..output.options() };
             let summary = analyze::analyze(&trace, &opts, &mut stdout, &mut stderr)?;
-            watch::print_summary(&summary, &mut stderr)?;
+            watch::print_summary_on(&summary, &mut stderr, &opts.notices)?;
             Ok(0)
         }
         Command::Agent(args) => {

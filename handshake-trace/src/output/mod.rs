@@ -1,8 +1,10 @@
 //! Every word the tool prints: handshakes as a line, a timeline or JSON, the
 //! reasons for verdicts, and the summary. The stages before this one hand over data.
 pub mod brief;
+pub mod columns;
 pub mod json;
 pub mod names;
+pub mod notice;
 pub mod printer;
 pub mod reason;
 pub mod step;

@@ -1,22 +1,22 @@
 //! The sink that prints finished handshakes as the options ask: JSON Lines, or a line
 //! per success and a timeline per failure (and per success slower than `--slow`), or
 //! successes folded into a periodic roll-up (`--rollup`), or brief lines (`--brief`,
-//! output/brief.rs).
+//! output/brief.rs). Text lines are in columns under a header row printed before the
+//! first, fitted to the terminal (output/columns.rs), in the order handshakes end.
 use std::io::Write;
 
 use anyhow::Result;
 
 use super::{
     brief::{Brief, VerdictSet},
-    handshake_json, handshake_line, handshake_timeline,
+    columns::{self, Terminal},
+    handshake_json,
+    text::{handshake_line_on, handshake_timeline_on},
 };
 use crate::{
     correlate::Handshake,
     pipeline::Sink,
-    support::{
-        clock::{format_time_of_day, Clock},
-        histogram::Histogram,
-    },
+    support::{clock::Clock, histogram::Histogram},
     verdict::Verdict,
 };
 
@@ -32,6 +32,8 @@ pub struct PrintOptions {
     pub brief: bool,
     /// In brief mode, the verdicts whose timelines are printed too (`--timeline`).
     pub timeline: VerdictSet,
+    /// Width, colour and dates of the text output.
+    pub term: Terminal,
 }
 
 pub struct Printer<W: Write> {
@@ -47,12 +49,14 @@ pub struct Printer<W: Write> {
     /// The trace's clock now, for closing brief folds between handshakes (live only; a
     /// replay closes them as its handshakes' times pass).
     now: Option<fn() -> u64>,
+    /// The header row is printed before the first line.
+    header_done: bool,
 }
 
 impl<W: Write> Printer<W> {
     pub fn new(opts: PrintOptions, clock: Clock, out: W) -> Self {
-        let brief = Brief::new(opts.timeline);
-        Printer { opts, clock, out, rollup_ok: 0, rollup_hist: Histogram::default(), json_buf: Vec::new(), brief, now: None }
+        let brief = Brief::new(opts.timeline, opts.term);
+        Printer { opts, clock, out, rollup_ok: 0, rollup_hist: Histogram::default(), json_buf: Vec::new(), brief, now: None, header_done: false }
     }
 
     /// Live: `now` reads the clock the handshakes' times are on.
@@ -73,32 +77,36 @@ impl<W: Write> Sink for Printer<W> {
         }
         let ok = h.verdict() == Some(Verdict::Ok);
         let slow = self.opts.slow_ms.is_some_and(|s| h.total_ns() as f64 / 1e6 >= s);
+        if !self.header_done && !(ok && !slow && self.opts.rollup) {
+            writeln!(self.out, "{}", columns::header(&self.opts.term))?;
+            self.header_done = true;
+        }
         // Brief: every handshake as a line, but successes still roll up when asked to.
         if self.opts.brief && !(ok && !slow && self.opts.rollup) {
             return self.brief.handshake(h, &self.clock, slow, &mut self.out);
         }
         if !ok || slow {
-            writeln!(self.out, "{}", handshake_timeline(h, &self.clock))?;
+            writeln!(self.out, "{}", handshake_timeline_on(h, &self.clock, &self.opts.term))?;
         } else if self.opts.rollup {
             self.rollup_ok += 1;
             self.rollup_hist.record(h.total_ns());
         } else {
-            writeln!(self.out, "{}", handshake_line(h, &self.clock))?;
+            writeln!(self.out, "{}", handshake_line_on(h, &self.clock, &self.opts.term))?;
         }
         Ok(())
     }
 
     fn rollup(&mut self) -> Result<()> {
         if self.rollup_ok > 0 {
-            writeln!(
-                self.out,
+            let line = format!(
                 "{} {} successful handshakes (p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms)",
-                format_time_of_day(std::time::SystemTime::now()),
+                self.opts.term.time(std::time::SystemTime::now()),
                 self.rollup_ok,
                 self.rollup_hist.quantile_ms(0.5).unwrap_or(0.0),
                 self.rollup_hist.quantile_ms(0.99).unwrap_or(0.0),
                 self.rollup_hist.max_ms().unwrap_or(0.0),
-            )?;
+            );
+            writeln!(self.out, "{}", self.opts.term.fold(&line, 4))?;
         }
         self.rollup_ok = 0;
         self.rollup_hist = Histogram::default();
