@@ -26,6 +26,8 @@ EXAMPLES:
     handshake-trace watch --rollup 10    # successful handshakes as a roll-up every 10 s
     handshake-trace watch --brief        # one line per handshake; repeated failures folded with a count
     handshake-trace watch --brief --timeline server_timeout   # ... and the timeline of each server_timeout
+    handshake-trace watch --date --color never   # full dates, no colour (NO_COLOR=1 does the same for colour)
+    COLUMNS=100 handshake-trace watch 2>&1 | less -R   # fit lines to 100 columns even through a pipe
     handshake-trace watch -j -d 60 > handshakes.jsonl   # JSON Lines for one minute
     handshake-trace record -o monday.htrace -d 3600     # save an hour; secrets are zeroed
     handshake-trace analyze monday.htrace               # replay it anywhere, no root
@@ -57,6 +59,7 @@ EXAMPLES:
     handshake-trace lab starved-client           # a client paused with SIGSTOP after the greeting
     handshake-trace lab slow-dns                 # the server's name lookup stalls before the greeting
     handshake-trace lab --server mariadb timeout-poll   # the same on a real MariaDB (needs it installed)
+    handshake-trace lab --server mariadb --port 3399 wrong-password   # ... listening on port 3399
 ";
 
 #[derive(Parser)]
@@ -285,6 +288,10 @@ impl AgentArgs {
 enum Command {
     /// Attach to running servers and show each connection's handshake: a line when it
     /// went well, a timeline with a verdict when it did not.
+    ///
+    /// Lines are fixed columns (TIME VERDICT CLIENT USER MS DETAIL) under a header row,
+    /// fitted to the terminal's width (else COLUMNS; a pipe gets whole lines). They print
+    /// when each handshake ends (completion order), with the time of its accept.
     #[command(after_help = EXAMPLES)]
     Watch(WatchArgs),
     /// Like watch, and also save the raw events (secrets zeroed) to a trace file for `analyze`.
@@ -324,6 +331,9 @@ enum Command {
         /// `builtin` (the lab's own server, both wait styles) or `mariadb` (a throwaway MariaDB).
         #[arg(long, value_enum, default_value_t = lab::ServerKind::Builtin)]
         server: lab::ServerKind,
+        /// With --server mariadb: the port the throwaway MariaDB listens on (default: a free one).
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        port: Option<u16>,
         /// JSON Lines output.
         #[arg(short = 'j', long)]
         json: bool,
@@ -455,11 +465,11 @@ async fn run(cli: Cli) -> Result<i32> {
             let ok = doctor::report(&doctor::run_checks(), &mut stdout)?;
             Ok(if ok { 0 } else { 1 })
         }
-        Command::Lab { scenario, list, server, json, record } => {
+        Command::Lab { scenario, list, server, port, json, record } => {
             if list {
                 lab::list(&mut stdout)?;
             } else {
-                lab::run(&scenario, server, json, record, &mut stdout, &mut stderr).await?;
+                lab::run(&scenario, lab::LabOptions { server, port, json, record }, &mut stdout, &mut stderr).await?;
             }
             Ok(0)
         }
