@@ -469,7 +469,11 @@ async fn run(cli: Cli) -> Result<i32> {
             if list {
                 lab::list(&mut stdout)?;
             } else {
-                lab::run(&scenario, lab::LabOptions { server, port, json, record }, &mut stdout, &mut stderr).await?;
+                let (width, color) = terminal::detect(1, terminal::ColorChoice::Auto);
+                let (notices, _) = terminal::detect(2, terminal::ColorChoice::Never);
+                let term = output::columns::Terminal { width, color, date: false };
+                let notices = output::columns::Terminal { width: notices, ..Default::default() };
+                lab::run(&scenario, lab::LabOptions { server, port, json, record, term, notices }, &mut stdout, &mut stderr).await?;
             }
             Ok(0)
         }

@@ -319,11 +319,14 @@ pub struct LabOptions {
     pub json: bool,
     /// Also save the trace here.
     pub record: Option<std::path::PathBuf>,
+    /// Width, colour and dates of the handshakes' lines (stdout) and of the notices (stderr).
+    pub term: handshake_trace::output::columns::Terminal,
+    pub notices: handshake_trace::output::columns::Terminal,
 }
 
 /// Run a scenario: start its servers, trace them live, run its clients, explain.
 pub async fn run(scenario: &str, lab: LabOptions, out: &mut dyn Write, log: &mut dyn Write) -> Result<()> {
-    let LabOptions { server, port, json, record } = lab;
+    let LabOptions { server, port, json, record, term, notices } = lab;
     if port.is_some() && server != ServerKind::Mariadb {
         bail!("--port is for --server mariadb (the built-in servers take free ports)");
     }
@@ -350,6 +353,8 @@ pub async fn run(scenario: &str, lab: LabOptions, out: &mut dyn Write, log: &mut
         keep_outcomes: true,
         slow_ms: Some(500.0),
         record,
+        term,
+        notices,
         ..Default::default()
     };
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
@@ -381,7 +386,7 @@ pub async fn run(scenario: &str, lab: LabOptions, out: &mut dyn Write, log: &mut
     };
     out.flush()?;
     explain(scenario, &servers, &reports, &summary.outcomes, log)?;
-    watch::print_summary(&summary, log)?;
+    watch::print_summary_on(&summary, log, &notices)?;
     Ok(())
 }
 

@@ -228,7 +228,7 @@ pub fn fold(s: &str, room: usize, indent: usize) -> Vec<String> {
         cur.push_str(rest);
         has_word = true;
     }
-    if cur.trim().len() > 0 || lines.is_empty() {
+    if !cur.trim().is_empty() || lines.is_empty() {
         lines.push(cur);
     }
     lines

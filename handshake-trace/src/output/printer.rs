@@ -77,12 +77,13 @@ impl<W: Write> Sink for Printer<W> {
         }
         let ok = h.verdict() == Some(Verdict::Ok);
         let slow = self.opts.slow_ms.is_some_and(|s| h.total_ns() as f64 / 1e6 >= s);
-        if !self.header_done && !(ok && !slow && self.opts.rollup) {
+        let rolled_up = ok && !slow && self.opts.rollup;
+        if !self.header_done && !rolled_up {
             writeln!(self.out, "{}", columns::header(&self.opts.term))?;
             self.header_done = true;
         }
         // Brief: every handshake as a line, but successes still roll up when asked to.
-        if self.opts.brief && !(ok && !slow && self.opts.rollup) {
+        if self.opts.brief && !rolled_up {
             return self.brief.handshake(h, &self.clock, slow, &mut self.out);
         }
         if !ok || slow {
