@@ -61,8 +61,10 @@ mariadbd --no-defaults --datadir="$WORK/data" --tmpdir="$WORK/tmp" --socket="$SO
   --bind-address=127.0.0.1 --user=root --connect-timeout=2 --skip-log-bin \
   --innodb-buffer-pool-size=32M --log-warnings=2 </dev/null >/dev/null 2>&1 &
 DB_PID=$!
-for _ in $(seq 300); do
+# Up to 3 minutes: a loaded machine (parallel builds and tests) starts it slowly.
+for i in $(seq 900); do
   mariadb --no-defaults --socket="$SOCK" -u root -e 'SELECT 1' >/dev/null 2>&1 && break
+  (( i < 900 )) || { echo "mariadbd did not start; its log:" >&2; tail -20 "$WORK/error.log" >&2; exit 1; }
   sleep 0.2
 done
 root_sql() { mariadb --no-defaults --socket="$SOCK" -u root -N -B -e "$1"; }

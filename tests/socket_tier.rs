@@ -17,10 +17,12 @@ fn by_client(all: Vec<Value>) -> BTreeMap<String, Value> {
 }
 
 /// The cgroup_skb programs attached to the cgroup v2 root, by id (bpftool, when present).
-fn cgroup_skb_programs() -> Option<String> {
-    let root = handshake_trace::capture::probes::cgroup2_root().ok()?;
-    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(&root).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+/// Ids of the programs attached to the cgroup v2 root (any tracer's: other tracers on
+/// the machine, a socket-tier agent of another test run, come and go meanwhile).
+fn cgroup_skb_programs() -> std::collections::HashSet<u64> {
+    let Ok(root) = handshake_trace::capture::probes::cgroup2_root() else { return Default::default() };
+    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(&root).output().expect("bpftool cgroup show");
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect()
 }
 
 #[test]
@@ -28,7 +30,6 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     let Some(bin) = ready("both_capture_tiers_give_every_scenario_the_same_verdict") else { return };
     let db = mariadb_with_tls_account();
     let (pid, port) = (db.pid().to_string(), db.port().to_string());
-    let before = cgroup_skb_programs();
     let syscalls = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "syscalls"]);
     // The socket tier also records (secrets zeroed), for `analyze` to replay below.
     let trace = std::env::temp_dir().join(format!("handshake-trace-socket-tier-{}.htrace", std::process::id()));
@@ -73,6 +74,10 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     );
     thread::sleep(Duration::from_millis(300));
 
+    // The programs the socket-tier tracers attached to the cgroup root, by id.
+    let ours: std::collections::HashSet<u64> = program_ids_of(socket.pid()).union(&program_ids_of(socket_text.pid())).copied().collect();
+    let attached: Vec<u64> = cgroup_skb_programs().intersection(&ours).copied().collect();
+    assert_eq!(attached.len(), 4, "ingress and egress of each socket-tier tracer are attached to the cgroup root: {attached:?}");
     let (sys_out, sock_out, text) = (syscalls.stop(), socket.stop(), socket_text.stop());
     for o in [&sys_out, &sock_out, &text] {
         assert_eq!(o.code, Some(0), "{}", o.stderr_text());
@@ -139,5 +144,6 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     assert!(text.stderr_text().contains("socket capture tier: nothing on the syscall path"), "{}", text.stderr_text());
     assert!(!timeline.contains(LAB_PASSWORD) && !sock_out.stdout.join("").contains(LAB_PASSWORD));
     // Detached with the tracers.
-    assert_eq!(cgroup_skb_programs(), before, "a cgroup_skb program stayed attached to the cgroup v2 root");
+    let left: Vec<u64> = cgroup_skb_programs().intersection(&ours).copied().collect();
+    assert!(left.is_empty(), "cgroup_skb programs {left:?} stayed attached to the cgroup v2 root");
 }
