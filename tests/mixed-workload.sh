@@ -56,17 +56,29 @@ log() { echo "$(date -u +%H:%M:%S.%3N) $*" >>"$OUT/workload.log"; }
 mkdir -p "$WORK/data" "$WORK/tmp"
 mariadb-install-db --no-defaults --datadir="$WORK/data" --tmpdir="$WORK/tmp" --user=root \
   --auth-root-authentication-method=socket --skip-test-db >"$WORK/install.log" 2>&1
-mariadbd --no-defaults --datadir="$WORK/data" --tmpdir="$WORK/tmp" --socket="$SOCK" \
-  --pid-file="$WORK/mariadbd.pid" --log-error="$WORK/error.log" --port="$PORT" \
-  --bind-address=127.0.0.1 --user=root --connect-timeout=2 --skip-log-bin \
-  --innodb-buffer-pool-size=32M --log-warnings=2 </dev/null >/dev/null 2>&1 &
-DB_PID=$!
-# Up to 3 minutes: a loaded machine (parallel builds and tests) starts it slowly.
-for i in $(seq 900); do
-  mariadb --no-defaults --socket="$SOCK" -u root -e 'SELECT 1' >/dev/null 2>&1 && break
-  (( i < 900 )) || { echo "mariadbd did not start; its log:" >&2; tail -20 "$WORK/error.log" >&2; exit 1; }
-  sleep 0.2
+# The port may be taken by some client's ephemeral port on a busy machine (it is in the
+# ephemeral range): then the next one, three at a time (the server and two proxies).
+start_server() {
+  mariadbd --no-defaults --datadir="$WORK/data" --tmpdir="$WORK/tmp" --socket="$SOCK" \
+    --pid-file="$WORK/mariadbd.pid" --log-error="$WORK/error.log" --port="$PORT" \
+    --bind-address=127.0.0.1 --user=root --connect-timeout=2 --skip-log-bin \
+    --innodb-buffer-pool-size=32M --log-warnings=2 </dev/null >/dev/null 2>&1 &
+  DB_PID=$!
+  # Up to 3 minutes: a loaded machine (parallel builds and tests) starts it slowly.
+  for _ in $(seq 900); do
+    mariadb --no-defaults --socket="$SOCK" -u root -e 'SELECT 1' >/dev/null 2>&1 && return 0
+    kill -0 "$DB_PID" 2>/dev/null || return 1
+    sleep 0.2
+  done
+  return 1
+}
+for _ in 1 2 3 4 5 6; do
+  start_server && break
+  echo "mariadbd did not start on port $PORT: $(grep ERROR "$WORK/error.log" | tail -1)" >&2
+  kill "$DB_PID" 2>/dev/null || true; wait "$DB_PID" 2>/dev/null || true; DB_PID=
+  PORT=$((PORT + 3)); PROXY2=$((PORT + 1)); PROXY3=$((PORT + 2))
 done
+[[ -n $DB_PID ]] || { echo "mariadbd did not start; its log:" >&2; tail -20 "$WORK/error.log" >&2; exit 1; }
 root_sql() { mariadb --no-defaults --socket="$SOCK" -u root -N -B -e "$1"; }
 root_sql "DELETE FROM mysql.global_priv WHERE User=''; FLUSH PRIVILEGES;
   CREATE USER 'app'@'%' IDENTIFIED BY 'app-secret'; CREATE USER 'app'@'localhost' IDENTIFIED BY 'app-secret';
