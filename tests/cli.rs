@@ -1,5 +1,5 @@
 //! The binary's answers to bad input and its `doctor`, as root.
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use handshake_trace_tests::*;
 
@@ -177,4 +177,94 @@ fn a_closed_stdout_ends_watch_quietly_with_the_summary() {
     assert_eq!(status.code(), Some(0), "{rest}");
     assert!(rest.contains("Summary: "), "no summary on stderr: {rest}");
     assert!(!rest.to_lowercase().contains("broken pipe") && !rest.contains("error:"), "{rest}");
+}
+
+/// A tmux server of its own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("run tmux")
+    }
+
+    /// The pane's rows as shown (`-J` off), or with wrapped rows joined (`-J`).
+    fn capture(&self, joined: bool) -> String {
+        let mut args = vec!["capture-pane", "-p", "-t", "watch", "-S", "-"];
+        if joined {
+            args.push("-J");
+        }
+        String::from_utf8_lossy(&self.cmd(&args).stdout).into_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.cmd(&["kill-server"]);
+    }
+}
+
+#[test]
+fn watch_in_an_80_column_terminal_wraps_no_line() {
+    let Some(bin) = ready("watch_in_an_80_column_terminal_wraps_no_line") else { return };
+    if !Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success()) {
+        skip("watch_in_an_80_column_terminal_wraps_no_line", "tmux is not installed (`cargo xtask setup` installs it)");
+        return;
+    }
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
+    let dir = std::env::temp_dir().join(format!("handshake-trace-tmux-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("tmux.conf");
+    std::fs::write(&conf, "set -g history-limit 100000\n").unwrap();
+    let tmux = Tmux { socket: format!("handshake-trace-test-{}", std::process::id()) };
+    // stdout and stderr both on the terminal, as a user runs it; NO_COLOR off, TERM known.
+    let run = format!("env -u COLUMNS -u NO_COLOR {} watch -p {}; echo WATCH-EXITED $?; sleep 600", bin.display(), db.pid());
+    let out = Command::new("tmux")
+        .args(["-L", &tmux.socket, "-f"])
+        .arg(&conf)
+        .args(["new-session", "-d", "-s", "watch", "-x", "80", "-y", "24", &run])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(eventually(Duration::from_secs(30), || tmux.capture(false).contains("Tracing MySQL handshakes")), "{}", tmux.capture(false));
+
+    // A login, a wrong password, a login over the Unix socket, a silent client.
+    let ok = db.client(LAB_USER, LAB_PASSWORD, &["-e", "SELECT 1"]).unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let wrong = db.client(LAB_USER, "not-the-password", &["-e", "SELECT 1"]).unwrap();
+    assert!(!wrong.status.success());
+    let unix = Command::new("mariadb")
+        .arg("--no-defaults")
+        .arg(format!("--socket={}", db.socket().display()))
+        .args(["-u", LAB_USER, &format!("--password={LAB_PASSWORD}"), "-e", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(unix.status.success(), "{}", String::from_utf8_lossy(&unix.stderr));
+    let mut silent = std::net::TcpStream::connect(db.addr()).unwrap();
+    read_greeting(&mut silent);
+    // The server gives up after connect_timeout (2 s).
+    std::thread::sleep(Duration::from_millis(3000));
+    drop(silent);
+    tmux.cmd(&["send-keys", "-t", "watch", "C-c"]);
+    assert!(eventually(Duration::from_secs(20), || tmux.capture(false).contains("WATCH-EXITED 0")), "{}", tmux.capture(false));
+
+    let rows = tmux.capture(false);
+    let joined = tmux.capture(true);
+    let _ = std::fs::remove_dir_all(&dir);
+    // Every handshake is there, in columns under the header row.
+    assert!(rows.lines().any(|l| l.starts_with("TIME ") && l.contains(" VERDICT ") && l.contains(" DETAIL")), "{rows}");
+    let verdict_lines = |v: &str| rows.lines().filter(|l| l.split_whitespace().nth(1) == Some(v)).count();
+    assert_eq!(verdict_lines("ok"), 2, "the TCP and the Unix-socket login:\n{rows}");
+    assert_eq!(verdict_lines("AUTH_FAILED"), 1, "{rows}");
+    assert_eq!(verdict_lines("SERVER_TIMEOUT"), 1, "{rows}");
+    assert!(rows.contains("/mariadbd.sock "), "the Unix-socket client shows the server's socket path:\n{rows}");
+    assert!(rows.contains("latency (ms)") && rows.contains("Events: "), "the summary is on the terminal too:\n{rows}");
+    // Nothing wrapped: joining wrapped rows changes nothing, and no row fills the last column.
+    let rows: Vec<&str> = rows.lines().map(str::trim_end).collect();
+    let joined: Vec<&str> = joined.lines().map(str::trim_end).collect();
+    assert_eq!(rows.len(), joined.len(), "some lines wrapped:\n{}", joined.iter().filter(|l| l.chars().count() >= 80).copied().collect::<Vec<_>>().join("\n"));
+    for l in &rows {
+        assert!(l.chars().count() < 80, "{} columns: {l}", l.chars().count());
+    }
 }

@@ -237,3 +237,18 @@ fn lab_client_reports_timeouts_like_libmysql() {
         assert_eq!(String::from_utf8_lossy(&on_time.stdout).trim(), "logged in as lab", "{style}");
     }
 }
+
+#[test]
+fn lab_on_mariadb_listens_on_the_port_asked_for() {
+    let Some(bin) = ready("lab_on_mariadb_listens_on_the_port_asked_for") else { return };
+    let port = free_addr().port();
+    let run = lab(&bin, &["--server", "mariadb", "--port", &port.to_string(), "wrong-password"]);
+    let h = only(&run);
+    assert_eq!(h["verdict"], "auth_failed", "{h:#}");
+    assert!(h["server"].as_str().unwrap().ends_with(&format!(":{port}")), "{h:#}");
+    assert!(run.explanation.contains("MariaDB pid ") && run.explanation.contains(&format!("listening on 127.0.0.1:{port}")), "{}", run.explanation);
+    // The built-in servers take free ports: --port is refused there, as a usage error would be.
+    let out = Command::new(&bin).args(["lab", "--port", &port.to_string(), "normal"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--port is for --server mariadb"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -338,3 +338,30 @@ fn lost_events_never_give_a_wrong_verdict() {
     let incomplete = all.iter().filter(|h| h["verdict"] == "incomplete").count();
     assert!(incomplete > 0, "losses and not one handshake left unjudged? {lost} lost");
 }
+
+#[test]
+fn a_killed_server_is_not_traced_again_while_its_zombie_lingers() {
+    let Some(bin) = ready("a_killed_server_is_not_traced_again_while_its_zombie_lingers") else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let pid = db.pid();
+    // No -p: discovery mode, which rescans /proc every second; --port keeps it to ours.
+    let tracer = Tracer::start(&bin, &["watch", "-j", "--port", &db.port().to_string()]);
+    // SIGKILL, and no wait: the process stays a zombie, still named mariadbd in /proc,
+    // until `db` is dropped and reaps it.
+    // SAFETY: kill has no memory preconditions; pid is the test's own MariaDB.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(eventually(Duration::from_secs(10), || !handshake_trace::capture::targets::process_exists(pid)));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(stat.contains(") Z"), "a zombie while the tracer rescans: {stat}");
+    std::thread::sleep(Duration::from_millis(3500));
+    let output = tracer.stop();
+    let err = output.stderr_text();
+    assert_eq!(err.matches(&format!("pid {pid} exited; still tracing")).count(), 1, "{err}");
+    assert!(!err.contains(&format!("now tracing mariadbd (pid {pid})")), "the dead server came back: {err}");
+    // Each notice says when.
+    let notice = err.lines().find(|l| l.contains(&format!("pid {pid} exited"))).unwrap();
+    let time = notice.split(' ').next().unwrap();
+    assert!(time.len() == 12 && time.as_bytes()[2] == b':' && time.as_bytes()[8] == b'.', "{notice}");
+    assert!(notice[13..].starts_with("notice: "), "{notice}");
+    drop(db);
+}

@@ -11,7 +11,7 @@ use handshake_trace::{
     commands::{agent, analyze, doctor, watch},
     export::abnormal_log::LogTarget,
     output, pipeline,
-    support::pipe,
+    support::{pipe, terminal},
     verdict::Verdict,
 };
 use handshake_trace_lab as lab;
@@ -27,6 +27,8 @@ EXAMPLES:
     handshake-trace watch --brief        # one line per handshake; repeated failures folded with a count
     handshake-trace watch --brief --timeline server_timeout   # ... and the timeline of each server_timeout
     handshake-trace watch --failed --user app --client 10.0.0.0/8   # only app's failed logins from 10/8
+    handshake-trace watch --date --color never   # full dates, no colour (NO_COLOR=1 does the same for colour)
+    COLUMNS=100 handshake-trace watch 2>&1 | less -R   # fit lines to 100 columns even through a pipe
     handshake-trace watch -j -d 60 > handshakes.jsonl   # JSON Lines for one minute
     handshake-trace watch -j --timeline none --rollup 60 --json-summary   # compact JSON: no timelines, rollup and summary records
     handshake-trace record -o monday.htrace -d 3600     # save an hour; secrets are zeroed
@@ -60,6 +62,7 @@ EXAMPLES:
     handshake-trace lab slow-dns                 # the server's name lookup stalls before the greeting
     handshake-trace lab --capture socket timeout-poll   # as the socket capture tier sees it
     handshake-trace lab --server mariadb timeout-poll   # the same on a real MariaDB (needs it installed)
+    handshake-trace lab --server mariadb --port 3399 wrong-password   # ... listening on port 3399
 ";
 
 #[derive(Parser)]
@@ -158,6 +161,13 @@ struct OutputArgs {
     json_summary: bool,
     #[command(flatten)]
     select: SelectArgs,
+    /// Colour the verdicts: `auto` (when stdout is a terminal and NO_COLOR is not set),
+    /// `always` or `never`.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = terminal::ColorChoice::Auto)]
+    color: terminal::ColorChoice,
+    /// Times with the date, "2026-11-30 22:33:22.820" (local time), in lines and notices.
+    #[arg(long)]
+    date: bool,
     /// Also print every raw kernel event (for debugging the tracer).
     #[arg(long, hide = true)]
     events: bool,
@@ -254,6 +264,8 @@ impl OutputArgs {
             timeline: self.timeline_set(),
             top: self.top,
             select: self.select.selection(),
+            term: self.terminal(1, self.color),
+            notices: self.terminal(2, terminal::ColorChoice::Never),
             ..Default::default()
         }
     }
@@ -274,13 +286,20 @@ impl OutputArgs {
         Some(set)
     }
 
-    /// The summary: text to stderr, and with --json-summary a JSON record to stdout.
-    fn summary(&self, summary: &watch::Summary, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Result<()> {
+    /// The summary: text to stderr (fitted to `notices`), and with --json-summary a JSON
+    /// record to stdout.
+    fn summary(&self, summary: &watch::Summary, notices: &output::columns::Terminal, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Result<()> {
         if self.json_summary {
             writeln!(stdout, "{}", output::records::summary_json(summary, self.top))?;
             stdout.flush()?;
         }
-        watch::print_summary(summary, self.top, stderr)
+        watch::print_summary_on(summary, self.top, stderr, notices)
+    }
+
+    /// How text written to `fd` (1 stdout, 2 stderr) looks: fitted to its terminal (or `COLUMNS`), coloured as asked.
+    fn terminal(&self, fd: i32, color: terminal::ColorChoice) -> output::columns::Terminal {
+        let (width, color) = terminal::detect(fd, color);
+        output::columns::Terminal { width, color, date: self.date }
     }
 }
 
@@ -389,6 +408,10 @@ impl AgentArgs {
 enum Command {
     /// Attach to running servers and show each connection's handshake: a line when it
     /// went well, a timeline with a verdict when it did not.
+    ///
+    /// Lines are fixed columns (TIME VERDICT CLIENT USER MS DETAIL) under a header row,
+    /// fitted to the terminal's width (else COLUMNS; a pipe gets whole lines). They print
+    /// when each handshake ends (completion order), with the time of its accept.
     #[command(after_help = EXAMPLES)]
     Watch(WatchArgs),
     /// Like watch, and also save the raw events (secrets zeroed) to a trace file for `analyze`.
@@ -428,6 +451,9 @@ enum Command {
         /// `builtin` (the lab's own server, both wait styles) or `mariadb` (a throwaway MariaDB).
         #[arg(long, value_enum, default_value_t = lab::ServerKind::Builtin)]
         server: lab::ServerKind,
+        /// With --server mariadb: the port the throwaway MariaDB listens on (default: a free one).
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        port: Option<u16>,
         /// JSON Lines output.
         #[arg(short = 'j', long)]
         json: bool,
@@ -541,16 +567,18 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Watch(args) => {
             // One write per drain of the ring buffer, not one per line (stdout is line-buffered).
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
-            let summary = watch::run(&args.options(None)?, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
+            let opts = args.options(None)?;
+            let summary = watch::run(&opts, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
             stdout.flush()?;
-            args.output.summary(&summary, &mut stdout, &mut stderr)?;
+            args.output.summary(&summary, &opts.notices, &mut stdout, &mut stderr)?;
             Ok(0)
         }
         Command::Record { output, watch: args } => {
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
-            let summary = watch::run(&args.options(Some(output.clone()))?, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
+            let opts = args.options(Some(output.clone()))?;
+            let summary = watch::run(&opts, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
             stdout.flush()?;
-            args.output.summary(&summary, &mut stdout, &mut stderr)?;
+            args.output.summary(&summary, &opts.notices, &mut stdout, &mut stderr)?;
             writeln!(stderr, "Trace written to {} (secrets zeroed); replay it with: handshake-trace analyze {}", output.display(), output.display())?;
             Ok(0)
         }
@@ -558,7 +586,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let trace = analyze::read(&file)?;
             let opts = watch::WatchOptions { port, ..output.options() };
             let summary = analyze::analyze(&trace, &opts, &mut stdout, &mut stderr)?;
-            output.summary(&summary, &mut stdout, &mut stderr)?;
+            output.summary(&summary, &opts.notices, &mut stdout, &mut stderr)?;
             Ok(0)
         }
         Command::Agent(args) => {
@@ -570,11 +598,15 @@ async fn run(cli: Cli) -> Result<i32> {
             let ok = doctor::report(&doctor::run_checks(), &mut stdout)?;
             Ok(if ok { 0 } else { 1 })
         }
-        Command::Lab { scenario, list, server, json, record, capture } => {
+        Command::Lab { scenario, list, server, port, json, record, capture } => {
             if list {
                 lab::list(&mut stdout)?;
             } else {
-                lab::run(&scenario, server, capture, json, record, &mut stdout, &mut stderr).await?;
+                let (width, color) = terminal::detect(1, terminal::ColorChoice::Auto);
+                let (notices, _) = terminal::detect(2, terminal::ColorChoice::Never);
+                let term = output::columns::Terminal { width, color, date: false };
+                let notices = output::columns::Terminal { width: notices, ..Default::default() };
+                lab::run(&scenario, lab::LabOptions { server, port, capture, json, record, term, notices }, &mut stdout, &mut stderr).await?;
             }
             Ok(0)
         }

@@ -9,4 +9,4 @@ pub mod scenarios;
 pub mod server;
 pub mod wire;
 
-pub use scenarios::{list, run, ServerKind, CONNECT_TIMEOUT_S, SCENARIOS};
+pub use scenarios::{list, run, LabOptions, ServerKind, CONNECT_TIMEOUT_S, SCENARIOS};

@@ -31,9 +31,10 @@ use crate::{
 pub const CONNECT_TIMEOUT_S: u64 = 2;
 
 /// Which server a scenario runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServerKind {
     /// The lab's own server, both wait styles.
+    #[default]
     Builtin,
     /// A throwaway MariaDB (needs mariadb-server installed).
     Mariadb,
@@ -106,11 +107,12 @@ impl LabServer {
         Ok(LabServer { label: format!("built-in {} server", style.as_str()), pid: child.id(), addr, kind: Running::Builtin(child), log })
     }
 
-    fn mariadb() -> Result<Self> {
+    /// A throwaway MariaDB on `port` (0: a free one).
+    fn mariadb(port: u16) -> Result<Self> {
         if !mariadb::installed() {
             bail!("--server mariadb needs MariaDB: apt-get install mariadb-server mariadb-client");
         }
-        let db = MariaDb::start(&MariaDbOptions { connect_timeout: CONNECT_TIMEOUT_S as u32, ..Default::default() })?;
+        let db = MariaDb::start(&MariaDbOptions { port, connect_timeout: CONNECT_TIMEOUT_S as u32, ..Default::default() })?;
         let before = db.status("Aborted_connects")?;
         Ok(LabServer { label: "MariaDB".into(), pid: db.pid(), addr: db.addr(), kind: Running::Mariadb(Box::new(db), before), log: Default::default() })
     }
@@ -309,22 +311,34 @@ fn plan(scenario: &str, server: ServerKind) -> Result<Plan> {
     Ok(p)
 }
 
+/// How a scenario runs.
+#[derive(Debug, Clone, Default)]
+pub struct LabOptions {
+    pub server: ServerKind,
+    /// The MariaDB's port (`--server mariadb`); None: a free one.
+    pub port: Option<u16>,
+    /// Which hooks trace the scenario (`--capture`; the lab teaches with `syscalls`).
+    pub capture: CaptureTier,
+    pub json: bool,
+    /// Also save the trace here.
+    pub record: Option<std::path::PathBuf>,
+    /// Width, colour and dates of the handshakes' lines (stdout) and of the notices (stderr).
+    pub term: handshake_trace::output::columns::Terminal,
+    pub notices: handshake_trace::output::columns::Terminal,
+}
+
 /// Run a scenario: start its servers, trace them live, run its clients, explain.
-pub async fn run(
-    scenario: &str,
-    server: ServerKind,
-    capture: CaptureTier,
-    json: bool,
-    record: Option<std::path::PathBuf>,
-    out: &mut dyn Write,
-    log: &mut dyn Write,
-) -> Result<()> {
+pub async fn run(scenario: &str, lab: LabOptions, out: &mut dyn Write, log: &mut dyn Write) -> Result<()> {
+    let LabOptions { server, port, capture, json, record, term, notices } = lab;
+    if port.is_some() && server != ServerKind::Mariadb {
+        bail!("--port is for --server mariadb (the built-in servers take free ports)");
+    }
     let plan = plan(scenario, server)?;
     handshake_trace::capture::privileges::require_bpf()?;
     let mut servers = Vec::new();
     for (style, dns_delay) in &plan.servers {
         let s = match server {
-            ServerKind::Mariadb => LabServer::mariadb()?,
+            ServerKind::Mariadb => LabServer::mariadb(port.unwrap_or(0))?,
             ServerKind::Builtin => {
                 let resolver = match dns_delay {
                     Some(d) => Some(dns::slow_resolver(*d, "client.lab.example")?),
@@ -343,6 +357,8 @@ pub async fn run(
         slow_ms: Some(500.0),
         record,
         capture,
+        term,
+        notices,
         ..Default::default()
     };
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
@@ -374,7 +390,7 @@ pub async fn run(
     };
     out.flush()?;
     explain(scenario, &servers, &reports, &summary.outcomes, log)?;
-    watch::print_summary(&summary, handshake_trace::output::summary::DEFAULT_TOP, log)?;
+    watch::print_summary_on(&summary, handshake_trace::output::summary::DEFAULT_TOP, log, &notices)?;
     Ok(())
 }
 

@@ -26,7 +26,8 @@ const DEBIAN_BPF_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-we
 /// Python venv for the deploy/ checks; for the bench, sysbench (libmariadb clients) and the
 /// peers it measures, tcpdump and strace; iptables (its legacy backend drops packets on
 /// loopback) for the greeting-loss test; for the kernel-matrix test (Debian's 6.1 kernel
-/// under qemu), qemu, a static busybox and cpio to build its initramfs.
+/// under qemu), qemu, a static busybox and cpio to build its initramfs; tmux to run
+/// `watch` in an 80-column terminal.
 const TEST_PACKAGES: &[&str] = &[
     "mariadb-server",
     "mariadb-client",
@@ -43,6 +44,7 @@ const TEST_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    "tmux",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
@@ -62,7 +64,7 @@ fn manual_instructions() -> String {
          - a Rust toolchain able to build for bpfel-unknown-none: rustup nightly with the rust-src \
          component, or Debian's {}\n  \
          - bpf-linker {BPF_LINKER_VERSION} (cargo install bpf-linker)\n  \
-         - for the tests: MariaDB server and client, bpftool; for the bench: sysbench, tcpdump, strace",
+         - for the tests: MariaDB server and client, bpftool, tmux; for the bench: sysbench, tcpdump, strace",
         DEBIAN_BPF_PACKAGES.join(" ")
     )
 }

@@ -18,6 +18,9 @@ pub struct ServerProcess {
     pub comm: String,
     pub exe: Option<PathBuf>,
     pub listening: Vec<SocketAddr>,
+    /// When it started (clock ticks after boot, /proc/PID/stat field 22): with the pid,
+    /// tells a process from a later one that reuses its pid.
+    pub start_time: Option<u64>,
 }
 
 /// The `comm` of a process, None if it is gone.
@@ -38,14 +41,25 @@ fn proc_state(stat: &str) -> Option<char> {
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
-/// Every running process named like a MySQL server.
+// The start time is field 22; the state after the ')' is field 3.
+fn proc_start_time(stat: &str) -> Option<u64> {
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(19)?.parse().ok()
+}
+
+/// When a process started, None if it is gone.
+pub fn start_time(pid: u32) -> Option<u64> {
+    proc_start_time(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Every running process named like a MySQL server (a zombie, exited but not reaped,
+/// still has its name in /proc: it is not one).
 pub fn find_servers() -> Vec<ServerProcess> {
     let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
     let mut found: Vec<ServerProcess> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| {
             let comm = comm(pid)?;
-            SERVER_NAMES.contains(&comm.as_str()).then(|| describe(pid, comm))
+            (SERVER_NAMES.contains(&comm.as_str()) && process_exists(pid)).then(|| describe(pid, comm))
         })
         .collect();
     found.sort_by_key(|s| s.pid);
@@ -59,6 +73,7 @@ pub fn describe(pid: u32, comm: String) -> ServerProcess {
         comm,
         exe: fs::read_link(format!("/proc/{pid}/exe")).ok(),
         listening: listening_sockets(pid).into_values().collect(),
+        start_time: start_time(pid),
     }
 }
 
@@ -181,6 +196,32 @@ pub fn listening_sockets(pid: u32) -> HashMap<i32, SocketAddr> {
         .collect()
 }
 
+/// Listening Unix sockets in the text of /proc/net/unix: inode → path. A listening
+/// socket has __SO_ACCEPTCON (0x10000) in its flags; abstract names start with '@'.
+pub fn parse_proc_net_unix(text: &str) -> HashMap<u64, String> {
+    const ACCEPTCON: u32 = 0x10000;
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            // "0000000000000000: 00000002 00000000 00010000 0001 01 23456 /run/mysqld/mysqld.sock"
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let flags = u32::from_str_radix(cols.get(3)?, 16).ok()?;
+            let inode: u64 = cols.get(6)?.parse().ok()?;
+            // The path is the rest of the line after the inode (it may hold spaces).
+            let after_inode = line.find(&format!(" {} ", cols[6]))? + cols[6].len() + 2;
+            let path = line[after_inode..].trim();
+            (flags & ACCEPTCON != 0 && !path.is_empty()).then(|| (inode, path.to_string()))
+        })
+        .collect()
+}
+
+/// Listening Unix sockets of a process: fd → path.
+pub fn unix_listeners(pid: u32) -> HashMap<i32, String> {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/unix")) else { return HashMap::new() };
+    let paths = parse_proc_net_unix(&text);
+    socket_fds(pid).into_iter().filter_map(|(fd, inode)| Some((fd, paths.get(&inode)?.clone()))).collect()
+}
+
 /// Local and remote address of a connected socket fd (fallback when accept gave no address).
 pub fn socket_addrs(pid: u32, fd: i32) -> Option<(SocketAddr, SocketAddr)> {
     let inode = *socket_fds(pid).get(&fd)?;
@@ -282,6 +323,37 @@ mod tests {
         assert!(!process_exists(pid), "zombie {pid} counted as alive: {stat}");
         assert!(stat.contains(") Z"), "not reaped yet, so still in /proc as a zombie: {stat}");
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn start_time_tells_a_reused_pid_apart() {
+        let stat = "1234 (my sql) d) S 1 1234 1234 0 -1 4194560 500 0 0 0 10 5 0 0 20 0 30 0 987654 123456789 4000";
+        assert_eq!(proc_start_time(stat), Some(987654));
+        assert_eq!(proc_start_time("1234 (x) S 1"), None);
+        assert!(start_time(std::process::id()).is_some_and(|t| t > 0));
+    }
+
+    #[test]
+    fn unix_listeners_from_proc_net_unix() {
+        let text = "Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 23456 /run/mysqld/mysqld.sock
+0000000000000000: 00000003 00000000 00000000 0001 03 23457 /run/mysqld/mysqld.sock
+0000000000000000: 00000002 00000000 00010000 0001 01 23458 /tmp/with space.sock
+0000000000000000: 00000002 00000000 00000000 0002 01 23459
+";
+        let got = parse_proc_net_unix(text);
+        assert_eq!(got.get(&23456).map(String::as_str), Some("/run/mysqld/mysqld.sock"));
+        assert_eq!(got.get(&23458).map(String::as_str), Some("/tmp/with space.sock"));
+        assert!(!got.contains_key(&23457), "a connected socket is not a listener");
+        assert_eq!(got.len(), 2);
+        // And our own listener, for real.
+        let dir = std::env::temp_dir().join(format!("ht-unix-{}", std::process::id()));
+        let _ = fs::remove_file(&dir);
+        let l = std::os::unix::net::UnixListener::bind(&dir).unwrap();
+        let mine = unix_listeners(std::process::id());
+        assert!(mine.values().any(|p| std::path::Path::new(p) == dir), "{mine:?}");
+        drop(l);
+        let _ = fs::remove_file(&dir);
     }
 
     #[test]

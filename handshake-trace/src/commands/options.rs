@@ -2,7 +2,7 @@
 //! watch): what to trace, how to attach, and what the pipeline and the printer apply.
 use crate::{
     capture::probes::{AttachMode, CaptureTier},
-    output::{brief::VerdictSet, printer::PrintOptions},
+    output::{brief::VerdictSet, columns::Terminal, printer::PrintOptions},
     pipeline::{PipelineOptions, Selection},
 };
 
@@ -38,6 +38,10 @@ pub struct WatchOptions {
     pub attach: AttachMode,
     /// Which hooks capture the handshakes.
     pub capture: CaptureTier,
+    /// Width, colour and dates of the text output.
+    pub term: Terminal,
+    /// Width and dates of the notices and the summary (stderr).
+    pub notices: Terminal,
 }
 
 impl WatchOptions {
@@ -50,6 +54,7 @@ impl WatchOptions {
             brief: self.brief,
             timeline: self.timeline,
             top: self.top,
+            term: self.term,
         }
     }
 

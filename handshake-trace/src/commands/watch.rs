@@ -8,7 +8,7 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 pub use super::options::WatchOptions;
 pub use crate::{
-    output::summary::print_summary,
+    output::summary::{print_summary, print_summary_on},
     pipeline::{Outcome, Summary},
 };
 use crate::{
@@ -17,7 +17,10 @@ use crate::{
         tracked::{accept_addrs, Targets},
     },
     events::{decode, AcceptAddrs, Counters, Event},
-    output::printer::Printer,
+    output::{
+        notice::{self, Level},
+        printer::Printer,
+    },
     pipeline::{Pipeline, Sink, Tables},
     recording::{format::TargetInfo, recorder::Recorder},
     support::{
@@ -96,6 +99,11 @@ impl Tracer<'_> {
                 r.event(&item, decoded.as_ref().ok(), addrs)?;
             }
             observer.raw(&item, decoded.as_ref().ok(), addrs);
+            if let Ok(Event::Accept(a)) = &decoded {
+                if let Some(path) = a.unix.then(|| self.targets.unix_path(a.pid, a.listen_fd)).flatten() {
+                    pipeline.unix_listener(a.pid, a.listen_fd, path);
+                }
+            }
             drop(item);
             if self.opts.raw_events {
                 writeln!(log, "# {decoded:?}")?;
@@ -104,7 +112,7 @@ impl Tracer<'_> {
                 Ok(ev) => pipeline.push(&ev, addrs)?,
                 Err(e) => {
                     self.undecodable += 1;
-                    writeln!(log, "WARNING: undecodable event: {e}")?;
+                    notice::say(log, &self.opts.notices, Level::Warning, &format!("undecodable event: {e}"))?;
                 }
             }
         }
@@ -132,9 +140,13 @@ impl Tracer<'_> {
 
     /// Once a second: targets that came and went, the programs' log, new losses.
     fn tick(&mut self, pipeline: &mut Pipeline, log: &mut dyn Write) -> Result<()> {
-        let gone = self.targets.refresh(&mut self.probes, log)?;
+        let changes = self.targets.refresh(&mut self.probes)?;
+        for (pid, name) in &changes.adopted {
+            notice::say(log, &self.opts.notices, Level::Notice, &notice::adopted(*pid, name))?;
+        }
         // Without sched_process_exit the refresh is how exits are noticed.
-        for pid in gone {
+        for pid in changes.gone {
+            notice::say(log, &self.opts.notices, Level::Notice, &notice::exited(pid))?;
             let ts_ns = monotonic_ns();
             if let Some(r) = self.recorder.as_mut() {
                 r.writer.exit(pid, ts_ns)?;
@@ -144,13 +156,13 @@ impl Tracer<'_> {
         self.probes.flush_logs();
         let c = self.probes.counters()?;
         if c.lost() > self.reported_lost {
-            writeln!(
-                log,
-                "WARNING: {} events lost so far ({} ring buffer full, {} map full); raise --ringbuf-kb",
+            let text = format!(
+                "{} events lost so far ({} ring buffer full, {} map full); raise --ringbuf-kb",
                 c.lost(),
                 c.lost_ringbuf,
                 c.lost_mapfull
-            )?;
+            );
+            notice::say(log, &self.opts.notices, Level::Warning, &text)?;
         }
         self.reported_lost = c.lost();
         Ok(())
@@ -212,7 +224,7 @@ fn attach(opts: &WatchOptions, targets: &Targets, log: &mut dyn Write) -> Result
         writeln!(log, "{}", crate::capture::probes::fallback_notice(why))?;
     }
     for w in &probes.warnings {
-        writeln!(log, "WARNING: {w}")?;
+        notice::say(log, &opts.notices, Level::Warning, w)?;
     }
     for &pid in targets.live.keys() {
         probes.add_target(pid)?;
@@ -256,12 +268,12 @@ pub async fn live<'s>(
     };
     let names = targets.names();
     for s in targets.live.values().filter(|s| !s.named_like_a_server()) {
-        writeln!(
-            log,
-            "WARNING: pid {} ({}) is not named mysqld or mariadbd: its connections are decoded as MySQL handshakes anyway",
+        let text = format!(
+            "pid {} ({}) is not named mysqld or mariadbd: its connections are decoded as MySQL handshakes anyway",
             s.pid,
             Escaped(&s.comm)
-        )?;
+        );
+        notice::say(log, &opts.notices, Level::Warning, &text)?;
     }
     let mut tracer = Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0, lost_seen: 0, last_cut: false };
     let mut pipeline = sinks(&clock).into_iter().fold(Pipeline::new(opts.pipeline()).in_batches(), Pipeline::with_boxed_sink);

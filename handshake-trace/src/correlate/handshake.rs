@@ -100,6 +100,8 @@ pub struct Handshake {
     pub server: Option<SocketAddr>,
     /// The client came over a Unix socket.
     pub unix: bool,
+    /// The path of the server's listening Unix socket, when the caller knew it (live: /proc).
+    pub server_path: Option<std::sync::Arc<str>>,
     /// Seen by the socket tier (`--capture socket`): no accept, fd, waits, fcntl,
     /// socket options or timers; the connection starts when it is established and
     /// ends when the server's socket closes.
@@ -163,6 +165,7 @@ impl Handshake {
             client: a.peer,
             server,
             unix: a.unix,
+            server_path: None,
             socket_tier: a.established,
             handler_tid: None,
             steps: Self::first_steps(a),

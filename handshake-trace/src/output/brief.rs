@@ -5,15 +5,16 @@ use std::{collections::HashMap, io::Write, net::IpAddr};
 
 use anyhow::Result;
 
-use super::{handshake_timeline, names};
+use super::{
+    columns::{self, Terminal},
+    names,
+    text::{self, handshake_timeline_on},
+};
 use crate::{
     correlate::Handshake,
     pipeline::groups::error_code as err_code,
     protocol,
-    support::{
-        clock::{format_time_of_day, Clock},
-        escape::Escaped,
-    },
+    support::{clock::Clock, escape::Escaped},
     verdict::{Cause, Verdict},
 };
 
@@ -100,22 +101,20 @@ fn brief_blame(h: &Handshake) -> String {
     }
 }
 
-/// One line: time, verdict, user@client, server, duration, why, and whose side.
+/// One line in the columns (time, verdict, client, user, duration), the detail saying
+/// why in a few words and whose side a failure is on, then where; whole (no terminal
+/// to fit).
 pub fn brief_line(h: &Handshake, clock: &Clock) -> String {
-    let client = if h.unix { "unix-socket".into() } else { names::addr(h.client) };
+    brief_line_on(h, clock, &Terminal::default())
+}
+
+/// One brief line fitted to `term`.
+pub fn brief_line_on(h: &Handshake, clock: &Clock, term: &Terminal) -> String {
     let why = short_reason(h);
-    format!(
-        "{} {:<14} {}@{} -> {} {:.1} ms{}{}{}",
-        format_time_of_day(clock.wall(h.accept_ns)),
-        names::verdict_or_unknown(h.verdict()),
-        user(h),
-        client,
-        names::addr(h.server),
-        h.total_ns() as f64 / 1e6,
-        if why.is_empty() { "" } else { "  " },
-        why,
-        brief_blame(h)
-    )
+    let why = format!("{why}{}", brief_blame(h));
+    let why = why.trim_start();
+    let detail = if why.is_empty() { text::place(h) } else { format!("{why}  {}", text::place(h)) };
+    columns::row(&text::row(h, clock, term, detail), term)
 }
 
 /// What makes two failures the same.
@@ -139,12 +138,13 @@ struct Fold {
 #[derive(Default)]
 pub struct Brief {
     pub timeline: VerdictSet,
+    pub term: Terminal,
     folds: HashMap<FoldKey, Fold>,
 }
 
 impl Brief {
-    pub fn new(timeline: VerdictSet) -> Self {
-        Brief { timeline, folds: HashMap::new() }
+    pub fn new(timeline: VerdictSet, term: Terminal) -> Self {
+        Brief { timeline, term, folds: HashMap::new() }
     }
 
     /// Print `h` as a line (and its timeline when asked for), or count it into the
@@ -173,9 +173,9 @@ impl Brief {
             );
             self.folds.insert(key, Fold { first_ns: h.accept_ns, count: 1, label });
         }
-        writeln!(out, "{}", brief_line(h, clock))?;
+        writeln!(out, "{}", brief_line_on(h, clock, &self.term))?;
         if timeline || verdict.is_some_and(|v| self.timeline.contains(v)) {
-            writeln!(out, "{}", handshake_timeline(h, clock))?;
+            writeln!(out, "{}", handshake_timeline_on(h, clock, &self.term))?;
         }
         Ok(())
     }
@@ -188,7 +188,7 @@ impl Brief {
         ended.sort_by_key(|(_, first)| *first);
         for (key, _) in ended {
             if let Some(f) = self.folds.remove(&key) {
-                write_fold(&f, clock, out)?;
+                write_fold(&f, clock, &self.term, out)?;
             }
         }
         Ok(())
@@ -199,22 +199,22 @@ impl Brief {
         let mut all: Vec<Fold> = self.folds.drain().map(|(_, f)| f).collect();
         all.sort_by_key(|f| f.first_ns);
         for f in &all {
-            write_fold(f, clock, out)?;
+            write_fold(f, clock, &self.term, out)?;
         }
         Ok(())
     }
 }
 
-fn write_fold(f: &Fold, clock: &Clock, out: &mut dyn Write) -> Result<()> {
+fn write_fold(f: &Fold, clock: &Clock, term: &Terminal, out: &mut dyn Write) -> Result<()> {
     if f.count > 1 {
-        writeln!(
-            out,
+        let line = format!(
             "{} {} ×{} (folded: identical failures within {} s of the first)",
-            format_time_of_day(clock.wall(f.first_ns)),
+            term.time(clock.wall(f.first_ns)),
             f.label,
             f.count,
             FOLD_WINDOW_NS / 1_000_000_000
-        )?;
+        );
+        writeln!(out, "{}", term.fold(&line, 4))?;
     }
     Ok(())
 }

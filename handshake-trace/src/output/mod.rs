@@ -2,8 +2,10 @@
 //! reasons for verdicts, and the summary. The stages before this one hand over data.
 pub mod blame;
 pub mod brief;
+pub mod columns;
 pub mod json;
 pub mod names;
+pub mod notice;
 pub mod printer;
 pub mod reason;
 pub mod records;

@@ -2,14 +2,17 @@
 //! per success and a timeline per failure (and per success slower than `--slow`), or
 //! successes folded into a periodic roll-up (`--rollup`: text, or a JSON record, with
 //! every handshake of the period in a grouped table), or brief lines (`--brief`,
-//! output/brief.rs).
+//! output/brief.rs). Text lines are in columns under a header row printed before the
+//! first, fitted to the terminal (output/columns.rs), in the order handshakes end.
 use std::{io::Write, time::SystemTime};
 
 use anyhow::Result;
 
 use super::{
     brief::{Brief, VerdictSet},
-    handshake_json, handshake_line, handshake_timeline, records, summary,
+    columns::{self, Terminal},
+    handshake_json, records, summary,
+    text::{handshake_line_on, handshake_timeline_on},
 };
 use crate::{
     correlate::Handshake,
@@ -33,6 +36,8 @@ pub struct PrintOptions {
     pub timeline: Option<VerdictSet>,
     /// Rows of each roll-up's grouped table.
     pub top: usize,
+    /// Width, colour and dates of the text output.
+    pub term: Terminal,
 }
 
 pub struct Printer<W: Write> {
@@ -50,11 +55,13 @@ pub struct Printer<W: Write> {
     /// The trace's clock now, for closing brief folds between handshakes (live only; a
     /// replay closes them as its handshakes' times pass).
     now: Option<fn() -> u64>,
+    /// The header row is printed before the first line.
+    header_done: bool,
 }
 
 impl<W: Write> Printer<W> {
     pub fn new(opts: PrintOptions, clock: Clock, out: W) -> Self {
-        let brief = Brief::new(opts.timeline.unwrap_or_default());
+        let brief = Brief::new(opts.timeline.unwrap_or_default(), opts.term);
         Printer {
             opts,
             clock,
@@ -65,6 +72,7 @@ impl<W: Write> Printer<W> {
             json_buf: Vec::new(),
             brief,
             now: None,
+            header_done: false,
         }
     }
 
@@ -105,13 +113,17 @@ impl<W: Write> Sink for Printer<W> {
         if self.opts.json {
             return self.write_json(h);
         }
+        if !self.header_done {
+            writeln!(self.out, "{}", columns::header(&self.opts.term))?;
+            self.header_done = true;
+        }
         if self.opts.brief {
             return self.brief.handshake(h, &self.clock, slow, &mut self.out);
         }
         if !ok || slow {
-            writeln!(self.out, "{}", handshake_timeline(h, &self.clock))?;
+            writeln!(self.out, "{}", handshake_timeline_on(h, &self.clock, &self.opts.term))?;
         } else {
-            writeln!(self.out, "{}", handshake_line(h, &self.clock))?;
+            writeln!(self.out, "{}", handshake_line_on(h, &self.clock, &self.opts.term))?;
         }
         Ok(())
     }
@@ -122,7 +134,7 @@ impl<W: Write> Sink for Printer<W> {
                 let now = SystemTime::now();
                 writeln!(self.out, "{}", records::rollup_json(&self.period, &self.rollup_hist, self.opts.top, self.period_since, now))?;
             } else {
-                summary::write_rollup(&self.period, &self.rollup_hist, self.opts.top, self.period_since, &mut self.out)?;
+                summary::write_rollup(&self.period, &self.rollup_hist, self.opts.top, self.period_since, &self.opts.term, &mut self.out)?;
             }
         }
         self.period = Groups::default();

@@ -4,14 +4,10 @@ use std::{collections::BTreeMap, io::Write, time::SystemTime};
 
 use anyhow::Result;
 
-use super::names;
+use super::{columns::Terminal, names};
 use crate::{
     pipeline::{groups::ClientHost, Groups, Summary},
-    support::{
-        clock::format_time_of_day,
-        escape::Escaped,
-        histogram::Histogram,
-    },
+    support::{escape::Escaped, histogram::Histogram},
     verdict::{Blame, Verdict},
 };
 
@@ -25,8 +21,14 @@ pub fn blame_line(s: &Summary) -> Option<String> {
 /// Rows of the grouped table unless `--top` says otherwise.
 pub const DEFAULT_TOP: usize = 10;
 
-/// The summary printed at exit, its grouped table `top` rows long.
+/// The summary printed at exit, whole, its grouped table `top` rows long.
 pub fn print_summary(s: &Summary, top: usize, log: &mut dyn Write) -> Result<()> {
+    print_summary_on(s, top, log, &Terminal::default())
+}
+
+/// The summary printed at exit, its grouped table `top` rows long, its long lines
+/// folded to `term`; the percentile table fits 80 columns.
+pub fn print_summary_on(s: &Summary, top: usize, log: &mut dyn Write, term: &Terminal) -> Result<()> {
     writeln!(log)?;
     let verdicts: Vec<String> = Verdict::ALL
         .iter()
@@ -40,14 +42,14 @@ pub fn print_summary(s: &Summary, top: usize, log: &mut dyn Write) -> Result<()>
             (n > 0).then(|| format!("{} {n}{probes}", names::verdict(*v)))
         })
         .collect();
-    writeln!(
-        log,
+    let line = format!(
         "Summary: {} handshakes{}{}{}",
         s.handshakes(),
         if verdicts.is_empty() { String::new() } else { format!(" ({})", verdicts.join(", ")) },
         if s.accept_errors > 0 { format!(", {} failed accepts", s.accept_errors) } else { String::new() },
         other_ports(s),
-    )?;
+    );
+    writeln!(log, "{}", term.fold(&line, 4))?;
     if let Some(line) = blame_line(s) {
         writeln!(log, "{line}")?;
     }
@@ -55,6 +57,10 @@ pub fn print_summary(s: &Summary, top: usize, log: &mut dyn Write) -> Result<()>
         writeln!(log, "  {} more left out by --failed/--verdict/--user/--client", s.not_selected)?;
     }
     write_groups(&s.groups, top, log)?;
+    let phases = [&s.to_greeting, &s.to_login, &s.to_reply, &s.tls, &s.total];
+    if phases.iter().any(|h| h.count() > 0) {
+        writeln!(log, "  {:<18} {:>10} {:>10} {:>10} {:>10} {:>7}", "latency (ms)", "p50", "p90", "p99", "max", "n")?;
+    }
     for (name, h) in [
         ("accept → greeting", &s.to_greeting),
         ("greeting → login", &s.to_login),
@@ -65,7 +71,7 @@ pub fn print_summary(s: &Summary, top: usize, log: &mut dyn Write) -> Result<()>
         if h.count() > 0 {
             writeln!(
                 log,
-                "  {name:<18} p50 {:>9.3} ms  p90 {:>9.3} ms  p99 {:>9.3} ms  max {:>9.3} ms  (n={})",
+                "  {name:<18} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>7}",
                 h.quantile_ms(0.5).unwrap_or(0.0),
                 h.quantile_ms(0.9).unwrap_or(0.0),
                 h.quantile_ms(0.99).unwrap_or(0.0),
@@ -75,15 +81,15 @@ pub fn print_summary(s: &Summary, top: usize, log: &mut dyn Write) -> Result<()>
         }
     }
     let c = &s.counters;
-    writeln!(
-        log,
+    let line = format!(
         "Events: {} emitted by the kernel, {} lost (ring buffer full: {}, map full: {}), {} undecodable",
         c.emitted,
         c.lost(),
         c.lost_ringbuf,
         c.lost_mapfull,
         s.undecodable
-    )?;
+    );
+    writeln!(log, "{}", term.fold(&line, 4))?;
     if c.lost() > 0 {
         writeln!(log, "WARNING: {} events were lost; the output above is incomplete", c.lost())?;
     }
@@ -130,15 +136,15 @@ pub fn write_groups(g: &Groups, top: usize, out: &mut dyn Write) -> Result<()> {
 
 /// A roll-up (`--rollup`): what finished since `since`, the successes' durations (a
 /// line of their own, so the first stays short), the table.
-pub fn write_rollup(g: &Groups, ok: &Histogram, top: usize, since: SystemTime, out: &mut dyn Write) -> Result<()> {
-    writeln!(
-        out,
+pub fn write_rollup(g: &Groups, ok: &Histogram, top: usize, since: SystemTime, term: &Terminal, out: &mut dyn Write) -> Result<()> {
+    let line = format!(
         "{} roll-up since {}: {} handshakes ({})",
-        format_time_of_day(SystemTime::now()),
-        format_time_of_day(since),
+        term.time(SystemTime::now()),
+        term.time(since),
         g.handshakes(),
         verdict_counts(&g.by_verdict),
-    )?;
+    );
+    writeln!(out, "{}", term.fold(&line, 4))?;
     if ok.count() > 0 {
         let [p50, p99] = [0.5, 0.99].map(|q| ok.quantile_ms(q).unwrap_or(0.0));
         let max = ok.max_ms().unwrap_or(0.0);

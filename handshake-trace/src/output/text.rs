@@ -1,32 +1,81 @@
-//! A handshake for people: one line, or its timeline in words.
+//! A handshake for people: one line in columns, or its timeline in words.
 use std::fmt::Write as _;
 
-use super::{blame, names, reason, step::StepText};
+use super::{
+    blame,
+    columns::{self, Row, Terminal},
+    names, reason,
+    step::StepText,
+};
 use crate::support::escape::Escaped;
 use crate::{
     correlate::{Handshake, StepKind},
-    support::clock::{format_time_of_day, Clock},
+    support::clock::Clock,
 };
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-/// The client's address, or that it came over a Unix socket.
-fn client_addr(h: &Handshake) -> String {
-    if h.unix { "unix-socket".into() } else { names::addr(h.client) }
+/// The CLIENT column: the client's address, or for a Unix-socket client the server's
+/// socket path (there is no client address).
+pub fn client_column(h: &Handshake) -> String {
+    match (&h.server_path, h.unix) {
+        (Some(p), true) => Escaped(p).to_string(),
+        (None, true) => "unix-socket".into(),
+        _ => names::addr(h.client),
+    }
 }
 
-/// "user@database" style identity, as far as the login showed it.
-fn who(h: &Handshake) -> String {
+/// The USER column: the login's user, or what stands in for it.
+fn user_column(h: &Handshake) -> String {
     match &h.login {
-        Some(l) => format!(
-            "user '{}'{}",
-            Escaped(&l.user),
-            l.database.as_deref().map(|d| format!(" db '{}'", Escaped(d))).unwrap_or_default()
-        ),
-        None if h.tls => "TLS".into(),
-        None => "no login".into(),
+        Some(l) if l.user.is_empty() => "''".into(),
+        Some(l) => Escaped(&l.user).to_string(),
+        None if h.tls => "(TLS)".into(),
+        None => "-".into(),
+    }
+}
+
+/// The client program and its pid from the connect attributes: "mariadb[4242]".
+pub fn client_program(h: &Handshake) -> Option<String> {
+    let attrs = &h.login.as_ref()?.attrs;
+    let get = |k: &str| attrs.iter().find(|(key, _)| key == k).map(|(_, v)| Escaped(v).to_string());
+    match (get("program_name"), get("_pid")) {
+        (Some(p), Some(pid)) => Some(format!("{p}[{pid}]")),
+        (Some(p), None) => Some(p),
+        (None, Some(pid)) => Some(format!("pid {pid}")),
+        (None, None) => None,
+    }
+}
+
+/// Where the connection ran and who opened it: "→ 127.0.0.1:3306 pid 20752 fd 43 db 'x'
+/// from mariadb[4242]" (the socket path is in the CLIENT column already).
+pub fn place(h: &Handshake) -> String {
+    let mut s = String::new();
+    if !h.unix {
+        let _ = write!(s, "→ {} ", names::addr(h.server));
+    }
+    let _ = write!(s, "pid {} {}", h.pid, names::conn_place(h));
+    if let Some(db) = h.login.as_ref().and_then(|l| l.database.as_deref()) {
+        let _ = write!(s, " db '{}'", Escaped(db));
+    }
+    if let Some(p) = client_program(h) {
+        let _ = write!(s, " from {p}");
+    }
+    s
+}
+
+/// The columns every line of a handshake shares; `detail` is the caller's.
+pub fn row(h: &Handshake, clock: &Clock, term: &Terminal, detail: String) -> Row {
+    Row {
+        time: term.time(clock.wall(h.accept_ns)),
+        verdict: h.verdict(),
+        shout: false,
+        client: client_column(h),
+        user: user_column(h),
+        ms: ms(h.total_ns()),
+        detail,
     }
 }
 
@@ -41,59 +90,54 @@ pub fn capture_notice(tier: crate::capture::probes::CaptureTier) -> Option<&'sta
     }
 }
 
-/// " (port check)" after the verdict of a probe.
+/// "port check " before the detail of a probe.
 fn probe_note(h: &Handshake) -> &'static str {
-    if h.judgement.as_ref().is_some_and(|j| j.probe) { " (port check)" } else { "" }
+    if h.judgement.as_ref().is_some_and(|j| j.probe) { "port check " } else { "" }
 }
 
-/// One line for a handshake that needs no timeline.
-pub fn handshake_line(h: &Handshake, clock: &Clock) -> String {
+/// The phases' durations: "greeting 3.5 login 0.1 auth 0.1".
+fn phases(h: &Handshake) -> String {
     let p = h.phases();
-    let part = |name: &str, v: Option<u64>| v.map(|v| format!(" {name} {:.1}", ms(v))).unwrap_or_default();
-    format!(
-        "{} {:<14} {} -> {} pid {} {} {} {:.1} ms (ms:{}{}{}{})",
-        format_time_of_day(clock.wall(h.accept_ns)),
-        format!("{}{}", names::verdict_or_unknown(h.verdict()), probe_note(h)),
-        client_addr(h),
-        names::addr(h.server),
-        h.pid,
-        names::conn_place(h),
-        who(h),
-        ms(p.total_ns),
-        part("greeting", p.to_greeting_ns),
-        part("login", p.to_login_ns),
-        part("auth", p.to_reply_ns),
-        part("tls", p.tls_ns),
-    )
+    [("greeting", p.to_greeting_ns), ("login", p.to_login_ns), ("auth", p.to_reply_ns), ("tls", p.tls_ns)]
+        .iter()
+        .filter_map(|(name, v)| v.map(|v| format!("{name} {:.1}", ms(v))))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One line for a handshake that needs no timeline, whole (no terminal to fit).
+pub fn handshake_line(h: &Handshake, clock: &Clock) -> String {
+    handshake_line_on(h, clock, &Terminal::default())
+}
+
+/// One line in the columns, fitted to `term`.
+pub fn handshake_line_on(h: &Handshake, clock: &Clock, term: &Terminal) -> String {
+    let detail = format!("{}{}  {}", probe_note(h), phases(h), place(h));
+    columns::row(&row(h, clock, term, detail.trim_start().to_string()), term)
 }
 
 /// Gaps longer than this between steps are pointed out in the text timeline.
 const GAP_NS: u64 = 100_000_000;
 
-/// The full timeline of a handshake, in words.
+/// The full timeline of a handshake, in words, whole (no terminal to fit).
 pub fn handshake_timeline(h: &Handshake, clock: &Clock) -> String {
+    handshake_timeline_on(h, clock, &Terminal::default())
+}
+
+/// The full timeline: its first line in the columns (verdict in capitals), the reason
+/// and the steps folded to `term`.
+pub fn handshake_timeline_on(h: &Handshake, clock: &Clock, term: &Terminal) -> String {
     let mut out = String::new();
-    let conn_id = h.greeting.as_ref().map(|g| format!(" connection id {}", g.connection_id)).unwrap_or_default();
-    out.push_str(&format!(
-        "{} {}{} {} -> {} pid {} {}{} {} ({:.1} ms)\n",
-        format_time_of_day(clock.wall(h.accept_ns)),
-        names::verdict_or_unknown(h.verdict()).to_uppercase(),
-        probe_note(h),
-        client_addr(h),
-        names::addr(h.server),
-        h.pid,
-        names::conn_place(h),
-        conn_id,
-        who(h),
-        ms(h.total_ns()),
-    ));
+    let conn_id = h.greeting.as_ref().map(|g| format!("connection id {} ", g.connection_id)).unwrap_or_default();
+    let first = Row { shout: true, ..row(h, clock, term, format!("{}{conn_id}{}", probe_note(h), place(h))) };
+    let _ = writeln!(out, "{}", columns::row(&first, term));
     if let Some(j) = &h.judgement {
-        let _ = writeln!(out, "  why: {}", reason::reason(&j.cause));
+        let _ = writeln!(out, "{}", term.fold(&format!("  why: {}", reason::reason(&j.cause)), 7));
         if let Some(r) = &j.client_report {
-            let _ = writeln!(out, "  the client most likely reported: {}", reason::client_report(r));
+            let _ = writeln!(out, "{}", term.fold(&format!("  the client most likely reported: {}", reason::client_report(r)), 4));
         }
         if let Some(line) = blame::blame_line(j) {
-            let _ = writeln!(out, "  {line}");
+            let _ = writeln!(out, "{}", term.fold(&format!("  {line}"), 4));
         }
     }
     let mut prev = h.accept_ns;
@@ -108,21 +152,17 @@ pub fn handshake_timeline(h: &Handshake, clock: &Clock) -> String {
         let own_syscall = !matches!(s.what, StepKind::Signal { .. } | StepKind::Kill { .. } | StepKind::Tcp(_) | StepKind::Dropped | StepKind::ProcessExited { .. });
         let gap = s.ts_ns.saturating_sub(prev).saturating_sub(own);
         if own_syscall && gap >= GAP_NS {
-            out.push_str(&format!(
-                "  {:>14}  … {:.1} ms with no syscall on this connection: the server was busy elsewhere (name resolution, a lock, CPU)\n",
+            let line = format!(
+                "  {:>14}  … {:.1} ms with no syscall on this connection: the server was busy elsewhere (name resolution, a lock, CPU)",
                 "",
                 ms(gap)
-            ));
+            );
+            let _ = writeln!(out, "{}", term.fold(&line, 20));
         }
         prev = s.ts_ns;
-        let _ = writeln!(
-            out,
-            "  {:>+11.3} ms  [{}] {}",
-            h.ms_since_accept(s.ts_ns),
-            if s.tid == 0 { "kernel".to_string() } else { s.tid.to_string() },
-            StepText { h, s }
-        );
+        let who = if s.tid == 0 { "kernel".to_string() } else { s.tid.to_string() };
+        let head = format!("  {:>+11.3} ms  [{who}] ", h.ms_since_accept(s.ts_ns));
+        let _ = writeln!(out, "{}", term.fold(&format!("{head}{}", StepText { h, s }), columns::width(&head)));
     }
     out
 }
-

@@ -26,6 +26,9 @@ const MAX_OPEN: usize = handshake_trace_common::MAX_CONNS as usize;
 /// Finished handshakes a batch's buffer keeps room for between batches.
 const PENDING_KEPT: usize = 256;
 
+/// Unix listening sockets named at most (a server has one or two).
+const MAX_UNIX_PATHS: usize = 256;
+
 /// Where finished handshakes go.
 pub trait Sink {
     fn handshake(&mut self, h: &Handshake) -> Result<()>;
@@ -85,6 +88,8 @@ pub struct Pipeline<'a> {
     /// A loss was counted while records written before the count may still be unread
     /// (batches cut at a bound, the ring not yet emptied).
     loss_unread: bool,
+    /// (pid, listening fd) → path of the Unix socket, as the caller learned it.
+    unix_paths: std::collections::HashMap<(u32, i32), std::sync::Arc<str>>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -99,6 +104,7 @@ impl<'a> Pipeline<'a> {
             pending: Vec::new(),
             batches: false,
             loss_unread: false,
+            unix_paths: Default::default(),
         }
     }
 
@@ -129,7 +135,8 @@ impl<'a> Pipeline<'a> {
         if !self.filter.pass(&ev, addrs.server.map(|s| s.port())) {
             return Ok(());
         }
-        for h in self.correlator.push(&ev, addrs.server) {
+        for mut h in self.correlator.push(&ev, addrs.server) {
+            self.name_unix_socket(&mut h);
             if self.batches {
                 self.pending.push(h);
             } else {
@@ -137,6 +144,21 @@ impl<'a> Pipeline<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The path of a target's listening Unix socket (live: from /proc), shown for the
+    /// handshakes accepted on it.
+    pub fn unix_listener(&mut self, pid: u32, listen_fd: i32, path: std::sync::Arc<str>) {
+        if self.unix_paths.len() >= MAX_UNIX_PATHS && !self.unix_paths.contains_key(&(pid, listen_fd)) {
+            self.unix_paths.clear();
+        }
+        self.unix_paths.insert((pid, listen_fd), path);
+    }
+
+    fn name_unix_socket(&self, h: &mut Handshake) {
+        if h.unix {
+            h.server_path = self.unix_paths.get(&(h.pid, h.listen_fd)).cloned();
+        }
     }
 
     fn deliver(&mut self, h: &Handshake) -> Result<()> {
@@ -218,7 +240,8 @@ impl<'a> Pipeline<'a> {
     /// Tracing stopped at `now_ns`: every open handshake ends `incomplete`.
     pub fn finish(mut self, now_ns: u64, counters: Counters) -> Result<Summary> {
         self.batch_end(false)?;
-        for h in self.correlator.finish_all(now_ns) {
+        for mut h in self.correlator.finish_all(now_ns) {
+            self.name_unix_socket(&mut h);
             self.deliver(&h)?;
         }
         self.sinks.iter_mut().try_for_each(|s| s.finish())?;

@@ -38,15 +38,27 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// "HH:MM:SS.mmm" in local time.
-pub fn format_time_of_day(t: SystemTime) -> String {
+/// Local time of `t` and its milliseconds.
+fn local(t: SystemTime) -> (libc::tm, u32) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as libc::time_t;
     // SAFETY: libc::tm is plain old data: all zeroes is a valid value.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointers; localtime_r is thread-safe.
     unsafe { libc::localtime_r(&secs, &mut tm) };
-    format!("{:02}:{:02}:{:02}.{:03}", tm.tm_hour, tm.tm_min, tm.tm_sec, d.subsec_millis())
+    (tm, d.subsec_millis())
+}
+
+/// "HH:MM:SS.mmm" in local time.
+pub fn format_time_of_day(t: SystemTime) -> String {
+    let (tm, ms) = local(t);
+    format!("{:02}:{:02}:{:02}.{ms:03}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+/// "YYYY-MM-DD HH:MM:SS.mmm" in local time (`--date`).
+pub fn format_date_time(t: SystemTime) -> String {
+    let (tm, ms) = local(t);
+    format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{ms:03}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec)
 }
 
 /// RFC 3339 in UTC with microseconds, for JSON.

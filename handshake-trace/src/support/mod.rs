@@ -6,3 +6,4 @@ pub mod escape;
 pub mod histogram;
 pub mod int_hash;
 pub mod pipe;
+pub mod terminal;

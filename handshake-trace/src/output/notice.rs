@@ -1,0 +1,64 @@
+//! Notices and warnings on stderr while tracing, each with the time it was said:
+//! "22:35:01.123 notice: pid 5624 exited; still tracing".
+use std::{io::Write, time::SystemTime};
+
+use super::columns::Terminal;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Notice,
+    Warning,
+}
+
+/// The notice as printed at `at`, folded to the width of `term`.
+pub fn line(term: &Terminal, at: SystemTime, level: Level, text: &str) -> String {
+    let word = match level {
+        Level::Notice => "notice",
+        Level::Warning => "WARNING",
+    };
+    term.fold(&format!("{} {word}: {text}", term.time(at)), 4)
+}
+
+/// Write a notice stamped now.
+pub fn say(log: &mut dyn Write, term: &Terminal, level: Level, text: &str) -> std::io::Result<()> {
+    writeln!(log, "{}", line(term, SystemTime::now(), level, text))
+}
+
+/// A traced server exited.
+pub fn exited(pid: u32) -> String {
+    format!("pid {pid} exited; still tracing (its open handshakes end incomplete)")
+}
+
+/// A server was adopted (discovery mode).
+pub fn adopted(pid: u32, name: &str) -> String {
+    format!("now tracing {name} (pid {pid})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn notices_carry_their_time() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let term = Terminal::default();
+        let l = line(&term, at, Level::Notice, &exited(5624));
+        let (time, rest) = l.split_once(' ').unwrap();
+        assert_eq!(time.len(), 12, "{l}");
+        assert!(time.ends_with(".123") && time.as_bytes()[2] == b':' && time.as_bytes()[5] == b':', "{l}");
+        assert_eq!(rest, "notice: pid 5624 exited; still tracing (its open handshakes end incomplete)");
+        let w = line(&term, at, Level::Warning, "3 events lost");
+        assert!(w.ends_with(" WARNING: 3 events lost") && w.len() == 12 + " WARNING: 3 events lost".len(), "{w}");
+        let dated = line(&Terminal { date: true, ..term }, at, Level::Notice, "x");
+        assert!(dated.starts_with("2023-11-1") && dated.ends_with(".123 notice: x"), "{dated}");
+    }
+
+    #[test]
+    fn a_long_notice_is_folded_to_the_terminal() {
+        let at = UNIX_EPOCH;
+        let term = Terminal { width: Some(40), ..Terminal::default() };
+        let l = line(&term, at, Level::Warning, "pid 1 (sleep) is not named mysqld or mariadbd: its connections are decoded anyway");
+        assert!(l.lines().count() > 1 && l.lines().all(|x| x.chars().count() < 40), "{l}");
+    }
+}
