@@ -30,6 +30,12 @@ const VERDICT_W: usize = 14;
 const CLIENT_W: usize = 21;
 const USER_W: usize = 10;
 const MS_W: usize = 8;
+/// Below this many columns the client, user and duration columns narrow, so DETAIL
+/// (the reason of a `--brief` line) keeps 18 columns at 80.
+const NARROW_BELOW: usize = 100;
+const NARROW_CLIENT_W: usize = 15;
+const NARROW_USER_W: usize = 8;
+const NARROW_MS_W: usize = 6;
 
 impl Terminal {
     /// A time as the lines show it.
@@ -39,6 +45,15 @@ impl Terminal {
 
     fn time_w(&self) -> usize {
         if self.date { 23 } else { 12 }
+    }
+
+    /// (client, user, duration) column widths: narrower on a narrow terminal (an IPv4
+    /// client "127.0.0.1:48222" still fits; a longer one keeps its end, the port).
+    fn widths(&self) -> (usize, usize, usize) {
+        match self.room() {
+            Some(room) if room < NARROW_BELOW => (NARROW_CLIENT_W, NARROW_USER_W, NARROW_MS_W),
+            _ => (CLIENT_W, USER_W, MS_W),
+        }
     }
 
     /// The columns a line may fill: one less than the terminal, whose last column makes
@@ -77,8 +92,9 @@ pub struct Row {
 
 /// The header row above the lines.
 pub fn header(term: &Terminal) -> String {
+    let (cw, uw, mw) = term.widths();
     let fixed = format!(
-        "{:tw$} {:VERDICT_W$} {:CLIENT_W$} {:USER_W$} {:>MS_W$}  DETAIL",
+        "{:tw$} {:VERDICT_W$} {:cw$} {:uw$} {:>mw$}  DETAIL",
         "TIME",
         "VERDICT",
         "CLIENT",
@@ -100,12 +116,13 @@ pub fn row(r: &Row, term: &Terminal) -> String {
         (Some(_), false) => fit(s, w),
     };
     let verdict = pad(&cut(&verdict, VERDICT_W, false), VERDICT_W);
+    let (cw, uw, mw) = term.widths();
     let fixed = format!(
-        "{} {} {} {} {:>MS_W$}",
+        "{} {} {} {} {:>mw$}",
         pad(&r.time, term.time_w()),
         verdict,
-        pad(&cut(&r.client, CLIENT_W, true), CLIENT_W),
-        pad(&cut(&r.user, USER_W, false), USER_W),
+        pad(&cut(&r.client, cw, true), cw),
+        pad(&cut(&r.user, uw, false), uw),
         format!("{:.1}", r.ms),
     );
     let detail = match term.room() {
@@ -280,10 +297,19 @@ mod tests {
         assert_eq!(col(&lines[0], "CLIENT"), col(&lines[2], "127.0.0.1"), "{lines:?}");
         assert_eq!(col(&lines[0], "CLIENT"), col(&lines[1], "…"), "{lines:?}");
         assert_eq!(col(&lines[0], "USER"), col(&lines[2], "app"), "{lines:?}");
-        assert!(lines[1].contains(" …1234:5678::99]:50123 "), "the address keeps its port: {}", lines[1]);
-        assert!(lines[1].contains(" a_very_lo… "), "{}", lines[1]);
+        assert!(lines[1].contains(" …678::99]:50123 "), "the address keeps its port: {}", lines[1]);
+        assert!(lines[1].contains(" a_very_… "), "{}", lines[1]);
+        // Narrowed columns leave the detail (a brief line's reason) 18 columns.
+        assert!(79 - col(&lines[0], "DETAIL") >= 18, "DETAIL gets {} columns at 80: {lines:?}", 79 - col(&lines[0], "DETAIL"));
         assert!(lines[1].ends_with('…'), "the detail is cut, not wrapped: {}", lines[1]);
         assert_eq!(lines[2].split_whitespace().nth(1), Some("ok"));
+    }
+
+    #[test]
+    fn wide_terminals_keep_the_wide_columns() {
+        let line = row(&sample(), &at(160));
+        assert!(line.contains(" …1234:5678::99]:50123 "), "{line}");
+        assert!(line.contains(" a_very_lo… "), "{line}");
     }
 
     #[test]
