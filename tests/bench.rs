@@ -487,7 +487,7 @@ fn main() -> Result<()> {
     // Re-render performance.md from the last results (no measuring).
     if std::env::var_os("BENCH_REPORT_ONLY").is_some() {
         let results: Value = serde_json::from_str(&std::fs::read_to_string(docs.join("performance.json"))?)?;
-        std::fs::write(docs.join("performance.md"), report(&results))?;
+        write_performance_md(&docs, &report(&results))?;
         return Ok(());
     }
     let env_num = |key: &str, default: u64| std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
@@ -516,7 +516,7 @@ fn main() -> Result<()> {
         results["conditions"]["load_average_unrelated"] = json!(load_average());
         results["conditions"]["unrelated_utc"] = json!(utc_now());
         std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
-        std::fs::write(docs.join("performance.md"), report(&results))?;
+        write_performance_md(&docs, &report(&results))?;
         return Ok(());
     }
     let load_before = load_average();
@@ -606,7 +606,7 @@ fn main() -> Result<()> {
     });
     let json_path = docs.join("performance.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")?;
-    std::fs::write(docs.join("performance.md"), report(&results))?;
+    write_performance_md(&docs, &report(&results))?;
     eprintln!("bench: wrote {} and performance.md beside it", json_path.display());
     drop(db);
     Ok(())
@@ -841,6 +841,16 @@ fn fmt_list(v: &Value) -> String {
 /// The modes a result has figures for (a mode added later is absent from older results).
 fn modes_in(figures: &Value) -> impl Iterator<Item = &'static Mode> + '_ {
     MODES.iter().filter(move |m| !figures[m.key].is_null())
+}
+
+/// Write performance.md, keeping the soak's section (`## Agent soak`, written by
+/// `cargo xtask soak`) that follows the bench's report.
+fn write_performance_md(docs: &std::path::Path, report: &str) -> Result<()> {
+    let path = docs.join("performance.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let soak = old.find("\n## Agent soak").map(|i| &old[i..]).unwrap_or("");
+    std::fs::write(&path, format!("{}\n{soak}", report.trim_end_matches('\n')))?;
+    Ok(())
 }
 
 fn report(r: &Value) -> String {
