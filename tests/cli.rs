@@ -212,6 +212,15 @@ fn watch_in_an_80_column_terminal_wraps_no_line() {
         skip("watch_in_an_80_column_terminal_wraps_no_line", "tmux is not installed (`cargo xtask setup` installs it)");
         return;
     }
+    watch_in_tmux_at_80_columns(&bin, "socket");
+    watch_in_tmux_at_80_columns(&bin, "syscalls");
+}
+
+/// `watch --capture TIER` in an 80x24 tmux window against a real MariaDB: every
+/// handshake in columns, nothing wrapped. The socket tier follows TCP only: it shows the
+/// TCP login and warns, at start, of the Unix socket whose clients it does not show; the
+/// syscall tier shows the Unix-socket login with the socket's path.
+fn watch_in_tmux_at_80_columns(bin: &std::path::Path, tier: &str) {
     let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
     let dir = std::env::temp_dir().join(format!("handshake-trace-tmux-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -219,7 +228,7 @@ fn watch_in_an_80_column_terminal_wraps_no_line() {
     std::fs::write(&conf, "set -g history-limit 100000\n").unwrap();
     let tmux = Tmux { socket: format!("handshake-trace-test-{}", std::process::id()) };
     // stdout and stderr both on the terminal, as a user runs it; NO_COLOR off, TERM known.
-    let run = format!("env -u COLUMNS -u NO_COLOR {} watch -p {}; echo WATCH-EXITED $?; sleep 600", bin.display(), db.pid());
+    let run = format!("env -u COLUMNS -u NO_COLOR {} watch --capture {tier} -p {}; echo WATCH-EXITED $?; sleep 600", bin.display(), db.pid());
     let out = Command::new("tmux")
         .args(["-L", &tmux.socket, "-f"])
         .arg(&conf)
@@ -254,11 +263,20 @@ fn watch_in_an_80_column_terminal_wraps_no_line() {
     let _ = std::fs::remove_dir_all(&dir);
     // Every handshake is there, in columns under the header row.
     assert!(rows.lines().any(|l| l.starts_with("TIME ") && l.contains(" VERDICT ") && l.contains(" DETAIL")), "{rows}");
-    let verdict_lines = |v: &str| rows.lines().filter(|l| l.split_whitespace().nth(1) == Some(v)).count();
-    assert_eq!(verdict_lines("ok"), 2, "the TCP and the Unix-socket login:\n{rows}");
-    assert_eq!(verdict_lines("AUTH_FAILED"), 1, "{rows}");
-    assert_eq!(verdict_lines("SERVER_TIMEOUT"), 1, "{rows}");
-    assert!(rows.contains("/mariadbd.sock "), "the Unix-socket client shows the server's socket path:\n{rows}");
+    // A handshake's line starts with its time (the summary's grouped table names verdicts too).
+    let is_time = |t: &str| t.len() == 12 && t.as_bytes()[2] == b':' && t.as_bytes()[8] == b'.';
+    let verdict_lines = |v: &str| {
+        rows.lines().filter(|l| l.split_whitespace().next().is_some_and(is_time) && l.split_whitespace().nth(1) == Some(v)).count()
+    };
+    assert_eq!(verdict_lines("AUTH_FAILED"), 1, "{tier}: {rows}");
+    assert_eq!(verdict_lines("SERVER_TIMEOUT"), 1, "{tier}: {rows}");
+    if tier == "socket" {
+        assert_eq!(verdict_lines("ok"), 1, "the TCP login (the socket tier follows TCP only):\n{rows}");
+        assert!(rows.contains("Unix-socket clients"), "the socket tier warns of the Unix socket it does not follow:\n{rows}");
+    } else {
+        assert_eq!(verdict_lines("ok"), 2, "the TCP and the Unix-socket login:\n{rows}");
+        assert!(rows.contains("/mariadbd.sock "), "the Unix-socket client shows the server's socket path:\n{rows}");
+    }
     assert!(rows.contains("latency (ms)") && rows.contains("Events: "), "the summary is on the terminal too:\n{rows}");
     // Nothing wrapped: joining wrapped rows changes nothing, and no row fills the last column.
     let rows: Vec<&str> = rows.lines().map(str::trim_end).collect();

@@ -221,7 +221,7 @@ fn attach(opts: &WatchOptions, targets: &Targets, log: &mut dyn Write) -> Result
     };
     let mut probes = Probes::load(&load)?;
     if let Some(why) = &probes.fallback {
-        writeln!(log, "{}", crate::capture::probes::fallback_notice(why))?;
+        writeln!(log, "{}", opts.notices.fold(&crate::capture::probes::fallback_notice(why), 4))?;
     }
     for w in &probes.warnings {
         notice::say(log, &opts.notices, Level::Warning, w)?;
@@ -236,6 +236,27 @@ fn attach(opts: &WatchOptions, targets: &Targets, log: &mut dyn Write) -> Result
         .map_err(std::io::Error::from)
         .context("poll the ring buffer")?;
     Ok((probes, ring, load.ringbuf_bytes))
+}
+
+/// The socket tier follows TCP only: say which targets also listen on a Unix socket,
+/// whose clients it will not show.
+fn warn_unix_listeners(targets: &Targets, opts: &WatchOptions, log: &mut dyn Write) -> Result<()> {
+    for s in targets.live.values() {
+        let paths: std::collections::BTreeSet<String> = crate::capture::targets::unix_listeners(s.pid).into_values().collect();
+        if paths.is_empty() {
+            continue;
+        }
+        let paths: Vec<String> = paths.iter().map(|p| Escaped(p).to_string()).collect();
+        let text = format!(
+            "{} (pid {}) also listens on {}: the socket capture tier follows TCP only and will not show its \
+             Unix-socket clients (--capture syscalls does)",
+            Escaped(&s.comm),
+            s.pid,
+            paths.join(", ")
+        );
+        notice::say(log, &opts.notices, Level::Warning, &text)?;
+    }
+    Ok(())
 }
 
 /// Trace until `stop` completes; write handshakes to `out`, notices to `log`.
@@ -279,7 +300,8 @@ pub async fn live<'s>(
     let mut pipeline = sinks(&clock).into_iter().fold(Pipeline::new(opts.pipeline()).in_batches(), Pipeline::with_boxed_sink);
     let on_port = opts.port.map(|p| format!(" on port {p}")).unwrap_or_default();
     if let Some(notice) = crate::output::text::capture_notice(tracer.probes.capture) {
-        writeln!(log, "{notice}")?;
+        writeln!(log, "{}", opts.notices.fold(notice, 4))?;
+        warn_unix_listeners(&tracer.targets, opts, log)?;
     }
     writeln!(log, "Tracing MySQL handshakes of {names}{on_port}... Hit Ctrl-C to end.")?;
     observer.attached(&tracer.health(&pipeline)?)?;
