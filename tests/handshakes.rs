@@ -167,6 +167,8 @@ fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     let all = out.json();
     let text = text_tracer.stop();
     let timeline = text.stdout.join("\n");
+    // The whole text trace, for `--nocapture` readers (a failure prints it anyway).
+    eprintln!("{timeline}");
     for words in [
         "SERVER_TIMEOUT",
         "why: the server waited",
