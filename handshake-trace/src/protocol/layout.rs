@@ -217,9 +217,8 @@ impl LoginLayout {
             let n = w.u8()?;
             length_prefixed(w, usize::from(n))
         } else {
-            let t = w.cstr(Role::SecretNul);
-            w.rest(Role::Public);
-            AuthResponse { span: t.span, len: t.span.len(), whole: t.terminated }
+            self.auth_response = Some(nul_terminated_response(w));
+            return None;
         };
         self.auth_response = Some(auth);
         if !auth.whole {
@@ -242,24 +241,22 @@ impl LoginLayout {
         w.u16()?; // the capabilities, read already
         self.max_packet = Some(w.u24()?);
         self.user = Some(w.string_z()?);
-        // The auth response is NUL-terminated; the decoder counts up to its NUL.
-        let t = w.cstr(Role::SecretNul);
-        if self.capabilities & CLIENT_CONNECT_WITH_DB != 0 {
-            self.auth_response = Some(AuthResponse { span: t.span, len: t.span.len(), whole: t.terminated });
-            w.rest(Role::Public);
-            if !t.terminated {
-                return None;
-            }
-            self.database = Some(w.string_z()?);
-        } else {
-            // Without a database it runs to the end of the packet, maybe NUL-terminated.
-            let whole = t.terminated || !w.is_cut();
-            let len = if whole { t.span.len() } else { w.len().saturating_sub(t.span.start) };
-            self.auth_response = Some(AuthResponse { span: t.span, len, whole });
-            w.rest(Role::Secret);
-        }
-        Some(())
+        self.auth_response = Some(nul_terminated_response(w));
+        None
     }
+}
+
+/// An auth response ended by a NUL (logins without CLIENT_SECURE_CONNECTION), as the
+/// server reads it: up to its first NUL. A binary response (a 4.1 scramble) may hold
+/// zero bytes, so what follows that NUL may be the rest of it: the rest of the packet
+/// is secret, and no database, plugin or attributes are read from it.
+fn nul_terminated_response(w: &mut Walker<'_>) -> AuthResponse {
+    let t = w.cstr(Role::SecretNul);
+    w.rest(Role::Secret);
+    // Unterminated in a whole packet: the response runs to its end.
+    let whole = t.terminated || !w.is_cut();
+    let len = if whole { t.span.len() } else { w.len().saturating_sub(t.span.start) };
+    AuthResponse { span: t.span, len, whole }
 }
 
 /// An auth response of `n` bytes after its length; what follows it is public.

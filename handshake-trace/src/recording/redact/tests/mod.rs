@@ -1,6 +1,7 @@
 //! Tests of the redactor: records as the kernel writes them, replayed through the
 //! decoder and the correlator before and after redaction.
 mod fail_safe;
+mod layouts;
 mod secrets;
 
 use std::mem::{offset_of, size_of};
