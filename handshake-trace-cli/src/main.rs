@@ -74,6 +74,26 @@ struct Cli {
     command: Command,
 }
 
+/// The ring buffer's bounds in KiB: a page, and 1 GiB.
+const RINGBUF_KB: std::ops::RangeInclusive<i64> = 4..=1_048_576;
+
+/// A number of milliseconds or a rate: finite, not negative.
+fn non_negative(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("`{s}` is not a finite number of 0 or more"));
+    }
+    Ok(v)
+}
+
+/// A finite number above 0.
+fn positive(s: &str) -> Result<f64, String> {
+    match non_negative(s)? {
+        v if v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not above 0")),
+    }
+}
+
 /// Process ids as one `-p` value gives them: "1234", "1234 5678" or "1234,5678".
 #[derive(Clone, Debug)]
 struct PidList(Vec<u32>);
@@ -95,8 +115,14 @@ impl std::str::FromStr for PidList {
 }
 
 impl PidList {
-    fn flatten(lists: &[PidList]) -> Vec<u32> {
-        lists.iter().flat_map(|l| l.0.iter().copied()).collect()
+    /// Every pid given, at most as many as the kernel's target map holds.
+    fn flatten(lists: &[PidList]) -> Result<Vec<u32>> {
+        let pids: Vec<u32> = lists.iter().flat_map(|l| l.0.iter().copied()).collect();
+        let max = handshake_trace_common::MAX_TARGETS as usize;
+        if pids.len() > max {
+            anyhow::bail!("-p gave {} processes: at most {max} can be traced at once", pids.len());
+        }
+        Ok(pids)
     }
 }
 
@@ -107,7 +133,7 @@ struct OutputArgs {
     #[arg(short = 'j', long)]
     json: bool,
     /// Show the full timeline of successful handshakes slower than this.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = non_negative)]
     slow: Option<f64>,
     /// Print a roll-up of successful handshakes every SECS instead of a line each (text
     /// output; -j writes every handshake).
@@ -135,13 +161,13 @@ struct WatchArgs {
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pids: Vec<PidList>,
     /// Keep only connections accepted on this local port.
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(short = 'd', long = "duration", value_name = "SECS")]
     duration: Option<u64>,
-    /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two).
-    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two), 4 to 1048576.
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(RINGBUF_KB))]
     ringbuf_kb: u32,
     /// How the syscall programs attach: `raw` (raw_syscalls, the default on x86-64: measured
     /// cheaper) or `tracepoints` (one per syscall); see docs/performance.md.
@@ -160,7 +186,7 @@ struct WatchArgs {
 impl WatchArgs {
     fn options(&self, record: Option<std::path::PathBuf>) -> Result<watch::WatchOptions> {
         Ok(watch::WatchOptions {
-            pids: PidList::flatten(&self.pids),
+            pids: PidList::flatten(&self.pids)?,
             port: self.port,
             ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
             record,
@@ -193,7 +219,7 @@ struct AgentArgs {
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pids: Vec<PidList>,
     /// Keep only connections accepted on this local port.
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
     /// Serve /metrics, /healthz, /readyz and /top on this address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
@@ -208,7 +234,7 @@ struct AgentArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     log_keep: usize,
     /// Log records a second at most; the rest are counted as dropped.
-    #[arg(long, value_name = "PER_SEC", default_value_t = 100.0)]
+    #[arg(long, value_name = "PER_SEC", default_value_t = 100.0, value_parser = positive)]
     log_rate: f64,
     /// Flight recorder: keep the last seconds of raw events and write them to a trace file
     /// here when a handshake ends abnormally (replay it with `analyze`). Off by default.
@@ -229,8 +255,8 @@ struct AgentArgs {
     /// The sliding window of /top, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     top_window: u64,
-    /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two).
-    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two), 4 to 1048576.
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(RINGBUF_KB))]
     ringbuf_kb: u32,
     /// How the syscall programs attach: `raw` or `tracepoints` (as for watch).
     #[arg(long, value_name = "MODE", value_enum)]
@@ -245,7 +271,7 @@ impl AgentArgs {
         };
         Ok(agent::AgentOptions {
             watch: watch::WatchOptions {
-                pids: PidList::flatten(&self.pids),
+                pids: PidList::flatten(&self.pids)?,
                 port: self.port,
                 ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
                 attach: self.attach.unwrap_or_default().usable()?,
@@ -275,8 +301,12 @@ enum Command {
     /// Like watch, and also save the raw events (secrets zeroed) to a trace file for `analyze`.
     Record {
         /// The trace file to write.
+        /// An existing file is refused unless --force; a symbolic link is never followed.
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: std::path::PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         watch: WatchArgs,
     },
@@ -287,7 +317,7 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
         /// Keep only connections accepted on this local port.
-        #[arg(long, value_name = "PORT")]
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
         port: Option<u16>,
     },
     /// Check that tracing can work here; list the MySQL servers found.
@@ -324,8 +354,9 @@ enum Command {
         /// TCP port on 127.0.0.1 (0 = any free port; the chosen one is printed).
         #[arg(long, default_value_t = 3307)]
         port: u16,
-        /// Seconds to wait for the client's login (the server's connect_timeout).
-        #[arg(long, default_value_t = 2)]
+        /// Seconds to wait for the client's login (the server's connect_timeout), 1 to
+        /// 31536000 (MariaDB's own bound).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
         connect_timeout: u64,
         /// Reverse-resolve clients with this DNS server before the greeting.
         #[arg(long, value_name = "ADDR")]
@@ -414,9 +445,12 @@ async fn run(cli: Cli) -> Result<i32> {
             watch::print_summary(&summary, &mut stderr)?;
             Ok(0)
         }
-        Command::Record { output, watch: args } => {
+        Command::Record { output, force, watch: args } => {
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
-            let summary = watch::run(&args.options(Some(output.clone()))?, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
+            // Refused before anything is attached (and again, atomically, when opened).
+            handshake_trace::recording::recorder::check_new(&output, force)?;
+            let opts = watch::WatchOptions { overwrite: force, ..args.options(Some(output.clone()))? };
+            let summary = watch::run(&opts, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
             stdout.flush()?;
             watch::print_summary(&summary, &mut stderr)?;
             writeln!(stderr, "Trace written to {} (secrets zeroed); replay it with: handshake-trace analyze {}", output.display(), output.display())?;

@@ -49,6 +49,11 @@ pub fn print_summary(s: &Summary, log: &mut dyn Write) -> Result<()> {
         }
     }
     let c = &s.counters;
+    if s.counters_unknown {
+        writeln!(log, "Events: emitted and lost unknown (the trace has no trailer: it was cut short), {} undecodable", s.undecodable)?;
+        writeln!(log, "WARNING: events may have been lost; the output above may be incomplete")?;
+        return Ok(());
+    }
     writeln!(
         log,
         "Events: {} emitted by the kernel, {} lost (ring buffer full: {}, map full: {}), {} undecodable",
