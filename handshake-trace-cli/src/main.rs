@@ -389,32 +389,23 @@ enum Command {
     },
 }
 
-/// Completes on Ctrl-C, SIGTERM, SIGHUP or after `duration`: every way to end
-/// a trace goes through the same clean detach.
-async fn stop_signal(duration: Option<Duration>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+/// Every stop of a trace: Ctrl-C, SIGTERM or SIGHUP (`stopping`, set by the handlers
+/// [`pipe::stop_on_signals`] installed before anything was attached), `duration`, or the
+/// reader of stdout gone. All go through the same clean detach; from then on a stdout
+/// nobody reads is given up rather than waited for.
+async fn stop_or_closed(duration: Option<u64>, closed: Arc<AtomicBool>, stopping: Arc<AtomicBool>) {
     let timer = async {
         match duration {
-            Some(d) => tokio::time::sleep(d).await,
+            Some(d) => tokio::time::sleep(Duration::from_secs(d)).await,
             None => std::future::pending().await,
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
+        _ = pipe::closed(stopping.clone()) => {}
         _ = timer => {}
-    }
-}
-
-/// Every stop of a trace: a signal, `duration`, or the reader of stdout gone.
-async fn stop_or_closed(duration: Option<u64>, closed: Arc<AtomicBool>) {
-    tokio::select! {
-        _ = stop_signal(duration.map(Duration::from_secs)) => {}
         _ = pipe::closed(closed) => {}
     }
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// The man pages: (file name, roff) for the command and each visible subcommand.
@@ -432,15 +423,20 @@ fn man_pages() -> Result<Vec<(String, Vec<u8>)>> {
 }
 
 async fn run(cli: Cli) -> Result<i32> {
+    // Signals stop a trace from the start: before the first read, before attaching.
+    let stopping = Arc::new(AtomicBool::new(false));
+    if matches!(cli.command, Command::Watch(_) | Command::Record { .. } | Command::Lab { list: false, .. }) {
+        pipe::stop_on_signals(&stopping)?;
+    }
     // A closed stdout ends a trace quietly (exit 0, summary on stderr), not as an error.
-    let mut stdout = pipe::PipeWriter::new(std::io::stdout());
+    let mut stdout = pipe::PipeWriter::new(pipe::Stdout::new(stopping.clone()));
     let closed = stdout.closed();
     let mut stderr = std::io::stderr();
     match cli.command {
         Command::Watch(args) => {
             // One write per drain of the ring buffer, not one per line (stdout is line-buffered).
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
-            let summary = watch::run(&args.options(None)?, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
+            let summary = watch::run(&args.options(None)?, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed, stopping)).await?;
             stdout.flush()?;
             watch::print_summary(&summary, &mut stderr)?;
             Ok(0)
@@ -450,7 +446,7 @@ async fn run(cli: Cli) -> Result<i32> {
             // Refused before anything is attached (and again, atomically, when opened).
             handshake_trace::recording::recorder::check_new(&output, force)?;
             let opts = watch::WatchOptions { overwrite: force, ..args.options(Some(output.clone()))? };
-            let summary = watch::run(&opts, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
+            let summary = watch::run(&opts, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed, stopping)).await?;
             stdout.flush()?;
             watch::print_summary(&summary, &mut stderr)?;
             writeln!(stderr, "Trace written to {} (secrets zeroed); replay it with: handshake-trace analyze {}", output.display(), output.display())?;
@@ -459,7 +455,9 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Analyze { file, output, port } => {
             let trace = analyze::read(&file)?;
             let opts = watch::WatchOptions { port, ..output.options() };
+            let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
             let summary = analyze::analyze(&trace, &opts, &mut stdout, &mut stderr)?;
+            stdout.flush()?;
             watch::print_summary(&summary, &mut stderr)?;
             Ok(0)
         }
@@ -476,7 +474,7 @@ async fn run(cli: Cli) -> Result<i32> {
             if list {
                 lab::list(&mut stdout)?;
             } else {
-                lab::run(&scenario, server, json, record, &mut stdout, &mut stderr).await?;
+                lab::run(&scenario, server, json, record, stopping, &mut stdout, &mut stderr).await?;
             }
             Ok(0)
         }

@@ -156,7 +156,7 @@ struct View {
 fn replay(records: &[Vec<u8>]) -> View {
     let (mut from_client, mut from_server) = (PacketStream::new(), PacketStream::new());
     let mut v = View::default();
-    let (mut greeting, mut login) = (false, false);
+    let (mut greeting, mut login, mut requested) = (false, false, false);
     for rec in records {
         let Ok(Event::Io(io)) = decode(rec) else { continue };
         let total = match io.sys.result {
@@ -166,7 +166,8 @@ fn replay(records: &[Vec<u8>]) -> View {
         if total == 0 {
             continue;
         }
-        if v.tls {
+        // After a ClientHello with no SSLRequest the server still speaks MySQL.
+        if v.tls && (requested || io.sys.kind.is_read()) {
             v.tls_bytes += total;
             continue;
         }
@@ -175,7 +176,7 @@ fn replay(records: &[Vec<u8>]) -> View {
                 let c = decode_client(&p, !login && !v.tls);
                 match &c {
                     ClientPacket::Login(_) => login = true,
-                    ClientPacket::SslRequest(_) => v.tls = true,
+                    ClientPacket::SslRequest(_) => (v.tls, requested) = (true, true),
                     _ => {}
                 }
                 v.client.push(c);

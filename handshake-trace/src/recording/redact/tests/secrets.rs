@@ -210,18 +210,29 @@ fn ssl_request_then_tls_is_lengths_only() {
 
 #[test]
 fn tls_without_ssl_request_keeps_the_record_header() {
-    // A client starting TLS straight away: the correlator sees 0x16 0x03 and switches.
+    // A client starting TLS straight away: the correlator sees 0x16 0x03 and switches;
+    // the server, which never agreed, answers a plaintext ERR 1156 (MariaDB 10.11) and
+    // resets: kept, like any ERR. The client's later bytes are zeroed.
     let (g, _) = greeting();
     let mut hello = vec![0x16, 0x03, 0x01, 0x00, 0xf0, 0x01];
     hello.extend(secret(200, 12));
-    let recs =
-        vec![accept_rec(GEN), write(GEN + 1, &frame(0, &g)), read(GEN + 2, &hello), write(GEN + 3, &secret(90, 13))];
+    let err = frame(1, &builders::err(1156, "08S01", "Got packets out of order"));
+    let recs = vec![
+        accept_rec(GEN),
+        write(GEN + 1, &frame(0, &g)),
+        read(GEN + 2, &hello),
+        write(GEN + 3, &err),
+        read(GEN + 4, &secret(90, 13)),
+    ];
     let red = redact_all(&recs);
     let p = payload_of(&red[2]);
     assert_eq!(p[..4], hello[..4]);
     assert!(p[4..].iter().all(|&b| b == 0));
-    assert!(payload_of(&red[3]).iter().all(|&b| b == 0));
-    assert_eq!(replay(&red), replay(&recs));
+    assert_eq!(payload_of(&red[3])[..err.len()], err[..]);
+    assert!(payload_of(&red[4]).iter().all(|&b| b == 0));
+    let v = replay(&red);
+    assert_eq!(v, replay(&recs));
+    assert!(matches!(&v.server[1], ServerPacket::Err(e) if e.code == 1156), "{v:?}");
     assert_eq!(correlate(&recs), correlate(&red));
 }
 
