@@ -11,7 +11,7 @@ use std::mem::offset_of;
 
 use handshake_trace::{
     events::as_bytes,
-    protocol::{self, builders, *},
+    protocol::{self, builders, SERVER_STATUS_AUTOCOMMIT},
     recording::redact::{Redactor, FILLER},
 };
 use handshake_trace_common::{kind, sys, AcceptEvent, EventHeader, IoEvent, SysEvent, PAYLOAD_MAX};
@@ -57,54 +57,15 @@ fn io(ts: u64, syscall: u32, bytes: &[u8]) -> Vec<u8> {
     as_bytes(&IoEvent { sys, captured: captured as u32, tracking_end: 0, payload })
 }
 
-const FLAGS: [u32; 5] = [
-    CLIENT_SECURE_CONNECTION,
-    CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA,
-    CLIENT_CONNECT_WITH_DB,
-    CLIENT_PLUGIN_AUTH,
-    CLIENT_CONNECT_ATTRS,
-];
-
-/// A login body of the drawn layout, and where its auth response lies in it.
-fn login(protocol41: bool, optional: u32, auth: &[u8]) -> (Vec<u8>, std::ops::Range<usize>) {
-    if protocol41 {
-        let body = builders::login(&builders::LoginSpec {
-            capabilities: CLIENT_PROTOCOL_41 | optional,
-            max_packet: 1 << 24,
-            charset: 45,
-            extended_capabilities: 0,
-            user: "lab",
-            auth_response: auth,
-            database: "shop",
-            auth_plugin: "mysql_native_password",
-            attrs: &[("_client_name", "libmariadb")],
-        });
-        let prefixed = optional & (CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA) != 0;
-        let start = 32 + 4 + usize::from(prefixed);
-        return (body, start..start + auth.len());
-    }
-    let caps = CLIENT_LONG_PASSWORD | (optional & CLIENT_CONNECT_WITH_DB);
-    let mut b = (caps as u16).to_le_bytes().to_vec();
-    b.extend_from_slice(&[0xff, 0xff, 0xff]);
-    b.extend_from_slice(b"lab\0");
-    let start = b.len();
-    b.extend_from_slice(auth);
-    b.push(0);
-    if caps & CLIENT_CONNECT_WITH_DB != 0 {
-        b.extend_from_slice(b"shop\0");
-    }
-    (b, start..start + auth.len())
-}
-
 fn login_layouts(data: &[u8]) {
     let mut c = Choices::new(data);
     let protocol41 = c.byte() & 3 != 0;
     let pick = c.byte();
-    let optional = FLAGS.iter().enumerate().filter(|(i, _)| pick >> i & 1 != 0).fold(0, |a, (_, f)| a | f);
+    let optional = builders::LOGIN_LAYOUT_FLAGS.iter().enumerate().filter(|(i, _)| pick >> i & 1 != 0).fold(0, |a, (_, f)| a | f);
     // Up to 250 bytes: a SECURE_CONNECTION length byte holds 255 at most.
     let n = c.below(251);
     let auth = c.take(n).to_vec();
-    let (body, range) = login(protocol41, optional, &auth);
+    let (body, range) = builders::login_of_layout(protocol41, optional, &auth);
     let lf = protocol::frame(1, &body);
     let g = builders::greeting(&builders::GreetingSpec {
         server_version: "5.5.5-10.11.14-MariaDB",
