@@ -1,6 +1,9 @@
 //! The redactor (recording/redact). Two runs per input:
-//! - the input's records redacted as they come: no panic, and redacting is stable
-//!   (a redacted record redacts to itself: nothing secret is left to zero);
+//! - the input's records redacted as they come: no panic, and every pass only zeroes or
+//!   masks (a byte stays, becomes 0 or FILLER), a second pass over the redacted records
+//!   too. (Idempotence does not hold: a desynced stream's zeros re-read as zero-length
+//!   packets, and the second pass may zero more; see
+//!   `recording::redact::tests::fail_safe::a_second_pass_only_zeroes_or_masks`.)
 //! - a login of a layout drawn from the input (4.1 or 3.20, with or without
 //!   SECURE_CONNECTION, LENENC client data, a database, a plugin, attributes), its auth
 //!   response bytes drawn from the input (zeros included), split into reads anyhow
@@ -29,11 +32,14 @@ fuzz_target!(|data: &[u8]| {
 fn redact_records(data: &[u8]) {
     let (mut once, mut twice) = (Redactor::new(), Redactor::new());
     for rec in records(data) {
-        let mut r = rec.to_vec();
-        once.redact(&mut r);
-        let mut again = r.clone();
-        twice.redact(&mut again);
-        assert_eq!(r, again, "redacting a redacted record changed it");
+        let mut first = rec.to_vec();
+        once.redact(&mut first);
+        let mut second = first.clone();
+        twice.redact(&mut second);
+        for ((&r, &a), &b) in rec.iter().zip(&first).zip(&second) {
+            assert!(a == r || a == 0 || a == FILLER, "{r:#04x} became {a:#04x}");
+            assert!(b == a || b == 0 || b == FILLER, "{a:#04x} became {b:#04x} on a second pass");
+        }
     }
 }
 
