@@ -429,8 +429,9 @@ async fn run(cli: Cli) -> Result<i32> {
         pipe::stop_on_signals(&stopping)?;
     }
     // A closed stdout ends a trace quietly (exit 0, summary on stderr), not as an error.
-    let mut stdout = pipe::PipeWriter::new(pipe::Stdout::new(stopping.clone()));
-    let closed = stdout.closed();
+    // Line-buffered as std's stdout is; watch, record and analyze buffer more (below).
+    let mut stdout = std::io::LineWriter::new(pipe::PipeWriter::new(pipe::Stdout::new(stopping.clone())));
+    let closed = stdout.get_ref().closed();
     let mut stderr = std::io::stderr();
     match cli.command {
         Command::Watch(args) => {
