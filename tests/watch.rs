@@ -367,14 +367,20 @@ fn sigterm_ends_watch_whose_stdout_nobody_reads() {
     }
     let ours = program_ids_of(child.id());
     assert!(!ours.is_empty());
-    // Handshakes (a greeting read, then a close) until the pipe is full and stays full.
+    // Handshakes (a greeting read, then a close) until the pipe is full: its bytes stop
+    // growing while handshakes go on. (Full is not 64 KiB: each write that does not fit
+    // the last page takes a page of its own, and there are 16.)
+    let mut last = -1;
     let full = eventually(Duration::from_secs(60), || {
         for _ in 0..50 {
             let mut c = TcpStream::connect(db.addr()).unwrap();
             read_greeting(&mut c);
         }
-        std::thread::sleep(Duration::from_millis(300));
-        queued(&unread) >= 60_000
+        std::thread::sleep(Duration::from_millis(500));
+        let now = queued(&unread);
+        let stuck = now == last && now > 16_384;
+        last = now;
+        stuck
     });
     assert!(full, "stdout pipe never filled: {} bytes", queued(&unread));
     // The tracer is now stuck on its output; a few more handshakes pile up behind it.
