@@ -292,6 +292,9 @@ impl Handshake {
                 // The ClientHello the SSLRequest announced.
                 self.tls_hello_ns = Some(s.ts_ns);
             }
+            // A ClientHello starts where a packet would, never inside one (auth bytes may
+            // look like a TLS record header).
+            let at_boundary = !self.from_client.mid_packet();
             if total > 0 && self.tls_hello_ns.is_some() {
                 self.note_tls_data(&io.payload, s.ts_ns);
                 packets.push(PacketSeen::Tls { len: total });
@@ -302,7 +305,7 @@ impl Handshake {
             }
             self.evidence.client_fin |= s.result == SyscallResult::Ok(0);
             self.evidence.client_rst |= s.result.is_err(Errno::ECONNRESET);
-            if total > 0 && self.tls_start(&io.payload, s.ts_ns) {
+            if total > 0 && at_boundary && self.tls_start(&io.payload, s.ts_ns) {
                 packets.push(PacketSeen::TlsClientHello);
             }
             self.step(s.ts_ns, s.tid, StepKind::Read {

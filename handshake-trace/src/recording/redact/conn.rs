@@ -80,7 +80,8 @@ impl Conn {
         }
         // Like the correlator: a read starting with a TLS handshake record switches to
         // TLS after its bytes went through the packet stream.
-        let mut tls = from_client && protocol::is_tls_handshake_record(data);
+        // Only where a packet would start: inside one, auth bytes may look like a record header.
+        let mut tls = from_client && !this.framer.mid_packet() && protocol::is_tls_handshake_record(data);
         let hello = tls;
         this.feed(data, gap, &mut self.seen, &mut tls);
         if hello {

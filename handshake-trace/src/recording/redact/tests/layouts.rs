@@ -57,3 +57,29 @@ fn no_auth_byte_survives_any_login_layout() {
         assert_shows_no_auth_bytes(l);
     }
 }
+
+/// Found by the `redactor` fuzz target (2026-12-01, 1.78 M runs): a 250-byte auth
+/// response holding `16 03 00 00 2b` (a TLS record header's look) where a read begins,
+/// mid-login. It was taken for a ClientHello: the next read's first 5 bytes, auth bytes,
+/// were kept as a "record header". A ClientHello only starts where a packet would.
+#[test]
+fn auth_bytes_that_look_like_a_tls_record_inside_a_login_stay_secret() {
+    let mut auth = vec![0u8; 250];
+    auth[25..30].copy_from_slice(&[0x16, 0x03, 0x00, 0x00, 0x2b]);
+    auth[55..60].copy_from_slice(&[0x16, 0x03, 0x00, 0x00, 0x2b]);
+    let (body, range) = builders::login_of_layout(true, CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH, &auth);
+    let lf = frame(1, &body);
+    let (g, _) = greeting();
+    // Reads that begin on the look-alike headers (body offsets 4 + range.start + 25, + 55).
+    let cuts = [0, 4 + range.start + 25, 4 + range.start + 55, lf.len()];
+    let mut recs = vec![accept_rec(GEN), write(GEN + 1, &frame(0, &g))];
+    recs.extend(cuts.windows(2).enumerate().map(|(i, w)| read(GEN + 2 + i as u64, &lf[w[0]..w[1]])));
+    let red = redact_all(&recs);
+    let after = stream(&red, true);
+    for i in range.clone() {
+        assert!(after[4 + i] == 0, "auth byte {} kept as {:#04x}", i - range.start, after[4 + i]);
+    }
+    assert_eq!(replay(&red), replay(&recs));
+    assert_eq!(correlate(&recs), correlate(&red));
+    assert!(!correlate(&recs).contains("TLS"), "no TLS inside a login: {}", correlate(&recs));
+}

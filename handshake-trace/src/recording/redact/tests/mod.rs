@@ -172,6 +172,7 @@ fn replay(records: &[Vec<u8>]) -> View {
             continue;
         }
         if io.sys.kind.is_read() {
+            let at_boundary = !from_client.mid_packet();
             for p in from_client.feed(&io.payload, total) {
                 let c = decode_client(&p, !login && !v.tls);
                 match &c {
@@ -181,7 +182,7 @@ fn replay(records: &[Vec<u8>]) -> View {
                 }
                 v.client.push(c);
             }
-            if io.payload.len() >= 2 && io.payload[0] == 0x16 && io.payload[1] == 0x03 {
+            if at_boundary && io.payload.len() >= 2 && io.payload[0] == 0x16 && io.payload[1] == 0x03 {
                 v.tls = true;
             }
         } else {
