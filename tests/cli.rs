@@ -286,3 +286,64 @@ fn watch_in_tmux_at_80_columns(bin: &std::path::Path, tier: &str) {
         assert!(l.chars().count() < 80, "{} columns: {l}", l.chars().count());
     }
 }
+
+#[test]
+fn out_of_range_values_get_clear_errors() {
+    let Some(bin) = ready("out_of_range_values_get_clear_errors") else { return };
+    let run = |args: &[&str]| {
+        let out = Command::new(&bin).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    for (args, says) in [
+        (&["lab-server", "--connect-timeout", "18446744073709551615"][..], "31536000"),
+        (&["watch", "--ringbuf-kb", "10000000"], "1048576"),
+        (&["watch", "--ringbuf-kb", "0"], "4.."),
+        (&["record", "-o", "/nonexistent/x", "--ringbuf-kb", "3"], "4.."),
+        (&["watch", "--slow", "NaN"], "not a finite number"),
+        (&["watch", "--slow=-1"], "not a finite number"),
+        (&["watch", "--port", "0"], "1.."),
+        (&["analyze", "--port", "0", "x.htrace"], "1.."),
+        (&["agent", "--port", "0"], "1.."),
+        (&["agent", "--log-rate", "inf"], "not a finite number"),
+    ] {
+        let (code, err) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // Past the kernel's target map: the limit named, before any map is touched.
+    let pids: Vec<String> = (1..=257).map(|p| p.to_string()).collect();
+    let (code, err) = run(&["watch", "-p", &pids.join(",")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("257 processes: at most 256"), "{err}");
+}
+
+#[test]
+fn record_refuses_an_existing_file_and_symbolic_links() {
+    let Some(bin) = ready("record_refuses_an_existing_file_and_symbolic_links") else { return };
+    let dir = std::env::temp_dir().join(format!("ht-cli-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join("old.htrace");
+    std::fs::write(&old, "keep me").unwrap();
+    let target = dir.join("passwd");
+    std::fs::write(&target, "precious").unwrap();
+    let link = dir.join("link.htrace");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&bin).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (code, err) = run(&["record", "-o", old.to_str().unwrap(), "-d", "1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("exists: not overwritten (--force replaces it)"), "{err}");
+    for force in [&[][..], &["--force"]] {
+        let mut args = vec!["record", "-o", link.to_str().unwrap(), "-d", "1"];
+        args.extend_from_slice(force);
+        let (code, err) = run(&args);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("is a symbolic link: not followed"), "{force:?}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "keep me");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

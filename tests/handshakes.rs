@@ -505,3 +505,43 @@ fn too_many_connections_is_refused_after_the_login_then_instead_of_the_greeting(
     assert!(h["connection_id"].is_null(), "ERR 1040 instead of the greeting: {h:#}");
     assert_blame(h, "server", "server_could_not_serve");
 }
+
+/// A TLS ClientHello with no SSLRequest before it: MariaDB reads it as a packet header,
+/// answers a plaintext ERR 1156 and resets. Decoded as what the server sent, live and
+/// from the recording alike.
+#[test]
+fn a_client_hello_without_ssl_request_is_the_servers_err_1156() {
+    let Some(bin) = ready("a_client_hello_without_ssl_request_is_the_servers_err_1156") else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let file = std::env::temp_dir().join(format!("ht-raw-hello-{}.htrace", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let tracer = Tracer::start(&bin, &["record", "-o", file.to_str().unwrap(), "-j", "-p", &db.pid().to_string()]);
+    let hello = raw_client(&db, |s| {
+        // A TLS 1.2 ClientHello record (one cipher suite, no extensions).
+        let mut body = vec![0x01, 0x00, 0x00, 0x29, 0x03, 0x03];
+        body.extend([0x42; 32]);
+        body.extend([0x00, 0x00, 0x02, 0x00, 0x2f, 0x01, 0x00]);
+        let mut rec = vec![0x16, 0x03, 0x01, 0x00, body.len() as u8];
+        rec.extend(body);
+        s.write_all(&rec).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 128];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("Got packets out of order"), "{:?}", &buf[..n]);
+    })
+    .join()
+    .unwrap();
+    thread::sleep(Duration::from_millis(500));
+    let out = tracer.stop();
+    assert_eq!(out.code, Some(0), "{}", out.stderr_text());
+    let live = out.json();
+    let replayed = Command::new(&bin).args(["analyze", "-j", file.to_str().unwrap()]).output().unwrap();
+    let replayed: Vec<Value> = String::from_utf8_lossy(&replayed.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for all in [&live, &replayed] {
+        let h = by_port(all, hello);
+        assert_verdict(h, "server_error");
+        assert_eq!(h["error"]["code"], 1156, "{h:#}");
+        assert_eq!(h["client_error"], "ERROR 1156 (08S01): Got packets out of order", "{h:#}");
+    }
+    let _ = std::fs::remove_file(&file);
+}

@@ -252,3 +252,82 @@ fn lab_on_mariadb_listens_on_the_port_asked_for() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--port is for --server mariadb"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Processes in process group `pgid`, as /proc shows them.
+fn group_members(pgid: u32) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // Fields after the command name: state, ppid, pgrp.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            rest.split_whitespace().nth(2) == Some(&pgid.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_signal_mid_scenario_stops_every_server_and_client_of_the_lab() {
+    let Some(bin) = ready("a_signal_mid_scenario_stops_every_server_and_client_of_the_lab") else { return };
+    use std::{io::BufRead, os::unix::process::CommandExt, time::Duration};
+    for (args, signal) in [
+        (&["starved-client"][..], libc::SIGINT),
+        (&["connect-timeout"], libc::SIGHUP),
+        (&["timeout-poll", "--server", "mariadb"], libc::SIGTERM),
+    ] {
+        // Its own process group: whatever it starts stays in it, and is found by it.
+        let mut child = Command::new(&bin)
+            .arg("lab")
+            .args(args)
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (mut servers, mut line) = (Vec::new(), String::new());
+        while !line.starts_with("Tracing") {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "{args:?}: lab ended before tracing");
+            // "lab: built-in poll server pid 123 listening on ..."
+            if let Some(p) = line.split(" pid ").nth(1).and_then(|r| r.split(' ').next()) {
+                servers.push(p.parse::<u32>().unwrap());
+            }
+        }
+        assert!(!servers.is_empty(), "{args:?}");
+        // Mid-scenario: the client is late (or frozen), the servers are waiting.
+        std::thread::sleep(Duration::from_millis(1200));
+        assert!(group_members(pid).len() > servers.len(), "{args:?}: a client runs now: {:?}", group_members(pid));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, signal) };
+        let exited = eventually(Duration::from_secs(30), || child.try_wait().unwrap().is_some());
+        if !exited {
+            // SAFETY: the test's own process group.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        }
+        let status = child.wait().unwrap();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        assert!(exited, "{args:?}: lab still running 30 s after signal {signal}");
+        assert!(status.success(), "{args:?}: {status}\n{rest}");
+        assert!(rest.contains("stopped by a signal") && rest.contains("Summary:"), "{args:?}: {rest}");
+        for s in &servers {
+            assert!(rest.contains(&format!("pid {s} and removed its files")), "{args:?}: {rest}");
+            assert!(!std::path::Path::new(&format!("/proc/{s}")).exists(), "{args:?}: server {s} still there");
+        }
+        assert!(
+            eventually(Duration::from_secs(5), || group_members(pid).is_empty()),
+            "{args:?}: left running: {:?}",
+            group_members(pid)
+        );
+        // The throwaway MariaDB's datadir (named after the lab's pid) is gone.
+        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("handshake-trace-mariadb-{pid}-")))
+            .collect();
+        assert!(left.is_empty(), "{args:?}: {left:?}");
+    }
+}

@@ -32,6 +32,8 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     let syscalls = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "syscalls"]);
     // The socket tier also records (secrets zeroed), for `analyze` to replay below.
     let trace = std::env::temp_dir().join(format!("handshake-trace-socket-tier-{}.htrace", std::process::id()));
+    // `record` refuses an existing file: one left by an earlier run with this pid goes first.
+    let _ = std::fs::remove_file(&trace);
     let trace_arg = trace.to_str().unwrap();
     let socket = Tracer::start(&bin, &["record", "-o", trace_arg, "-p", &pid, "-j", "--port", &port, "--capture", "socket"]);
     let socket_text = Tracer::start(&bin, &["watch", "-p", &pid, "--port", &port, "--capture", "socket"]);

@@ -365,3 +365,75 @@ fn a_killed_server_is_not_traced_again_while_its_zombie_lingers() {
     assert!(notice[13..].starts_with("notice: "), "{notice}");
     drop(db);
 }
+
+/// Bytes waiting in the pipe whose read end is `fd`.
+fn queued(fd: &impl std::os::fd::AsRawFd) -> i32 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    assert_eq!(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) }, 0);
+    n
+}
+
+#[test]
+fn sigterm_ends_watch_whose_stdout_nobody_reads() {
+    let Some(bin) = ready("sigterm_ends_watch_whose_stdout_nobody_reads") else { return };
+    use std::io::BufRead;
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    // stdout: a pipe this test never reads; stderr read until the tracer says it traces.
+    let mut child = std::process::Command::new(&bin)
+        .args(["watch", "-j", "-p", &db.pid().to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let unread = child.stdout.take().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("Tracing") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "tracer ended before tracing");
+    }
+    let ours = program_ids_of(child.id());
+    assert!(!ours.is_empty());
+    // Handshakes (a greeting read, then a close) until the pipe is full: its bytes stop
+    // growing while handshakes go on. (Full is not 64 KiB: each write that does not fit
+    // the last page takes a page of its own, and there are 16.)
+    let mut last = -1;
+    let full = eventually(Duration::from_secs(60), || {
+        for _ in 0..50 {
+            let mut c = TcpStream::connect(db.addr()).unwrap();
+            read_greeting(&mut c);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let now = queued(&unread);
+        let stuck = now == last && now > 16_384;
+        last = now;
+        stuck
+    });
+    assert!(full, "stdout pipe never filled: {} bytes", queued(&unread));
+    // The tracer is now stuck on its output; a few more handshakes pile up behind it.
+    for _ in 0..50 {
+        let mut c = TcpStream::connect(db.addr()).unwrap();
+        read_greeting(&mut c);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let start = std::time::Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let exited = eventually(Duration::from_secs(5), || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    assert!(exited, "watch ignored SIGTERM while its stdout was not read ({:?})", start.elapsed());
+    assert_eq!(status.code(), Some(0), "{status}");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    assert!(rest.contains("Summary:"), "the summary still goes to stderr: {rest}");
+    assert!(
+        eventually(Duration::from_secs(5), || loaded_program_ids().is_disjoint(&ours)),
+        "programs still loaded after SIGTERM"
+    );
+    drop(unread);
+}

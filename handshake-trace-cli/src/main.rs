@@ -80,6 +80,26 @@ struct Cli {
     command: Command,
 }
 
+/// The ring buffer's bounds in KiB: a page, and 1 GiB.
+const RINGBUF_KB: std::ops::RangeInclusive<i64> = 4..=1_048_576;
+
+/// A number of milliseconds or a rate: finite, not negative.
+fn non_negative(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("`{s}` is not a finite number of 0 or more"));
+    }
+    Ok(v)
+}
+
+/// A finite number above 0.
+fn positive(s: &str) -> Result<f64, String> {
+    match non_negative(s)? {
+        v if v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not above 0")),
+    }
+}
+
 /// Process ids as one `-p` value gives them: "1234", "1234 5678" or "1234,5678".
 #[derive(Clone, Debug)]
 struct PidList(Vec<u32>);
@@ -101,8 +121,14 @@ impl std::str::FromStr for PidList {
 }
 
 impl PidList {
-    fn flatten(lists: &[PidList]) -> Vec<u32> {
-        lists.iter().flat_map(|l| l.0.iter().copied()).collect()
+    /// Every pid given, at most as many as the kernel's target map holds.
+    fn flatten(lists: &[PidList]) -> Result<Vec<u32>> {
+        let pids: Vec<u32> = lists.iter().flat_map(|l| l.0.iter().copied()).collect();
+        let max = handshake_trace_common::MAX_TARGETS as usize;
+        if pids.len() > max {
+            anyhow::bail!("-p gave {} processes: at most {max} can be traced at once", pids.len());
+        }
+        Ok(pids)
     }
 }
 
@@ -130,7 +156,7 @@ struct OutputArgs {
     #[arg(short = 'j', long)]
     json: bool,
     /// Show the full timeline of successful handshakes slower than this.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = non_negative)]
     slow: Option<f64>,
     /// Every SECS, a roll-up of the handshakes since the last one: counts by verdict, the
     /// successes' p50/p99/max and the grouped table (--top); successful handshakes are
@@ -216,13 +242,13 @@ struct WatchArgs {
     pids: Vec<PidList>,
     /// Keep only connections accepted on this local port. Filtered in the kernel: another
     /// port's connections are counted there and cost no events.
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(short = 'd', long = "duration", value_name = "SECS")]
     duration: Option<u64>,
-    /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two).
-    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two), 4 to 1048576.
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(RINGBUF_KB))]
     ringbuf_kb: u32,
     /// How the syscall programs attach: `raw` (raw_syscalls, the default on x86-64: measured
     /// cheaper) or `tracepoints` (one per syscall); see docs/performance.md.
@@ -242,7 +268,7 @@ struct WatchArgs {
 impl WatchArgs {
     fn options(&self, record: Option<std::path::PathBuf>) -> Result<watch::WatchOptions> {
         Ok(watch::WatchOptions {
-            pids: PidList::flatten(&self.pids),
+            pids: PidList::flatten(&self.pids)?,
             port: self.port,
             ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
             record,
@@ -311,7 +337,7 @@ struct AgentArgs {
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pids: Vec<PidList>,
     /// Keep only connections accepted on this local port.
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
     /// Serve /metrics, /healthz, /readyz and /top on this address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
@@ -326,7 +352,7 @@ struct AgentArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     log_keep: usize,
     /// Log records a second at most; the rest are counted as dropped.
-    #[arg(long, value_name = "PER_SEC", default_value_t = 100.0)]
+    #[arg(long, value_name = "PER_SEC", default_value_t = 100.0, value_parser = positive)]
     log_rate: f64,
     /// Flight recorder: keep the last seconds of raw events and write them to a trace file
     /// here when a handshake ends abnormally (replay it with `analyze`). Off by default.
@@ -352,8 +378,8 @@ struct AgentArgs {
     /// The sliding window of /top, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     top_window: u64,
-    /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two).
-    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two), 4 to 1048576.
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(RINGBUF_KB))]
     ringbuf_kb: u32,
     /// How the syscall programs attach: `raw` or `tracepoints` (as for watch).
     #[arg(long, value_name = "MODE", value_enum)]
@@ -380,7 +406,7 @@ impl AgentArgs {
         };
         Ok(agent::AgentOptions {
             watch: watch::WatchOptions {
-                pids: PidList::flatten(&self.pids),
+                pids: PidList::flatten(&self.pids)?,
                 port: self.port,
                 ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
                 attach: self.attach.unwrap_or_default().usable()?,
@@ -417,8 +443,12 @@ enum Command {
     /// Like watch, and also save the raw events (secrets zeroed) to a trace file for `analyze`.
     Record {
         /// The trace file to write.
+        /// An existing file is refused unless --force; a symbolic link is never followed.
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: std::path::PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         watch: WatchArgs,
     },
@@ -429,7 +459,7 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
         /// Keep only connections accepted on this local port.
-        #[arg(long, value_name = "PORT")]
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
         port: Option<u16>,
     },
     /// Check that tracing can work here; list the MySQL servers found.
@@ -473,8 +503,9 @@ enum Command {
         /// TCP port on 127.0.0.1 (0 = any free port; the chosen one is printed).
         #[arg(long, default_value_t = 3307)]
         port: u16,
-        /// Seconds to wait for the client's login (the server's connect_timeout).
-        #[arg(long, default_value_t = 2)]
+        /// Seconds to wait for the client's login (the server's connect_timeout), 1 to
+        /// 31536000 (MariaDB's own bound).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
         connect_timeout: u64,
         /// Reverse-resolve clients with this DNS server before the greeting.
         #[arg(long, value_name = "ADDR")]
@@ -516,32 +547,23 @@ enum Command {
     },
 }
 
-/// Completes on Ctrl-C, SIGTERM, SIGHUP or after `duration`: every way to end
-/// a trace goes through the same clean detach.
-async fn stop_signal(duration: Option<Duration>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+/// Every stop of a trace: Ctrl-C, SIGTERM or SIGHUP (`stopping`, set by the handlers
+/// [`pipe::stop_on_signals`] installed before anything was attached), `duration`, or the
+/// reader of stdout gone. All go through the same clean detach; from then on a stdout
+/// nobody reads is given up rather than waited for.
+async fn stop_or_closed(duration: Option<u64>, closed: Arc<AtomicBool>, stopping: Arc<AtomicBool>) {
     let timer = async {
         match duration {
-            Some(d) => tokio::time::sleep(d).await,
+            Some(d) => tokio::time::sleep(Duration::from_secs(d)).await,
             None => std::future::pending().await,
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
+        _ = pipe::closed(stopping.clone()) => {}
         _ = timer => {}
-    }
-}
-
-/// Every stop of a trace: a signal, `duration`, or the reader of stdout gone.
-async fn stop_or_closed(duration: Option<u64>, closed: Arc<AtomicBool>) {
-    tokio::select! {
-        _ = stop_signal(duration.map(Duration::from_secs)) => {}
         _ = pipe::closed(closed) => {}
     }
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// The man pages: (file name, roff) for the command and each visible subcommand.
@@ -559,24 +581,32 @@ fn man_pages() -> Result<Vec<(String, Vec<u8>)>> {
 }
 
 async fn run(cli: Cli) -> Result<i32> {
+    // Signals stop a trace from the start: before the first read, before attaching.
+    let stopping = Arc::new(AtomicBool::new(false));
+    if matches!(cli.command, Command::Watch(_) | Command::Record { .. } | Command::Lab { list: false, .. }) {
+        pipe::stop_on_signals(&stopping)?;
+    }
     // A closed stdout ends a trace quietly (exit 0, summary on stderr), not as an error.
-    let mut stdout = pipe::PipeWriter::new(std::io::stdout());
-    let closed = stdout.closed();
+    // Line-buffered as std's stdout is; watch, record and analyze buffer more (below).
+    let mut stdout = std::io::LineWriter::new(pipe::PipeWriter::new(pipe::Stdout::new(stopping.clone())));
+    let closed = stdout.get_ref().closed();
     let mut stderr = std::io::stderr();
     match cli.command {
         Command::Watch(args) => {
             // One write per drain of the ring buffer, not one per line (stdout is line-buffered).
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
             let opts = args.options(None)?;
-            let summary = watch::run(&opts, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
+            let summary = watch::run(&opts, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed, stopping)).await?;
             stdout.flush()?;
             args.output.summary(&summary, &opts.notices, &mut stdout, &mut stderr)?;
             Ok(0)
         }
-        Command::Record { output, watch: args } => {
+        Command::Record { output, force, watch: args } => {
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
-            let opts = args.options(Some(output.clone()))?;
-            let summary = watch::run(&opts, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed)).await?;
+            // Refused before anything is attached (and again, atomically, when opened).
+            handshake_trace::recording::recorder::check_new(&output, force)?;
+            let opts = watch::WatchOptions { overwrite: force, ..args.options(Some(output.clone()))? };
+            let summary = watch::run(&opts, &mut stdout, &mut stderr, stop_or_closed(args.duration, closed, stopping)).await?;
             stdout.flush()?;
             args.output.summary(&summary, &opts.notices, &mut stdout, &mut stderr)?;
             writeln!(stderr, "Trace written to {} (secrets zeroed); replay it with: handshake-trace analyze {}", output.display(), output.display())?;
@@ -585,7 +615,9 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Analyze { file, output, port } => {
             let trace = analyze::read(&file)?;
             let opts = watch::WatchOptions { port, ..output.options() };
+            let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
             let summary = analyze::analyze(&trace, &opts, &mut stdout, &mut stderr)?;
+            stdout.flush()?;
             output.summary(&summary, &opts.notices, &mut stdout, &mut stderr)?;
             Ok(0)
         }
@@ -606,7 +638,8 @@ async fn run(cli: Cli) -> Result<i32> {
                 let (notices, _) = terminal::detect(2, terminal::ColorChoice::Never);
                 let term = output::columns::Terminal { width, color, date: false };
                 let notices = output::columns::Terminal { width: notices, ..Default::default() };
-                lab::run(&scenario, lab::LabOptions { server, port, capture, json, record, term, notices }, &mut stdout, &mut stderr).await?;
+                let lab = lab::LabOptions { server, port, capture, json, record, term, notices, stopping };
+                lab::run(&scenario, lab, &mut stdout, &mut stderr).await?;
             }
             Ok(0)
         }

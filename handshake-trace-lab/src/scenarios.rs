@@ -7,7 +7,10 @@ use std::{
     io::{BufRead, BufReader, Write},
     net::SocketAddr,
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -17,7 +20,7 @@ use handshake_trace::{
     capture::probes::CaptureTier,
     commands::watch::{self, Outcome, WatchOptions},
     output::{blame, names, reason},
-    support::escape::escaped,
+    support::{escape::escaped, pipe},
     verdict::{Cause, LateGreeting, Verdict, WaitMechanism},
 };
 
@@ -256,17 +259,32 @@ fn run_client(addr: SocketAddr, act: ClientAct) -> Result<ClientReport> {
         ClientAct::Starved(d) => format!("{label}, frozen by SIGSTOP after the greeting, SIGCONT {:.0} s later", d.as_secs_f64()),
         ClientAct::Cli { .. } => label,
     };
+    let pid = child.id();
+    CLIENTS.lock().unwrap().push(pid);
     if let ClientAct::Starved(d) = act {
-        wait_stopped(child.id());
+        wait_stopped(pid);
         std::thread::sleep(d);
         // SAFETY: resuming our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
     }
-    let out = child.wait_with_output()?;
+    let out = child.wait_with_output();
+    CLIENTS.lock().unwrap().retain(|p| *p != pid);
+    let out = out?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // A client prints what the server sent it (error messages): shown escaped.
     let said = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(escaped).collect::<Vec<_>>().join(" / ");
     Ok(ClientReport { label, said })
+}
+
+/// Client processes running now: ended when the lab is stopped by a signal (one frozen
+/// by SIGSTOP would otherwise stay frozen for ever).
+static CLIENTS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn kill_clients() {
+    for pid in CLIENTS.lock().unwrap().drain(..) {
+        // SAFETY: our own child, not yet reaped (its thread takes it off the list after the wait).
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
 }
 
 /// Wait (up to 10 s) until a child has stopped itself.
@@ -325,11 +343,16 @@ pub struct LabOptions {
     /// Width, colour and dates of the handshakes' lines (stdout) and of the notices (stderr).
     pub term: handshake_trace::output::columns::Terminal,
     pub notices: handshake_trace::output::columns::Terminal,
+    /// Set by SIGINT, SIGTERM or SIGHUP (handlers installed by the caller).
+    pub stopping: Arc<AtomicBool>,
 }
 
 /// Run a scenario: start its servers, trace them live, run its clients, explain.
+/// `lab.stopping`: set by SIGINT, SIGTERM or SIGHUP (handlers installed by the caller):
+/// the lab then ends its clients, explains what it had, stops its servers and removes
+/// their files.
 pub async fn run(scenario: &str, lab: LabOptions, out: &mut dyn Write, log: &mut dyn Write) -> Result<()> {
-    let LabOptions { server, port, capture, json, record, term, notices } = lab;
+    let LabOptions { server, port, capture, json, record, term, notices, stopping } = lab;
     if port.is_some() && server != ServerKind::Mariadb {
         bail!("--port is for --server mariadb (the built-in servers take free ports)");
     }
@@ -337,6 +360,10 @@ pub async fn run(scenario: &str, lab: LabOptions, out: &mut dyn Write, log: &mut
     handshake_trace::capture::privileges::require_bpf()?;
     let mut servers = Vec::new();
     for (style, dns_delay) in &plan.servers {
+        if stopping.load(Ordering::SeqCst) {
+            // The servers started so far are stopped as `servers` drops.
+            bail!("stopped by a signal while starting the lab's servers");
+        }
         let s = match server {
             ServerKind::Mariadb => LabServer::mariadb(port.unwrap_or(0))?,
             ServerKind::Builtin => {
@@ -375,7 +402,7 @@ pub async fn run(scenario: &str, lab: LabOptions, out: &mut dyn Write, log: &mut
         anyhow::Ok(reports)
     };
     let reports = Mutex::new(None);
-    let stop = async {
+    let scenario_done = async {
         let _ = ready_tx.send(());
         *reports.lock().unwrap() = Some(clients.await);
         // Let the servers finish their side (a slow lookup can outlast the client).
@@ -383,7 +410,18 @@ pub async fn run(scenario: &str, lab: LabOptions, out: &mut dyn Write, log: &mut
             s.wait_finished(1).await;
         }
     };
+    let stop = async {
+        tokio::select! {
+            _ = scenario_done => {}
+            _ = pipe::closed(stopping.clone()) => {}
+        }
+    };
     let summary = watch::run(&opts, out, log, stop).await?;
+    let interrupted = stopping.load(Ordering::SeqCst);
+    if interrupted {
+        kill_clients();
+        writeln!(log, "\nlab: stopped by a signal: what it saw so far, then its servers are stopped")?;
+    }
     let reports: Vec<Result<ClientReport>> = match reports.into_inner().unwrap() {
         Some(r) => r?,
         None => Vec::new(),
@@ -391,6 +429,13 @@ pub async fn run(scenario: &str, lab: LabOptions, out: &mut dyn Write, log: &mut
     out.flush()?;
     explain(scenario, &servers, &reports, &summary.outcomes, log)?;
     watch::print_summary_on(&summary, handshake_trace::output::summary::DEFAULT_TOP, log, &notices)?;
+    if interrupted {
+        for s in servers {
+            let what = format!("{} pid {}", s.label, s.pid);
+            drop(s);
+            writeln!(log, "lab: stopped {what} and removed its files")?;
+        }
+    }
     Ok(())
 }
 

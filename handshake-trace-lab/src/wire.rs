@@ -231,7 +231,7 @@ impl std::fmt::Debug for LoginRequest {
 /// that starts but has no NUL is still malformed.
 pub fn parse_login(payload: &[u8]) -> Option<LoginRequest> {
     let p = Payload::whole(payload);
-    let l = LoginLayout::of(p, true);
+    let l = LoginLayout::as_server_reads(p, true);
     let caps = l.capabilities;
     let whole = |t: Option<Text>| t.is_some_and(|t| t.terminated);
     let malformed = caps & CLIENT_PROTOCOL_41 == 0

@@ -1,6 +1,7 @@
-//! `cargo xtask setup | build | test | demo | man`: everything a fresh machine needs,
+//! `cargo xtask setup | build | test | bench | soak | demo | fuzz | man`: everything a fresh machine needs,
 //! with no step done by hand.
 mod build;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -40,6 +41,13 @@ enum Cmd {
         /// Extra arguments for `handshake-trace lab`.
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+    /// The libFuzzer targets in fuzz/ (MySQL decoder, redactor, trace reader), each for
+    /// a bounded time from corpora seeded with the trace fixtures (installs cargo-fuzz).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Regenerate the man pages in docs/man/ from the CLI's definition (a unit test
     /// fails while they differ).
@@ -136,6 +144,7 @@ fn real_main() -> Result<()> {
             build::build_all(&toolchain)?;
             run(Command::new(root().join("target/release/handshake-trace")).arg("lab").args(args))
         }
+        Cmd::Fuzz { seconds } => timed("fuzz", || fuzz::fuzz(seconds)),
         Cmd::Man => run(cargo().args(["run", "--locked", "-q", "-p", "handshake-trace-cli", "--", "man-pages", "docs/man"])),
     }
 }

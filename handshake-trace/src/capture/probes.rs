@@ -362,7 +362,9 @@ impl Probes {
     pub fn add_target(&mut self, pid: u32) -> Result<()> {
         self.targets
             .insert(pid, 1, 0)
-            .with_context(|| format!("add pid {pid} to the target map (full?)"))?;
+            .with_context(|| {
+                format!("add pid {pid} to the target map (it holds {} processes at most)", handshake_trace_common::MAX_TARGETS)
+            })?;
         self.target_pids.insert(pid);
         if self.capture == CaptureTier::Socket {
             self.add_listen_ports(pid)?;

@@ -82,6 +82,7 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
         .unwrap_or_default();
     let stop_ns = end.map(|e| e.stop_ns).filter(|s| *s > 0).unwrap_or(last_ts);
     let mut summary = pipeline.finish(stop_ns, counters)?;
+    summary.counters_unknown = end.is_none();
     summary.undecodable = undecodable + end.map(|e| e.undecodable).unwrap_or(0);
     Ok(summary)
 }
@@ -117,5 +118,35 @@ mod tests {
         let log = String::from_utf8(log).unwrap();
         assert!(log.contains("\\x1b]0;PWNED\\x07mariadbd (pid 7)"), "{log}");
         assert!(!log.trim_end().chars().any(|c| c.is_control() && c != '\n'), "{log:?}");
+    }
+
+    #[test]
+    fn a_trace_cut_short_reports_loss_as_unknown() {
+        let header = TraceHeader {
+            tool_version: "0.1.0".into(),
+            kernel: "6.18".into(),
+            started: "2026-11-30T20:00:00Z".into(),
+            clock_offset_ns: 0,
+            targets: Vec::new(),
+            ringbuf_bytes: 4096,
+            redacted: true,
+            covers: None,
+        };
+        let summary_of = |file: &[u8]| {
+            let trace = read_trace(file).unwrap();
+            let s = analyze(&trace, &WatchOptions::default(), &mut Vec::new(), &mut Vec::new()).unwrap();
+            let mut log = Vec::new();
+            crate::output::summary::print_summary(&s, crate::output::summary::DEFAULT_TOP, &mut log).unwrap();
+            String::from_utf8(log).unwrap()
+        };
+        let mut cut = Vec::new();
+        TraceWriter::new(&mut cut, &header).unwrap();
+        let log = summary_of(&cut);
+        assert!(log.contains("emitted and lost unknown") && !log.contains("0 emitted"), "{log}");
+        let end = crate::recording::format::TraceEnd { ended: "x".into(), emitted: 7, lost_ringbuf: 2, lost_mapfull: 0, undecodable: 0, stop_ns: 0 };
+        let mut whole = Vec::new();
+        TraceWriter::new(&mut whole, &header).unwrap().end(&end).unwrap();
+        let log = summary_of(&whole);
+        assert!(log.contains("7 emitted by the kernel, 2 lost"), "{log}");
     }
 }

@@ -34,6 +34,8 @@ pub struct WatchOptions {
     pub keep_outcomes: bool,
     /// Also write the raw (redacted) events to this trace file, for `analyze`.
     pub record: Option<std::path::PathBuf>,
+    /// Replace an existing file at `record` (it is refused otherwise).
+    pub overwrite: bool,
     /// How the syscall programs attach.
     pub attach: AttachMode,
     /// Which hooks capture the handshakes.

@@ -284,7 +284,7 @@ pub async fn live<'s>(
     let (probes, mut ring, ringbuf_bytes) = attach(opts, &targets, log)?;
     let clock = Clock::now();
     let recorder = match &opts.record {
-        Some(path) => Some(Recorder::create(path, &clock, target_infos(&targets), ringbuf_bytes)?),
+        Some(path) => Some(Recorder::create(path, opts.overwrite, &clock, target_infos(&targets), ringbuf_bytes)?),
         None => None,
     };
     let names = targets.names();

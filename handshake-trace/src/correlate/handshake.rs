@@ -121,6 +121,10 @@ pub struct Handshake {
     pub tls_hello_ns: Option<u64>,
     /// When the first TLS application-data record went by (the handshake of TLS was over).
     pub tls_data_ns: Option<u64>,
+    /// TLS was announced by an SSLRequest, so the server speaks it too. A ClientHello
+    /// without one is the client's alone: the server never agreed, and answers in MySQL
+    /// packets (MariaDB: a plaintext ERR 1156, the hello read as a packet header).
+    pub tls_requested: bool,
     pub auth_switch: Option<String>,
     pub auth_rounds: u32,
     pub reply: Option<Reply>,
@@ -176,6 +180,7 @@ impl Handshake {
             tls: false,
             tls_hello_ns: None,
             tls_data_ns: None,
+            tls_requested: false,
             auth_switch: None,
             auth_rounds: 0,
             reply: None,
@@ -300,6 +305,9 @@ impl Handshake {
                 // The ClientHello the SSLRequest announced.
                 self.tls_hello_ns = Some(s.ts_ns);
             }
+            // A ClientHello starts where a packet would, never inside one (auth bytes may
+            // look like a TLS record header).
+            let at_boundary = !self.from_client.mid_packet();
             if total > 0 && self.tls_hello_ns.is_some() {
                 self.note_tls_data(&io.payload, s.ts_ns);
                 packets.push(PacketSeen::Tls { len: total });
@@ -310,7 +318,7 @@ impl Handshake {
             }
             self.evidence.client_fin |= s.result == SyscallResult::Ok(0);
             self.evidence.client_rst |= s.result.is_err(Errno::ECONNRESET);
-            if total > 0 && self.tls_start(&io.payload, s.ts_ns) {
+            if total > 0 && at_boundary && self.tls_start(&io.payload, s.ts_ns) {
                 packets.push(PacketSeen::TlsClientHello);
             }
             self.step(s.ts_ns, s.tid, StepKind::Read {
@@ -322,7 +330,7 @@ impl Handshake {
                 packets,
             });
         } else {
-            if total > 0 && self.tls_hello_ns.is_some() {
+            if total > 0 && self.tls_hello_ns.is_some() && self.tls_requested {
                 self.note_tls_data(&io.payload, s.ts_ns);
                 packets.push(PacketSeen::Tls { len: total });
             } else if total > 0 {
@@ -366,6 +374,7 @@ impl Handshake {
         match protocol::decode_client(p, expecting_login) {
             ClientPacket::SslRequest(_) => {
                 self.tls = true;
+                self.tls_requested = true;
                 self.login_ns.get_or_insert(ts);
                 PacketSeen::SslRequest
             }

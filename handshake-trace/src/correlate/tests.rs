@@ -401,6 +401,29 @@ fn a_stalled_tls_start_is_a_timeout_waiting_for_the_client_hello_and_the_client_
     assert!(text.contains("ERR 1043 (ER_HANDSHAKE_ERROR) [08S01]: Bad handshake"), "{text}");
 }
 
+/// A TLS ClientHello with no SSLRequest before it: MariaDB 10.11 reads its first bytes as
+/// a packet header, answers a plaintext ERR 1156 with seq 1 and closes (seen on a real
+/// server, 2026-11-30: `21 00 00 01 ff 84 04 #08S01 Got packets out of order`).
+#[test]
+fn a_client_hello_without_ssl_request_gets_the_servers_plaintext_err_1156() {
+    let mut ev = prelude(GEN);
+    let mut hello = vec![0x16, 0x03, 0x01, 0x00, 0x2e, 0x01, 0x00, 0x00, 0x2a, 0x03, 0x03];
+    hello.extend([7u8; 40]);
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, hello.len() as i64, 16384, &hello));
+    let err = err_packet(1, 1156, "08S01", "Got packets out of order");
+    let mut reply = io(GEN + 400_000, SyscallKind::Write, err.len() as i64, err.len() as u64, &err);
+    if let Event::Io(i) = &mut reply {
+        i.tracking_end = Some(handshake_trace_common::end::REPLY);
+    }
+    ev.push(reply);
+    let h = only(&ev);
+    assert_eq!(h.verdict(), Some(Verdict::ServerError), "{}", reason_of(&h));
+    assert!(reason_of(&h).contains("ERR 1156"), "{}", reason_of(&h));
+    assert_eq!(client_error_of(&h).as_deref(), Some("ERROR 1156 (08S01): Got packets out of order"));
+    let text = crate::output::handshake_timeline(&h, &crate::support::clock::Clock::with_offset(0));
+    assert!(text.contains("Got packets out of order"), "{text}");
+}
+
 /// Bytes after an SSLRequest that are not TLS: the server answers ERR 1043 in plaintext.
 #[test]
 fn non_tls_bytes_after_an_ssl_request_get_the_servers_plaintext_err() {

@@ -81,6 +81,12 @@ pub fn print_summary_on(s: &Summary, top: usize, log: &mut dyn Write, term: &Ter
         }
     }
     let c = &s.counters;
+    if s.counters_unknown {
+        let line = format!("Events: emitted and lost unknown (the trace has no trailer: it was cut short), {} undecodable", s.undecodable);
+        writeln!(log, "{}", term.fold(&line, 4))?;
+        writeln!(log, "WARNING: events may have been lost; the output above may be incomplete")?;
+        return Ok(());
+    }
     let line = format!(
         "Events: {} emitted by the kernel, {} lost (ring buffer full: {}, map full: {}), {} undecodable",
         c.emitted,

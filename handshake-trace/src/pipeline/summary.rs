@@ -37,6 +37,8 @@ pub struct Summary {
     pub undecodable: u64,
     pub unmatched: u64,
     pub counters: Counters,
+    /// The counters were never written (a trace cut short has no trailer): loss unknown.
+    pub counters_unknown: bool,
     pub to_greeting: Histogram,
     pub to_login: Histogram,
     pub to_reply: Histogram,

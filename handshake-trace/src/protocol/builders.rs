@@ -205,3 +205,49 @@ pub fn text_row(values: &[Option<&str>]) -> Vec<u8> {
     }
     p
 }
+
+/// The capability flags that change where a login's fields lie (for tests that try
+/// every layout).
+pub const LOGIN_LAYOUT_FLAGS: [u32; 5] = [
+    CLIENT_SECURE_CONNECTION,
+    CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA,
+    CLIENT_CONNECT_WITH_DB,
+    CLIENT_PLUGIN_AUTH,
+    CLIENT_CONNECT_ATTRS,
+];
+
+/// A login of user `lab` (database `shop`, plugin `mysql_native_password`, one
+/// attribute: `_client_name` = `libmariadb`) carrying `auth`, as HandshakeResponse41 or
+/// (not `protocol41`) HandshakeResponse320, with the `optional` flags of
+/// [`LOGIN_LAYOUT_FLAGS`] the form has. Returns the payload and where `auth` lies in it.
+pub fn login_of_layout(protocol41: bool, optional: u32, auth: &[u8]) -> (Vec<u8>, std::ops::Range<usize>) {
+    if protocol41 {
+        let body = login(&LoginSpec {
+            capabilities: CLIENT_PROTOCOL_41 | CLIENT_LONG_PASSWORD | optional,
+            max_packet: 1 << 24,
+            charset: 45,
+            extended_capabilities: 0,
+            user: "lab",
+            auth_response: auth,
+            database: "shop",
+            auth_plugin: "mysql_native_password",
+            attrs: &[("_client_name", "libmariadb")],
+        });
+        // After the fixed part, "lab\0" and the response's length (unless NUL-terminated).
+        let prefixed = optional & (CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA) != 0;
+        let start = 32 + 4 + usize::from(prefixed);
+        return (body, start..start + auth.len());
+    }
+    // caps u16, max packet u24, user, the response NUL-terminated, the database.
+    let caps = CLIENT_LONG_PASSWORD | (optional & CLIENT_CONNECT_WITH_DB);
+    let mut b = (caps as u16).to_le_bytes().to_vec();
+    b.extend_from_slice(&[0xff, 0xff, 0xff]);
+    push_cstr(&mut b, "lab");
+    let start = b.len();
+    b.extend_from_slice(auth);
+    b.push(0);
+    if caps & CLIENT_CONNECT_WITH_DB != 0 {
+        push_cstr(&mut b, "shop");
+    }
+    (b, start..start + auth.len())
+}

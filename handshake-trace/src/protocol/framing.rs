@@ -303,6 +303,11 @@ impl PacketStream {
     }
 
     /// Bytes received that are not yet part of a complete packet (header included).
+    /// A packet has started and not ended: the next bytes are inside it.
+    pub fn mid_packet(&self) -> bool {
+        self.framer.mid_packet()
+    }
+
     pub fn pending(&self) -> usize {
         self.framer.pending()
     }

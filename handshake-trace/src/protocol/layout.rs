@@ -189,14 +189,28 @@ pub struct LoginLayout {
     /// The connection attributes block as captured, within its declared length.
     pub attrs: Option<Span>,
     pub roles: Roles,
+    /// Read on past a NUL-terminated auth response, as a server does ([`LoginLayout::as_server_reads`]).
+    server_view: bool,
 }
 
 impl LoginLayout {
-    /// A login of the form [`client_kind`] found.
+    /// A login of the form [`client_kind`] found, as the tracer shows it: nothing after a
+    /// NUL-terminated auth response is read (it may be more of the response).
     pub fn of(p: Payload, protocol41: bool) -> Self {
+        Self::walk(p, protocol41, false)
+    }
+
+    /// The login as a server reads it (the lab's server): after a NUL-terminated auth
+    /// response, the database (and in the 4.1 form the plugin and attributes) follow
+    /// its first NUL. The roles are the tracer's.
+    pub fn as_server_reads(p: Payload, protocol41: bool) -> Self {
+        Self::walk(p, protocol41, true)
+    }
+
+    fn walk(p: Payload, protocol41: bool, server_view: bool) -> Self {
         let mut w = Walker::new(p);
         let capabilities = Reader::new(p.bytes).u16().map_or(0, u32::from);
-        let mut l = LoginLayout { protocol41, capabilities, ..Default::default() };
+        let mut l = LoginLayout { protocol41, capabilities, server_view, ..Default::default() };
         let _ = if protocol41 { l.walk41(&mut w) } else { l.walk320(&mut w) };
         l.roles = w.roles();
         l
@@ -217,9 +231,12 @@ impl LoginLayout {
             let n = w.u8()?;
             length_prefixed(w, usize::from(n))
         } else {
-            let t = w.cstr(Role::SecretNul);
-            w.rest(Role::Public);
-            AuthResponse { span: t.span, len: t.span.len(), whole: t.terminated }
+            let auth = nul_terminated_response(w);
+            if !self.server_view {
+                self.auth_response = Some(auth);
+                return None;
+            }
+            auth
         };
         self.auth_response = Some(auth);
         if !auth.whole {
@@ -242,24 +259,26 @@ impl LoginLayout {
         w.u16()?; // the capabilities, read already
         self.max_packet = Some(w.u24()?);
         self.user = Some(w.string_z()?);
-        // The auth response is NUL-terminated; the decoder counts up to its NUL.
-        let t = w.cstr(Role::SecretNul);
-        if self.capabilities & CLIENT_CONNECT_WITH_DB != 0 {
-            self.auth_response = Some(AuthResponse { span: t.span, len: t.span.len(), whole: t.terminated });
-            w.rest(Role::Public);
-            if !t.terminated {
-                return None;
-            }
+        let auth = nul_terminated_response(w);
+        self.auth_response = Some(auth);
+        if self.server_view && auth.whole && self.capabilities & CLIENT_CONNECT_WITH_DB != 0 {
             self.database = Some(w.string_z()?);
-        } else {
-            // Without a database it runs to the end of the packet, maybe NUL-terminated.
-            let whole = t.terminated || !w.is_cut();
-            let len = if whole { t.span.len() } else { w.len().saturating_sub(t.span.start) };
-            self.auth_response = Some(AuthResponse { span: t.span, len, whole });
-            w.rest(Role::Secret);
         }
         Some(())
     }
+}
+
+/// An auth response ended by a NUL (logins without CLIENT_SECURE_CONNECTION), as the
+/// server reads it: up to its first NUL. A binary response (a 4.1 scramble) may hold
+/// zero bytes, so what follows that NUL may be the rest of it: the rest of the packet
+/// is secret, and no database, plugin or attributes are read from it.
+fn nul_terminated_response(w: &mut Walker<'_>) -> AuthResponse {
+    let t = w.cstr(Role::SecretNul);
+    w.rest(Role::Secret);
+    // Unterminated in a whole packet: the response runs to its end.
+    let whole = t.terminated || !w.is_cut();
+    let len = if whole { t.span.len() } else { w.len().saturating_sub(t.span.start) };
+    AuthResponse { span: t.span, len, whole }
 }
 
 /// An auth response of `n` bytes after its length; what follows it is public.

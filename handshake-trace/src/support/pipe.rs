@@ -1,6 +1,11 @@
 //! Output to a pipe the reader may close (`watch | head -2`): a closed pipe is not an
 //! error but the end of the trace. The writer swallows what can no longer be written and
 //! raises a flag the live loop stops on.
+//!
+//! A reader that stays but stops reading must not hold the tracer either: [`Stdout`]
+//! waits for room in bounded steps, and once a stop was asked for ([`stop_on_signals`]:
+//! a flag set from the signal handler itself, not by the blocked loop) it gives the
+//! output up as if the reader had gone.
 use std::{
     io::{self, Write},
     sync::{
@@ -57,6 +62,67 @@ impl<W: Write> Write for PipeWriter<W> {
     }
 }
 
+/// Sets `flag` on SIGINT, SIGTERM and SIGHUP from now on; their default action (ending
+/// the process before it detaches and writes its summary) no longer applies.
+pub fn stop_on_signals(flag: &Arc<AtomicBool>) -> io::Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let flag = flag.clone();
+        // SAFETY: the action is one atomic store, which is async-signal-safe.
+        unsafe { signal_hook_registry::register(signal, move || flag.store(true, Ordering::SeqCst)) }?;
+    }
+    Ok(())
+}
+
+/// How long one wait for room in stdout lasts before the stop flag is looked at again.
+const WAIT_STEP_MS: i32 = 100;
+
+/// Standard output, written without std's buffer: each write waits until the fd has
+/// room (in [`WAIT_STEP_MS`] steps) and then writes at most `PIPE_BUF` bytes, which a
+/// pipe with room takes without blocking. Once `stopping` is set, a stdout with no room
+/// fails as a closed pipe does.
+pub struct Stdout {
+    fd: libc::c_int,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Stdout {
+    pub fn new(stopping: Arc<AtomicBool>) -> Self {
+        Stdout { fd: libc::STDOUT_FILENO, stopping }
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            let mut p = libc::pollfd { fd: self.fd, events: libc::POLLOUT, revents: 0 };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut p, 1, WAIT_STEP_MS) };
+            if ready > 0 {
+                let n = buf.len().min(libc::PIPE_BUF);
+                // SAFETY: n bytes of buf are readable.
+                let w = unsafe { libc::write(self.fd, buf.as_ptr().cast(), n) };
+                match w {
+                    0.. => return Ok(w as usize),
+                    _ => match io::Error::last_os_error() {
+                        e if e.kind() == io::ErrorKind::Interrupted => continue,
+                        e => return Err(e),
+                    },
+                }
+            }
+            if ready < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return Err(io::Error::last_os_error());
+            }
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "stdout not read while stopping"));
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Completes once `closed` is set (polled: the flag is raised by a synchronous write).
 pub async fn closed(closed: Arc<AtomicBool>) {
     while !closed.load(Ordering::Relaxed) {
@@ -99,5 +165,50 @@ mod tests {
         let mut w = PipeWriter::new(Full);
         assert!(w.write(b"x").is_err());
         assert!(!w.closed().load(Ordering::Relaxed));
+    }
+
+    /// A pipe nobody reads, filled up: (read end, write end).
+    fn full_pipe() -> (libc::c_int, libc::c_int) {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let chunk = [b'x'; 4096];
+        loop {
+            let mut p = libc::pollfd { fd: fds[1], events: libc::POLLOUT, revents: 0 };
+            // SAFETY: one valid pollfd; the write is of a buffer that long.
+            if unsafe { libc::poll(&mut p, 1, 0) } == 0 {
+                return (fds[0], fds[1]);
+            }
+            assert!(unsafe { libc::write(fds[1], chunk.as_ptr().cast(), chunk.len()) } > 0);
+        }
+    }
+
+    #[test]
+    fn a_stdout_nobody_reads_is_given_up_once_stopping() {
+        let (r, w) = full_pipe();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut out = PipeWriter::new(Stdout { fd: w, stopping: stopping.clone() });
+        let flag = stopping.clone();
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            flag.store(true, Ordering::SeqCst);
+        });
+        let start = std::time::Instant::now();
+        // Blocks while not stopping, then the output is given up as a closed pipe.
+        out.write_all(&[b'y'; 10_000]).unwrap();
+        out.flush().unwrap();
+        let took = start.elapsed();
+        setter.join().unwrap();
+        assert!(took >= std::time::Duration::from_millis(250) && took < std::time::Duration::from_secs(2), "{took:?}");
+        assert!(out.closed().load(Ordering::Relaxed));
+        // A pipe with room is written as before: at most PIPE_BUF bytes a write.
+        let mut buf = vec![0u8; 1 << 20];
+        // SAFETY: reading into a buffer that long.
+        while unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) } == buf.len() as isize {}
+        let mut s = Stdout { fd: w, stopping: Arc::new(AtomicBool::new(false)) };
+        assert_eq!(s.write(&[b'z'; 10_000]).unwrap(), libc::PIPE_BUF);
+        // SAFETY: closing our own descriptors.
+        unsafe { libc::close(r) };
+        unsafe { libc::close(w) };
     }
 }

@@ -21,8 +21,12 @@ const PREFIX_MAX: usize = 1024;
 
 #[derive(Clone)]
 pub(super) struct Conn {
-    /// The client switched to TLS: every later payload byte is zeroed.
+    /// The client switched to TLS after an SSLRequest: every later payload byte is zeroed.
     tls: bool,
+    /// The client sent a ClientHello with no SSLRequest: its later bytes are zeroed, but
+    /// the server, which never agreed to TLS, still answers in MySQL packets (a plaintext
+    /// ERR 1156), redacted as such (like the correlator, which decodes them).
+    client_tls: bool,
     /// The client sent an SSLRequest: its next transfer starting with a TLS handshake
     /// record starts TLS; until then, packets are still MySQL's (like the correlator's).
     ssl_requested: bool,
@@ -44,7 +48,7 @@ struct Seen {
 
 impl Conn {
     pub(super) fn new() -> Self {
-        Conn { tls: false, ssl_requested: false, client: Dir::new(true), server: Dir::new(false), seen: Seen::default() }
+        Conn { tls: false, client_tls: false, ssl_requested: false, client: Dir::new(true), server: Dir::new(false), seen: Seen::default() }
     }
 
     /// One syscall's transfer: `data` captured, then `gap` bytes not captured;
@@ -56,7 +60,7 @@ impl Conn {
         if !self.tls && self.ssl_requested && protocol::is_tls_handshake_record(data) {
             self.tls = true;
         }
-        if self.tls {
+        if self.tls || (from_client && self.client_tls) {
             keep_tls_record_header(data);
             return;
         }
@@ -76,11 +80,13 @@ impl Conn {
         }
         // Like the correlator: a read starting with a TLS handshake record switches to
         // TLS after its bytes went through the packet stream.
-        let mut tls = from_client && protocol::is_tls_handshake_record(data);
+        // Only where a packet would start: inside one, auth bytes may look like a record header.
+        let mut tls = from_client && !this.framer.mid_packet() && protocol::is_tls_handshake_record(data);
         let hello = tls;
         this.feed(data, gap, &mut self.seen, &mut tls);
         if hello {
-            self.tls = true;
+            // No SSLRequest came first (it would have switched to TLS above).
+            self.client_tls = true;
         } else if tls {
             // An SSLRequest completed in this transfer.
             self.ssl_requested = true;

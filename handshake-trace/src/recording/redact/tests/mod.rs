@@ -1,6 +1,7 @@
 //! Tests of the redactor: records as the kernel writes them, replayed through the
 //! decoder and the correlator before and after redaction.
 mod fail_safe;
+mod layouts;
 mod secrets;
 
 use std::mem::{offset_of, size_of};
@@ -155,7 +156,7 @@ struct View {
 fn replay(records: &[Vec<u8>]) -> View {
     let (mut from_client, mut from_server) = (PacketStream::new(), PacketStream::new());
     let mut v = View::default();
-    let (mut greeting, mut login) = (false, false);
+    let (mut greeting, mut login, mut requested) = (false, false, false);
     for rec in records {
         let Ok(Event::Io(io)) = decode(rec) else { continue };
         let total = match io.sys.result {
@@ -165,21 +166,23 @@ fn replay(records: &[Vec<u8>]) -> View {
         if total == 0 {
             continue;
         }
-        if v.tls {
+        // After a ClientHello with no SSLRequest the server still speaks MySQL.
+        if v.tls && (requested || io.sys.kind.is_read()) {
             v.tls_bytes += total;
             continue;
         }
         if io.sys.kind.is_read() {
+            let at_boundary = !from_client.mid_packet();
             for p in from_client.feed(&io.payload, total) {
                 let c = decode_client(&p, !login && !v.tls);
                 match &c {
                     ClientPacket::Login(_) => login = true,
-                    ClientPacket::SslRequest(_) => v.tls = true,
+                    ClientPacket::SslRequest(_) => (v.tls, requested) = (true, true),
                     _ => {}
                 }
                 v.client.push(c);
             }
-            if io.payload.len() >= 2 && io.payload[0] == 0x16 && io.payload[1] == 0x03 {
+            if at_boundary && io.payload.len() >= 2 && io.payload[0] == 0x16 && io.payload[1] == 0x03 {
                 v.tls = true;
             }
         } else {

@@ -210,18 +210,29 @@ fn ssl_request_then_tls_is_lengths_only() {
 
 #[test]
 fn tls_without_ssl_request_keeps_the_record_header() {
-    // A client starting TLS straight away: the correlator sees 0x16 0x03 and switches.
+    // A client starting TLS straight away: the correlator sees 0x16 0x03 and switches;
+    // the server, which never agreed, answers a plaintext ERR 1156 (MariaDB 10.11) and
+    // resets: kept, like any ERR. The client's later bytes are zeroed.
     let (g, _) = greeting();
     let mut hello = vec![0x16, 0x03, 0x01, 0x00, 0xf0, 0x01];
     hello.extend(secret(200, 12));
-    let recs =
-        vec![accept_rec(GEN), write(GEN + 1, &frame(0, &g)), read(GEN + 2, &hello), write(GEN + 3, &secret(90, 13))];
+    let err = frame(1, &builders::err(1156, "08S01", "Got packets out of order"));
+    let recs = vec![
+        accept_rec(GEN),
+        write(GEN + 1, &frame(0, &g)),
+        read(GEN + 2, &hello),
+        write(GEN + 3, &err),
+        read(GEN + 4, &secret(90, 13)),
+    ];
     let red = redact_all(&recs);
     let p = payload_of(&red[2]);
     assert_eq!(p[..4], hello[..4]);
     assert!(p[4..].iter().all(|&b| b == 0));
-    assert!(payload_of(&red[3]).iter().all(|&b| b == 0));
-    assert_eq!(replay(&red), replay(&recs));
+    assert_eq!(payload_of(&red[3])[..err.len()], err[..]);
+    assert!(payload_of(&red[4]).iter().all(|&b| b == 0));
+    let v = replay(&red);
+    assert_eq!(v, replay(&recs));
+    assert!(matches!(&v.server[1], ServerPacket::Err(e) if e.code == 1156), "{v:?}");
     assert_eq!(correlate(&recs), correlate(&red));
 }
 
@@ -236,11 +247,13 @@ fn nul_terminated_auth_responses_keep_their_length() {
     let recs = vec![accept_rec(GEN), write(GEN + 1, &frame(0, &g)), read(GEN + 2, &lf)];
     let red = redact_all(&recs);
     let masked: Vec<usize> = (4 + auth.start..4 + auth.end).collect();
-    assert_only_secrets_changed(&lf, &stream(&red, true), &[], &masked);
+    // What follows the response's NUL may be more of it: zeroed, and not decoded.
+    let after = 4 + auth.end + 1..lf.len();
+    assert_only_secrets_changed(&lf, &stream(&red, true), std::slice::from_ref(&after), &masked);
     let v = replay(&red);
     assert_eq!(v, replay(&recs));
     let ClientPacket::Login(l) = &v.client[0] else { panic!() };
-    assert_eq!((l.auth_response_len, l.database.as_deref()), (20, Some("shop")));
+    assert_eq!((l.auth_response_len, l.database.as_deref(), l.auth_plugin.as_deref()), (20, None, None));
 
     // HandshakeResponse320 with and without a database.
     for with_db in [true, false] {
@@ -261,12 +274,13 @@ fn nul_terminated_auth_responses_keep_their_length() {
         let recs = vec![accept_rec(GEN), write(GEN + 1, &frame(0, &g)), read(GEN + 2, &lf)];
         let red = redact_all(&recs);
         let masked: Vec<usize> = (4 + at..4 + at + 8).collect();
-        assert_only_secrets_changed(&lf, &stream(&red, true), &[], &masked);
+        let after = 4 + at + 9..lf.len();
+        assert_only_secrets_changed(&lf, &stream(&red, true), std::slice::from_ref(&after), &masked);
         let v = replay(&red);
         assert_eq!(v, replay(&recs));
         let ClientPacket::Login(l) = &v.client[0] else { panic!() };
         assert_eq!((l.user.as_str(), l.auth_response_len), ("lab", 8));
-        assert_eq!(l.database.as_deref(), with_db.then_some("test"));
+        assert_eq!(l.database, None, "a database after a NUL-terminated response is not shown");
     }
 }
 
