@@ -399,6 +399,13 @@ fn a_stalled_tls_start_is_a_timeout_waiting_for_the_client_hello_and_the_client_
     assert_eq!(client_error_of(&h).as_deref(), Some("ERROR 1043 (08S01): Bad handshake"));
     let text = crate::output::handshake_timeline(&h, &crate::support::clock::Clock::with_offset(0));
     assert!(text.contains("ERR 1043 (ER_HANDSHAKE_ERROR) [08S01]: Bad handshake"), "{text}");
+    // Blame's evidence: silent from the SSLRequest to the server's ERR (the handshake ends
+    // at that ERR: the silence runs to it, not to a missing end).
+    let silent = h.judgement.as_ref().unwrap().blame.evidence.iter().find_map(|e| match e {
+        crate::verdict::Evidence::ClientSilent { ns, .. } => Some(*ns),
+        _ => None,
+    });
+    assert_eq!(silent, Some(2_010_200_000 - 300_000), "{text}");
 }
 
 /// A TLS ClientHello with no SSLRequest before it: MariaDB 10.11 reads its first bytes as

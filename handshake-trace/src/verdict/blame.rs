@@ -245,7 +245,9 @@ fn client_silent_ns(h: &Handshake) -> u64 {
         _ => None,
     });
     let from = last_data.max(h.greeting_ns).unwrap_or(h.accept_ns);
-    h.end_ns.unwrap_or(from).saturating_sub(from)
+    // The end as the handshake's duration has it: its end, else its last step (a
+    // handshake ended by the server's ERR is judged before its end is stamped).
+    (h.accept_ns + h.total_ns()).saturating_sub(from)
 }
 
 /// The longest stretch before the greeting with no syscall on the connection (the
