@@ -1195,7 +1195,7 @@ fn socket_tier_notes(r: &Value) -> String {
          - **Program time per handshake: the handshake's own work.** {hs_runs} program runs per handshake, among them\n\
            the records the verdict is made of (each reserved in the ring, its packet bytes copied, submitted).\n\
          - **CPU per operation on this machine.** The spreads of CPU per operation (section 1 and 2) are wider than\n\
-           the targets: the machine ran other helpers' builds and tests throughout (load average above). A median\n\
+           the targets: the machine is shared and its load moves between rounds (load average above). A median\n\
            of +0.5 % cannot be told from 0 % here; the program-time figures are the steadier measure.\n\n",
         s_hs = delta(&hs["cpu_per_op_delta"]["socket"]),
         y_hs = delta(&hs["cpu_per_op_delta"]["json"]),
