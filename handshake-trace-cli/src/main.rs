@@ -247,20 +247,8 @@ struct WatchArgs {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(short = 'd', long = "duration", value_name = "SECS")]
     duration: Option<u64>,
-    /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two), 4 to 1048576.
-    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(RINGBUF_KB))]
-    ringbuf_kb: u32,
-    /// How the syscall programs attach: `raw` (raw_syscalls, the default on x86-64: measured
-    /// cheaper) or `tracepoints` (one per syscall); see docs/performance.md.
-    #[arg(long, value_name = "MODE", value_enum)]
-    attach: Option<AttachMode>,
-    /// Which hooks capture the handshakes: `socket` (the default, measured cheapest:
-    /// socket and packet hooks only, nothing on the syscall path, so other processes pay
-    /// nothing; fds, waits, fcntl, socket options and timers are not seen) or `syscalls`
-    /// (the full story, at the cost of every task of the host taking the slow syscall
-    /// path while attached); docs/performance.md. `doctor` says which this kernel supports.
-    #[arg(long, value_name = "TIER", value_enum, default_value_t = CaptureTier::Socket)]
-    capture: CaptureTier,
+    #[command(flatten)]
+    capture: CaptureArgs,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -270,11 +258,40 @@ impl WatchArgs {
         Ok(watch::WatchOptions {
             pids: PidList::flatten(&self.pids)?,
             port: self.port,
-            ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
             record,
+            ..self.capture.options(self.output.options())?
+        })
+    }
+}
+
+/// How the kernel side captures, shared by watch, record and the agent.
+#[derive(clap::Args, Clone)]
+struct CaptureArgs {
+    /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two), 4 to 1048576.
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(RINGBUF_KB))]
+    ringbuf_kb: u32,
+    /// How the syscall programs attach: `raw` (raw_syscalls, the default on x86-64: measured
+    /// cheaper) or `tracepoints` (one per syscall); see docs/performance.md.
+    #[arg(long, value_name = "MODE", value_enum)]
+    attach: Option<AttachMode>,
+    /// Which hooks capture the handshakes: `socket` (the default, measured cheapest:
+    /// socket and packet hooks only, nothing on the syscall path, so other processes pay
+    /// nothing; TCP clients only; fds, waits, fcntl, socket options and timers are not seen)
+    /// or `syscalls` (the full story, at the cost of every task of the host taking the slow
+    /// syscall path while attached); docs/performance.md. `doctor` says which this kernel
+    /// supports.
+    #[arg(long, value_name = "TIER", value_enum, default_value_t = CaptureTier::Socket)]
+    capture: CaptureTier,
+}
+
+impl CaptureArgs {
+    /// `base` with the ring size, the attachment and the tier asked for.
+    fn options(&self, base: watch::WatchOptions) -> Result<watch::WatchOptions> {
+        Ok(watch::WatchOptions {
+            ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
             attach: self.attach.unwrap_or_default().usable()?,
             capture: self.capture,
-            ..self.output.options()
+            ..base
         })
     }
 }
@@ -378,18 +395,8 @@ struct AgentArgs {
     /// The sliding window of /top, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     top_window: u64,
-    /// Kernel-to-userspace ring buffer size in KiB (rounded up to a power of two), 4 to 1048576.
-    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(RINGBUF_KB))]
-    ringbuf_kb: u32,
-    /// How the syscall programs attach: `raw` or `tracepoints` (as for watch).
-    #[arg(long, value_name = "MODE", value_enum)]
-    attach: Option<AttachMode>,
-    /// Which hooks capture the handshakes: `socket` (the agent's default: socket and packet
-    /// hooks only, nothing on the host's syscall path) or `syscalls` (the full story: fds,
-    /// waits and their timeouts, socket options, timers; every task of the host on the slow
-    /// syscall path while attached). docs/agent.md compares them.
-    #[arg(long, value_name = "TIER", value_enum, default_value_t = CaptureTier::Socket)]
-    capture: CaptureTier,
+    #[command(flatten)]
+    capture: CaptureArgs,
     /// The agent's scheduling niceness (-20..19; 0 leaves it as started): a little above
     /// the host's other work by default, so a busy machine does not starve the reader of
     /// the ring buffer (events lost). Needs CAP_SYS_NICE to go below the inherited value;
@@ -408,10 +415,7 @@ impl AgentArgs {
             watch: watch::WatchOptions {
                 pids: PidList::flatten(&self.pids)?,
                 port: self.port,
-                ringbuf_bytes: Some(self.ringbuf_kb.saturating_mul(1024)),
-                attach: self.attach.unwrap_or_default().usable()?,
-                capture: self.capture,
-                ..Default::default()
+                ..self.capture.options(watch::WatchOptions::default())?
             },
             nice: self.nice,
             listen: self.listen,
