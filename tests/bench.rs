@@ -584,6 +584,7 @@ fn main() -> Result<()> {
         }
         stats_rounds.insert(m.key.into(), Value::Object(per_workload));
     }
+    let empty = empty_programs(&cfg, &db)?;
     sysctl("kernel.bpf_stats_enabled", "0");
 
     let results = json!({
@@ -601,7 +602,7 @@ fn main() -> Result<()> {
         "modes": MODES.iter().map(|m| json!({ "key": m.key, "name": m.name })).collect::<Vec<_>>(),
         "workloads": workloads,
         "unrelated_syscalls": unrelated_results,
-        "kernel": { "statistics_rounds": stats_rounds },
+        "kernel": { "statistics_rounds": stats_rounds, "empty_programs": empty },
         "tracer": tracer,
     });
     let json_path = docs.join("performance.json");
@@ -718,6 +719,56 @@ fn statistics(round: &Round, cost: &Cost) -> Value {
         "program_runs_per_op": per_op(cost.programs.iter().map(|p| p.2).sum::<u64>()),
         "programs": progs,
     })
+}
+
+/// Section 4's floor: programs that do nothing (`handshake-trace-ebpf/src/calibrate.rs`)
+/// on the socket tier's hooks, attached by this process alone (`cgroup_skb` where the
+/// tool attaches its own), one round per workload with statistics on. What any program
+/// on these hooks costs per run, however little it does.
+fn empty_programs(cfg: &Config, db: &MariaDb) -> Result<Value> {
+    use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, TracePoint};
+    if !handshake_trace::capture::probes::has_kernel_programs() {
+        bail!("the bench was built without the eBPF object: run it with `cargo xtask bench`");
+    }
+    let mut ebpf = aya::Ebpf::load(handshake_trace::capture::probes::EBPF_OBJECT).context("load the embedded object")?;
+    let btf = aya::Btf::from_sys_fs().context("read /sys/kernel/btf/vmlinux")?;
+    for (name, hook) in [("noop_sock_recv", "sock_recv_length"), ("noop_sock_send", "sock_send_length"), ("noop_btf_state", "inet_sock_set_state")] {
+        let p: &mut BtfTracePoint = ebpf.program_mut(name).context(name)?.try_into()?;
+        p.load(hook, &btf).with_context(|| format!("load {name}"))?;
+        p.attach().with_context(|| format!("attach {name} to tp_btf/{hook}"))?;
+    }
+    let p: &mut TracePoint = ebpf.program_mut("noop_set_state").context("noop_set_state")?.try_into()?;
+    p.load()?;
+    p.attach("sock", "inet_sock_set_state")?;
+    let cgroup_dir = empty_programs_cgroup(db)?;
+    let cgroup = std::fs::File::open(&cgroup_dir).with_context(|| format!("open {}", cgroup_dir.display()))?;
+    for (name, kind) in [("noop_skb_in", CgroupSkbAttachType::Ingress), ("noop_skb_out", CgroupSkbAttachType::Egress)] {
+        let p: &mut CgroupSkb = ebpf.program_mut(name).context(name)?.try_into()?;
+        p.load()?;
+        p.attach(&cgroup, kind, CgroupAttachMode::Single).with_context(|| format!("attach {name} to {}", cgroup_dir.display()))?;
+    }
+    let mut per_workload = serde_json::Map::new();
+    for w in WORKLOADS {
+        // Statistics are cumulative: this round's are the difference.
+        let before = bpf_prog_stats(std::process::id()).0;
+        let round = measure(w, db, None, cfg.round)?;
+        let after = bpf_prog_stats(std::process::id()).0;
+        let programs = after
+            .iter()
+            .map(|(name, t, runs)| {
+                let (t0, r0) = before.iter().find(|b| &b.0 == name).map_or((0, 0), |b| (b.1, b.2));
+                (name.clone(), t - t0, runs - r0)
+            })
+            .collect();
+        eprintln!("bench: empty programs round {} {:>8.0}/s", w.key, round.per_s);
+        per_workload.insert(w.key.into(), statistics(&round, &Cost { programs, ..Cost::default() }));
+    }
+    Ok(json!({ "cgroup": cgroup_dir.display().to_string(), "workloads": per_workload }))
+}
+
+/// Where the empty `cgroup_skb` programs go: where the tool attaches its own.
+fn empty_programs_cgroup(_db: &MariaDb) -> Result<PathBuf> {
+    handshake_trace::capture::probes::cgroup2_root()
 }
 
 /// Several tracer builds against untraced rounds, interleaved, printed to stderr (docs
@@ -1011,6 +1062,7 @@ fn report(r: &Value) -> String {
         }
         o += "\n";
     }
+    o += &empty_programs_text(r);
     o += &format!(
         "## {}. The tracer (`watch -j`, handshake rounds)\n\n\
          CPU {:.2} s over the traced rounds ({:.1} % of one core); peak RSS {rss_mb:.1} MB (all modes); events: {} emitted,\n\
@@ -1025,6 +1077,67 @@ fn report(r: &Value) -> String {
     o += &socket_tier_notes(r);
     o += "## What stands in the way (the syscall tier)\n\n";
     o += &stands_in_the_way(r);
+    o
+}
+
+/// The empty programs' hooks: (program, hook, used by the socket tier).
+const EMPTY_PROGRAMS: [(&str, &str, bool); 6] = [
+    ("noop_sock_recv", "tp_btf/sock_recv_length", true),
+    ("noop_sock_send", "tp_btf/sock_send_length", true),
+    ("noop_skb_in", "cgroup_skb/ingress", true),
+    ("noop_skb_out", "cgroup_skb/egress", true),
+    ("noop_set_state", "tracepoint/sock/inet_sock_set_state", true),
+    ("noop_btf_state", "tp_btf/inet_sock_set_state", false),
+];
+
+/// Section 4's floor: what programs that do nothing cost on the socket tier's hooks.
+fn empty_programs_text(r: &Value) -> String {
+    let e = &r["kernel"]["empty_programs"];
+    if e.is_null() {
+        return String::new();
+    }
+    let (hs, est) = (&r["workloads"]["connect"], &r["workloads"]["select1"]);
+    let prog = |w: &str, name: &str| -> Value {
+        e["workloads"][w]["programs"].as_array().into_iter().flatten().find(|p| p["program"] == name).cloned().unwrap_or(Value::Null)
+    };
+    let ops = |w: &str| f(&e["workloads"][w]["ops"]).max(1.0);
+    let mut o = format!(
+        "**The floor.** Programs that do nothing (`handshake-trace-ebpf/src/calibrate.rs`), attached by the bench alone on the\n\
+         socket tier's hooks (`cgroup_skb` on {}), one round per workload, statistics on. Their time per run is what\n\
+         any program on that hook costs here, as `bpf_stats` counts it (its two clock reads included):\n\n\
+         | hook | ns per run, handshakes | ns per run, `SELECT 1` | runs per handshake | runs per query |\n|---|---|---|---|---|\n",
+        e["cgroup"].as_str().unwrap_or("?")
+    );
+    let (mut floor_hs, mut floor_q) = (0.0, 0.0);
+    for (name, hook, used) in EMPTY_PROGRAMS {
+        let (a, b) = (prog("connect", name), prog("select1", name));
+        // A program that never ran is not in the round's list: 0 runs, no time per run.
+        let runs = |p: &Value, w: &str| p["runs"].as_f64().unwrap_or(0.0) / ops(w);
+        let time = |p: &Value, w: &str| if runs(p, w) > 0.0 { f(&p["ns_per_run"]) * runs(p, w) / 1e3 } else { 0.0 };
+        let ns = |p: &Value, w: &str| if runs(p, w) > 0.0 { num(f(&p["ns_per_run"]), 0) } else { "–".to_string() };
+        o += &format!(
+            "| `{hook}`{} | {} | {} | {} | {} |\n",
+            if used { "" } else { " (not used by the tier)" },
+            ns(&a, "connect"),
+            ns(&b, "select1"),
+            num(runs(&a, "connect"), 1),
+            num(runs(&b, "select1"), 1)
+        );
+        if used {
+            floor_hs += time(&a, "connect");
+            floor_q += time(&b, "select1");
+        }
+    }
+    let (u_hs, u_q) = (median_of(&hs["cpu_us_per_op"]["untraced"]), median_of(&est["cpu_us_per_op"]["untraced"]));
+    o += &format!(
+        "\nOn the hooks the socket tier uses, empty programs alone take {} µs per handshake ({} % of an untraced\n\
+         handshake's CPU) and {} µs per query ({} % of an untraced query's): the part of the socket tier's program time\n\
+         that no filter inside a program can remove.\n\n",
+        num(floor_hs, 2),
+        num(100.0 * floor_hs / u_hs, 2),
+        num(floor_q, 3),
+        num(100.0 * floor_q / u_q, 2)
+    );
     o
 }
 
@@ -1439,6 +1552,19 @@ mod tests {
                         "select1": stats_round(99999.0, 0.041, 9.5, json!([program("cgroup_skb_ingress", 12345, 21.0)])),
                     },
                 },
+                "empty_programs": {
+                    "cgroup": "/synthetic/cgroup",
+                    "workloads": {
+                        "connect": stats_round(1.0, 0.0, 0.0, json!([
+                            program("noop_sock_recv", 2000, 10.0), program("noop_sock_send", 1000, 12.0), program("noop_skb_in", 3000, 4.0),
+                            program("noop_skb_out", 3000, 6.0), program("noop_set_state", 9000, 30.0), program("noop_btf_state", 9000, 8.0),
+                        ])),
+                        "select1": stats_round(1.0, 0.0, 0.0, json!([
+                            program("noop_sock_recv", 3000, 10.0), program("noop_sock_send", 2000, 11.0), program("noop_skb_in", 2000, 5.0),
+                            program("noop_skb_out", 2000, 5.0),
+                        ])),
+                    },
+                },
             },
             "tracer": {
                 "cpu_seconds": 3.25,
@@ -1510,6 +1636,12 @@ mod tests {
             "3.2 runs per op at 55 ns",                 // sock_recv_length, 3210 runs / 1000 ops
             "12.3 runs per op at 21 ns",                // cgroup_skb_ingress on queries
             "9.5 program runs per query",
+            // The floor: empty programs, per 1000 ops. Handshakes: 2×10 + 1×12 + 3×4 + 3×6 + 9×30 = 332 ns;
+            // queries: 3×10 + 2×11 + 2×5 + 2×5 = 72 ns (the tp_btf set_state, unused, left out).
+            "| `tp_btf/sock_send_length` | 12 | 11 | 1.0 | 2.0 |",
+            "| `tp_btf/inet_sock_set_state` (not used by the tier) | 8 | – | 9.0 | 0.0 |",
+            "`cgroup_skb` on /synthetic/cgroup",
+            "empty programs alone take 0.33 µs per handshake (0.54 % of an untraced\nhandshake's CPU) and 0.072 µs per query (0.73 %",
             "+3.3 % (spread +0.3 to +6.3 %)",           // the agent (k = 3)
         ] {
             assert!(text.contains(this_run), "missing {this_run:?}:\n{text}");

@@ -123,10 +123,12 @@ fn real_main() -> Result<()> {
         }
         Cmd::Bench => {
             let toolchain = timed("setup", setup::setup)?;
-            build::build_all(&toolchain)?;
+            let obj = build::build_all(&toolchain)?;
             timed("benchmark", || {
+                // The object embedded in the bench too: it attaches the empty programs itself.
                 run(cargo()
                     .args(["run", "--locked", "--release", "-p", "handshake-trace-tests", "--bin", "handshake-trace-bench"])
+                    .env("HANDSHAKE_TRACE_EBPF_OBJ", &obj)
                     .env("HANDSHAKE_TRACE_BIN", root().join("target/release/handshake-trace")))
             })
         }
