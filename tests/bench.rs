@@ -620,7 +620,10 @@ fn unrelated(cfg: &Config, db: &MariaDb) -> Result<(Value, usize)> {
     let mut others = 0;
     let mut unrelated: Vec<(&Mode, Vec<f64>, Vec<f64>)> = attachment_modes().map(|m| (m, Vec::new(), Vec::new())).collect();
     for r in 0..cfg.rounds {
-        for (m, ns, sock_ns) in unrelated.iter_mut() {
+        // The modes' order reversed every other round, as in sections 1 and 2.
+        let order: Vec<usize> = if r % 2 == 0 { (0..unrelated.len()).collect() } else { (0..unrelated.len()).rev().collect() };
+        for i in order {
+            let (m, ns, sock_ns) = &mut unrelated[i];
             let observer = Running::start(m, &cfg.bin, db, cfg.out_dir.join("unrelated.out"))?;
             let x = unrelated_syscall_ns(cfg.unrelated_iterations);
             let y = unrelated_socket_ns(cfg.unrelated_iterations / 4)?;
