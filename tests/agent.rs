@@ -292,3 +292,37 @@ fn sigterm_stops_the_agent_cleanly_and_sighup_reopens_its_log() {
     assert!(eventually(Duration::from_secs(5), || loaded_program_ids().is_disjoint(&ours)));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The agent's gauge of the server's Unix-socket listeners, once it is ready.
+fn unseen_unix_listeners(bin: &Path, db: &MariaDb, extra: &[&str]) -> (f64, String) {
+    let listen = free_addr();
+    let mut args = vec!["agent", "-p"];
+    let pid = db.pid().to_string();
+    let listen_s = listen.to_string();
+    args.extend([pid.as_str(), "--listen", listen_s.as_str()]);
+    args.extend(extra);
+    let agent = Tracer::start(&bin.to_path_buf(), &args);
+    assert!(eventually(Duration::from_secs(10), || http_get(listen, "/readyz").is_some_and(|(s, _)| s == 200)), "/readyz never said ready");
+    let (_, body) = http_get(listen, "/metrics").expect("GET /metrics");
+    let out = agent.stop_with(libc::SIGTERM);
+    let value = body
+        .lines()
+        .find_map(|l| l.strip_prefix("handshake_trace_unseen_unix_listeners "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no handshake_trace_unseen_unix_listeners:\n{body}"));
+    (value, out.stderr_text())
+}
+
+#[test]
+fn the_agent_counts_the_unix_listeners_its_capture_tier_cannot_see() {
+    let test = "the_agent_counts_the_unix_listeners_its_capture_tier_cannot_see";
+    let Some(bin) = ready(test) else { return };
+    // The harness's server listens on TCP and on its own Unix socket.
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let (socket_tier, stderr) = unseen_unix_listeners(&bin, &db, &[]);
+    assert_eq!(socket_tier, 1.0, "the socket tier (the default) does not see Unix-socket clients");
+    assert!(stderr.contains("also listens on") && stderr.contains("Unix-socket clients"), "{stderr}");
+    let (syscall_tier, stderr) = unseen_unix_listeners(&bin, &db, &["--capture", "syscalls"]);
+    assert_eq!(syscall_tier, 0.0, "the syscall tier sees them");
+    assert!(!stderr.contains("also listens on"), "{stderr}");
+}

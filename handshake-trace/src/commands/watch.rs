@@ -1,7 +1,12 @@
 //! The live loop of `watch`, `record` and `agent`: attach, follow the target
 //! processes, and feed the kernel's events through the [`Pipeline`] and its sinks as
 //! they arrive. `watch` gives it the printer; `agent` its exporters and an [`Observer`].
-use std::{future::Future, io::Write, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    io::Write,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use tokio::io::{unix::AsyncFd, Interest};
@@ -13,7 +18,7 @@ pub use crate::{
 };
 use crate::{
     capture::{
-        probes::{LoadOptions, Probes},
+        probes::{CaptureTier, LoadOptions, Probes},
         tracked::{accept_addrs, Targets},
     },
     events::{decode, AcceptAddrs, Counters, Event},
@@ -58,6 +63,8 @@ struct Tracer<'o> {
     lost_seen: u64,
     /// The last batch stopped at its bound.
     last_cut: bool,
+    /// The targets' Unix-socket listeners whose clients this tier cannot see.
+    unseen_unix: BTreeMap<u32, BTreeSet<String>>,
 }
 
 impl Tracer<'_> {
@@ -144,6 +151,10 @@ impl Tracer<'_> {
         for (pid, name) in &changes.adopted {
             notice::say(log, &self.opts.notices, Level::Notice, &notice::adopted(*pid, name))?;
         }
+        if !changes.adopted.is_empty() || !changes.gone.is_empty() {
+            self.unseen_unix = unseen_unix_listeners(&self.targets, self.opts, self.probes.capture);
+            warn_unix_listeners(&self.targets, &self.unseen_unix, changes.adopted.iter().map(|a| a.0), self.opts, log)?;
+        }
         // Without sched_process_exit the refresh is how exits are noticed.
         for pid in changes.gone {
             notice::say(log, &self.opts.notices, Level::Notice, &notice::exited(pid))?;
@@ -180,6 +191,8 @@ pub struct Health {
     pub programs: usize,
     /// Server processes traced.
     pub targets: usize,
+    /// The targets' Unix-socket listeners whose clients the capture tier cannot see.
+    pub unseen_unix_listeners: usize,
     pub tables: Tables,
 }
 
@@ -206,6 +219,7 @@ impl Tracer<'_> {
             undecodable: self.undecodable,
             programs: self.probes.attached,
             targets: self.targets.live.len(),
+            unseen_unix_listeners: self.unseen_unix.values().map(BTreeSet::len).sum(),
             tables: pipeline.tables(),
         })
     }
@@ -238,14 +252,31 @@ fn attach(opts: &WatchOptions, targets: &Targets, log: &mut dyn Write) -> Result
     Ok((probes, ring, load.ringbuf_bytes))
 }
 
-/// The socket tier follows TCP only: say which targets also listen on a Unix socket,
-/// whose clients it will not show.
-fn warn_unix_listeners(targets: &Targets, opts: &WatchOptions, log: &mut dyn Write) -> Result<()> {
-    for s in targets.live.values() {
-        let paths: std::collections::BTreeSet<String> = crate::capture::targets::unix_listeners(s.pid).into_values().collect();
-        if paths.is_empty() {
-            continue;
-        }
+/// The Unix-socket listening paths of each target whose clients this tracer cannot
+/// see: all of them on the socket tier (TCP only), none on the syscall tier or with
+/// `--port` (which follows one TCP port by choice).
+fn unseen_unix_listeners(targets: &Targets, opts: &WatchOptions, tier: CaptureTier) -> BTreeMap<u32, BTreeSet<String>> {
+    if tier != CaptureTier::Socket || opts.port.is_some() {
+        return BTreeMap::new();
+    }
+    targets
+        .live
+        .values()
+        .map(|s| (s.pid, crate::capture::targets::unix_listeners(s.pid).into_values().collect::<BTreeSet<String>>()))
+        .filter(|(_, paths)| !paths.is_empty())
+        .collect()
+}
+
+/// Warn of the Unix-socket listeners of `pids` (new targets) that this tracer cannot see.
+fn warn_unix_listeners(
+    targets: &Targets,
+    unseen: &BTreeMap<u32, BTreeSet<String>>,
+    pids: impl Iterator<Item = u32>,
+    opts: &WatchOptions,
+    log: &mut dyn Write,
+) -> Result<()> {
+    for pid in pids {
+        let (Some(s), Some(paths)) = (targets.live.get(&pid), unseen.get(&pid)) else { continue };
         let paths: Vec<String> = paths.iter().map(|p| Escaped(p).to_string()).collect();
         let text = format!(
             "{} (pid {}) also listens on {}: the socket capture tier follows TCP only and will not show its \
@@ -296,12 +327,15 @@ pub async fn live<'s>(
         );
         notice::say(log, &opts.notices, Level::Warning, &text)?;
     }
-    let mut tracer = Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0, lost_seen: 0, last_cut: false };
+    let unseen_unix = unseen_unix_listeners(&targets, opts, probes.capture);
+    let mut tracer =
+        Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0, lost_seen: 0, last_cut: false, unseen_unix };
     let mut pipeline = sinks(&clock).into_iter().fold(Pipeline::new(opts.pipeline()).in_batches(), Pipeline::with_boxed_sink);
     let on_port = opts.port.map(|p| format!(" on port {p}")).unwrap_or_default();
     if let Some(notice) = crate::output::text::capture_notice(tracer.probes.capture) {
         writeln!(log, "{}", opts.notices.fold(notice, 4))?;
-        warn_unix_listeners(&tracer.targets, opts, log)?;
+        let pids: Vec<u32> = tracer.unseen_unix.keys().copied().collect();
+        warn_unix_listeners(&tracer.targets, &tracer.unseen_unix, pids.into_iter(), opts, log)?;
     }
     writeln!(log, "Tracing MySQL handshakes of {names}{on_port}... Hit Ctrl-C to end.")?;
     observer.attached(&tracer.health(&pipeline)?)?;

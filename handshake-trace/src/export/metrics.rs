@@ -118,6 +118,7 @@ pub struct Metrics {
     pub undecodable: Counter,
     pub programs: Gauge,
     pub targets: Gauge,
+    pub unseen_unix_listeners: Gauge,
     pub table_entries: Family<TableLabel, Gauge>,
     pub table_capacity: Family<TableLabel, Gauge>,
     pub table_evictions: Family<TableLabel, Counter>,
@@ -147,6 +148,7 @@ impl Metrics {
             undecodable: Counter::default(),
             programs: Gauge::default(),
             targets: Gauge::default(),
+            unseen_unix_listeners: Gauge::default(),
             table_entries: Family::default(),
             table_capacity: Family::default(),
             table_evictions: Family::default(),
@@ -168,6 +170,11 @@ impl Metrics {
         r.register("events_undecodable", "Records that did not decode", m.undecodable.clone());
         r.register("programs_attached", "Kernel programs attached", m.programs.clone());
         r.register("targets", "Server processes traced", m.targets.clone());
+        r.register(
+            "unseen_unix_listeners",
+            "Unix-socket listeners of the traced servers whose clients this capture tier cannot see (the socket tier follows TCP only; --capture syscalls sees them)",
+            m.unseen_unix_listeners.clone(),
+        );
         r.register("table_entries", "Entries in each bounded table", m.table_entries.clone());
         r.register("table_capacity", "The bound of each table", m.table_capacity.clone());
         r.register("table_evictions", "Entries pushed out of each table by its bound", m.table_evictions.clone());
@@ -231,6 +238,7 @@ impl HealthExport {
         mirror(&m.undecodable, &mut last.undecodable, h.undecodable);
         m.programs.set(h.programs as i64);
         m.targets.set(h.targets as i64);
+        m.unseen_unix_listeners.set(h.unseen_unix_listeners as i64);
         let table = |t: Table, fill: &TableFill, last: &mut TableFill| {
             m.table(t, fill.entries, fill.capacity, fill.evictions.saturating_sub(last.evictions));
             *last = *fill;

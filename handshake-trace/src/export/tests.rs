@@ -103,7 +103,7 @@ fn server_label_values_are_bounded() {
 fn health_counters_mirror_the_kernels_absolute_counts() {
     let (m, registry) = Metrics::new();
     let mut health = HealthExport::default();
-    let mut h = Health { programs: 20, targets: 1, ..Default::default() };
+    let mut h = Health { programs: 20, targets: 1, unseen_unix_listeners: 2, ..Default::default() };
     h.counters = Counters { emitted: 100, lost_ringbuf: 2, lost_mapfull: 0, ..Default::default() };
     h.tables.correlator = crate::pipeline::TableFill { entries: 3, capacity: 4096, evictions: 1 };
     health.update(&m, &h, None);
@@ -116,6 +116,7 @@ fn health_counters_mirror_the_kernels_absolute_counts() {
     assert_eq!(sample(&text, "handshake_trace_events_lost_total{reason=\"map_full\"}"), Some(0.0), "{text}");
     assert_eq!(sample(&text, "handshake_trace_programs_attached"), Some(20.0), "{text}");
     assert_eq!(sample(&text, "handshake_trace_targets"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "handshake_trace_unseen_unix_listeners"), Some(2.0), "{text}");
     assert_eq!(sample(&text, "handshake_trace_table_entries{table=\"correlator\"}"), Some(3.0), "{text}");
     assert_eq!(sample(&text, "handshake_trace_table_capacity{table=\"correlator\"}"), Some(4096.0), "{text}");
     assert_eq!(sample(&text, "handshake_trace_table_evictions_total{table=\"correlator\"}"), Some(5.0), "{text}");
