@@ -1,11 +1,13 @@
-//! The tool on the kernel most production MySQL hosts run: Debian 12's own 6.1 kernel
-//! (the newest `linux-image-6.1.0-*-cloud-amd64-unsigned`), which lacks the
-//! `sock_recv_length`/`sock_send_length` tracepoints (Linux 6.3), booted under qemu
-//! (TCG: nested KVM hangs here) with an initramfs holding busybox, the release binary,
-//! the `mariadb` CLI and their libraries (`kernel_matrix/init` runs the plan and prints
-//! markers on the serial console). There `doctor` must say the tp_btf hooks are
-//! missing and that the socket tier uses fexit, and each lab scenario must get its
-//! expected verdict in both capture tiers. On this host (which refuses fexit), with
+//! The tool on the kernels most production MySQL hosts run, which lack the
+//! `sock_recv_length`/`sock_send_length` tracepoints (Linux 6.3): Debian 12's own 6.1
+//! (the newest `linux-image-6.1.0-*-cloud-amd64-unsigned`) and Ubuntu 22.04's 5.15
+//! (its release kernel, pinned by SHA-256, booted with `lockdown=integrity` as under
+//! Secure Boot). Each boots under qemu (TCG: nested KVM hangs here) with one initramfs
+//! holding busybox, the release binary, the `mariadb` CLI and their libraries
+//! (`kernel_matrix/init` runs the plan and prints markers on the serial console; both
+//! kernels have what it needs built in, no modules). There `doctor` must say the tp_btf
+//! hooks are missing and that the socket tier uses fexit, and each lab scenario must get
+//! its expected verdict in both capture tiers. On this host (which refuses fexit), with
 //! the tp_btf hooks ignored, `--capture socket` must fall back to the syscall tier, say
 //! so in one line, and still judge right.
 use std::{
@@ -54,8 +56,9 @@ fn newest_kernel_package() -> String {
         .to_string()
 }
 
-/// The kernel image: downloaded (`apt-get download`) and unpacked once per version.
-fn kernel() -> PathBuf {
+/// Debian 12's kernel: the newest 6.1 cloud image, downloaded with `apt-get download`
+/// and unpacked once per version.
+fn debian_6_1() -> PathBuf {
     let package = newest_kernel_package();
     let dir = matrix_dir();
     let root = dir.join(&package);
@@ -68,12 +71,47 @@ fn kernel() -> PathBuf {
             .map(|e| e.path())
             .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{package}_")))
             .expect("the downloaded .deb");
-        let partial = dir.join(format!("{package}.partial"));
-        let _ = std::fs::remove_dir_all(&partial);
-        output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial));
-        std::fs::rename(&partial, &root).unwrap();
-        std::fs::remove_file(deb).unwrap();
+        unpack(&deb, &root);
     }
+    vmlinuz(&root)
+}
+
+/// Ubuntu 22.04's release kernel (5.15.0-25, kept in the archive's pool for good):
+/// pinned by URL and SHA-256, downloaded with curl and unpacked once. Its image has the
+/// 8250 serial console and gzip initramfs support built in: no modules needed.
+const UBUNTU_5_15: &str = "linux-image-unsigned-5.15.0-25-generic_5.15.0-25.25_amd64.deb";
+const UBUNTU_5_15_SHA256: &str = "ac69df20790c48217eb1386ef81fd10d3f20a4ede4dab81cc107c65d29549fa0";
+
+fn ubuntu_5_15() -> PathBuf {
+    let dir = matrix_dir();
+    let root = dir.join(UBUNTU_5_15.trim_end_matches(".deb"));
+    if !root.join("boot").is_dir() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let deb = dir.join(UBUNTU_5_15);
+        let url = format!("https://archive.ubuntu.com/ubuntu/pool/main/l/linux/{UBUNTU_5_15}");
+        output(Command::new("curl").args(["-fsSL", "--retry", "3", "-o"]).arg(&deb).arg(&url));
+        let sum = output(Command::new("sha256sum").arg(&deb));
+        if sum.split_whitespace().next() != Some(UBUNTU_5_15_SHA256) {
+            std::fs::remove_file(&deb).unwrap();
+            panic!("{url}: SHA-256 {sum} is not the pinned {UBUNTU_5_15_SHA256}");
+        }
+        unpack(&deb, &root);
+    }
+    vmlinuz(&root)
+}
+
+/// Unpack a kernel .deb into `root` (via a partial folder, so a half-unpacked one is
+/// never taken for a done one), then delete the .deb.
+fn unpack(deb: &Path, root: &Path) {
+    let partial = PathBuf::from(format!("{}.partial", root.display()));
+    let _ = std::fs::remove_dir_all(&partial);
+    output(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&partial));
+    std::fs::rename(&partial, root).unwrap();
+    std::fs::remove_file(deb).unwrap();
+}
+
+/// The kernel image of an unpacked package.
+fn vmlinuz(root: &Path) -> PathBuf {
     std::fs::read_dir(root.join("boot"))
         .unwrap()
         .filter_map(Result::ok)
@@ -160,7 +198,7 @@ fn boot(kernel: &Path, initrd: &Path, append: &str) -> String {
         thread::sleep(Duration::from_millis(500));
     }
     let text = reader.join().unwrap();
-    eprintln!("kernel-matrix VM ({append:?}) ran {:.0} s", start.elapsed().as_secs_f64());
+    eprintln!("kernel-matrix VM ({}, {append:?}) ran {:.0} s", kernel.display(), start.elapsed().as_secs_f64());
     text
 }
 
@@ -225,19 +263,37 @@ fn expected(scenario: &str) -> Vec<String> {
 #[test]
 fn debian_6_1_socket_tier_uses_fexit_and_both_tiers_judge_every_lab_scenario_alike() {
     let Some(bin) = ready("debian_6_1_socket_tier_uses_fexit_and_both_tiers_judge_every_lab_scenario_alike") else { return };
-    let kernel = kernel();
+    fexit_matrix(&bin, &debian_6_1(), "6.1.", "none");
+}
+
+/// Ubuntu 22.04's release kernel (5.15: an older verifier, no
+/// bpf_get_current_pid_tgid in cgroup_skb), booted with `lockdown=integrity` as Ubuntu
+/// does under UEFI Secure Boot: the socket tier's programs verify and attach there as on
+/// 6.1, and lockdown's integrity mode does not refuse fexit.
+#[test]
+fn ubuntu_5_15_socket_tier_uses_fexit_and_both_tiers_judge_every_lab_scenario_alike() {
+    let Some(bin) = ready("ubuntu_5_15_socket_tier_uses_fexit_and_both_tiers_judge_every_lab_scenario_alike") else { return };
+    fexit_matrix(&bin, &ubuntu_5_15(), "5.15.", "integrity");
+}
+
+/// Boot `kernel` (its release starting with `release`) in `lockdown` mode with the lab plan:
+/// `doctor` must say the tp_btf hooks are missing and the socket tier uses fexit, and
+/// each scenario must get its expected verdicts in both tiers, the socket tier without
+/// falling back.
+fn fexit_matrix(bin: &Path, kernel: &Path, release: &str, lockdown: &str) {
     let mut lines = vec!["doctor".to_string()];
     lines.extend(SCENARIOS.iter().flat_map(|s| TIERS.map(|t| format!("lab {t} {s}"))));
-    let serial = Serial::parse(boot(&kernel, &initramfs(&bin, "fexit", &plan(&lines)), ""));
+    let append = if lockdown == "none" { String::new() } else { format!("lockdown={lockdown}") };
+    let serial = Serial::parse(boot(kernel, &initramfs(bin, "fexit", &plan(&lines)), &append));
     let boot_line = serial.out.get("boot").map(|l| l.join(" ")).unwrap_or_default();
-    assert!(boot_line.starts_with("6.1.") && boot_line.contains("[none]"), "not 6.1 without lockdown: {boot_line}\n{}", serial.text);
+    assert!(boot_line.starts_with(release) && boot_line.contains(&format!("[{lockdown}]")), "not {release}x in lockdown {lockdown}: {boot_line}\n{}", serial.text);
     // The functions the fexit programs attach to exist (not inlined) on this kernel.
     let syms = serial.out.get("kallsyms").cloned().unwrap_or_default();
     assert!(syms.contains(&"sock_recvmsg".into()) && syms.contains(&"sock_sendmsg".into()), "{syms:?}");
 
     let (doctor, _) = serial.succeeded("doctor");
     let doctor = doctor.join("\n");
-    eprintln!("doctor on 6.1:\n{doctor}");
+    eprintln!("doctor on {release}x:\n{doctor}");
     assert!(doctor.contains("tp_btf socket hooks: missing: sock_recv_length, sock_send_length"), "{doctor}");
     assert!(doctor.contains("socket capture tier (--capture socket): socket (fexit)"), "{doctor}");
     assert!(doctor.contains("fexit sock_recvmsg, fexit sock_sendmsg"), "{doctor}");
@@ -246,9 +302,9 @@ fn debian_6_1_socket_tier_uses_fexit_and_both_tiers_judge_every_lab_scenario_ali
     for scenario in SCENARIOS {
         let by_tier: Vec<Vec<String>> = TIERS.iter().map(|t| serial.verdicts(&format!("lab {t} {scenario}"))).collect();
         for (tier, verdicts) in TIERS.iter().zip(&by_tier) {
-            assert_eq!(verdicts, &expected(scenario), "{scenario} in the {tier} tier on 6.1");
+            assert_eq!(verdicts, &expected(scenario), "{scenario} in the {tier} tier on {release}x");
         }
-        assert_eq!(by_tier[0], by_tier[1], "{scenario}: the tiers disagree on 6.1");
+        assert_eq!(by_tier[0], by_tier[1], "{scenario}: the tiers disagree on {release}x");
         // The socket tier really ran (no fallback): its notice, not the fallback's.
         let (_, err) = serial.succeeded(&format!("lab socket {scenario}"));
         assert!(err.iter().any(|l| l.contains("socket capture tier: nothing on the syscall path")), "{err:#?}");
