@@ -9,7 +9,8 @@
 //! hooks are missing and that the socket tier uses fexit, and each lab scenario must get
 //! its expected verdict in both capture tiers. On this host (which refuses fexit), with
 //! the tp_btf hooks ignored, `--capture socket` must fall back to the syscall tier, say
-//! so in one line, and still judge right.
+//! so in one line, and still judge right. Under `lockdown=confidentiality` (5.15) the
+//! kernel withholds tracefs: `doctor` and the lab must fail saying so.
 use std::{
     collections::BTreeMap,
     io::Read,
@@ -274,6 +275,25 @@ fn debian_6_1_socket_tier_uses_fexit_and_both_tiers_judge_every_lab_scenario_ali
 fn ubuntu_5_15_socket_tier_uses_fexit_and_both_tiers_judge_every_lab_scenario_alike() {
     let Some(bin) = ready("ubuntu_5_15_socket_tier_uses_fexit_and_both_tiers_judge_every_lab_scenario_alike") else { return };
     fexit_matrix(&bin, &ubuntu_5_15(), "5.15.", "integrity");
+}
+
+/// Under `lockdown=confidentiality` the kernel withholds tracefs (its files are not
+/// created): neither tier can trace. `doctor` and a lab run must fail saying so, not
+/// with a mount error.
+#[test]
+fn ubuntu_5_15_under_confidentiality_lockdown_doctor_and_the_tools_say_tracefs_is_withheld() {
+    let Some(bin) = ready("ubuntu_5_15_under_confidentiality_lockdown_doctor_and_the_tools_say_tracefs_is_withheld") else { return };
+    let lines = ["doctor".to_string(), "lab syscalls normal".to_string()];
+    let serial = Serial::parse(boot(&ubuntu_5_15(), &initramfs(&bin, "confidentiality", &plan(&lines)), "lockdown=confidentiality"));
+    let boot_line = serial.out.get("boot").map(|l| l.join(" ")).unwrap_or_default();
+    assert!(boot_line.starts_with("5.15.") && boot_line.contains("[confidentiality]"), "{boot_line}\n{}", serial.text);
+    let withheld = "kernel lockdown \"confidentiality\" withholds tracefs";
+    let doctor = serial.out.get("doctor").cloned().unwrap_or_default().join("\n");
+    assert!(serial.rc.get("doctor").is_some_and(|rc| *rc != 0), "{doctor}");
+    assert!(doctor.contains(&format!("[FAIL] tracefs: not usable: {withheld}")), "{doctor}");
+    let lab = serial.err.get("lab syscalls normal").cloned().unwrap_or_default().join("\n");
+    assert!(serial.rc.get("lab syscalls normal").is_some_and(|rc| *rc != 0), "{lab}");
+    assert!(lab.contains(withheld) && !lab.contains("mount"), "{lab}");
 }
 
 /// Boot `kernel` (its release starting with `release`) in `lockdown` mode with the lab plan:

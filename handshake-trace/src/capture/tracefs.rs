@@ -59,10 +59,22 @@ pub fn mount() -> Result<PathBuf> {
 
 /// The tracefs mount point, mounting it when missing.
 pub fn find_or_mount() -> Result<PathBuf> {
-    match find() {
-        Some(p) => Ok(p),
-        None => mount().context("tracefs is not mounted and mounting it failed"),
+    if let Some(p) = find() {
+        return Ok(p);
     }
+    if let Some(why) = withheld(super::socket_io::lockdown().as_deref()) {
+        bail!("{why}");
+    }
+    mount().context("tracefs is not mounted and mounting it failed")
+}
+
+/// Why tracefs has no tracepoints whatever is mounted, from the kernel's lockdown mode:
+/// "confidentiality" withholds tracefs's files (checked on Ubuntu's 5.15), so neither
+/// capture tier can trace and mounting again only fails with EBUSY.
+pub fn withheld(lockdown: Option<&str>) -> Option<String> {
+    (lockdown == Some("confidentiality")).then(|| {
+        "kernel lockdown \"confidentiality\" withholds tracefs (no tracepoints for any capture tier); boot without lockdown=confidentiality".to_string()
+    })
 }
 
 /// One `field:` line of a format file.
@@ -127,6 +139,13 @@ pub fn offset_of(fields: &[Field], field: &str, size: u32) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_confidentiality_lockdown_withholds_tracefs() {
+        assert!(withheld(Some("confidentiality")).is_some_and(|w| w.contains("lockdown=confidentiality")));
+        assert_eq!(withheld(Some("integrity")), None);
+        assert_eq!(withheld(None), None);
+    }
 
     #[test]
     fn the_tracefs_mount_point_is_read_from_mountinfo() {
