@@ -63,7 +63,7 @@ pub fn find_or_mount() -> Result<PathBuf> {
         return Ok(p);
     }
     if let Some(why) = withheld(super::socket_io::lockdown().as_deref()) {
-        bail!("{why}");
+        bail!("{why}; {WITHHELD_FIX}");
     }
     mount().context("tracefs is not mounted and mounting it failed")
 }
@@ -71,11 +71,12 @@ pub fn find_or_mount() -> Result<PathBuf> {
 /// Why tracefs has no tracepoints whatever is mounted, from the kernel's lockdown mode:
 /// "confidentiality" withholds tracefs's files (checked on Ubuntu's 5.15), so neither
 /// capture tier can trace and mounting again only fails with EBUSY.
-pub fn withheld(lockdown: Option<&str>) -> Option<String> {
-    (lockdown == Some("confidentiality")).then(|| {
-        "kernel lockdown \"confidentiality\" withholds tracefs (no tracepoints for any capture tier); boot without lockdown=confidentiality".to_string()
-    })
+pub fn withheld(lockdown: Option<&str>) -> Option<&'static str> {
+    (lockdown == Some("confidentiality")).then_some("kernel lockdown \"confidentiality\" withholds tracefs (no tracepoints for any capture tier)")
 }
+
+/// The fix for a tracefs withheld by lockdown.
+pub const WITHHELD_FIX: &str = "boot without lockdown=confidentiality";
 
 /// One `field:` line of a format file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +143,7 @@ mod tests {
 
     #[test]
     fn only_confidentiality_lockdown_withholds_tracefs() {
-        assert!(withheld(Some("confidentiality")).is_some_and(|w| w.contains("lockdown=confidentiality")));
+        assert!(withheld(Some("confidentiality")).is_some_and(|w| w.contains("lockdown \"confidentiality\"")));
         assert_eq!(withheld(Some("integrity")), None);
         assert_eq!(withheld(None), None);
     }

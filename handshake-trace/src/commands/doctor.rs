@@ -113,7 +113,7 @@ fn check_tracefs(privileged: bool, out: &mut Vec<Check>) -> Option<std::path::Pa
         }
         None if privileged => match tracefs::withheld(socket_io::lockdown().as_deref()) {
             Some(why) => {
-                out.push(check(Status::Fail, "tracefs", format!("not usable: {why}"), Some("boot without lockdown=confidentiality")));
+                out.push(check(Status::Fail, "tracefs", format!("not usable: {why}"), Some(tracefs::WITHHELD_FIX)));
                 None
             }
             None => mount_tracefs(out),
