@@ -1,13 +1,16 @@
-//! The tool on the kernel most production MySQL hosts run: Debian 12's own 6.1 kernel
-//! (the newest `linux-image-6.1.0-*-cloud-amd64-unsigned`), which lacks the
-//! `sock_recv_length`/`sock_send_length` tracepoints (Linux 6.3), booted under qemu
-//! (TCG: nested KVM hangs here) with an initramfs holding busybox, the release binary,
-//! the `mariadb` CLI and their libraries (`kernel_matrix/init` runs the plan and prints
-//! markers on the serial console). There `doctor` must say the tp_btf hooks are
-//! missing and that the socket tier uses fexit, and each lab scenario must get its
-//! expected verdict in both capture tiers. On this host (which refuses fexit), with
+//! The tool on the kernels most production MySQL hosts run, which lack the
+//! `sock_recv_length`/`sock_send_length` tracepoints (Linux 6.3): Debian 12's own 6.1
+//! (the newest `linux-image-6.1.0-*-cloud-amd64-unsigned`) and Ubuntu 22.04's 5.15
+//! (its release kernel, pinned by SHA-256, booted with `lockdown=integrity` as under
+//! Secure Boot). Each boots under qemu (TCG: nested KVM hangs here) with one initramfs
+//! holding busybox, the release binary, the `mariadb` CLI and their libraries
+//! (`kernel_matrix/init` runs the plan and prints markers on the serial console; both
+//! kernels have what it needs built in, no modules). There `doctor` must say the tp_btf
+//! hooks are missing and that the socket tier uses fexit, and each lab scenario must get
+//! its expected verdict in both capture tiers. On this host (which refuses fexit), with
 //! the tp_btf hooks ignored, `--capture socket` must fall back to the syscall tier, say
-//! so in one line, and still judge right.
+//! so in one line, and still judge right. Under `lockdown=confidentiality` (5.15) the
+//! kernel withholds tracefs: `doctor` and the lab must fail saying so.
 use std::{
     collections::BTreeMap,
     io::Read,
@@ -20,8 +23,12 @@ use std::{
 use handshake_trace_tests::*;
 use serde_json::Value;
 
-/// The lab scenarios whose clients run in the VM (the lab's own client, the mariadb CLI).
-const SCENARIOS: [&str; 3] = ["connect-timeout", "normal", "wrong-password"];
+/// Lab scenarios on the built-in servers (their clients, the lab's own and the mariadb
+/// CLI, run in the VM): three on every kernel; all seven (the signal programs, a late
+/// greeting) on the oldest, 5.15, where a verifier or BTF difference is likeliest. Each
+/// scenario costs about ten seconds per tier under TCG.
+const SCENARIOS: &[&str] = &["connect-timeout", "normal", "wrong-password"];
+const ALL_SCENARIOS: &[&str] = &["connect-timeout", "timeout-alarm", "timeout-poll", "starved-client", "slow-dns", "normal", "wrong-password"];
 const TIERS: [&str; 2] = ["syscalls", "socket"];
 /// TCG is slow: a boot takes seconds, each scenario tens of seconds; generous.
 const VM_TIMEOUT: Duration = Duration::from_secs(900);
@@ -54,8 +61,9 @@ fn newest_kernel_package() -> String {
         .to_string()
 }
 
-/// The kernel image: downloaded (`apt-get download`) and unpacked once per version.
-fn kernel() -> PathBuf {
+/// Debian 12's kernel: the newest 6.1 cloud image, downloaded with `apt-get download`
+/// and unpacked once per version.
+fn debian_6_1() -> PathBuf {
     let package = newest_kernel_package();
     let dir = matrix_dir();
     let root = dir.join(&package);
@@ -68,12 +76,47 @@ fn kernel() -> PathBuf {
             .map(|e| e.path())
             .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{package}_")))
             .expect("the downloaded .deb");
-        let partial = dir.join(format!("{package}.partial"));
-        let _ = std::fs::remove_dir_all(&partial);
-        output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial));
-        std::fs::rename(&partial, &root).unwrap();
-        std::fs::remove_file(deb).unwrap();
+        unpack(&deb, &root);
     }
+    vmlinuz(&root)
+}
+
+/// Ubuntu 22.04's release kernel (5.15.0-25, kept in the archive's pool for good):
+/// pinned by URL and SHA-256, downloaded with curl and unpacked once. Its image has the
+/// 8250 serial console and gzip initramfs support built in: no modules needed.
+const UBUNTU_5_15: &str = "linux-image-unsigned-5.15.0-25-generic_5.15.0-25.25_amd64.deb";
+const UBUNTU_5_15_SHA256: &str = "ac69df20790c48217eb1386ef81fd10d3f20a4ede4dab81cc107c65d29549fa0";
+
+fn ubuntu_5_15() -> PathBuf {
+    let dir = matrix_dir();
+    let root = dir.join(UBUNTU_5_15.trim_end_matches(".deb"));
+    if !root.join("boot").is_dir() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let deb = dir.join(UBUNTU_5_15);
+        let url = format!("https://archive.ubuntu.com/ubuntu/pool/main/l/linux/{UBUNTU_5_15}");
+        output(Command::new("curl").args(["-fsSL", "--retry", "3", "-o"]).arg(&deb).arg(&url));
+        let sum = output(Command::new("sha256sum").arg(&deb));
+        if sum.split_whitespace().next() != Some(UBUNTU_5_15_SHA256) {
+            std::fs::remove_file(&deb).unwrap();
+            panic!("{url}: SHA-256 {sum} is not the pinned {UBUNTU_5_15_SHA256}");
+        }
+        unpack(&deb, &root);
+    }
+    vmlinuz(&root)
+}
+
+/// Unpack a kernel .deb into `root` (via a partial folder, so a half-unpacked one is
+/// never taken for a done one), then delete the .deb.
+fn unpack(deb: &Path, root: &Path) {
+    let partial = PathBuf::from(format!("{}.partial", root.display()));
+    let _ = std::fs::remove_dir_all(&partial);
+    output(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&partial));
+    std::fs::rename(&partial, root).unwrap();
+    std::fs::remove_file(deb).unwrap();
+}
+
+/// The kernel image of an unpacked package.
+fn vmlinuz(root: &Path) -> PathBuf {
     std::fs::read_dir(root.join("boot"))
         .unwrap()
         .filter_map(Result::ok)
@@ -160,7 +203,7 @@ fn boot(kernel: &Path, initrd: &Path, append: &str) -> String {
         thread::sleep(Duration::from_millis(500));
     }
     let text = reader.join().unwrap();
-    eprintln!("kernel-matrix VM ({append:?}) ran {:.0} s", start.elapsed().as_secs_f64());
+    eprintln!("kernel-matrix VM ({}, {append:?}) ran {:.0} s", kernel.display(), start.elapsed().as_secs_f64());
     text
 }
 
@@ -218,6 +261,7 @@ fn plan(lines: &[String]) -> String {
 
 fn expected(scenario: &str) -> Vec<String> {
     let mut v: Vec<String> = lab_verdicts(scenario).iter().map(|s| s.to_string()).collect();
+    assert!(!v.is_empty(), "no expected verdicts for {scenario} (lab_verdicts)");
     v.sort();
     v
 }
@@ -225,30 +269,67 @@ fn expected(scenario: &str) -> Vec<String> {
 #[test]
 fn debian_6_1_socket_tier_uses_fexit_and_both_tiers_judge_every_lab_scenario_alike() {
     let Some(bin) = ready("debian_6_1_socket_tier_uses_fexit_and_both_tiers_judge_every_lab_scenario_alike") else { return };
-    let kernel = kernel();
-    let mut lines = vec!["doctor".to_string()];
-    lines.extend(SCENARIOS.iter().flat_map(|s| TIERS.map(|t| format!("lab {t} {s}"))));
-    let serial = Serial::parse(boot(&kernel, &initramfs(&bin, "fexit", &plan(&lines)), ""));
+    fexit_matrix(&bin, &debian_6_1(), "6.1.", "none", SCENARIOS);
+}
+
+/// Ubuntu 22.04's release kernel (5.15: an older verifier, no
+/// bpf_get_current_pid_tgid in cgroup_skb), booted with `lockdown=integrity` as Ubuntu
+/// does under UEFI Secure Boot: the socket tier's programs verify and attach there as on
+/// 6.1, and lockdown's integrity mode does not refuse fexit.
+#[test]
+fn ubuntu_5_15_socket_tier_uses_fexit_and_both_tiers_judge_every_lab_scenario_alike() {
+    let Some(bin) = ready("ubuntu_5_15_socket_tier_uses_fexit_and_both_tiers_judge_every_lab_scenario_alike") else { return };
+    fexit_matrix(&bin, &ubuntu_5_15(), "5.15.", "integrity", ALL_SCENARIOS);
+}
+
+/// Under `lockdown=confidentiality` the kernel withholds tracefs (its files are not
+/// created): neither tier can trace. `doctor` and a lab run must fail saying so, not
+/// with a mount error.
+#[test]
+fn ubuntu_5_15_under_confidentiality_lockdown_doctor_and_the_tools_say_tracefs_is_withheld() {
+    let Some(bin) = ready("ubuntu_5_15_under_confidentiality_lockdown_doctor_and_the_tools_say_tracefs_is_withheld") else { return };
+    let lines = ["doctor".to_string(), "lab syscalls normal".to_string()];
+    let serial = Serial::parse(boot(&ubuntu_5_15(), &initramfs(&bin, "confidentiality", &plan(&lines)), "lockdown=confidentiality"));
     let boot_line = serial.out.get("boot").map(|l| l.join(" ")).unwrap_or_default();
-    assert!(boot_line.starts_with("6.1.") && boot_line.contains("[none]"), "not 6.1 without lockdown: {boot_line}\n{}", serial.text);
+    assert!(boot_line.starts_with("5.15.") && boot_line.contains("[confidentiality]"), "{boot_line}\n{}", serial.text);
+    let withheld = "kernel lockdown \"confidentiality\" withholds tracefs";
+    let doctor = serial.out.get("doctor").cloned().unwrap_or_default().join("\n");
+    assert!(serial.rc.get("doctor").is_some_and(|rc| *rc != 0), "{doctor}");
+    assert!(doctor.contains(&format!("[FAIL] tracefs: not usable: {withheld} (no tracepoints for any capture tier) — fix: boot without lockdown=confidentiality")), "{doctor}");
+    let lab = serial.err.get("lab syscalls normal").cloned().unwrap_or_default().join("\n");
+    assert!(serial.rc.get("lab syscalls normal").is_some_and(|rc| *rc != 0), "{lab}");
+    assert!(lab.contains(&format!("{withheld} (no tracepoints for any capture tier); boot without lockdown=confidentiality")) && !lab.contains("mount"), "{lab}");
+}
+
+/// Boot `kernel` (its release starting with `release`) in `lockdown` mode with the lab plan:
+/// `doctor` must say the tp_btf hooks are missing and the socket tier uses fexit, and
+/// each scenario must get its expected verdicts in both tiers, the socket tier without
+/// falling back.
+fn fexit_matrix(bin: &Path, kernel: &Path, release: &str, lockdown: &str, scenarios: &[&str]) {
+    let mut lines = vec!["doctor".to_string()];
+    lines.extend(scenarios.iter().flat_map(|s| TIERS.map(|t| format!("lab {t} {s}"))));
+    let append = if lockdown == "none" { String::new() } else { format!("lockdown={lockdown}") };
+    let serial = Serial::parse(boot(kernel, &initramfs(bin, &format!("fexit-{}", release.trim_end_matches('.')), &plan(&lines)), &append));
+    let boot_line = serial.out.get("boot").map(|l| l.join(" ")).unwrap_or_default();
+    assert!(boot_line.starts_with(release) && boot_line.contains(&format!("[{lockdown}]")), "not {release}x in lockdown {lockdown}: {boot_line}\n{}", serial.text);
     // The functions the fexit programs attach to exist (not inlined) on this kernel.
     let syms = serial.out.get("kallsyms").cloned().unwrap_or_default();
     assert!(syms.contains(&"sock_recvmsg".into()) && syms.contains(&"sock_sendmsg".into()), "{syms:?}");
 
     let (doctor, _) = serial.succeeded("doctor");
     let doctor = doctor.join("\n");
-    eprintln!("doctor on 6.1:\n{doctor}");
+    eprintln!("doctor on {release}x:\n{doctor}");
     assert!(doctor.contains("tp_btf socket hooks: missing: sock_recv_length, sock_send_length"), "{doctor}");
     assert!(doctor.contains("socket capture tier (--capture socket): socket (fexit)"), "{doctor}");
     assert!(doctor.contains("fexit sock_recvmsg, fexit sock_sendmsg"), "{doctor}");
     assert!(doctor.contains("this kernel supports: syscalls, socket (fexit)"), "{doctor}");
 
-    for scenario in SCENARIOS {
+    for &scenario in scenarios {
         let by_tier: Vec<Vec<String>> = TIERS.iter().map(|t| serial.verdicts(&format!("lab {t} {scenario}"))).collect();
         for (tier, verdicts) in TIERS.iter().zip(&by_tier) {
-            assert_eq!(verdicts, &expected(scenario), "{scenario} in the {tier} tier on 6.1");
+            assert_eq!(verdicts, &expected(scenario), "{scenario} in the {tier} tier on {release}x");
         }
-        assert_eq!(by_tier[0], by_tier[1], "{scenario}: the tiers disagree on 6.1");
+        assert_eq!(by_tier[0], by_tier[1], "{scenario}: the tiers disagree on {release}x");
         // The socket tier really ran (no fallback): its notice, not the fallback's.
         let (_, err) = serial.succeeded(&format!("lab socket {scenario}"));
         assert!(err.iter().any(|l| l.contains("socket capture tier: nothing on the syscall path")), "{err:#?}");

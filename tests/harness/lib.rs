@@ -21,6 +21,8 @@ pub fn lab_verdicts(scenario: &str) -> &'static [&'static str] {
         "timeout-alarm" | "timeout-poll" => &["server_timeout"],
         "normal" => &["ok"],
         "wrong-password" => &["auth_failed"],
+        "starved-client" => &["server_timeout"],
+        "slow-dns" => &["client_reset"],
         _ => &[],
     }
 }

@@ -25,8 +25,9 @@ const DEBIAN_BPF_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-we
 /// promtool) to scrape the agent and check the alert rules, systemd-analyze and a
 /// Python venv for the deploy/ checks; for the bench, sysbench (libmariadb clients) and the
 /// peers it measures, tcpdump and strace; iptables (its legacy backend drops packets on
-/// loopback) for the greeting-loss test; for the kernel-matrix test (Debian's 6.1 kernel
-/// under qemu), qemu, a static busybox and cpio to build its initramfs; tmux to run
+/// loopback) for the greeting-loss test; for the kernel-matrix test (Debian's 6.1 and
+/// Ubuntu's 5.15 kernels under qemu), qemu, curl to download Ubuntu's kernel, a static
+/// busybox and cpio to build its initramfs; tmux to run
 /// `watch` in an 80-column terminal.
 const TEST_PACKAGES: &[&str] = &[
     "mariadb-server",
@@ -42,6 +43,7 @@ const TEST_PACKAGES: &[&str] = &[
     "strace",
     "iptables",
     "qemu-system-x86",
+    "curl",
     "busybox-static",
     "cpio",
     "tmux",

@@ -59,11 +59,24 @@ pub fn mount() -> Result<PathBuf> {
 
 /// The tracefs mount point, mounting it when missing.
 pub fn find_or_mount() -> Result<PathBuf> {
-    match find() {
-        Some(p) => Ok(p),
-        None => mount().context("tracefs is not mounted and mounting it failed"),
+    if let Some(p) = find() {
+        return Ok(p);
     }
+    if let Some(why) = withheld(super::socket_io::lockdown().as_deref()) {
+        bail!("{why}; {WITHHELD_FIX}");
+    }
+    mount().context("tracefs is not mounted and mounting it failed")
 }
+
+/// Why tracefs has no tracepoints whatever is mounted, from the kernel's lockdown mode:
+/// "confidentiality" withholds tracefs's files (checked on Ubuntu's 5.15), so neither
+/// capture tier can trace and mounting again only fails with EBUSY.
+pub fn withheld(lockdown: Option<&str>) -> Option<&'static str> {
+    (lockdown == Some("confidentiality")).then_some("kernel lockdown \"confidentiality\" withholds tracefs (no tracepoints for any capture tier)")
+}
+
+/// The fix for a tracefs withheld by lockdown.
+pub const WITHHELD_FIX: &str = "boot without lockdown=confidentiality";
 
 /// One `field:` line of a format file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +140,13 @@ pub fn offset_of(fields: &[Field], field: &str, size: u32) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_confidentiality_lockdown_withholds_tracefs() {
+        assert!(withheld(Some("confidentiality")).is_some_and(|w| w.contains("lockdown \"confidentiality\"")));
+        assert_eq!(withheld(Some("integrity")), None);
+        assert_eq!(withheld(None), None);
+    }
 
     #[test]
     fn the_tracefs_mount_point_is_read_from_mountinfo() {

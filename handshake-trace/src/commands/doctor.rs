@@ -111,21 +111,32 @@ fn check_tracefs(privileged: bool, out: &mut Vec<Check>) -> Option<std::path::Pa
             out.push(check(Status::Pass, "tracefs", format!("mounted at {}", p.display()), None));
             Some(p)
         }
-        None if privileged => match tracefs::mount() {
-            Ok(p) => {
-                out.push(check(Status::Pass, "tracefs", format!("was not mounted; mounted it at {}", p.display()), None));
-                Some(p)
-            }
-            Err(e) => {
-                out.push(check(Status::Fail, "tracefs", format!("not mounted: {e:#}"), Some("mount -t tracefs nodev /sys/kernel/tracing")));
+        None if privileged => match tracefs::withheld(socket_io::lockdown().as_deref()) {
+            Some(why) => {
+                out.push(check(Status::Fail, "tracefs", format!("not usable: {why}"), Some(tracefs::WITHHELD_FIX)));
                 None
             }
+            None => mount_tracefs(out),
         },
         None => {
             out.push(match tracefs::mounted_at() {
                 Some(p) => check(Status::Fail, "tracefs", format!("mounted at {} but not readable here", p.display()), Some("run as root")),
                 None => check(Status::Fail, "tracefs", "not mounted", Some("as root: mount -t tracefs nodev /sys/kernel/tracing")),
             });
+            None
+        }
+    }
+}
+
+/// Mount the missing tracefs (root).
+fn mount_tracefs(out: &mut Vec<Check>) -> Option<std::path::PathBuf> {
+    match tracefs::mount() {
+        Ok(p) => {
+            out.push(check(Status::Pass, "tracefs", format!("was not mounted; mounted it at {}", p.display()), None));
+            Some(p)
+        }
+        Err(e) => {
+            out.push(check(Status::Fail, "tracefs", format!("not mounted: {e:#}"), Some("mount -t tracefs nodev /sys/kernel/tracing")));
             None
         }
     }
