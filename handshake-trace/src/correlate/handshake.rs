@@ -314,7 +314,7 @@ impl Handshake {
             } else if total > 0 {
                 // Taken out while its packets update the rest of the handshake.
                 let mut stream = std::mem::take(&mut self.from_client);
-                stream.feed_each(&io.payload, total, |p| packets.push(self.on_client_packet(&p, s.ts_ns)));
+                stream.feed_each(&io.payload, total, |p| packets.push(self.on_client_packet(p, s.ts_ns)));
                 self.from_client = stream;
             }
             self.evidence.client_fin |= s.result == SyscallResult::Ok(0);
@@ -398,8 +398,8 @@ impl Handshake {
         }
     }
 
-    fn on_server_packet(&mut self, p: protocol::Packet, ts: u64) -> PacketSeen {
-        match protocol::decode_server(&p, self.greeting.is_some()) {
+    fn on_server_packet(&mut self, p: &protocol::Packet, ts: u64) -> PacketSeen {
+        match protocol::decode_server(p, self.greeting.is_some()) {
             ServerPacket::Greeting(g) => {
                 let seen = PacketSeen::Greeting {
                     protocol: g.protocol,
