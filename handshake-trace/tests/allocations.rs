@@ -14,8 +14,10 @@ use handshake_trace::{
     commands::analyze,
     events::{decode, AcceptAddrs, Event},
     export::metrics::{Metrics, MetricsSink},
-    pipeline::{Pipeline, PipelineOptions},
+    output::printer::{PrintOptions, Printer},
+    pipeline::{Pipeline, PipelineOptions, Sink},
     recording::format::TraceItem,
+    support::clock::Clock,
 };
 
 struct Counting;
@@ -99,9 +101,36 @@ fn decoding_and_the_pipeline_stay_within_their_allocation_budgets() {
     let decode_per_record = (allocs() - before) as f64 / n;
 
     let (metrics, _registry) = Metrics::new();
-    let mut pipeline = Pipeline::new(PipelineOptions::default()).in_batches().with_sink(MetricsSink::new(metrics));
+    let (pipeline_per_record, finished) = through(&rounds, MetricsSink::new(metrics));
+    println!(
+        "allocations: decode {decode_per_record:.2} per record ({io} reads/writes of {n} records); \
+         decode + pipeline + metrics {pipeline_per_record:.2} per record, {:.1} per handshake ({finished} handshakes)",
+        pipeline_per_record * n / finished.max(1) as f64
+    );
+    // `watch -j`: the same with the JSON printer instead of the metrics.
+    let printer = Printer::new(PrintOptions { json: true, ..Default::default() }, Clock::with_offset(0), std::io::sink());
+    let (json_per_record, _) = through(&rounds, printer);
+    let json_per_handshake = (json_per_record - pipeline_per_record) * n / finished.max(1) as f64;
+    println!("allocations: decode + pipeline + JSON printer {json_per_record:.2} per record, {json_per_handshake:.1} more per handshake than the metrics");
+    // Budgets: decoding borrows nothing from the heap; the pipeline's allocations are
+    // per handshake (its timeline, its packets' texts), not per record: the Vec of
+    // finished handshakes, the streams' packet lists and the attributes' strings are
+    // not allocated per event or per pair (2.2 per record before they were cut).
+    assert_eq!(decode_per_record, 0.0, "decoding a record allocates");
+    assert!(pipeline_per_record < 1.6, "{pipeline_per_record:.2} allocations per record through the pipeline");
+    assert!(json_per_handshake < JSON_BUDGET, "{json_per_handshake:.1} allocations per handshake in the JSON printer");
+}
+
+/// Allocations of one handshake's JSON record (its time, reason and other strings, its
+/// timeline's list, the attributes' map; 14.7 measured), beyond the pipeline's own.
+const JSON_BUDGET: f64 = 16.0;
+
+/// Every round through a batched pipeline with `sink`: (allocations per record, handshakes).
+fn through(rounds: &[Vec<(Vec<u8>, AcceptAddrs)>], sink: impl Sink) -> (f64, u64) {
+    let n = rounds.iter().map(Vec::len).sum::<usize>() as f64;
+    let mut pipeline = Pipeline::new(PipelineOptions::default()).in_batches().with_sink(sink);
     let before = allocs();
-    for round in &rounds {
+    for round in rounds {
         for (raw, addrs) in round {
             if let Ok(ev) = decode(raw) {
                 pipeline.push(&ev, *addrs).unwrap();
@@ -109,16 +138,7 @@ fn decoding_and_the_pipeline_stay_within_their_allocation_budgets() {
         }
         pipeline.batch_end(false).unwrap();
     }
-    let pipeline_per_record = (allocs() - before) as f64 / n;
+    let per_record = (allocs() - before) as f64 / n;
     let summary = pipeline.finish(u64::MAX / 2, Default::default()).unwrap();
-    let finished = summary.handshakes();
-    println!(
-        "allocations: decode {decode_per_record:.2} per record ({io} reads/writes of {n} records); \
-         decode + pipeline + metrics {pipeline_per_record:.2} per record, {:.1} per handshake ({finished} handshakes)",
-        pipeline_per_record * n / finished.max(1) as f64
-    );
-    // Budgets: decoding borrows nothing from the heap; the pipeline's allocations are
-    // per handshake (its timeline, its packets' texts), not per record.
-    assert_eq!(decode_per_record, 0.0, "decoding a record allocates");
-    assert!(pipeline_per_record < 2.3, "{pipeline_per_record:.2} allocations per record through the pipeline");
+    (per_record, summary.handshakes())
 }

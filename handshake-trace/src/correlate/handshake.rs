@@ -312,9 +312,10 @@ impl Handshake {
                 self.note_tls_data(&io.payload, s.ts_ns);
                 packets.push(PacketSeen::Tls { len: total });
             } else if total > 0 {
-                for p in self.from_client.feed(&io.payload, total) {
-                    packets.push(self.on_client_packet(&p, s.ts_ns));
-                }
+                // Taken out while its packets update the rest of the handshake.
+                let mut stream = std::mem::take(&mut self.from_client);
+                stream.feed_each(&io.payload, total, |p| packets.push(self.on_client_packet(p, s.ts_ns)));
+                self.from_client = stream;
             }
             self.evidence.client_fin |= s.result == SyscallResult::Ok(0);
             self.evidence.client_rst |= s.result.is_err(Errno::ECONNRESET);
@@ -334,9 +335,9 @@ impl Handshake {
                 self.note_tls_data(&io.payload, s.ts_ns);
                 packets.push(PacketSeen::Tls { len: total });
             } else if total > 0 {
-                for p in self.from_server.feed(&io.payload, total) {
-                    packets.push(self.on_server_packet(p, s.ts_ns));
-                }
+                let mut stream = std::mem::take(&mut self.from_server);
+                stream.feed_each(&io.payload, total, |p| packets.push(self.on_server_packet(p, s.ts_ns)));
+                self.from_server = stream;
             }
             self.step(s.ts_ns, s.tid, StepKind::Write { syscall: s.kind, result: s.result, packets });
         }
@@ -397,8 +398,8 @@ impl Handshake {
         }
     }
 
-    fn on_server_packet(&mut self, p: protocol::Packet, ts: u64) -> PacketSeen {
-        match protocol::decode_server(&p, self.greeting.is_some()) {
+    fn on_server_packet(&mut self, p: &protocol::Packet, ts: u64) -> PacketSeen {
+        match protocol::decode_server(p, self.greeting.is_some()) {
             ServerPacket::Greeting(g) => {
                 let seen = PacketSeen::Greeting {
                     protocol: g.protocol,

@@ -64,9 +64,17 @@ impl Correlator {
     /// address of an accept, when the caller knows it.
     pub fn push(&mut self, event: &Event, server: Option<SocketAddr>) -> Vec<Handshake> {
         let mut done = Vec::new();
-        self.expire_reused(event.ts_ns(), &mut done);
+        self.push_into(event, server, &mut done);
+        done
+    }
+
+    /// [`Correlator::push`], appending the finished handshakes to `done`: the live loop's
+    /// batch buffer takes them in place, with no Vec allocated (and a large Handshake
+    /// moved once more) per finished handshake.
+    pub fn push_into(&mut self, event: &Event, server: Option<SocketAddr>, done: &mut Vec<Handshake>) {
+        self.expire_reused(event.ts_ns(), done);
         match event {
-            Event::Accept(a) => self.on_accept(a, server, &mut done),
+            Event::Accept(a) => self.on_accept(a, server, done),
             Event::Syscall(s) if s.fd < 0 => {
                 // A timer or kill by a thread with no connection of its own.
                 if let Args::Timer { ms, .. } = s.args {
@@ -78,14 +86,14 @@ impl Correlator {
                 if let Some(h) = self.get(&key) {
                     h.on_syscall(s);
                 }
-                self.collect_finished(&key, &mut done);
+                self.collect_finished(&key, done);
             }
             Event::Io(io) => {
                 let key = (io.sys.pid, io.sys.fd, io.sys.conn_gen);
                 if let Some(h) = self.get(&key) {
                     h.on_io(io);
                 }
-                self.collect_finished(&key, &mut done);
+                self.collect_finished(&key, done);
             }
             Event::Signal(sig) => {
                 if let Some(h) = self.get(&(sig.pid, sig.fd, sig.conn_gen)) {
@@ -98,7 +106,7 @@ impl Correlator {
                     h.on_tcp(t);
                 }
                 // The socket tier's connections end on a state change.
-                self.collect_finished(&key, &mut done);
+                self.collect_finished(&key, done);
             }
             Event::ProcessExit { ts_ns, pid } => {
                 self.process_timers.remove(pid);
@@ -109,7 +117,6 @@ impl Correlator {
                 }
             }
         }
-        done
     }
 
     /// Whether handshakes accepted from now on may miss events: a loss counted after a

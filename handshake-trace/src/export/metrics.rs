@@ -3,7 +3,7 @@
 //! comes from a fixed set; a server's listening address is one of at most
 //! [`MAX_SERVERS`], later ones are counted as "unknown".
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     net::SocketAddr,
 };
 
@@ -20,6 +20,7 @@ use crate::{
     output::names,
     pipeline::{Sink, TableFill},
     protocol::ErrPacket,
+    support::int_hash::IntMap,
     verdict::{blame, Verdict},
 };
 
@@ -263,8 +264,9 @@ struct ServerSeries {
     phases: [Histogram; 4],
     retransmits: Counter,
     port_checks: Counter,
-    /// By (verdict, blame, mechanism): a fixed set of label values.
-    handshakes: HashMap<(&'static str, &'static str, &'static str), Counter>,
+    /// By (verdict, blame, mechanism): a fixed set of label values (the tool's own
+    /// words: no chosen keys to fear, so the fast hasher).
+    handshakes: IntMap<(&'static str, &'static str, &'static str), Counter>,
 }
 
 /// A handshake's server as the sink tells servers apart: Unix socket, or the address.
@@ -277,12 +279,13 @@ pub struct MetricsSink {
     servers: BTreeSet<String>,
     /// Series by server: at most [`MAX_SERVERS`] addresses, plus `unix` and `unknown`
     /// (addresses past the bound are not kept: they count as `unknown` each time).
-    series: HashMap<ServerKey, ServerSeries>,
+    /// Keys are the servers' own listening addresses, looked up per handshake.
+    series: IntMap<ServerKey, ServerSeries>,
 }
 
 impl MetricsSink {
     pub fn new(metrics: Metrics) -> Self {
-        MetricsSink { metrics, servers: BTreeSet::new(), series: HashMap::new() }
+        MetricsSink { metrics, servers: BTreeSet::new(), series: IntMap::default() }
     }
 
     /// The `server` label: the listening address, "unix", or "unknown" (not known, or
@@ -318,7 +321,7 @@ impl MetricsSink {
                 phases: PHASES.map(|phase| m.phases.get_or_create(&PhaseLabels { server: label.clone(), phase }).clone()),
                 retransmits: m.retransmits.get_or_create(&ServerLabel { server: label.clone() }).clone(),
                 port_checks: m.port_checks.get_or_create(&ServerLabel { server: label.clone() }).clone(),
-                handshakes: HashMap::new(),
+                handshakes: IntMap::default(),
                 label,
             });
         }

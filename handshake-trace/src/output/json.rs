@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{blame, names, reason, step::StepText};
+use super::{addr::Addr, blame, names, reason, step::StepText};
 use crate::{
     correlate::{Handshake, Reply, StepKind},
     events::SyscallKind,
@@ -112,7 +112,7 @@ pub struct HandshakeJson<'a> {
     /// Which tier captured it (`--capture`): the socket tier fills no fd, listen_fd
     /// or handoff, and its timeouts have no timeout_ms.
     capture: &'static str,
-    client: Option<String>,
+    client: Option<Addr>,
     client_attrs: BTreeMap<&'a str, &'a str>,
     client_error: Option<String>,
     connection_id: Option<u32>,
@@ -130,7 +130,7 @@ pub struct HandshakeJson<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     probe: bool,
     reason: String,
-    server: Option<String>,
+    server: Option<Addr>,
     server_version: Option<&'a str>,
     time: String,
     tls: bool,
@@ -196,8 +196,8 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
         auth_switch: h.auth_switch.as_deref(),
         blame: judgement.and_then(blame::blame_json),
         capture: names::capture(h.socket_tier),
-        client: h.client.map(|a| a.to_string()),
-        client_attrs: login.map(|l| l.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).unwrap_or_default(),
+        client: h.client.map(|a| Addr(Some(a))),
+        client_attrs: login.map(|l| l.attrs.iter().collect()).unwrap_or_default(),
         client_error: judgement.and_then(|j| j.client_report.as_ref()).map(reason::client_report),
         connection_id: h.greeting.as_ref().map(|g| g.connection_id),
         database: login.and_then(|l| l.database.as_deref()),
@@ -217,7 +217,7 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
         pid: h.pid,
         probe: judgement.is_some_and(|j| j.probe),
         reason: judgement.map(|j| reason::reason(&j.cause)).unwrap_or_default(),
-        server: h.server.map(|a| a.to_string()),
+        server: h.server.map(|a| Addr(Some(a))),
         server_version: h.greeting.as_ref().map(|g| g.server_version.as_str()),
         time: format_rfc3339(clock.wall(h.accept_ns)),
         tls: h.tls,

@@ -1,5 +1,6 @@
 //! Every word the tool prints: handshakes as a line, a timeline or JSON, the
 //! reasons for verdicts, and the summary. The stages before this one hand over data.
+pub mod addr;
 pub mod blame;
 pub mod brief;
 pub mod columns;

@@ -100,8 +100,8 @@ pub fn errno_described(e: Errno) -> String {
 }
 
 /// An address, or "?" when it is not known.
-pub fn addr(a: Option<std::net::SocketAddr>) -> String {
-    a.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
+pub fn addr(a: Option<std::net::SocketAddr>) -> super::addr::Addr {
+    super::addr::Addr(a)
 }
 
 /// shutdown(2)'s `how`, as the constant's name.

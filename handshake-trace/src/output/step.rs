@@ -271,8 +271,21 @@ impl fmt::Display for StepText<'_> {
     }
 }
 
+thread_local! {
+    /// One step's text is built here, then escaped for JSON in one pass: serde's
+    /// `collect_str` escapes each of the many small pieces `write_step` writes.
+    static STEP_TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 impl serde::Serialize for StepText<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        STEP_TEXT.with(|buf| match buf.try_borrow_mut() {
+            Ok(mut text) => {
+                text.clear();
+                fmt::write(&mut *text, format_args!("{self}")).map_err(serde::ser::Error::custom)?;
+                serializer.serialize_str(&text)
+            }
+            Err(_) => serializer.collect_str(self),
+        })
     }
 }

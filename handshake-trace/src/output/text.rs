@@ -23,7 +23,7 @@ pub fn client_column(h: &Handshake) -> String {
     match (&h.server_path, h.unix) {
         (Some(p), true) => Escaped(p).to_string(),
         (None, true) => "unix-socket".into(),
-        _ => names::addr(h.client),
+        _ => names::addr(h.client).to_string(),
     }
 }
 
@@ -40,7 +40,7 @@ fn user_column(h: &Handshake) -> String {
 /// The client program and its pid from the connect attributes: "mariadb[4242]".
 pub fn client_program(h: &Handshake) -> Option<String> {
     let attrs = &h.login.as_ref()?.attrs;
-    let get = |k: &str| attrs.iter().find(|(key, _)| key == k).map(|(_, v)| Escaped(v).to_string());
+    let get = |k: &str| attrs.get(k).map(|v| Escaped(v).to_string());
     match (get("program_name"), get("_pid")) {
         (Some(p), Some(pid)) => Some(format!("{p}[{pid}]")),
         (Some(p), None) => Some(p),

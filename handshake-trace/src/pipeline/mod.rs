@@ -89,7 +89,15 @@ pub struct Pipeline<'a> {
     /// (batches cut at a bound, the ring not yet emptied).
     loss_unread: bool,
     /// (pid, listening fd) → path of the Unix socket, as the caller learned it.
-    unix_paths: std::collections::HashMap<(u32, i32), std::sync::Arc<str>>,
+    unix_paths: UnixPaths,
+}
+
+type UnixPaths = std::collections::HashMap<(u32, i32), std::sync::Arc<str>>;
+
+fn name_unix_socket(paths: &UnixPaths, h: &mut Handshake) {
+    if h.unix {
+        h.server_path = paths.get(&(h.pid, h.listen_fd)).cloned();
+    }
 }
 
 impl<'a> Pipeline<'a> {
@@ -135,13 +143,16 @@ impl<'a> Pipeline<'a> {
         if !self.filter.pass(&ev, addrs.server.map(|s| s.port())) {
             return Ok(());
         }
-        for mut h in self.correlator.push(&ev, addrs.server) {
-            self.name_unix_socket(&mut h);
-            if self.batches {
-                self.pending.push(h);
-            } else {
-                self.deliver(&h)?;
-            }
+        // Finished handshakes go straight into the batch's buffer (no Vec per event).
+        let first = self.pending.len();
+        self.correlator.push_into(&ev, addrs.server, &mut self.pending);
+        for h in &mut self.pending[first..] {
+            name_unix_socket(&self.unix_paths, h);
+        }
+        if !self.batches {
+            let mut done = std::mem::take(&mut self.pending);
+            done.drain(..).try_for_each(|h| self.deliver(&h))?;
+            self.pending = done;
         }
         Ok(())
     }
@@ -155,11 +166,6 @@ impl<'a> Pipeline<'a> {
         self.unix_paths.insert((pid, listen_fd), path);
     }
 
-    fn name_unix_socket(&self, h: &mut Handshake) {
-        if h.unix {
-            h.server_path = self.unix_paths.get(&(h.pid, h.listen_fd)).cloned();
-        }
-    }
 
     fn deliver(&mut self, h: &Handshake) -> Result<()> {
         if !self.select.admits(h) {
@@ -241,7 +247,7 @@ impl<'a> Pipeline<'a> {
     pub fn finish(mut self, now_ns: u64, counters: Counters) -> Result<Summary> {
         self.batch_end(false)?;
         for mut h in self.correlator.finish_all(now_ns) {
-            self.name_unix_socket(&mut h);
+            name_unix_socket(&self.unix_paths, &mut h);
             self.deliver(&h)?;
         }
         self.sinks.iter_mut().try_for_each(|s| s.finish())?;

@@ -257,19 +257,28 @@ impl PacketStream {
     /// the number of bytes the syscall moved. Returns the packets this completes.
     /// Captured bytes beyond `total` are ignored: they were never part of the stream.
     pub fn feed(&mut self, captured: &[u8], total: usize) -> Vec<Packet> {
-        let known = &captured[..captured.len().min(total)];
         let mut out = Vec::new();
+        self.feed_each(captured, total, |p| out.push(p.clone()));
+        out
+    }
+
+    /// [`PacketStream::feed`], showing each packet to `out` as it completes (the
+    /// correlator's way: no Vec per read or write, and the payload's buffer is the
+    /// stream's own, reused for its next packet).
+    pub fn feed_each(&mut self, captured: &[u8], total: usize, mut out: impl FnMut(&Packet)) {
+        let known = &captured[..captured.len().min(total)];
         let mut i = 0;
         while let Some(piece) = self.framer.take(&known[i..]) {
             match piece {
                 Piece::Header { n, complete } => {
                     i += n;
                     match complete {
-                        Some(head) if head.len == 0 => {
-                            out.push(Packet { seq: head.seq, len: 0, payload: Vec::new(), truncated: false })
+                        Some(head) if head.len == 0 => out(&Packet { seq: head.seq, len: 0, payload: Vec::new(), truncated: false }),
+                        // Room bounded by what one syscall capture can bring, not by the declared length.
+                        Some(head) => {
+                            self.payload.clear();
+                            self.payload.reserve((head.len as usize).min(256));
                         }
-                        // Capacity bounded by what one syscall capture can bring, not by the declared length.
-                        Some(head) => self.payload = Vec::with_capacity((head.len as usize).min(256)),
                         None => {}
                     }
                 }
@@ -279,7 +288,7 @@ impl PacketStream {
                     }
                     i += n;
                     if ends {
-                        out.push(self.finish(head, gapped));
+                        self.finish(head, gapped, &mut out);
                     }
                 }
             }
@@ -288,14 +297,16 @@ impl PacketStream {
         while let Some(s) = self.framer.skip(gap) {
             gap -= s.n;
             if s.ends {
-                out.push(self.finish(s.head, true));
+                self.finish(s.head, true, &mut out);
             }
         }
-        out
     }
 
-    fn finish(&mut self, head: Header, truncated: bool) -> Packet {
-        Packet { seq: head.seq, len: head.len, payload: std::mem::take(&mut self.payload), truncated }
+    fn finish(&mut self, head: Header, truncated: bool, out: &mut impl FnMut(&Packet)) {
+        let p = Packet { seq: head.seq, len: head.len, payload: std::mem::take(&mut self.payload), truncated };
+        out(&p);
+        self.payload = p.payload;
+        self.payload.clear();
     }
 
     pub fn is_desynced(&self) -> bool {

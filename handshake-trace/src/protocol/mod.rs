@@ -14,6 +14,7 @@
 //! panicking. Secrets (the greeting's scramble, the login's auth response,
 //! AuthSwitchRequest plugin data, AuthMoreData) are never copied into decoded
 //! values: only their lengths are kept.
+mod attrs;
 pub mod builders;
 pub mod capabilities;
 pub mod errors;
@@ -37,7 +38,7 @@ pub use framing::{
 };
 pub use layout::{client_kind, client_roles, server_kind, server_roles, ClientKind, ServerKind, PROTOCOL_V10};
 pub use packets::{
-    decode_client, decode_server, AuthSwitch, ClientPacket, ErrPacket, Greeting, Login, OkPacket, ServerPacket,
+    decode_client, decode_server, Attrs, AuthSwitch, ClientPacket, ErrPacket, Greeting, Login, OkPacket, ServerPacket,
     SslRequest, SERVER_STATUS_AUTOCOMMIT,
 };
 pub use reader::Reader;

@@ -6,6 +6,7 @@
 use super::framing::Payload;
 use super::layout::{client_kind, server_kind, AuthSwitchLayout, ClientKind, GreetingLayout, LoginLayout, ServerKind};
 use super::reader::{text, Reader};
+pub use super::attrs::Attrs;
 
 /// SERVER_STATUS_AUTOCOMMIT, in OK and EOF packets.
 pub const SERVER_STATUS_AUTOCOMMIT: u16 = 0x0002;
@@ -68,7 +69,7 @@ pub struct Login {
     pub auth_response_len: usize,
     pub database: Option<String>,
     pub auth_plugin: Option<String>,
-    pub attrs: Vec<(String, String)>,
+    pub attrs: Attrs,
     /// The capture ended early: fields after its end are missing or empty.
     pub truncated: bool,
 }
@@ -174,15 +175,17 @@ impl Login {
 }
 
 /// Connection attributes: only pairs wholly inside both the declared block and the capture.
-fn attr_pairs(block: &[u8]) -> Vec<(String, String)> {
+fn attr_pairs(block: &[u8]) -> Attrs {
     let mut r = Reader::new(block);
-    let mut pairs = Vec::new();
+    // The text is at most the block's bytes (less each pair's lengths), unless invalid
+    // UTF-8 is replaced: one allocation, not one per doubling.
+    let mut attrs = Attrs::with_capacity(block.len());
     while !r.is_empty() {
         let Some(key) = r.lenenc_bytes() else { break };
         let Some(value) = r.lenenc_bytes() else { break };
-        pairs.push((text(key), text(value)));
+        attrs.push(&String::from_utf8_lossy(key), &String::from_utf8_lossy(value));
     }
-    pairs
+    attrs
 }
 
 impl SslRequest {

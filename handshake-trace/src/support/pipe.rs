@@ -79,20 +79,33 @@ const WAIT_STEP_MS: i32 = 100;
 /// Standard output, written without std's buffer: each write waits until the fd has
 /// room (in [`WAIT_STEP_MS`] steps) and then writes at most `PIPE_BUF` bytes, which a
 /// pipe with room takes without blocking. Once `stopping` is set, a stdout with no room
-/// fails as a closed pipe does.
+/// fails as a closed pipe does. A regular file always has room: it is written whole,
+/// with no poll (a JSON trace to a file: one write per drain, not per 4 KiB).
 pub struct Stdout {
     fd: libc::c_int,
     stopping: Arc<AtomicBool>,
+    regular_file: bool,
 }
 
 impl Stdout {
     pub fn new(stopping: Arc<AtomicBool>) -> Self {
-        Stdout { fd: libc::STDOUT_FILENO, stopping }
+        Stdout { fd: libc::STDOUT_FILENO, stopping, regular_file: is_regular_file(libc::STDOUT_FILENO) }
     }
+}
+
+fn is_regular_file(fd: libc::c_int) -> bool {
+    // SAFETY: fstat writes into a zeroed stat of the right type.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    unsafe { libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG }
 }
 
 impl Write for Stdout {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.regular_file {
+            // SAFETY: buf.len() bytes of buf are readable.
+            let w = unsafe { libc::write(self.fd, buf.as_ptr().cast(), buf.len()) };
+            return if w >= 0 { Ok(w as usize) } else { Err(io::Error::last_os_error()) };
+        }
         loop {
             let mut p = libc::pollfd { fd: self.fd, events: libc::POLLOUT, revents: 0 };
             // SAFETY: one valid pollfd.
@@ -187,7 +200,7 @@ mod tests {
     fn a_stdout_nobody_reads_is_given_up_once_stopping() {
         let (r, w) = full_pipe();
         let stopping = Arc::new(AtomicBool::new(false));
-        let mut out = PipeWriter::new(Stdout { fd: w, stopping: stopping.clone() });
+        let mut out = PipeWriter::new(Stdout { fd: w, stopping: stopping.clone(), regular_file: is_regular_file(w) });
         let flag = stopping.clone();
         let setter = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(300));
@@ -205,10 +218,24 @@ mod tests {
         let mut buf = vec![0u8; 1 << 20];
         // SAFETY: reading into a buffer that long.
         while unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) } == buf.len() as isize {}
-        let mut s = Stdout { fd: w, stopping: Arc::new(AtomicBool::new(false)) };
+        let mut s = Stdout { fd: w, stopping: Arc::new(AtomicBool::new(false)), regular_file: is_regular_file(w) };
         assert_eq!(s.write(&[b'z'; 10_000]).unwrap(), libc::PIPE_BUF);
         // SAFETY: closing our own descriptors.
         unsafe { libc::close(r) };
         unsafe { libc::close(w) };
+    }
+
+    #[test]
+    fn a_regular_file_is_written_whole_in_one_write() {
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir().join(format!("handshake-trace-pipe-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let fd = file.as_raw_fd();
+        let mut s = Stdout { fd, stopping: Arc::new(AtomicBool::new(true)), regular_file: is_regular_file(fd) };
+        assert!(s.regular_file);
+        assert_eq!(s.write(&[b'z'; 100_000]).unwrap(), 100_000);
+        drop(file);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 100_000);
+        std::fs::remove_file(&path).unwrap();
     }
 }
