@@ -26,11 +26,14 @@ pub struct MariaDbOptions {
     pub tls: bool,
     /// More `mariadbd` options.
     pub extra_args: Vec<String>,
+    /// A cgroup v2 directory the server joins before it starts (as a systemd service
+    /// does): see [`crate::cgroup::Cgroup`]. None: the caller's cgroup.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl Default for MariaDbOptions {
     fn default() -> Self {
-        Self { port: 0, connect_timeout: 10, max_connections: None, tls: false, extra_args: Vec::new() }
+        Self { port: 0, connect_timeout: 10, max_connections: None, tls: false, extra_args: Vec::new(), cgroup: None }
     }
 }
 
@@ -123,6 +126,9 @@ impl MariaDb {
             cmd.arg(format!("--ssl-cert={}", cert.display())).arg(format!("--ssl-key={}", key.display()));
         }
         cmd.args(&opts.extra_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        if let Some(dir) = &opts.cgroup {
+            crate::cgroup::spawn_into(&mut cmd, dir)?;
+        }
         db.child = Some(cmd.spawn().context("start mariadbd")?);
         db.wait_ready()?;
         db.sql(&format!(

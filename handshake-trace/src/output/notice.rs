@@ -3,6 +3,10 @@
 use std::{io::Write, time::SystemTime};
 
 use super::columns::Terminal;
+use crate::{
+    capture::cgroup::{Place, RootWhy},
+    support::escape::Escaped,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -32,6 +36,25 @@ pub fn exited(pid: u32) -> String {
 /// A server was adopted (discovery mode).
 pub fn adopted(pid: u32, name: &str) -> String {
     format!("now tracing {name} (pid {pid})")
+}
+
+/// Socket tier: where the packet programs are attached, and what that costs others.
+pub fn packets_at(place: &Place) -> String {
+    let root = "the packet programs are on the cgroup v2 root: every process's packets run them";
+    match place {
+        Place::Targets(path) => {
+            format!("the packet programs are on cgroup {} (the servers'): other processes' packets do not run them", Escaped(path))
+        }
+        Place::Root(RootWhy::TargetsThere) => format!("{root} (a server runs in the root cgroup, or the servers share no other)"),
+        Place::Root(RootWhy::Unknown(pid)) => format!("{root} (pid {pid} has no cgroup v2 in /proc/{pid}/cgroup)"),
+        Place::Root(RootWhy::Moved) => format!(
+            "{root} from now on: a connection's socket was outside the servers' cgroup (a server moved to another \
+             cgroup after it opened its listening socket); that handshake ends incomplete"
+        ),
+        Place::Root(RootWhy::NoCheck(why)) => {
+            format!("{root} (this kernel's BTF does not say where a socket's cgroup is kept: {})", Escaped(why))
+        }
+    }
 }
 
 #[cfg(test)]
