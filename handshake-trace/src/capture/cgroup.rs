@@ -51,6 +51,11 @@ pub fn v2_path(text: &str) -> Option<&str> {
     text.lines().find_map(|l| l.strip_prefix("0::")).map(str::trim_end).filter(|p| p.starts_with('/'))
 }
 
+/// Process `pid`'s cgroup v2 path, from /proc/PID/cgroup.
+pub fn cgroup_of(pid: u32) -> Option<String> {
+    v2_path(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?).map(String::from)
+}
+
 /// The deepest cgroup holding all of `paths` ("/" for none in common); None without any.
 pub fn common_ancestor<'a>(paths: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let mut common: Option<Vec<&str>> = None;
@@ -133,9 +138,7 @@ impl SkbAttach {
         if matches!(self.place(), Some(Place::Root(RootWhy::Moved))) {
             return Ok(());
         }
-        let paths: Vec<(u32, Option<String>)> = pids
-            .map(|pid| (pid, std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|t| v2_path(&t).map(String::from))))
-            .collect();
+        let paths: Vec<(u32, Option<String>)> = pids.map(|pid| (pid, cgroup_of(pid))).collect();
         let Some(mut place) = place_for(&paths) else {
             return Ok(());
         };
