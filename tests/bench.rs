@@ -349,11 +349,9 @@ fn cheapest_chunk(iterations: u64, calls: u64, mut f: impl FnMut()) -> f64 {
 
 /// MariaDB in a cgroup v2 directory of its own, as a service manager runs it (the
 /// socket tier's packet programs attach there); the clients and the unrelated process
-/// (this one) stay outside. The server stops before its cgroup goes (tuple order).
-fn server(max_connections: Option<u32>) -> Result<(MariaDb, Cgroup)> {
-    let cgroup = Cgroup::create("bench-mariadb")?;
-    let db = MariaDb::start(&MariaDbOptions { max_connections, cgroup: Some(cgroup.dir().into()), ..Default::default() })?;
-    Ok((db, cgroup))
+/// (this one) stay outside. The cgroup goes with the server.
+fn server(max_connections: Option<u32>) -> Result<MariaDb> {
+    MariaDb::start_in(&MariaDbOptions { max_connections, ..Default::default() }, Cgroup::create("bench-mariadb")?)
 }
 
 /// CPU ns per `getppid()` in a process the tracer does not target: a syscall that
@@ -517,7 +515,7 @@ fn main() -> Result<()> {
     if std::env::var_os("BENCH_UNRELATED_ONLY").is_some() {
         let path = docs.join("performance.json");
         let mut results: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-        let (db, _cgroup) = server(None)?;
+        let db = server(None)?;
         let (un, seen) = unrelated(&cfg, &db)?;
         results["unrelated_syscalls"] = un;
         let max = results["conditions"]["other_tracepoint_programs_max"].as_u64().unwrap_or(0).max(seen as u64);
@@ -531,7 +529,7 @@ fn main() -> Result<()> {
     let load_before = load_average();
     let started_utc = utc_now();
     eprintln!("bench: starting MariaDB");
-    let (db, _cgroup) = server(Some(1000))?;
+    let db = server(Some(1000))?;
     // Per-program statistics cost two clock reads per program run: off while measuring
     // (as in production), on only for the statistics rounds of section 4.
     sysctl("kernel.bpf_stats_enabled", "0");
@@ -743,7 +741,7 @@ fn compare_builds(spec: &str, cfg: &Config) -> Result<()> {
         Ok(key) => workload(key)?,
         Err(_) => workload("connect")?,
     };
-    let (db, _cgroup) = server(Some(1000))?;
+    let db = server(Some(1000))?;
     let stats = std::env::var_os("BENCH_STATS").is_some();
     sysctl("kernel.bpf_stats_enabled", if stats { "1" } else { "0" });
     sysbench(w, db.addr(), Duration::from_secs(2))?;

@@ -351,3 +351,45 @@ fn a_server_moved_to_another_cgroup_after_it_listened_is_never_judged_on_unseen_
     assert!(all[0].to_string().contains("outside the cgroup the packet programs watched"), "{:#}", all[0]);
     drop(server);
 }
+
+/// Program id and attach type ("ingress", "egress") of what is attached to cgroup `dir`.
+fn attached_to(dir: &std::path::Path) -> Vec<(u64, &'static str)> {
+    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(dir).output().expect("bpftool (cargo xtask setup installs it)");
+    let kind = |l: &str| if l.contains("ingress") { "ingress" } else { "egress" };
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| Some((l.split_whitespace().next()?.parse().ok()?, kind(l)))).collect()
+}
+
+#[test]
+fn a_packet_that_runs_the_programs_twice_while_they_move_is_sent_once() {
+    let Some(bin) = ready("a_packet_that_runs_the_programs_twice_while_they_move_is_sent_once") else { return };
+    let addr = free_addr();
+    let outer = Cgroup::create("outer").unwrap();
+    let inner = outer.child("server").unwrap();
+    let server = LabServer::start_in(&bin, addr.port(), &[], Some(&inner));
+    assert!(eventually(Duration::from_secs(10), || listening(addr.port())), "the lab server never listened");
+    let pid = server.pid().to_string();
+    let tracer = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--capture", "socket", "--events"]);
+    // As during a move (new links before the old go): the same programs on the server's
+    // cgroup and on its parent, so each packet runs each of them twice. Removed with `outer`.
+    let ours = program_ids_of(tracer.pid());
+    let skb: Vec<(u64, &str)> = attached_to(inner.dir()).into_iter().filter(|(id, _)| ours.contains(id)).collect();
+    assert_eq!(skb.len(), 2, "the tracer's packet programs on the server's cgroup: {skb:?}");
+    for (id, kind) in &skb {
+        let attach = Command::new("bpftool").args(["cgroup", "attach"]).arg(outer.dir()).args([kind, "id", &id.to_string(), "multi"]).status().unwrap();
+        assert!(attach.success(), "bpftool cgroup attach {kind} id {id}");
+    }
+    let effective = Command::new("bpftool").args(["cgroup", "show"]).arg(inner.dir()).arg("effective").output().unwrap();
+    let runs: usize = String::from_utf8_lossy(&effective.stdout).lines().filter(|l| skb.iter().any(|(id, _)| l.starts_with(&id.to_string()))).count();
+    assert_eq!(runs, 4, "each packet should run each program twice:\n{}", String::from_utf8_lossy(&effective.stdout));
+    assert!(lab_login(addr, true).unwrap(), "the lab login failed");
+    assert!(!lab_login(addr, false).unwrap(), "a wrong password logged in");
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    let all = out.json();
+    let verdicts: Vec<&str> = all.iter().filter_map(|h| h["verdict"].as_str()).collect();
+    assert_eq!(verdicts, ["ok", "auth_failed"], "{all:#?}\n{}", out.stderr_text());
+    // Greeting out, login in, OK or ERR out: each once (a copy would follow its original).
+    let packets: Vec<String> = out.stderr.iter().filter(|l| l.contains("kind: PacketIn") || l.contains("kind: PacketOut")).cloned().collect();
+    assert_eq!(packets.len(), 6, "{packets:#?}");
+    drop(server);
+}

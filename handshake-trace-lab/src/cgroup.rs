@@ -24,7 +24,15 @@ impl Cgroup {
     pub fn create(name: &str) -> Result<Self> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
         let mount = handshake_trace::capture::cgroup::cgroup2_root()?;
-        let dir = mount.join(format!("handshake-trace-{name}-{}-{nanos}", std::process::id()));
+        Self::make(mount.join(format!("handshake-trace-{name}-{}-{nanos}", std::process::id())))
+    }
+
+    /// Make `name` inside this one (drop it first).
+    pub fn child(&self, name: &str) -> Result<Self> {
+        Self::make(self.dir.join(name))
+    }
+
+    fn make(dir: PathBuf) -> Result<Self> {
         std::fs::create_dir(&dir).with_context(|| format!("create cgroup {}", dir.display()))?;
         Ok(Self { dir })
     }
@@ -35,7 +43,8 @@ impl Cgroup {
 
     /// Its path as /proc/PID/cgroup shows it ("/handshake-trace-…").
     pub fn path(&self) -> String {
-        format!("/{}", self.dir.file_name().unwrap_or_default().to_string_lossy())
+        let mount = handshake_trace::capture::cgroup::cgroup2_root().unwrap_or_default();
+        format!("/{}", self.dir.strip_prefix(&mount).unwrap_or(&self.dir).display())
     }
 
     /// Move process `pid` (all its threads) into this cgroup.
