@@ -44,6 +44,8 @@ pub enum RootWhy {
     /// This kernel's BTF does not say where a socket's cgroup is kept, so a connection
     /// outside a deeper cgroup could not be told: the root, where nothing is outside.
     NoCheck(String),
+    /// The targets' cgroup could not be attached to (gone meanwhile?): the error.
+    Failed(String),
 }
 
 /// The cgroup v2 path of a process from its /proc/PID/cgroup text (the `0::` line).
@@ -145,7 +147,11 @@ impl SkbAttach {
         if let (Some(why), Place::Targets(_)) = (&self.no_check, &place) {
             place = Place::Root(RootWhy::NoCheck(why.clone()));
         }
-        self.attach(ebpf, place)
+        let targets = matches!(place, Place::Targets(_));
+        match self.attach(ebpf, place) {
+            Err(e) if targets => self.attach(ebpf, Place::Root(RootWhy::Failed(format!("{e:#}")))),
+            done => done,
+        }
     }
 
     /// A connection's socket was outside the attached cgroup: the root from now on.

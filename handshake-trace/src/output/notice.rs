@@ -51,6 +51,7 @@ pub fn packets_at(place: &Place) -> String {
             "{root} from now on: a connection's socket was outside the servers' cgroup (a server moved to another \
              cgroup after it opened its listening socket); that handshake ends incomplete"
         ),
+        Place::Root(RootWhy::Failed(why)) => format!("{root} (the servers' cgroup: {})", Escaped(why)),
         Place::Root(RootWhy::NoCheck(why)) => {
             format!("{root} (this kernel's BTF does not say where a socket's cgroup is kept: {})", Escaped(why))
         }
@@ -83,5 +84,18 @@ mod tests {
         let term = Terminal { width: Some(40), ..Terminal::default() };
         let l = line(&term, at, Level::Warning, "pid 1 (sleep) is not named mysqld or mariadbd: its connections are decoded anyway");
         assert!(l.lines().count() > 1 && l.lines().all(|x| x.chars().count() < 40), "{l}");
+    }
+
+    #[test]
+    fn where_the_packet_programs_are_is_said_with_its_cost() {
+        let own = packets_at(&Place::Targets("/system.slice/mariadb.service".into()));
+        assert!(own.contains("on cgroup /system.slice/mariadb.service (the servers'): other processes' packets do not run them"), "{own}");
+        let odd = packets_at(&Place::Targets("/x\x1b[2Jy".into()));
+        assert!(!odd.contains('\x1b'), "{odd}");
+        for why in [RootWhy::TargetsThere, RootWhy::Unknown(7), RootWhy::Moved, RootWhy::Failed("gone".into()), RootWhy::NoCheck("no".into())] {
+            let root = packets_at(&Place::Root(why.clone()));
+            assert!(root.starts_with("the packet programs are on the cgroup v2 root: every process's packets run them"), "{why:?}: {root}");
+        }
+        assert!(packets_at(&Place::Root(RootWhy::Moved)).contains("that handshake ends incomplete"));
     }
 }
