@@ -49,8 +49,12 @@ pub enum RootWhy {
 }
 
 /// The cgroup v2 path of a process from its /proc/PID/cgroup text (the `0::` line).
+/// None for a path outside the reader's cgroup namespace ("/../.."): not below the mount.
 pub fn v2_path(text: &str) -> Option<&str> {
-    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::trim_end).filter(|p| p.starts_with('/'))
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::trim_end)
+        .filter(|p| p.starts_with('/') && !p.split('/').any(|c| c == ".."))
 }
 
 /// Process `pid`'s cgroup v2 path, from /proc/PID/cgroup.
@@ -214,6 +218,8 @@ mod tests {
         let hybrid = "9:name=systemd:/\n4:memory:/x/y\n0::/system.slice/mariadb.service\n";
         assert_eq!(v2_path(hybrid), Some("/system.slice/mariadb.service"));
         assert_eq!(v2_path("0::/\n"), Some("/"));
+        // Seen from a container's own cgroup namespace: not below its mount.
+        assert_eq!(v2_path("0::/../../kubepods/pod1/abc\n"), None);
         assert_eq!(v2_path("4:memory:/x\n"), None);
         assert_eq!(v2_path(""), None);
     }

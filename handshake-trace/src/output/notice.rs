@@ -46,7 +46,9 @@ pub fn packets_at(place: &Place) -> String {
             format!("the packet programs are on cgroup {} (the servers'): other processes' packets do not run them", Escaped(path))
         }
         Place::Root(RootWhy::TargetsThere) => format!("{root} (a server runs in the root cgroup, or the servers share no other)"),
-        Place::Root(RootWhy::Unknown(pid)) => format!("{root} (pid {pid} has no cgroup v2 in /proc/{pid}/cgroup)"),
+        Place::Root(RootWhy::Unknown(pid)) => {
+            format!("{root} (pid {pid}'s cgroup v2 is not known: /proc/{pid}/cgroup has none below this cgroup namespace)")
+        }
         Place::Root(RootWhy::Moved) => format!(
             "{root} from now on: a connection's socket was outside the servers' cgroup (a server moved to another \
              cgroup after it opened its listening socket); that handshake ends incomplete"
