@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use handshake_trace_tests::{program_ids_of, MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
+use handshake_trace_tests::{program_ids_of, Cgroup, MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
 use serde_json::{json, Value};
 
 /// The targets, with the default attachment (`watch -j`): CPU per operation traced over
@@ -347,6 +347,13 @@ fn cheapest_chunk(iterations: u64, calls: u64, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// MariaDB in a cgroup v2 directory of its own, as a service manager runs it (the
+/// socket tier's packet programs attach there); the clients and the unrelated process
+/// (this one) stay outside. The cgroup goes with the server.
+fn server(max_connections: Option<u32>) -> Result<MariaDb> {
+    MariaDb::start_in(&MariaDbOptions { max_connections, ..Default::default() }, Cgroup::create("bench-mariadb")?)
+}
+
 /// CPU ns per `getppid()` in a process the tracer does not target: a syscall that
 /// touches no socket (what every process pays for an attachment on the syscall path).
 fn unrelated_syscall_ns(iterations: u64) -> f64 {
@@ -508,7 +515,7 @@ fn main() -> Result<()> {
     if std::env::var_os("BENCH_UNRELATED_ONLY").is_some() {
         let path = docs.join("performance.json");
         let mut results: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-        let db = MariaDb::start(&MariaDbOptions::default())?;
+        let db = server(None)?;
         let (un, seen) = unrelated(&cfg, &db)?;
         results["unrelated_syscalls"] = un;
         let max = results["conditions"]["other_tracepoint_programs_max"].as_u64().unwrap_or(0).max(seen as u64);
@@ -522,7 +529,7 @@ fn main() -> Result<()> {
     let load_before = load_average();
     let started_utc = utc_now();
     eprintln!("bench: starting MariaDB");
-    let db = MariaDb::start(&MariaDbOptions { max_connections: Some(1000), ..Default::default() })?;
+    let db = server(Some(1000))?;
     // Per-program statistics cost two clock reads per program run: off while measuring
     // (as in production), on only for the statistics rounds of section 4.
     sysctl("kernel.bpf_stats_enabled", "0");
@@ -788,7 +795,7 @@ fn compare_builds(spec: &str, cfg: &Config) -> Result<()> {
         Ok(key) => workload(key)?,
         Err(_) => workload("connect")?,
     };
-    let db = MariaDb::start(&MariaDbOptions { max_connections: Some(1000), ..Default::default() })?;
+    let db = server(Some(1000))?;
     let stats = std::env::var_os("BENCH_STATS").is_some();
     sysctl("kernel.bpf_stats_enabled", if stats { "1" } else { "0" });
     sysbench(w, db.addr(), Duration::from_secs(2))?;
@@ -1281,8 +1288,11 @@ fn socket_tier_notes(r: &Value) -> String {
          and 2: the same kernel side, metrics and a log of abnormal handshakes instead of a record per handshake) cost\n\
          {a_hs} per handshake and {a_q} per query.\n\n\
          ## The socket tier: what its programs do, and cost\n\n\
-         Every socket call (`sock_recv_length`, `sock_send_length`), every packet (`cgroup_skb` ingress and egress on\n\
-         the cgroup v2 root) and every TCP state change (`inet_sock_set_state`) of the host runs a program. For a socket\n\
+         Every socket call (`sock_recv_length`, `sock_send_length`) and every TCP state change (`inet_sock_set_state`)\n\
+         of the host runs a program; so does every packet of a socket in the server's cgroup (`cgroup_skb` ingress and\n\
+         egress, attached to the targets' cgroup v2: MariaDB runs in a cgroup of its own here, as a systemd service\n\
+         does, its clients and the unrelated process outside; on the cgroup v2 root only when a server runs there,\n\
+         where every packet of the host would run them). For a socket\n\
          that is not in its handshake the program reads the socket's port pair (numbers the hook already has), hashes it\n\
          to one of 4096 slots and loads that slot's count from an array map: 0 (almost always) returns at once, without\n\
          the hash lookup of the connection map that used to come first; only a socket whose slot holds a followed\n\
@@ -1291,7 +1301,7 @@ fn socket_tier_notes(r: &Value) -> String {
          {h_send}; `cgroup_skb` ingress {h_in}, egress {h_out}; `inet_sock_set_state` {h_state}. Per established\n\
          query: `sock_recv_length` {q_recv}; `sock_send_length` {q_send}; `cgroup_skb` ingress {q_in}, egress {q_out}.\n\n\
          What is left on an established query is the runs themselves: {q_runs} program runs per query (the client's\n\
-         and the server's reads and writes, each packet once at egress and once at ingress on loopback), each a\n\
+         and the server's reads and writes, and the server socket's packets, once each), each a\n\
          dispatch plus a few loads. The handshake's program time is mostly the connection's own records (the\n\
          greeting, the login, the OK or ERR and the reads that found nothing, each reserved, filled and submitted to\n\
          the ring buffer) and its state changes: {ev_hs} records per handshake with the syscall tier, fewer with the\n\
@@ -1305,12 +1315,10 @@ fn socket_tier_notes(r: &Value) -> String {
          - **Program time per query and per socket call: the runs themselves.** A program that only checks the slot\n\
            filter and returns still costs its dispatch and a few loads, {q_ns} ns per run on average in the query\n\
            round's statistics (the statistics' own clock reads included). A loopback socket call of an unrelated\n\
-           process runs two (the call's tracepoint, and its packet at egress or at ingress): section 3 measured\n\
-           {s_sc} per call. On loopback the clients' own calls and packets run the programs too (about half of the\n\
-           {q_runs} runs per query); a server's remote clients would not. The `cgroup_skb` programs are attached to\n\
-           the cgroup v2 root, so every process's packets run them: attaching them to the targets' own cgroups\n\
-           (systemd gives each service one) would leave other processes out; not done (on this machine every process\n\
-           is in the root cgroup, so it could not be measured here).\n\
+           process runs one (the call's tracepoint; its packets are outside the server's cgroup, so no `cgroup_skb`\n\
+           program runs for them): section 3 measured {s_sc} per call. On loopback the clients' own socket calls\n\
+           run the programs too (the socket-call tracepoints have no cgroup to attach to); a server's remote clients\n\
+           would not.\n\
          - **Program time per handshake: the handshake's own work.** {hs_runs} program runs per handshake, among them\n\
            the records the verdict is made of (each reserved in the ring, its packet bytes copied, submitted).\n\
          - **CPU per operation on this machine.** The spreads of CPU per operation (section 1 and 2) are wider than\n\

@@ -69,7 +69,7 @@ fn login_packet() -> Vec<u8> {
 #[test]
 fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     let Some(bin) = ready("every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees") else { return };
-    let db = mariadb_with_tls_account();
+    let db = mariadb_with_tls_account(None);
     // An account whose plugin differs from the greeting's: the server sends an AuthSwitchRequest.
     db.sql("INSTALL SONAME 'auth_ed25519'; CREATE USER 'ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw'); CREATE USER 'ed'@'localhost' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw')")
         .unwrap();

@@ -5,7 +5,10 @@
 //! client that connects and closes, a TLS login, a client reset, garbage and HTTP on
 //! the port, max_connections (1040 and the held connections timing out). Also: what
 //! the socket tier says it cannot see, its recording replayed by `analyze`, and no
-//! program left attached to the cgroup.
+//! program left attached to the cgroup. MariaDB runs in a cgroup of its own (as a
+//! systemd service does), its clients outside: the packet programs attach to the
+//! server's cgroup, not the root. A server moved to another cgroup after it listened:
+//! its first connection ends `incomplete` (its packets are unseen), never misjudged.
 use std::{collections::BTreeMap, io::Read, process::Command, thread, time::Duration};
 
 use handshake_trace_tests::*;
@@ -16,10 +19,9 @@ fn by_client(all: Vec<Value>) -> BTreeMap<String, Value> {
     all.into_iter().map(|h| (h["client"].as_str().unwrap_or("?").to_string(), h)).collect()
 }
 
-/// The ids of the programs attached to the cgroup v2 root (bpftool).
-fn cgroup_skb_programs() -> std::collections::HashSet<u64> {
-    let root = handshake_trace::capture::probes::cgroup2_root().unwrap();
-    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(&root).output().expect("bpftool (cargo xtask setup installs it)");
+/// The ids of the programs attached to cgroup directory `dir` (bpftool).
+fn cgroup_skb_programs(dir: &std::path::Path) -> std::collections::HashSet<u64> {
+    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(dir).output().expect("bpftool (cargo xtask setup installs it)");
     assert!(out.status.success(), "bpftool cgroup show: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect()
 }
@@ -27,8 +29,10 @@ fn cgroup_skb_programs() -> std::collections::HashSet<u64> {
 #[test]
 fn both_capture_tiers_give_every_scenario_the_same_verdict() {
     let Some(bin) = ready("both_capture_tiers_give_every_scenario_the_same_verdict") else { return };
-    let db = mariadb_with_tls_account();
+    let cgroup = Cgroup::create("socket-tier").expect("a cgroup for MariaDB");
+    let db = mariadb_with_tls_account(Some(cgroup.dir()));
     let (pid, port) = (db.pid().to_string(), db.port().to_string());
+    let root = handshake_trace::capture::cgroup::cgroup2_root().unwrap();
     let syscalls = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "syscalls"]);
     // The socket tier also records (secrets zeroed), for `analyze` to replay below.
     let trace = std::env::temp_dir().join(format!("handshake-trace-socket-tier-{}.htrace", std::process::id()));
@@ -77,7 +81,10 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
 
     // This tracer's own programs (other tests, other tracers may attach theirs meanwhile).
     let ours: std::collections::HashSet<u64> = [&socket, &socket_text].iter().flat_map(|t| program_ids_of(t.pid())).collect();
-    assert!(cgroup_skb_programs().intersection(&ours).count() >= 4, "the socket tiers' cgroup_skb programs are not attached");
+    let on_server = cgroup_skb_programs(cgroup.dir()).intersection(&ours).count();
+    assert!(on_server >= 4, "the socket tiers' cgroup_skb programs are not attached to MariaDB's cgroup");
+    let on_root: Vec<u64> = cgroup_skb_programs(&root).intersection(&ours).copied().collect();
+    assert!(on_root.is_empty(), "cgroup_skb programs {on_root:?} attached to the cgroup v2 root: every process's packets run them");
     let (sys_out, sock_out, text) = (syscalls.stop(), socket.stop(), socket_text.stop());
     for o in [&sys_out, &sock_out, &text] {
         assert_eq!(o.code, Some(0), "{}", o.stderr_text());
@@ -142,10 +149,12 @@ fn both_capture_tiers_give_every_scenario_the_same_verdict() {
         assert!(!timeline.contains(invented), "socket-tier output shows {invented:?}, which it cannot see:\n{timeline}");
     }
     assert!(text.stderr_text().contains("socket capture tier: nothing on the syscall path"), "{}", text.stderr_text());
+    let place = format!("the packet programs are on cgroup {} (the servers')", cgroup.path());
+    assert!(text.stderr_text().contains(&place), "{}", text.stderr_text());
     assert!(!timeline.contains(LAB_PASSWORD) && !sock_out.stdout.join("").contains(LAB_PASSWORD));
     // Detached with the tracers.
-    let left: Vec<u64> = cgroup_skb_programs().intersection(&ours).copied().collect();
-    assert!(left.is_empty(), "cgroup_skb programs {left:?} stayed attached to the cgroup v2 root");
+    let left: Vec<u64> = cgroup_skb_programs(cgroup.dir()).intersection(&ours).copied().collect();
+    assert!(left.is_empty(), "cgroup_skb programs {left:?} stayed attached to MariaDB's cgroup");
 }
 
 /// `lab-server --port PORT ARGS...`, killed on drop.
@@ -153,14 +162,20 @@ struct LabServer(std::process::Child);
 
 impl LabServer {
     fn start(bin: &std::path::Path, port: u16, args: &[&str]) -> LabServer {
-        let child = Command::new(bin)
-            .args(["lab-server", "--wait", "poll", "--port", &port.to_string()])
+        Self::start_in(bin, port, args, None)
+    }
+
+    /// In cgroup `cgroup` (joined before exec), when given.
+    fn start_in(bin: &std::path::Path, port: u16, args: &[&str], cgroup: Option<&Cgroup>) -> LabServer {
+        let mut cmd = Command::new(bin);
+        cmd.args(["lab-server", "--wait", "poll", "--port", &port.to_string()])
             .args(args)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start lab-server");
-        LabServer(child)
+            .stdout(std::process::Stdio::null());
+        if let Some(c) = cgroup {
+            handshake_trace_lab::cgroup::spawn_into(&mut cmd, c.dir()).unwrap();
+        }
+        LabServer(cmd.spawn().expect("start lab-server"))
     }
 
     fn pid(&self) -> u32 {
@@ -302,4 +317,79 @@ fn ipv6_packets_with_extension_headers_are_read_past_them() {
         assert!(h["client"].as_str().is_some_and(|c| c.starts_with("[::1]:")), "{h:#}");
         assert_eq!(h["user"], LAB_USER, "the login's user name, read past the extension header: {h:#}");
     }
+}
+
+#[test]
+fn a_server_moved_to_another_cgroup_after_it_listened_is_never_judged_on_unseen_packets() {
+    let Some(bin) = ready("a_server_moved_to_another_cgroup_after_it_listened_is_never_judged_on_unseen_packets") else { return };
+    let addr = free_addr();
+    let (first, second) = (Cgroup::create("listened-here").unwrap(), Cgroup::create("moved-here").unwrap());
+    let server = LabServer::start_in(&bin, addr.port(), &[], Some(&first));
+    assert!(eventually(Duration::from_secs(10), || listening(addr.port())), "the lab server never listened");
+    // Its listening socket (and every socket it accepts) stays in `first`.
+    second.add(server.pid()).unwrap();
+    let pid = server.pid().to_string();
+    let cgroup_line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cgroup_line.contains(&format!("0::{}", second.path())), "{cgroup_line}");
+    let mut tracer = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--capture", "socket"]);
+    let place = format!("the packet programs are on cgroup {} (the servers')", second.path());
+    assert!(tracer.wait_for_stderr(&place, Duration::from_secs(1)), "the tracer did not attach to the server's cgroup");
+    // Unseen: its bytes never reach the programs on `second`.
+    assert!(lab_login(addr, true).unwrap(), "the lab login failed");
+    assert!(
+        tracer.wait_for_stderr("every process's packets run them from now on", Duration::from_secs(5)),
+        "the tracer did not move its packet programs to the root"
+    );
+    assert!(cgroup_skb_programs(second.dir()).is_disjoint(&program_ids_of(tracer.pid())), "still on the server's cgroup");
+    // Seen from the root on.
+    assert!(!lab_login(addr, false).unwrap(), "a wrong password logged in");
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    let all = out.json();
+    let verdicts: Vec<&str> = all.iter().filter_map(|h| h["verdict"].as_str()).collect();
+    assert_eq!(verdicts, ["incomplete", "auth_failed"], "{all:#?}\n{}", out.stderr_text());
+    assert!(all[0].to_string().contains("outside the cgroup the packet programs watched"), "{:#}", all[0]);
+    drop(server);
+}
+
+/// Program id and attach type ("ingress", "egress") of what is attached to cgroup `dir`.
+fn attached_to(dir: &std::path::Path) -> Vec<(u64, &'static str)> {
+    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(dir).output().expect("bpftool (cargo xtask setup installs it)");
+    let kind = |l: &str| if l.contains("ingress") { "ingress" } else { "egress" };
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| Some((l.split_whitespace().next()?.parse().ok()?, kind(l)))).collect()
+}
+
+#[test]
+fn a_packet_that_runs_the_programs_twice_while_they_move_is_sent_once() {
+    let Some(bin) = ready("a_packet_that_runs_the_programs_twice_while_they_move_is_sent_once") else { return };
+    let addr = free_addr();
+    let outer = Cgroup::create("outer").unwrap();
+    let inner = outer.child("server").unwrap();
+    let server = LabServer::start_in(&bin, addr.port(), &[], Some(&inner));
+    assert!(eventually(Duration::from_secs(10), || listening(addr.port())), "the lab server never listened");
+    let pid = server.pid().to_string();
+    let tracer = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--capture", "socket", "--events"]);
+    // As during a move (new links before the old go): the same programs on the server's
+    // cgroup and on its parent, so each packet runs each of them twice. Removed with `outer`.
+    let ours = program_ids_of(tracer.pid());
+    let skb: Vec<(u64, &str)> = attached_to(inner.dir()).into_iter().filter(|(id, _)| ours.contains(id)).collect();
+    assert_eq!(skb.len(), 2, "the tracer's packet programs on the server's cgroup: {skb:?}");
+    for (id, kind) in &skb {
+        let attach = Command::new("bpftool").args(["cgroup", "attach"]).arg(outer.dir()).args([kind, "id", &id.to_string(), "multi"]).status().unwrap();
+        assert!(attach.success(), "bpftool cgroup attach {kind} id {id}");
+    }
+    let effective = Command::new("bpftool").args(["cgroup", "show"]).arg(inner.dir()).arg("effective").output().unwrap();
+    let runs: usize = String::from_utf8_lossy(&effective.stdout).lines().filter(|l| skb.iter().any(|(id, _)| l.starts_with(&id.to_string()))).count();
+    assert_eq!(runs, 4, "each packet should run each program twice:\n{}", String::from_utf8_lossy(&effective.stdout));
+    assert!(lab_login(addr, true).unwrap(), "the lab login failed");
+    assert!(!lab_login(addr, false).unwrap(), "a wrong password logged in");
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    let all = out.json();
+    let verdicts: Vec<&str> = all.iter().filter_map(|h| h["verdict"].as_str()).collect();
+    assert_eq!(verdicts, ["ok", "auth_failed"], "{all:#?}\n{}", out.stderr_text());
+    // Greeting out, login in, OK or ERR out: each once (a copy would follow its original).
+    let packets: Vec<String> = out.stderr.iter().filter(|l| l.contains("kind: PacketIn") || l.contains("kind: PacketOut")).cloned().collect();
+    assert_eq!(packets.len(), 6, "{packets:#?}");
+    drop(server);
 }

@@ -328,6 +328,43 @@ pub struct EstablishedEvent {
     /// Host order.
     pub peer_port: u16,
     pub local_port: u16,
+    /// [`ESTABLISHED_PACKETS_UNSEEN`] or 0 (recordings before it hold 0 here).
+    pub flags: u32,
+}
+
+/// `EstablishedEvent::flags` (and `SockConn::flags`): the connection's socket belongs to
+/// a cgroup outside the one the packet programs are attached to (a server moved to
+/// another cgroup after it opened its listening socket): its bytes are not seen.
+pub const ESTABLISHED_PACKETS_UNSEEN: u32 = 2;
+
+/// Socket tier: where the packet programs are attached, for the check at each
+/// connection's start (an array map of one entry, rewritten by userspace on re-attach).
+/// `check` 0 (attached to the root, or this kernel's offsets unknown): every socket is
+/// taken as seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkbCgroup {
+    /// The cgroup's id (its directory's inode number in the cgroup2 file system).
+    pub id: u64,
+    pub check: u32,
+    pub _pad: u32,
+}
+
+/// Socket tier: the deepest cgroup level the check at a connection's start walks: a
+/// socket in a cgroup nested deeper below the attached one is taken as unseen.
+pub const CGROUP_DEPTH_MAX: u32 = 32;
+
+/// Socket tier: where the kernel keeps a socket's cgroup v2 and a cgroup's ancestors,
+/// from its BTF (`sock.sk_cgrp_data.cgroup`, `cgroup.level`, `cgroup.ancestors[]`,
+/// `cgroup.kn`, `kernfs_node.id`), written by userspace before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupOffsets {
+    pub sock_cgroup: u32,
+    pub level: u32,
+    pub ancestors: u32,
+    pub kn: u32,
+    pub kn_id: u32,
     pub _pad: u32,
 }
 
@@ -579,6 +616,8 @@ mod pod {
         super::PeerKey,
         super::SockConn,
         super::SockFnOffsets,
+        super::SkbCgroup,
+        super::CgroupOffsets,
     );
 }
 
@@ -623,6 +662,8 @@ mod tests {
         assert_eq!(size_of::<TcpOffsets>(), 6 * 4);
         assert_eq!(size_of::<EstablishedEvent>(), size_of::<EventHeader>() + 8 + 16 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<SockTask>(), 8 + 8 + 4 + 4);
+        assert_eq!(size_of::<SkbCgroup>(), 8 + 4 + 4);
+        assert_eq!(size_of::<CgroupOffsets>(), 6 * 4);
         assert_eq!(size_of::<SockConn>(), 8 + 4 * 4 + size_of::<PeerKey>() + 16 + 2 + 2 + 2 * 2);
         assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 5 * size_of::<TcpOffsets>());
     }

@@ -23,6 +23,7 @@ mod time;
 
 // One file per event family.
 mod accept;
+mod cgroup;
 mod fd;
 mod io;
 mod packet;

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use handshake_trace_common::{
-    counter, Conn, ConnKey, PeerKey, SockConn, SockTask, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
+    counter, Conn, ConnKey, PeerKey, SkbCgroup, SockConn, SockTask, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
     DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_LISTENERS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS, SOCK_SLOTS,
 };
 
@@ -127,6 +127,11 @@ pub static SOCK_CONNS: HashMap<u64, SockConn> = HashMap::with_max_entries(MAX_CO
 /// the lookup, never an event.
 #[map]
 pub static SOCK_SLOT_COUNTS: Array<u64> = Array::with_max_entries(SOCK_SLOTS, 0);
+
+/// Socket tier: the cgroup the packet programs are attached to (one entry, rewritten
+/// by userspace when it re-attaches them), checked at each connection's start.
+#[map]
+pub static SKB_CGROUP: Array<SkbCgroup> = Array::with_max_entries(1, 0);
 
 /// Socket tier: per server thread, the connection it last read or wrote in its
 /// handshake, for signals to that thread. Least recently used entries make room (a

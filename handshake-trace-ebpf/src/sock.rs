@@ -9,11 +9,12 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use handshake_trace_common::{
-    counter, kind, sock_slot, sys, tcp, tcp_state, EstablishedEvent, IoEvent, PeerKey, SockConn, SockTask, SysEvent, TcpOffsets,
+    counter, kind, sock_slot, sys, tcp, tcp_state, EstablishedEvent, IoEvent, ESTABLISHED_PACKETS_UNSEEN, PeerKey, SockConn, SockTask, SysEvent, TcpOffsets,
     ThreadConn, LISTEN_SHARED, NO_FD, SET_STATE_LAYOUT, SET_STATE_SADDR_V6, SET_STATE_SKADDR, SET_STATE_SPORT,
 };
 
 use crate::{
+    cgroup::packets_unseen,
     emit::{count, emit, header, map_full, submit_flags},
     maps::{BPF_NOEXIST, EVENTS, LISTEN_PORTS, PEERS, SOCK_CONNS, SOCK_SLOT_COUNTS, SOCK_TASKS},
     net::IPPROTO_TCP,
@@ -168,6 +169,10 @@ fn on_established(ctx: &TracePointContext, sk: u64) {
     // Softirq: no thread of the server runs this. The generation is this moment.
     c.gen = header(kind::ESTABLISHED, 0, 0).ts_ns;
     c.tgid = if owner == LISTEN_SHARED { 0 } else { owner };
+    // Followed all the same (state changes, resets): userspace judges none of its bytes.
+    if packets_unseen(sk) {
+        c.flags = ESTABLISHED_PACKETS_UNSEEN;
+    }
     if follow_sock(sk, &c).is_err() {
         map_full(ctx, "socket connections");
         return;
@@ -193,7 +198,7 @@ fn announce<C: aya_ebpf::EbpfContext>(ctx: &C, c: &SockConn) {
         local_addr: c.local_addr,
         peer_port: c.peer.port,
         local_port: c.local_port,
-        _pad: 0,
+        flags: c.flags & ESTABLISHED_PACKETS_UNSEEN,
     });
 }
 

@@ -2,6 +2,7 @@
 //! login the old way (alarm + EINTR) or the modern way (poll), a scripted client that
 //! can be late or frozen, a slow DNS server, a throwaway MariaDB, and the scenarios
 //! that run them traced live and explain what happened.
+pub mod cgroup;
 pub mod client;
 pub mod dns;
 pub mod mariadb;

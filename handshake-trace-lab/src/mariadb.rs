@@ -26,11 +26,14 @@ pub struct MariaDbOptions {
     pub tls: bool,
     /// More `mariadbd` options.
     pub extra_args: Vec<String>,
+    /// A cgroup v2 directory the server joins before it starts (as a systemd service
+    /// does): see [`crate::cgroup::Cgroup`]. None: the caller's cgroup.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl Default for MariaDbOptions {
     fn default() -> Self {
-        Self { port: 0, connect_timeout: 10, max_connections: None, tls: false, extra_args: Vec::new() }
+        Self { port: 0, connect_timeout: 10, max_connections: None, tls: false, extra_args: Vec::new(), cgroup: None }
     }
 }
 
@@ -38,6 +41,8 @@ pub struct MariaDb {
     dir: PathBuf,
     child: Option<Child>,
     port: u16,
+    /// Made for this server by [`MariaDb::start_in`]: removed after it stopped.
+    _cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 fn find_binary(names: &[&str]) -> Option<PathBuf> {
@@ -74,7 +79,7 @@ impl MariaDb {
         let dir = unique_dir()?;
         let data = dir.join("data");
         let port = if opts.port == 0 { free_port()? } else { opts.port };
-        let mut db = MariaDb { dir: dir.clone(), child: None, port };
+        let mut db = MariaDb { dir: dir.clone(), child: None, port, _cgroup: None };
         // Temporary tables in the instance's own folder, not the shared /tmp: servers
         // bootstrapping at once on one machine (parallel test runs) stayed out of each
         // other's way only by chance there.
@@ -123,6 +128,9 @@ impl MariaDb {
             cmd.arg(format!("--ssl-cert={}", cert.display())).arg(format!("--ssl-key={}", key.display()));
         }
         cmd.args(&opts.extra_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        if let Some(dir) = &opts.cgroup {
+            crate::cgroup::spawn_into(&mut cmd, dir)?;
+        }
         db.child = Some(cmd.spawn().context("start mariadbd")?);
         db.wait_ready()?;
         db.sql(&format!(
@@ -132,6 +140,13 @@ impl MariaDb {
             u = LAB_USER,
             p = LAB_PASSWORD
         ))?;
+        Ok(db)
+    }
+
+    /// [`MariaDb::start`] in `cgroup`, which goes with the server (after it stopped).
+    pub fn start_in(opts: &MariaDbOptions, cgroup: crate::cgroup::Cgroup) -> Result<Self> {
+        let mut db = Self::start(&MariaDbOptions { cgroup: Some(cgroup.dir().into()), ..opts.clone() })?;
+        db._cgroup = Some(cgroup);
         Ok(db)
     }
 

@@ -30,6 +30,7 @@ pub(crate) fn accept_at(ts: u64, gen: u64) -> Event {
         unix: false,
         established: false,
         local: None,
+        packets_unseen: false,
     })
 }
 
@@ -165,6 +166,7 @@ pub(crate) fn established_at(ts: u64) -> Event {
         unix: false,
         established: true,
         local: Some("127.0.0.1:3399".parse().unwrap()),
+        packets_unseen: false,
     })
 }
 

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use handshake_trace_lab::cgroup::Cgroup;
 pub use handshake_trace_lab::mariadb::{self, MariaDb, MariaDbOptions, LAB_PASSWORD, LAB_USER};
 
 /// The verdicts of a lab scenario's handshakes on the built-in server, in either
@@ -340,9 +341,10 @@ pub fn max_connections_refusal(db: &MariaDb, held_for: Duration) -> u16 {
 }
 
 /// A MariaDB with connect_timeout=2 and TLS, and the account `tls_lab` / `tls-pw`
-/// that must log in over TLS.
-pub fn mariadb_with_tls_account() -> MariaDb {
-    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, tls: true, ..Default::default() }).expect("start MariaDB");
+/// that must log in over TLS; in cgroup directory `cgroup` when given.
+pub fn mariadb_with_tls_account(cgroup: Option<&std::path::Path>) -> MariaDb {
+    let opts = MariaDbOptions { connect_timeout: 2, tls: true, cgroup: cgroup.map(Into::into), ..Default::default() };
+    let db = MariaDb::start(&opts).expect("start MariaDB");
     db.sql("CREATE USER 'tls_lab'@'%' IDENTIFIED BY 'tls-pw' REQUIRE SSL; CREATE USER 'tls_lab'@'localhost' IDENTIFIED BY 'tls-pw' REQUIRE SSL")
         .unwrap();
     db

@@ -2,6 +2,7 @@
 //! the tracepoint layouts (tracefs), the processes to trace (/proc) and the
 //! privileges tracing needs.
 pub mod btf;
+pub mod cgroup;
 pub mod privileges;
 pub mod offsets;
 pub mod probes;

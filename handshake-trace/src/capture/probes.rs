@@ -9,12 +9,13 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use handshake_trace_common::{
-    counter, Conn, ConnKey, SockConn, SockFnOffsets, TargetFilter, DEFAULT_RINGBUF_BYTES, LISTEN_SHARED, SET_STATE_SADDR_V6, SET_STATE_SKADDR,
-    SET_STATE_SPORT,
+    counter, CgroupOffsets, Conn, ConnKey, SockConn, SockFnOffsets, TargetFilter, DEFAULT_RINGBUF_BYTES, LISTEN_SHARED, SET_STATE_SADDR_V6,
+    SET_STATE_SKADDR, SET_STATE_SPORT,
 };
 
 use crate::{
     capture::{
+        cgroup::{self, Place, RootWhy, SkbAttach},
         offsets::{read_offsets, tcp_offsets},
         socket_io::{self, SocketIo},
         tracefs,
@@ -155,12 +156,6 @@ pub const SOCKET_TRACEPOINT_PROGRAMS: [(&str, &str); 3] = [
     ("signal_deliver", "socket_signal_deliver"),
 ];
 const SOCKET_SET_STATE: &str = "socket_inet_sock_set_state";
-/// The socket tier's packet programs, on the cgroup v2 root.
-pub const SOCKET_CGROUP_SKB: [(&str, aya::programs::CgroupSkbAttachType); 2] = [
-    ("cgroup_skb_ingress", aya::programs::CgroupSkbAttachType::Ingress),
-    ("cgroup_skb_egress", aya::programs::CgroupSkbAttachType::Egress),
-];
-
 /// Is `inet_sock_set_state` laid out as the socket tier's program reads it?
 pub fn socket_set_state_layout_ok(tracefs: &Path) -> Result<()> {
     let fields = tracefs::fields(tracefs, "sock", "inet_sock_set_state")?;
@@ -173,22 +168,6 @@ pub fn socket_set_state_layout_ok(tracefs: &Path) -> Result<()> {
         bail!("sock:inet_sock_set_state is laid out differently on this kernel");
     }
     Ok(())
-}
-
-/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
-/// `/sys/fs/cgroup/unified` on hybrid machines), from /proc/self/mountinfo.
-pub fn cgroup2_root() -> Result<std::path::PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
-    cgroup2_in_mountinfo(&info).ok_or_else(|| anyhow!("no cgroup v2 hierarchy mounted (/proc/self/mountinfo)"))
-}
-
-/// The first cgroup2 mount point in a mountinfo text.
-fn cgroup2_in_mountinfo(info: &str) -> Option<std::path::PathBuf> {
-    info.lines().find_map(|line| {
-        // "36 25 0:31 / /sys/fs/cgroup/unified rw,... shared:10 - cgroup2 cgroup2 rw,..."
-        let (left, right) = line.split_once(" - ")?;
-        (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4).map(Into::into))?
-    })
 }
 
 /// How many programs a mode attaches (when the kernel has every tracepoint).
@@ -226,6 +205,8 @@ pub struct Probes {
     pub capture: CaptureTier,
     /// The socket tier's read/write hooks on this kernel.
     pub socket_io: Option<SocketIo>,
+    /// Socket tier: the packet programs, attached where the targets are.
+    skb: Option<SkbAttach>,
     /// Why `--capture socket` fell back to the syscall tier ([`fallback_notice`] says it).
     pub fallback: Option<String>,
     /// Programs attached.
@@ -273,6 +254,7 @@ impl Probes {
         let (offsets, missing) = read_offsets(&tracefs)?;
         let ringbuf = opts.ringbuf_bytes.max(4096).next_power_of_two();
         let plan = (opts.capture == CaptureTier::Socket).then(|| plan_socket_io(&tracefs));
+        let cgroup_offsets = cgroup::offsets();
         let fn_offsets = match &plan {
             Some(Ok((SocketIo::Fexit, o))) => *o,
             _ => SockFnOffsets::default(),
@@ -280,6 +262,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global("TP_OFFSETS", &offsets, true)
             .override_global("SOCK_FN_OFFSETS", &fn_offsets, true)
+            .override_global("CGROUP_OFFSETS", cgroup_offsets.as_ref().unwrap_or(&CgroupOffsets::default()), true)
             .override_global("SKB_CURRENT_TASK", &skb_current_task(), true)
             .override_global("RING_BYTES", &u64::from(ringbuf), true)
             .override_global("PORT_FILTER", &u32::from(opts.port.unwrap_or(0)), true)
@@ -294,6 +277,7 @@ impl Probes {
             None => (None, None),
         };
         let socket = socket_io.is_some();
+        let mut skb = None;
         let per_syscall = opts.attach == AttachMode::Tracepoints && !socket;
         for p in attach_points()
             .filter(|p| !missing.iter().any(|m| m.name == p.name))
@@ -317,7 +301,9 @@ impl Probes {
             if missing.iter().any(|m| m.name == "inet_sock_set_state") {
                 bail!("the socket capture tier needs tracepoint sock:inet_sock_set_state, which this kernel lacks");
             }
-            attached += attach_socket_tier(&mut ebpf, socket_io.unwrap_or(SocketIo::TpBtf))?;
+            let (n, attach) = attach_socket_tier(&mut ebpf, socket_io.unwrap_or(SocketIo::TpBtf), &cgroup_offsets)?;
+            attached += n;
+            skb = Some(attach);
         } else if opts.attach == AttachMode::Raw {
             for (tp, name) in RAW_POINTS {
                 let program: &mut aya::programs::RawTracePoint = ebpf
@@ -345,6 +331,7 @@ impl Probes {
             capture: if socket { CaptureTier::Socket } else { CaptureTier::Syscalls },
             socket_io,
             fallback,
+            skb,
             _ebpf: ebpf,
             _logger: logger,
             targets,
@@ -368,6 +355,7 @@ impl Probes {
         self.target_pids.insert(pid);
         if self.capture == CaptureTier::Socket {
             self.add_listen_ports(pid)?;
+            self.follow_targets()?;
         } else if self.port.is_some() {
             self.add_listeners(pid, &crate::capture::targets::listening_sockets(pid));
         }
@@ -402,6 +390,30 @@ impl Probes {
         Ok(())
     }
 
+    /// Socket tier: the packet programs go where the targets are now.
+    fn follow_targets(&mut self) -> Result<()> {
+        match self.skb.as_mut() {
+            Some(skb) => skb.follow(&mut self._ebpf, self.target_pids.iter().copied()),
+            None => Ok(()),
+        }
+    }
+
+    /// Socket tier: where the packet programs are attached (None before any target).
+    pub fn packets_at(&self) -> Option<&Place> {
+        self.skb.as_ref().and_then(SkbAttach::place)
+    }
+
+    /// Socket tier: a connection's socket was outside the cgroup the packet programs
+    /// are attached to: move them to the root (for good). True when they moved now.
+    pub fn packets_to_root(&mut self) -> Result<bool> {
+        let Some(skb) = self.skb.as_mut() else { return Ok(false) };
+        if matches!(skb.place(), Some(Place::Root(RootWhy::Moved))) {
+            return Ok(false);
+        }
+        skb.widen(&mut self._ebpf)?;
+        Ok(true)
+    }
+
     /// Mirror the target set into the short list the programs ask first.
     fn write_target_filter(&mut self) -> Result<()> {
         let pids: Vec<u32> = self.target_pids.iter().copied().collect();
@@ -431,6 +443,7 @@ impl Probes {
         for other in self.target_pids.clone() {
             let _ = self.add_listen_ports(other);
         }
+        let _ = self.follow_targets();
         let socks: Vec<u64> = self.sock_conns.iter().filter_map(Result::ok).filter(|(_, c)| c.tgid == pid).map(|(k, _)| k).collect();
         for sk in socks {
             let _ = self.sock_conns.remove(&sk);
@@ -524,9 +537,9 @@ pub fn fallback_notice(why: &str) -> String {
     )
 }
 
-/// The socket tier's own hooks: the read/write hooks (`io`) and the packet programs on
-/// the cgroup v2 root (links: closing them, or this process ending, detaches them).
-fn attach_socket_tier(ebpf: &mut Ebpf, io: SocketIo) -> Result<usize> {
+/// The socket tier's own hooks: the read/write hooks (`io`), and the packet programs
+/// verified (they attach where the targets are: [`cgroup::SkbAttach`]).
+fn attach_socket_tier(ebpf: &mut Ebpf, io: SocketIo, offsets: &Result<CgroupOffsets>) -> Result<(usize, SkbAttach)> {
     match io {
         SocketIo::Fexit => socket_io::attach_fexit(ebpf)?,
         SocketIo::TpBtf => {
@@ -539,20 +552,8 @@ fn attach_socket_tier(ebpf: &mut Ebpf, io: SocketIo) -> Result<usize> {
             }
         }
     }
-    let root = cgroup2_root()?;
-    let cgroup = std::fs::File::open(&root).with_context(|| format!("open the cgroup v2 root {}", root.display()))?;
-    for (name, kind) in SOCKET_CGROUP_SKB {
-        let program: &mut aya::programs::CgroupSkb =
-            ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the embedded object"))?.try_into()?;
-        program.load().with_context(|| format!("verify program {name}"))?;
-        // Flags 0: on kernels with BPF links (5.7+, which aya uses) a link attaches
-        // beside any other program or link on the cgroup, and the kernel rejects the
-        // multi-attach flag for links.
-        program
-            .attach(&cgroup, kind, aya::programs::CgroupAttachMode::Single)
-            .with_context(|| format!("attach {name} to the cgroup v2 root {}", root.display()))?;
-    }
-    Ok(io.programs().len() + SOCKET_CGROUP_SKB.len())
+    let skb = SkbAttach::load(ebpf, offsets)?;
+    Ok((io.programs().len() + cgroup::PROGRAMS.len(), skb))
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
@@ -580,16 +581,6 @@ mod tests {
         assert_eq!(port_owner(Some(42), 42), 42);
         assert_eq!(port_owner(Some(7), 42), LISTEN_SHARED);
         assert_eq!(port_owner(Some(LISTEN_SHARED), 42), LISTEN_SHARED);
-    }
-
-    #[test]
-    fn the_cgroup_v2_root_is_found_in_mountinfo() {
-        let hybrid = "25 1 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
-                      26 25 0:24 / /sys/fs/cgroup/unified rw,nosuid shared:5 - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(cgroup2_in_mountinfo(hybrid), Some("/sys/fs/cgroup/unified".into()));
-        let unified = "30 1 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw\n";
-        assert_eq!(cgroup2_in_mountinfo(unified), Some("/sys/fs/cgroup".into()));
-        assert_eq!(cgroup2_in_mountinfo("31 25 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"), None);
     }
 
     #[test]

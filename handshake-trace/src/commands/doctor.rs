@@ -4,7 +4,8 @@ use std::{fmt, io::Write, path::Path};
 use anyhow::Result;
 
 use crate::{
-    capture::{privileges, probes, socket_io, targets, tracefs},
+    capture::{cgroup, privileges, probes, socket_io, targets, tracefs},
+    output::notice,
     support::escape::Escaped,
 };
 
@@ -215,15 +216,16 @@ fn check_socket_tier(out: &mut Vec<Check>) {
     const WHAT: &str = "socket capture tier (--capture socket)";
     let socket = probes::LoadOptions { capture: probes::CaptureTier::Socket, ..Default::default() };
     let supported = match probes::Probes::load(&socket) {
-        Ok(p) => match (p.socket_io, &p.fallback) {
-            (Some(io), _) => {
+        // The packet programs attach with the first target: here, this process's cgroup.
+        Ok(mut p) => match (p.socket_io, p.socket_io.map(|_| p.add_target(std::process::id())), &p.fallback) {
+            (Some(io), Some(Ok(())), _) => {
                 let hooks = io.programs().map(|h| format!("{} {h}", io.name())).join(", ");
                 out.push(check(
                     Status::Pass,
                     WHAT,
                     format!(
                         "socket ({}): {} programs verified, attached and detached ({hooks}; sock:inet_sock_set_state; \
-                         cgroup_skb ingress and egress on the cgroup v2 root)",
+                         cgroup_skb ingress and egress on the servers' cgroup v2)",
                         io.name(),
                         p.attached
                     ),
@@ -231,7 +233,11 @@ fn check_socket_tier(out: &mut Vec<Check>) {
                 ));
                 format!("syscalls, socket ({})", io.name())
             }
-            (None, why) => {
+            (Some(_), Some(Err(e)), _) => {
+                out.push(check(Status::Info, WHAT, format!("the packet programs did not attach: {e:#}"), None));
+                "syscalls".to_string()
+            }
+            (_, _, why) => {
                 let why = why.as_deref().unwrap_or("unknown");
                 out.push(check(Status::Info, WHAT, format!("not available: falls back to syscalls ({why})"), None));
                 "syscalls (socket: not available, falls back to syscalls)".to_string()
@@ -243,6 +249,25 @@ fn check_socket_tier(out: &mut Vec<Check>) {
         }
     };
     out.push(check(Status::Info, "capture tiers", format!("this kernel supports: {supported}"), None));
+    check_packet_place(out);
+}
+
+/// Where the socket tier's packet programs would attach for the servers running here,
+/// and whether a connection outside that cgroup can be told.
+fn check_packet_place(out: &mut Vec<Check>) {
+    out.push(match cgroup::offsets() {
+        Ok(_) => check(
+            Status::Pass,
+            "socket cgroup check",
+            "a connection whose socket is outside the servers' cgroup is told (BTF: sock.sk_cgrp_data, cgroup.ancestors)",
+            None,
+        ),
+        Err(e) => check(Status::Info, "socket cgroup check", format!("unavailable ({e:#}): the packet programs go on the cgroup v2 root"), None),
+    });
+    let servers: Vec<(u32, Option<String>)> = targets::find_servers().iter().map(|s| (s.pid, cgroup::cgroup_of(s.pid))).collect();
+    if let Some(place) = cgroup::place_for(&servers) {
+        out.push(check(Status::Info, "socket tier packet programs", format!("for the servers here: {}", notice::packets_at(&place)), None));
+    }
 }
 
 /// The MySQL servers running here.

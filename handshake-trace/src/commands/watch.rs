@@ -18,6 +18,7 @@ pub use crate::{
 };
 use crate::{
     capture::{
+        cgroup::{Place, RootWhy},
         probes::{CaptureTier, LoadOptions, Probes},
         tracked::{accept_addrs, Targets},
     },
@@ -65,6 +66,8 @@ struct Tracer<'o> {
     last_cut: bool,
     /// The targets' Unix-socket listeners whose clients this tier cannot see.
     unseen_unix: BTreeMap<u32, BTreeSet<String>>,
+    /// Socket tier: where the packet programs were last said to be.
+    packets_said: Option<Place>,
 }
 
 impl Tracer<'_> {
@@ -107,6 +110,9 @@ impl Tracer<'_> {
             }
             observer.raw(&item, decoded.as_ref().ok(), addrs);
             if let Ok(Event::Accept(a)) = &decoded {
+                if a.packets_unseen {
+                    self.probes.packets_to_root()?;
+                }
                 if let Some(path) = a.unix.then(|| self.targets.unix_path(a.pid, a.listen_fd)).flatten() {
                     pipeline.unix_listener(a.pid, a.listen_fd, path);
                 }
@@ -145,6 +151,18 @@ impl Tracer<'_> {
         Ok(records)
     }
 
+    /// Socket tier: say where the packet programs are when that changed.
+    fn say_packets_place(&mut self, log: &mut dyn Write) -> Result<()> {
+        let Some(place) = self.probes.packets_at().cloned() else { return Ok(()) };
+        if self.packets_said.as_ref() == Some(&place) {
+            return Ok(());
+        }
+        let level = if matches!(place, Place::Root(RootWhy::Moved)) { Level::Warning } else { Level::Notice };
+        notice::say(log, &self.opts.notices, level, &notice::packets_at(&place))?;
+        self.packets_said = Some(place);
+        Ok(())
+    }
+
     /// Once a second: targets that came and went, the programs' log, new losses.
     fn tick(&mut self, pipeline: &mut Pipeline, log: &mut dyn Write) -> Result<()> {
         let changes = self.targets.refresh(&mut self.probes)?;
@@ -164,6 +182,7 @@ impl Tracer<'_> {
             }
             pipeline.push(&Event::ProcessExit { ts_ns, pid }, AcceptAddrs::default())?;
         }
+        self.say_packets_place(log)?;
         self.probes.flush_logs();
         let c = self.probes.counters()?;
         if c.lost() > self.reported_lost {
@@ -328,8 +347,18 @@ pub async fn live<'s>(
         notice::say(log, &opts.notices, Level::Warning, &text)?;
     }
     let unseen_unix = unseen_unix_listeners(&targets, opts, probes.capture);
-    let mut tracer =
-        Tracer { opts, probes, targets, recorder, undecodable: 0, reported_lost: 0, lost_seen: 0, last_cut: false, unseen_unix };
+    let mut tracer = Tracer {
+        opts,
+        probes,
+        targets,
+        recorder,
+        undecodable: 0,
+        reported_lost: 0,
+        lost_seen: 0,
+        last_cut: false,
+        unseen_unix,
+        packets_said: None,
+    };
     let mut pipeline = sinks(&clock).into_iter().fold(Pipeline::new(opts.pipeline()).in_batches(), Pipeline::with_boxed_sink);
     let on_port = opts.port.map(|p| format!(" on port {p}")).unwrap_or_default();
     if let Some(notice) = crate::output::text::capture_notice(tracer.probes.capture) {
@@ -337,6 +366,7 @@ pub async fn live<'s>(
         let pids: Vec<u32> = tracer.unseen_unix.keys().copied().collect();
         warn_unix_listeners(&tracer.targets, &tracer.unseen_unix, pids.into_iter(), opts, log)?;
     }
+    tracer.say_packets_place(log)?;
     writeln!(log, "Tracing MySQL handshakes of {names}{on_port}... Hit Ctrl-C to end.")?;
     observer.attached(&tracer.health(&pipeline)?)?;
 

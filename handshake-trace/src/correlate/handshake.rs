@@ -85,6 +85,9 @@ pub struct Evidence {
     /// The kernel lost records while this handshake was open: any of them may have
     /// been its own, so only what was seen for sure (an OK or ERR) may be judged.
     pub events_may_be_lost: bool,
+    /// Socket tier: the connection's packets were outside the cgroup the packet
+    /// programs watched (its server moved after it listened): no byte was seen.
+    pub packets_unseen: bool,
 }
 
 /// One connection's handshake.
@@ -186,7 +189,7 @@ impl Handshake {
             reply: None,
             reply_ns: None,
             end_ns: None,
-            evidence: Evidence::default(),
+            evidence: Evidence { packets_unseen: a.packets_unseen, ..Evidence::default() },
             judgement: None,
             from_client: PacketStream::new(),
             from_server: PacketStream::new(),

@@ -571,6 +571,22 @@ mod socket_tier {
     }
 
     #[test]
+    fn a_connection_whose_packets_are_unseen_is_incomplete_whatever_else_is_seen() {
+        // Its socket was outside the packet programs' cgroup: no packet, then what looks
+        // like a silent client given up on (EAGAIN, 2 s, reset).
+        let mut ev = vec![established_at(GEN)];
+        if let Event::Accept(a) = &mut ev[0] {
+            a.packets_unseen = true;
+        }
+        ev.push(sock_io(GEN + 60_000, GEN, SyscallKind::SockRecv, -(Errno::EAGAIN.0 as i64), MSG_DONTWAIT, &[], None));
+        ev.push(sock_state(GEN + 2_002_060_000, GEN, tcp_state::ESTABLISHED, tcp_state::CLOSE));
+        let h = only(&ev);
+        assert_eq!(h.verdict(), Some(Verdict::Incomplete));
+        assert_eq!(h.judgement.as_ref().unwrap().cause, Cause::PacketsUnseen);
+        assert!(reason_of(&h).contains("outside the cgroup the packet programs watched"), "{}", reason_of(&h));
+    }
+
+    #[test]
     fn a_blocking_read_interrupted_then_a_fin_is_a_timeout_without_reset() {
         let g = greeting();
         let ev = [

@@ -30,6 +30,9 @@ pub struct Accept {
     /// no accept, no fd (`fd()` is `NO_FD`), the server's address known (`local`).
     pub established: bool,
     pub local: Option<SocketAddr>,
+    /// Socket tier: the connection's socket is outside the cgroup the packet programs
+    /// watch (its server moved after it listened): none of its bytes are seen.
+    pub packets_unseen: bool,
 }
 
 impl From<AcceptEvent> for Accept {
@@ -49,6 +52,7 @@ impl From<AcceptEvent> for Accept {
             peer: ip.map(|ip| SocketAddr::new(ip, e.port)),
             unix: e.family == 1,
             established: false,
+            packets_unseen: false,
             local: None,
         }
     }
@@ -73,6 +77,7 @@ impl From<EstablishedEvent> for Accept {
             unix: false,
             established: true,
             local: Some(SocketAddr::new(ip_of(e.local_addr), e.local_port)),
+            packets_unseen: e.flags & handshake_trace_common::ESTABLISHED_PACKETS_UNSEEN != 0,
         }
     }
 }
@@ -463,14 +468,16 @@ mod tests {
             local_addr: local,
             peer_port: 51234,
             local_port: 3306,
-            _pad: 0,
+            flags: 0,
         };
         let a = accept_of(&as_bytes(&e));
-        assert!(a.established && !a.unix);
+        assert!(a.established && !a.unix && !a.packets_unseen);
         assert_eq!(a.fd(), Some(NO_FD));
         assert_eq!(a.peer, Some("127.0.0.1:51234".parse().unwrap()));
         assert_eq!(a.local, Some("127.0.0.2:3306".parse().unwrap()));
         assert_eq!((a.pid, a.tid, a.conn_gen, a.listen_fd), (100, 0, 9_000, NO_FD));
+        let outside = EstablishedEvent { flags: handshake_trace_common::ESTABLISHED_PACKETS_UNSEEN, ..e };
+        assert!(accept_of(&as_bytes(&outside)).packets_unseen);
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub fn evidence(e: &Evidence) -> String {
         Evidence::ServerClosedWithoutReply => "the server closed with no reply, for a reason its syscalls do not show".into(),
         Evidence::ServerExited => "the server process exited mid-handshake".into(),
         Evidence::EventsLost => "kernel events were lost while it was open".into(),
+        Evidence::PacketsUnseen => "its packets were outside the cgroup the packet programs watched".into(),
         Evidence::NotSeenToEnd => "its end was not seen".into(),
     }
 }

@@ -65,6 +65,7 @@ fn short_reason(h: &Handshake) -> String {
         Cause::NotSeenToEnd => "not seen to end".into(),
         Cause::ServerExited => "the server exited".into(),
         Cause::EventsLost => "kernel events lost".into(),
+        Cause::PacketsUnseen => "packets not seen (server moved to another cgroup)".into(),
         Cause::ServerShutDown { how } => format!("server shutdown({})", names::shutdown_how(*how)),
         Cause::ServerTimedOut { greeting_retransmits: n, .. } if *n > 0 => {
             format!("greeting lost on the way (retransmitted {n} times)")

@@ -47,6 +47,11 @@ fn write_reason(cause: &Cause, f: &mut String) -> fmt::Result {
         Cause::EventsLost => f.write_str(
             "kernel events were lost while this handshake was open (the ring buffer was full): not judged from what is left",
         ),
+        Cause::PacketsUnseen => f.write_str(
+            "its socket was outside the cgroup the packet programs watched (the server was moved to another cgroup after \
+             it opened its listening socket): none of its bytes were seen, so it is not judged; the packet programs \
+             moved to the cgroup v2 root for the connections after it",
+        ),
         Cause::ServerShutDown { how } => write!(
             f,
             "the server shut the connection down ({}) before the client closed it: the server was stopping or dropped the connection itself",

@@ -105,6 +105,7 @@ pub enum Evidence {
     ServerClosedWithoutReply,
     ServerExited,
     EventsLost,
+    PacketsUnseen,
     NotSeenToEnd,
 }
 
@@ -148,6 +149,7 @@ pub fn attribute(h: &Handshake, cause: &Cause, probe: bool) -> Attribution {
         Cause::ServerClosedUnexplained => (Finding::ServerClosed, vec![Evidence::ServerClosedWithoutReply]),
         Cause::ServerExited => (Finding::ServerExited, vec![Evidence::ServerExited]),
         Cause::EventsLost => (Finding::NotWhole, vec![Evidence::EventsLost]),
+        Cause::PacketsUnseen => (Finding::NotWhole, vec![Evidence::PacketsUnseen]),
         Cause::StillOpen | Cause::NotSeenToEnd => (Finding::NotWhole, vec![Evidence::NotSeenToEnd]),
     };
     Attribution { finding, evidence }

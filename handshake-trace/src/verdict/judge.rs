@@ -47,6 +47,10 @@ fn greeting_retransmits(h: &Handshake) -> u64 {
 
 fn cause(h: &Handshake, open_at_end: bool) -> Cause {
     let ev = &h.evidence;
+    // No byte of it was seen: nothing below may be inferred from their absence.
+    if ev.packets_unseen {
+        return Cause::PacketsUnseen;
+    }
     match &h.reply {
         Some(Reply::Ok) => return Cause::LoggedIn,
         Some(Reply::Err(e)) => {
@@ -110,7 +114,7 @@ fn verdict_of(cause: &Cause) -> Verdict {
         Cause::LoggedIn | Cause::TlsPastHandshake | Cause::TlsCommandPhase { .. } | Cause::TlsClientQuit => Verdict::Ok,
         Cause::ErrSent { code } if protocol::is_auth_error(*code) => Verdict::AuthFailed,
         Cause::ErrSent { .. } => Verdict::ServerError,
-        Cause::StillOpen | Cause::NotSeenToEnd | Cause::ServerExited | Cause::EventsLost => Verdict::Incomplete,
+        Cause::StillOpen | Cause::NotSeenToEnd | Cause::ServerExited | Cause::EventsLost | Cause::PacketsUnseen => Verdict::Incomplete,
         Cause::ServerShutDown { .. } => Verdict::ServerClosed,
         Cause::ServerTimedOut { .. } => Verdict::ServerTimeout,
         Cause::ClientReset { .. } => Verdict::ClientReset,

@@ -108,6 +108,9 @@ pub enum Cause {
     /// Kernel records were lost while it was open and no OK or ERR was seen: what is
     /// left cannot be judged without risking a wrong verdict.
     EventsLost,
+    /// Socket tier: the connection's socket was outside the cgroup the packet programs
+    /// watched (its server moved to another cgroup after it listened): no byte seen.
+    PacketsUnseen,
     /// The server shut the connection down (`shutdown(how)`) before the client closed
     /// it: a server stopping does this to every connection.
     ServerShutDown { how: u64 },

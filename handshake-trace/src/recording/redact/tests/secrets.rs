@@ -386,7 +386,7 @@ fn established_rec(ts: u64) -> Vec<u8> {
         local_addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1],
         peer_port: 51234,
         local_port: 3306,
-        _pad: 0,
+        flags: 0,
     })
 }
 
