@@ -776,9 +776,13 @@ fn empty_programs(cfg: &Config, db: &MariaDb) -> Result<Value> {
     Ok(json!({ "cgroup": cgroup_dir.display().to_string(), "workloads": per_workload }))
 }
 
-/// Where the empty `cgroup_skb` programs go: where the tool attaches its own.
-fn empty_programs_cgroup(_db: &MariaDb) -> Result<PathBuf> {
-    handshake_trace::capture::probes::cgroup2_root()
+/// Where the empty `cgroup_skb` programs go: where the tool attaches its own, the
+/// server's cgroup v2 directory (the root when the server runs there).
+fn empty_programs_cgroup(db: &MariaDb) -> Result<PathBuf> {
+    use handshake_trace::capture::cgroup;
+    let root = cgroup::cgroup2_root()?;
+    let path = cgroup::cgroup_of(db.pid()).context("the server's cgroup v2 path")?;
+    Ok(root.join(path.trim_start_matches('/')))
 }
 
 /// Several tracer builds against untraced rounds, interleaved, printed to stderr (docs
