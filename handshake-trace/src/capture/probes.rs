@@ -9,13 +9,13 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use handshake_trace_common::{
-    counter, Conn, ConnKey, SockConn, SockFnOffsets, TargetFilter, DEFAULT_RINGBUF_BYTES, LISTEN_SHARED, SET_STATE_SADDR_V6, SET_STATE_SKADDR,
-    SET_STATE_SPORT,
+    counter, Conn, ConnKey, SockConn, SockFields, SockFnOffsets, TargetFilter, DEFAULT_RINGBUF_BYTES, LISTEN_SHARED,
 };
 
 use crate::{
     capture::{
-        offsets::{read_offsets, tcp_offsets},
+        offsets::read_offsets,
+        set_state::{self, SetStateHook},
         socket_io::{self, SocketIo},
         tracefs,
     },
@@ -146,34 +146,16 @@ impl CaptureTier {
     pub const ALL: [CaptureTier; 2] = [CaptureTier::Syscalls, CaptureTier::Socket];
 }
 
-/// The socket tier's own programs on tracepoints the syscall tier also uses:
-/// connections start and end on `inet_sock_set_state`; a signal's handler thread is
-/// the one that last read or wrote the connection. (tracepoint, program)
-pub const SOCKET_TRACEPOINT_PROGRAMS: [(&str, &str); 3] = [
-    ("inet_sock_set_state", SOCKET_SET_STATE),
-    ("signal_generate", "socket_signal_generate"),
-    ("signal_deliver", "socket_signal_deliver"),
-];
-const SOCKET_SET_STATE: &str = "socket_inet_sock_set_state";
+/// The socket tier's own programs on signal tracepoints the syscall tier also uses: a
+/// signal's handler thread is the one that last read or wrote the connection.
+/// (tracepoint, program). Its state changes: [`set_state`].
+pub const SOCKET_TRACEPOINT_PROGRAMS: [(&str, &str); 2] =
+    [("signal_generate", "socket_signal_generate"), ("signal_deliver", "socket_signal_deliver")];
 /// The socket tier's packet programs, on the cgroup v2 root.
 pub const SOCKET_CGROUP_SKB: [(&str, aya::programs::CgroupSkbAttachType); 2] = [
     ("cgroup_skb_ingress", aya::programs::CgroupSkbAttachType::Ingress),
     ("cgroup_skb_egress", aya::programs::CgroupSkbAttachType::Egress),
 ];
-
-/// Is `inet_sock_set_state` laid out as the socket tier's program reads it?
-pub fn socket_set_state_layout_ok(tracefs: &Path) -> Result<()> {
-    let fields = tracefs::fields(tracefs, "sock", "inet_sock_set_state")?;
-    let o = tcp_offsets(&fields, true)?;
-    if o != handshake_trace_common::SET_STATE_LAYOUT
-        || tracefs::offset_of(&fields, "skaddr", 8)? != SET_STATE_SKADDR
-        || tracefs::offset_of(&fields, "sport", 2)? != SET_STATE_SPORT
-        || tracefs::offset_of(&fields, "saddr_v6", 16)? != SET_STATE_SADDR_V6
-    {
-        bail!("sock:inet_sock_set_state is laid out differently on this kernel");
-    }
-    Ok(())
-}
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
 /// `/sys/fs/cgroup/unified` on hybrid machines), from /proc/self/mountinfo.
@@ -226,6 +208,8 @@ pub struct Probes {
     pub capture: CaptureTier,
     /// The socket tier's read/write hooks on this kernel.
     pub socket_io: Option<SocketIo>,
+    /// The socket tier's state-change hook on this kernel.
+    pub set_state: Option<SetStateHook>,
     /// Why `--capture socket` fell back to the syscall tier ([`fallback_notice`] says it).
     pub fallback: Option<String>,
     /// Programs attached.
@@ -273,6 +257,8 @@ impl Probes {
         let (offsets, missing) = read_offsets(&tracefs)?;
         let ringbuf = opts.ringbuf_bytes.max(4096).next_power_of_two();
         let plan = (opts.capture == CaptureTier::Socket).then(|| plan_socket_io(&tracefs));
+        // The socket tier's state-change program reads the socket at this kernel's offsets.
+        let mut sock_fields = (opts.capture == CaptureTier::Socket).then(set_state::sock_fields);
         let fn_offsets = match &plan {
             Some(Ok((SocketIo::Fexit, o))) => *o,
             _ => SockFnOffsets::default(),
@@ -280,6 +266,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global("TP_OFFSETS", &offsets, true)
             .override_global("SOCK_FN_OFFSETS", &fn_offsets, true)
+            .override_global("SOCK_FIELDS", sock_fields.as_ref().and_then(|f| f.as_ref().ok()).unwrap_or(&SockFields::default()), true)
             .override_global("SKB_CURRENT_TASK", &skb_current_task(), true)
             .override_global("RING_BYTES", &u64::from(ringbuf), true)
             .override_global("PORT_FILTER", &u32::from(opts.port.unwrap_or(0)), true)
@@ -289,30 +276,36 @@ impl Probes {
         // The programs log only in rare failure paths; keep the logger alive or its map closes.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         let mut attached = 0;
+        let mut warnings = Vec::new();
         let (socket_io, fallback) = match plan {
             Some(plan) => resolve_socket_io(&mut ebpf, plan)?,
             None => (None, None),
         };
         let socket = socket_io.is_some();
         let per_syscall = opts.attach == AttachMode::Tracepoints && !socket;
+        let mut set_state = None;
         for p in attach_points()
             .filter(|p| !missing.iter().any(|m| m.name == p.name))
             .filter(|p| per_syscall || p.category != "syscalls")
         {
+            if socket && p.name == "inet_sock_set_state" {
+                let fields = sock_fields.take().unwrap_or_else(|| Err(anyhow!("no socket fields")));
+                let (hook, why) = set_state::attach(&mut ebpf, &tracefs, fields)?;
+                warnings.extend(why.map(|why| set_state::fallback_warning(&why)));
+                set_state = Some(hook);
+                attached += 1;
+                continue;
+            }
             let program = match SOCKET_TRACEPOINT_PROGRAMS.iter().find(|(tp, _)| socket && *tp == p.name) {
                 Some((_, own)) => own,
                 None => p.name,
             };
-            if program == SOCKET_SET_STATE {
-                socket_set_state_layout_ok(&tracefs).context("the socket capture tier")?;
-            }
             attach_tracepoint(&mut ebpf, program, p.category, p.name)?;
             attached += 1;
         }
-        let warnings: Vec<String> = missing
-            .iter()
-            .map(|m| format!("this kernel lacks tracepoint {}:{}: {} will not be shown", m.category, m.name, m.shows))
-            .collect();
+        warnings.extend(
+            missing.iter().map(|m| format!("this kernel lacks tracepoint {}:{}: {} will not be shown", m.category, m.name, m.shows)),
+        );
         if socket {
             if missing.iter().any(|m| m.name == "inet_sock_set_state") {
                 bail!("the socket capture tier needs tracepoint sock:inet_sock_set_state, which this kernel lacks");
@@ -344,6 +337,7 @@ impl Probes {
             port: opts.port,
             capture: if socket { CaptureTier::Socket } else { CaptureTier::Syscalls },
             socket_io,
+            set_state,
             fallback,
             _ebpf: ebpf,
             _logger: logger,
