@@ -1219,7 +1219,7 @@ fn socket_tier_notes(r: &Value) -> String {
         h_send = runs_and_ns(shs, "sock_send_lengt"),
         h_in = runs_and_ns(shs, "cgroup_skb_ingr"),
         h_out = runs_and_ns(shs, "cgroup_skb_egre"),
-        h_state = runs_and_ns(shs, "socket_inet_soc"),
+        h_state = runs_and_ns(shs, "btf_set_state"),
         q_recv = runs_and_ns(sq, "sock_recv_lengt"),
         q_send = runs_and_ns(sq, "sock_send_lengt"),
         q_in = runs_and_ns(sq, "cgroup_skb_ingr"),

@@ -106,8 +106,7 @@ struct StateChange {
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn btf_set_state(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    let f = sock_fields();
-    if sk_load::<u16>(sk, f.protocol) != IPPROTO_TCP {
+    if sk_load::<u16>(sk, field(|f| &f.protocol)) != IPPROTO_TCP {
         return 0;
     }
     let mut ports = sk_load::<u32>(sk, SKC_PORTPAIR);
@@ -115,10 +114,10 @@ pub fn btf_set_state(ctx: BtfTracePointContext) -> i32 {
         // skc_num is cleared when a socket that did not bind its port is unhashed,
         // before its change to CLOSE (an accepted socket's abortive close, a client's
         // close): its port is still in inet_sport, as the classic tracepoint shows it.
-        ports |= u32::from(inet_sport(sk, &f)) << 16;
+        ports |= u32::from(inet_sport(sk)) << 16;
     }
     let change = StateChange { sk, slot: slot_of_portpair(ports), old: ctx.arg::<i32>(1) as u32, new: ctx.arg::<i32>(2) as u32 };
-    on_state_change(&ctx, change, || (ports >> 16) as u16, || btf_conn(sk, ports, &f));
+    on_state_change(&ctx, change, || (ports >> 16) as u16, || btf_conn(sk, ports));
     0
 }
 
@@ -128,11 +127,12 @@ pub fn btf_set_state(ctx: BtfTracePointContext) -> i32 {
 static SOCK_FIELDS: SockFields =
     SockFields { protocol: 0, family: 0, daddr: 0, rcv_saddr: 0, v6_daddr: 0, v6_rcv_saddr: 0, inet_sport: 0 };
 
+/// One offset of `SOCK_FIELDS`, loaded where it is used (not all up front).
 #[inline(always)]
-fn sock_fields() -> SockFields {
-    // SAFETY: a reference to a static; volatile so the loader's value is read. The map
-    // holding it is frozen: the verifier sees each offset as a constant.
-    unsafe { core::ptr::read_volatile(&SOCK_FIELDS) }
+fn field(pick: impl FnOnce(&SockFields) -> &u32) -> u32 {
+    // SAFETY: a reference into a static; volatile so the loader's value is read. The
+    // map holding it is frozen: the verifier sees each offset as a constant.
+    unsafe { core::ptr::read_volatile(pick(&SOCK_FIELDS)) }
 }
 
 /// The `T` at byte `off` of the BTF-typed socket `sk`.
@@ -147,24 +147,25 @@ fn sk_load<T: Copy>(sk: u64, off: u32) -> T {
 /// The socket's local port from `inet_sport` (`struct inet_sock`, past `struct sock`:
 /// a probe read). Only where `skc_num` is 0.
 #[inline(always)]
-fn inet_sport(sk: u64, f: &SockFields) -> u16 {
-    u16::from_be(crate::read::kernel::<u16>(sk + u64::from(f.inet_sport)).unwrap_or(0))
+fn inet_sport(sk: u64) -> u16 {
+    u16::from_be(crate::read::kernel::<u16>(sk + u64::from(field(|f| &f.inet_sport))).unwrap_or(0))
 }
 
 /// The connection on a socket just established: ports from `skc_portpair`,
 /// addresses as the classic tracepoint shows them (IPv4 v4-mapped).
 #[inline(always)]
-fn btf_conn(sk: u64, ports: u32, f: &SockFields) -> SockConn {
+fn btf_conn(sk: u64, ports: u32) -> SockConn {
     let mut c = SockConn { local_port: (ports >> 16) as u16, ..SockConn::default() };
     c.peer.port = u16::from_be(ports as u16);
-    if sk_load::<u16>(sk, f.family) == AF_INET6 {
-        c.peer.addr[..8].copy_from_slice(&sk_load::<u64>(sk, f.v6_daddr).to_ne_bytes());
-        c.peer.addr[8..].copy_from_slice(&sk_load::<u64>(sk, f.v6_daddr + 8).to_ne_bytes());
-        c.local_addr[..8].copy_from_slice(&sk_load::<u64>(sk, f.v6_rcv_saddr).to_ne_bytes());
-        c.local_addr[8..].copy_from_slice(&sk_load::<u64>(sk, f.v6_rcv_saddr + 8).to_ne_bytes());
+    if sk_load::<u16>(sk, field(|f| &f.family)) == AF_INET6 {
+        let (peer, local) = (field(|f| &f.v6_daddr), field(|f| &f.v6_rcv_saddr));
+        c.peer.addr[..8].copy_from_slice(&sk_load::<u64>(sk, peer).to_ne_bytes());
+        c.peer.addr[8..].copy_from_slice(&sk_load::<u64>(sk, peer + 8).to_ne_bytes());
+        c.local_addr[..8].copy_from_slice(&sk_load::<u64>(sk, local).to_ne_bytes());
+        c.local_addr[8..].copy_from_slice(&sk_load::<u64>(sk, local + 8).to_ne_bytes());
     } else {
-        set_v4_mapped(&mut c.peer.addr, sk_load::<[u8; 4]>(sk, f.daddr));
-        set_v4_mapped(&mut c.local_addr, sk_load::<[u8; 4]>(sk, f.rcv_saddr));
+        set_v4_mapped(&mut c.peer.addr, sk_load::<[u8; 4]>(sk, field(|f| &f.daddr)));
+        set_v4_mapped(&mut c.local_addr, sk_load::<[u8; 4]>(sk, field(|f| &f.rcv_saddr)));
     }
     c
 }

@@ -208,8 +208,9 @@ pub struct Probes {
     pub capture: CaptureTier,
     /// The socket tier's read/write hooks on this kernel.
     pub socket_io: Option<SocketIo>,
-    /// The socket tier's state-change hook on this kernel.
-    pub set_state: Option<SetStateHook>,
+    /// The socket tier's state-change hook on this kernel, and why it is not the BTF
+    /// tracepoint (when it is not).
+    pub set_state: Option<(SetStateHook, Option<String>)>,
     /// Why `--capture socket` fell back to the syscall tier ([`fallback_notice`] says it).
     pub fallback: Option<String>,
     /// Programs attached.
@@ -291,8 +292,8 @@ impl Probes {
             if socket && p.name == "inet_sock_set_state" {
                 let fields = sock_fields.take().unwrap_or_else(|| Err(anyhow!("no socket fields")));
                 let (hook, why) = set_state::attach(&mut ebpf, &tracefs, fields)?;
-                warnings.extend(why.map(|why| set_state::fallback_warning(&why)));
-                set_state = Some(hook);
+                warnings.extend(why.as_deref().map(set_state::fallback_warning));
+                set_state = Some((hook, why));
                 attached += 1;
                 continue;
             }

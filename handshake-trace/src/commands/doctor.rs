@@ -4,7 +4,7 @@ use std::{fmt, io::Write, path::Path};
 use anyhow::Result;
 
 use crate::{
-    capture::{privileges, probes, socket_io, targets, tracefs},
+    capture::{privileges, probes, set_state, socket_io, targets, tracefs},
     support::escape::Escaped,
 };
 
@@ -207,17 +207,22 @@ fn check_socket_tier(out: &mut Vec<Check>) {
         Ok(p) => match (p.socket_io, &p.fallback) {
             (Some(io), _) => {
                 let hooks = io.programs().map(|h| format!("{} {h}", io.name())).join(", ");
+                let state = p.set_state.as_ref().map_or("no state-change hook", |(h, _)| h.name());
                 out.push(check(
                     Status::Pass,
                     WHAT,
                     format!(
-                        "socket ({}): {} programs verified, attached and detached ({hooks}; sock:inet_sock_set_state; \
+                        "socket ({}): {} programs verified, attached and detached ({hooks}; {state}; \
                          cgroup_skb ingress and egress on the cgroup v2 root)",
                         io.name(),
                         p.attached
                     ),
                     None,
                 ));
+                // The classic tracepoint standing in for the BTF one: say why.
+                if let Some((_, Some(why))) = &p.set_state {
+                    out.push(check(Status::Info, "socket tier state changes", set_state::fallback_warning(why), None));
+                }
                 format!("syscalls, socket ({})", io.name())
             }
             (None, why) => {
