@@ -321,7 +321,7 @@ fn fexit_matrix(bin: &Path, kernel: &Path, release: &str, lockdown: &str, scenar
     eprintln!("doctor on {release}x:\n{doctor}");
     assert!(doctor.contains("tp_btf socket hooks: missing: sock_recv_length, sock_send_length"), "{doctor}");
     assert!(doctor.contains("socket capture tier (--capture socket): socket (fexit)"), "{doctor}");
-    assert!(doctor.contains("fexit sock_recvmsg, fexit sock_sendmsg"), "{doctor}");
+    assert!(doctor.contains("fexit sock_recvmsg, fexit sock_sendmsg; tp_btf inet_sock_set_state;"), "{doctor}");
     assert!(doctor.contains("this kernel supports: syscalls, socket (fexit)"), "{doctor}");
 
     for &scenario in scenarios {
@@ -375,5 +375,37 @@ fn without_the_tp_btf_hooks_this_host_uses_fexit_or_falls_back_and_says_which() 
         eprintln!("this host loads fexit: {tier}");
         assert!(tier.contains("socket (fexit)"), "{tier}");
         assert!(notices.is_empty() && socket_ran, "{err}");
+    }
+}
+
+/// `HANDSHAKE_TRACE_SET_STATE=tracepoint` makes the socket tier's state-change program
+/// the classic `sock:inet_sock_set_state` (the fallback where the BTF tracepoint
+/// cannot load): `doctor` names it and why, and the verdicts are the same.
+#[test]
+fn the_classic_set_state_fallback_judges_alike_and_doctor_names_it() {
+    let Some(bin) = ready("the_classic_set_state_fallback_judges_alike_and_doctor_names_it") else { return };
+    let run = |args: &[&str], classic: bool| {
+        let mut cmd = Command::new(&bin);
+        if classic {
+            cmd.env("HANDSHAKE_TRACE_SET_STATE", "tracepoint");
+        }
+        let out = cmd.args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (_, doctor, _) = run(&["doctor"], true);
+    assert!(doctor.contains("; tracepoint sock:inet_sock_set_state;"), "{doctor}");
+    assert!(doctor.contains("socket tier state changes: inet_sock_set_state: the BTF tracepoint is not available (HANDSHAKE_TRACE_SET_STATE=tracepoint)"), "{doctor}");
+    let (_, doctor, _) = run(&["doctor"], false);
+    assert!(doctor.contains("; tp_btf inet_sock_set_state;") && !doctor.contains("socket tier state changes"), "{doctor}");
+    // A poll server's abortive close (ESTABLISHED → CLOSE) and an alarm server's FIN.
+    let scenario = "connect-timeout";
+    for classic in [true, false] {
+        let (ok, out, err) = run(&["lab", scenario, "--capture", "socket", "-j"], classic);
+        assert!(ok, "{err}");
+        let mut verdicts: Vec<String> =
+            out.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["verdict"].as_str().unwrap_or("?").to_string()).collect();
+        verdicts.sort();
+        assert_eq!(verdicts, expected(scenario), "classic {classic}: {out}\n{err}");
+        assert!(err.contains("socket capture tier: nothing on the syscall path"), "{err}");
     }
 }

@@ -433,6 +433,29 @@ pub struct SockFnOffsets {
     pub msghdr_flags: u32,
 }
 
+/// Where this kernel keeps what the socket tier's `tp_btf/inet_sock_set_state`
+/// program reads from the socket it gets (`const struct sock *sk`), from its BTF,
+/// written by userspace before load (the program loads only when every one is found).
+/// Byte offsets from `sk`; all but `inet_sport` lie in `struct sock` (direct loads the
+/// verifier checks against the BTF), `inet_sport` in `struct inet_sock` (a probe read).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockFields {
+    /// `sk_protocol` (u16).
+    pub protocol: u32,
+    /// `skc_family` (u16).
+    pub family: u32,
+    /// `skc_daddr`, `skc_rcv_saddr` (IPv4, network order).
+    pub daddr: u32,
+    pub rcv_saddr: u32,
+    /// `skc_v6_daddr`, `skc_v6_rcv_saddr` (struct in6_addr).
+    pub v6_daddr: u32,
+    pub v6_rcv_saddr: u32,
+    /// `inet_sport` of `struct inet_sock` (network order): the local port where the
+    /// kernel cleared `skc_num` before the change (unhashing a socket on close).
+    pub inet_sport: u32,
+}
+
 /// A connection in its handshake, keyed by [`ConnKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -618,6 +641,7 @@ mod pod {
         super::SockFnOffsets,
         super::SkbCgroup,
         super::CgroupOffsets,
+        super::SockFields,
     );
 }
 

@@ -1,15 +1,17 @@
 //! Socket tier: connections followed by their socket (`struct sock` address) with
-//! hooks that never touch the syscall path. `sock:inet_sock_set_state` starts one
-//! when a target's listening port gains an established child and ends it when the
-//! server's socket closes; `sock_recv_length` / `sock_send_length` (BTF tracepoints:
+//! hooks that never touch the syscall path. `inet_sock_set_state` (a BTF tracepoint;
+//! the classic one where that cannot load) starts one when a target's listening port
+//! gains an established child and ends it when the server's socket closes; `sock_recv_length` / `sock_send_length` (BTF tracepoints:
 //! sk, ret, flags) report the reads and writes that moved nothing (EAGAIN, FIN,
 //! resets, interruptions). The bytes themselves come from `packet.rs`.
 use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
+    EbpfContext,
 };
 use handshake_trace_common::{
-    counter, kind, sock_slot, sys, tcp, tcp_state, EstablishedEvent, IoEvent, ESTABLISHED_PACKETS_UNSEEN, PeerKey, SockConn, SockTask, SysEvent, TcpOffsets,
+    counter, kind, sock_slot, sys, tcp, tcp_state, EstablishedEvent, IoEvent, PeerKey, SockConn, SockFields, SockTask, SysEvent, TcpOffsets,
+    ESTABLISHED_PACKETS_UNSEEN,
     ThreadConn, LISTEN_SHARED, NO_FD, SET_STATE_LAYOUT, SET_STATE_SADDR_V6, SET_STATE_SKADDR, SET_STATE_SPORT,
 };
 
@@ -17,14 +19,14 @@ use crate::{
     cgroup::packets_unseen,
     emit::{count, emit, header, map_full, submit_flags},
     maps::{BPF_NOEXIST, EVENTS, LISTEN_PORTS, PEERS, SOCK_CONNS, SOCK_SLOT_COUNTS, SOCK_TASKS},
-    net::IPPROTO_TCP,
+    net::{set_v4_mapped, AF_INET6, IPPROTO_TCP},
     target::{current, is_target},
     tcp::{load, send},
 };
 
 /// Offset of `skc_portpair` (skc_dport, skc_num) in `struct sock_common`, the first
 /// member of `struct sock`.
-const SKC_PORTPAIR: usize = 12;
+const SKC_PORTPAIR: u32 = 12;
 
 /// Could a socket in filter slot `slot` be followed? One array load: most sockets'
 /// slot is 0.
@@ -88,9 +90,91 @@ pub(crate) fn forget_sock(sk: u64, peer: &PeerKey, local_port: u16) {
     }
 }
 
+/// One state change of a TCP socket, as either program sees it.
+struct StateChange {
+    sk: u64,
+    /// The socket's filter slot (from its ports).
+    slot: u32,
+    old: u32,
+    new: u32,
+}
+
+/// `tp_btf/inet_sock_set_state` (`const struct sock *sk, int oldstate, int newstate`):
+/// the kernel calls it with the socket, builds no trace record. It runs for every
+/// state change of every TCP socket of the host, so the cheapest checks come first:
+/// the protocol (one load), then the slot filter (one load, one array load) and the
+/// state pair. Fields come from the socket by direct loads the verifier checks
+/// against the kernel's BTF, at offsets userspace found there (`SOCK_FIELDS`).
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn btf_set_state(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    if sk_load::<u16>(sk, field(|f| &f.protocol)) != IPPROTO_TCP {
+        return 0;
+    }
+    let mut ports = sk_load::<u32>(sk, SKC_PORTPAIR);
+    if ports >> 16 == 0 {
+        // skc_num is cleared when a socket that did not bind its port is unhashed,
+        // before its change to CLOSE (an accepted socket's abortive close, a client's
+        // close): its port is still in inet_sport, as the classic tracepoint shows it.
+        ports |= u32::from(inet_sport(sk)) << 16;
+    }
+    let change = StateChange { sk, slot: slot_of_portpair(ports), old: ctx.arg::<i32>(1) as u32, new: ctx.arg::<i32>(2) as u32 };
+    on_state_change(&ctx, change, || (ports >> 16) as u16, || btf_conn(sk, ports));
+    0
+}
+
+/// Offsets in this kernel's `struct sock` (written by userspace before load).
+// SAFETY (no_mangle): the loader finds it by this name; no other symbol has it.
+#[unsafe(no_mangle)]
+static SOCK_FIELDS: SockFields =
+    SockFields { protocol: 0, family: 0, daddr: 0, rcv_saddr: 0, v6_daddr: 0, v6_rcv_saddr: 0, inet_sport: 0 };
+
+/// One offset of `SOCK_FIELDS`, loaded where it is used (not all up front).
+#[inline(always)]
+fn field(pick: impl FnOnce(&SockFields) -> &u32) -> u32 {
+    // SAFETY: a reference into a static; volatile so the loader's value is read. The
+    // map holding it is frozen: the verifier sees each offset as a constant.
+    unsafe { core::ptr::read_volatile(pick(&SOCK_FIELDS)) }
+}
+
+/// The `T` at byte `off` of the BTF-typed socket `sk`.
+#[inline(always)]
+fn sk_load<T: Copy>(sk: u64, off: u32) -> T {
+    // SAFETY: `sk` is the tracepoint's socket (BTF-typed) and `off` a constant the
+    // verifier checks against `struct sock` (the program is rejected otherwise); a
+    // faulting load gives zeros.
+    unsafe { core::ptr::read_volatile((sk as *const u8).add(off as usize) as *const T) }
+}
+
+/// The socket's local port from `inet_sport` (`struct inet_sock`, past `struct sock`:
+/// a probe read). Only where `skc_num` is 0.
+#[inline(always)]
+fn inet_sport(sk: u64) -> u16 {
+    u16::from_be(crate::read::kernel::<u16>(sk + u64::from(field(|f| &f.inet_sport))).unwrap_or(0))
+}
+
+/// The connection on a socket just established: ports from `skc_portpair`,
+/// addresses as the classic tracepoint shows them (IPv4 v4-mapped).
+#[inline(always)]
+fn btf_conn(sk: u64, ports: u32) -> SockConn {
+    let mut c = SockConn { local_port: (ports >> 16) as u16, ..SockConn::default() };
+    c.peer.port = u16::from_be(ports as u16);
+    if sk_load::<u16>(sk, field(|f| &f.family)) == AF_INET6 {
+        let (peer, local) = (field(|f| &f.v6_daddr), field(|f| &f.v6_rcv_saddr));
+        c.peer.addr[..8].copy_from_slice(&sk_load::<u64>(sk, peer).to_ne_bytes());
+        c.peer.addr[8..].copy_from_slice(&sk_load::<u64>(sk, peer + 8).to_ne_bytes());
+        c.local_addr[..8].copy_from_slice(&sk_load::<u64>(sk, local).to_ne_bytes());
+        c.local_addr[8..].copy_from_slice(&sk_load::<u64>(sk, local + 8).to_ne_bytes());
+    } else {
+        set_v4_mapped(&mut c.peer.addr, sk_load::<[u8; 4]>(sk, field(|f| &f.daddr)));
+        set_v4_mapped(&mut c.local_addr, sk_load::<[u8; 4]>(sk, field(|f| &f.rcv_saddr)));
+    }
+    c
+}
+
+/// The classic tracepoint `sock:inet_sock_set_state`, where the BTF one cannot load.
 /// The layout is checked by userspace before it attaches this program
-/// (`TracepointOffsets::set_state_fixed`), so every field is a plain load. Cheapest
-/// checks first: it runs for every state change of every TCP socket of the host.
+/// (`socket_set_state_layout_ok`), so every field is a plain load.
 #[tracepoint]
 pub fn socket_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     const L: TcpOffsets = SET_STATE_LAYOUT;
@@ -98,42 +182,62 @@ pub fn socket_inet_sock_set_state(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let sk: u64 = load(&ctx, SET_STATE_SKADDR as usize);
-    let old = load::<i32>(&ctx, L.oldstate as usize) as u32;
-    let new = load::<i32>(&ctx, L.newstate as usize) as u32;
     // sport and dport are in host order in this tracepoint.
-    let slot = sock_slot(load(&ctx, SET_STATE_SPORT as usize), load(&ctx, L.dport as usize));
-    if let Some(c) = sock_conn(sk, slot) {
+    let sport: u16 = load(&ctx, SET_STATE_SPORT as usize);
+    let slot = sock_slot(sport, load(&ctx, L.dport as usize));
+    let change = StateChange { sk, slot, old: load::<i32>(&ctx, L.oldstate as usize) as u32, new: load::<i32>(&ctx, L.newstate as usize) as u32 };
+    on_state_change(&ctx, change, || sport, || record_conn(&ctx, sport));
+    0
+}
+
+/// The connection on a socket just established, from the classic tracepoint's record.
+#[inline(always)]
+fn record_conn(ctx: &TracePointContext, local_port: u16) -> SockConn {
+    const L: TcpOffsets = SET_STATE_LAYOUT;
+    let mut c = SockConn { local_port, peer: PeerKey { port: load(ctx, L.dport as usize), ..PeerKey::default() }, ..SockConn::default() };
+    // daddr_v6 / saddr_v6 (IPv4 v4-mapped) in two aligned loads each.
+    c.peer.addr[..8].copy_from_slice(&load::<u64>(ctx, L.daddr as usize).to_ne_bytes());
+    c.peer.addr[8..].copy_from_slice(&load::<u64>(ctx, L.daddr as usize + 8).to_ne_bytes());
+    c.local_addr[..8].copy_from_slice(&load::<u64>(ctx, SET_STATE_SADDR_V6 as usize).to_ne_bytes());
+    c.local_addr[8..].copy_from_slice(&load::<u64>(ctx, SET_STATE_SADDR_V6 as usize + 8).to_ne_bytes());
+    c
+}
+
+/// A state change, whichever program saw it: a followed connection's is sent (and
+/// its end forgets it); otherwise only a new server-side connection or a listener
+/// starting or stopping matters. `listen_port` and `conn` are read only then.
+#[inline(always)]
+fn on_state_change<C: EbpfContext>(ctx: &C, ch: StateChange, listen_port: impl FnOnce() -> u16, conn: impl FnOnce() -> SockConn) {
+    if let Some(c) = sock_conn(ch.sk, ch.slot) {
         // SAFETY: copied at once from a successful lookup.
         let c = unsafe { *c };
         // A connection whose process is not known yet (shared port) says nothing.
         if c.tgid != 0 {
-            send(&ThreadConn { tgid: c.tgid, fd: NO_FD, gen: c.gen }, tcp::STATE, old, new);
+            send(&ThreadConn { tgid: c.tgid, fd: NO_FD, gen: c.gen }, tcp::STATE, ch.old, ch.new);
         }
-        if tcp_state::ends(new) {
-            forget_sock(sk, &c.peer, c.local_port);
+        if tcp_state::ends(ch.new) {
+            forget_sock(ch.sk, &c.peer, c.local_port);
         }
-        return 0;
+        return;
     }
-    match (old, new) {
+    match (ch.old, ch.new) {
         // The server side of a new connection: its child socket completes the handshake.
-        (tcp_state::SYN_RECV, tcp_state::ESTABLISHED) => on_established(&ctx, sk),
-        (_, tcp_state::LISTEN) | (tcp_state::LISTEN, _) => on_listen(&ctx, new == tcp_state::LISTEN),
+        (tcp_state::SYN_RECV, tcp_state::ESTABLISHED) => on_established(ctx, ch.sk, conn()),
+        (_, tcp_state::LISTEN) | (tcp_state::LISTEN, _) => on_listen(ctx, listen_port(), ch.new == tcp_state::LISTEN),
         _ => {}
     }
-    0
 }
 
-/// A socket starts or stops listening, in the thread that called `listen`/`close`:
-/// a target's port joins LISTEN_PORTS at once (a server that listens late, or on one
-/// more port), shared when another target already listens there; it leaves when its
-/// only listener closes.
+/// A socket starts or stops listening on `port`, in the thread that called
+/// `listen`/`close`: a target's port joins LISTEN_PORTS at once (a server that listens
+/// late, or on one more port), shared when another target already listens there; it
+/// leaves when its only listener closes.
 #[inline(always)]
-fn on_listen(ctx: &TracePointContext, listening: bool) {
+fn on_listen<C: EbpfContext>(ctx: &C, port: u16, listening: bool) {
     let (tgid, _) = current();
     if !is_target(tgid) {
         return;
     }
-    let port: u16 = load(ctx, SET_STATE_SPORT as usize);
     // SAFETY: copied at once.
     let known = unsafe { LISTEN_PORTS.get(&port) }.copied();
     if !listening {
@@ -152,20 +256,13 @@ fn on_listen(ctx: &TracePointContext, listening: bool) {
     }
 }
 
-/// A connection established on a target's listening port: follow it, and tell
-/// userspace (at once, or once its process is known on a shared port).
+/// A connection `c` (ports and addresses filled) established on a target's listening
+/// port: follow it, and tell userspace (at once, or once its process is known on a
+/// shared port).
 #[inline(always)]
-fn on_established(ctx: &TracePointContext, sk: u64) {
-    const L: TcpOffsets = SET_STATE_LAYOUT;
-    let local_port: u16 = load(ctx, SET_STATE_SPORT as usize);
+fn on_established<C: EbpfContext>(ctx: &C, sk: u64, mut c: SockConn) {
     // SAFETY: copied at once.
-    let Some(owner) = (unsafe { LISTEN_PORTS.get(&local_port) }).copied() else { return };
-    let mut c = SockConn { local_port, peer: PeerKey { port: load(ctx, L.dport as usize), ..PeerKey::default() }, ..SockConn::default() };
-    // daddr_v6 / saddr_v6 (IPv4 v4-mapped) in two aligned loads each.
-    c.peer.addr[..8].copy_from_slice(&load::<u64>(ctx, L.daddr as usize).to_ne_bytes());
-    c.peer.addr[8..].copy_from_slice(&load::<u64>(ctx, L.daddr as usize + 8).to_ne_bytes());
-    c.local_addr[..8].copy_from_slice(&load::<u64>(ctx, SET_STATE_SADDR_V6 as usize).to_ne_bytes());
-    c.local_addr[8..].copy_from_slice(&load::<u64>(ctx, SET_STATE_SADDR_V6 as usize + 8).to_ne_bytes());
+    let Some(owner) = (unsafe { LISTEN_PORTS.get(&c.local_port) }).copied() else { return };
     // Softirq: no thread of the server runs this. The generation is this moment.
     c.gen = header(kind::ESTABLISHED, 0, 0).ts_ns;
     c.tgid = if owner == LISTEN_SHARED { 0 } else { owner };
@@ -185,7 +282,7 @@ fn on_established(ctx: &TracePointContext, sk: u64) {
 /// The connection's start, to userspace, stamped with its generation (the moment it
 /// was established), and its client address for the TCP tracepoints.
 #[inline(always)]
-fn announce<C: aya_ebpf::EbpfContext>(ctx: &C, c: &SockConn) {
+fn announce<C: EbpfContext>(ctx: &C, c: &SockConn) {
     if PEERS.insert(&c.peer, &ThreadConn { tgid: c.tgid, fd: NO_FD, gen: c.gen }, 0).is_err() {
         map_full(ctx, "peers");
     }
@@ -206,7 +303,7 @@ fn announce<C: aya_ebpf::EbpfContext>(ctx: &C, c: &SockConn) {
 /// touches it first in process context, which is the one that accepted it.
 /// `None` while it is unknown: nothing of the connection is sent yet.
 #[inline(always)]
-pub(crate) fn owner<C: aya_ebpf::EbpfContext>(ctx: &C, c: *mut SockConn, process_context: bool) -> Option<u32> {
+pub(crate) fn owner<C: EbpfContext>(ctx: &C, c: *mut SockConn, process_context: bool) -> Option<u32> {
     // SAFETY: `c` comes from a successful lookup: valid and aligned during this run.
     let tgid = unsafe { (*c).tgid };
     if tgid != 0 {
@@ -253,16 +350,14 @@ pub(crate) fn slot_of_portpair(ports: u32) -> u32 {
 /// against the kernel's BTF. The address itself stays a map key.
 #[inline(always)]
 fn btf_sock_slot(sk: u64) -> u32 {
-    // SAFETY: `sk` is the tracepoint's socket (BTF-typed, non-null): the verifier
-    // allows this read and turns any fault into a zero.
-    slot_of_portpair(unsafe { core::ptr::read_volatile((sk as *const u8).add(SKC_PORTPAIR) as *const u32) })
+    slot_of_portpair(sk_load::<u32>(sk, SKC_PORTPAIR))
 }
 
 /// The filter slot of a socket known only as an address (fexit, `sock->sk`): a probe
 /// read (0 ports when unreadable: no followed connection has that address anyway).
 #[inline(always)]
 pub(crate) fn probed_sock_slot(sk: u64) -> u32 {
-    slot_of_portpair(crate::read::kernel::<u32>(sk + SKC_PORTPAIR as u64).unwrap_or(0))
+    slot_of_portpair(crate::read::kernel::<u32>(sk + u64::from(SKC_PORTPAIR)).unwrap_or(0))
 }
 
 /// A read or write on a socket: one array load (the slot filter) for almost any socket
@@ -273,7 +368,7 @@ pub(crate) fn probed_sock_slot(sk: u64) -> u32 {
 /// by the BTF tracepoints and the fexit programs of kernels without them
 /// (`sock_fexit.rs`).
 #[inline(always)]
-pub(crate) fn on_sock_io<C: aya_ebpf::EbpfContext>(ctx: &C, sk: u64, slot: u32, call: u32, result: impl FnOnce() -> (i32, u32)) {
+pub(crate) fn on_sock_io<C: EbpfContext>(ctx: &C, sk: u64, slot: u32, call: u32, result: impl FnOnce() -> (i32, u32)) {
     let Some(c) = sock_conn(sk, slot) else { return };
     let Some(tgid) = owner(ctx, c, true) else { return };
     // SAFETY: `c` comes from a successful lookup: valid and aligned during this run.

@@ -9,14 +9,14 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use handshake_trace_common::{
-    counter, CgroupOffsets, Conn, ConnKey, SockConn, SockFnOffsets, TargetFilter, DEFAULT_RINGBUF_BYTES, LISTEN_SHARED, SET_STATE_SADDR_V6,
-    SET_STATE_SKADDR, SET_STATE_SPORT,
+    counter, CgroupOffsets, Conn, ConnKey, SockConn, SockFields, SockFnOffsets, TargetFilter, DEFAULT_RINGBUF_BYTES, LISTEN_SHARED,
 };
 
 use crate::{
     capture::{
         cgroup::{self, Place, RootWhy, SkbAttach},
-        offsets::{read_offsets, tcp_offsets},
+        offsets::read_offsets,
+        set_state::{self, SetStateHook},
         socket_io::{self, SocketIo},
         tracefs,
     },
@@ -147,28 +147,11 @@ impl CaptureTier {
     pub const ALL: [CaptureTier; 2] = [CaptureTier::Syscalls, CaptureTier::Socket];
 }
 
-/// The socket tier's own programs on tracepoints the syscall tier also uses:
-/// connections start and end on `inet_sock_set_state`; a signal's handler thread is
-/// the one that last read or wrote the connection. (tracepoint, program)
-pub const SOCKET_TRACEPOINT_PROGRAMS: [(&str, &str); 3] = [
-    ("inet_sock_set_state", SOCKET_SET_STATE),
-    ("signal_generate", "socket_signal_generate"),
-    ("signal_deliver", "socket_signal_deliver"),
-];
-const SOCKET_SET_STATE: &str = "socket_inet_sock_set_state";
-/// Is `inet_sock_set_state` laid out as the socket tier's program reads it?
-pub fn socket_set_state_layout_ok(tracefs: &Path) -> Result<()> {
-    let fields = tracefs::fields(tracefs, "sock", "inet_sock_set_state")?;
-    let o = tcp_offsets(&fields, true)?;
-    if o != handshake_trace_common::SET_STATE_LAYOUT
-        || tracefs::offset_of(&fields, "skaddr", 8)? != SET_STATE_SKADDR
-        || tracefs::offset_of(&fields, "sport", 2)? != SET_STATE_SPORT
-        || tracefs::offset_of(&fields, "saddr_v6", 16)? != SET_STATE_SADDR_V6
-    {
-        bail!("sock:inet_sock_set_state is laid out differently on this kernel");
-    }
-    Ok(())
-}
+/// The socket tier's own programs on signal tracepoints the syscall tier also uses: a
+/// signal's handler thread is the one that last read or wrote the connection.
+/// (tracepoint, program). Its state changes: [`set_state`].
+pub const SOCKET_TRACEPOINT_PROGRAMS: [(&str, &str); 2] =
+    [("signal_generate", "socket_signal_generate"), ("signal_deliver", "socket_signal_deliver")];
 
 /// How many programs a mode attaches (when the kernel has every tracepoint).
 pub fn program_count(mode: AttachMode) -> usize {
@@ -207,6 +190,9 @@ pub struct Probes {
     pub socket_io: Option<SocketIo>,
     /// Socket tier: the packet programs, attached where the targets are.
     skb: Option<SkbAttach>,
+    /// The socket tier's state-change hook on this kernel, and why it is not the BTF
+    /// tracepoint (when it is not).
+    pub set_state: Option<(SetStateHook, Option<String>)>,
     /// Why `--capture socket` fell back to the syscall tier ([`fallback_notice`] says it).
     pub fallback: Option<String>,
     /// Programs attached.
@@ -255,6 +241,8 @@ impl Probes {
         let ringbuf = opts.ringbuf_bytes.max(4096).next_power_of_two();
         let plan = (opts.capture == CaptureTier::Socket).then(|| plan_socket_io(&tracefs));
         let cgroup_offsets = cgroup::offsets();
+        // The socket tier's state-change program reads the socket at this kernel's offsets.
+        let mut sock_fields = (opts.capture == CaptureTier::Socket).then(set_state::sock_fields);
         let fn_offsets = match &plan {
             Some(Ok((SocketIo::Fexit, o))) => *o,
             _ => SockFnOffsets::default(),
@@ -263,6 +251,7 @@ impl Probes {
             .override_global("TP_OFFSETS", &offsets, true)
             .override_global("SOCK_FN_OFFSETS", &fn_offsets, true)
             .override_global("CGROUP_OFFSETS", cgroup_offsets.as_ref().unwrap_or(&CgroupOffsets::default()), true)
+            .override_global("SOCK_FIELDS", sock_fields.as_ref().and_then(|f| f.as_ref().ok()).unwrap_or(&SockFields::default()), true)
             .override_global("SKB_CURRENT_TASK", &skb_current_task(), true)
             .override_global("RING_BYTES", &u64::from(ringbuf), true)
             .override_global("PORT_FILTER", &u32::from(opts.port.unwrap_or(0)), true)
@@ -272,6 +261,7 @@ impl Probes {
         // The programs log only in rare failure paths; keep the logger alive or its map closes.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         let mut attached = 0;
+        let mut warnings = Vec::new();
         let (socket_io, fallback) = match plan {
             Some(plan) => resolve_socket_io(&mut ebpf, plan)?,
             None => (None, None),
@@ -279,24 +269,29 @@ impl Probes {
         let socket = socket_io.is_some();
         let mut skb = None;
         let per_syscall = opts.attach == AttachMode::Tracepoints && !socket;
+        let mut set_state = None;
         for p in attach_points()
             .filter(|p| !missing.iter().any(|m| m.name == p.name))
             .filter(|p| per_syscall || p.category != "syscalls")
         {
+            if socket && p.name == "inet_sock_set_state" {
+                let fields = sock_fields.take().unwrap_or_else(|| Err(anyhow!("no socket fields")));
+                let (hook, why) = set_state::attach(&mut ebpf, &tracefs, fields)?;
+                warnings.extend(why.as_deref().map(set_state::fallback_warning));
+                set_state = Some((hook, why));
+                attached += 1;
+                continue;
+            }
             let program = match SOCKET_TRACEPOINT_PROGRAMS.iter().find(|(tp, _)| socket && *tp == p.name) {
                 Some((_, own)) => own,
                 None => p.name,
             };
-            if program == SOCKET_SET_STATE {
-                socket_set_state_layout_ok(&tracefs).context("the socket capture tier")?;
-            }
             attach_tracepoint(&mut ebpf, program, p.category, p.name)?;
             attached += 1;
         }
-        let warnings: Vec<String> = missing
-            .iter()
-            .map(|m| format!("this kernel lacks tracepoint {}:{}: {} will not be shown", m.category, m.name, m.shows))
-            .collect();
+        warnings.extend(
+            missing.iter().map(|m| format!("this kernel lacks tracepoint {}:{}: {} will not be shown", m.category, m.name, m.shows)),
+        );
         if socket {
             if missing.iter().any(|m| m.name == "inet_sock_set_state") {
                 bail!("the socket capture tier needs tracepoint sock:inet_sock_set_state, which this kernel lacks");
@@ -330,6 +325,7 @@ impl Probes {
             port: opts.port,
             capture: if socket { CaptureTier::Socket } else { CaptureTier::Syscalls },
             socket_io,
+            set_state,
             fallback,
             skb,
             _ebpf: ebpf,

@@ -4,7 +4,7 @@ use std::{fmt, io::Write, path::Path};
 use anyhow::Result;
 
 use crate::{
-    capture::{cgroup, privileges, probes, socket_io, targets, tracefs},
+    capture::{cgroup, privileges, probes, set_state, socket_io, targets, tracefs},
     output::notice,
     support::escape::Escaped,
 };
@@ -220,17 +220,22 @@ fn check_socket_tier(out: &mut Vec<Check>) {
         Ok(mut p) => match (p.socket_io, p.socket_io.map(|_| p.add_target(std::process::id())), &p.fallback) {
             (Some(io), Some(Ok(())), _) => {
                 let hooks = io.programs().map(|h| format!("{} {h}", io.name())).join(", ");
+                let state = p.set_state.as_ref().map_or("no state-change hook", |(h, _)| h.name());
                 out.push(check(
                     Status::Pass,
                     WHAT,
                     format!(
-                        "socket ({}): {} programs verified, attached and detached ({hooks}; sock:inet_sock_set_state; \
+                        "socket ({}): {} programs verified, attached and detached ({hooks}; {state}; \
                          cgroup_skb ingress and egress on the servers' cgroup v2)",
                         io.name(),
                         p.attached
                     ),
                     None,
                 ));
+                // The classic tracepoint standing in for the BTF one: say why.
+                if let Some((_, Some(why))) = &p.set_state {
+                    out.push(check(Status::Info, "socket tier state changes", set_state::fallback_warning(why), None));
+                }
                 format!("syscalls, socket ({})", io.name())
             }
             (Some(_), Some(Err(e)), _) => {
