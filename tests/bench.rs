@@ -1045,7 +1045,9 @@ fn report(r: &Value) -> String {
     }
     o += "\nSyscall tracepoints run for every process. Non-targets are turned away by a short list of target pids in an\n\
           array map (a few compares, no hash), at entry after the syscall-number check and at exit. The socket tier's\n\
-          programs run only for socket calls and packets: one hash lookup of the socket, then return.\n\n";
+          programs run only for socket calls (the socket's port pair hashed to a slot, one array load, then return)\n\
+          and for the packets of sockets in the server's cgroup, which this process's are not. The socket-call\n\
+          figures' spread comes from the calls themselves: the untraced rounds alone differ by more than the target.\n\n";
     o += &format!("## {}. Inside the kernel (`kernel.bpf_stats_enabled`, one round per attachment and workload)\n\n", sec + 1);
     o += &format!("Events per handshake (`watch -j`, section 1): {}.\n\n", num(f(&tr["events_per_handshake"]), 1));
     let stats = &r["kernel"]["statistics_rounds"];
@@ -1105,6 +1107,20 @@ const EMPTY_PROGRAMS: [(&str, &str, bool); 6] = [
     ("noop_set_state", "tracepoint/sock/inet_sock_set_state", false),
 ];
 
+/// The empty programs on the hooks the socket tier uses, in workload `w`: their µs per
+/// operation, and their mean ns per run (the statistics' own clock reads included).
+fn empty_floor(r: &Value, w: &str) -> (f64, f64) {
+    let round = &r["kernel"]["empty_programs"]["workloads"][w];
+    let (mut ns, mut runs) = (0.0, 0.0);
+    for p in round["programs"].as_array().into_iter().flatten() {
+        if EMPTY_PROGRAMS.iter().any(|(name, _, used)| *used && p["program"] == *name) {
+            ns += f(&p["ns_per_run"]) * f(&p["runs"]);
+            runs += f(&p["runs"]);
+        }
+    }
+    (ns / 1e3 / f(&round["ops"]).max(1.0), ns / runs)
+}
+
 /// Section 4's floor: what programs that do nothing cost on the socket tier's hooks.
 fn empty_programs_text(r: &Value) -> String {
     let e = &r["kernel"]["empty_programs"];
@@ -1123,12 +1139,10 @@ fn empty_programs_text(r: &Value) -> String {
          | hook | ns per run, handshakes | ns per run, `SELECT 1` | runs per handshake | runs per query |\n|---|---|---|---|---|\n",
         e["cgroup"].as_str().unwrap_or("?")
     );
-    let (mut floor_hs, mut floor_q) = (0.0, 0.0);
     for (name, hook, used) in EMPTY_PROGRAMS {
         let (a, b) = (prog("connect", name), prog("select1", name));
         // A program that never ran is not in the round's list: 0 runs, no time per run.
         let runs = |p: &Value, w: &str| p["runs"].as_f64().unwrap_or(0.0) / ops(w);
-        let time = |p: &Value, w: &str| if runs(p, w) > 0.0 { f(&p["ns_per_run"]) * runs(p, w) / 1e3 } else { 0.0 };
         let ns = |p: &Value, w: &str| if runs(p, w) > 0.0 { num(f(&p["ns_per_run"]), 0) } else { "–".to_string() };
         o += &format!(
             "| `{hook}`{} | {} | {} | {} | {} |\n",
@@ -1138,11 +1152,8 @@ fn empty_programs_text(r: &Value) -> String {
             num(runs(&a, "connect"), 1),
             num(runs(&b, "select1"), 1)
         );
-        if used {
-            floor_hs += time(&a, "connect");
-            floor_q += time(&b, "select1");
-        }
     }
+    let ((floor_hs, _), (floor_q, _)) = (empty_floor(r, "connect"), empty_floor(r, "select1"));
     let (u_hs, u_q) = (median_of(&hs["cpu_us_per_op"]["untraced"]), median_of(&est["cpu_us_per_op"]["untraced"]));
     o += &format!(
         "\nOn the hooks the socket tier uses, empty programs alone take {} µs per handshake ({} % of an untraced\n\
@@ -1319,7 +1330,10 @@ fn socket_tier_notes(r: &Value) -> String {
          What stands in the way of the socket tier's missed targets, in this run's figures:\n\n\
          - **Program time per query and per socket call: the runs themselves.** A program that only checks the slot\n\
            filter and returns still costs its dispatch and a few loads, {q_ns} ns per run on average in the query\n\
-           round's statistics (the statistics' own clock reads included). A loopback socket call of an unrelated\n\
+           round's statistics (the statistics' own clock reads included). Programs that do nothing, on the same\n\
+           hooks, cost {floor_ns} ns per run there and {floor_q} µs per query, {floor_pct} % of an untraced query's CPU\n\
+           (the floor, section 4): that much of the program time per query is the hooks' and the statistics' own,\n\
+           which no filter inside a program removes. A loopback socket call of an unrelated\n\
            process runs one (the call's tracepoint; its packets are outside the server's cgroup, so no `cgroup_skb`\n\
            program runs for them): section 3 measured {s_sc} per call. On loopback the clients' own socket calls\n\
            run the programs too (the socket-call tracepoints have no cgroup to attach to); a server's remote clients\n\
@@ -1329,6 +1343,9 @@ fn socket_tier_notes(r: &Value) -> String {
          - **CPU per operation on this machine.** The spreads of CPU per operation (section 1 and 2) are wider than\n\
            the targets: the machine is shared and its load moves between rounds (load average above). A median\n\
            of +0.5 % cannot be told from 0 % here; the program-time figures are the steadier measure.\n\n",
+        floor_ns = num(empty_floor(r, "select1").1, 0),
+        floor_q = num(empty_floor(r, "select1").0, 3),
+        floor_pct = num(100.0 * empty_floor(r, "select1").0 / median_of(&est["cpu_us_per_op"]["untraced"]), 2),
         s_hs = delta(&hs["cpu_per_op_delta"]["socket"]),
         y_hs = delta(&hs["cpu_per_op_delta"]["json"]),
         s_q = delta(&est["cpu_per_op_delta"]["socket"]),
@@ -1660,6 +1677,8 @@ mod tests {
             "| `tp_btf/sock_send_length` | 12 | 11 | 1.0 | 2.0 |",
             "| `tracepoint/sock/inet_sock_set_state` (the fallback; not used here) | 30 | – | 9.0 | 0.0 |",
             "`cgroup_skb` on /synthetic/cgroup",
+            // Queries: 72 ns over 9 runs of the used hooks (3 + 2 + 2 + 2).
+            "hooks, cost 8 ns per run there and 0.072 µs per query, 0.73 % of an untraced query's CPU",
             "empty programs alone take 0.13 µs per handshake (0.22 % of an untraced\nhandshake's CPU) and 0.072 µs per query (0.73 %",
             "+3.3 % (spread +0.3 to +6.3 %)",           // the agent (k = 3)
             "| CPU per handshake ≤ +1.0 % over untraced (`agent`) | +3.3 % (spread +0.3 to +6.3 %) | 87.0 % (spread 82.0–92.0 %) | **missed** by 2.3 points |",
