@@ -14,6 +14,19 @@ use std::{collections::BTreeMap, io::Read, process::Command, thread, time::Durat
 use handshake_trace_tests::*;
 use serde_json::Value;
 
+/// A lab login and a wrong password at `addr`, then `tracer` stopped: its output and
+/// handshakes, which must be judged `ok` then `auth_failed`.
+fn ok_then_auth_failed(addr: std::net::SocketAddr, tracer: Tracer) -> (TracerOutput, Vec<Value>) {
+    assert!(lab_login(addr, true).unwrap(), "the lab login failed");
+    assert!(!lab_login(addr, false).unwrap(), "a wrong password logged in");
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    let all = out.json();
+    let verdicts: Vec<&str> = all.iter().filter_map(|h| h["verdict"].as_str()).collect();
+    assert_eq!(verdicts, ["ok", "auth_failed"], "{all:#?}\n{}", out.stderr_text());
+    (out, all)
+}
+
 /// Client address → the handshake's JSON, one tier's.
 fn by_client(all: Vec<Value>) -> BTreeMap<String, Value> {
     all.into_iter().map(|h| (h["client"].as_str().unwrap_or("?").to_string(), h)).collect()
@@ -229,13 +242,7 @@ fn a_port_the_target_listens_on_after_tracing_began_is_followed() {
     let tracer = Tracer::start(&bin, &["watch", "-p", &pid, "-j"]);
     assert!(!listening(addr.port()), "the lab server listened before the tracer attached: the test proves nothing");
     assert!(eventually(Duration::from_secs(10), || listening(addr.port())), "the lab server never listened");
-    assert!(lab_login(addr, true).unwrap(), "the lab login failed");
-    assert!(!lab_login(addr, false).unwrap(), "a wrong password logged in");
-    thread::sleep(Duration::from_millis(300));
-    let out = tracer.stop();
-    let all = out.json();
-    let verdicts: Vec<&str> = all.iter().filter_map(|h| h["verdict"].as_str()).collect();
-    assert_eq!(verdicts, ["ok", "auth_failed"], "{all:#?}\n{}", out.stderr_text());
+    let (_, all) = ok_then_auth_failed(addr, tracer);
     assert!(all.iter().all(|h| h["pid"] == server.pid() && h["capture"] == "socket"), "{all:#?}");
 }
 
@@ -381,13 +388,7 @@ fn a_packet_that_runs_the_programs_twice_while_they_move_is_sent_once() {
     let effective = Command::new("bpftool").args(["cgroup", "show"]).arg(inner.dir()).arg("effective").output().unwrap();
     let runs: usize = String::from_utf8_lossy(&effective.stdout).lines().filter(|l| skb.iter().any(|(id, _)| l.starts_with(&id.to_string()))).count();
     assert_eq!(runs, 4, "each packet should run each program twice:\n{}", String::from_utf8_lossy(&effective.stdout));
-    assert!(lab_login(addr, true).unwrap(), "the lab login failed");
-    assert!(!lab_login(addr, false).unwrap(), "a wrong password logged in");
-    thread::sleep(Duration::from_millis(300));
-    let out = tracer.stop();
-    let all = out.json();
-    let verdicts: Vec<&str> = all.iter().filter_map(|h| h["verdict"].as_str()).collect();
-    assert_eq!(verdicts, ["ok", "auth_failed"], "{all:#?}\n{}", out.stderr_text());
+    let (out, _) = ok_then_auth_failed(addr, tracer);
     // Greeting out, login in, OK or ERR out: each once (a copy would follow its original).
     let packets: Vec<String> = out.stderr.iter().filter(|l| l.contains("kind: PacketIn") || l.contains("kind: PacketOut")).cloned().collect();
     assert_eq!(packets.len(), 6, "{packets:#?}");

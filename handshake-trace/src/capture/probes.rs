@@ -488,7 +488,7 @@ fn attach_tracepoint(ebpf: &mut Ebpf, name: &str, category: &str, tracepoint: &s
     Ok(())
 }
 
-/// 1 when cgroup_skb programs may ask which task runs them (not on 6.1): the egress
+/// 1 when cgroup_skb programs may ask which task runs them (not on 6.1 nor 5.15): the egress
 /// program then records the sending thread.
 fn skb_current_task() -> u32 {
     use aya::{programs::ProgramType, sys::{is_helper_supported, BpfHelper}};
