@@ -394,3 +394,66 @@ fn a_packet_that_runs_the_programs_twice_while_they_move_is_sent_once() {
     assert_eq!(packets.len(), 6, "{packets:#?}");
     drop(server);
 }
+
+/// A TCP socket on 127.0.0.1 with SO_REUSEADDR, bound to `local_port` (0: any), connected
+/// to `to`: Ok(stream) or the connect's error.
+fn reusable_connect(local_port: u16, to: std::net::SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    let v4 = |port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    // SAFETY: plain socket calls on a new fd, owned by the TcpStream or closed here.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let one: libc::c_int = 1;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), 4);
+        let (local, remote) = (v4(local_port), v4(to.port()));
+        assert_eq!(libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len), 0, "bind: {}", std::io::Error::last_os_error());
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(std::net::TcpStream::from_raw_fd(fd))
+    }
+}
+
+/// The TCP tracepoints find a connection by its client's address and port and the
+/// server's port: another process's SYN from the same client address and port to a
+/// closed port, which the kernel answers with a reset to that address and port, is not
+/// the handshake's (it was, before the server's port was part of the key).
+#[test]
+fn a_reset_to_the_clients_address_and_port_from_another_connection_is_not_the_handshakes() {
+    let Some(bin) = ready("a_reset_to_the_clients_address_and_port_from_another_connection_is_not_the_handshakes") else { return };
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
+    let (pid, port) = (db.pid().to_string(), db.port().to_string());
+    let tracer = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "socket"]);
+    let mut silent = reusable_connect(0, db.addr()).expect("connect to MariaDB");
+    read_greeting(&mut silent);
+    let client_port = silent.local_addr().unwrap().port();
+    let closed = free_addr();
+    for _ in 0..3 {
+        let refused = reusable_connect(client_port, closed).expect_err("nothing listens there");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "{refused}");
+    }
+    // The server gives up after connect_timeout (2 s).
+    thread::sleep(Duration::from_millis(3000));
+    drop(silent);
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    let all = out.json();
+    let h = all
+        .iter()
+        .find(|h| h["client"].as_str().is_some_and(|c| c.ends_with(&format!(":{client_port}"))))
+        .unwrap_or_else(|| panic!("no handshake from port {client_port}: {all:#?}"));
+    let text = h.to_string();
+    assert_eq!(h["verdict"], "server_timeout", "{h:#}");
+    // The server's own reset (SO_LINGER 0 at its timeout) at most; the three refused SYNs' none.
+    let resets = text.matches("TCP RST sent to the client").count();
+    assert!(resets <= 1, "{resets} resets sent to the client in {h:#}");
+}

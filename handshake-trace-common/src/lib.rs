@@ -170,13 +170,16 @@ pub struct TcpOffsets {
     pub protocol: u32,
     /// 1 when `daddr` is a `struct sockaddr_in6`-sized sockaddr rather than `daddr_v6`.
     pub daddr_is_sockaddr: u32,
+    /// The server's end: `sport` (host order) where `dport` is the client's, `dport` on a
+    /// client's own socket; the other sockaddr when `daddr_is_sockaddr`.
+    pub server_port: u32,
 }
 
 /// `sock:inet_sock_set_state` as recent kernels lay it out (6.18 included; checked against the format file at load). It runs
 /// about ten times per handshake, mostly for sockets that are not followed, so the
 /// program has a fast path compiled for exactly this layout.
 pub const SET_STATE_LAYOUT: TcpOffsets =
-    TcpOffsets { dport: 26, daddr: 56, oldstate: 16, newstate: 20, protocol: 30, daddr_is_sockaddr: 0 };
+    TcpOffsets { dport: 26, daddr: 56, oldstate: 16, newstate: 20, protocol: 30, daddr_is_sockaddr: 0, server_port: 24 };
 
 /// Byte offsets of the tracepoint fields the programs read. The collector fills
 /// this from each tracepoint's `format` file at load time and writes it into the
@@ -528,7 +531,10 @@ pub struct PeerKey {
     pub addr: [u8; 16],
     /// Host order.
     pub port: u16,
-    pub _pad: u16,
+    /// The server's port (host order) when the tier knows it at the connection's start
+    /// (the socket tier), else 0: another process's traffic from the same client address
+    /// and port (a reset for its SYN to a closed port) then does not match.
+    pub server_port: u16,
     pub _pad2: u32,
 }
 

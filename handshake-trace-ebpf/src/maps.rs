@@ -90,7 +90,7 @@ static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
 };
 
 const ZERO_TCP: handshake_trace_common::TcpOffsets =
-    handshake_trace_common::TcpOffsets { dport: 0, daddr: 0, oldstate: 0, newstate: 0, protocol: 0, daddr_is_sockaddr: 0 };
+    handshake_trace_common::TcpOffsets { dport: 0, daddr: 0, oldstate: 0, newstate: 0, protocol: 0, daddr_is_sockaddr: 0, server_port: 0 };
 
 #[inline(always)]
 pub fn offsets() -> TracepointOffsets {

@@ -265,6 +265,8 @@ fn on_established<C: EbpfContext>(ctx: &C, sk: u64, mut c: SockConn) {
     let Some(owner) = (unsafe { LISTEN_PORTS.get(&c.local_port) }).copied() else { return };
     // Softirq: no thread of the server runs this. The generation is this moment.
     c.gen = header(kind::ESTABLISHED, 0, 0).ts_ns;
+    // The TCP tracepoints find it by its client and this port (`tcp::conn_of`).
+    c.peer.server_port = c.local_port;
     c.tgid = if owner == LISTEN_SHARED { 0 } else { owner };
     // Followed all the same (state changes, resets): userspace judges none of its bytes.
     if packets_unseen(sk) {

@@ -18,7 +18,7 @@ fn at<T: Plain>(ctx: &TracePointContext, off: u32) -> Option<T> {
     read::field(ctx, off).ok()
 }
 
-/// The client's address as this tracepoint shows it.
+/// The client's address as this tracepoint shows it, with the server's port.
 #[inline(always)]
 fn peer(ctx: &TracePointContext, o: &TcpOffsets) -> Option<PeerKey> {
     let mut key = PeerKey::default();
@@ -26,6 +26,7 @@ fn peer(ctx: &TracePointContext, o: &TcpOffsets) -> Option<PeerKey> {
         // struct sockaddr_in / sockaddr_in6 in a 28-byte field.
         let family: u16 = at(ctx, o.daddr)?;
         key.port = u16::from_be(at::<u16>(ctx, o.daddr + SA_PORT)?);
+        key.server_port = u16::from_be(at::<u16>(ctx, o.server_port + SA_PORT)?);
         if family == AF_INET {
             set_v4_mapped(&mut key.addr, at(ctx, o.daddr + SIN_ADDR)?);
         } else {
@@ -33,17 +34,26 @@ fn peer(ctx: &TracePointContext, o: &TcpOffsets) -> Option<PeerKey> {
         }
     } else {
         key.port = at(ctx, o.dport)?;
+        key.server_port = at(ctx, o.server_port)?;
         key.addr = at(ctx, o.daddr)?;
     }
     Some(key)
 }
 
-/// The followed connection whose client is at the address `o` reads, if any.
+/// The followed connection whose client is at the address `o` reads, if any: the
+/// socket tier's, keyed with the server's port too; else the syscall tier's, whose
+/// accept does not know its local port (0). These events are rare (retransmits,
+/// resets): the second lookup costs little.
 #[inline(always)]
 fn conn_of(ctx: &TracePointContext, o: &TcpOffsets) -> Option<ThreadConn> {
-    let key = peer(ctx, o)?;
+    let mut key = peer(ctx, o)?;
     // SAFETY: the entry is copied at once; map elements stay valid memory while the
     // program runs, and a concurrent update can only give the newer connection.
+    if let Some(tc) = unsafe { PEERS.get(&key) } {
+        return Some(*tc);
+    }
+    key.server_port = 0;
+    // SAFETY: as above.
     (unsafe { PEERS.get(&key) }).copied()
 }
 

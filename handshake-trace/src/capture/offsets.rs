@@ -17,16 +17,23 @@ fn field4(fields: &[tracefs::Field], name: &str) -> Result<u32> {
 /// TCP tracepoint layouts: `dport` + `daddr_v6`, or (newer kernels' tcp_send_reset)
 /// a 28-byte sockaddr in `daddr`.
 pub(super) fn tcp_offsets(fields: &[tracefs::Field], with_state: bool) -> Result<TcpOffsets> {
-    end_offsets(fields, with_state, ["dport", "daddr_v6", "daddr"])
+    end_offsets(fields, with_state, ["dport", "daddr_v6", "daddr"], ["sport", "saddr"])
 }
 
 /// The same for the source end (`sport` + `saddr_v6`, or a sockaddr `saddr`), into the
 /// same fields: on a client's own socket the source is the client's address.
 fn source_offsets(fields: &[tracefs::Field]) -> Result<TcpOffsets> {
-    end_offsets(fields, false, ["sport", "saddr_v6", "saddr"])
+    end_offsets(fields, false, ["sport", "saddr_v6", "saddr"], ["dport", "daddr"])
 }
 
-fn end_offsets(fields: &[tracefs::Field], with_state: bool, [port_name, v6_name, sockaddr_name]: [&str; 3]) -> Result<TcpOffsets> {
+/// The client's end (`port_name` + `v6_name`, or a sockaddr) and the server's port
+/// (`server_port_name`, or the other sockaddr).
+fn end_offsets(
+    fields: &[tracefs::Field],
+    with_state: bool,
+    [port_name, v6_name, sockaddr_name]: [&str; 3],
+    [server_port_name, server_sockaddr_name]: [&str; 2],
+) -> Result<TcpOffsets> {
     let mut o = TcpOffsets {
         dport: NO_FIELD,
         daddr: NO_FIELD,
@@ -34,13 +41,18 @@ fn end_offsets(fields: &[tracefs::Field], with_state: bool, [port_name, v6_name,
         newstate: NO_FIELD,
         protocol: NO_FIELD,
         daddr_is_sockaddr: 0,
+        server_port: NO_FIELD,
     };
     match (tracefs::offset_of(fields, port_name, 2), tracefs::offset_of(fields, v6_name, 16)) {
-        (Ok(port), Ok(addr)) => (o.dport, o.daddr) = (port, addr),
+        (Ok(port), Ok(addr)) => {
+            (o.dport, o.daddr) = (port, addr);
+            o.server_port = tracefs::offset_of(fields, server_port_name, 2)?;
+        }
         _ => {
             o.daddr = tracefs::offset_of(fields, sockaddr_name, 28)
                 .with_context(|| format!("neither {port_name}+{v6_name} nor a sockaddr {sockaddr_name}"))?;
             o.daddr_is_sockaddr = 1;
+            o.server_port = tracefs::offset_of(fields, server_sockaddr_name, 28)?;
         }
     }
     if with_state {
