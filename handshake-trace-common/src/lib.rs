@@ -171,7 +171,8 @@ pub struct TcpOffsets {
     /// 1 when `daddr` is a `struct sockaddr_in6`-sized sockaddr rather than `daddr_v6`.
     pub daddr_is_sockaddr: u32,
     /// The server's end: `sport` (host order) where `dport` is the client's, `dport` on a
-    /// client's own socket; the other sockaddr when `daddr_is_sockaddr`.
+    /// client's own socket; the other sockaddr when `daddr_is_sockaddr`; NO_FIELD when
+    /// the tracepoint has none (the connection is then found by its client alone).
     pub server_port: u32,
 }
 

@@ -2,7 +2,7 @@
 //! received, state changes. These run in whatever context the stack is in, so the
 //! connection is found by its client address (daddr/dport on the server's socket).
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
-use handshake_trace_common::{kind, tcp, PeerKey, TcpEvent, TcpOffsets, ThreadConn, SET_STATE_LAYOUT};
+use handshake_trace_common::{kind, tcp, PeerKey, TcpEvent, TcpOffsets, ThreadConn, NO_FIELD, SET_STATE_LAYOUT};
 
 use crate::{
     emit::{emit, header},
@@ -26,7 +26,9 @@ fn peer(ctx: &TracePointContext, o: &TcpOffsets) -> Option<PeerKey> {
         // struct sockaddr_in / sockaddr_in6 in a 28-byte field.
         let family: u16 = at(ctx, o.daddr)?;
         key.port = u16::from_be(at::<u16>(ctx, o.daddr + SA_PORT)?);
-        key.server_port = u16::from_be(at::<u16>(ctx, o.server_port + SA_PORT)?);
+        if o.server_port != NO_FIELD {
+            key.server_port = u16::from_be(at::<u16>(ctx, o.server_port + SA_PORT)?);
+        }
         if family == AF_INET {
             set_v4_mapped(&mut key.addr, at(ctx, o.daddr + SIN_ADDR)?);
         } else {
@@ -34,7 +36,9 @@ fn peer(ctx: &TracePointContext, o: &TcpOffsets) -> Option<PeerKey> {
         }
     } else {
         key.port = at(ctx, o.dport)?;
-        key.server_port = at(ctx, o.server_port)?;
+        if o.server_port != NO_FIELD {
+            key.server_port = at(ctx, o.server_port)?;
+        }
         key.addr = at(ctx, o.daddr)?;
     }
     Some(key)

@@ -46,13 +46,14 @@ fn end_offsets(
     match (tracefs::offset_of(fields, port_name, 2), tracefs::offset_of(fields, v6_name, 16)) {
         (Ok(port), Ok(addr)) => {
             (o.dport, o.daddr) = (port, addr);
-            o.server_port = tracefs::offset_of(fields, server_port_name, 2)?;
+            // Optional: without it the connection is found by its client alone.
+            o.server_port = tracefs::offset_of(fields, server_port_name, 2).unwrap_or(NO_FIELD);
         }
         _ => {
             o.daddr = tracefs::offset_of(fields, sockaddr_name, 28)
                 .with_context(|| format!("neither {port_name}+{v6_name} nor a sockaddr {sockaddr_name}"))?;
             o.daddr_is_sockaddr = 1;
-            o.server_port = tracefs::offset_of(fields, server_sockaddr_name, 28)?;
+            o.server_port = tracefs::offset_of(fields, server_sockaddr_name, 28).unwrap_or(NO_FIELD);
         }
     }
     if with_state {
@@ -139,3 +140,31 @@ pub fn read_offsets(tracefs: &Path) -> Result<(TracepointOffsets, Vec<AttachPoin
     Ok((o, missing))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(names: &[(&str, u32, u32)]) -> Vec<tracefs::Field> {
+        names.iter().map(|(n, offset, size)| tracefs::Field { name: n.to_string(), offset: *offset, size: *size }).collect()
+    }
+
+    #[test]
+    fn the_servers_port_is_the_other_end_of_each_side() {
+        let f = fields(&[("sport", 24, 2), ("dport", 26, 2), ("saddr_v6", 40, 16), ("daddr_v6", 56, 16)]);
+        let server_socket = tcp_offsets(&f, false).unwrap();
+        assert_eq!((server_socket.dport, server_socket.daddr, server_socket.server_port), (26, 56, 24));
+        let client_socket = source_offsets(&f).unwrap();
+        assert_eq!((client_socket.dport, client_socket.daddr, client_socket.server_port), (24, 40, 26));
+    }
+
+    #[test]
+    fn a_tracepoint_without_the_servers_port_still_finds_connections_by_their_client() {
+        let f = fields(&[("dport", 26, 2), ("daddr_v6", 56, 16)]);
+        let o = tcp_offsets(&f, false).unwrap();
+        assert_eq!((o.dport, o.daddr, o.server_port), (26, 56, NO_FIELD));
+        let sockaddrs = fields(&[("saddr", 8, 28), ("daddr", 36, 28)]);
+        let o = tcp_offsets(&sockaddrs, false).unwrap();
+        assert_eq!((o.daddr, o.daddr_is_sockaddr, o.server_port), (36, 1, 8));
+    }
+}
