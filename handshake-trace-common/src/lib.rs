@@ -690,7 +690,7 @@ mod tests {
         assert_eq!(size_of::<ThreadConn>(), 16);
         assert_eq!(size_of::<TaskState>(), size_of::<ThreadConn>() + size_of::<InFlight>() + 4 + 4);
         assert_eq!(size_of::<PeerKey>(), 16 + 2 + 2 + 4);
-        assert_eq!(size_of::<TcpOffsets>(), 6 * 4);
+        assert_eq!(size_of::<TcpOffsets>(), 7 * 4);
         assert_eq!(size_of::<EstablishedEvent>(), size_of::<EventHeader>() + 8 + 16 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<SockTask>(), 8 + 8 + 4 + 4);
         assert_eq!(size_of::<SkbCgroup>(), 8 + 4 + 4);
