@@ -19,11 +19,17 @@ use serde_json::Value;
 fn ok_then_auth_failed(addr: std::net::SocketAddr, tracer: Tracer) -> (TracerOutput, Vec<Value>) {
     assert!(lab_login(addr, true).unwrap(), "the lab login failed");
     assert!(!lab_login(addr, false).unwrap(), "a wrong password logged in");
+    judged(tracer, &["ok", "auth_failed"])
+}
+
+/// `tracer` stopped once its last handshake had time to end: its output and handshakes,
+/// whose verdicts must be `expected`, in order.
+fn judged(tracer: Tracer, expected: &[&str]) -> (TracerOutput, Vec<Value>) {
     thread::sleep(Duration::from_millis(300));
     let out = tracer.stop();
     let all = out.json();
     let verdicts: Vec<&str> = all.iter().filter_map(|h| h["verdict"].as_str()).collect();
-    assert_eq!(verdicts, ["ok", "auth_failed"], "{all:#?}\n{}", out.stderr_text());
+    assert_eq!(verdicts, expected, "{all:#?}\n{}", out.stderr_text());
     (out, all)
 }
 
@@ -350,11 +356,7 @@ fn a_server_moved_to_another_cgroup_after_it_listened_is_never_judged_on_unseen_
     assert!(cgroup_skb_programs(second.dir()).is_disjoint(&program_ids_of(tracer.pid())), "still on the server's cgroup");
     // Seen from the root on.
     assert!(!lab_login(addr, false).unwrap(), "a wrong password logged in");
-    thread::sleep(Duration::from_millis(300));
-    let out = tracer.stop();
-    let all = out.json();
-    let verdicts: Vec<&str> = all.iter().filter_map(|h| h["verdict"].as_str()).collect();
-    assert_eq!(verdicts, ["incomplete", "auth_failed"], "{all:#?}\n{}", out.stderr_text());
+    let (_, all) = judged(tracer, &["incomplete", "auth_failed"]);
     assert!(all[0].to_string().contains("outside the cgroup the packet programs watched"), "{:#}", all[0]);
     drop(server);
 }
