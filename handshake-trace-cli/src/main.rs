@@ -392,8 +392,8 @@ struct AgentArgs {
     /// Clients served on /top.
     #[arg(long, value_name = "K", default_value_t = 20)]
     top_k: usize,
-    /// The sliding window of /top, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    /// The sliding window of /top, in seconds (1 to 31536000, a year).
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     top_window: u64,
     #[command(flatten)]
     capture: CaptureArgs,

@@ -6,7 +6,10 @@
 //! rich types with `From` (see `handshake-trace/src/events.rs`).
 #![no_std]
 
+pub mod handshake_end;
 pub mod packet;
+
+pub use handshake_end::handshake_end;
 
 /// Event kinds, the first field of every record in the `EVENTS` ring buffer.
 pub mod kind {
@@ -476,6 +479,12 @@ pub struct Conn {
 
 /// `Conn::flags`: the client switched to TLS; payloads are no longer MySQL packets.
 pub const CONN_TLS: u32 = 1;
+/// `Conn::flags` (and `SockConn::flags`): the client's last bytes were an SSLRequest's
+/// header; its body, with the capability flags, comes next ([`handshake_end`]).
+pub const CONN_SSL_HEADER: u32 = 4;
+/// `Conn::flags` (and `SockConn::flags`): the client sent an SSLRequest: a TLS
+/// ClientHello may follow (and only then, [`handshake_end`]).
+pub const CONN_SSL_REQUESTED: u32 = 8;
 /// I/O events a TLS connection is traced for after its ClientHello: the TLS handshake
 /// and the encrypted login and its reply fit; query traffic after it is not traced.
 pub const TLS_BUDGET: u16 = 32;

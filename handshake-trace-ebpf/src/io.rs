@@ -5,9 +5,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::generated;
-use handshake_trace_common::{
-    counter, end, kind, sys, InFlight, IoEvent, SysEvent, CONN_TLS, PAYLOAD_MAX, TLS_BUDGET,
-};
+use handshake_trace_common::{counter, handshake_end, kind, sys, InFlight, IoEvent, SysEvent, PAYLOAD_MAX};
 
 use crate::{
     conn::{conn, enter_on_conn, forget_conn},
@@ -20,17 +18,6 @@ use crate::{
 
 /// `struct user_msghdr`: msg_name (8), msg_namelen (4, padded to 8), then msg_iov.
 const MSGHDR_IOV: u64 = 16;
-/// A TLS record header where a MySQL packet would be: content type handshake, version 3.x.
-const TLS_HANDSHAKE: u8 = 0x16;
-const TLS_MAJOR: u8 = 0x03;
-/// A MySQL packet: payload length (3 bytes), sequence number (1), then the payload,
-/// whose first byte marks an OK or an ERR.
-pub(crate) const MYSQL_SEQ: usize = 3;
-pub(crate) const MYSQL_FIRST: usize = 4;
-const MYSQL_OK: u8 = 0x00;
-const MYSQL_ERR: u8 = 0xff;
-/// Greeting 0, login 1: the server's reply to the login has sequence 2 or more.
-const LOGIN_REPLY_SEQ: u8 = 2;
 
 syscall_programs! {
     sys_enter_read, sys_exit_read => sys::READ;
@@ -122,7 +109,7 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
     // SAFETY: the reserved record (see above); bytes past `captured` hold whatever the
     // ring held before, and `after_io` looks only at those `captured` covers.
     let p = unsafe { &(*e).payload };
-    let first = [p[0], p[1], p[MYSQL_SEQ], p[MYSQL_FIRST]];
+    let first = [p[0], p[1], p[2], p[3], p[4], p[5]];
     let end = if ret > 0 { after_io(tgid, f, captured, first) } else { 0 };
     // SAFETY: the reserved record, not yet submitted.
     unsafe { (*e).tracking_end = end as u32 };
@@ -136,7 +123,7 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
 /// Update the connection's handshake state after a successful read or write; returns
 /// 0, or why its tracing ends here (an `end` code).
 #[inline(always)]
-fn after_io(tgid: u32, f: &InFlight, captured: u32, first: [u8; 4]) -> u64 {
+fn after_io(tgid: u32, f: &InFlight, captured: u32, first: [u8; 6]) -> u64 {
     let Some(c) = conn(tgid, f.fd) else { return 0 };
     // SAFETY: valid and aligned (a successful lookup) during this run; the entry is
     // changed only here, by the exits of the reads and writes on this connection.
@@ -145,32 +132,4 @@ fn after_io(tgid: u32, f: &InFlight, captured: u32, first: [u8; 4]) -> u64 {
         return 0;
     }
     handshake_end(&mut c.flags, &mut c.tls_budget, is_write(f.syscall), captured, first)
-}
-
-/// The handshake state after `captured` bytes starting with `first` (bytes 0, 1, 3
-/// and 4) went out (`write`) or came in: 0, or why tracing ends here (an `end` code).
-/// Shared by both capture tiers (a syscall's bytes, or a packet's).
-#[inline(always)]
-pub(crate) fn handshake_end(flags: &mut u32, tls_budget: &mut u16, write: bool, captured: u32, first: [u8; 4]) -> u64 {
-    if *flags & CONN_TLS != 0 {
-        if *tls_budget <= 1 {
-            return end::TLS_BUDGET;
-        }
-        *tls_budget -= 1;
-        return 0;
-    }
-    // A TLS record header (handshake, version 3.x) where a MySQL packet would be.
-    if captured >= 2 && first[0] == TLS_HANDSHAKE && first[1] == TLS_MAJOR {
-        *flags |= CONN_TLS;
-        *tls_budget = TLS_BUDGET;
-        return 0;
-    }
-    if write && captured > MYSQL_FIRST as u32 {
-        let (seq, kind) = (first[2], first[3]);
-        // ERR at any point, or OK after the login, ends the handshake.
-        if kind == MYSQL_ERR || (kind == MYSQL_OK && seq >= LOGIN_REPLY_SEQ) {
-            return end::REPLY;
-        }
-    }
-    0
 }

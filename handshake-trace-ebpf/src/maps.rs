@@ -26,8 +26,10 @@ pub static TARGET_FILTER: Array<TargetFilter> = Array::with_max_entries(1, 0);
 pub static CONNS: HashMap<ConnKey, Conn> = HashMap::with_max_entries(MAX_CONNS, 0);
 
 /// Connections by client address, for the TCP tracepoints (which run in any context).
+/// LRU: an entry whose connection ended unseen (its target removed, a record lost)
+/// makes room for new ones instead of filling the map for good.
 #[map]
-pub static PEERS: HashMap<PeerKey, ThreadConn> = HashMap::with_max_entries(MAX_CONNS, 0);
+pub static PEERS: LruHashMap<PeerKey, ThreadConn> = LruHashMap::with_max_entries(MAX_CONNS, 0);
 
 /// Per target thread, keyed by thread id: the connection it last worked on and the
 /// syscall it is in (arguments saved at entry for the exit). Written in place; an

@@ -4,7 +4,7 @@
 //! hash lookup; the headers (IPv4 options, IPv6 extension headers) are parsed only
 //! for followed sockets (`handshake_trace_common::packet`). A packet before the sequence number expected
 //! is a retransmitted copy and sends nothing; the server's OK or ERR ends the
-//! handshake exactly as in the syscall tier (`io::handshake_end`).
+//! handshake exactly as in the syscall tier (`handshake_trace_common::handshake_end`).
 use core::ffi::c_void;
 
 use aya_ebpf::{helpers::generated, macros::cgroup_skb, programs::SkBuffContext};
@@ -16,7 +16,6 @@ use handshake_trace_common::{
 
 use crate::{
     emit::{count, header, submit_flags},
-    io::{handshake_end, MYSQL_FIRST, MYSQL_SEQ},
     maps::EVENTS,
     sock::{forget_sock, owner, sock_conn},
     target::current,
@@ -139,8 +138,8 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) {
     }
     // SAFETY: the reserved record; `handshake_end` looks only at bytes `captured` covers.
     let p = unsafe { &(*e).payload };
-    let first = [p[0], p[1], p[MYSQL_SEQ], p[MYSQL_FIRST]];
-    let end = handshake_end(&mut c.flags, &mut c.tls_budget, egress, captured, first);
+    let first = [p[0], p[1], p[2], p[3], p[4], p[5]];
+    let end = handshake_trace_common::handshake_end(&mut c.flags, &mut c.tls_budget, egress, captured, first);
     let (peer, local_port) = (c.peer, c.local_port);
     // SAFETY: the reserved record, not yet submitted.
     unsafe { (*e).tracking_end = end as u32 };

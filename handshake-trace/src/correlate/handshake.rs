@@ -8,7 +8,7 @@ use handshake_trace_common::{
     tcp_state,
 };
 
-use super::step::{PacketSeen, Step, StepKind};
+use super::step::{Omitted, PacketSeen, Step, StepKind};
 use crate::{
     events::{Accept, Args, Errno, Family, Io, Signal, Syscall, SyscallResult, Tcp, TcpWhat},
     protocol::{self, ClientPacket, ErrPacket, Greeting, Login, PacketStream, ServerPacket},
@@ -20,6 +20,14 @@ const O_NONBLOCK: u64 = libc::O_NONBLOCK as u64;
 const MSG_DONTWAIT: u64 = libc::MSG_DONTWAIT as u64;
 /// Steps a handshake has room for from its accept: a usual successful login has about this many.
 const STEPS_ROOM: usize = 8;
+/// Steps kept from a timeline's start (the accept, the greeting, the usual login's
+/// all) and at its end (how it ended: between `TAIL_STEPS` and twice as many).
+const HEAD_STEPS: usize = 64;
+const TAIL_STEPS: usize = 32;
+/// Steps a handshake keeps at most: past it, its middle is summed up in one
+/// [`StepKind::Omitted`] right after the head (what a client dribbling its login a
+/// byte per write, or any other flood of steps, cannot grow).
+pub const MAX_STEPS: usize = HEAD_STEPS + 1 + 2 * TAIL_STEPS;
 
 
 /// The server's reply to the login.
@@ -198,6 +206,34 @@ impl Handshake {
 
     pub(crate) fn step(&mut self, ts_ns: u64, tid: u32, what: StepKind) {
         self.steps.push(Step { ts_ns, tid, what });
+        if self.steps.len() > MAX_STEPS {
+            self.fold_middle();
+        }
+    }
+
+    /// Sum the oldest `TAIL_STEPS` steps after the head up into the [`Omitted`] step
+    /// (made the first time): the timeline stays within [`MAX_STEPS`], a fold every
+    /// `TAIL_STEPS` steps.
+    fn fold_middle(&mut self) {
+        if self.omitted().is_none() {
+            let ts_ns = self.steps[HEAD_STEPS].ts_ns;
+            self.steps.insert(HEAD_STEPS, Step { ts_ns, tid: 0, what: StepKind::Omitted(Box::default()) });
+        }
+        let from = HEAD_STEPS + 1;
+        let (head, rest) = self.steps.split_at_mut(from);
+        let StepKind::Omitted(o) = &mut head[HEAD_STEPS].what else { unreachable!("made above") };
+        for s in &rest[..TAIL_STEPS] {
+            o.add(s, self.greeting_ns);
+        }
+        self.steps.drain(from..from + TAIL_STEPS);
+    }
+
+    /// The steps left out of the timeline's middle, when it was too long.
+    pub fn omitted(&self) -> Option<&Omitted> {
+        match self.steps.get(HEAD_STEPS).map(|s| &s.what) {
+            Some(StepKind::Omitted(o)) => Some(o),
+            _ => None,
+        }
     }
 
     /// The verdict, once concluded.
@@ -223,7 +259,7 @@ impl Handshake {
             _ => None,
         };
         Phases {
-            handoff_ns: self.steps.iter().find(|s| matches!(s.what, StepKind::Handoff { .. })).map(|s| s.ts_ns - self.accept_ns),
+            handoff_ns: self.steps.iter().find(|s| matches!(s.what, StepKind::Handoff { .. })).map(|s| s.ts_ns.saturating_sub(self.accept_ns)),
             to_greeting_ns: d(Some(self.accept_ns), self.greeting_ns),
             to_login_ns: d(self.greeting_ns, self.login_ns),
             to_reply_ns: d(self.login_ns, self.reply_ns),
@@ -289,7 +325,8 @@ impl Handshake {
         }
         if matches!(name, SO_RCVTIMEO_OLD | SO_RCVTIMEO_NEW) {
             // struct timeval { tv_sec; tv_usec; }
-            let ms = value * 1000 + value2 / 1000;
+            // Wrapping would turn a crafted trace's huge timeout into a small one.
+            let ms = value.saturating_mul(1000).saturating_add(value2 / 1000);
             self.evidence.rcvtimeo_ms = (ms > 0).then_some(ms);
         }
     }
@@ -304,13 +341,19 @@ impl Handshake {
             || (s.kind.is_socket_tier() && matches!(s.args, Args::Transfer { flags, .. } if flags & MSG_DONTWAIT != 0));
         if s.kind.is_read() {
             self.evidence.last_read = Some(LastRead { result: s.result, nonblocking, duration_ns: s.duration_ns, ts_ns: s.ts_ns });
-            if total > 0 && self.tls && self.tls_hello_ns.is_none() && protocol::is_tls_handshake_record(&io.payload) {
+            // The one rule of where a ClientHello may start, shared with the redactor.
+            let hello = total > 0
+                && self.tls_hello_ns.is_none()
+                && protocol::starts_client_hello(
+                    &io.payload,
+                    !self.from_client.mid_packet(),
+                    self.tls_requested,
+                    self.login.is_none() && !self.tls,
+                );
+            if hello && self.tls_requested {
                 // The ClientHello the SSLRequest announced.
                 self.tls_hello_ns = Some(s.ts_ns);
             }
-            // A ClientHello starts where a packet would, never inside one (auth bytes may
-            // look like a TLS record header).
-            let at_boundary = !self.from_client.mid_packet();
             if total > 0 && self.tls_hello_ns.is_some() {
                 self.note_tls_data(&io.payload, s.ts_ns);
                 packets.push(PacketSeen::Tls { len: total });
@@ -322,7 +365,12 @@ impl Handshake {
             }
             self.evidence.client_fin |= s.result == SyscallResult::Ok(0);
             self.evidence.client_rst |= s.result.is_err(Errno::ECONNRESET);
-            if total > 0 && at_boundary && self.tls_start(&io.payload, s.ts_ns) {
+            if hello && !self.tls_requested {
+                // TLS unasked: the server, which never agreed, still reads MySQL packets
+                // (the hello's bytes went through the stream above); the client's next
+                // bytes are TLS, lengths only.
+                self.tls = true;
+                self.tls_hello_ns = Some(s.ts_ns);
                 packets.push(PacketSeen::TlsClientHello);
             }
             self.step(s.ts_ns, s.tid, StepKind::Read {
@@ -353,17 +401,6 @@ impl Handshake {
     fn end_tracking(&mut self, ts_ns: u64, tid: u32, reason: u64) {
         self.evidence.tracking_ended = Some(reason);
         self.step(ts_ns, tid, StepKind::TrackingEnd { reason });
-    }
-
-    /// A TLS handshake record where a MySQL packet would be, without an SSLRequest
-    /// first: from here on, lengths only.
-    fn tls_start(&mut self, payload: &[u8], ts_ns: u64) -> bool {
-        if !self.tls && protocol::is_tls_handshake_record(payload) {
-            self.tls = true;
-            self.tls_hello_ns = Some(ts_ns);
-            return true;
-        }
-        false
     }
 
     /// The first application-data record ends the TLS phase.

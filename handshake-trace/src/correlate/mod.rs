@@ -7,8 +7,8 @@ mod step;
 
 use std::{collections::VecDeque, net::SocketAddr};
 
-pub use handshake::{Alarm, ArmedTimer, Evidence, Handshake, LastRead, LastWait, Phases, Reply};
-pub use step::{PacketSeen, Step, StepKind};
+pub use handshake::{Alarm, ArmedTimer, Evidence, Handshake, LastRead, LastWait, Phases, Reply, MAX_STEPS};
+pub use step::{Omitted, PacketSeen, Step, StepKind};
 
 use crate::{
     events::{Accept, Args, Event},
@@ -27,6 +27,9 @@ pub struct Correlator {
     pub unmatched: u64,
     /// Open handshakes concluded early because the table was full.
     pub evicted: u64,
+    /// Accepts of a connection already open (announced twice, or two connections with
+    /// one generation): the open handshake goes on; not an eviction.
+    pub duplicate_accepts: u64,
     /// Timers armed by threads with no connection (an alarm thread), per process.
     process_timers: IntMap<u32, VecDeque<ArmedTimer>>,
     /// Open connections whose fd number a newer accept reused, oldest first: (when, key).
@@ -50,6 +53,7 @@ impl Correlator {
             open: ConnTable::new(max_open),
             unmatched: 0,
             evicted: 0,
+            duplicate_accepts: 0,
             process_timers: IntMap::default(),
             fd_reused: VecDeque::new(),
             new_accepts_lossy: false,
@@ -137,9 +141,20 @@ impl Correlator {
     /// A new connection: open its handshake; evict the oldest past the bound.
     fn on_accept(&mut self, a: &Accept, server: Option<SocketAddr>, done: &mut Vec<Handshake>) {
         let Some(fd) = a.fd() else { return };
+        let key = (a.pid, fd, a.conn_gen);
+        if let Some(open) = self.open.get_mut(&key) {
+            // The same key again. From another client: two connections share it, and
+            // the events of both land in this one handshake, which no longer shows one
+            // connection for sure.
+            if open.client != a.peer {
+                open.evidence.events_may_be_lost = true;
+            }
+            self.duplicate_accepts += 1;
+            return;
+        }
         let mut h = Handshake::new(a, server);
         h.evidence.events_may_be_lost = self.new_accepts_lossy;
-        let inserted = self.open.insert((a.pid, fd, a.conn_gen), h);
+        let inserted = self.open.insert(key, h);
         // The fd number is reused: the connection that had it is closing (its close
         // record may still come) or ended unseen.
         if let Some(old) = inserted.reused_fd_of {

@@ -469,6 +469,42 @@ fn too_many_open_handshakes_are_bounded() {
 }
 
 
+/// Issue 22 item 10: the socket tier announcing one connection twice (or two
+/// connections of one generation) is not "too many handshakes open at once": the
+/// open handshake goes on, with nothing dropped, and ends as its events say.
+#[test]
+fn a_connection_announced_twice_is_not_dropped_for_a_full_table() {
+    let mut ev = vec![established_at(GEN), established_at(GEN)];
+    let g = greeting();
+    ev.push(sock_io(GEN + 200_000, GEN, SyscallKind::PacketOut, g.len() as i64, 0, &g, None));
+    let login = packet(1, &login_body(None));
+    ev.push(sock_io(GEN + 300_000, GEN, SyscallKind::PacketIn, login.len() as i64, 0, &login, None));
+    let ok = ok_packet();
+    ev.push(sock_io(GEN + 400_000, GEN, SyscallKind::PacketOut, ok.len() as i64, 0, &ok, Some(handshake_trace_common::end::REPLY)));
+    let (done, c) = run(&ev);
+    assert_eq!(done.len(), 1, "{done:#?}");
+    let h = &done[0];
+    assert!(!h.steps.iter().any(|s| s.what == StepKind::Dropped), "{:#?}", h.steps);
+    assert_eq!(h.verdict(), Some(Verdict::Ok), "{}", reason_of(h));
+    assert_eq!((c.evicted, c.duplicate_accepts, c.open_count()), (0, 1, 0));
+}
+
+/// Two connections with one key from different clients: their events cannot be told
+/// apart, so the handshake may judge only what was seen for sure.
+#[test]
+fn two_clients_with_one_key_make_the_handshake_uncertain() {
+    let mut other = established_at(GEN);
+    if let Event::Accept(a) = &mut other {
+        a.peer = Some("127.0.0.1:50000".parse().unwrap());
+    }
+    let ev = vec![established_at(GEN), other, sock_state(GEN + MS, GEN, 1, 7)];
+    let (done, c) = run(&ev);
+    assert_eq!(done.len(), 1, "{done:#?}");
+    assert!(done[0].evidence.events_may_be_lost);
+    assert_eq!(done[0].verdict(), Some(Verdict::Incomplete), "{}", reason_of(&done[0]));
+    assert_eq!(c.evicted, 0);
+}
+
 #[test]
 fn a_hostile_user_name_reaches_the_terminal_escaped() {
     use crate::protocol::{builders, CLIENT_PLUGIN_AUTH, CLIENT_PROTOCOL_41, CLIENT_SECURE_CONNECTION};
@@ -754,4 +790,206 @@ fn a_retransmitted_greeting_the_client_answered_is_not_lost() {
     assert_eq!(h.verdict(), Some(Verdict::ServerTimeout), "{}", reason_of(&h));
     assert!(matches!(h.judgement.as_ref().unwrap().cause, Cause::ServerTimedOut { greeting_retransmits: 0, .. }));
     assert!(!reason_of(&h).contains("packet loss"));
+}
+
+/// A login of ~60 KB (its connect attributes) for user 'lab'.
+fn long_login() -> Vec<u8> {
+    use crate::protocol::{builders, CLIENT_CONNECT_ATTRS, CLIENT_PLUGIN_AUTH, CLIENT_PROTOCOL_41, CLIENT_SECURE_CONNECTION};
+    let pad = "x".repeat(60_000);
+    packet(
+        1,
+        &builders::login(&builders::LoginSpec {
+            capabilities: CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH | CLIENT_CONNECT_ATTRS,
+            max_packet: 1 << 24,
+            charset: 33,
+            extended_capabilities: 0,
+            user: "lab",
+            auth_response: &crate::testing::SECRET,
+            database: "",
+            auth_plugin: "mysql_native_password",
+            attrs: &[("program_name", "dribbler"), ("pad", &pad)],
+        }),
+    )
+}
+
+/// MariaDB reading a login dribbled one byte per write: per byte, a read that finds
+/// nothing, a poll, a read of the byte (from `t0`, 30 µs a byte).
+fn dribbled(ev: &mut Vec<Event>, t0: u64, bytes: &[u8]) -> u64 {
+    let mut t = t0;
+    for b in bytes {
+        ev.push(io(t, SyscallKind::Recvfrom, -(Errno::EAGAIN.0 as i64), 4, &[]));
+        ev.push(sys(t + 10_000, SyscallKind::Poll, 1, 10_000, [1, 10_000, 1, 0]));
+        ev.push(io(t + 20_000, SyscallKind::Recvfrom, 1, 4, std::slice::from_ref(b)));
+        t += 30_000;
+    }
+    t
+}
+
+/// Issue 22 item 4: a login dribbled a byte per read makes ~180 000 steps; the
+/// handshake keeps at most MAX_STEPS of them, says how many it left out, and is judged
+/// and decoded as if it had kept them all.
+#[test]
+fn a_login_dribbled_a_byte_per_read_keeps_a_bounded_timeline_and_its_verdict() {
+    let login = long_login();
+    let mut ev = prelude(GEN);
+    let t = dribbled(&mut ev, GEN + 300_000, &login);
+    let err = err_packet(2, 1045, "28000", "Access denied for user 'lab'@'localhost' (using password: YES)");
+    let mut reply = io(t + MS, SyscallKind::Sendto, err.len() as i64, err.len() as u64, &err);
+    if let Event::Io(i) = &mut reply {
+        i.tracking_end = Some(handshake_trace_common::end::REPLY);
+    }
+    ev.push(reply);
+    let h = only(&ev);
+    assert!(h.steps.len() <= MAX_STEPS, "{} steps", h.steps.len());
+    assert_eq!(h.verdict(), Some(Verdict::AuthFailed), "{}", reason_of(&h));
+    assert_eq!(h.login.as_ref().map(|l| l.user.as_str()), Some("lab"));
+    assert_eq!(h.login.as_ref().map(|l| l.auth_response_len), Some(20));
+    let o = h.omitted().expect("the middle left out");
+    // Nearly every byte came in a step left out; only the head's and the tail's are kept.
+    let len = login.len() as u64;
+    assert!(o.read_bytes <= len && o.read_bytes > len - MAX_STEPS as u64, "{o:?}");
+    // Every step is counted: those kept (the summary aside) plus those left out: the
+    // prelude's 4 and the handoff, 3 a byte, the ERR and the end of tracing it brought.
+    let kept = h.steps.len() as u64 - 1;
+    assert_eq!(kept + o.steps, 5 + 3 * len + 2, "{o:?}");
+    // The words say so, and a record stays small.
+    let text = crate::output::handshake_timeline(&h, &crate::support::clock::Clock::with_offset(0));
+    assert!(text.contains("steps left out"), "{text:.3000}");
+    let json = crate::output::handshake_json(&h, &crate::support::clock::Clock::with_offset(0)).to_string();
+    assert!(json.len() < 64 * 1024, "{} bytes", json.len());
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["truncated"]["steps_omitted"], o.steps, "{v:#}");
+    assert_eq!(v["user"], "lab");
+}
+
+/// The verdicts that look at the end of a timeline still see it: a client that
+/// dribbles half a login and goes silent is a server timeout waiting for the login.
+#[test]
+fn a_dribble_that_stops_is_still_judged_by_the_last_wait() {
+    let login = long_login();
+    let mut ev = prelude(GEN);
+    let t = dribbled(&mut ev, GEN + 300_000, &login[..20_000]);
+    ev.push(io(t, SyscallKind::Recvfrom, -(Errno::EAGAIN.0 as i64), 4, &[]));
+    ev.push(sys(t + 10_000_000_000, SyscallKind::Poll, 0, 10_000_000_000, [1, 10_000, 1, 0]));
+    ev.push(sys(t + 10_000_100_000, SyscallKind::Setsockopt, 0, 500, [1, 13 | (8 << 32), 1, 0]));
+    ev.push(sys(t + 10_000_200_000, SyscallKind::Close, 0, 1000, [0; 4]));
+    let h = only(&ev);
+    assert!(h.steps.len() <= MAX_STEPS);
+    assert!(h.omitted().is_some());
+    assert_eq!(h.verdict(), Some(Verdict::ServerTimeout), "{}", reason_of(&h));
+    let wait = h.judgement.as_ref().unwrap().timeout().unwrap();
+    assert_eq!(wait.mechanism, WaitMechanism::Poll);
+    assert_eq!(wait.timeout_ms, Some(10_000));
+    // The client did send bytes: not a port check.
+    assert!(!h.judgement.as_ref().unwrap().probe);
+}
+
+/// The socket tier's packets, a byte each: the same bounds.
+#[test]
+fn a_login_dribbled_a_byte_per_packet_keeps_a_bounded_timeline_and_its_verdict() {
+    let login = long_login();
+    let g = greeting();
+    let mut ev = vec![established_at(GEN), sock_io(GEN + 100_000, GEN, SyscallKind::PacketOut, g.len() as i64, 0, &g, None)];
+    let mut t = GEN + 200_000;
+    for b in &login {
+        ev.push(sock_io(t, GEN, SyscallKind::PacketIn, 1, 0, std::slice::from_ref(b), None));
+        t += 10_000;
+    }
+    let ok = ok_packet();
+    ev.push(sock_io(t, GEN, SyscallKind::PacketOut, ok.len() as i64, 0, &ok, Some(handshake_trace_common::end::REPLY)));
+    let h = only(&ev);
+    assert!(h.steps.len() <= MAX_STEPS, "{} steps", h.steps.len());
+    assert_eq!(h.verdict(), Some(Verdict::Ok), "{}", reason_of(&h));
+    assert_eq!(h.login.as_ref().map(|l| l.user.as_str()), Some("lab"));
+    assert_eq!(h.omitted().map(|o| o.read_bytes + o.write_bytes), Some(h.omitted().unwrap().read_bytes));
+}
+
+/// A crafted SO_RCVTIMEO of u64::MAX seconds saturates instead of wrapping to a
+/// small timeout.
+#[test]
+fn a_huge_receive_timeout_saturates() {
+    let mut ev = prelude(GEN);
+    ev.push(sys(GEN + 220_000, SyscallKind::Setsockopt, 0, 500, [1, 20, u64::MAX, 999_999]));
+    let (_, mut c) = run(&ev);
+    let h = c.finish_all(GEN + MS).remove(0);
+    assert_eq!(h.evidence.rcvtimeo_ms, Some(u64::MAX));
+}
+
+/// Issue 22 item 9: a user name with a bidi override and a C1 control: `-j` and the
+/// abnormal log (both `handshake_json`) write them as \u escapes, and a JSON reader
+/// gets the exact name back.
+#[test]
+fn a_bidi_user_name_reaches_json_escaped() {
+    use crate::protocol::{builders, CLIENT_PLUGIN_AUTH, CLIENT_PROTOCOL_41, CLIENT_SECURE_CONNECTION};
+    let user = "admin\u{202e}nimda\u{9b}31m\u{7f}";
+    let body = builders::login(&builders::LoginSpec {
+        capabilities: CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH,
+        max_packet: 1 << 24,
+        charset: 33,
+        extended_capabilities: 0,
+        user,
+        auth_response: &SECRET,
+        database: "",
+        auth_plugin: "mysql_native_password",
+        attrs: &[],
+    });
+    let login = packet(1, &body);
+    let mut ev = prelude(GEN);
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, login.len() as i64, login.len() as u64, &login));
+    let err = err_packet(2, 1045, "28000", &format!("Access denied for user '{user}'@'localhost'"));
+    ev.push(io(GEN + 900_000, SyscallKind::Sendto, err.len() as i64, err.len() as u64, &err));
+    ev.push(sys(GEN + 910_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]));
+    let h = only(&ev);
+    let json = crate::output::handshake_json(&h, &crate::support::clock::Clock::with_offset(0)).to_string();
+    for raw in ['\u{202e}', '\u{9b}', '\u{7f}'] {
+        assert!(!json.contains(raw), "raw U+{:04X} in {json}", raw as u32);
+    }
+    assert!(json.contains(r#""user":"admin\u202enimda\u009b31m\u007f""#), "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["user"], user);
+    assert_eq!(v["error"]["message"], format!("Access denied for user '{user}'@'localhost'"));
+}
+
+/// Issue 22 item 8: a login of exactly 0x0316 bytes (header `16 03 00 01`) is a login,
+/// not a ClientHello, read as header and body (the syscall tier) or in one packet (the
+/// socket tier, which used to decode the user and then say `tls: true`).
+#[test]
+fn a_login_of_0x0316_bytes_is_not_tls() {
+    use crate::protocol::{builders, CLIENT_CONNECT_ATTRS, CLIENT_PLUGIN_AUTH, CLIENT_PROTOCOL_41, CLIENT_SECURE_CONNECTION};
+    let body = |pad: usize| {
+        builders::login(&builders::LoginSpec {
+            capabilities: CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH | CLIENT_CONNECT_ATTRS,
+            max_packet: 1 << 24,
+            charset: 33,
+            extended_capabilities: 0,
+            user: "lab",
+            auth_response: &SECRET,
+            database: "",
+            auth_plugin: "mysql_native_password",
+            attrs: &[("pad", &"x".repeat(pad))],
+        })
+    };
+    let pad = (0..1000).find(|&n| body(n).len() == 0x0316).expect("a padding for 0x0316 bytes");
+    let login = packet(1, &body(pad));
+    assert_eq!(login[..4], [0x16, 0x03, 0x00, 0x01]);
+    let check = |h: &Handshake| {
+        assert!(!h.tls && h.tls_hello_ns.is_none(), "taken for TLS");
+        assert_eq!(h.login.as_ref().map(|l| (l.user.as_str(), l.auth_response_len)), Some(("lab", 20)));
+        assert_eq!(h.verdict(), Some(Verdict::Ok), "{}", reason_of(h));
+    };
+    let mut ev = prelude(GEN);
+    ev.push(io(GEN + 300_000, SyscallKind::Recvfrom, 4, 4, &login[..4]));
+    ev.push(io(GEN + 310_000, SyscallKind::Recvfrom, (login.len() - 4) as i64, (login.len() - 4) as u64, &login[4..]));
+    let ok = ok_packet();
+    ev.push(io(GEN + 900_000, SyscallKind::Sendto, ok.len() as i64, ok.len() as u64, &ok));
+    ev.push(sys(GEN + 910_000, SyscallKind::TrackingEnd, 0, 0, [1, 0, 0, 0]));
+    check(&only(&ev));
+    let g = greeting();
+    let ev = vec![
+        established_at(GEN),
+        sock_io(GEN + 100_000, GEN, SyscallKind::PacketOut, g.len() as i64, 0, &g, None),
+        sock_io(GEN + 200_000, GEN, SyscallKind::PacketIn, login.len() as i64, 0, &login, None),
+        sock_io(GEN + 300_000, GEN, SyscallKind::PacketOut, ok.len() as i64, 0, &ok, Some(handshake_trace_common::end::REPLY)),
+    ];
+    check(&only(&ev));
 }

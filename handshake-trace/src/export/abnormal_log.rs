@@ -25,9 +25,16 @@ use crate::{
     correlate::Handshake,
     output::handshake_json,
     pipeline::Sink,
-    support::clock::{format_rfc3339, monotonic_ns, Clock},
+    support::{
+        clock::{format_rfc3339, monotonic_ns, Clock},
+        escape::json_to_writer,
+    },
     verdict::Verdict,
 };
+
+/// A record longer than this is written without its timeline (`events`), saying so:
+/// a log line stays within what a log shipper takes whole, whatever a client sent.
+pub const RECORD_MAX_BYTES: usize = 64 * 1024;
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
 #[derive(Debug, Clone)]
@@ -234,7 +241,7 @@ impl AbnormalLog {
         }
         self.buf.clear();
         let note = DroppedNote { note: "rate_limited", dropped: self.dropped, time: format_rfc3339(self.clock.wall(now_ns)) };
-        serde_json::to_writer(&mut self.buf, &note)?;
+        json_to_writer(&mut self.buf, &note)?;
         self.buf.push(b'\n');
         if self.emit() {
             self.dropped = 0;
@@ -260,7 +267,11 @@ impl Sink for AbnormalLog {
         }
         self.note_dropped(end_ns)?;
         self.buf.clear();
-        serde_json::to_writer(&mut self.buf, &handshake_json(h, &self.clock))?;
+        json_to_writer(&mut self.buf, &handshake_json(h, &self.clock))?;
+        if self.buf.len() >= RECORD_MAX_BYTES {
+            self.buf.clear();
+            json_to_writer(&mut self.buf, &handshake_json(h, &self.clock).without_events_over(RECORD_MAX_BYTES))?;
+        }
         self.buf.push(b'\n');
         let written = self.emit();
         self.outcome(if written { Outcome::Written } else { Outcome::Dropped });
@@ -275,7 +286,7 @@ impl Sink for AbnormalLog {
             return Ok(());
         }
         self.buf.clear();
-        serde_json::to_writer(&mut self.buf, &TopNote { note: "top_clients", time: format_rfc3339(self.clock.wall(now_ns)), report: &report })?;
+        json_to_writer(&mut self.buf, &TopNote { note: "top_clients", time: format_rfc3339(self.clock.wall(now_ns)), report: &report })?;
         self.buf.push(b'\n');
         self.emit();
         Ok(())

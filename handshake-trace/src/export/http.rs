@@ -85,7 +85,7 @@ fn respond<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
                 Ok(mut top) => top.report(monotonic_ns()),
                 Err(_) => return reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "top-K unavailable\n"),
             };
-            match serde_json::to_vec(&report) {
+            match crate::support::escape::json_to_vec(&report) {
                 Ok(body) => reply(StatusCode::OK, "application/json", body),
                 Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "encoding failed\n"),
             }

@@ -356,3 +356,39 @@ fn abnormal_log_summarises_the_top_clients_at_each_rollup() {
     assert_eq!(note["top"][0]["abnormal"], 1, "{text}");
     assert_eq!(note["window_seconds"], 60, "{text}");
 }
+
+/// Issue 22 item 4: a client that fills every step with packets (64 empty ones in each
+/// 256-byte capture) cannot make a log line of hundreds of KB: past the record bound the
+/// timeline is left out, and the record says so.
+#[test]
+fn an_abnormal_log_record_stays_within_its_bound() {
+    use crate::events::SyscallKind;
+    let g = greeting();
+    let login = packet(1, &login_body(None));
+    let mut ev = vec![
+        established_at(GEN),
+        sock_io(GEN + 1_000, GEN, SyscallKind::PacketOut, g.len() as i64, 0, &g, None),
+        sock_io(GEN + 2_000, GEN, SyscallKind::PacketIn, login.len() as i64, 0, &login, None),
+    ];
+    let empties: Vec<u8> = (0..64).flat_map(|_| [0u8, 0, 0, 2]).collect();
+    for i in 0..400 {
+        ev.push(sock_io(GEN + 3_000 + i, GEN, SyscallKind::PacketIn, empties.len() as i64, 0, &empties, None));
+    }
+    let err = err_packet(2, 1045, "28000", "Access denied");
+    ev.push(sock_io(GEN + 10_000, GEN, SyscallKind::PacketOut, err.len() as i64, 0, &err, Some(handshake_trace_common::end::REPLY)));
+    let h = one(&ev);
+    let whole = crate::output::handshake_json(&h, &crate::support::clock::Clock::with_offset(0)).to_string();
+    assert!(whole.len() > super::abnormal_log::RECORD_MAX_BYTES, "the test needs a record over the bound: {} bytes", whole.len());
+    let (m, _) = Metrics::new();
+    let (mut log, out) = AbnormalLog::in_memory(100.0, m);
+    log.handshake(&h).unwrap();
+    log.finish().unwrap();
+    let text = String::from_utf8(out.borrow().clone()).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.len() <= super::abnormal_log::RECORD_MAX_BYTES, "{} bytes", text.len());
+    let r: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(r["verdict"], "auth_failed");
+    assert_eq!(r["user"], "lab");
+    assert_eq!(r["events_left_out_over_bytes"], super::abnormal_log::RECORD_MAX_BYTES);
+    assert!(r.get("events").is_none() && r["truncated"]["steps_omitted"].as_u64().unwrap() > 0, "{r:#}");
+}

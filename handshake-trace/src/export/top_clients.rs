@@ -77,7 +77,9 @@ pub struct TopReport {
 impl TopClients {
     pub fn new(k: usize, window_s: u64) -> Self {
         let window_s = window_s.max(1);
-        TopClients { k: k.max(1), slot_ns: (window_s * 1_000_000_000 / SLOTS).max(1), window_s, entries: HashMap::new(), evictions: 0 }
+        // Saturating: a window of u64::MAX seconds is "all of them", not a wrapped few.
+        let slot_ns = (window_s.saturating_mul(1_000_000_000) / SLOTS).max(1);
+        TopClients { k: k.max(1), slot_ns, window_s, entries: HashMap::new(), evictions: 0 }
     }
 
     /// Clients followed at most.

@@ -33,6 +33,7 @@ fn step_event_name(k: &StepKind) -> &'static str {
         StepKind::Close { .. } => "close",
         StepKind::TrackingEnd { .. } => "tracking_end",
         StepKind::Dropped | StepKind::ProcessExited { .. } => "note",
+        StepKind::Omitted(_) => "omitted",
     }
 }
 
@@ -98,6 +99,19 @@ struct PhasesJson {
     total: Option<f64>,
 }
 
+/// A timeline too long to keep whole: what its middle held (docs/json.md).
+#[derive(Serialize)]
+struct TruncatedJson {
+    steps_omitted: u64,
+    reads: u64,
+    read_bytes: u64,
+    writes: u64,
+    write_bytes: u64,
+    waits: u64,
+    packets: u64,
+    other: u64,
+}
+
 /// One finished handshake (fields: docs/json.md).
 #[derive(Serialize)]
 pub struct HandshakeJson<'a> {
@@ -121,6 +135,10 @@ pub struct HandshakeJson<'a> {
     /// The timeline; absent when `--timeline` leaves this verdict's out.
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<Vec<StepJson<'a>>>,
+    /// The record with its timeline was over this many bytes (a bound of the sink, e.g.
+    /// the abnormal log's): written without `events`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_left_out_over_bytes: Option<usize>,
     fd: Option<i32>,
     handler_tid: Option<u32>,
     listen_fd: Option<i32>,
@@ -134,6 +152,9 @@ pub struct HandshakeJson<'a> {
     server_version: Option<&'a str>,
     time: String,
     tls: bool,
+    /// The timeline was too long to keep whole (`events` holds its start and its end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated: Option<TruncatedJson>,
     unix_socket: bool,
     user: Option<&'a str>,
     wait: Option<WaitJson>,
@@ -145,11 +166,18 @@ impl HandshakeJson<'_> {
         self.events = None;
         self
     }
+
+    /// The record without its timeline, saying that with it the record was over `limit` bytes.
+    pub fn without_events_over(mut self, limit: usize) -> Self {
+        self.events = None;
+        self.events_left_out_over_bytes = Some(limit);
+        self
+    }
 }
 
 impl std::fmt::Display for HandshakeJson<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&serde_json::to_string(self).map_err(|_| std::fmt::Error)?)
+        f.write_str(&crate::support::escape::json_to_string(self).map_err(|_| std::fmt::Error)?)
     }
 }
 
@@ -203,6 +231,7 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
         database: login.and_then(|l| l.database.as_deref()),
         error,
         events: Some(events),
+        events_left_out_over_bytes: None,
         fd: (!h.socket_tier).then_some(h.fd),
         handler_tid: h.handler_tid,
         listen_fd: (!h.socket_tier).then_some(h.listen_fd),
@@ -221,6 +250,16 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
         server_version: h.greeting.as_ref().map(|g| g.server_version.as_str()),
         time: format_rfc3339(clock.wall(h.accept_ns)),
         tls: h.tls,
+        truncated: h.omitted().map(|o| TruncatedJson {
+            steps_omitted: o.steps,
+            reads: o.reads,
+            read_bytes: o.read_bytes,
+            writes: o.writes,
+            write_bytes: o.write_bytes,
+            waits: o.waits,
+            packets: o.packets,
+            other: o.other,
+        }),
         unix_socket: h.unix,
         user: login.map(|l| l.user.as_str()),
         wait,

@@ -90,7 +90,7 @@ impl<W: Write> Printer<W> {
         let record = handshake_json(h, &self.clock);
         let record = if keep_events { record } else { record.without_events() };
         self.json_buf.clear();
-        serde_json::to_writer(&mut self.json_buf, &record)?;
+        crate::support::escape::json_to_writer(&mut self.json_buf, &record)?;
         self.json_buf.push(b'\n');
         self.out.write_all(&self.json_buf)?;
         Ok(())

@@ -91,7 +91,7 @@ pub fn rollup_json(groups: &Groups, ok: &Histogram, top: usize, since: SystemTim
         groups: rows.into_iter().map(|(k, n)| group_json(k, n)).collect(),
         other_groups: other,
     };
-    serde_json::to_string(&r).expect("plain data serializes")
+    crate::support::escape::json_to_string(&r).expect("plain data serializes")
 }
 
 #[derive(Serialize)]
@@ -152,5 +152,5 @@ pub fn summary_json(s: &Summary, top: usize) -> String {
             undecodable: s.undecodable,
         },
     };
-    serde_json::to_string(&r).expect("plain data serializes")
+    crate::support::escape::json_to_string(&r).expect("plain data serializes")
 }

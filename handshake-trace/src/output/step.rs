@@ -131,6 +131,19 @@ pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Resul
         },
         StepKind::Dropped => f.write_str("dropped: too many handshakes open at once"),
         StepKind::ProcessExited { pid } => write!(f, "process {pid} exited"),
+        StepKind::Omitted(o) => write!(
+            f,
+            "… {} steps left out up to +{:.3} ms (the timeline keeps its first and its last ones): {} reads ({} bytes), {} writes ({} bytes), {} waits, {} packets, {} other",
+            o.steps,
+            h.ms_since_accept(o.last_ns),
+            o.reads,
+            o.read_bytes,
+            o.writes,
+            o.write_bytes,
+            o.waits,
+            o.packets,
+            o.other
+        ),
     }
 }
 

@@ -149,7 +149,10 @@ pub fn handshake_timeline_on(h: &Handshake, clock: &Clock, term: &Terminal) -> S
             _ => 0,
         };
         // Signals, kills and TCP events happen while the handler is blocked: no gap there.
-        let own_syscall = !matches!(s.what, StepKind::Signal { .. } | StepKind::Kill { .. } | StepKind::Tcp(_) | StepKind::Dropped | StepKind::ProcessExited { .. });
+        let own_syscall = !matches!(
+            s.what,
+            StepKind::Signal { .. } | StepKind::Kill { .. } | StepKind::Tcp(_) | StepKind::Dropped | StepKind::ProcessExited { .. } | StepKind::Omitted(_)
+        );
         let gap = s.ts_ns.saturating_sub(prev).saturating_sub(own);
         if own_syscall && gap >= GAP_NS {
             let line = format!(
@@ -159,7 +162,10 @@ pub fn handshake_timeline_on(h: &Handshake, clock: &Clock, term: &Terminal) -> S
             );
             let _ = writeln!(out, "{}", term.fold(&line, 20));
         }
-        prev = s.ts_ns;
+        prev = match &s.what {
+            StepKind::Omitted(o) => o.last_ns.max(s.ts_ns),
+            _ => s.ts_ns,
+        };
         let who = if s.tid == 0 { "kernel".to_string() } else { s.tid.to_string() };
         let head = format!("  {:>+11.3} ms  [{who}] ", h.ms_since_accept(s.ts_ns));
         let _ = writeln!(out, "{}", term.fold(&format!("{head}{}", StepText { h, s }), columns::width(&head)));

@@ -10,6 +10,14 @@ use super::reader::Reader;
 pub const HEADER_LEN: usize = 4;
 /// Largest payload of one packet; a longer one continues in the next packet.
 pub const MAX_PAYLOAD: usize = 0x00ff_ffff;
+/// Payload bytes of a packet kept for decoding, from its start: more than any greeting
+/// or login needs up to its last field the tool shows (a server version, a user name
+/// of at most 128 characters, 512 bytes, a database, a plugin; the attributes are
+/// shown as far as they fit). A client may send a login of up to 16 MiB, a byte at a
+/// time: the bytes past this are counted, never kept. The redactor keeps the same
+/// prefix to place secrets, so the decoder never reads a byte the redactor did not
+/// look at (and `analyze` decodes what the live run did).
+pub const PAYLOAD_KEPT: usize = 1024;
 
 /// One MySQL packet: 3-byte little-endian payload length, 1-byte sequence id, payload.
 #[derive(Clone, PartialEq, Eq)]
@@ -237,7 +245,7 @@ impl Framer {
 #[derive(Default)]
 pub struct PacketStream {
     framer: Framer,
-    /// The current packet's payload bytes captured before any gap.
+    /// The current packet's payload bytes captured before any gap, at most [`PAYLOAD_KEPT`].
     payload: Vec<u8>,
 }
 
@@ -284,7 +292,8 @@ impl PacketStream {
                 }
                 Piece::Body { n, head, gapped, ends, .. } => {
                     if !gapped {
-                        self.payload.extend_from_slice(&known[i..i + n]);
+                        let room = PAYLOAD_KEPT.saturating_sub(self.payload.len());
+                        self.payload.extend_from_slice(&known[i..i + n.min(room)]);
                     }
                     i += n;
                     if ends {

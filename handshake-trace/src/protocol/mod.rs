@@ -34,7 +34,7 @@ pub use capabilities::*;
 pub use errors::{error_name, is_auth_error};
 pub use framing::{
     frame, push_packet, split_packets, Framer, Header, Packet, PacketStream, Payload, Piece, Skipped, HEADER_LEN,
-    MAX_PAYLOAD,
+    MAX_PAYLOAD, PAYLOAD_KEPT,
 };
 pub use layout::{client_kind, client_roles, server_kind, server_roles, ClientKind, ServerKind, PROTOCOL_V10};
 pub use packets::{
@@ -42,5 +42,5 @@ pub use packets::{
     SslRequest, SERVER_STATUS_AUTOCOMMIT,
 };
 pub use reader::Reader;
-pub use tls::{is_tls_application_data, is_tls_handshake_record};
+pub use tls::{is_tls_application_data, is_tls_handshake_record, starts_client_hello};
 pub use walk::{Role, Roles, Span, Text};

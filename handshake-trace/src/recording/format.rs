@@ -405,6 +405,10 @@ fn parse_header(obj: &Map<String, Value>, line: usize) -> Result<TraceHeader, Tr
         },
         _ => return Err(err(line, "header: \"clock_offset_ns\" is missing or not a string")),
     };
+    // A wall clock minus a monotonic one, both u64 nanoseconds, lies within ±u64::MAX.
+    if clock_offset_ns.unsigned_abs() > u128::from(u64::MAX) {
+        return Err(err(line, format!("header: \"clock_offset_ns\" {clock_offset_ns} is out of range (within ±{} ns)", u64::MAX)));
+    }
     let targets = match obj.get("targets") {
         Some(Value::Array(a)) => a
             .iter()

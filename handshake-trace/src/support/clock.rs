@@ -24,8 +24,10 @@ impl Clock {
         self.offset_ns
     }
 
+    /// The wall time of a monotonic timestamp, clamped to what a SystemTime from
+    /// `u64` nanoseconds holds (a crafted trace file's offset wraps nothing).
     pub fn wall(&self, mono_ns: u64) -> SystemTime {
-        let ns = (mono_ns as i128 + self.offset_ns).max(0) as u128;
+        let ns = (mono_ns as i128).saturating_add(self.offset_ns).clamp(0, i128::from(u64::MAX));
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
     }
 }
@@ -89,6 +91,17 @@ mod tests {
     fn rfc3339_of_a_known_instant() {
         let c = Clock::with_offset(1_700_000_000_000_000_000);
         assert_eq!(format_rfc3339(c.wall(123_456_000)), "2023-11-14T22:13:20.123456Z");
+    }
+
+    #[test]
+    fn an_offset_out_of_range_clamps_instead_of_wrapping() {
+        let past_the_end = Clock::with_offset(i128::MAX);
+        assert_eq!(past_the_end.wall(u64::MAX), UNIX_EPOCH + Duration::from_nanos(u64::MAX));
+        let before_the_epoch = Clock::with_offset(i128::MIN);
+        assert_eq!(before_the_epoch.wall(5), UNIX_EPOCH);
+        // Just past u64::MAX ns: not wrapped to a time near 1970.
+        let just_past = Clock::with_offset(1);
+        assert_eq!(just_past.wall(u64::MAX), UNIX_EPOCH + Duration::from_nanos(u64::MAX));
     }
 
     #[test]

@@ -16,9 +16,12 @@ pub struct Inserted<V> {
     /// An older connection still in the table on the same (process, fd): its fd number
     /// was reused, so it has ended or is ending (its close may still come).
     pub reused_fd_of: Option<ConnKey>,
-    /// Connections evicted to stay within the bound, oldest first; and an entry the
-    /// insert replaced (the same key again: only a corrupt or crafted trace does that).
+    /// Connections evicted to stay within the bound, oldest first.
     pub evicted: Vec<(ConnKey, V)>,
+    /// The key was in the table already (a connection announced twice, or two with one
+    /// generation; a crafted trace): the entry there stays, and this value, not
+    /// inserted, is handed back. Never counted as an eviction: the table is not full.
+    pub duplicate: Option<V>,
 }
 
 #[derive(Debug)]
@@ -62,8 +65,12 @@ impl<V> ConnTable<V> {
         self.entries.values_mut()
     }
 
-    /// Add a connection; past the bound the oldest are evicted and handed back.
+    /// Add a connection; past the bound the oldest are evicted and handed back. A key
+    /// already in the table keeps its entry: the value comes back as `duplicate`.
     pub fn insert(&mut self, key: ConnKey, value: V) -> Inserted<V> {
+        if self.entries.contains_key(&key) {
+            return Inserted { reused_fd_of: None, evicted: Vec::new(), duplicate: Some(value) };
+        }
         let (pid, fd, gen) = key;
         // A connection without an fd (the socket tier) reuses no number.
         let reused_fd_of = (fd >= 0)
@@ -72,12 +79,8 @@ impl<V> ConnTable<V> {
             .filter(|old| *old != gen && self.entries.contains_key(&(pid, fd, *old)))
             .map(|old| (pid, fd, old));
         let mut evicted = Vec::new();
-        match self.entries.insert(key, value) {
-            // Already in the eviction order: not again (a file repeating one accept would
-            // grow the queue with keys that compaction cannot drop).
-            Some(replaced) => evicted.push((key, replaced)),
-            None => self.order.push_back(key),
-        }
+        self.entries.insert(key, value);
+        self.order.push_back(key);
         // Drop the keys of removed connections now and then, not once per removal.
         if self.order.len() > 2 * self.max {
             let entries = &self.entries;
@@ -89,7 +92,7 @@ impl<V> ConnTable<V> {
                 evicted.push((oldest, v));
             }
         }
-        Inserted { reused_fd_of, evicted }
+        Inserted { reused_fd_of, evicted, duplicate: None }
     }
 
     pub fn remove(&mut self, key: &ConnKey) -> Option<V> {
@@ -174,16 +177,32 @@ mod tests {
     }
 
     #[test]
-    fn the_same_key_again_replaces_its_entry_and_hands_the_old_one_back() {
+    fn the_same_key_again_keeps_its_entry_and_evicts_nothing() {
         let mut t = ConnTable::new(4);
         t.insert((1, 10, 1), 'a');
         for _ in 0..10_000 {
             let ins = t.insert((1, 10, 1), 'b');
-            assert_eq!(ins.evicted.len(), 1);
+            assert!(ins.evicted.is_empty(), "a table of one entry in four is not full");
+            assert_eq!(ins.duplicate, Some('b'));
             assert_eq!(ins.reused_fd_of, None);
         }
         assert_eq!(t.len(), 1);
+        assert_eq!(t.get(&(1, 10, 1)), Some(&'a'));
         assert_eq!(t.order_len(), 1, "one key, queued once");
+    }
+
+    #[test]
+    fn a_key_inserted_again_after_its_removal_is_not_evicted_by_its_stale_order_entry() {
+        let mut t = ConnTable::new(2);
+        t.insert((1, -1, 1), 'a');
+        t.remove(&(1, -1, 1));
+        t.insert((1, -1, 1), 'b');
+        t.insert((1, -1, 2), 'c');
+        // Full (2 of 2): the next insert evicts the oldest live entry, 'b', once.
+        let ins = t.insert((1, -1, 3), 'd');
+        assert_eq!(ins.evicted, vec![((1, -1, 1), 'b')]);
+        assert_eq!(t.len(), 2);
+        assert!(t.contains(&(1, -1, 2)) && t.contains(&(1, -1, 3)));
     }
 
     #[test]

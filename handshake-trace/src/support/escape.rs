@@ -43,6 +43,49 @@ pub fn escaped(s: &str) -> String {
     Escaped(s).to_string()
 }
 
+/// Characters JSON may carry raw but a reader's terminal or editor would act on: DEL,
+/// C1 (U+0080–U+009F; U+009B is CSI), the format controls above, and the line and
+/// paragraph separators. serde_json escapes only C0, `"` and `\`.
+fn needs_json_escape(c: char) -> bool {
+    matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}') || is_format_control(c)
+}
+
+/// The JSON writer of every JSON the tool prints or serves (`-j`, the abnormal log,
+/// /top, roll-ups): serde_json's compact output, with [`needs_json_escape`] characters
+/// written as `\uXXXX` as well. A JSON reader gets the same strings back.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonEscaping;
+
+impl serde_json::ser::Formatter for JsonEscaping {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
+        let mut from = 0;
+        for (i, c) in fragment.char_indices().filter(|&(_, c)| needs_json_escape(c)) {
+            w.write_all(&fragment.as_bytes()[from..i])?;
+            write!(w, "\\u{:04x}", c as u32)?;
+            from = i + c.len_utf8();
+        }
+        w.write_all(&fragment.as_bytes()[from..])
+    }
+}
+
+/// `value` as one line of JSON (see [`JsonEscaping`]) into `w`.
+pub fn json_to_writer<W: std::io::Write, T: serde::Serialize + ?Sized>(w: W, value: &T) -> serde_json::Result<()> {
+    value.serialize(&mut serde_json::Serializer::with_formatter(w, JsonEscaping))
+}
+
+/// `value` as one line of JSON (see [`JsonEscaping`]).
+pub fn json_to_vec<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(256);
+    json_to_writer(&mut out, value)?;
+    Ok(out)
+}
+
+/// `value` as one line of JSON (see [`JsonEscaping`]).
+pub fn json_to_string<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    // Valid UTF-8: serde_json writes str fragments and ASCII, and so do the escapes.
+    json_to_vec(value).map(|v| String::from_utf8(v).expect("JSON is UTF-8"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +112,25 @@ mod tests {
         assert_eq!(escaped("\u{7f}"), "\\x7f");
         assert_eq!(escaped("admin\u{202e}toor"), "admin\\u{202e}toor");
         assert_eq!(escaped("a\u{200b}b"), "a\\u{200b}b");
+    }
+
+    #[test]
+    fn json_escapes_c1_del_and_bidi_controls_and_reads_back_the_same() {
+        let user = "admin\u{202e}toor\u{9b}31m\u{7f}\u{200e}\u{2066}x\u{2069}\u{61c}\u{80}\u{2028}";
+        let json = json_to_string(&serde_json::json!({ "user": user, "k\u{202d}": 1 })).unwrap();
+        assert_eq!(
+            json,
+            r#"{"k\u202d":1,"user":"admin\u202etoor\u009b31m\u007f\u200e\u2066x\u2069\u061c\u0080\u2028"}"#
+        );
+        assert!(!json.chars().any(|c| c.is_control() || is_format_control(c)), "{json}");
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["user"], user);
+    }
+
+    #[test]
+    fn json_of_plain_text_is_serde_jsons_own() {
+        let v = serde_json::json!({ "user": "Zoë 東京 \"q\" \\ \n\u{1b}", "n": [1, 2.5, null] });
+        assert_eq!(json_to_string(&v).unwrap(), serde_json::to_string(&v).unwrap());
     }
 
     #[test]

@@ -133,7 +133,12 @@ pub fn client_retransmits(h: &Handshake) -> u64 {
 }
 
 fn count_tcp(h: &Handshake, what: TcpWhat) -> u64 {
-    h.steps.iter().filter(|s| s.what == StepKind::Tcp(what)).count() as u64
+    let omitted = h.omitted().map_or(0, |o| match what {
+        TcpWhat::Retransmit => o.retransmits,
+        TcpWhat::ClientRetransmit => o.client_retransmits,
+        _ => 0,
+    });
+    h.steps.iter().filter(|s| s.what == StepKind::Tcp(what)).count() as u64 + omitted
 }
 
 /// Whose side a judged handshake's end is on. `probe` as the judgement says.
@@ -236,6 +241,7 @@ fn client_left(h: &Handshake) -> Option<(u64, bool)> {
         StepKind::Tcp(TcpWhat::State { new, .. }) if *new == close_wait => Some((s.ts_ns, false)),
         StepKind::Read { result: SyscallResult::Ok(0), .. } => Some((s.ts_ns, false)),
         StepKind::Read { result: SyscallResult::Err(e), .. } if *e == crate::events::Errno::ECONNRESET => Some((s.ts_ns, true)),
+        StepKind::Omitted(o) => o.client_left,
         _ => None,
     })
 }
@@ -244,6 +250,7 @@ fn client_left(h: &Handshake) -> Option<(u64, bool)> {
 fn client_silent_ns(h: &Handshake) -> u64 {
     let last_data = h.steps.iter().rev().find_map(|s| match &s.what {
         StepKind::Read { result: SyscallResult::Ok(n), .. } if *n > 0 => Some(s.ts_ns),
+        StepKind::Omitted(o) => o.last_data_read_ns,
         _ => None,
     });
     let from = last_data.max(h.greeting_ns).unwrap_or(h.accept_ns);
@@ -260,6 +267,12 @@ fn idle_before_greeting(h: &Handshake) -> u64 {
     let mut longest = 0;
     for s in h.steps.iter().filter(|s| s.ts_ns <= greeting) {
         if matches!(s.what, StepKind::Tcp(_) | StepKind::Signal { .. }) {
+            continue;
+        }
+        // Steps left out: the server was busy from their first to their last.
+        if let StepKind::Omitted(o) = &s.what {
+            longest = longest.max(o.first_ns.saturating_sub(prev));
+            prev = prev.max(o.last_ns);
             continue;
         }
         longest = longest.max(s.ts_ns.saturating_sub(prev));

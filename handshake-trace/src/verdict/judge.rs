@@ -31,6 +31,7 @@ fn client_sent_bytes(h: &Handshake) -> bool {
     h.login.is_some()
         || h.tls
         || h.steps.iter().any(|s| matches!(s.what, StepKind::Read { result: SyscallResult::Ok(n), .. } if n > 0))
+        || h.omitted().is_some_and(|o| o.read_bytes > 0)
 }
 
 /// TCP retransmits after the greeting was written, when the client then sent nothing:
@@ -42,7 +43,8 @@ fn greeting_retransmits(h: &Handshake) -> u64 {
     if client_sent_bytes(h) || blame::client_retransmits(h) > 0 {
         return 0;
     }
-    h.steps.iter().filter(|s| s.ts_ns >= greeting && matches!(s.what, StepKind::Tcp(TcpWhat::Retransmit))).count() as u64
+    let omitted = h.omitted().map_or(0, |o| o.retransmits_after_greeting);
+    h.steps.iter().filter(|s| s.ts_ns >= greeting && matches!(s.what, StepKind::Tcp(TcpWhat::Retransmit))).count() as u64 + omitted
 }
 
 fn cause(h: &Handshake, open_at_end: bool) -> Cause {
@@ -128,12 +130,14 @@ fn verdict_of(cause: &Cause) -> Verdict {
 /// The server called shutdown() on the connection before the client's FIN was read
 /// (a server stopping shuts its connections down): the read's 0 answers the server.
 fn shut_down_first(h: &Handshake) -> Option<u64> {
-    let (at, how) = h.steps.iter().find_map(|s| match s.what {
-        StepKind::Shutdown { how } => Some((s.ts_ns, how)),
+    let (at, how) = h.steps.iter().find_map(|s| match &s.what {
+        StepKind::Shutdown { how } => Some((s.ts_ns, *how)),
+        StepKind::Omitted(o) => o.first_shutdown,
         _ => None,
     })?;
     let fin_read = h.steps.iter().find_map(|s| match &s.what {
         StepKind::Read { result: SyscallResult::Ok(0), .. } => Some(s.ts_ns),
+        StepKind::Omitted(o) => o.first_fin_read_ns,
         _ => None,
     });
     fin_read.is_none_or(|fin| at <= fin).then_some(how)
@@ -200,6 +204,7 @@ fn timeout_wait(h: &Handshake) -> Option<TimeoutWait> {
     let wait_after_last_read = h.steps.iter().rev().find_map(|s| match &s.what {
         StepKind::Wait { .. } => Some(true),
         StepKind::Read { .. } => Some(false),
+        StepKind::Omitted(o) => o.wait_after_read,
         _ => None,
     });
     (wait_after_last_read == Some(true)).then_some(TimeoutWait {
@@ -235,8 +240,9 @@ fn socket_tier_timeout(h: &Handshake, read: LastRead, waiting_for: Awaited) -> O
 /// The timer armed most recently for this connection: by its own thread, else
 /// by another thread of the process (an alarm thread) during the handshake.
 fn armed_timer_ms(h: &Handshake) -> Option<u64> {
-    let own = h.steps.iter().rev().find_map(|s| match s.what {
-        StepKind::Timer { ms, .. } if ms > 0 => Some(ms),
+    let own = h.steps.iter().rev().find_map(|s| match &s.what {
+        StepKind::Timer { ms, .. } if *ms > 0 => Some(*ms),
+        StepKind::Omitted(o) => o.last_timer_ms,
         _ => None,
     });
     let until = h.evidence.sigalrm.map(|a| a.ts_ns).unwrap_or(u64::MAX);

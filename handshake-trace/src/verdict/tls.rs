@@ -26,8 +26,9 @@ pub(super) fn closed(h: &Handshake) -> Option<Cause> {
         return Some(c);
     }
     let is_data_read = |k: &StepKind| matches!(k, StepKind::Read { result: SyscallResult::Ok(n), .. } if *n > 0);
-    let reads = h.steps.iter().filter(|s| is_data_read(&s.what)).count();
-    let writes = h.steps.iter().filter(|s| matches!(&s.what, StepKind::Write { .. })).count();
+    let (omitted_reads, omitted_writes) = h.omitted().map_or((0, 0), |o| (o.data_reads as usize, o.writes as usize));
+    let reads = h.steps.iter().filter(|s| is_data_read(&s.what)).count() + omitted_reads;
+    let writes = h.steps.iter().filter(|s| matches!(&s.what, StepKind::Write { .. })).count() + omitted_writes;
     // Greeting + TLS server flight at least, and the client's hello, finish and login.
     if writes < 3 || reads < 4 {
         return None;
@@ -35,6 +36,7 @@ pub(super) fn closed(h: &Handshake) -> Option<Cause> {
     let read_last = h.steps.iter().rev().find_map(|s| match &s.what {
         k if is_data_read(k) => Some(true),
         StepKind::Write { .. } => Some(false),
+        StepKind::Omitted(o) => o.read_after_write,
         _ => None,
     })?;
     Some(if read_last { Cause::TlsClientQuit } else { Cause::TlsClosedAfterReply })

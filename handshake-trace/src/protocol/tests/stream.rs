@@ -240,3 +240,35 @@ fn framer_pieces_and_gaps() {
     f.desync();
     assert_eq!((f.take(&[0]), f.pending(), f.still_needed()), (None, 0, 0));
 }
+
+/// Issue 22 item 4: a packet of 60 KB fed a byte at a time keeps only its first
+/// PAYLOAD_KEPT bytes (a login of up to 16 MiB cannot grow the stream's buffer), and
+/// the packet still decodes as far as those go.
+#[test]
+fn a_long_packet_fed_a_byte_at_a_time_keeps_only_its_prefix() {
+    use crate::protocol::{builders, decode_client, ClientPacket, CLIENT_CONNECT_ATTRS, CLIENT_PLUGIN_AUTH, CLIENT_PROTOCOL_41, CLIENT_SECURE_CONNECTION, PAYLOAD_KEPT};
+    let pad = "x".repeat(60_000);
+    let body = builders::login(&builders::LoginSpec {
+        capabilities: CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH | CLIENT_CONNECT_ATTRS,
+        max_packet: 1 << 24,
+        charset: 33,
+        extended_capabilities: 0,
+        user: "lab",
+        auth_response: &[0xA5; 20],
+        database: "",
+        auth_plugin: "mysql_native_password",
+        attrs: &[("pad", &pad)],
+    });
+    let wire = crate::protocol::frame(1, &body);
+    let mut s = PacketStream::new();
+    let mut out = Vec::new();
+    for b in &wire {
+        out.extend(s.feed(std::slice::from_ref(b), 1));
+    }
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].len as usize, body.len());
+    assert_eq!(out[0].payload.len(), PAYLOAD_KEPT);
+    assert!(out[0].payload.capacity() < 2 * PAYLOAD_KEPT);
+    let ClientPacket::Login(l) = decode_client(&out[0], true) else { panic!("a login") };
+    assert_eq!((l.user.as_str(), l.auth_response_len, l.auth_plugin.as_deref()), ("lab", 20, Some("mysql_native_password")));
+}

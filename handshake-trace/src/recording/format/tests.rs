@@ -11,7 +11,7 @@ fn header() -> TraceHeader {
         kernel: "6.1.0-37-amd64".into(),
         started: "2025-06-02T10:11:12.345678Z".into(),
         // Beyond i64 and beyond f64's exact integers: must survive as a string.
-        clock_offset_ns: -170_141_183_460_469_231_731_687_303_715_884_105_000,
+        clock_offset_ns: -18_446_744_073_709_551_615,
         targets: vec![
             TargetInfo { pid: 812, comm: "mariadbd".into(), exe: Some("/usr/sbin/mariadbd".into()) },
             TargetInfo { pid: 9001, comm: "my \"odd\" \\ name\n".into(), exe: None },
@@ -127,7 +127,7 @@ fn header_line_is_as_documented() {
     let (bytes, _) = write_full();
     let first = &lines(&bytes)[0];
     assert!(first.starts_with(r#"{"format":"handshake-trace","version":1,"tool_version":"0.1.0","kernel":"6.1.0-37-amd64","#), "{first}");
-    assert!(first.contains(r#""clock_offset_ns":"-170141183460469231731687303715884105000""#), "{first}");
+    assert!(first.contains(r#""clock_offset_ns":"-18446744073709551615""#), "{first}");
     assert!(first.contains(r#"{"pid":9001,"comm":"my \"odd\" \\ name\n","exe":null}"#), "{first}");
     assert!(first.ends_with(r#""ringbuf_bytes":4194304,"redacted":true}"#), "{first}");
     let all = lines(&bytes);
@@ -205,6 +205,18 @@ fn wrong_first_line_is_rejected() {
     assert!(e.message.contains("clock_offset_ns"), "{e}");
 }
 
+/// A crafted header's clock offset beyond what a wall clock minus a monotonic clock can
+/// be (both u64 ns) is refused with the field named, not wrapped into a wrong time.
+#[test]
+fn a_clock_offset_out_of_range_is_refused() {
+    for bad in ["-170141183460469231731687303715884105000", "18446744073709551616"] {
+        let text = with_lines(&[]).replacen(r#""clock_offset_ns":"-18446744073709551615""#, &format!(r#""clock_offset_ns":"{bad}""#), 1);
+        let e = read(text.as_bytes()).err().expect("refused");
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("clock_offset_ns") && e.message.contains("out of range"), "{e}");
+    }
+}
+
 #[test]
 fn newer_version_is_rejected() {
     let text = with_lines(&[]).replacen(r#""version":1"#, r#""version":2"#, 1);
@@ -275,7 +287,7 @@ fn crlf_and_extra_fields_are_accepted() {
     assert_eq!(t.end().map(|e| e.stop_ns), Some(0));
     assert!(!t.truncated);
     // A numeric clock offset reads too.
-    let text = with_lines(&[]).replacen(r#""clock_offset_ns":"-170141183460469231731687303715884105000""#, r#""clock_offset_ns":-5"#, 1);
+    let text = with_lines(&[]).replacen(r#""clock_offset_ns":"-18446744073709551615""#, r#""clock_offset_ns":-5"#, 1);
     assert_eq!(read(text.as_bytes()).unwrap().header.clock_offset_ns, -5);
 }
 

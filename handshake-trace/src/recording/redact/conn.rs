@@ -1,8 +1,7 @@
 //! One connection as the redactor follows it: both directions' byte streams, and what
 //! the correlator would know about the handshake so far.
 use crate::protocol::{
-    self,
-    client_roles, decode_client, decode_server, server_roles, ClientPacket, Framer, Header, Payload, Piece, Role,
+    self, client_roles, decode_client, decode_server, server_roles, ClientPacket, Framer, Header, Payload, Piece, Role,
     ServerPacket,
 };
 
@@ -17,7 +16,8 @@ const MAX_LOGIN_LEN: u32 = 0x1_1000;
 /// before all its secrets are placed (the variable fields before them are a server
 /// version, and a user name of at most 128 characters, 512 bytes). Bytes past it whose
 /// role is not known by then are zeroed. Kept only while the packet is incomplete.
-const PREFIX_MAX: usize = 1024;
+/// The decoder keeps the same prefix (one constant): it reads no byte past it.
+const PREFIX_MAX: usize = protocol::PAYLOAD_KEPT;
 
 #[derive(Clone)]
 pub(super) struct Conn {
@@ -57,7 +57,12 @@ impl Conn {
         if data.is_empty() && gap == 0 {
             return;
         }
-        if !self.tls && self.ssl_requested && protocol::is_tls_handshake_record(data) {
+        // The decoder's rule of where a ClientHello may start, on the same facts.
+        let hello = from_client
+            && !self.tls
+            && !self.client_tls
+            && protocol::starts_client_hello(data, !self.client.framer.mid_packet(), self.ssl_requested, !self.seen.login);
+        if hello && self.ssl_requested {
             self.tls = true;
         }
         if self.tls || (from_client && self.client_tls) {
@@ -78,11 +83,9 @@ impl Conn {
         if requested.is_some_and(|r| r < this.framer.still_needed() as u64) {
             this.framer.desync();
         }
-        // Like the correlator: a read starting with a TLS handshake record switches to
-        // TLS after its bytes went through the packet stream.
-        // Only where a packet would start: inside one, auth bytes may look like a record header.
-        let mut tls = from_client && !this.framer.mid_packet() && protocol::is_tls_handshake_record(data);
-        let hello = tls;
+        // Like the correlator: a ClientHello unasked switches the client to TLS after
+        // its bytes went through the packet stream (framing only, bodies zeroed).
+        let mut tls = hello;
         this.feed(data, gap, &mut self.seen, &mut tls);
         if hello {
             // No SSLRequest came first (it would have switched to TLS above).

@@ -182,7 +182,8 @@ fn replay(records: &[Vec<u8>]) -> View {
                 }
                 v.client.push(c);
             }
-            if at_boundary && io.payload.len() >= 2 && io.payload[0] == 0x16 && io.payload[1] == 0x03 {
+            // A ClientHello unasked (an announced one switched above): the one rule.
+            if starts_client_hello(&io.payload, at_boundary, false, !login && !v.tls) {
                 v.tls = true;
             }
         } else {

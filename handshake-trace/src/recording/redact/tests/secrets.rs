@@ -423,3 +423,41 @@ fn socket_tier_packets_are_redacted_as_the_syscalls_carrying_them() {
     let orphan = redact_all(&socket[1..]);
     assert!(payload_of(&orphan[1]).iter().all(|b| *b == 0));
 }
+
+/// Issue 22 item 8: a login of exactly 0x0316 bytes starts `16 03 00 01`, a TLS
+/// record's look. With no SSLRequest it is a login to the server, so to the decoder
+/// and to the redactor alike: its auth response zeroed, its user kept, and the replay
+/// shows what the live run did, with no TLS (whether header and body come in one read
+/// or two).
+#[test]
+fn a_login_that_looks_like_a_tls_record_is_redacted_as_a_login() {
+    let (g, _) = greeting();
+    let mut extra = 0;
+    let (l, auth) = loop {
+        let (l, auth) = login(LOGIN_CAPS, &AUTH_RESPONSE, extra);
+        if l.len() >= 0x0316 {
+            assert_eq!(l.len(), 0x0316, "a padding that makes the login 0x0316 bytes");
+            break (l, auth);
+        }
+        extra += 1;
+    };
+    let lf = frame(1, &l);
+    assert_eq!(lf[..4], [0x16, 0x03, 0x00, 0x01]);
+    for reads in [vec![&lf[..4], &lf[4..]], vec![&lf[..]]] {
+        let mut recs = vec![accept_rec(GEN), write(GEN + 1, &frame(0, &g))];
+        recs.extend(reads.iter().enumerate().map(|(i, r)| read(GEN + 2 + i as u64, r)));
+        recs.push(write(GEN + 9, &frame(2, &ok_body())));
+        let red = redact_all(&recs);
+        let after = stream(&red, true);
+        assert!(after[4 + auth.start..4 + auth.end].iter().all(|&b| b == 0), "the auth response is zeroed");
+        assert_eq!(after[..4], lf[..4], "the header is framing, kept");
+        let v = replay(&red);
+        assert_eq!(v, replay(&recs));
+        assert!(!v.tls, "{v:?}");
+        let Some(ClientPacket::Login(login)) = v.client.first() else { panic!("a login: {v:?}") };
+        assert_eq!(login.auth_response_len, 20);
+        let (live, replayed) = (correlate(&recs), correlate(&red));
+        assert_eq!(live, replayed);
+        assert!(!live.contains("TLS") && live.contains(r#""tls":false"#), "{live}");
+    }
+}
