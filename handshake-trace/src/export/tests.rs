@@ -158,6 +158,17 @@ fn top_clients_forget_what_slid_out_of_the_window() {
     assert!(top.is_empty());
 }
 
+/// Issue 22 item 10: a window of u64::MAX seconds (the CLI takes at most a year now)
+/// is "everything so far", not a window wrapped to a few seconds (or a panic).
+#[test]
+fn a_huge_top_window_keeps_everything_instead_of_wrapping() {
+    let mut top = TopClients::new(5, u64::MAX);
+    top.record(&from(one(&wrong_password_events()), "10.0.0.1:5000"), 10 * S);
+    let r = top.report(1_000_000 * S);
+    assert_eq!(r.top.len(), 1);
+    assert_eq!(r.window_seconds, u64::MAX);
+}
+
 #[test]
 fn top_clients_stay_bounded_and_count_evictions() {
     let mut top = TopClients::new(2, 300);
