@@ -305,6 +305,8 @@ fn out_of_range_values_get_clear_errors() {
         (&["analyze", "--port", "0", "x.htrace"], "1.."),
         (&["agent", "--port", "0"], "1.."),
         (&["agent", "--log-rate", "inf"], "not a finite number"),
+        (&["agent", "--top-window", "18446744073709551615"], "31536000"),
+        (&["agent", "--top-window", "0"], "1.."),
     ] {
         let (code, err) = run(args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
