@@ -5,6 +5,7 @@
 //! sk, ret, flags) report the reads and writes that moved nothing (EAGAIN, FIN,
 //! resets, interruptions). The bytes themselves come from `packet.rs`.
 use aya_ebpf::{
+    helpers::bpf_get_current_comm,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
     EbpfContext,
@@ -18,7 +19,7 @@ use handshake_trace_common::{
 use crate::{
     cgroup::packets_unseen,
     emit::{count, emit, header, map_full, submit_flags},
-    maps::{BPF_NOEXIST, EVENTS, LISTEN_PORTS, PEERS, SOCK_CONNS, SOCK_SLOT_COUNTS, SOCK_TASKS},
+    maps::{discover, port_filter, BPF_NOEXIST, CANDIDATE_PORTS, EVENTS, LISTEN_PORTS, PEERS, REFUSED, SOCK_CONNS, SOCK_SLOT_COUNTS, SOCK_TASKS},
     net::{set_v4_mapped, AF_INET6, IPPROTO_TCP},
     target::{current, is_target},
     tcp::{load, send},
@@ -233,9 +234,10 @@ fn on_state_change<C: EbpfContext>(ctx: &C, ch: StateChange, listen_port: impl F
 /// late, or on one more port), shared when another target already listens there; it
 /// leaves when its only listener closes.
 #[inline(always)]
-fn on_listen<C: EbpfContext>(ctx: &C, port: u16, listening: bool) {
+fn on_listen<C: EbpfContext>(_ctx: &C, port: u16, listening: bool) {
     let (tgid, _) = current();
     if !is_target(tgid) {
+        candidate_listen(tgid, port, listening);
         return;
     }
     // SAFETY: copied at once.
@@ -251,9 +253,48 @@ fn on_listen<C: EbpfContext>(ctx: &C, port: u16, listening: bool) {
         Some(t) if t == tgid => return,
         Some(_) => LISTEN_SHARED,
     };
-    if LISTEN_PORTS.insert(&port, &owner, 0).is_err() {
-        map_full(ctx, "listening ports");
+    // A full map is not an event lost: userspace refuses a target that holds more
+    // ports than a server does (it counts them each second).
+    let _ = LISTEN_PORTS.insert(&port, &owner, 0);
+}
+
+/// Discovery mode: a process that is no target yet starts (or stops) listening on
+/// `port`. When its thread is named like a server (and it was not refused), the port
+/// is a candidate: its connections are followed from the first one, and their events
+/// make userspace adopt or refuse the process before it reads them. Listening is rare:
+/// this costs nothing on any hot path.
+#[inline(always)]
+fn candidate_listen(tgid: u32, port: u16, listening: bool) {
+    if !discover() {
+        return;
     }
+    if !listening {
+        // SAFETY: copied at once.
+        if unsafe { CANDIDATE_PORTS.get(&port) }.copied() == Some(tgid) {
+            let _ = CANDIDATE_PORTS.remove(&port);
+        }
+        return;
+    }
+    let only = port_filter();
+    if only != 0 && u32::from(port) != only {
+        return;
+    }
+    if !named_like_a_server() {
+        return;
+    }
+    // SAFETY: only whether the entry exists is used.
+    if unsafe { REFUSED.get(&tgid) }.is_some() {
+        return;
+    }
+    let _ = CANDIDATE_PORTS.insert(&port, &tgid, 0);
+}
+
+/// Is the calling thread named mysqld or mariadbd (`targets::SERVER_NAMES`)?
+#[inline(always)]
+fn named_like_a_server() -> bool {
+    let Ok(comm) = bpf_get_current_comm() else { return false };
+    let is = |name: &[u8]| comm[..name.len()] == *name && comm[name.len()] == 0;
+    is(b"mysqld") || is(b"mariadbd")
 }
 
 /// A connection `c` (ports and addresses filled) established on a target's listening
@@ -261,8 +302,13 @@ fn on_listen<C: EbpfContext>(ctx: &C, port: u16, listening: bool) {
 /// shared port).
 #[inline(always)]
 fn on_established<C: EbpfContext>(ctx: &C, sk: u64, mut c: SockConn) {
-    // SAFETY: copied at once.
-    let Some(owner) = (unsafe { LISTEN_PORTS.get(&c.local_port) }).copied() else { return };
+    // SAFETY: copied at once (either map).
+    let Some(owner) = (unsafe { LISTEN_PORTS.get(&c.local_port) })
+        .or_else(|| discover().then(|| unsafe { CANDIDATE_PORTS.get(&c.local_port) }).flatten())
+        .copied()
+    else {
+        return;
+    };
     // Softirq: no thread of the server runs this. The generation is this moment.
     c.gen = header(kind::ESTABLISHED, 0, 0).ts_ns;
     // The TCP tracepoints find it by its client and this port (`tcp::conn_of`).
