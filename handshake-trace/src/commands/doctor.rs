@@ -281,8 +281,8 @@ const SERVERS_ASKED: usize = 8;
 const GREETING_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The MySQL servers running here. Nothing found on the host is executed: the version
-/// comes from the server's greeting on a loopback listener, else from the bytes of
-/// its executable; whether `watch`/`agent` would adopt it without `-p` is said too.
+/// comes from the bytes of its executable, else from the server's greeting on a
+/// loopback listener; whether `watch`/`agent` would adopt it without `-p` is said too.
 fn check_servers(out: &mut Vec<Check>) {
     let servers = targets::find_servers();
     if servers.is_empty() {
@@ -307,14 +307,12 @@ fn check_servers(out: &mut Vec<Check>) {
     }
 }
 
-/// A server's version: its greeting on the first loopback listener that answers (two
-/// tried at most), else MariaDB's version string in its executable's bytes.
+/// A server's version: MariaDB's version string in its executable's bytes (read, which
+/// the server does not notice), else its greeting on the first loopback listener that
+/// answers (two tried at most; one connection the server counts as aborted).
 fn server_version(s: &targets::ServerProcess) -> Option<String> {
-    s.listening
-        .iter()
-        .take(2)
-        .find_map(|a| targets::greeting_version(*a, GREETING_TIMEOUT))
-        .or_else(|| targets::executable_version(s.pid))
+    targets::executable_version(s.pid)
+        .or_else(|| s.listening.iter().take(2).find_map(|a| targets::greeting_version(*a, GREETING_TIMEOUT)))
 }
 
 /// Print the checks; Ok(false) when tracing cannot work.
