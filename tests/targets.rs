@@ -303,13 +303,24 @@ fn utc_now() -> String {
 
 #[test]
 fn a_restarted_server_is_traced_from_its_first_login() {
-    let test = "a_restarted_server_is_traced_from_its_first_login";
+    restarted_server_traced_from_its_first_login("a_restarted_server_is_traced_from_its_first_login", "socket");
+}
+
+#[test]
+fn a_restarted_server_is_traced_from_its_first_login_in_the_syscall_tier() {
+    restarted_server_traced_from_its_first_login("a_restarted_server_is_traced_from_its_first_login_in_the_syscall_tier", "syscalls");
+}
+
+/// Logins every ~10 ms from two `mariadb` CLI clients while a real MariaDB is stopped
+/// (SIGTERM) and started again on the same port and datadir, traced by `watch -j`
+/// without -p on capture tier `tier`: every login the client saw succeed is in the output.
+fn restarted_server_traced_from_its_first_login(test: &str, tier: &str) {
     let Some(bin) = ready(test) else { return };
     let cgroup = Cgroup::create("restart").expect("a cgroup for MariaDB");
     let mut db = MariaDb::start_in(&MariaDbOptions::default(), cgroup).expect("start MariaDB");
     let port = db.port();
     // No -p: discovery, as a DBA runs it (--port keeps other servers on this host out).
-    let watch = Tracer::start(&bin, &["watch", "-j", "--port", &port.to_string()]);
+    let watch = Tracer::start(&bin, &["watch", "-j", "--port", &port.to_string(), "--capture", tier]);
     let stop = Arc::new(AtomicBool::new(false));
     let seen: Arc<Mutex<Vec<(u16, u64)>>> = Arc::default();
     // Two clients, each a login about every 10 ms.
@@ -357,7 +368,7 @@ fn a_restarted_server_is_traced_from_its_first_login() {
         .map(|h| format!("{} {} {}", h["client"], h["verdict"], h["pid"]))
         .collect();
     eprintln!(
-        "restart at {restart_at} (pid {old_pid} → {new_pid}): {} logins the client saw succeed, {} traced, {} missed; \
+        "{tier} tier: restart at {restart_at} (pid {old_pid} → {new_pid}): {} logins the client saw succeed, {} traced, {} missed; \
          {} not ok: {not_ok:?}",
         seen.len(),
         traced.len(),

@@ -5,7 +5,6 @@
 //! sk, ret, flags) report the reads and writes that moved nothing (EAGAIN, FIN,
 //! resets, interruptions). The bytes themselves come from `packet.rs`.
 use aya_ebpf::{
-    helpers::bpf_get_current_comm,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
     EbpfContext,
@@ -19,7 +18,7 @@ use handshake_trace_common::{
 use crate::{
     cgroup::packets_unseen,
     emit::{count, emit, header, map_full, submit_flags},
-    maps::{discover, port_filter, BPF_NOEXIST, CANDIDATE_PORTS, EVENTS, LISTEN_PORTS, PEERS, REFUSED, SOCK_CONNS, SOCK_SLOT_COUNTS, SOCK_TASKS},
+    maps::{discover, BPF_NOEXIST, CANDIDATE_PORTS, EVENTS, LISTEN_PORTS, PEERS, SOCK_CONNS, SOCK_SLOT_COUNTS, SOCK_TASKS},
     net::{set_v4_mapped, AF_INET6, IPPROTO_TCP},
     target::{current, is_target},
     tcp::{load, send},
@@ -237,7 +236,7 @@ fn on_state_change<C: EbpfContext>(ctx: &C, ch: StateChange, listen_port: impl F
 fn on_listen<C: EbpfContext>(_ctx: &C, port: u16, listening: bool) {
     let (tgid, _) = current();
     if !is_target(tgid) {
-        candidate_listen(tgid, port, listening);
+        crate::target::candidate_listen(tgid, port, listening);
         return;
     }
     // SAFETY: copied at once.
@@ -256,45 +255,6 @@ fn on_listen<C: EbpfContext>(_ctx: &C, port: u16, listening: bool) {
     // A full map is not an event lost: userspace refuses a target that holds more
     // ports than a server does (it counts them each second).
     let _ = LISTEN_PORTS.insert(&port, &owner, 0);
-}
-
-/// Discovery mode: a process that is no target yet starts (or stops) listening on
-/// `port`. When its thread is named like a server (and it was not refused), the port
-/// is a candidate: its connections are followed from the first one, and their events
-/// make userspace adopt or refuse the process before it reads them. Listening is rare:
-/// this costs nothing on any hot path.
-#[inline(always)]
-fn candidate_listen(tgid: u32, port: u16, listening: bool) {
-    if !discover() {
-        return;
-    }
-    if !listening {
-        // SAFETY: copied at once.
-        if unsafe { CANDIDATE_PORTS.get(&port) }.copied() == Some(tgid) {
-            let _ = CANDIDATE_PORTS.remove(&port);
-        }
-        return;
-    }
-    let only = port_filter();
-    if only != 0 && u32::from(port) != only {
-        return;
-    }
-    if !named_like_a_server() {
-        return;
-    }
-    // SAFETY: only whether the entry exists is used.
-    if unsafe { REFUSED.get(&tgid) }.is_some() {
-        return;
-    }
-    let _ = CANDIDATE_PORTS.insert(&port, &tgid, 0);
-}
-
-/// Is the calling thread named mysqld or mariadbd (`targets::SERVER_NAMES`)?
-#[inline(always)]
-fn named_like_a_server() -> bool {
-    let Ok(comm) = bpf_get_current_comm() else { return false };
-    let is = |name: &[u8]| comm[..name.len()] == *name && comm[name.len()] == 0;
-    is(b"mysqld") || is(b"mariadbd")
 }
 
 /// A connection `c` (ports and addresses filled) established on a target's listening

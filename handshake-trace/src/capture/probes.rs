@@ -263,7 +263,7 @@ impl Probes {
             .override_global("SKB_CURRENT_TASK", &skb_current_task(), true)
             .override_global("RING_BYTES", &u64::from(ringbuf), true)
             .override_global("PORT_FILTER", &u32::from(opts.port.unwrap_or(0)), true)
-            .override_global("DISCOVER", &u32::from(opts.discover && opts.capture == CaptureTier::Socket), true)
+            .override_global("DISCOVER", &u32::from(opts.discover), true)
             .map_max_entries("EVENTS", ringbuf)
             .load(EBPF_OBJECT)
             .context("load the kernel programs")?;
@@ -425,12 +425,16 @@ impl Probes {
         Ok(())
     }
 
-    /// The distinct TCP ports `pid` listens on (only `--port`'s, if given), from /proc.
+    /// The distinct TCP ports `pid` listens on (only `--port`'s, if given), from /proc,
+    /// and those the kernel saw it start listening on as a candidate (so a port is kept
+    /// when /proc cannot be read, EMFILE…).
     fn listen_ports_of(&self, pid: u32) -> Vec<u16> {
         let listening = crate::capture::targets::listening_sockets(pid);
-        let ports: std::collections::BTreeSet<u16> =
-            listening.values().map(|a| a.port()).filter(|p| self.port.is_none_or(|only| only == *p)).collect();
-        ports.into_iter().collect()
+        let mut ports: std::collections::BTreeSet<u16> = listening.values().map(|a| a.port()).collect();
+        if let Some(c) = self.candidate_ports.as_ref() {
+            ports.extend(c.iter().filter_map(Result::ok).filter(|(_, p)| *p == pid).map(|(port, _)| port));
+        }
+        ports.into_iter().filter(|p| self.port.is_none_or(|only| only == *p)).collect()
     }
 
     /// Socket tier: how many entries of the listening-port map each process owns (its
@@ -443,13 +447,17 @@ impl Probes {
         by
     }
 
-    /// Discovery, socket tier: a process named like a server was refused; the kernel
-    /// stops following its listeners (until `forget_refused`).
+    /// Discovery: a process named like a server was refused; the kernel stops following
+    /// its listeners (until `forget_refused`).
     pub fn refuse_candidate(&mut self, pid: u32) {
         if let Some(r) = self.refused.as_mut() {
             let _ = r.insert(pid, 1, 0);
         }
         self.forget_candidate(pid);
+        // Syscall tier: an admission whose port entry was pushed out goes too.
+        if self.capture == CaptureTier::Syscalls && self.refused.is_some() && !self.target_pids.contains(&pid) && self.targets.remove(&pid).is_ok() {
+            let _ = self.write_target_filter();
+        }
     }
 
     /// A refused process is gone: a later process with its pid may be a candidate again.
@@ -460,12 +468,26 @@ impl Probes {
         self.forget_candidate(pid);
     }
 
-    /// Drop the ports the kernel noted for candidate `pid` (it is now a target, refused or gone).
+    /// Syscall tier, discovery: the processes the kernel admitted as candidates.
+    fn syscall_candidates(&self) -> Vec<u32> {
+        match (&self.candidate_ports, self.capture) {
+            (Some(c), CaptureTier::Syscalls) => c.iter().filter_map(Result::ok).map(|(_, pid)| pid).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Drop the ports the kernel noted for candidate `pid` (it is now a target, refused
+    /// or gone) and, on the syscall tier, its admission (unless it is a target now).
     fn forget_candidate(&mut self, pid: u32) {
         let Some(c) = self.candidate_ports.as_mut() else { return };
         let ports: Vec<u16> = c.iter().filter_map(Result::ok).filter(|(_, p)| *p == pid).map(|(k, _)| k).collect();
+        let was = !ports.is_empty();
         for port in ports {
             let _ = c.remove(&port);
+        }
+        if was && self.capture == CaptureTier::Syscalls && !self.target_pids.contains(&pid) {
+            let _ = self.targets.remove(&pid);
+            let _ = self.write_target_filter();
         }
     }
 
@@ -493,9 +515,13 @@ impl Probes {
         Ok(true)
     }
 
-    /// Mirror the target set into the short list the programs ask first.
+    /// Mirror the target set into the short list the programs ask first. Syscall tier,
+    /// discovery: with the candidates the kernel admitted (it wrote them in itself at
+    /// their `listen`) while userspace decides on them.
     fn write_target_filter(&mut self) -> Result<()> {
-        let pids: Vec<u32> = self.target_pids.iter().copied().collect();
+        let mut pids = self.target_pids.clone();
+        pids.extend(self.syscall_candidates());
+        let pids: Vec<u32> = pids.into_iter().collect();
         self.target_filter.set(0, TargetFilter::of(&pids), 0).context("write the target filter map")
     }
 

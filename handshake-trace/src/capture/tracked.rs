@@ -240,13 +240,25 @@ impl Targets {
             return Considered::Dropped;
         }
         let decided = self.decide(pid, probes);
-        if matches!(decided, Considered::Dropped | Considered::Refused(..)) && self.dropped.len() < DROPPED_KEPT {
+        if matches!(decided, Considered::Refused(..)) && self.dropped.len() < DROPPED_KEPT {
             self.dropped.insert(pid);
         }
         decided
     }
 
     fn decide(&mut self, pid: u32, probes: &mut Probes) -> Considered {
+        match targets::presence(pid) {
+            Presence::Alive => {}
+            // /proc cannot say (EMFILE…): nothing is confirmed, nothing is remembered.
+            Presence::Unknown(_) => return Considered::Dropped,
+            Presence::Gone => {
+                probes.forget_refused(pid);
+                if self.dropped.len() < DROPPED_KEPT {
+                    self.dropped.insert(pid);
+                }
+                return Considered::Dropped;
+            }
+        }
         let start_time = targets::start_time(pid);
         if self.refused.contains(pid, start_time) || self.exited.contains(pid, start_time) {
             return Considered::Dropped;
