@@ -65,10 +65,10 @@ pub fn candidate_listen(tgid: u32, port: u16, listening: bool) -> bool {
 /// Syscall tier: trace candidate `tgid`'s syscalls from now on (its accepts), as if
 /// userspace had made it a target; userspace keeps it in the filter while it decides
 /// (it rewrites the filter with the candidates of CANDIDATE_PORTS) and takes it out if
-/// it refuses it.
+/// it refuses it. Only into a free slot of the short list: candidates never fill the
+/// TARGETS map nor make every process of the host ask it (an overflowed list).
 #[inline(always)]
 pub fn admit_candidate(tgid: u32) {
-    let _ = TARGETS.insert(&tgid, &1, 0);
     let Some(f) = TARGET_FILTER.get_ptr_mut(0) else { return };
     // SAFETY: a valid, aligned entry of the array map. Another CPU (or userspace)
     // writing at once can lose this addition: the candidate is then adopted by
@@ -81,8 +81,6 @@ pub fn admit_candidate(tgid: u32) {
         if n < FAST_TARGETS {
             (*f).tgids[n] = tgid;
             (*f).count = n as u32 + 1;
-        } else {
-            (*f).overflow = 1;
         }
     }
 }

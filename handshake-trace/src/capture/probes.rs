@@ -455,7 +455,7 @@ impl Probes {
         }
         self.forget_candidate(pid);
         // Syscall tier: an admission whose port entry was pushed out goes too.
-        if self.capture == CaptureTier::Syscalls && self.refused.is_some() && !self.target_pids.contains(&pid) && self.targets.remove(&pid).is_ok() {
+        if self.capture == CaptureTier::Syscalls && self.refused.is_some() && !self.target_pids.contains(&pid) {
             let _ = self.write_target_filter();
         }
     }
@@ -486,7 +486,6 @@ impl Probes {
             let _ = c.remove(&port);
         }
         if was && self.capture == CaptureTier::Syscalls && !self.target_pids.contains(&pid) {
-            let _ = self.targets.remove(&pid);
             let _ = self.write_target_filter();
         }
     }
@@ -520,7 +519,9 @@ impl Probes {
     /// their `listen`) while userspace decides on them.
     fn write_target_filter(&mut self) -> Result<()> {
         let mut pids = self.target_pids.clone();
-        pids.extend(self.syscall_candidates());
+        // Candidates only into free slots: they never make the list overflow.
+        let room = handshake_trace_common::FAST_TARGETS.saturating_sub(pids.len());
+        pids.extend(self.syscall_candidates().into_iter().filter(|p| !self.target_pids.contains(p)).take(room));
         let pids: Vec<u32> = pids.into_iter().collect();
         self.target_filter.set(0, TargetFilter::of(&pids), 0).context("write the target filter map")
     }

@@ -100,6 +100,8 @@ pub enum Considered {
     Refused(u32, String, Refusal),
     /// Refused before, gone, or not to be traced: its events are dropped.
     Dropped,
+    /// /proc cannot say now (EMFILE…): this event is dropped, the next one asks again.
+    Undecided,
 }
 
 /// The processes being traced, kept in step with /proc.
@@ -122,6 +124,8 @@ pub struct Targets {
     pub proc_unknown: u64,
     /// Processes whose events were dropped since the last refresh (no /proc read per event).
     dropped: std::collections::HashSet<u32>,
+    /// Processes refused because a map was full: tried again at each refresh, said once.
+    map_full: std::collections::HashSet<u32>,
 }
 
 /// Pids remembered as dropped between two refreshes, at most.
@@ -172,6 +176,7 @@ impl Targets {
             refusals: BTreeMap::new(),
             proc_unknown: 0,
             dropped: Default::default(),
+            map_full: Default::default(),
         };
         for (pid, _, r) in &refused {
             t.note_refused(*pid, targets::start_time(*pid), r.reason);
@@ -184,9 +189,19 @@ impl Targets {
         !self.explicit
     }
 
-    fn note_refused(&mut self, pid: u32, start_time: Option<u64>, reason: RefuseReason) {
-        self.refused.insert(pid, start_time);
+    /// Count a refusal (once per process) and remember it: for good when the process
+    /// is at fault, for a retry at the next refresh when a map was full (room may come).
+    /// False when this process was refused for a full map before (nothing new to say).
+    fn note_refused(&mut self, pid: u32, start_time: Option<u64>, reason: RefuseReason) -> bool {
+        if reason == RefuseReason::MapFull {
+            if !self.map_full.insert(pid) {
+                return false;
+            }
+        } else {
+            self.refused.insert(pid, start_time);
+        }
         *self.refusals.entry(reason).or_insert(0) += 1;
+        true
     }
 
     /// Put the starting targets into the kernel's maps; those that do not fit are
@@ -197,7 +212,9 @@ impl Targets {
             if let Err(r) = probes.add_target(pid) {
                 let s = self.live.remove(&pid).expect("a live target");
                 self.note_refused(pid, s.start_time, r.reason);
-                probes.refuse_candidate(pid);
+                if r.reason != RefuseReason::MapFull {
+                    probes.refuse_candidate(pid);
+                }
                 refused.push((pid, Escaped(&s.comm).to_string(), r));
             }
         }
@@ -209,7 +226,8 @@ impl Targets {
     }
 
     /// Adopt `s` (discovery): its executable must check out and the maps must hold it.
-    fn adopt(&mut self, s: ServerProcess, probes: &mut Probes) -> std::result::Result<(u32, String), (u32, String, Refusal)> {
+    /// Refused: (pid, name, why, whether this is news).
+    fn adopt(&mut self, s: ServerProcess, probes: &mut Probes) -> std::result::Result<(u32, String), (u32, String, Refusal, bool)> {
         let name = Escaped(&s.comm).to_string();
         let checked = targets::verify_executable(s.pid)
             .map_err(|why| Refusal::new(RefuseReason::Unverified, why))
@@ -217,13 +235,16 @@ impl Targets {
         match checked {
             Ok(()) => {
                 let pid = s.pid;
+                self.map_full.remove(&pid);
                 self.live.insert(pid, s);
                 Ok((pid, name))
             }
             Err(r) => {
-                self.note_refused(s.pid, s.start_time, r.reason);
-                probes.refuse_candidate(s.pid);
-                Err((s.pid, name, r))
+                let new = self.note_refused(s.pid, s.start_time, r.reason);
+                if r.reason != RefuseReason::MapFull {
+                    probes.refuse_candidate(s.pid);
+                }
+                Err((s.pid, name, r, new))
             }
         }
     }
@@ -240,7 +261,7 @@ impl Targets {
             return Considered::Dropped;
         }
         let decided = self.decide(pid, probes);
-        if matches!(decided, Considered::Refused(..)) && self.dropped.len() < DROPPED_KEPT {
+        if matches!(decided, Considered::Refused(..) | Considered::Dropped) && self.dropped.len() < DROPPED_KEPT {
             self.dropped.insert(pid);
         }
         decided
@@ -250,12 +271,9 @@ impl Targets {
         match targets::presence(pid) {
             Presence::Alive => {}
             // /proc cannot say (EMFILE…): nothing is confirmed, nothing is remembered.
-            Presence::Unknown(_) => return Considered::Dropped,
+            Presence::Unknown(_) => return Considered::Undecided,
             Presence::Gone => {
                 probes.forget_refused(pid);
-                if self.dropped.len() < DROPPED_KEPT {
-                    self.dropped.insert(pid);
-                }
                 return Considered::Dropped;
             }
         }
@@ -276,7 +294,8 @@ impl Targets {
         }
         match self.adopt(targets::describe(pid, comm), probes) {
             Ok((pid, name)) => Considered::Adopted(pid, name),
-            Err((pid, name, r)) => Considered::Refused(pid, name, r),
+            Err((pid, name, r, true)) => Considered::Refused(pid, name, r),
+            Err(_) => Considered::Dropped,
         }
     }
 
@@ -312,9 +331,11 @@ impl Targets {
         for s in adopt {
             match self.adopt(s, probes) {
                 Ok(a) => adopted.push(a),
-                Err(r) => refused.push(r),
+                Err((pid, name, r, true)) => refused.push((pid, name, r)),
+                Err(_) => {}
             }
         }
+        self.map_full.retain(|&pid| targets::presence(pid) != Presence::Gone);
         // Refused processes that are gone: their pid may come back as a server.
         let left: Vec<u32> = self.refused.pids().filter(|&p| targets::presence(p) == Presence::Gone).collect();
         for pid in left {

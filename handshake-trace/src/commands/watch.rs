@@ -117,7 +117,7 @@ impl Tracer<'_> {
                         notice::say(log, &self.opts.notices, Level::Warning, &refused_notice(pid, &name, &why))?;
                         continue;
                     }
-                    Considered::Dropped => continue,
+                    Considered::Dropped | Considered::Undecided => continue,
                 }
             }
             let decoded = decode(&item);
