@@ -158,3 +158,31 @@ pub fn port_filter() -> u32 {
     // SAFETY: as in `offsets`.
     unsafe { core::ptr::read_volatile(&PORT_FILTER) }
 }
+
+/// Socket tier, discovery mode: ports that a process named like a server (not a
+/// target yet) began to listen on → its process, written by the kernel at its
+/// `listen`, so connections from its first one on are followed while userspace
+/// confirms (adopts: the port moves to LISTEN_PORTS) or refuses it (the entries go,
+/// the process joins REFUSED). Least recently used entries make room: a process
+/// listening on many ports cannot fill a map anything else needs.
+#[map]
+pub static CANDIDATE_PORTS: LruHashMap<u16, u32> = LruHashMap::with_max_entries(MAX_CANDIDATE_PORTS, 0);
+
+/// Processes userspace refused (tgid → 1): their `listen`s are no candidates.
+#[map]
+pub static REFUSED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_REFUSED, 0);
+
+const MAX_CANDIDATE_PORTS: u32 = 64;
+const MAX_REFUSED: u32 = 256;
+
+/// 1 in discovery mode (no `-p`), written by userspace before load.
+// SAFETY (no_mangle): the loader finds it by this name; no other symbol has it.
+#[unsafe(no_mangle)]
+static DISCOVER: u32 = 0;
+
+/// Are processes named like a server followed from their first `listen`?
+#[inline(always)]
+pub fn discover() -> bool {
+    // SAFETY: as in `offsets`.
+    unsafe { core::ptr::read_volatile(&DISCOVER) != 0 }
+}

@@ -18,7 +18,7 @@ use handshake_trace_common::{
 use crate::{
     cgroup::packets_unseen,
     emit::{count, emit, header, map_full, submit_flags},
-    maps::{BPF_NOEXIST, EVENTS, LISTEN_PORTS, PEERS, SOCK_CONNS, SOCK_SLOT_COUNTS, SOCK_TASKS},
+    maps::{discover, BPF_NOEXIST, CANDIDATE_PORTS, EVENTS, LISTEN_PORTS, PEERS, SOCK_CONNS, SOCK_SLOT_COUNTS, SOCK_TASKS},
     net::{set_v4_mapped, AF_INET6, IPPROTO_TCP},
     target::{current, is_target},
     tcp::{load, send},
@@ -233,9 +233,10 @@ fn on_state_change<C: EbpfContext>(ctx: &C, ch: StateChange, listen_port: impl F
 /// late, or on one more port), shared when another target already listens there; it
 /// leaves when its only listener closes.
 #[inline(always)]
-fn on_listen<C: EbpfContext>(ctx: &C, port: u16, listening: bool) {
+fn on_listen<C: EbpfContext>(_ctx: &C, port: u16, listening: bool) {
     let (tgid, _) = current();
     if !is_target(tgid) {
+        crate::target::candidate_listen(tgid, port, listening);
         return;
     }
     // SAFETY: copied at once.
@@ -251,9 +252,9 @@ fn on_listen<C: EbpfContext>(ctx: &C, port: u16, listening: bool) {
         Some(t) if t == tgid => return,
         Some(_) => LISTEN_SHARED,
     };
-    if LISTEN_PORTS.insert(&port, &owner, 0).is_err() {
-        map_full(ctx, "listening ports");
-    }
+    // A full map is not an event lost: userspace refuses a target that holds more
+    // ports than a server does (it counts them each second).
+    let _ = LISTEN_PORTS.insert(&port, &owner, 0);
 }
 
 /// A connection `c` (ports and addresses filled) established on a target's listening
@@ -261,8 +262,13 @@ fn on_listen<C: EbpfContext>(ctx: &C, port: u16, listening: bool) {
 /// shared port).
 #[inline(always)]
 fn on_established<C: EbpfContext>(ctx: &C, sk: u64, mut c: SockConn) {
-    // SAFETY: copied at once.
-    let Some(owner) = (unsafe { LISTEN_PORTS.get(&c.local_port) }).copied() else { return };
+    // SAFETY: copied at once (either map).
+    let Some(owner) = (unsafe { LISTEN_PORTS.get(&c.local_port) })
+        .or_else(|| discover().then(|| unsafe { CANDIDATE_PORTS.get(&c.local_port) }).flatten())
+        .copied()
+    else {
+        return;
+    };
     // Softirq: no thread of the server runs this. The generation is this moment.
     c.gen = header(kind::ESTABLISHED, 0, 0).ts_ns;
     // The TCP tracepoints find it by its client and this port (`tcp::conn_of`).

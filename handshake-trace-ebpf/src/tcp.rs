@@ -2,7 +2,7 @@
 //! received, state changes. These run in whatever context the stack is in, so the
 //! connection is found by its client address (daddr/dport on the server's socket).
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
-use handshake_trace_common::{kind, tcp, PeerKey, TcpEvent, TcpOffsets, ThreadConn, NO_FIELD, SET_STATE_LAYOUT};
+use handshake_trace_common::{kind, tcp, tcp_state, PeerKey, TcpEvent, TcpOffsets, ThreadConn, NO_FIELD, SET_STATE_LAYOUT, SET_STATE_SPORT};
 
 use crate::{
     emit::{emit, header},
@@ -136,6 +136,14 @@ pub(crate) fn load<T: Plain>(ctx: &TracePointContext, off: usize) -> T {
 fn set_state_fixed(ctx: &TracePointContext) {
     const L: TcpOffsets = SET_STATE_LAYOUT;
     if load::<u16>(ctx, L.protocol as usize) != IPPROTO_TCP {
+        return;
+    }
+    // Discovery: a process named like a server starts listening (in its own thread).
+    if load::<i32>(ctx, L.newstate as usize) as u32 == tcp_state::LISTEN {
+        let (tgid, _) = current();
+        if !crate::target::is_target(tgid) && crate::target::candidate_listen(tgid, load::<u16>(ctx, SET_STATE_SPORT as usize), true) {
+            crate::target::admit_candidate(tgid);
+        }
         return;
     }
     // daddr_v6 (IPv4 peers v4-mapped) in two aligned loads.

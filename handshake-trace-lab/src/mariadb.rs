@@ -41,6 +41,8 @@ pub struct MariaDb {
     dir: PathBuf,
     child: Option<Child>,
     port: u16,
+    /// How the server was started (binary, arguments, cgroup), for [`MariaDb::restart`].
+    launch: Option<(PathBuf, Vec<std::ffi::OsString>, Option<PathBuf>)>,
     /// Made for this server by [`MariaDb::start_in`]: removed after it stopped.
     _cgroup: Option<crate::cgroup::Cgroup>,
 }
@@ -79,7 +81,7 @@ impl MariaDb {
         let dir = unique_dir()?;
         let data = dir.join("data");
         let port = if opts.port == 0 { free_port()? } else { opts.port };
-        let mut db = MariaDb { dir: dir.clone(), child: None, port, _cgroup: None };
+        let mut db = MariaDb { dir: dir.clone(), child: None, port, launch: None, _cgroup: None };
         // Temporary tables in the instance's own folder, not the shared /tmp: servers
         // bootstrapping at once on one machine (parallel test runs) stayed out of each
         // other's way only by chance there.
@@ -128,6 +130,7 @@ impl MariaDb {
             cmd.arg(format!("--ssl-cert={}", cert.display())).arg(format!("--ssl-key={}", key.display()));
         }
         cmd.args(&opts.extra_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        db.launch = Some((server.clone(), cmd.get_args().map(Into::into).collect(), opts.cgroup.clone()));
         if let Some(dir) = &opts.cgroup {
             crate::cgroup::spawn_into(&mut cmd, dir)?;
         }
@@ -229,8 +232,25 @@ impl MariaDb {
             .output()?)
     }
 
-    /// Stop the server (SIGTERM, then SIGKILL after 20 s) and remove its directory.
-    pub fn stop(&mut self) {
+    /// Restart the server as a service manager does: SIGTERM, wait for it to exit, then
+    /// the same binary with the same options (datadir, port, cgroup) again; returns once
+    /// it accepts logins. Returns the time the new process was started.
+    pub fn restart(&mut self) -> Result<Instant> {
+        self.terminate();
+        let (bin, args, cgroup) = self.launch.clone().context("no launch command kept")?;
+        let mut cmd = Command::new(bin);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        if let Some(dir) = &cgroup {
+            crate::cgroup::spawn_into(&mut cmd, dir)?;
+        }
+        let started = Instant::now();
+        self.child = Some(cmd.spawn().context("start mariadbd again")?);
+        self.wait_ready()?;
+        Ok(started)
+    }
+
+    /// SIGTERM, then SIGKILL after 20 s; waits for the exit.
+    fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -244,6 +264,11 @@ impl MariaDb {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    /// Stop the server (SIGTERM, then SIGKILL after 20 s) and remove its directory.
+    pub fn stop(&mut self) {
+        self.terminate();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }

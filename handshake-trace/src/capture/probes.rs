@@ -18,6 +18,7 @@ use crate::{
         offsets::read_offsets,
         set_state::{self, SetStateHook},
         socket_io::{self, SocketIo},
+        targets::{Refusal, RefuseReason, MAX_PORTS_PER_TARGET},
         tracefs,
     },
     events::Counters,
@@ -184,6 +185,10 @@ pub struct Probes {
     listeners: HashMap<MapData, ConnKey, u32>,
     /// `--port`: the one port whose connections are followed (in the kernel).
     port: Option<u16>,
+    /// Discovery, socket tier: ports a process named like a server began to listen on
+    /// before it was adopted (written by the kernel), and processes refused.
+    candidate_ports: Option<HashMap<MapData, u16, u32>>,
+    refused: Option<HashMap<MapData, u32, u32>>,
     /// The tier attached: `Syscalls` when `--capture socket` fell back.
     pub capture: CaptureTier,
     /// The socket tier's read/write hooks on this kernel.
@@ -210,11 +215,14 @@ pub struct LoadOptions {
     pub capture: CaptureTier,
     /// `--port`: follow only connections accepted on this local port, filtered in the kernel.
     pub port: Option<u16>,
+    /// Discovery mode (no `-p`): the kernel follows a process named like a server from
+    /// its first `listen`, before userspace adopts (or refuses) it.
+    pub discover: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { ringbuf_bytes: DEFAULT_RINGBUF_BYTES, attach: AttachMode::default(), capture: CaptureTier::default(), port: None }
+        Self { ringbuf_bytes: DEFAULT_RINGBUF_BYTES, attach: AttachMode::default(), capture: CaptureTier::default(), port: None, discover: false }
     }
 }
 
@@ -255,6 +263,7 @@ impl Probes {
             .override_global("SKB_CURRENT_TASK", &skb_current_task(), true)
             .override_global("RING_BYTES", &u64::from(ringbuf), true)
             .override_global("PORT_FILTER", &u32::from(opts.port.unwrap_or(0)), true)
+            .override_global("DISCOVER", &u32::from(opts.discover), true)
             .map_max_entries("EVENTS", ringbuf)
             .load(EBPF_OBJECT)
             .context("load the kernel programs")?;
@@ -318,7 +327,14 @@ impl Probes {
         let listen_ports = HashMap::try_from(take_map(&mut ebpf, "LISTEN_PORTS")?)?;
         let sock_conns = HashMap::try_from(take_map(&mut ebpf, "SOCK_CONNS")?)?;
         let listeners = HashMap::try_from(take_map(&mut ebpf, "LISTENERS")?)?;
+        let (candidate_ports, refused) = if opts.discover {
+            (Some(HashMap::try_from(take_map(&mut ebpf, "CANDIDATE_PORTS")?)?), Some(HashMap::try_from(take_map(&mut ebpf, "REFUSED")?)?))
+        } else {
+            (None, None)
+        };
         Ok(Self {
+            candidate_ports,
+            refused,
             listen_ports,
             sock_conns,
             listeners,
@@ -341,21 +357,43 @@ impl Probes {
         })
     }
 
-    /// Start tracing a process.
-    pub fn add_target(&mut self, pid: u32) -> Result<()> {
+    /// Start tracing a process. A process the maps have no room for (or that listens on
+    /// more ports than a server does) is refused, and nothing of it stays in them: the
+    /// other targets go on.
+    pub fn add_target(&mut self, pid: u32) -> std::result::Result<(), Refusal> {
+        if self.target_pids.contains(&pid) {
+            return Ok(());
+        }
+        let ports = if self.capture == CaptureTier::Socket { self.listen_ports_of(pid) } else { Vec::new() };
+        if ports.len() > MAX_PORTS_PER_TARGET {
+            return Err(Refusal::new(
+                RefuseReason::TooManyPorts,
+                format!("it listens on {} TCP ports (a server listens on a few; {MAX_PORTS_PER_TARGET} at most)", ports.len()),
+            ));
+        }
+        if self.target_pids.len() >= handshake_trace_common::MAX_TARGETS as usize {
+            return Err(Refusal::new(RefuseReason::MapFull, format!("the target map holds {} processes at most", handshake_trace_common::MAX_TARGETS)));
+        }
         self.targets
             .insert(pid, 1, 0)
-            .with_context(|| {
-                format!("add pid {pid} to the target map (it holds {} processes at most)", handshake_trace_common::MAX_TARGETS)
-            })?;
+            .map_err(|e| Refusal::new(RefuseReason::MapFull, format!("the target map refused it: {e}")))?;
         self.target_pids.insert(pid);
-        if self.capture == CaptureTier::Socket {
-            self.add_listen_ports(pid)?;
-            self.follow_targets()?;
-        } else if self.port.is_some() {
-            self.add_listeners(pid, &crate::capture::targets::listening_sockets(pid));
+        let added = if self.capture == CaptureTier::Socket {
+            self.add_listen_ports(pid, &ports)
+                .and_then(|()| self.follow_targets().map_err(|e| Refusal::new(RefuseReason::MapFull, format!("{e:#}"))))
+        } else {
+            if self.port.is_some() {
+                self.add_listeners(pid, &crate::capture::targets::listening_sockets(pid));
+            }
+            Ok(())
+        };
+        let added = added.and_then(|()| self.write_target_filter().map_err(|e| Refusal::new(RefuseReason::MapFull, format!("{e:#}"))));
+        if added.is_err() {
+            // Undo whatever went in (its ports, its place in the filter).
+            self.remove_target(pid);
         }
-        self.write_target_filter()
+        self.forget_candidate(pid);
+        added
     }
 
     /// Syscall tier, `--port`: tell the kernel which listening sockets (fd → local
@@ -374,16 +412,82 @@ impl Probes {
     /// /proc; a port another target listens on too (SO_REUSEPORT) is marked shared.
     /// Ports it listens on later are added by the kernel programs (`listen` is seen as
     /// a state change).
-    fn add_listen_ports(&mut self, pid: u32) -> Result<()> {
-        let listening = crate::capture::targets::listening_sockets(pid);
-        for addr in listening.values().filter(|a| self.port.is_none_or(|p| p == a.port())) {
-            let port = addr.port();
+    fn add_listen_ports(&mut self, pid: u32, ports: &[u16]) -> std::result::Result<(), Refusal> {
+        for &port in ports {
             let owner = port_owner(self.listen_ports.get(&port, 0).ok(), pid);
-            self.listen_ports
-                .insert(port, owner, 0)
-                .with_context(|| format!("add port {port} to the listening-port map (full?)"))?;
+            self.listen_ports.insert(port, owner, 0).map_err(|e| {
+                Refusal::new(
+                    RefuseReason::MapFull,
+                    format!("port {port} does not fit the listening-port map ({} ports at most): {e}", handshake_trace_common::MAX_LISTEN_PORTS),
+                )
+            })?;
         }
         Ok(())
+    }
+
+    /// The distinct TCP ports `pid` listens on (only `--port`'s, if given), from /proc,
+    /// and those the kernel saw it start listening on as a candidate (so a port is kept
+    /// when /proc cannot be read, EMFILE…).
+    fn listen_ports_of(&self, pid: u32) -> Vec<u16> {
+        let listening = crate::capture::targets::listening_sockets(pid);
+        let mut ports: std::collections::BTreeSet<u16> = listening.values().map(|a| a.port()).collect();
+        if let Some(c) = self.candidate_ports.as_ref() {
+            ports.extend(c.iter().filter_map(Result::ok).filter(|(_, p)| *p == pid).map(|(port, _)| port));
+        }
+        ports.into_iter().filter(|p| self.port.is_none_or(|only| only == *p)).collect()
+    }
+
+    /// Socket tier: how many entries of the listening-port map each process owns (its
+    /// own `listen`s after it was adopted go in from the kernel side).
+    pub fn ports_by_owner(&self) -> std::collections::BTreeMap<u32, usize> {
+        let mut by = std::collections::BTreeMap::new();
+        for (_, owner) in self.listen_ports.iter().filter_map(Result::ok) {
+            *by.entry(owner).or_insert(0) += 1;
+        }
+        by
+    }
+
+    /// Discovery: a process named like a server was refused; the kernel stops following
+    /// its listeners (until `forget_refused`).
+    pub fn refuse_candidate(&mut self, pid: u32) {
+        if let Some(r) = self.refused.as_mut() {
+            let _ = r.insert(pid, 1, 0);
+        }
+        self.forget_candidate(pid);
+        // Syscall tier: an admission whose port entry was pushed out goes too.
+        if self.capture == CaptureTier::Syscalls && self.refused.is_some() && !self.target_pids.contains(&pid) {
+            let _ = self.write_target_filter();
+        }
+    }
+
+    /// A refused process is gone: a later process with its pid may be a candidate again.
+    pub fn forget_refused(&mut self, pid: u32) {
+        if let Some(r) = self.refused.as_mut() {
+            let _ = r.remove(&pid);
+        }
+        self.forget_candidate(pid);
+    }
+
+    /// Syscall tier, discovery: the processes the kernel admitted as candidates.
+    fn syscall_candidates(&self) -> Vec<u32> {
+        match (&self.candidate_ports, self.capture) {
+            (Some(c), CaptureTier::Syscalls) => c.iter().filter_map(Result::ok).map(|(_, pid)| pid).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Drop the ports the kernel noted for candidate `pid` (it is now a target, refused
+    /// or gone) and, on the syscall tier, its admission (unless it is a target now).
+    fn forget_candidate(&mut self, pid: u32) {
+        let Some(c) = self.candidate_ports.as_mut() else { return };
+        let ports: Vec<u16> = c.iter().filter_map(Result::ok).filter(|(_, p)| *p == pid).map(|(k, _)| k).collect();
+        let was = !ports.is_empty();
+        for port in ports {
+            let _ = c.remove(&port);
+        }
+        if was && self.capture == CaptureTier::Syscalls && !self.target_pids.contains(&pid) {
+            let _ = self.write_target_filter();
+        }
     }
 
     /// Socket tier: the packet programs go where the targets are now.
@@ -410,9 +514,15 @@ impl Probes {
         Ok(true)
     }
 
-    /// Mirror the target set into the short list the programs ask first.
+    /// Mirror the target set into the short list the programs ask first. Syscall tier,
+    /// discovery: with the candidates the kernel admitted (it wrote them in itself at
+    /// their `listen`) while userspace decides on them.
     fn write_target_filter(&mut self) -> Result<()> {
-        let pids: Vec<u32> = self.target_pids.iter().copied().collect();
+        let mut pids = self.target_pids.clone();
+        // Candidates only into free slots: they never make the list overflow.
+        let room = handshake_trace_common::FAST_TARGETS.saturating_sub(pids.len());
+        pids.extend(self.syscall_candidates().into_iter().filter(|p| !self.target_pids.contains(p)).take(room));
+        let pids: Vec<u32> = pids.into_iter().collect();
         self.target_filter.set(0, TargetFilter::of(&pids), 0).context("write the target filter map")
     }
 
@@ -436,8 +546,11 @@ impl Probes {
             let _ = self.listeners.remove(&k);
         }
         // A shared port goes to the targets still listening on it.
-        for other in self.target_pids.clone() {
-            let _ = self.add_listen_ports(other);
+        if self.capture == CaptureTier::Socket {
+            for other in self.target_pids.clone() {
+                let ports = self.listen_ports_of(other);
+                let _ = self.add_listen_ports(other, &ports);
+            }
         }
         let _ = self.follow_targets();
         let socks: Vec<u64> = self.sock_conns.iter().filter_map(Result::ok).filter(|(_, c)| c.tgid == pid).map(|(k, _)| k).collect();

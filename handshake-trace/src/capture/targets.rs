@@ -30,9 +30,39 @@ pub fn comm(pid: u32) -> Option<String> {
 
 /// Alive: present in /proc and not a zombie (an exited process not yet reaped).
 pub fn process_exists(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => proc_state(&stat).is_some_and(|s| s != 'Z' && s != 'X'),
-        Err(_) => false,
+    presence(pid) == Presence::Alive
+}
+
+/// What /proc says of a process: only ENOENT/ESRCH (or a zombie) mean it is gone; any
+/// other failure to read (EMFILE, ENFILE, EACCES, ENOMEM …) says nothing about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Alive,
+    Gone,
+    /// /proc could not be read (the errno): ask again later, never take it for gone.
+    Unknown(i32),
+}
+
+/// The presence of `pid` from /proc/PID/stat.
+pub fn presence(pid: u32) -> Presence {
+    presence_of(fs::read_to_string(format!("/proc/{pid}/stat")))
+}
+
+/// The presence a read of /proc/PID/stat gives.
+pub fn presence_of(read: std::io::Result<String>) -> Presence {
+    match read {
+        Ok(stat) => match proc_state(&stat) {
+            Some('Z' | 'X') => Presence::Gone,
+            Some(_) => Presence::Alive,
+            // A stat line without a state: not a verdict on the process.
+            None => Presence::Unknown(0),
+        },
+        Err(e) => match e.raw_os_error() {
+            Some(libc::ENOENT | libc::ESRCH) => Presence::Gone,
+            Some(errno) => Presence::Unknown(errno),
+            None if e.kind() == std::io::ErrorKind::NotFound => Presence::Gone,
+            None => Presence::Unknown(0),
+        },
     }
 }
 
@@ -229,13 +259,187 @@ pub fn socket_addrs(pid: u32, fd: i32) -> Option<(SocketAddr, SocketAddr)> {
     Some((row.local, row.remote))
 }
 
-/// The server's own version string (`mariadbd --version`), best effort.
-pub fn server_version(exe: &std::path::Path) -> Option<String> {
-    let out = std::process::Command::new(exe).arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "mariadbd  Ver 10.11.14-MariaDB-0+deb12u2 for debian-linux-gnu on x86_64 (Debian 12)"
-    let ver = text.split_whitespace().skip_while(|w| *w != "Ver").nth(1)?;
-    Some(ver.to_string())
+/// Why a process is not traced, or a target was dropped: a fixed set (the agent's
+/// `handshake_trace_targets_refused_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RefuseReason {
+    /// Found by its name alone: its executable is not a root-installed file named
+    /// mysqld or mariadbd (discovery mode; `-p` names a process explicitly).
+    Unverified,
+    /// It listens on more TCP ports than one server does ([`MAX_PORTS_PER_TARGET`]).
+    TooManyPorts,
+    /// A kernel map had no room for it (targets, listening ports) or refused an entry.
+    MapFull,
+}
+
+impl RefuseReason {
+    pub const ALL: [RefuseReason; 3] = [RefuseReason::Unverified, RefuseReason::TooManyPorts, RefuseReason::MapFull];
+
+    /// The metric label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefuseReason::Unverified => "unverified",
+            RefuseReason::TooManyPorts => "too_many_ports",
+            RefuseReason::MapFull => "map_full",
+        }
+    }
+}
+
+/// A target refused: why, and the details for the log line (already escaped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: RefuseReason,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl Refusal {
+    pub fn new(reason: RefuseReason, detail: impl Into<String>) -> Self {
+        Refusal { reason, detail: detail.into() }
+    }
+}
+
+/// TCP ports one target may put in the socket tier's port map: a MariaDB/MySQL server
+/// listens on its port and maybe an extra (admin) port; a process holding more is no
+/// server to trust with a shared map of [`handshake_trace_common::MAX_LISTEN_PORTS`].
+pub const MAX_PORTS_PER_TARGET: usize = 16;
+
+/// Discovery: is the executable of `pid` a server installed by root? Its file name
+/// (what `/proc/PID/exe` points to) must be mysqld or mariadbd, and the file itself (the
+/// inode the process runs, even if deleted since) a regular file owned by root and not
+/// writable by group or others. A name set with `prctl(PR_SET_NAME)` or a copy of any
+/// binary renamed by a local user fails. Nothing is executed or loaded.
+pub fn verify_executable(pid: u32) -> Result<PathBuf, String> {
+    let link = fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| format!("its executable cannot be read ({e})"))?;
+    let shown = link.display().to_string();
+    let name = link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = name.strip_suffix(" (deleted)").unwrap_or(&name);
+    if !SERVER_NAMES.contains(&name) {
+        return Err(format!("its executable {} is not named mysqld or mariadbd", crate::support::escape::Escaped(&shown)));
+    }
+    // stat through the magic link: the inode the process runs.
+    let meta = fs::metadata(format!("/proc/{pid}/exe")).map_err(|e| format!("its executable cannot be examined ({e})"))?;
+    use std::os::unix::fs::MetadataExt;
+    if !meta.is_file() {
+        return Err("its executable is not a regular file".into());
+    }
+    if meta.uid() != 0 {
+        return Err(format!(
+            "its executable {} is owned by uid {}, not root",
+            crate::support::escape::Escaped(&shown),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!("its executable {} is writable by group or others", crate::support::escape::Escaped(&shown)));
+    }
+    Ok(link)
+}
+
+/// Bytes of a greeting read at most: a real one is about 100.
+const GREETING_MAX: usize = 1024;
+
+/// The server version a MySQL server sends in its greeting, from a connection to
+/// `listen` (a listening address of the server): only on loopback, where the server
+/// skips its host cache (127.0.0.1 or ::1; a wildcard listener is reached there), with
+/// `timeout` for the whole exchange and at most [`GREETING_MAX`] bytes read. The
+/// connection is closed after the greeting (the server counts it in `Aborted_connects`).
+pub fn greeting_version(listen: SocketAddr, timeout: std::time::Duration) -> Option<String> {
+    use std::io::Read;
+    let ip = match listen.ip() {
+        IpAddr::V4(a) if a.is_unspecified() || a == Ipv4Addr::LOCALHOST => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() || a == Ipv6Addr::LOCALHOST => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        _ => return None,
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    let mut s = std::net::TcpStream::connect_timeout(&SocketAddr::new(ip, listen.port()), timeout).ok()?;
+    let mut buf = Vec::with_capacity(128);
+    let mut chunk = [0u8; 256];
+    loop {
+        if let Some(v) = greeting_in(&buf) {
+            return v;
+        }
+        let left = deadline.checked_duration_since(std::time::Instant::now()).filter(|d| !d.is_zero())?;
+        s.set_read_timeout(Some(left)).ok()?;
+        let room = GREETING_MAX - buf.len();
+        let want = room.min(chunk.len());
+        let n = s.read(&mut chunk[..want]).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A whole greeting packet at the start of `buf`: Some(its version, or None when it is
+/// no greeting); None while more bytes are needed (and may come within the bound).
+fn greeting_in(buf: &[u8]) -> Option<Option<String>> {
+    use crate::protocol::{framing::Payload, packets::{decode_server, ServerPacket}};
+    if buf.len() < 4 {
+        return None;
+    }
+    let len = usize::from(buf[0]) | usize::from(buf[1]) << 8 | usize::from(buf[2]) << 16;
+    if 4 + len > GREETING_MAX {
+        return Some(None);
+    }
+    let payload = buf.get(4..4 + len)?;
+    Some(match decode_server(Payload::whole(payload), false) {
+        ServerPacket::Greeting(g) if !g.server_version.is_empty() => {
+            Some(g.server_version.strip_prefix("5.5.5-").unwrap_or(&g.server_version).to_string())
+        }
+        _ => None,
+    })
+}
+
+/// Bytes of an executable read at most when looking for its version.
+const EXE_SCAN_MAX: u64 = 256 << 20;
+
+/// MariaDB's version as its executable carries it ("10.11.19-MariaDB"), from the bytes
+/// of `/proc/PID/exe` (read, never run; at most [`EXE_SCAN_MAX`] bytes).
+pub fn executable_version(pid: u32) -> Option<String> {
+    use std::io::Read;
+    let f = fs::File::open(format!("/proc/{pid}/exe")).ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut r = std::io::BufReader::new(f.take(EXE_SCAN_MAX));
+    let mut chunk = vec![0u8; 1 << 20];
+    // Keep a tail across chunk boundaries: a version is far shorter than 64 bytes.
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let n = r.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        tail.extend_from_slice(&chunk[..n]);
+        if let Some(v) = mariadb_version_in(&tail) {
+            return Some(v);
+        }
+        let keep = tail.len().min(64);
+        tail.drain(..tail.len() - keep);
+    }
+}
+
+/// The first "D.D.D-MariaDB" in `bytes` (digits before the dots), as text.
+fn mariadb_version_in(bytes: &[u8]) -> Option<String> {
+    const MARK: &[u8] = b"-MariaDB";
+    let mut from = 0;
+    while let Some(i) = bytes[from..].windows(MARK.len()).position(|w| w == MARK) {
+        let end = from + i;
+        let start = bytes[..end].iter().rposition(|b| !(b.is_ascii_digit() || *b == b'.')).map_or(0, |p| p + 1);
+        let num = &bytes[start..end];
+        let parts: Vec<&[u8]> = num.split(|b| *b == b'.').collect();
+        if parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.len() <= 4) {
+            return Some(format!("{}-MariaDB", String::from_utf8_lossy(num)));
+        }
+        from = end + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -354,6 +558,105 @@ mod tests {
         assert!(mine.values().any(|p| std::path::Path::new(p) == dir), "{mine:?}");
         drop(l);
         let _ = fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn only_enoent_and_esrch_mean_gone() {
+        let err = |errno| presence_of(Err(std::io::Error::from_raw_os_error(errno)));
+        assert_eq!(err(libc::ENOENT), Presence::Gone);
+        assert_eq!(err(libc::ESRCH), Presence::Gone);
+        // The tracer out of fds, or /proc refusing: nothing is known of the process.
+        assert_eq!(err(libc::EMFILE), Presence::Unknown(libc::EMFILE));
+        assert_eq!(err(libc::ENFILE), Presence::Unknown(libc::ENFILE));
+        assert_eq!(err(libc::EACCES), Presence::Unknown(libc::EACCES));
+        assert_eq!(presence_of(Ok("12 (mysqld) S 1".into())), Presence::Alive);
+        assert_eq!(presence_of(Ok("12 (mysqld) Z 1".into())), Presence::Gone);
+        assert_eq!(presence_of(Ok("garbage".into())), Presence::Unknown(0));
+    }
+
+    #[test]
+    fn a_real_emfile_leaves_a_process_unknown_not_gone() {
+        const CHILD: &str = "HANDSHAKE_TRACE_EMFILE_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            // The re-run below: out of fds for real, then ask about pid 1.
+            let rl = libc::rlimit { rlim_cur: 16, rlim_max: 16 };
+            // SAFETY: a valid rlimit; then every free fd taken (this process only).
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) };
+            let mut held = Vec::new();
+            while let Ok(f) = fs::File::open("/dev/null") {
+                held.push(f);
+            }
+            let p = presence(1);
+            drop(held);
+            assert_eq!(p, Presence::Unknown(libc::EMFILE), "EMFILE taken for an answer");
+            return;
+        }
+        // Lowering the fd limit would hurt the tests running beside this one: a process
+        // of its own runs this test alone.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "capture::targets::tests::a_real_emfile_leaves_a_process_unknown_not_gone", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("1 passed"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn a_greeting_gives_the_version_and_a_bound_ends_the_read() {
+        let g = crate::protocol::samples::mariadb_greeting();
+        let mut packet = vec![g.len() as u8, (g.len() >> 8) as u8, 0, 0];
+        packet.extend_from_slice(&g);
+        let v = greeting_in(&packet).expect("whole").expect("a greeting");
+        assert!(!v.starts_with("5.5.5-") && v.contains("MariaDB"), "{v}");
+        assert_eq!(greeting_in(&packet[..10]), None, "more bytes needed");
+        // A declared length past the bound is no greeting (not waited for).
+        assert_eq!(greeting_in(&[0xff, 0xff, 0x0f, 0]), Some(None));
+        // An ERR packet first (host blocked…): no version.
+        let err = [9, 0, 0, 0, 0xff, 0x69, 0x04, b'#', b'H', b'Y', b'0', b'0', b'0'];
+        assert_eq!(greeting_in(&err), Some(None));
+    }
+
+    #[test]
+    fn a_greeting_is_read_from_a_loopback_listener_within_the_timeout() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let g = crate::protocol::samples::mariadb_greeting();
+            let mut p = vec![g.len() as u8, 0, 0, 0];
+            p.extend_from_slice(&g);
+            // In two pieces: the reader must put them together.
+            s.write_all(&p[..7]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            s.write_all(&p[7..]).unwrap();
+            // A silent one next: the read gives up at the timeout.
+            let (_silent, _) = l.accept().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(800));
+        });
+        let wild = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
+        assert!(greeting_version(wild, std::time::Duration::from_secs(2)).is_some_and(|v| v.contains("MariaDB")));
+        let started = std::time::Instant::now();
+        assert_eq!(greeting_version(addr, std::time::Duration::from_millis(200)), None);
+        assert!(started.elapsed() < std::time::Duration::from_millis(600), "{:?}", started.elapsed());
+        // Never a non-loopback address (the server would count it in its host cache).
+        assert_eq!(greeting_version("10.1.2.3:3306".parse().unwrap(), std::time::Duration::from_millis(50)), None);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn mariadb_versions_are_found_in_bytes() {
+        assert_eq!(mariadb_version_in(b"\0xx10.11.19-MariaDB\0"), Some("10.11.19-MariaDB".into()));
+        assert_eq!(mariadb_version_in(b"-MariaDB 1.2-MariaDB 11.4.2-MariaDB-log"), Some("11.4.2-MariaDB".into()));
+        assert_eq!(mariadb_version_in(b"no version here, -MariaDB"), None);
+    }
+
+    #[test]
+    fn this_test_binary_is_no_verified_server() {
+        let err = verify_executable(std::process::id()).unwrap_err();
+        assert!(err.contains("not named mysqld or mariadbd"), "{err}");
+        assert!(verify_executable(u32::MAX - 1).is_err());
     }
 
     #[test]

@@ -46,13 +46,14 @@ fn tracefs_mount_point(mountinfo: &str) -> Option<PathBuf> {
 /// Mount tracefs at /sys/kernel/tracing (needs root).
 pub fn mount() -> Result<PathBuf> {
     let target = Path::new(CANDIDATES[0]);
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tracefs", "nodev"])
-        .arg(target)
-        .status()
-        .context("run mount")?;
-    if !status.success() {
-        bail!("mount -t tracefs nodev {} failed", target.display());
+    // The mount(2) call itself: no external program to find on PATH, wait for or trust.
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL in a constant");
+    let dir = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).context("tracefs path")?;
+    let (source, fstype) = (c("nodev"), c("tracefs"));
+    // SAFETY: NUL-terminated strings that outlive the call; no data argument.
+    let rc = unsafe { libc::mount(source.as_ptr(), dir.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        bail!("mount -t tracefs nodev {} failed: {}", target.display(), std::io::Error::last_os_error());
     }
     Ok(target.to_path_buf())
 }

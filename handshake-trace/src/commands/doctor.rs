@@ -275,25 +275,44 @@ fn check_packet_place(out: &mut Vec<Check>) {
     }
 }
 
-/// The MySQL servers running here.
+/// Servers whose version is asked at most (each costs up to [`GREETING_TIMEOUT`]).
+const SERVERS_ASKED: usize = 8;
+/// How long one server's greeting may take.
+const GREETING_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The MySQL servers running here. Nothing found on the host is executed: the version
+/// comes from the bytes of its executable, else from the server's greeting on a
+/// loopback listener; whether `watch`/`agent` would adopt it without `-p` is said too.
 fn check_servers(out: &mut Vec<Check>) {
     let servers = targets::find_servers();
     if servers.is_empty() {
         out.push(check(Status::Info, "MySQL servers", "none running (looked for mysqld, mariadbd)", None));
     }
-    for s in servers {
+    for (i, s) in servers.into_iter().enumerate() {
         let exe = s.exe.as_ref().map(|e| e.display().to_string()).unwrap_or_else(|| "?".into());
-        let version = s.exe.as_deref().and_then(targets::server_version).unwrap_or_else(|| "version unknown".into());
+        let version = (i < SERVERS_ASKED).then(|| server_version(&s)).flatten().unwrap_or_else(|| "version unknown".into());
         let mut ports: Vec<String> = s.listening.iter().map(|a| a.to_string()).collect();
         ports.sort();
         let ports = if ports.is_empty() { "no TCP listener".to_string() } else { ports.join(", ") };
+        let adopted = match targets::verify_executable(s.pid) {
+            Ok(_) => "traced without -p".to_string(),
+            Err(why) => format!("not traced without -p: {why}"),
+        };
         out.push(check(
             Status::Info,
             "MySQL server",
-            format!("pid {} {} ({}, {}) listening on {ports}", s.pid, Escaped(&s.comm), Escaped(&exe), Escaped(&version)),
+            format!("pid {} {} ({}, {}) listening on {ports}; {adopted}", s.pid, Escaped(&s.comm), Escaped(&exe), Escaped(&version)),
             None,
         ));
     }
+}
+
+/// A server's version: MariaDB's version string in its executable's bytes (read, which
+/// the server does not notice), else its greeting on the first loopback listener that
+/// answers (two tried at most; one connection the server counts as aborted).
+fn server_version(s: &targets::ServerProcess) -> Option<String> {
+    targets::executable_version(s.pid)
+        .or_else(|| s.listening.iter().take(2).find_map(|a| targets::greeting_version(*a, GREETING_TIMEOUT)))
 }
 
 /// Print the checks; Ok(false) when tracing cannot work.

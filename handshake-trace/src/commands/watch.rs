@@ -20,7 +20,8 @@ use crate::{
     capture::{
         cgroup::{Place, RootWhy},
         probes::{CaptureTier, LoadOptions, Probes},
-        tracked::{accept_addrs, Targets},
+        targets::{Refusal, RefuseReason},
+        tracked::{accept_addrs, Considered, Targets},
     },
     events::{decode, AcceptAddrs, Counters, Event},
     output::{
@@ -103,6 +104,22 @@ impl Tracer<'_> {
         while records < SLICE_RECORDS {
             let Some(item) = ring.next() else { break };
             records += 1;
+            // Discovery: the kernel follows a process named like a server from its first
+            // listen; decide on it before anything of it is recorded or judged.
+            if let Some(pid) = record_pid(&item) {
+                match self.targets.consider(pid, &mut self.probes) {
+                    Considered::Target => {}
+                    Considered::Adopted(pid, name) => {
+                        notice::say(log, &self.opts.notices, Level::Notice, &notice::adopted(pid, &name))?;
+                        self.after_adoption(log, &[pid])?;
+                    }
+                    Considered::Refused(pid, name, why) => {
+                        notice::say(log, &self.opts.notices, Level::Warning, &refused_notice(pid, &name, &why))?;
+                        continue;
+                    }
+                    Considered::Dropped | Considered::Undecided => continue,
+                }
+            }
             let decoded = decode(&item);
             let addrs = decoded.as_ref().map(|ev| accept_addrs(ev, &mut self.targets)).unwrap_or_default();
             if let Some(r) = self.recorder.as_mut() {
@@ -163,15 +180,36 @@ impl Tracer<'_> {
         Ok(())
     }
 
-    /// Once a second: targets that came and went, the programs' log, new losses.
+    /// New targets `pids`: the Unix-socket listeners this tier cannot see.
+    fn after_adoption(&mut self, log: &mut dyn Write, pids: &[u32]) -> Result<()> {
+        self.unseen_unix = unseen_unix_listeners(&self.targets, self.opts, self.probes.capture);
+        warn_unix_listeners(&self.targets, &self.unseen_unix, pids.iter().copied(), self.opts, log)
+    }
+
+    /// Once a second: targets that came and went, the programs' log, new losses. A
+    /// process that cannot be traced is refused with a warning; the trace goes on.
     fn tick(&mut self, pipeline: &mut Pipeline, log: &mut dyn Write) -> Result<()> {
-        let changes = self.targets.refresh(&mut self.probes)?;
+        let changes = self.targets.refresh(&mut self.probes);
         for (pid, name) in &changes.adopted {
             notice::say(log, &self.opts.notices, Level::Notice, &notice::adopted(*pid, name))?;
         }
-        if !changes.adopted.is_empty() || !changes.gone.is_empty() {
-            self.unseen_unix = unseen_unix_listeners(&self.targets, self.opts, self.probes.capture);
-            warn_unix_listeners(&self.targets, &self.unseen_unix, changes.adopted.iter().map(|a| a.0), self.opts, log)?;
+        for (pid, name, why) in &changes.refused {
+            notice::say(log, &self.opts.notices, Level::Warning, &refused_notice(*pid, name, why))?;
+        }
+        for (pid, errno) in &changes.unknown {
+            let text = format!(
+                "cannot read /proc/{pid}/stat ({}): pid {pid} is still traced, asked again in a second",
+                std::io::Error::from_raw_os_error(*errno)
+            );
+            notice::say(log, &self.opts.notices, Level::Warning, &text)?;
+        }
+        if !changes.adopted.is_empty() || !changes.gone.is_empty() || !changes.refused.is_empty() {
+            let adopted: Vec<u32> = changes.adopted.iter().map(|a| a.0).collect();
+            self.after_adoption(log, &adopted)?;
+        }
+        // Dropped for too many ports: its open handshakes end like an exit's.
+        for (pid, _, _) in &changes.refused {
+            pipeline.push(&Event::ProcessExit { ts_ns: monotonic_ns(), pid: *pid }, AcceptAddrs::default())?;
         }
         // Without sched_process_exit the refresh is how exits are noticed.
         for pid in changes.gone {
@@ -213,6 +251,10 @@ pub struct Health {
     /// The targets' Unix-socket listeners whose clients the capture tier cannot see.
     pub unseen_unix_listeners: usize,
     pub tables: Tables,
+    /// Processes refused so far, by reason (never traced, or dropped).
+    pub refused: BTreeMap<RefuseReason, u64>,
+    /// Times /proc could not say whether a target lives (it was kept, and asked again).
+    pub proc_unknown: u64,
 }
 
 /// Told of the live loop's progress; `watch` has nothing to tell (`()`).
@@ -240,17 +282,32 @@ impl Tracer<'_> {
             targets: self.targets.live.len(),
             unseen_unix_listeners: self.unseen_unix.values().map(BTreeSet::len).sum(),
             tables: pipeline.tables(),
+            refused: self.targets.refusals.clone(),
+            proc_unknown: self.targets.proc_unknown,
         })
     }
 }
 
-/// Load and attach the programs for the targets; the ring buffer to read.
-fn attach(opts: &WatchOptions, targets: &Targets, log: &mut dyn Write) -> Result<(Probes, Ring, u32)> {
+/// The warning for a process refused (never traced, or dropped).
+fn refused_notice(pid: u32, name: &str, why: &Refusal) -> String {
+    format!("not tracing {name} (pid {pid}): {} [{}]", why.detail, why.reason.name())
+}
+
+/// The pid in a record's header (before it is decoded).
+fn record_pid(raw: &[u8]) -> Option<u32> {
+    let at = std::mem::offset_of!(handshake_trace_common::EventHeader, pid);
+    Some(u32::from_ne_bytes(raw.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Load and attach the programs for the targets; the ring buffer to read. A starting
+/// target the kernel's maps cannot hold is refused with a warning.
+fn attach(opts: &WatchOptions, targets: &mut Targets, log: &mut dyn Write) -> Result<(Probes, Ring, u32)> {
     let load = LoadOptions {
         ringbuf_bytes: opts.ringbuf_bytes.unwrap_or(LoadOptions::default().ringbuf_bytes),
         attach: opts.attach,
         capture: opts.capture,
         port: opts.port,
+        discover: targets.discovering(),
     };
     let mut probes = Probes::load(&load)?;
     if let Some(why) = &probes.fallback {
@@ -259,8 +316,8 @@ fn attach(opts: &WatchOptions, targets: &Targets, log: &mut dyn Write) -> Result
     for w in &probes.warnings {
         notice::say(log, &opts.notices, Level::Warning, w)?;
     }
-    for &pid in targets.live.keys() {
-        probes.add_target(pid)?;
+    for (pid, name, why) in targets.attach(&mut probes)? {
+        notice::say(log, &opts.notices, Level::Warning, &refused_notice(pid, &name, &why))?;
     }
     let ring = probes.take_events().context("event ring buffer")?;
     // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long
@@ -330,8 +387,11 @@ pub async fn live<'s>(
     log: &mut dyn Write,
     stop: impl Future<Output = ()>,
 ) -> Result<Summary> {
-    let targets = Targets::start(&opts.pids)?;
-    let (probes, mut ring, ringbuf_bytes) = attach(opts, &targets, log)?;
+    let (mut targets, refused) = Targets::start(&opts.pids)?;
+    for (pid, name, why) in &refused {
+        notice::say(log, &opts.notices, Level::Warning, &refused_notice(*pid, name, why))?;
+    }
+    let (probes, mut ring, ringbuf_bytes) = attach(opts, &mut targets, log)?;
     let clock = Clock::now();
     let recorder = match &opts.record {
         Some(path) => Some(Recorder::create(path, opts.overwrite, &clock, target_infos(&targets), ringbuf_bytes)?),

@@ -120,6 +120,10 @@ pub struct Metrics {
     pub programs: Gauge,
     pub targets: Gauge,
     pub unseen_unix_listeners: Gauge,
+    /// Processes refused as targets, by reason (`RefuseReason`: a fixed set).
+    pub targets_refused: Family<ReasonLabel, Counter>,
+    /// Times /proc could not say whether a target lives (kept, asked again).
+    pub proc_unknown: Counter,
     pub table_entries: Family<TableLabel, Gauge>,
     pub table_capacity: Family<TableLabel, Gauge>,
     pub table_evictions: Family<TableLabel, Counter>,
@@ -150,6 +154,8 @@ impl Metrics {
             programs: Gauge::default(),
             targets: Gauge::default(),
             unseen_unix_listeners: Gauge::default(),
+            targets_refused: Family::default(),
+            proc_unknown: Counter::default(),
             table_entries: Family::default(),
             table_capacity: Family::default(),
             table_evictions: Family::default(),
@@ -176,6 +182,12 @@ impl Metrics {
             "Unix-socket listeners of the traced servers whose clients this capture tier cannot see (the socket tier follows TCP only; --capture syscalls sees them)",
             m.unseen_unix_listeners.clone(),
         );
+        r.register(
+            "targets_refused",
+            "Processes not traced, or dropped, by reason: unverified (named mysqld/mariadbd but not a root-installed server executable), too_many_ports, map_full",
+            m.targets_refused.clone(),
+        );
+        r.register("target_proc_unknown", "Times /proc could not say whether a target lives (EMFILE, EACCES…): it was kept and asked again", m.proc_unknown.clone());
         r.register("table_entries", "Entries in each bounded table", m.table_entries.clone());
         r.register("table_capacity", "The bound of each table", m.table_capacity.clone());
         r.register("table_evictions", "Entries pushed out of each table by its bound", m.table_evictions.clone());
@@ -192,6 +204,9 @@ impl Metrics {
         // Series that exist from the start, so a rate() has its zero.
         for reason in ["ringbuf_full", "map_full"] {
             m.lost.get_or_create(&ReasonLabel { reason }).inc_by(0);
+        }
+        for r in crate::capture::targets::RefuseReason::ALL {
+            m.targets_refused.get_or_create(&ReasonLabel { reason: r.name() }).inc_by(0);
         }
         for o in [Outcome::Written, Outcome::Dropped] {
             m.log_records.get_or_create(&o.label()).inc_by(0);
@@ -240,6 +255,12 @@ impl HealthExport {
         m.programs.set(h.programs as i64);
         m.targets.set(h.targets as i64);
         m.unseen_unix_listeners.set(h.unseen_unix_listeners as i64);
+        for r in crate::capture::targets::RefuseReason::ALL {
+            let (now, before) = (h.refused.get(&r).copied().unwrap_or(0), last.refused.get(&r).copied().unwrap_or(0));
+            m.targets_refused.get_or_create(&ReasonLabel { reason: r.name() }).inc_by(now.saturating_sub(before));
+        }
+        last.refused = h.refused.clone();
+        mirror(&m.proc_unknown, &mut last.proc_unknown, h.proc_unknown);
         let table = |t: Table, fill: &TableFill, last: &mut TableFill| {
             m.table(t, fill.entries, fill.capacity, fill.evictions.saturating_sub(last.evictions));
             *last = *fill;
