@@ -87,9 +87,6 @@ fn an_idle_connection_flood_neither_blinds_the_agent_nor_stops_its_counting() {
     let before = metrics(listen);
     let targets = sample(&before, "handshake_trace_targets").expect("handshake_trace_targets");
     assert_eq!(targets, 1.0, "{before}");
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.pid())).unwrap();
-    let soft: u64 = limits.lines().find(|l| l.starts_with("Max open files")).and_then(|l| l.split_whitespace().nth(3)?.parse().ok()).unwrap();
-    assert!(soft > 1024, "the agent raises its soft limit of open files: {limits}");
 
     // 1100 idle connections that never send a byte.
     let mut flood = Vec::new();
@@ -161,6 +158,9 @@ fn an_idle_connection_flood_neither_blinds_the_agent_nor_stops_its_counting() {
     right_login(&db);
     assert!(eventually(Duration::from_secs(5), || handshakes(&metrics(listen), "ok") == ok_before + 1.0), "a login after the flood was not counted");
     assert_eq!(http_get(listen, "/readyz").map(|(s, _)| s), Some(200));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.pid())).unwrap();
+    let soft: u64 = limits.lines().find(|l| l.starts_with("Max open files")).and_then(|l| l.split_whitespace().nth(3)?.parse().ok()).unwrap();
+    assert!(soft > 1024, "the agent raises its soft limit of open files: {limits}");
     let out = agent.stop_with(libc::SIGTERM);
     assert_eq!(out.code, Some(0), "{}", out.stderr_text());
 }
