@@ -377,6 +377,10 @@ struct AgentArgs {
     /// Seconds a connection may stay without a request before it is closed.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
     web_idle_timeout: u64,
+    /// /metrics and /top requests answered a second at most (429 past it): encoding them
+    /// takes the agent's thread, which must keep reading the kernel's events.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 50.0, value_parser = positive)]
+    web_rate: f64,
     /// The log of abnormal handshakes (one JSON object each): a file, or - for stdout (journald).
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     log: String,
@@ -453,6 +457,7 @@ impl AgentArgs {
                 web: self.web_config.as_deref().map(agent::WebConfig::load).transpose()?,
             },
             top_users: self.top_users,
+            web_rate: self.web_rate,
             log,
             log_rate: self.log_rate,
             top_k: self.top_k as usize,

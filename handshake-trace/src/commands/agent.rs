@@ -50,6 +50,8 @@ pub struct AgentOptions {
     pub http: http::HttpOptions,
     /// /top follows and serves user names (`--top-users`).
     pub top_users: bool,
+    /// /metrics and /top requests answered a second at most (`--web-rate`).
+    pub web_rate: f64,
 }
 
 /// Tell systemd (when it started us with NOTIFY_SOCKET); failures are not fatal.
@@ -157,7 +159,10 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     }
     let (metrics, registry) = Metrics::new();
     let top = Arc::new(Mutex::new(TopClients::new(opts.top_k, opts.top_window_s, opts.top_users)));
-    let state = Arc::new(http::State { registry, ready: AtomicBool::new(false), top: Arc::clone(&top), metrics: metrics.clone() });
+    let state = Arc::new(http::State { registry, ready: AtomicBool::new(false), top: Arc::clone(&top),
+        metrics: metrics.clone(),
+        rate: Mutex::new(crate::export::abnormal_log::TokenBucket::new(opts.web_rate)),
+    });
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listen on {}", opts.listen))?;
     let web = opts.http.web.as_ref();
     let scheme = if web.is_some_and(|w| w.tls.is_some()) { "https" } else { "http" };

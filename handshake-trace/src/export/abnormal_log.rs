@@ -215,6 +215,7 @@ pub struct AbnormalLog {
 
 impl AbnormalLog {
     pub fn new(target: &LogTarget, rate_per_s: f64, clock: Clock, metrics: Metrics, reopen: Arc<AtomicBool>) -> Result<Self> {
+        let mut refused = false;
         let out = match target {
             LogTarget::Stdout => Out::Stdout(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())),
             LogTarget::File { path, max_bytes, keep } => match RotatingFile::open(path, *max_bytes, *keep) {
@@ -224,12 +225,15 @@ impl AbnormalLog {
                 Err(e) if files::is_refusal(&e) => {
                     eprintln!("WARNING: abnormal log: {e:#}; records are dropped until it can be opened safely");
                     metrics.file_refused("abnormal_log");
+                    refused = true;
                     Out::File(RotatingFile::closed(path, *max_bytes, *keep))
                 }
                 Err(e) => return Err(e),
             },
         };
-        Ok(Self::with_out(out, rate_per_s, clock, metrics, reopen))
+        let mut log = Self::with_out(out, rate_per_s, clock, metrics, reopen);
+        log.failing = refused;
+        Ok(log)
     }
 
     fn with_out(out: Out, rate_per_s: f64, clock: Clock, metrics: Metrics, reopen: Arc<AtomicBool>) -> Self {
@@ -255,9 +259,12 @@ impl AbnormalLog {
             if asked || f.retry_due() {
                 if let Err(e) = f.reopen() {
                     if files::is_refusal(&e) {
+                        // Each refusal is counted (at most once a second, the retry's
+                        // pace, or at each SIGHUP); said once until a write works again.
                         self.metrics.file_refused("abnormal_log");
-                        // Each refusal is said (at most once a second: the retry's pace).
-                        eprintln!("WARNING: abnormal log: {e:#}; records are dropped until it can be opened safely");
+                        if !self.failing {
+                            eprintln!("WARNING: abnormal log: {e:#}; records are dropped until it can be opened safely");
+                        }
                         self.failing = true;
                     }
                     return Err(e);

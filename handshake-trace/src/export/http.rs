@@ -9,7 +9,8 @@
 //! new one is closed at once when every open one has been served; both counted), a
 //! request's head must arrive within `header_timeout`, a connection with no request for
 //! `idle_timeout` is closed, request heads are bounded by hyper's buffer and responses
-//! by [`MAX_RESPONSE_BYTES`]. With a web config, basic authentication (all endpoints but
+//! by [`MAX_RESPONSE_BYTES`]; /metrics and /top are answered at most `--web-rate`
+//! times a second (429 past it: encoding them takes the agent's one thread). With a web config, basic authentication (all endpoints but
 //! /healthz and /readyz, which say nothing) and TLS.
 use std::{
     collections::VecDeque,
@@ -33,6 +34,7 @@ use tokio::{
 };
 
 use super::{
+    abnormal_log::TokenBucket,
     metrics::{HttpClose, Metrics},
     top_clients::TopClients,
     web_config::{Access, Authenticator, WebConfig},
@@ -61,6 +63,7 @@ pub struct HttpOptions {
     pub web: Option<WebConfig>,
 }
 
+
 impl Default for HttpOptions {
     fn default() -> Self {
         HttpOptions { max_connections: 64, header_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(60), web: None }
@@ -75,6 +78,8 @@ pub struct State {
     pub top: Arc<Mutex<TopClients>>,
     /// The server's own counters (connections closed by its bounds, auth failures).
     pub metrics: Metrics,
+    /// /metrics and /top answered a second at most (they cost the agent's one thread).
+    pub rate: Mutex<TokenBucket>,
 }
 
 /// One open connection, as the cap sees it.
@@ -201,6 +206,13 @@ where
                     r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"handshake-trace\""));
                     return Ok::<_, Infallible>(r);
                 }
+            }
+            // Encoding the metrics or the top-K takes the agent's one thread: a client
+            // asking in a loop must not starve the reader of the kernel's ring buffer.
+            let costly = matches!(req.uri().path(), "/metrics" | "/top");
+            if costly && !state.rate.lock().is_ok_and(|mut b| b.take(monotonic_ns())) {
+                state.metrics.http_rate_limited.inc();
+                return Ok::<_, Infallible>(reply(StatusCode::TOO_MANY_REQUESTS, "text/plain; charset=utf-8", "Too many requests\n"));
             }
             Ok::<_, Infallible>(bounded(respond(&req, &state)))
         }
@@ -330,6 +342,54 @@ mod tests {
         assert_eq!(sample("evicted_idle").as_deref(), Some("1"), "{text}");
         assert_eq!(sample("over_cap").as_deref(), Some("1"), "{text}");
         assert!(text.contains("handshake_trace_http_connections 2"), "{text}");
+    }
+
+    /// A server on 127.0.0.1 (its own thread and runtime) answering `rate` a second.
+    fn server(rate: f64) -> (std::net::SocketAddr, Metrics, Registry) {
+        let (metrics, registry) = Metrics::new();
+        let m2 = metrics.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                let (_, registry) = Metrics::new();
+                let state = Arc::new(State {
+                    registry,
+                    ready: AtomicBool::new(true),
+                    top: Arc::new(Mutex::new(TopClients::new(3, 60, false))),
+                    metrics: m2,
+                    rate: Mutex::new(TokenBucket::new(rate)),
+                });
+                serve(listener, state, HttpOptions::default()).await;
+            });
+        });
+        (rx.recv().unwrap(), metrics, registry)
+    }
+
+    fn status(addr: std::net::SocketAddr, path: &str) -> u16 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+
+    #[test]
+    fn a_client_asking_in_a_loop_gets_429_past_the_rate_and_health_checks_are_not_limited() {
+        let (addr, _, registry) = server(5.0);
+        let codes: Vec<u16> = (0..8).map(|_| status(addr, "/metrics")).collect();
+        assert_eq!(codes.iter().filter(|&&c| c == 200).count(), 5, "{codes:?}");
+        assert_eq!(codes.iter().filter(|&&c| c == 429).count(), 3, "{codes:?}");
+        assert_eq!(status(addr, "/top"), 429);
+        assert_eq!(status(addr, "/healthz"), 200);
+        assert_eq!(status(addr, "/readyz"), 200);
+        let text = exposition(&registry, false).unwrap();
+        assert!(text.contains("handshake_trace_http_rate_limited_total 4"), "{text}");
+        std::thread::sleep(Duration::from_millis(450));
+        assert_eq!(status(addr, "/metrics"), 200, "tokens come back at the rate");
     }
 
     #[test]

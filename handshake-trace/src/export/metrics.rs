@@ -168,6 +168,7 @@ pub struct Metrics {
     pub http_connections: Gauge,
     pub http_closed: Family<ReasonLabel, Counter>,
     pub http_auth_failures: Counter,
+    pub http_rate_limited: Counter,
     /// Files the agent refused to open (a symbolic link, not a regular file, not its own).
     pub file_refusals: Family<FileLabel, Counter>,
 }
@@ -202,6 +203,7 @@ impl Metrics {
             http_connections: Gauge::default(),
             http_closed: Family::default(),
             http_auth_failures: Counter::default(),
+            http_rate_limited: Counter::default(),
             file_refusals: Family::default(),
         };
         let mut root = Registry::default();
@@ -239,6 +241,7 @@ impl Metrics {
             m.http_closed.clone(),
         );
         r.register("http_auth_failures", "Requests refused for missing or wrong credentials (--web-config basic_auth_users)", m.http_auth_failures.clone());
+        r.register("http_rate_limited", "Requests for /metrics or /top answered 429, over --web-rate", m.http_rate_limited.clone());
         r.register(
             "file_open_refusals",
             "Files the agent refused to open for writing: a symbolic link, not a regular file, or not owned by the agent (abnormal_log, flight)",
