@@ -187,7 +187,7 @@ impl FlightRecorder {
             files: on_disk,
             metrics,
         };
-        recorder.enforce_caps(None);
+        recorder.enforce_caps();
         Ok(recorder)
     }
 
@@ -196,15 +196,10 @@ impl FlightRecorder {
         self.files.len()
     }
 
-    /// Remove the oldest files past `--flight-max-files` or `--flight-max-bytes`
-    /// (never `keep`, the file just written).
-    fn enforce_caps(&mut self, keep: Option<&Path>) {
+    /// Remove the oldest files past `--flight-max-files` or `--flight-max-bytes`.
+    fn enforce_caps(&mut self) {
         while self.files.len() > self.opts.max_files.max(1) || self.files.iter().map(|(_, s)| s).sum::<u64>() > self.opts.max_bytes {
             let Some((old, _)) = self.files.pop_front() else { break };
-            if keep == Some(old.as_path()) {
-                self.files.push_front((old, 0));
-                break;
-            }
             std::fs::remove_file(&old).ok();
         }
     }
@@ -309,7 +304,10 @@ impl FlightRecorder {
         };
         self.files.retain(|(p, _)| *p != path);
         self.files.push_back((path.clone(), size));
-        self.enforce_caps(Some(&path));
+        self.enforce_caps();
+        if self.files.back().is_none_or(|(p, _)| *p != path) {
+            anyhow::bail!("{} ({size} bytes) is larger than --flight-max-bytes alone: removed", path.display());
+        }
         Ok(())
     }
 

@@ -471,3 +471,18 @@ fn top_clients_leave_user_names_out_unless_asked() {
     shown.record(&h, GEN);
     assert!(shown.report(GEN).top[0].user.is_some());
 }
+
+#[test]
+fn a_flight_file_larger_than_the_byte_cap_alone_is_removed_and_counted_dropped() {
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-toobig-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (m, registry) = Metrics::new();
+    let opts = super::flight::FlightOptions { dir: dir.clone(), seconds: 10, max_files: 5, max_bytes: 10, ring_bytes: 64 << 10, probes: false };
+    let mut f = super::flight::FlightRecorder::new(opts, crate::support::clock::Clock::with_offset(0), 1 << 20, m).unwrap();
+    push_at(&mut f, GEN);
+    f.handshake(&later(one(&poll_timeout_events()), S));
+    assert!(flight_files(&dir).is_empty(), "{:?}", flight_files(&dir));
+    let text = exposition(&registry, true).unwrap();
+    assert_eq!(sample(&text, "handshake_trace_flight_recordings_total{outcome=\"dropped\"}"), Some(1.0), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
