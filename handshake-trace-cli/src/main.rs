@@ -367,8 +367,9 @@ struct AgentArgs {
     #[arg(long, value_name = "FILE")]
     web_config: Option<std::path::PathBuf>,
     /// HTTP connections open at once at most (also at most a quarter of the open-files
-    /// limit). At the cap, the oldest connection that never sent a request is closed
-    /// for the new one; when all were served, the new one is closed.
+    /// limit). At the cap, the oldest connection that never sent a request (else the one
+    /// idle longest) is closed for the new one; when all had a request within the last
+    /// second, the new one is closed.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=16384))]
     web_max_connections: u64,
     /// Seconds a client has to send a request's head (and to finish TLS).

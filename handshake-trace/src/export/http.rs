@@ -5,8 +5,9 @@
 //!
 //! Anyone who can reach the port is a client, so nothing a client does may hold the
 //! agent's file descriptors or memory: at most `max_connections` are open (past it the
-//! oldest connection that never sent a whole request is closed for the new one, or the
-//! new one is closed at once when every open one has been served; both counted), a
+//! oldest connection that never sent a whole request is closed for the new one, else
+//! the one idle longest; the new one is closed at once only when every open one had a
+//! request within the last second; both counted), a
 //! request's head must arrive within `header_timeout`, a connection with no request for
 //! `idle_timeout` is closed, request heads are bounded by hyper's buffer and responses
 //! by [`MAX_RESPONSE_BYTES`]; /metrics and /top are answered at most `--web-rate`
@@ -47,6 +48,8 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// label sets, at most `MAX_SERVERS` servers, K clients); this catches a bug instead of
 /// sending it.
 pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
+/// A connection that had a request this recently is not closed to make room.
+const BUSY_NS: u64 = 1_000_000_000;
 /// hyper's read buffer (and so a request head) at most.
 const MAX_REQUEST_HEAD: usize = 16 << 10;
 
@@ -101,12 +104,20 @@ struct Conns {
 }
 
 impl Conns {
-    /// Make room for a new connection and register it; None: refused (every open one
-    /// has been served, and there are `max` of them).
+    /// Make room for a new connection and register it; None: refused (there are `max`
+    /// open, and every one has had a request within [`BUSY_NS`]).
     fn admit(&self, max: usize, metrics: &Metrics) -> Option<Arc<Conn>> {
         let mut open = self.open.lock().ok()?;
         if open.len() >= max.max(1) {
-            match open.iter().position(|c| !c.served.load(Ordering::Relaxed)) {
+            // The oldest connection that never sent a request; else the one idle longest,
+            // if it has been for a while (a scraper's keep-alive connection reconnects).
+            let now = monotonic_ns();
+            let never_served = open.iter().position(|c| !c.served.load(Ordering::Relaxed));
+            let idle_longest = || {
+                let (i, c) = open.iter().enumerate().min_by_key(|(_, c)| c.last_ns.load(Ordering::Relaxed))?;
+                (now.saturating_sub(c.last_ns.load(Ordering::Relaxed)) >= BUSY_NS).then_some(i)
+            };
+            match never_served.or_else(idle_longest) {
                 Some(i) => {
                     if let Some(victim) = open.remove(i) {
                         victim.close.notify_one();
@@ -317,7 +328,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn at_the_cap_the_oldest_idle_connection_makes_room_and_served_ones_are_kept() {
+    fn at_the_cap_an_idle_connection_makes_room_and_busy_ones_are_kept() {
         let (m, registry) = Metrics::new();
         let conns = Conns::default();
         let a = conns.admit(2, &m).unwrap();
@@ -331,16 +342,22 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(1), b.close.notified()).await.expect("b told to close");
         });
         c.served.store(true, Ordering::Relaxed);
-        // Full of served connections: the new one is refused.
+        // Full of connections that had a request just now: the new one is refused.
         assert!(conns.admit(2, &m).is_none());
-        conns.remove(a.id, &m);
+        // One of them idle for a while: it makes room (a scraper reconnects).
+        a.last_ns.store(monotonic_ns() - 5 * BUSY_NS, Ordering::Relaxed);
+        let d = conns.admit(2, &m).unwrap();
+        assert_eq!(conns.open.lock().unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), [c.id, d.id]);
+        d.served.store(true, Ordering::Relaxed);
+        assert!(conns.admit(2, &m).is_none());
+        conns.remove(c.id, &m);
         assert!(conns.admit(2, &m).is_some(), "room again once one closed");
         let text = exposition(&registry, false).unwrap();
         let sample = |reason: &str| {
             text.lines().find_map(|l| l.strip_prefix(&format!("handshake_trace_http_connections_closed_total{{reason=\"{reason}\"}} "))).map(|v| v.to_string())
         };
-        assert_eq!(sample("evicted_idle").as_deref(), Some("1"), "{text}");
-        assert_eq!(sample("over_cap").as_deref(), Some("1"), "{text}");
+        assert_eq!(sample("evicted_idle").as_deref(), Some("2"), "{text}");
+        assert_eq!(sample("over_cap").as_deref(), Some("2"), "{text}");
         assert!(text.contains("handshake_trace_http_connections 2"), "{text}");
     }
 

@@ -108,9 +108,9 @@ impl Outcome {
 /// Why the HTTP server closed a connection itself (its bounds; docs/agent.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HttpClose {
-    /// A new connection arrived at the cap and every open one had been served: the new one.
+    /// A new connection arrived at the cap and every open one had a request within the last second: the new one.
     OverCap,
-    /// At the cap, the oldest connection that never sent a whole request, for a new one.
+    /// At the cap, the oldest connection that never sent a whole request (else the one idle longest), for a new one.
     Evicted,
     /// No request for the idle timeout.
     Idle,
