@@ -45,7 +45,7 @@ fn the_systemd_unit_verifies_cleanly() {
     let (ok, text) = check(Command::new(analyze).arg("verify").arg(&copy));
     // It warns (unknown keys, bad values) on stderr and still exits 0: any output fails.
     assert!(ok && text.trim().is_empty(), "systemd-analyze verify:\n{text}");
-    for needed in ["Type=notify", "CapabilityBoundingSet=CAP_BPF CAP_PERFMON", "NoNewPrivileges=yes", "ProtectSystem=strict"] {
+    for needed in ["Type=notify", "CapabilityBoundingSet=CAP_BPF CAP_PERFMON", "NoNewPrivileges=yes", "ProtectSystem=strict", "LimitNOFILE=65536", "UMask=0077"] {
         assert!(unit.contains(needed), "the unit lost {needed}");
     }
 }
@@ -71,6 +71,12 @@ fn the_daemonset_validates_against_the_kubernetes_schemas() {
         let (ok, text) = check(Command::new(&validate).args(["--strict", "-k", version]).arg(deploy("kubernetes/daemonset.yaml")));
         assert!(ok && !text.contains("ERROR"), "kubernetes-validate {version}:\n{text}");
         assert!(text.contains("daemonset/handshake-trace-agent"), "{text}");
+    }
+    // The NetworkPolicy beside it: only Prometheus reaches the metrics port.
+    for version in ["1.30.0", "1.37.0"] {
+        let (ok, text) = check(Command::new(&validate).args(["--strict", "-k", version]).arg(deploy("kubernetes/networkpolicy.yaml")));
+        assert!(ok && !text.contains("ERROR"), "kubernetes-validate {version} networkpolicy.yaml:\n{text}");
+        assert!(text.contains("networkpolicy/handshake-trace-agent"), "{text}");
     }
     let ds = std::fs::read_to_string(deploy("kubernetes/daemonset.yaml")).unwrap();
     for needed in ["hostPID: true", "- BPF", "- PERFMON", "path: /healthz", "path: /readyz", "/sys/kernel/tracing", "/sys/fs/bpf", "/sys/fs/cgroup"] {

@@ -50,6 +50,8 @@ EXAMPLES:
     handshake-trace agent --listen 0.0.0.0:9464 --port 3306 # scraped from other hosts; port 3306 only
     handshake-trace agent --log /var/log/handshake-trace/abnormal.jsonl --log-max-bytes 16777216 --log-keep 3
     handshake-trace agent --top-k 10 --top-window 600       # curl http://127.0.0.1:9464/top: who failed most in 10 min
+    handshake-trace agent --top-users                       # /top names the users too (what clients typed)
+    handshake-trace agent --listen 0.0.0.0:9464 --web-config /etc/handshake-trace/web.yml   # TLS + basic auth
     handshake-trace agent --flight-dir /var/lib/handshake-trace/flight   # then: handshake-trace analyze FILE
     kill -HUP $(pidof handshake-trace)                      # reopen the log file (after logrotate moved it)
 ";
@@ -359,6 +361,27 @@ struct AgentArgs {
     /// Serve /metrics, /healthz, /readyz and /top on this address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
     listen: std::net::SocketAddr,
+    /// Basic authentication and TLS for the endpoints, from a file like node_exporter's
+    /// web config (basic_auth_users with bcrypt hashes; tls_server_config with cert_file
+    /// and key_file). /healthz and /readyz stay open.
+    #[arg(long, value_name = "FILE")]
+    web_config: Option<std::path::PathBuf>,
+    /// HTTP connections open at once at most (also at most a quarter of the open-files
+    /// limit). At the cap, the oldest connection that never sent a request (else the one
+    /// idle longest) is closed for the new one; when all had a request within the last
+    /// second, the new one is closed.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=16384))]
+    web_max_connections: u64,
+    /// Seconds a client has to send a request's head (and to finish TLS).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    web_header_timeout: u64,
+    /// Seconds a connection may stay without a request before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    web_idle_timeout: u64,
+    /// /metrics and /top requests answered a second at most (429 past it): encoding them
+    /// takes the agent's thread, which must keep reading the kernel's events.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 50.0, value_parser = positive)]
+    web_rate: f64,
     /// The log of abnormal handshakes (one JSON object each): a file, or - for stdout (journald).
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     log: String,
@@ -389,12 +412,21 @@ struct AgentArgs {
     /// Flight recorder: bytes of trace files kept at most.
     #[arg(long, value_name = "N", default_value_t = 268_435_456)]
     flight_max_bytes: u64,
+    /// Flight recorder: write files for port checks too (a client that connected and
+    /// left without a byte). Off by default: a port-check flood would fill the folder.
+    #[arg(long)]
+    flight_probes: bool,
     /// Clients served on /top.
-    #[arg(long, value_name = "K", default_value_t = 20)]
-    top_k: usize,
+    #[arg(long, value_name = "K", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    top_k: u64,
     /// The sliding window of /top, in seconds (1 to 31536000, a year).
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     top_window: u64,
+    /// /top (and the log's top-clients note) tells clients apart by user name too and
+    /// shows the names. Off by default: a user name is what the client typed (a password
+    /// typed into the user field, too), served to anyone who can reach the port.
+    #[arg(long)]
+    top_users: bool,
     #[command(flatten)]
     capture: CaptureArgs,
     /// The agent's scheduling niceness (-20..19; 0 leaves it as started): a little above
@@ -419,9 +451,17 @@ impl AgentArgs {
             },
             nice: self.nice,
             listen: self.listen,
+            http: agent::HttpOptions {
+                max_connections: self.web_max_connections as usize,
+                header_timeout: std::time::Duration::from_secs(self.web_header_timeout),
+                idle_timeout: std::time::Duration::from_secs(self.web_idle_timeout),
+                web: self.web_config.as_deref().map(agent::WebConfig::load).transpose()?,
+            },
+            top_users: self.top_users,
+            web_rate: self.web_rate,
             log,
             log_rate: self.log_rate,
-            top_k: self.top_k,
+            top_k: self.top_k as usize,
             top_window_s: self.top_window,
             flight: self.flight_dir.as_ref().map(|dir| agent::FlightOptions {
                 dir: dir.clone(),
@@ -429,6 +469,7 @@ impl AgentArgs {
                 max_files: self.flight_max_files,
                 max_bytes: self.flight_max_bytes,
                 ring_bytes: (self.flight_ring_kb * 1024) as usize,
+                probes: self.flight_probes,
             }),
         })
     }

@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::watch::{self, Health, Observer, Summary, WatchOptions};
-pub use crate::export::flight::FlightOptions;
+pub use crate::export::{flight::FlightOptions, http::HttpOptions, web_config::WebConfig};
 use crate::{
     export::{
         abnormal_log::{AbnormalLog, LogTarget},
@@ -46,6 +46,12 @@ pub struct AgentOptions {
     pub flight: Option<FlightOptions>,
     /// Scheduling niceness to take at start (0: as started).
     pub nice: i32,
+    /// The HTTP server's bounds, authentication and TLS.
+    pub http: http::HttpOptions,
+    /// /top follows and serves user names (`--top-users`).
+    pub top_users: bool,
+    /// /metrics and /top requests answered a second at most (`--web-rate`).
+    pub web_rate: f64,
 }
 
 /// Tell systemd (when it started us with NOTIFY_SOCKET); failures are not fatal.
@@ -138,12 +144,31 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
             writeln!(log, "WARNING: cannot set niceness {}: {e} (running as started)", opts.nice)?;
         }
     }
+    // Room for the kernel programs' fds, /proc reads and the HTTP connections; the
+    // server's connection cap stays well below what is left.
+    let mut http_opts = opts.http.clone();
+    match process::raise_open_files_limit() {
+        Ok(limit) => {
+            let cap = (limit / 4).max(1) as usize;
+            if http_opts.max_connections > cap {
+                writeln!(log, "WARNING: --web-max-connections {} lowered to {cap} (a quarter of the open-files limit {limit})", http_opts.max_connections)?;
+                http_opts.max_connections = cap;
+            }
+        }
+        Err(e) => writeln!(log, "WARNING: cannot raise the open-files limit: {e}")?,
+    }
     let (metrics, registry) = Metrics::new();
-    let top = Arc::new(Mutex::new(TopClients::new(opts.top_k, opts.top_window_s)));
-    let state = Arc::new(http::State { registry, ready: AtomicBool::new(false), top: Arc::clone(&top) });
+    let top = Arc::new(Mutex::new(TopClients::new(opts.top_k, opts.top_window_s, opts.top_users)));
+    let state = Arc::new(http::State { registry, ready: AtomicBool::new(false), top: Arc::clone(&top),
+        metrics: metrics.clone(),
+        rate: Mutex::new(crate::export::abnormal_log::TokenBucket::new(opts.web_rate)),
+    });
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listen on {}", opts.listen))?;
-    writeln!(log, "Serving /metrics /healthz /readyz /top on http://{}", listener.local_addr()?)?;
-    let server = tokio::spawn(http::serve(listener, Arc::clone(&state)));
+    let web = opts.http.web.as_ref();
+    let scheme = if web.is_some_and(|w| w.tls.is_some()) { "https" } else { "http" };
+    let auth = if web.is_some_and(|w| !w.users.is_empty()) { " (basic authentication)" } else { "" };
+    writeln!(log, "Serving /metrics /healthz /readyz /top on {scheme}://{}{auth}", listener.local_addr()?)?;
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&state), http_opts));
 
     // Made before attaching, so a log file that cannot be opened fails at once; the
     // clock's offset from wall time is the same as the live loop's own.

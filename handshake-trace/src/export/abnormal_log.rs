@@ -5,7 +5,7 @@
 //! in the log once records flow again. Write errors never stop the agent: the record
 //! counts as dropped and the error is reported once on stderr.
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::Write,
     path::{Path, PathBuf},
     sync::{
@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::{
+    files,
     metrics::{Metrics, Outcome},
     top_clients::{TopClients, TopReport},
 };
@@ -77,18 +78,26 @@ pub enum LogTarget {
 }
 
 /// A file that rotates by size: FILE → FILE.1 → … → FILE.keep (the oldest removed).
+/// Opened by [`files::open_append`] (0600, never through a symbolic link) at start, on
+/// SIGHUP and after each rotation. A record is written whole or not at all: a write cut
+/// short (a full disk) is cut off the file again.
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,
     max_bytes: u64,
     keep: usize,
-    file: File,
+    /// None while the file by its name could not be opened (records are dropped, and
+    /// the open is tried again at most once a second).
+    file: Option<File>,
     size: u64,
+    /// When to try the open again, on the monotonic clock.
+    retry_ns: u64,
+    /// A cut-short record could not be cut off: the next record starts on a new line.
+    torn: bool,
 }
 
-fn open_append(path: &Path) -> Result<File> {
-    OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("open {}", path.display()))
-}
+/// How often a file that could not be opened is tried again.
+const REOPEN_RETRY_NS: u64 = 1_000_000_000;
 
 fn numbered(path: &Path, n: usize) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -98,16 +107,31 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
 
 impl RotatingFile {
     pub fn open(path: &Path, max_bytes: u64, keep: usize) -> Result<Self> {
-        let file = open_append(path)?;
+        let file = files::open_append(path)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(RotatingFile { path: path.to_path_buf(), max_bytes: max_bytes.max(1), keep, file, size })
+        Ok(RotatingFile { path: path.to_path_buf(), max_bytes: max_bytes.max(1), keep, file: Some(file), size, retry_ns: 0, torn: false })
     }
 
-    /// Open the file again by its name (after SIGHUP: logrotate moved it).
+    /// Not open yet (refused at start): tried again in a second.
+    pub fn closed(path: &Path, max_bytes: u64, keep: usize) -> Self {
+        let retry_ns = monotonic_ns().saturating_add(REOPEN_RETRY_NS);
+        RotatingFile { path: path.to_path_buf(), max_bytes: max_bytes.max(1), keep, file: None, size: 0, retry_ns, torn: false }
+    }
+
+    /// Open the file again by its name (after SIGHUP: logrotate moved it). On failure
+    /// (a symbolic link put in its place, say) nothing is written until an open works.
     pub fn reopen(&mut self) -> Result<()> {
-        self.file = open_append(&self.path)?;
-        self.size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.file = None;
+        self.retry_ns = monotonic_ns().saturating_add(REOPEN_RETRY_NS);
+        let file = files::open_append(&self.path)?;
+        self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.file = Some(file);
         Ok(())
+    }
+
+    /// Whether the file is closed and it is time to try the open again.
+    fn retry_due(&self) -> bool {
+        self.file.is_none() && monotonic_ns() >= self.retry_ns
     }
 
     fn rotate(&mut self) -> Result<()> {
@@ -125,12 +149,32 @@ impl RotatingFile {
 
     /// Write one whole record, rotating first when it would pass the size bound.
     pub fn write_record(&mut self, record: &[u8]) -> Result<()> {
-        if self.size > 0 && self.size + record.len() as u64 > self.max_bytes {
+        if self.file.is_some() && self.size > 0 && self.size + record.len() as u64 > self.max_bytes {
             self.rotate()?;
         }
-        self.file.write_all(record)?;
+        let Some(file) = self.file.as_mut() else {
+            anyhow::bail!("{} is not open (the last open failed)", self.path.display());
+        };
+        if self.torn {
+            file.write_all(b"\n")?;
+            self.size += 1;
+            self.torn = false;
+        }
+        if let Err(e) = file.write_all(record) {
+            // Part of the record may be in the file: cut it off, or at least end the line.
+            let cut = file.set_len(self.size).is_ok();
+            self.torn = !cut;
+            if !cut {
+                self.size = file.metadata().map(|m| m.len()).unwrap_or(self.size);
+            }
+            return Err(e).with_context(|| format!("write {}", self.path.display()));
+        }
         self.size += record.len() as u64;
         Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), |f| f.flush())
     }
 }
 
@@ -178,11 +222,25 @@ pub struct AbnormalLog {
 
 impl AbnormalLog {
     pub fn new(target: &LogTarget, rate_per_s: f64, clock: Clock, metrics: Metrics, reopen: Arc<AtomicBool>) -> Result<Self> {
+        let mut refused = false;
         let out = match target {
             LogTarget::Stdout => Out::Stdout(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())),
-            LogTarget::File { path, max_bytes, keep } => Out::File(RotatingFile::open(path, *max_bytes, *keep)?),
+            LogTarget::File { path, max_bytes, keep } => match RotatingFile::open(path, *max_bytes, *keep) {
+                Ok(f) => Out::File(f),
+                // A link or someone else's file in its place: said and counted, and the
+                // agent goes on (tried again each second); any other error stops it here.
+                Err(e) if files::is_refusal(&e) => {
+                    eprintln!("WARNING: abnormal log: {e:#}; records are dropped until it can be opened safely");
+                    metrics.file_refused("abnormal_log");
+                    refused = true;
+                    Out::File(RotatingFile::closed(path, *max_bytes, *keep))
+                }
+                Err(e) => return Err(e),
+            },
         };
-        Ok(Self::with_out(out, rate_per_s, clock, metrics, reopen))
+        let mut log = Self::with_out(out, rate_per_s, clock, metrics, reopen);
+        log.failing = refused;
+        Ok(log)
     }
 
     fn with_out(out: Out, rate_per_s: f64, clock: Clock, metrics: Metrics, reopen: Arc<AtomicBool>) -> Self {
@@ -203,9 +261,21 @@ impl AbnormalLog {
     }
 
     fn write_buf(&mut self) -> Result<()> {
-        if self.reopen.swap(false, Ordering::Relaxed) {
-            if let Out::File(f) = &mut self.out {
-                f.reopen()?;
+        let asked = self.reopen.swap(false, Ordering::Relaxed);
+        if let Out::File(f) = &mut self.out {
+            if asked || f.retry_due() {
+                if let Err(e) = f.reopen() {
+                    if files::is_refusal(&e) {
+                        // Each refusal is counted (at most once a second, the retry's
+                        // pace, or at each SIGHUP); said once until a write works again.
+                        self.metrics.file_refused("abnormal_log");
+                        if !self.failing {
+                            eprintln!("WARNING: abnormal log: {e:#}; records are dropped until it can be opened safely");
+                        }
+                        self.failing = true;
+                    }
+                    return Err(e);
+                }
             }
         }
         match &mut self.out {
@@ -300,7 +370,7 @@ impl Sink for AbnormalLog {
     fn flush(&mut self) -> Result<()> {
         let flushed = match &mut self.out {
             Out::Stdout(w) => w.flush(),
-            Out::File(f) => f.file.flush(),
+            Out::File(f) => f.flush(),
             #[cfg(test)]
             Out::Memory(_) => Ok(()),
         };

@@ -5,7 +5,11 @@
 //! when a handshake ends abnormally the ring is written to a trace file in
 //! `--flight-dir` that `analyze` replays in full detail. Rate-limited (a file a second
 //! at most, the rest counted as dropped), and capped: past `--flight-max-files` files or
-//! `--flight-max-bytes` bytes the oldest files are removed.
+//! `--flight-max-bytes` bytes the oldest files are removed — counting the files earlier
+//! runs left in the folder. Port checks (handshakes judged probes) write no file unless
+//! asked (`--flight-probes`). A file is written under a hidden partial name and renamed
+//! when whole: a write that fails (a full disk) removes its partial file, so the folder
+//! holds only whole traces. Files are 0600 in a 0700 folder, never through a link.
 use std::{
     collections::VecDeque,
     io::BufWriter,
@@ -17,6 +21,7 @@ use anyhow::{Context, Result};
 
 use super::{
     abnormal_log::TokenBucket,
+    files,
     metrics::{Metrics, Outcome},
 };
 use crate::{
@@ -51,6 +56,53 @@ pub struct FlightOptions {
     pub max_bytes: u64,
     /// Bytes of compact records kept in memory (at most [`MAX_RING_BYTES`]).
     pub ring_bytes: usize,
+    /// Write files for port checks too (`--flight-probes`).
+    pub probes: bool,
+}
+
+/// The files this recorder writes are named `abnormal-….htrace`; while being written,
+/// `.abnormal-….htrace.partial`.
+const PREFIX: &str = "abnormal-";
+const SUFFIX: &str = ".htrace";
+const PARTIAL_PREFIX: &str = ".abnormal-";
+const PARTIAL_SUFFIX: &str = ".htrace.partial";
+
+/// A trace file's name: the server's pid, the connection's fd when the tier knows it
+/// (the socket tier does not: no fd part), the accept's time.
+pub fn file_name(pid: u32, fd: i32, accept_ns: u64) -> String {
+    if fd >= 0 {
+        format!("{PREFIX}{pid}-{fd}-{accept_ns}{SUFFIX}")
+    } else {
+        format!("{PREFIX}{pid}-{accept_ns}{SUFFIX}")
+    }
+}
+
+/// The recorder's files already in `dir` (from earlier runs), oldest first, with their
+/// sizes; partial files and empty traces left by a crash or a full disk are removed.
+fn files_on_disk(dir: &Path) -> Result<VecDeque<(PathBuf, u64)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        // Not followed: a link is nobody's trace.
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.file_type().is_file() {
+            continue;
+        }
+        if name.starts_with(PARTIAL_PREFIX) && name.ends_with(PARTIAL_SUFFIX) {
+            std::fs::remove_file(entry.path()).ok();
+        } else if name.starts_with(PREFIX) && name.ends_with(SUFFIX) {
+            if meta.len() == 0 {
+                std::fs::remove_file(entry.path()).ok();
+                continue;
+            }
+            let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            found.push((modified, entry.path(), meta.len()));
+        }
+    }
+    found.sort();
+    Ok(found.into_iter().map(|(_, p, n)| (p, n)).collect())
 }
 
 impl FlightOptions {
@@ -115,9 +167,10 @@ pub struct FlightRecorder {
 
 impl FlightRecorder {
     pub fn new(opts: FlightOptions, clock: Clock, ringbuf_bytes: u32, metrics: Metrics) -> Result<Self> {
-        std::fs::create_dir_all(&opts.dir).with_context(|| format!("create {}", opts.dir.display()))?;
+        files::private_dir(&opts.dir)?;
         let (max_records, ring_bytes) = (opts.max_records(), opts.ring_bytes());
-        Ok(FlightRecorder {
+        let on_disk = files_on_disk(&opts.dir)?;
+        let mut recorder = FlightRecorder {
             opts,
             clock,
             ringbuf_bytes,
@@ -131,9 +184,24 @@ impl FlightRecorder {
             scratch: Vec::new(),
             evictions: 0,
             bucket: TokenBucket::new(FILES_PER_SECOND),
-            files: VecDeque::new(),
+            files: on_disk,
             metrics,
-        })
+        };
+        recorder.enforce_caps();
+        Ok(recorder)
+    }
+
+    /// Files kept now (this run's and earlier runs').
+    pub fn files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Remove the oldest files past `--flight-max-files` or `--flight-max-bytes`.
+    fn enforce_caps(&mut self) {
+        while self.files.len() > self.opts.max_files.max(1) || self.files.iter().map(|(_, s)| s).sum::<u64>() > self.opts.max_bytes {
+            let Some((old, _)) = self.files.pop_front() else { break };
+            std::fs::remove_file(&old).ok();
+        }
     }
 
     /// Records in the ring now.
@@ -195,14 +263,20 @@ impl FlightRecorder {
         if h.verdict() == Some(Verdict::Ok) {
             return;
         }
+        if !self.opts.probes && h.judgement.as_ref().is_some_and(|j| j.probe) {
+            return;
+        }
         let end_ns = h.accept_ns + h.total_ns();
         let outcome = if !self.bucket.take(end_ns) {
             Outcome::Dropped
         } else {
-            let path = self.opts.dir.join(format!("abnormal-{}-{}-{}.htrace", h.pid, h.fd, h.accept_ns));
-            match self.write(&path, end_ns) {
+            let name = file_name(h.pid, h.fd, h.accept_ns);
+            match self.write(&name, end_ns) {
                 Ok(()) => Outcome::Written,
                 Err(e) => {
+                    if files::is_refusal(&e) {
+                        self.metrics.file_refused("flight");
+                    }
                     eprintln!("WARNING: flight recorder: {e:#}");
                     Outcome::Dropped
                 }
@@ -211,8 +285,34 @@ impl FlightRecorder {
         Metrics::record_outcome(&self.metrics.flight_recordings, outcome);
     }
 
-    fn write(&mut self, path: &Path, end_ns: u64) -> Result<()> {
-        let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    /// Write the ring to `name` in the folder: under its partial name first, renamed
+    /// when whole; a failure removes the partial file.
+    fn write(&mut self, name: &str, end_ns: u64) -> Result<()> {
+        let partial = self.opts.dir.join(format!(".{name}.partial"));
+        let path = self.opts.dir.join(name);
+        let file = files::create_new(&partial)?;
+        let written = self.write_to(file, end_ns).and_then(|size| {
+            std::fs::rename(&partial, &path).with_context(|| format!("rename {} to {}", partial.display(), path.display()))?;
+            Ok(size)
+        });
+        let size = match written {
+            Ok(size) => size,
+            Err(e) => {
+                std::fs::remove_file(&partial).ok();
+                return Err(e).with_context(|| format!("write {} (removed)", path.display()));
+            }
+        };
+        self.files.retain(|(p, _)| *p != path);
+        self.files.push_back((path.clone(), size));
+        self.enforce_caps();
+        if self.files.back().is_none_or(|(p, _)| *p != path) {
+            anyhow::bail!("{} ({size} bytes) is larger than --flight-max-bytes alone: removed", path.display());
+        }
+        Ok(())
+    }
+
+    /// The ring as a trace file; its size in bytes.
+    fn write_to(&mut self, file: std::fs::File, end_ns: u64) -> Result<u64> {
         let targets: Vec<TargetInfo> = Vec::new();
         let header = TraceHeader { covers: self.window(), ..header(&self.clock, targets, self.ringbuf_bytes) };
         let mut w = TraceWriter::new(BufWriter::with_capacity(1 << 16, file), &header)?.buffered();
@@ -229,16 +329,7 @@ impl FlightRecorder {
             }
         }
         // The trace ends with the handshake: what was still open then ends `incomplete`.
-        w.end(&trailer(&Counters::default(), 0, end_ns))?;
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        self.files.push_back((path.to_path_buf(), size));
-        while self.files.len() > self.opts.max_files.max(1) || self.files.iter().map(|(_, s)| s).sum::<u64>() > self.opts.max_bytes {
-            let Some((old, _)) = self.files.pop_front() else { break };
-            std::fs::remove_file(&old).ok();
-            if old == path {
-                break;
-            }
-        }
-        Ok(())
+        let file = w.end(&trailer(&Counters::default(), 0, end_ns))?.into_inner().map_err(|e| e.into_error())?;
+        Ok(file.metadata()?.len())
     }
 }

@@ -105,6 +105,41 @@ impl Outcome {
     }
 }
 
+/// Why the HTTP server closed a connection itself (its bounds; docs/agent.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpClose {
+    /// A new connection arrived at the cap and every open one had a request within the last second: the new one.
+    OverCap,
+    /// At the cap, the oldest connection that never sent a whole request (else the one idle longest), for a new one.
+    Evicted,
+    /// No request for the idle timeout.
+    Idle,
+    /// The TLS handshake failed or took longer than the header timeout.
+    TlsFailed,
+    /// accept() failed (out of file descriptors, most likely).
+    AcceptFailed,
+}
+
+impl HttpClose {
+    const ALL: [HttpClose; 5] = [HttpClose::OverCap, HttpClose::Evicted, HttpClose::Idle, HttpClose::TlsFailed, HttpClose::AcceptFailed];
+
+    fn label(self) -> ReasonLabel {
+        let reason = match self {
+            HttpClose::OverCap => "over_cap",
+            HttpClose::Evicted => "evicted_idle",
+            HttpClose::Idle => "idle_timeout",
+            HttpClose::TlsFailed => "tls_failed",
+            HttpClose::AcceptFailed => "accept_failed",
+        };
+        ReasonLabel { reason }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabel {
+    pub file: &'static str,
+}
+
 /// Every metric the agent exports. Clones share the same series (the handles are
 /// reference-counted): the sink, the health ticker and the log each hold one.
 #[derive(Clone, Debug)]
@@ -133,6 +168,13 @@ pub struct Metrics {
     pub flight_window: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     pub rss_bytes: Gauge,
+    /// HTTP connections open now, closed by the server's bounds, refused credentials.
+    pub http_connections: Gauge,
+    pub http_closed: Family<ReasonLabel, Counter>,
+    pub http_auth_failures: Counter,
+    pub http_rate_limited: Counter,
+    /// Files the agent refused to open (a symbolic link, not a regular file, not its own).
+    pub file_refusals: Family<FileLabel, Counter>,
 }
 
 fn phase_histogram() -> Histogram {
@@ -164,6 +206,11 @@ impl Metrics {
             flight_window: Gauge::default(),
             cpu_seconds: Counter::default(),
             rss_bytes: Gauge::default(),
+            http_connections: Gauge::default(),
+            http_closed: Family::default(),
+            http_auth_failures: Counter::default(),
+            http_rate_limited: Counter::default(),
+            file_refusals: Family::default(),
         };
         let mut root = Registry::default();
         let r = root.sub_registry_with_prefix("handshake_trace");
@@ -199,6 +246,19 @@ impl Metrics {
             Unit::Seconds,
             m.flight_window.clone(),
         );
+        r.register("http_connections", "Connections open to the agent's HTTP server", m.http_connections.clone());
+        r.register(
+            "http_connections_closed",
+            "Connections the HTTP server closed by its bounds: over_cap (new one refused), evicted_idle (an idle one closed for a new one), idle_timeout, tls_failed, accept_failed",
+            m.http_closed.clone(),
+        );
+        r.register("http_auth_failures", "Requests refused for missing or wrong credentials (--web-config basic_auth_users)", m.http_auth_failures.clone());
+        r.register("http_rate_limited", "Requests for /metrics or /top answered 429, over --web-rate", m.http_rate_limited.clone());
+        r.register(
+            "file_open_refusals",
+            "Files the agent refused to open for writing: a symbolic link, not a regular file, or not owned by the agent (abnormal_log, flight)",
+            m.file_refusals.clone(),
+        );
         root.register_with_unit("process_cpu", "CPU time of the agent (user and system)", Unit::Seconds, m.cpu_seconds.clone());
         root.register_with_unit("process_resident_memory", "Resident memory of the agent", Unit::Bytes, m.rss_bytes.clone());
         // Series that exist from the start, so a rate() has its zero.
@@ -212,10 +272,26 @@ impl Metrics {
             m.log_records.get_or_create(&o.label()).inc_by(0);
             m.flight_recordings.get_or_create(&o.label()).inc_by(0);
         }
+        for c in HttpClose::ALL {
+            m.http_closed.get_or_create(&c.label()).inc_by(0);
+        }
+        for file in ["abnormal_log", "flight"] {
+            m.file_refusals.get_or_create(&FileLabel { file }).inc_by(0);
+        }
         for t in [Table::Correlator, Table::PortFilter, Table::TopClients, Table::FlightBuffer] {
             m.table(t, 0, 0, 0);
         }
         (m, root)
+    }
+
+    /// The HTTP server closed a connection by its bounds.
+    pub fn http_closed(&self, why: HttpClose) {
+        self.http_closed.get_or_create(&why.label()).inc();
+    }
+
+    /// A file was refused (`file`: abnormal_log or flight).
+    pub fn file_refused(&self, file: &'static str) {
+        self.file_refusals.get_or_create(&FileLabel { file }).inc();
     }
 
     /// One abnormal-log or flight record's outcome.

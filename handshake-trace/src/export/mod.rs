@@ -5,11 +5,13 @@
 //! Like `capture/` and `commands/`, this stage touches tokio (http.rs) and /proc
 //! (process.rs, /proc/self only); the rest is pure and unit-tested.
 pub mod abnormal_log;
+pub mod files;
 pub mod flight;
 pub mod http;
 pub mod metrics;
 pub mod process;
 pub mod top_clients;
+pub mod web_config;
 #[cfg(test)]
 mod tests;
 

@@ -76,3 +76,42 @@ mod tests {
         assert!(live.rss_bytes > 0);
     }
 }
+
+/// Open files the agent asks for at most (its soft limit is raised to the hard limit,
+/// but no further than this).
+pub const MAX_OPEN_FILES: u64 = 65_536;
+
+/// Raise the soft limit of open files toward the hard limit (bounded by
+/// [`MAX_OPEN_FILES`]; never lowered): the default soft 1024 is shared by the kernel
+/// programs' maps and links, /proc reads and the HTTP server's connections. The soft
+/// limit now.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let want = lim.rlim_max.min(MAX_OPEN_FILES);
+    if lim.rlim_cur >= want {
+        return Ok(lim.rlim_cur);
+    }
+    let raised = libc::rlimit { rlim_cur: want, rlim_max: lim.rlim_max };
+    // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(want)
+}
+
+#[cfg(test)]
+mod open_files_tests {
+    #[test]
+    fn the_soft_limit_of_open_files_is_raised_to_the_hard_one_within_the_bound() {
+        let now = super::raise_open_files_limit().unwrap();
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes into the struct we own.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(lim.rlim_cur, now);
+        assert!(now >= lim.rlim_max.min(super::MAX_OPEN_FILES), "{now} of {}", lim.rlim_max);
+    }
+}

@@ -126,7 +126,7 @@ fn health_counters_mirror_the_kernels_absolute_counts() {
 
 #[test]
 fn top_clients_ranks_abnormal_handshakes_and_ignores_successes() {
-    let mut top = TopClients::new(2, 60);
+    let mut top = TopClients::new(2, 60, true);
     let bad = || one(&wrong_password_events());
     for _ in 0..3 {
         top.record(&from(bad(), "10.0.0.1:5000"), 10 * S);
@@ -145,7 +145,7 @@ fn top_clients_ranks_abnormal_handshakes_and_ignores_successes() {
 
 #[test]
 fn top_clients_forget_what_slid_out_of_the_window() {
-    let mut top = TopClients::new(5, 60);
+    let mut top = TopClients::new(5, 60, true);
     let bad = || one(&wrong_password_events());
     top.record(&from(bad(), "10.0.0.1:5000"), 10 * S);
     top.record(&from(bad(), "10.0.0.2:5000"), 50 * S);
@@ -162,7 +162,7 @@ fn top_clients_forget_what_slid_out_of_the_window() {
 /// is "everything so far", not a window wrapped to a few seconds (or a panic).
 #[test]
 fn a_huge_top_window_keeps_everything_instead_of_wrapping() {
-    let mut top = TopClients::new(5, u64::MAX);
+    let mut top = TopClients::new(5, u64::MAX, true);
     top.record(&from(one(&wrong_password_events()), "10.0.0.1:5000"), 10 * S);
     let r = top.report(1_000_000 * S);
     assert_eq!(r.top.len(), 1);
@@ -171,7 +171,7 @@ fn a_huge_top_window_keeps_everything_instead_of_wrapping() {
 
 #[test]
 fn top_clients_stay_bounded_and_count_evictions() {
-    let mut top = TopClients::new(2, 300);
+    let mut top = TopClients::new(2, 300, true);
     let bad = || one(&wrong_password_events());
     // One loud client, then a flood of distinct ones.
     for _ in 0..5 {
@@ -252,7 +252,7 @@ fn log_file_rotates_by_size_and_keeps_only_so_many_files() {
 
 fn flight_recorder(dir: &std::path::Path, seconds: u64, max_files: usize) -> (super::flight::FlightRecorder, prometheus_client::registry::Registry) {
     let (m, registry) = Metrics::new();
-    let opts = super::flight::FlightOptions { dir: dir.to_path_buf(), seconds, max_files, max_bytes: 1 << 20, ring_bytes: super::flight::DEFAULT_RING_BYTES };
+    let opts = super::flight::FlightOptions { dir: dir.to_path_buf(), seconds, max_files, max_bytes: 1 << 20, ring_bytes: super::flight::DEFAULT_RING_BYTES, probes: false };
     (super::flight::FlightRecorder::new(opts, crate::support::clock::Clock::with_offset(0), 1 << 20, m).unwrap(), registry)
 }
 
@@ -280,7 +280,7 @@ fn at_a_high_rate_the_flight_rings_size_not_its_seconds_bounds_the_window_and_fi
     let dir = std::env::temp_dir().join(format!("handshake-trace-flight-window-{}", std::process::id()));
     let (m, _) = Metrics::new();
     // 64 KiB: 1024 records of 64 bytes (a ten-second window asked for).
-    let opts = super::flight::FlightOptions { dir: dir.clone(), seconds: 10, max_files: 5, max_bytes: 1 << 20, ring_bytes: 64 << 10 };
+    let opts = super::flight::FlightOptions { dir: dir.clone(), seconds: 10, max_files: 5, max_bytes: 1 << 20, ring_bytes: 64 << 10, probes: false };
     let mut f = super::flight::FlightRecorder::new(opts, crate::support::clock::Clock::with_offset(0), 1 << 20, m).unwrap();
     assert_eq!(f.capacity(), 1024);
     // 1000 records a second for 3 s: the bytes bound keeps about the last second.
@@ -352,7 +352,7 @@ fn flight_recordings_are_rate_limited_capped_and_replayable() {
 
 #[test]
 fn abnormal_log_summarises_the_top_clients_at_each_rollup() {
-    let top = std::sync::Arc::new(std::sync::Mutex::new(TopClients::new(3, 60)));
+    let top = std::sync::Arc::new(std::sync::Mutex::new(TopClients::new(3, 60, false)));
     let (log, out) = AbnormalLog::in_memory(10.0, Metrics::new().0);
     let mut log = log.with_top(std::sync::Arc::clone(&top));
     log.rollup().unwrap();
@@ -402,4 +402,132 @@ fn an_abnormal_log_record_stays_within_its_bound() {
     assert_eq!(r["user"], "lab");
     assert_eq!(r["events_left_out_over_bytes"], super::abnormal_log::RECORD_MAX_BYTES);
     assert!(r.get("events").is_none() && r["truncated"]["steps_omitted"].as_u64().unwrap() > 0, "{r:#}");
+fn probe(mut h: Handshake) -> Handshake {
+    h.judgement.as_mut().expect("judged").probe = true;
+    h
+}
+
+fn flight_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_flight_recorder_skips_port_checks_unless_asked() {
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-probes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (mut f, registry) = flight_recorder(&dir, 10, 5);
+    push_at(&mut f, GEN);
+    f.handshake(&probe(one(&poll_timeout_events())));
+    assert!(flight_files(&dir).is_empty(), "{:?}", flight_files(&dir));
+    let text = exposition(&registry, true).unwrap();
+    assert_eq!(sample(&text, "handshake_trace_flight_recordings_total{outcome=\"dropped\"}"), Some(0.0), "a skipped probe is not a drop: {text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (m, _) = Metrics::new();
+    let opts = super::flight::FlightOptions { dir: dir.clone(), seconds: 10, max_files: 5, max_bytes: 1 << 20, ring_bytes: 64 << 10, probes: true };
+    let mut f = super::flight::FlightRecorder::new(opts, crate::support::clock::Clock::with_offset(0), 1 << 20, m).unwrap();
+    push_at(&mut f, GEN);
+    f.handshake(&probe(one(&poll_timeout_events())));
+    assert_eq!(flight_files(&dir).len(), 1, "--flight-probes brings them back");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_flight_recorder_counts_the_files_of_earlier_runs_and_removes_partial_and_empty_ones() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-earlier-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Four whole files of an earlier run, oldest first; a partial and an empty one; someone else's file.
+    for i in 0..4u64 {
+        let p = dir.join(format!("abnormal-1-{}.htrace", 100 + i));
+        std::fs::write(&p, b"{}\n").unwrap();
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + i);
+        std::fs::File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
+    }
+    std::fs::write(dir.join(".abnormal-1-7-200.htrace.partial"), b"{\"format\"").unwrap();
+    std::fs::write(dir.join("abnormal-1-7-300.htrace"), b"").unwrap();
+    std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+    let (mut f, _) = flight_recorder(&dir, 10, 3);
+    // At start: the oldest of the four removed for --flight-max-files 3, partial and empty gone.
+    assert_eq!(flight_files(&dir), ["abnormal-1-101.htrace", "abnormal-1-102.htrace", "abnormal-1-103.htrace", "notes.txt"]);
+    assert_eq!(f.files(), 3);
+    push_at(&mut f, GEN);
+    f.handshake(&later(one(&poll_timeout_events()), S));
+    let names = flight_files(&dir);
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(!names.contains(&"abnormal-1-101.htrace".to_string()), "the oldest went for the new one: {names:?}");
+    assert!(names.contains(&"notes.txt".to_string()), "{names:?}");
+    // Written 0600 in a 0700 folder.
+    let new = names.iter().find(|n| !n.starts_with("abnormal-1-10") && *n != "notes.txt").unwrap();
+    assert_eq!(std::fs::metadata(dir.join(new)).unwrap().permissions().mode() & 0o777, 0o600);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn flight_files_are_named_without_a_negative_fd() {
+    assert_eq!(super::flight::file_name(42, 17, 123), "abnormal-42-17-123.htrace");
+    // The socket tier knows no fd (-1).
+    assert_eq!(super::flight::file_name(42, -1, 123), "abnormal-42-123.htrace");
+}
+
+#[test]
+fn the_logs_reopen_refuses_a_symbolic_link_says_so_counts_it_and_goes_on() {
+    let dir = std::env::temp_dir().join(format!("handshake-trace-log-link-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("abnormal.jsonl");
+    let victim = dir.join("passwd");
+    std::fs::write(&victim, b"root:x:0:0::/root:/bin/sh\n").unwrap();
+    let (m, registry) = Metrics::new();
+    let reopen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let target = super::abnormal_log::LogTarget::File { path: path.clone(), max_bytes: 1 << 20, keep: 2 };
+    let mut log = AbnormalLog::new(&target, 100.0, crate::support::clock::Clock::with_offset(0), m, std::sync::Arc::clone(&reopen)).unwrap();
+    log.handshake(&one(&wrong_password_events())).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    reopen.store(true, std::sync::atomic::Ordering::Relaxed);
+    log.handshake(&later(one(&wrong_password_events()), S)).unwrap();
+    log.flush().unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"root:x:0:0::/root:/bin/sh\n", "the link's target is untouched");
+    let text = exposition(&registry, true).unwrap();
+    assert_eq!(sample(&text, "handshake_trace_file_open_refusals_total{file=\"abnormal_log\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "handshake_trace_abnormal_log_records_total{outcome=\"dropped\"}"), Some(1.0), "{text}");
+    // The link replaced by a file again: the next reopen (SIGHUP) writes there.
+    std::fs::remove_file(&path).unwrap();
+    reopen.store(true, std::sync::atomic::Ordering::Relaxed);
+    log.handshake(&later(one(&wrong_password_events()), 3 * S)).unwrap();
+    log.flush().unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn top_clients_leave_user_names_out_unless_asked() {
+    let h = from(one(&wrong_password_events()), "10.1.2.3:999");
+    let mut hidden = TopClients::new(3, 60, false);
+    hidden.record(&h, GEN);
+    let r = hidden.report(GEN);
+    assert_eq!(r.top[0].user, None);
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(!json.contains("\"user\""), "{json}");
+    let mut shown = TopClients::new(3, 60, true);
+    shown.record(&h, GEN);
+    assert!(shown.report(GEN).top[0].user.is_some());
+}
+
+#[test]
+fn a_flight_file_larger_than_the_byte_cap_alone_is_removed_and_counted_dropped() {
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-toobig-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (m, registry) = Metrics::new();
+    let opts = super::flight::FlightOptions { dir: dir.clone(), seconds: 10, max_files: 5, max_bytes: 10, ring_bytes: 64 << 10, probes: false };
+    let mut f = super::flight::FlightRecorder::new(opts, crate::support::clock::Clock::with_offset(0), 1 << 20, m).unwrap();
+    push_at(&mut f, GEN);
+    f.handshake(&later(one(&poll_timeout_events()), S));
+    assert!(flight_files(&dir).is_empty(), "{:?}", flight_files(&dir));
+    let text = exposition(&registry, true).unwrap();
+    assert_eq!(sample(&text, "handshake_trace_flight_recordings_total{outcome=\"dropped\"}"), Some(1.0), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2,7 +2,9 @@
 //! handshakes over a sliding window, served on /top. Bounded: at most
 //! `k × ENTRIES_PER_K` clients are followed; past that the one with the fewest
 //! abnormal handshakes in the window (the least recently seen among equals) is evicted,
-//! and evictions are counted.
+//! and evictions are counted. User names are what the client typed (a password typed
+//! into the user field among them): followed and served only when asked (`--top-users`);
+//! otherwise clients are told apart by address alone.
 use std::{collections::HashMap, net::IpAddr};
 
 use serde::Serialize;
@@ -47,6 +49,8 @@ pub struct TopClients {
     k: usize,
     slot_ns: u64,
     window_s: u64,
+    /// Tell clients apart by user name too (and serve the names).
+    users: bool,
     entries: HashMap<Client, Entry>,
     /// Clients pushed out by the bound.
     pub evictions: u64,
@@ -57,6 +61,8 @@ pub struct TopClients {
 pub struct TopClient {
     /// The client's address ("unix" for a Unix-socket client).
     pub client: String,
+    /// Only with `--top-users` (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Abnormal handshakes in the window.
     pub abnormal: u64,
@@ -71,15 +77,18 @@ pub struct TopReport {
     pub k: usize,
     pub clients_followed: usize,
     pub evictions: u64,
+    /// Whether clients are told apart by user name (`--top-users`).
+    pub users: bool,
     pub top: Vec<TopClient>,
 }
 
 impl TopClients {
-    pub fn new(k: usize, window_s: u64) -> Self {
+    /// `users`: follow and serve user names too.
+    pub fn new(k: usize, window_s: u64, users: bool) -> Self {
         let window_s = window_s.max(1);
         // Saturating: a window of u64::MAX seconds is "all of them", not a wrapped few.
         let slot_ns = (window_s.saturating_mul(1_000_000_000) / SLOTS).max(1);
-        TopClients { k: k.max(1), slot_ns, window_s, entries: HashMap::new(), evictions: 0 }
+        TopClients { k: k.max(1), slot_ns, window_s, users, entries: HashMap::new(), evictions: 0 }
     }
 
     /// Clients followed at most.
@@ -105,7 +114,7 @@ impl TopClients {
         if verdict == Verdict::Ok {
             return;
         }
-        let user = h.login.as_ref().map(|l| l.user.chars().take(MAX_USER).collect());
+        let user = if self.users { h.login.as_ref().map(|l| l.user.chars().take(MAX_USER).collect()) } else { None };
         let client = Client { addr: if h.unix { None } else { h.client.map(|a| a.ip()) }, user };
         if !self.entries.contains_key(&client) && self.entries.len() >= self.capacity() {
             self.evict(now_ns);
@@ -171,6 +180,6 @@ impl TopClients {
             .collect();
         top.sort_by(|a, b| b.abnormal.cmp(&a.abnormal).then_with(|| a.client.cmp(&b.client)).then_with(|| a.user.cmp(&b.user)));
         top.truncate(self.k);
-        TopReport { window_seconds: self.window_s, k: self.k, clients_followed: self.entries.len(), evictions: self.evictions, top }
+        TopReport { window_seconds: self.window_s, k: self.k, clients_followed: self.entries.len(), evictions: self.evictions, users: self.users, top }
     }
 }
