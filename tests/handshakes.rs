@@ -40,32 +40,6 @@ fn read_after_server_gave_up(s: &mut TcpStream) -> std::io::ErrorKind {
     }
 }
 
-/// An SSLRequest: the 32-byte start of a login with CLIENT_SSL.
-fn ssl_request_packet() -> Vec<u8> {
-    let mut b = (0x0200u32 | 0x0800 | 0x8000 | 0x0008_0000).to_le_bytes().to_vec();
-    b.extend_from_slice(&(1u32 << 24).to_le_bytes());
-    b.push(33);
-    b.extend_from_slice(&[0; 23]);
-    let mut p = vec![b.len() as u8, 0, 0, 1];
-    p.extend_from_slice(&b);
-    p
-}
-
-/// A HandshakeResponse41 for user `lab` with a junk 20-byte auth response.
-fn login_packet() -> Vec<u8> {
-    let mut b = (0x0200u32 | 0x8000 | 0x0008_0000).to_le_bytes().to_vec();
-    b.extend_from_slice(&(1u32 << 24).to_le_bytes());
-    b.push(33);
-    b.extend_from_slice(&[0; 23]);
-    b.extend_from_slice(b"lab\0");
-    b.push(20);
-    b.extend_from_slice(&[7; 20]);
-    b.extend_from_slice(b"mysql_native_password\0");
-    let mut p = vec![b.len() as u8, 0, 0, 1];
-    p.extend_from_slice(&b);
-    p
-}
-
 #[test]
 fn every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees() {
     let Some(bin) = ready("every_handshake_scenario_gets_its_verdict_and_aborted_connects_agrees") else { return };

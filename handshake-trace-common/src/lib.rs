@@ -247,7 +247,10 @@ pub struct AcceptEvent {
     pub family: u16,
     /// Peer port in host byte order.
     pub port: u16,
-    pub _pad: u32,
+    /// Microseconds the connection waited, established, for this accept (from its TCP
+    /// handshake: an accept-queue wait is the server's); 0 when its handshake was not
+    /// seen (a listener the kernel did not know, or a recording from before this field).
+    pub queued_us: u32,
     /// Peer address: 4 bytes for AF_INET, 16 for AF_INET6, network order.
     pub addr: [u8; 16],
     /// Generation of the connection: tells a reused fd's connections apart.
@@ -472,6 +475,10 @@ pub struct Conn {
     pub tls_budget: u16,
     /// [`CONN_TLS`] once the client started TLS.
     pub flags: u32,
+    /// The server's port (host order) when its accept knew it, else 0: with the peer,
+    /// the connection's key in `PEERS`.
+    pub server_port: u16,
+    pub _pad: [u16; 3],
 }
 
 /// `Conn::flags`: the client switched to TLS; payloads are no longer MySQL packets.
@@ -684,7 +691,7 @@ mod tests {
         assert_eq!(size_of::<SignalEvent>(), size_of::<EventHeader>() + 8 + 4 * 8);
         assert_eq!(size_of::<TcpEvent>(), size_of::<EventHeader>() + 8 + 4 * 4);
         assert_eq!(size_of::<InFlight>(), 4 + 4 + 8 * 3 + 8 * 4);
-        assert_eq!(size_of::<Conn>(), 8 + 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<Conn>(), 8 + 16 + 2 + 2 + 4 + 2 + 3 * 2);
         assert_eq!(size_of::<ConnKey>(), 8);
         assert_eq!(size_of::<TargetFilter>(), 8 + 4 * FAST_TARGETS);
         assert_eq!(size_of::<ThreadConn>(), 16);

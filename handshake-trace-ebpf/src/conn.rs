@@ -74,7 +74,7 @@ pub fn forget_conn(tgid: u32, fd: i32) {
     let key = ConnKey { tgid, fd };
     // SAFETY: the peer is copied out of the entry before it is removed below.
     if let Some(c) = unsafe { CONNS.get(&key) } {
-        let peer = PeerKey { addr: c.peer_addr, port: c.peer_port, server_port: 0, _pad2: 0 };
+        let peer = PeerKey { addr: c.peer_addr, port: c.peer_port, server_port: c.server_port, _pad2: 0 };
         let _ = PEERS.remove(&peer);
     }
     conn_remove(&key);

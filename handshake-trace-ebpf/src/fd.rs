@@ -86,7 +86,7 @@ fn enter_close<S: Sys>(ctx: &S) {
         ptr: 0,
         enter_ns: now(),
         conn_gen: c.gen,
-        args: [peer_lo, peer_hi, c.peer_port as u64, 0],
+        args: [peer_lo, peer_hi, c.peer_port as u64, c.server_port as u64],
     };
     save_in_flight(ctx, tid, &saved);
 }
@@ -100,7 +100,7 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
         let mut addr = [0u8; 16];
         addr[..8].copy_from_slice(&lo);
         addr[8..].copy_from_slice(&hi);
-        let _ = PEERS.remove(&PeerKey { addr, port: f.args[2] as u16, server_port: 0, _pad2: 0 });
+        let _ = PEERS.remove(&PeerKey { addr, port: f.args[2] as u16, server_port: f.args[3] as u16, _pad2: 0 });
         args = [0; 4];
     }
     emit_sys(tgid, tid, f, ctx.ret(), args);

@@ -106,10 +106,11 @@ pub fn ring_bytes() -> u64 {
     unsafe { core::ptr::read_volatile(&RING_BYTES) }
 }
 
-/// Socket tier: the listening ports of the targets (host order) → their process, or
+/// The listening ports of the targets (host order) → their process, or
 /// LISTEN_SHARED when several targets listen on it. Userspace fills it from /proc
-/// with TARGETS; a target's `listen` after that adds its port at once
-/// (`inet_sock_set_state` CLOSE → LISTEN runs in the listening thread).
+/// with TARGETS; in the socket tier a target's `listen` after that adds its port at
+/// once (`inet_sock_set_state` CLOSE → LISTEN runs in the listening thread). The
+/// syscall tier asks it only at a connection's TCP handshake (`ESTABLISHED_AT`).
 #[map]
 pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(MAX_LISTEN_PORTS, 0);
 
@@ -139,11 +140,20 @@ pub static SKB_CGROUP: Array<SkbCgroup> = Array::with_max_entries(1, 0);
 #[map]
 pub static SOCK_TASKS: LruHashMap<u32, SockTask> = LruHashMap::with_max_entries(MAX_TASKS, 0);
 
-/// Syscall tier, `--port`: the targets' listening sockets (process, fd) → their local
-/// port, filled by userspace from /proc. An accept on a listener found here with another
-/// port is neither followed nor emitted; one not found goes on (userspace filters it).
+/// Syscall tier: the targets' listening sockets (process, fd) → their local port,
+/// filled by userspace from /proc. An accept learns its server's port here (its TCP
+/// events are found by both ends); with `--port`, an accept on a listener found here
+/// with another port is neither followed nor emitted; one not found goes on (userspace
+/// filters it, and its TCP events are found by the client's address and port alone).
 #[map]
 pub static LISTENERS: HashMap<ConnKey, u32> = HashMap::with_max_entries(MAX_LISTENERS, 0);
+
+/// Syscall tier: when each connection on a target's listening port completed its TCP
+/// handshake (by client address and port and the server's port), for its accept to
+/// time the handshake from there: an accept-queue wait is the server's. The accept
+/// takes its entry; least recently used entries make room for the ones never accepted.
+#[map]
+pub static ESTABLISHED_AT: LruHashMap<PeerKey, u64> = LruHashMap::with_max_entries(MAX_CONNS, 0);
 
 /// `--port` (0: every port), written by userspace before load.
 // SAFETY (no_mangle): the loader finds it by this name; no other symbol has it.

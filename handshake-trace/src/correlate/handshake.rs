@@ -96,6 +96,8 @@ pub struct Handshake {
     pub pid: u32,
     pub fd: i32,
     pub gen: u64,
+    /// Where the handshake's times start: its TCP handshake when that was seen (the
+    /// socket tier; the syscall tier on a listener it knows), else its accept.
     pub accept_ns: u64,
     pub accept_tid: u32,
     pub listen_fd: i32,
@@ -157,6 +159,11 @@ impl Handshake {
     /// from one, a reallocation each time), holding the accept.
     fn first_steps(a: &Accept) -> Vec<Step> {
         let mut steps = Vec::with_capacity(STEPS_ROOM);
+        if let Some(queued) = a.queued_ns {
+            // Syscall tier: the TCP handshake the accept came after (no thread ran it).
+            let what = StepKind::Tcp(TcpWhat::State { old: tcp_state::SYN_RECV, new: tcp_state::ESTABLISHED });
+            steps.push(Step { ts_ns: a.ts_ns.saturating_sub(queued), tid: 0, what });
+        }
         steps.push(Step { ts_ns: a.ts_ns, tid: a.tid, what: StepKind::Accepted { listen_fd: a.listen_fd, client: a.peer } });
         steps
     }
@@ -166,7 +173,8 @@ impl Handshake {
             pid: a.pid,
             fd: a.fd().unwrap_or(-1),
             gen: a.conn_gen,
-            accept_ns: a.ts_ns,
+            // From the TCP handshake when it was seen: an accept-queue wait is the server's.
+            accept_ns: a.ts_ns.saturating_sub(a.queued_ns.unwrap_or(0)),
             accept_tid: a.tid,
             listen_fd: a.listen_fd,
             client: a.peer,

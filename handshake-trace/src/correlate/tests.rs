@@ -4,7 +4,7 @@ use crate::{
     events::{Errno, Signal, SyscallKind, SyscallResult, Tcp, TcpWhat},
     output::reason,
     testing::*,
-    verdict::{Cause, Verdict, WaitMechanism},
+    verdict::{Awaited, Cause, Verdict, WaitMechanism},
 };
 
 /// Why the verdict, in the words the output gives it.
@@ -644,6 +644,38 @@ mod socket_tier {
         assert_eq!(verdicts, [Some(Verdict::Ok), Some(Verdict::ClientClosed)], "{done:#?}");
         // Two connections with no fd never count as one fd reused.
         assert!(!done.iter().any(|h| matches!(h.judgement.as_ref().unwrap().cause, Cause::NotSeenToEnd)));
+    }
+
+    /// An SSLRequest, then nothing: the server reads nothing more, and 2 s later sends a
+    /// plaintext ERR 1043 as it gives up. As the syscall tier says it: a timeout.
+    fn tls_stall(err_after_ns: u64) -> Handshake {
+        let mut ev = prelude(GEN);
+        let ssl = ssl_request();
+        ev.push(sock_io(GEN + 100_000, GEN, SyscallKind::PacketIn, ssl.len() as i64, 0, &ssl, None));
+        ev.push(sock_io(GEN + 200_000, GEN, SyscallKind::SockRecv, -(Errno::EAGAIN.0 as i64), MSG_DONTWAIT, &[], None));
+        let err = err_packet(2, 1043, "08S01", "Bad handshake");
+        ev.push(sock_io(GEN + 200_000 + err_after_ns, GEN, SyscallKind::PacketOut, err.len() as i64, 0, &err, Some(end::REPLY)));
+        only(&ev)
+    }
+
+    #[test]
+    fn a_tls_stall_given_up_with_err_1043_is_a_server_timeout() {
+        let h = tls_stall(2_001_500_000);
+        assert_eq!(h.verdict(), Some(Verdict::ServerTimeout), "{}", reason_of(&h));
+        let cause = &h.judgement.as_ref().unwrap().cause;
+        assert!(matches!(cause, Cause::ServerTimedOut { then_err: Some(1043), .. }), "{cause:?}");
+        let t = h.judgement.as_ref().unwrap().timeout().unwrap().clone();
+        assert_eq!((t.waiting_for, t.waited_ns, t.timeout_ms), (Awaited::TlsClientHello, 2_001_500_000, None));
+        assert_eq!(client_error_of(&h).as_deref(), Some("ERROR 1043 (08S01): Bad handshake"));
+    }
+
+    #[test]
+    fn an_err_sooner_than_any_connect_timeout_after_a_read_that_found_nothing_is_the_servers_error() {
+        let h = tls_stall(5_000_000);
+        assert_eq!(h.verdict(), Some(Verdict::ServerError), "{}", reason_of(&h));
+        // Just under MariaDB's least connect_timeout (2 s): no timeout either.
+        let h = tls_stall(1_900_000_000);
+        assert_eq!(h.verdict(), Some(Verdict::ServerError), "{}", reason_of(&h));
     }
 
     #[test]
