@@ -746,6 +746,38 @@ fn a_client_that_sent_half_a_login_or_waited_for_a_late_greeting_is_no_port_chec
     assert!(!is_probe(&h));
 }
 
+/// A server frozen (SIGSTOP) while the kernel completed a client's TCP handshake: the
+/// accept came 2 s after it, once the client had given up; the greeting at once after
+/// the accept reached a closed socket. Timed from the TCP handshake (the accept-queue
+/// wait is the server's): a slow greeting, no port check. Timed from the accept, the
+/// same events would be a port check.
+#[test]
+fn an_accept_queue_wait_counts_toward_the_greeting_and_is_the_servers() {
+    let t0 = 5_000 * MS;
+    let frozen = |queued_ns: Option<u64>| {
+        let mut ev = prelude(t0);
+        if let Event::Accept(a) = &mut ev[0] {
+            a.queued_ns = queued_ns;
+        }
+        ev.push(io(t0 + 300_000, SyscallKind::Recvfrom, -(Errno::ECONNRESET.0 as i64), 4, &[]));
+        ev.push(sys(t0 + 310_000, SyscallKind::Close, 0, 1000, [0; 4]));
+        only(&ev)
+    };
+    let h = frozen(Some(2_000 * MS));
+    assert_eq!(h.verdict(), Some(Verdict::ClientReset));
+    assert!(!is_probe(&h));
+    let blame = &h.judgement.as_ref().unwrap().blame;
+    assert_eq!((blame.finding, blame.party()), (crate::verdict::Finding::SlowGreeting, crate::verdict::Blame::Server));
+    assert_eq!(h.accept_ns, t0 - 2_000 * MS);
+    assert_eq!(h.phases().to_greeting_ns, Some(2_000 * MS + 219_000));
+    // The timeline starts with the TCP handshake, the accept 2 s later.
+    assert_eq!(h.steps[0].what, StepKind::Tcp(TcpWhat::State { old: 3, new: 1 }));
+    assert_eq!((h.steps[1].ts_ns, matches!(h.steps[1].what, StepKind::Accepted { .. })), (t0, true));
+
+    let h = frozen(None);
+    assert!(is_probe(&h), "from the accept, nothing showed the wait");
+}
+
 fn retransmit(ts_ns: u64) -> Event {
     Event::Tcp(Tcp { ts_ns, pid: PID, conn_gen: GEN, fd: FD, what: TcpWhat::Retransmit })
 }
