@@ -552,6 +552,8 @@ fn a_frozen_server_is_blamed_for_its_late_greeting_in_both_tiers() {
     let said = frozen_server_login(&db);
     assert!(said.contains("ERROR 2013") && said.contains("reading initial communication packet"), "the client said: {said}");
     let (sys_all, sock_all) = stop_both(&db, syscalls, socket);
+    // Both timelines, for `--nocapture` readers.
+    eprintln!("{sys_all:#?}\n{sock_all:#?}");
     assert_eq!(sys_all.len(), 1, "{sys_all:#?}");
     for (tier, all) in [("syscalls", &sys_all), ("socket", &sock_all)] {
         let h = all.values().next().unwrap();
@@ -559,6 +561,15 @@ fn a_frozen_server_is_blamed_for_its_late_greeting_in_both_tiers() {
         assert_eq!((h["blame"]["party"].as_str(), h["blame"]["finding"].as_str()), (Some("server"), Some("slow_greeting")), "{tier} tier: {h:#}");
         let greeting = h["phases_ms"]["to_greeting"].as_f64().unwrap_or(0.0);
         assert!(greeting >= 1500.0, "{tier} tier: greeting {greeting} ms after the TCP handshake: {h:#}");
+        // The client gave up after its 1 s connect timeout, while the connection still
+        // waited for the accept: its FIN, seen by both tiers.
+        let left = h["blame"]["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.as_str()?.strip_prefix("the client closed at +")?.strip_suffix(" ms")?.parse::<f64>().ok())
+            .next();
+        assert!(left.is_some_and(|ms| (900.0..1500.0).contains(&ms)), "{tier} tier: the client left at {left:?} ms: {h:#}");
     }
     assert_tiers_agree(&sys_all, &sock_all);
 }
@@ -738,8 +749,9 @@ fn both_capture_tiers_agree_on_verdict_and_blame_for_every_handshake_scenario() 
 }
 
 /// Every lab scenario on both servers (the built-in one and a throwaway MariaDB), in
-/// each tier: the same verdicts, blame and port-check flags. The lab runs its own
-/// server and client per run, so the two tiers see two runs of the same script.
+/// each tier: the same verdicts, blame and port-check flags, and no other connection's
+/// TCP events in a timeline. The lab runs its own server and client per run, so the two
+/// tiers see two runs of the same script (about 2.5 minutes in all).
 #[test]
 fn both_capture_tiers_agree_on_every_lab_scenario() {
     let Some(bin) = ready("both_capture_tiers_agree_on_every_lab_scenario") else { return };
@@ -751,10 +763,14 @@ fn both_capture_tiers_agree_on_every_lab_scenario() {
         let judged = |tier: &str| -> Vec<(String, String, String, bool)> {
             let out = Command::new(&bin).args(["lab", "--server", server, "--capture", tier, scenario, "-j"]).output().unwrap();
             assert!(out.status.success(), "lab --server {server} --capture {tier} {scenario}: {}", String::from_utf8_lossy(&out.stderr));
-            let mut all: Vec<(String, String, String, bool)> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(|l| agreed_part(&serde_json::from_str::<Value>(l).unwrap()))
-                .collect();
+            let handshakes: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            // Another connection's TCP events (a later client from the same port) in no timeline.
+            for h in &handshakes {
+                let texts: Vec<&str> = h["events"].as_array().unwrap().iter().filter_map(|e| e["text"].as_str()).collect();
+                let handshakes_seen = texts.iter().filter(|t| t.contains("SYN_RECV → ESTABLISHED")).count();
+                assert!(!texts.iter().any(|t| t.contains("LISTEN → SYN_RECV")) && handshakes_seen <= 1, "{server} {scenario} {tier}: {texts:#?}");
+            }
+            let mut all: Vec<(String, String, String, bool)> = handshakes.iter().map(agreed_part).collect();
             all.sort();
             all
         };

@@ -546,6 +546,21 @@ pub struct PeerKey {
     pub _pad2: u32,
 }
 
+/// Syscall tier: a connection on a target's port between its TCP handshake and its
+/// accept (`ESTABLISHED_AT`), and how the client left meanwhile, if it did: the accept
+/// finds no timeline before it, so it sends that then.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Queued {
+    /// When the server's socket became ESTABLISHED.
+    pub established_ns: u64,
+    /// When the client's FIN or RST arrived (0: it did not).
+    pub left_ns: u64,
+    /// [`tcp::STATE`] (its FIN: ESTABLISHED → CLOSE_WAIT), [`tcp::RECEIVE_RESET`], or 0.
+    pub left: u32,
+    pub _pad: u32,
+}
+
 /// What the enter program of a traced syscall keeps for its exit program.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -697,6 +712,7 @@ mod tests {
         assert_eq!(size_of::<ThreadConn>(), 16);
         assert_eq!(size_of::<TaskState>(), size_of::<ThreadConn>() + size_of::<InFlight>() + 4 + 4);
         assert_eq!(size_of::<PeerKey>(), 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<Queued>(), 8 + 8 + 4 + 4);
         assert_eq!(size_of::<TcpOffsets>(), 7 * 4);
         assert_eq!(size_of::<EstablishedEvent>(), size_of::<EventHeader>() + 8 + 16 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<SockTask>(), 8 + 8 + 4 + 4);

@@ -1,12 +1,13 @@
 //! accept / accept4: a target process takes a new client connection, which is
 //! tracked from here until its handshake ends.
-use handshake_trace_common::{counter, errno, kind, sys, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, ThreadConn};
+use handshake_trace_common::{counter, errno, kind, sys, tcp, tcp_state, AcceptEvent, Conn, ConnKey, InFlight, PeerKey, Queued, TcpEvent, ThreadConn};
 
 use crate::{
     conn::conn_insert,
     dispatch::syscall_programs,
     emit::{count, emit, header, map_full},
-    maps::{port_filter, ESTABLISHED_AT, LISTENERS, PEERS},
+    live::counted_insert,
+    maps::{live, port_filter, ESTABLISHED_AT, LISTENERS, PEERS},
     net::{set_v4_mapped, AF_INET, AF_INET6, SA_PORT, SIN6_ADDR, SIN_ADDR},
     read,
     syscall::Sys,
@@ -57,10 +58,26 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, saved: &InFlight) {
             read_peer(saved.ptr, &mut event);
         }
         let peer = peer_key(&event, server_port as u16);
-        event.queued_us = queued_us(&peer, h.ts_ns);
+        let queued = take_queued(&peer);
+        event.queued_us = queued_us(&queued, h.ts_ns);
         track(ctx, tgid, &event, &peer);
+        emit(event);
+        if queued.left != 0 && event.queued_us != 0 {
+            send_left(tgid, tid, &event, &queued);
+        }
+        return;
     }
     emit(event);
+}
+
+/// The client left while the connection waited for this accept: its FIN or reset,
+/// stamped when it came, sent after the accept that opens the timeline.
+#[inline(always)]
+fn send_left(tgid: u32, tid: u32, e: &AcceptEvent, q: &Queued) {
+    let mut h = header(kind::TCP, tgid, tid);
+    h.ts_ns = q.left_ns;
+    let (old, new) = if q.left == tcp::STATE { (tcp_state::ESTABLISHED, tcp_state::CLOSE_WAIT) } else { (0, 0) };
+    emit(TcpEvent { header: h, conn_gen: e.conn_gen, fd: e.ret, what: q.left, oldstate: old, newstate: new });
 }
 
 /// `--port`: is the listener (on `port`, 0 when userspace has not named it yet, or an
@@ -85,22 +102,28 @@ fn peer_key(e: &AcceptEvent, server_port: u16) -> PeerKey {
     peer
 }
 
-/// How long the connection `peer` waited, established, for this accept at `now_ns`
-/// (microseconds, at most u32::MAX - 1; 0 when its TCP handshake was not seen).
-/// Its entry is taken: the next connection from the same client port is another.
+/// The connection `peer`'s TCP handshake and what came before this accept (all 0 when
+/// not seen). Its entry is taken: the next connection from the same client port is another.
 #[inline(always)]
-fn queued_us(peer: &PeerKey, now_ns: u64) -> u32 {
+fn take_queued(peer: &PeerKey) -> Queued {
     if peer.server_port == 0 {
-        return 0;
+        return Queued::default();
     }
     // SAFETY: copied at once.
-    let Some(at) = unsafe { ESTABLISHED_AT.get(peer) }.copied() else { return 0 };
+    let Some(q) = unsafe { ESTABLISHED_AT.get(peer) }.copied() else { return Queued::default() };
     let _ = ESTABLISHED_AT.remove(peer);
-    if at > now_ns {
+    q
+}
+
+/// How long the connection waited, established, for this accept at `now_ns`
+/// (microseconds, at most u32::MAX - 1; 0 when its TCP handshake was not seen).
+#[inline(always)]
+fn queued_us(q: &Queued, now_ns: u64) -> u32 {
+    if q.established_ns == 0 || q.established_ns > now_ns {
         return 0;
     }
     // At least 1: 0 means "not seen".
-    ((now_ns - at) / 1000).clamp(1, u64::from(u32::MAX - 1)) as u32
+    ((now_ns - q.established_ns) / 1000).clamp(1, u64::from(u32::MAX - 1)) as u32
 }
 
 /// Start following the new connection (keyed by process and fd, with a generation;
@@ -122,7 +145,12 @@ pub(crate) fn track<S: Sys>(ctx: &S, tgid: u32, e: &AcceptEvent, peer: &PeerKey)
     }
     if e.family != 0 {
         let tc = ThreadConn { tgid, fd: e.ret, gen: e.conn_gen };
-        if PEERS.insert(peer, &tc, 0).is_err() {
+        let inserted = if peer.server_port == 0 {
+            counted_insert(&PEERS, live::UNKEYED_PEERS, peer, &tc).is_ok()
+        } else {
+            PEERS.insert(peer, &tc, 0).is_ok()
+        };
+        if !inserted {
             map_full(ctx, "peers");
         }
     }

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use handshake_trace_common::{
-    counter, Conn, ConnKey, PeerKey, SkbCgroup, SockConn, SockTask, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
+    counter, Conn, ConnKey, PeerKey, Queued, SkbCgroup, SockConn, SockTask, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
     DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_LISTENERS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS, SOCK_SLOTS,
 };
 
@@ -35,19 +35,22 @@ pub static PEERS: HashMap<PeerKey, ThreadConn> = HashMap::with_max_entries(MAX_C
 #[map]
 pub static TASKS: HashMap<u32, TaskState> = HashMap::with_max_entries(MAX_TASKS, 0);
 
-/// How many connections CONNS holds and how many TASKS are inside a saved syscall
-/// (indexes in `live`). Kept exact by the only code that changes them
+/// How many connections CONNS holds, how many TASKS are inside a saved syscall and
+/// how many PEERS entries lack the server's port (indexes in `live`). Kept exact by the only code that changes them
 /// (`conn_insert`, `conn_remove`, `save_in_flight`, `take_in_flight`, `forget_task`):
 /// while a count is zero the programs skip the lookups, so a server with no handshake
 /// open pays only the target check for its query traffic. Connections removed behind
 /// the programs' back (userspace dropping a gone target's) leave the count high, which
 /// only costs the lookups, never an event.
 #[map]
-pub static LIVE: Array<u64> = Array::with_max_entries(2, 0);
+pub static LIVE: Array<u64> = Array::with_max_entries(3, 0);
 
 pub mod live {
     pub const CONNS: u32 = 0;
     pub const IN_FLIGHT: u32 = 1;
+    /// PEERS entries keyed without the server's port (a syscall-tier accept on a
+    /// listener userspace had not named): while 0, the TCP programs look up once.
+    pub const UNKEYED_PEERS: u32 = 2;
 }
 
 /// Events to userspace; userspace may resize it before load.
@@ -149,11 +152,12 @@ pub static SOCK_TASKS: LruHashMap<u32, SockTask> = LruHashMap::with_max_entries(
 pub static LISTENERS: HashMap<ConnKey, u32> = HashMap::with_max_entries(MAX_LISTENERS, 0);
 
 /// Syscall tier: when each connection on a target's listening port completed its TCP
-/// handshake (by client address and port and the server's port), for its accept to
-/// time the handshake from there: an accept-queue wait is the server's. The accept
-/// takes its entry; least recently used entries make room for the ones never accepted.
+/// handshake (by client address and port and the server's port), and whether the
+/// client left before the accept, for the accept to time the handshake from there: an
+/// accept-queue wait is the server's. The accept takes its entry; least recently used
+/// entries make room for the ones never accepted.
 #[map]
-pub static ESTABLISHED_AT: LruHashMap<PeerKey, u64> = LruHashMap::with_max_entries(MAX_CONNS, 0);
+pub static ESTABLISHED_AT: LruHashMap<PeerKey, Queued> = LruHashMap::with_max_entries(MAX_CONNS, 0);
 
 /// `--port` (0: every port), written by userspace before load.
 // SAFETY (no_mangle): the loader finds it by this name; no other symbol has it.

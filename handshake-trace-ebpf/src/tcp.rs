@@ -4,11 +4,12 @@
 //! socket) and the server's port. The syscall tier also notes here when a connection
 //! on a target's port completes its TCP handshake, for its accept (`ESTABLISHED_AT`).
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
-use handshake_trace_common::{kind, tcp, tcp_state, PeerKey, TcpEvent, TcpOffsets, ThreadConn, NO_FIELD, SET_STATE_LAYOUT};
+use handshake_trace_common::{kind, tcp, tcp_state, PeerKey, Queued, TcpEvent, TcpOffsets, ThreadConn, NO_FIELD, SET_STATE_LAYOUT};
 
 use crate::{
     emit::{emit, header, now},
-    maps::{offsets, ESTABLISHED_AT, LISTEN_PORTS, PEERS},
+    live::any_live,
+    maps::{live, offsets, ESTABLISHED_AT, LISTEN_PORTS, PEERS},
     net::{set_v4_mapped, AF_INET, IPPROTO_TCP, SA_PORT, SIN6_ADDR, SIN_ADDR},
     read::{self, Plain},
     target::current,
@@ -56,7 +57,7 @@ fn conn_of(ctx: &TracePointContext, o: &TcpOffsets) -> Option<ThreadConn> {
 }
 
 /// The followed connection keyed `key` (client and server's port), else one whose
-/// accept did not know its server's port (0).
+/// accept did not know its server's port (0), when there is any.
 #[inline(always)]
 fn conn_by(mut key: PeerKey) -> Option<ThreadConn> {
     // SAFETY: the entry is copied at once; map elements stay valid memory while the
@@ -64,7 +65,7 @@ fn conn_by(mut key: PeerKey) -> Option<ThreadConn> {
     if let Some(tc) = unsafe { PEERS.get(&key) } {
         return Some(*tc);
     }
-    if key.server_port == 0 {
+    if key.server_port == 0 || !any_live(live::UNKEYED_PEERS) {
         return None;
     }
     key.server_port = 0;
@@ -74,28 +75,54 @@ fn conn_by(mut key: PeerKey) -> Option<ThreadConn> {
 
 #[inline(always)]
 fn on_tcp(ctx: &TracePointContext, o: &TcpOffsets, what: u32) {
-    let Some(tc) = conn_of(ctx, o) else { return };
-    send(&tc, what, 0, 0);
+    let Some(key) = peer(ctx, o) else { return };
+    match conn_by(key) {
+        Some(tc) => send(&tc, what, 0, 0),
+        // Rare: a reset to a connection not accepted yet is kept for its accept.
+        None if what == tcp::RECEIVE_RESET => client_left_queue(&key, tcp::RECEIVE_RESET),
+        None => {}
+    }
 }
 
 /// A state change of the socket whose client is `key`: a followed connection's is
 /// sent; a connection on a target's port completing its TCP handshake is noted for
-/// its accept.
+/// its accept, and so is its client's FIN before the accept.
 #[inline(always)]
 fn on_state(key: PeerKey, old: u32, new: u32) {
     if let Some(tc) = conn_by(key) {
         send(&tc, tcp::STATE, old, new);
         return;
     }
-    if old != tcp_state::SYN_RECV || new != tcp_state::ESTABLISHED || key.server_port == 0 {
+    if (old != tcp_state::ESTABLISHED && old != tcp_state::SYN_RECV) || key.server_port == 0 {
         return;
     }
-    // SAFETY: a presence check; nothing is read from the entry.
-    if unsafe { LISTEN_PORTS.get(&key.server_port) }.is_none() {
-        return;
+    match (old, new) {
+        (tcp_state::SYN_RECV, tcp_state::ESTABLISHED) => {
+            // SAFETY: a presence check; nothing is read from the entry.
+            if unsafe { LISTEN_PORTS.get(&key.server_port) }.is_none() {
+                return;
+            }
+            // An LRU map: an entry never accepted (its server stuck, or it exited) makes room.
+            let _ = ESTABLISHED_AT.insert(&key, &Queued { established_ns: now(), ..Queued::default() }, 0);
+        }
+        (tcp_state::ESTABLISHED, tcp_state::CLOSE_WAIT) => client_left_queue(&key, tcp::STATE),
+        _ => {}
     }
-    // An LRU map: an entry never accepted (its server stuck, or it exited) makes room.
-    let _ = ESTABLISHED_AT.insert(&key, &now(), 0);
+}
+
+/// The client of a connection waiting for its accept left (`how`: its FIN, a
+/// [`tcp::STATE`] change to CLOSE_WAIT, or [`tcp::RECEIVE_RESET`]); the first is kept.
+#[inline(always)]
+fn client_left_queue(key: &PeerKey, how: u32) {
+    let Some(q) = ESTABLISHED_AT.get_ptr_mut(key) else { return };
+    // SAFETY: a valid, aligned entry of the map during this run; a concurrent writer
+    // can only be this connection's other TCP event, either of which is true.
+    unsafe {
+        if (*q).left == 0 {
+            (*q).left_ns = now();
+            (*q).left = how;
+        }
+    }
 }
 
 #[inline(always)]
@@ -159,7 +186,8 @@ pub(crate) fn load<T: Plain>(ctx: &TracePointContext, off: usize) -> T {
 
 /// inet_sock_set_state at `SET_STATE_LAYOUT`: most runs are for sockets nobody follows
 /// (the clients' ends, other services), turned away after four loads and one or two
-/// lookups (a third, of the port, only for a server socket's SYN_RECV → ESTABLISHED).
+/// lookups (a third only for a server socket's SYN_RECV → ESTABLISHED, of the port,
+/// or ESTABLISHED → CLOSE_WAIT, of a connection not accepted yet).
 #[inline(always)]
 fn set_state_fixed(ctx: &TracePointContext) {
     const L: TcpOffsets = SET_STATE_LAYOUT;

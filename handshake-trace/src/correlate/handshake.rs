@@ -460,7 +460,10 @@ impl Handshake {
             TcpWhat::State { old, new } if self.socket_tier => self.on_socket_state(t.ts_ns, old, new),
             _ => {}
         }
-        self.step(t.ts_ns, 0, StepKind::Tcp(t.what));
+        // In time order: the syscall tier sends a client's FIN or reset that came while
+        // the connection waited for its accept after that accept, stamped when it came.
+        let at = self.steps.partition_point(|s| s.ts_ns <= t.ts_ns);
+        self.steps.insert(at, Step { ts_ns: t.ts_ns, tid: 0, what: StepKind::Tcp(t.what) });
     }
 
     /// The socket tier sees no close(): the server's socket leaving the connection

@@ -778,6 +778,28 @@ fn an_accept_queue_wait_counts_toward_the_greeting_and_is_the_servers() {
     assert!(is_probe(&h), "from the accept, nothing showed the wait");
 }
 
+/// The client's FIN that came while its connection waited for the accept is sent after
+/// the accept, stamped when it came: the timeline keeps time order, and the blame says
+/// when the client left.
+#[test]
+fn a_fin_before_the_accept_takes_its_place_in_the_timeline() {
+    let t0 = 5_000 * MS;
+    let mut ev = prelude(t0);
+    if let Event::Accept(a) = &mut ev[0] {
+        a.queued_ns = Some(2_000 * MS);
+    }
+    ev.insert(1, Event::Tcp(Tcp { ts_ns: t0 - 1_000 * MS, pid: PID, conn_gen: GEN, fd: FD, what: TcpWhat::State { old: 1, new: 8 } }));
+    ev.push(io(t0 + 300_000, SyscallKind::Recvfrom, 0, 4, &[]));
+    ev.push(sys(t0 + 310_000, SyscallKind::Close, 0, 1000, [0; 4]));
+    let h = only(&ev);
+    assert!(h.steps.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns), "{:#?}", h.steps);
+    assert_eq!(h.steps[1].what, StepKind::Tcp(TcpWhat::State { old: 1, new: 8 }));
+    assert_eq!(h.verdict(), Some(Verdict::ClientClosed));
+    let blame = &h.judgement.as_ref().unwrap().blame;
+    assert_eq!(blame.finding, crate::verdict::Finding::SlowGreeting);
+    assert!(blame.evidence.contains(&crate::verdict::Evidence::ClientLeftAt { ns: 1_000 * MS, reset: false }), "{blame:?}");
+}
+
 fn retransmit(ts_ns: u64) -> Event {
     Event::Tcp(Tcp { ts_ns, pid: PID, conn_gen: GEN, fd: FD, what: TcpWhat::Retransmit })
 }
