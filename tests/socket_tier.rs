@@ -783,3 +783,31 @@ fn both_capture_tiers_agree_on_every_lab_scenario() {
     }
     assert!(disagreements.is_empty(), "the tiers disagree:\n{}", disagreements.join("\n"));
 }
+
+/// The packet-loss scenarios of tests/handshakes.rs, traced by both tiers at once: the
+/// greeting dropped on its way to the client (the server's socket retransmits it), then
+/// the login dropped on its way to the server (the client's own socket retransmits
+/// it). Both tiers see the same retransmits and agree: packet loss toward the client,
+/// then toward the server.
+#[test]
+fn both_capture_tiers_agree_on_lost_packets() {
+    let name = "both_capture_tiers_agree_on_lost_packets";
+    let Some(bin) = ready(name) else { return };
+    if !Command::new("iptables-legacy").arg("-S").output().is_ok_and(|o| o.status.success()) {
+        skip(name, "no iptables-legacy (`cargo xtask setup` installs iptables)");
+        return;
+    }
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
+    let (syscalls, socket) = both_tiers(&bin, &db);
+    for drop_rule in [DropData::from_server, DropData::to_server] {
+        let _drop = drop_rule(db.port());
+        let client = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+        assert!(!client.status.success(), "the login went through the drop rule");
+        assert!(eventually(Duration::from_secs(10), || db.status("Threads_connected").is_ok_and(|n| n <= 1)));
+    }
+    let (sys_all, sock_all) = stop_both(&db, syscalls, socket);
+    let mut findings: Vec<&str> = sock_all.values().filter_map(|h| h["blame"]["finding"].as_str()).collect();
+    findings.sort();
+    assert_eq!(findings, ["loss_toward_client", "loss_toward_server"], "{sock_all:#?}");
+    assert_tiers_agree(&sys_all, &sock_all);
+}
