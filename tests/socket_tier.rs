@@ -459,3 +459,355 @@ fn a_reset_to_the_clients_address_and_port_from_another_connection_is_not_the_ha
     let resets = text.matches("TCP RST sent to the client").count();
     assert!(resets <= 1, "{resets} resets sent to the client in {h:#}");
 }
+
+// ---- Tier agreement: verdict and blame, both tiers on the very same connections ----
+
+/// What both tiers must agree on for one handshake: verdict, blame party and finding,
+/// and whether it is a port check.
+fn agreed_part(h: &Value) -> (String, String, String, bool) {
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    (s(&h["verdict"]), s(&h["blame"]["party"]), s(&h["blame"]["finding"]), h["probe"] == true)
+}
+
+/// Both tiers' handshakes by client, with the verdict, blame and probe of each; panics
+/// (with both tiers' JSON) where they differ.
+fn assert_tiers_agree(sys_all: &BTreeMap<String, Value>, sock_all: &BTreeMap<String, Value>) {
+    let part = |m: &BTreeMap<String, Value>| -> Vec<(String, (String, String, String, bool))> {
+        m.iter().map(|(c, h)| (c.clone(), agreed_part(h))).collect()
+    };
+    let (sys, sock) = (part(sys_all), part(sock_all));
+    eprintln!("syscalls tier: {sys:#?}\nsocket tier:   {sock:#?}");
+    assert_eq!(sys, sock, "the tiers disagree:\nsyscalls {sys_all:#?}\nsocket {sock_all:#?}");
+}
+
+/// A syscall-tier and a socket-tier tracer on `db`'s TCP port (its harness logins over
+/// the Unix socket are not part of the comparison).
+fn both_tiers(bin: &std::path::PathBuf, db: &MariaDb) -> (Tracer, Tracer) {
+    let (pid, port) = (db.pid().to_string(), db.port().to_string());
+    let syscalls = Tracer::start(bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "syscalls"]);
+    let socket = Tracer::start(bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "socket"]);
+    (syscalls, socket)
+}
+
+/// Both tracers stopped once the server has no handshake left: each tier's handshakes by client.
+fn stop_both(db: &MariaDb, syscalls: Tracer, socket: Tracer) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
+    assert!(
+        eventually(Duration::from_secs(15), || db.status("Threads_connected").is_ok_and(|n| n <= 1)),
+        "the server still has connections in progress"
+    );
+    thread::sleep(Duration::from_millis(300));
+    let (sys_out, sock_out) = (syscalls.stop(), socket.stop());
+    for o in [&sys_out, &sock_out] {
+        assert_eq!(o.code, Some(0), "{}", o.stderr_text());
+    }
+    (by_client(sys_out.json()), by_client(sock_out.json()))
+}
+
+/// An SSLRequest, then nothing: MariaDB waits connect_timeout for the ClientHello and
+/// gives up with a plaintext ERR 1043. Returns the client's port.
+fn tls_stall(db: &MariaDb) -> thread::JoinHandle<u16> {
+    raw_client(db, |s| {
+        std::io::Write::write_all(s, &ssl_request_packet()).unwrap();
+        thread::sleep(Duration::from_millis(2600));
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 128];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("Bad handshake"), "{:?}", &buf[..n]);
+    })
+}
+
+/// The TLS stall is a timeout in both tiers: the server gave up waiting for the
+/// ClientHello, and its ERR 1043 is how it gave up. The socket tier sees no poll: it
+/// tells the timeout from the server's read that found nothing, then nothing from the
+/// client for at least MariaDB's least connect_timeout (2 s) before the ERR.
+#[test]
+fn a_tls_stall_is_a_server_timeout_in_both_tiers() {
+    let Some(bin) = ready("a_tls_stall_is_a_server_timeout_in_both_tiers") else { return };
+    let db = mariadb_with_tls_account(None);
+    let (syscalls, socket) = both_tiers(&bin, &db);
+    let stalled = tls_stall(&db).join().unwrap();
+    let (sys_all, sock_all) = stop_both(&db, syscalls, socket);
+    let key = format!("127.0.0.1:{stalled}");
+    for (tier, all) in [("syscalls", &sys_all), ("socket", &sock_all)] {
+        let h = &all[&key];
+        assert_eq!(h["verdict"], "server_timeout", "{tier} tier: {h:#}");
+        assert_eq!(h["wait"]["waiting_for"], "the TLS ClientHello (after the client's SSLRequest)", "{tier} tier: {h:#}");
+        assert_eq!(h["client_error"], "ERROR 1043 (08S01): Bad handshake", "{tier} tier: {h:#}");
+        let waited = h["wait"]["waited_ms"].as_f64().unwrap_or(0.0);
+        assert!((1990.0..2600.0).contains(&waited), "{tier} tier waited {waited} ms for a 2000 ms connect_timeout: {h:#}");
+    }
+    assert_tiers_agree(&sys_all, &sock_all);
+}
+
+/// mariadbd stopped (SIGSTOP) while a client with a 1 s connect timeout connects: the
+/// kernel completes the TCP handshake, the connection waits in the accept queue, the
+/// client gives up after 1 s, and the server accepts and greets it 2 s late. Both
+/// tiers time the connection from its TCP handshake (an accept-queue wait is the
+/// server's): a slow greeting, the server's side; never a port check.
+#[test]
+fn a_frozen_server_is_blamed_for_its_late_greeting_in_both_tiers() {
+    let Some(bin) = ready("a_frozen_server_is_blamed_for_its_late_greeting_in_both_tiers") else { return };
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
+    let (syscalls, socket) = both_tiers(&bin, &db);
+    let said = frozen_server_login(&db);
+    assert!(said.contains("ERROR 2013") && said.contains("reading initial communication packet"), "the client said: {said}");
+    let (sys_all, sock_all) = stop_both(&db, syscalls, socket);
+    // Both timelines, for `--nocapture` readers.
+    eprintln!("{sys_all:#?}\n{sock_all:#?}");
+    assert_eq!(sys_all.len(), 1, "{sys_all:#?}");
+    for (tier, all) in [("syscalls", &sys_all), ("socket", &sock_all)] {
+        let h = all.values().next().unwrap();
+        assert!(h["probe"].is_null(), "{tier} tier calls it a port check: {h:#}");
+        assert_eq!((h["blame"]["party"].as_str(), h["blame"]["finding"].as_str()), (Some("server"), Some("slow_greeting")), "{tier} tier: {h:#}");
+        let greeting = h["phases_ms"]["to_greeting"].as_f64().unwrap_or(0.0);
+        assert!(greeting >= 1500.0, "{tier} tier: greeting {greeting} ms after the TCP handshake: {h:#}");
+        // The client gave up after its 1 s connect timeout, while the connection still
+        // waited for the accept: its FIN, seen by both tiers.
+        let left = h["blame"]["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.as_str()?.strip_prefix("the client closed at +")?.strip_suffix(" ms")?.parse::<f64>().ok())
+            .next();
+        assert!(left.is_some_and(|ms| (900.0..1500.0).contains(&ms)), "{tier} tier: the client left at {left:?} ms: {h:#}");
+    }
+    assert_tiers_agree(&sys_all, &sock_all);
+}
+
+/// Stop `db` (SIGSTOP) while the `mariadb` CLI connects with a 1 s connect timeout,
+/// resume it 2 s later: what the client printed.
+fn frozen_server_login(db: &MariaDb) -> String {
+    let pid = db.pid() as i32;
+    // SAFETY: signalling the test's own server.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let client = {
+        let port = db.port();
+        thread::spawn(move || {
+            Command::new("mariadb")
+                .args(["--no-defaults", "-h", "127.0.0.1", "-P", &port.to_string(), "-u", LAB_USER])
+                .arg(format!("--password={LAB_PASSWORD}"))
+                .args(["--skip-ssl", "--connect-timeout=1", "-e", "SELECT 1"])
+                .stdin(std::process::Stdio::null())
+                .output()
+        })
+    };
+    thread::sleep(Duration::from_secs(2));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let out = client.join().unwrap().expect("run the mariadb client");
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+/// The syscall tier finds TCP events by both ends' addresses and ports: another
+/// connection from the silent client's address and port (three SYNs refused by a
+/// closed port, and a connection to another listener that is accepted and closed) puts
+/// none of its resets or state changes into the handshake's timeline. Before, its
+/// accept did not know the server's port and matched on the client's alone.
+#[test]
+fn the_syscall_tier_keeps_another_connections_tcp_events_out_of_a_timeline() {
+    let Some(bin) = ready("the_syscall_tier_keeps_another_connections_tcp_events_out_of_a_timeline") else { return };
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
+    let (pid, port) = (db.pid().to_string(), db.port().to_string());
+    let tracer = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "syscalls"]);
+    let mut silent = reusable_connect(0, db.addr()).expect("connect to MariaDB");
+    read_greeting(&mut silent);
+    let client_port = silent.local_addr().unwrap().port();
+    let closed = free_addr();
+    for _ in 0..3 {
+        let refused = reusable_connect(client_port, closed).expect_err("nothing listens there");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "{refused}");
+    }
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let to_other = reusable_connect(client_port, other.local_addr().unwrap()).expect("connect to the other listener");
+    let (accepted, _) = other.accept().unwrap();
+    set_linger0(&accepted);
+    drop(accepted);
+    drop(to_other);
+    // The server gives up after connect_timeout (2 s).
+    thread::sleep(Duration::from_millis(3000));
+    drop(silent);
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    let all = out.json();
+    let h = all
+        .iter()
+        .find(|h| h["client"].as_str().is_some_and(|c| c.ends_with(&format!(":{client_port}"))))
+        .unwrap_or_else(|| panic!("no handshake from port {client_port}: {all:#?}"));
+    assert_eq!(h["verdict"], "server_timeout", "{h:#}");
+    let texts: Vec<&str> = h["events"].as_array().unwrap().iter().filter_map(|e| e["text"].as_str()).collect();
+    // The server's own reset (SO_LINGER 0 at its timeout); the refused SYNs' and the other connection's none.
+    let resets = texts.iter().filter(|t| t.contains("RST sent to the client")).count();
+    assert_eq!(resets, 1, "{resets} resets sent to the client in {texts:#?}");
+    for foreign in ["LISTEN → SYN_RECV", "RST received from the client"] {
+        assert!(!texts.iter().any(|t| t.contains(foreign)), "another connection's {foreign:?} in {texts:#?}");
+    }
+    let closes = texts.iter().filter(|t| t.contains("→ CLOSE")).count();
+    assert_eq!(closes, 1, "one close, the server's own: {texts:#?}");
+}
+
+/// Every scenario of tests/handshakes.rs that needs no packet loss, the TLS stall and a
+/// frozen server included, traced by both tiers at once: the same verdict, blame party,
+/// finding and port-check flag for each. The scenarios: a CLI login, a wrong password
+/// (1045), an unknown database (1049), an ed25519 login (auth switch), a PyMySQL login,
+/// a TLS login and a TLS wrong password, a client silent until connect_timeout, one
+/// whose login comes after the server gave up, port checks closing and resetting, half
+/// a login, garbage (1043) and HTTP on the port, the TLS stall (1043 after the wait), a
+/// ClientHello with no SSLRequest (1156), a login refused after it for max_connections
+/// (1040) and one refused instead of a greeting, and a client that gave up on a server
+/// stopped with SIGSTOP. (The iptables packet-loss scenarios of tests/handshakes.rs are
+/// not run here.)
+#[test]
+fn both_capture_tiers_agree_on_verdict_and_blame_for_every_handshake_scenario() {
+    let Some(bin) = ready("both_capture_tiers_agree_on_verdict_and_blame_for_every_handshake_scenario") else { return };
+    let cgroup = Cgroup::create("tier-agreement").expect("a cgroup for MariaDB");
+    let db = mariadb_with_tls_account(Some(cgroup.dir()));
+    db.sql("INSTALL SONAME 'auth_ed25519'; CREATE USER 'ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw'); CREATE USER 'ed'@'localhost' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw')")
+        .unwrap();
+    db.sql("CREATE USER 'plain'@'%' IDENTIFIED BY 'plain-pw'; CREATE USER 'plain'@'localhost' IDENTIFIED BY 'plain-pw'").unwrap();
+    let (syscalls, socket) = both_tiers(&bin, &db);
+
+    // First, alone: the frozen server (no other client may wait on it meanwhile).
+    let frozen = frozen_server_login(&db);
+    assert!(frozen.contains("ERROR 2013"), "{frozen}");
+    let cli = |user: &str, password: &str, args: &[&str]| db.client(user, password, args).unwrap();
+    assert!(cli(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]).status.success());
+    assert!(String::from_utf8_lossy(&cli(LAB_USER, "wrong-password", &["--skip-ssl", "-e", "SELECT 1"]).stderr).contains("ERROR 1045"));
+    assert!(String::from_utf8_lossy(&cli(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-D", "no_such_db", "-e", "SELECT 1"]).stderr).contains("ERROR 1049"));
+    assert!(cli("ed", "ed-pw", &["--skip-ssl", "-e", "SELECT 1"]).status.success());
+    let driver = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(format!("import pymysql; c = pymysql.connect(host='127.0.0.1', port={}, user='{LAB_USER}', password='{LAB_PASSWORD}'); c.close()", db.port()))
+        .output()
+        .unwrap();
+    assert!(driver.status.success(), "PyMySQL: {}", String::from_utf8_lossy(&driver.stderr));
+    assert!(cli("tls_lab", "tls-pw", &["--ssl", "-e", "SELECT 1"]).status.success());
+    assert!(String::from_utf8_lossy(&cli("tls_lab", "wrong-password", &["--ssl", "-e", "SELECT 1"]).stderr).starts_with("ERROR 1045"));
+
+    let silent = raw_client(&db, |s| {
+        thread::sleep(Duration::from_millis(2600));
+        let _ = s.read(&mut [0u8; 64]);
+    });
+    let late = raw_client(&db, |s| {
+        thread::sleep(Duration::from_secs(4));
+        if std::io::Write::write_all(s, &login_packet()).is_ok() {
+            let _ = s.read(&mut [0u8; 64]);
+        }
+    });
+    let closes = raw_client(&db, |_| {});
+    let resets = raw_client(&db, |s| set_linger0(s));
+    let half_login = raw_client(&db, |s| std::io::Write::write_all(s, &login_packet()[..20]).unwrap());
+    let garbage = raw_client(&db, |s| {
+        std::io::Write::write_all(s, &[5, 0, 0, 1, 1, 2, 3, 4, 5]).unwrap();
+        let _ = s.read(&mut [0u8; 128]);
+    });
+    let http = raw_client(&db, |s| {
+        std::io::Write::write_all(s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let _ = s.read(&mut [0u8; 128]);
+    });
+    let stalled = tls_stall(&db);
+    let hello = {
+        let addr = db.addr();
+        thread::spawn(move || {
+            // A TLS 1.2 ClientHello record with no SSLRequest before it (ERR 1156).
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            read_greeting(&mut s);
+            let mut body = vec![0x01, 0x00, 0x00, 0x29, 0x03, 0x03];
+            body.extend([0x42; 32]);
+            body.extend([0x00, 0x00, 0x02, 0x00, 0x2f, 0x01, 0x00]);
+            let mut rec = vec![0x16, 0x03, 0x01, 0x00, body.len() as u8];
+            rec.extend(body);
+            std::io::Write::write_all(&mut s, &rec).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = s.read(&mut [0u8; 128]);
+        })
+    };
+    for t in [silent, late, closes, resets, half_login, garbage, http, stalled] {
+        t.join().unwrap();
+    }
+    hello.join().unwrap();
+    // max_connections: a real client refused after its login (1040), then held
+    // connections time out and one more is refused instead of the greeting.
+    db.sql("SET GLOBAL max_connections = 10").unwrap();
+    let held: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(db.addr()).unwrap();
+            read_greeting(&mut s);
+            s
+        })
+        .collect();
+    let refused_after_login = cli("plain", "plain-pw", &["--skip-ssl", "-e", "SELECT 1"]);
+    assert!(String::from_utf8_lossy(&refused_after_login.stderr).starts_with("ERROR 1040"), "{refused_after_login:?}");
+    drop(held);
+    db.sql("SET GLOBAL max_connections = 151").unwrap();
+    let _refused = max_connections_refusal(&db, Duration::from_millis(2600));
+
+    let (sys_all, sock_all) = stop_both(&db, syscalls, socket);
+    assert!(sys_all.len() >= 8 + 8 + 1 + 12 + 10, "{}: {sys_all:#?}", sys_all.len());
+    assert_tiers_agree(&sys_all, &sock_all);
+    let slow = sys_all.values().filter(|h| h["blame"]["finding"] == "slow_greeting").count();
+    assert_eq!(slow, 1, "the frozen server's late greeting: {sys_all:#?}");
+}
+
+/// Every lab scenario on both servers (the built-in one and a throwaway MariaDB), in
+/// each tier: the same verdicts, blame and port-check flags, and no other connection's
+/// TCP events in a timeline. The lab runs its own server and client per run, so the two
+/// tiers see two runs of the same script (about 2.5 minutes in all).
+#[test]
+fn both_capture_tiers_agree_on_every_lab_scenario() {
+    let Some(bin) = ready("both_capture_tiers_agree_on_every_lab_scenario") else { return };
+    let mariadb_scenarios = ["connect-timeout", "timeout-poll", "starved-client", "normal", "wrong-password"];
+    let builtin = ["connect-timeout", "timeout-alarm", "timeout-poll", "starved-client", "slow-dns", "normal", "wrong-password"];
+    let runs = builtin.iter().map(|s| ("builtin", *s)).chain(mariadb_scenarios.iter().map(|s| ("mariadb", *s)));
+    let mut disagreements = Vec::new();
+    for (server, scenario) in runs {
+        let judged = |tier: &str| -> Vec<(String, String, String, bool)> {
+            let out = Command::new(&bin).args(["lab", "--server", server, "--capture", tier, scenario, "-j"]).output().unwrap();
+            assert!(out.status.success(), "lab --server {server} --capture {tier} {scenario}: {}", String::from_utf8_lossy(&out.stderr));
+            let handshakes: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            // Another connection's TCP events (a later client from the same port) in no timeline.
+            for h in &handshakes {
+                let texts: Vec<&str> = h["events"].as_array().unwrap().iter().filter_map(|e| e["text"].as_str()).collect();
+                let handshakes_seen = texts.iter().filter(|t| t.contains("SYN_RECV → ESTABLISHED")).count();
+                assert!(!texts.iter().any(|t| t.contains("LISTEN → SYN_RECV")) && handshakes_seen <= 1, "{server} {scenario} {tier}: {texts:#?}");
+            }
+            let mut all: Vec<(String, String, String, bool)> = handshakes.iter().map(agreed_part).collect();
+            all.sort();
+            all
+        };
+        let (sys, sock) = (judged("syscalls"), judged("socket"));
+        eprintln!("{server} {scenario}: syscalls {sys:?} socket {sock:?}");
+        assert!(!sys.is_empty(), "{server} {scenario}: no handshake traced");
+        if sys != sock {
+            disagreements.push(format!("{server} {scenario}: syscalls {sys:?} vs socket {sock:?}"));
+        }
+    }
+    assert!(disagreements.is_empty(), "the tiers disagree:\n{}", disagreements.join("\n"));
+}
+
+/// The packet-loss scenarios of tests/handshakes.rs, traced by both tiers at once: the
+/// greeting dropped on its way to the client (the server's socket retransmits it), then
+/// the login dropped on its way to the server (the client's own socket retransmits
+/// it). Both tiers see the same retransmits and agree: packet loss toward the client,
+/// then toward the server.
+#[test]
+fn both_capture_tiers_agree_on_lost_packets() {
+    let name = "both_capture_tiers_agree_on_lost_packets";
+    let Some(bin) = ready(name) else { return };
+    if !Command::new("iptables-legacy").arg("-S").output().is_ok_and(|o| o.status.success()) {
+        skip(name, "no iptables-legacy (`cargo xtask setup` installs iptables)");
+        return;
+    }
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
+    let (syscalls, socket) = both_tiers(&bin, &db);
+    for drop_rule in [DropData::from_server, DropData::to_server] {
+        let _drop = drop_rule(db.port());
+        let client = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+        assert!(!client.status.success(), "the login went through the drop rule");
+        assert!(eventually(Duration::from_secs(10), || db.status("Threads_connected").is_ok_and(|n| n <= 1)));
+    }
+    let (sys_all, sock_all) = stop_both(&db, syscalls, socket);
+    let mut findings: Vec<&str> = sock_all.values().filter_map(|h| h["blame"]["finding"].as_str()).collect();
+    findings.sort();
+    assert_eq!(findings, ["loss_toward_client", "loss_toward_server"], "{sock_all:#?}");
+    assert_tiers_agree(&sys_all, &sock_all);
+}

@@ -250,7 +250,10 @@ pub struct AcceptEvent {
     pub family: u16,
     /// Peer port in host byte order.
     pub port: u16,
-    pub _pad: u32,
+    /// Microseconds the connection waited, established, for this accept (from its TCP
+    /// handshake: an accept-queue wait is the server's); 0 when its handshake was not
+    /// seen (a listener the kernel did not know, or a recording from before this field).
+    pub queued_us: u32,
     /// Peer address: 4 bytes for AF_INET, 16 for AF_INET6, network order.
     pub addr: [u8; 16],
     /// Generation of the connection: tells a reused fd's connections apart.
@@ -475,6 +478,10 @@ pub struct Conn {
     pub tls_budget: u16,
     /// [`CONN_TLS`] once the client started TLS.
     pub flags: u32,
+    /// The server's port (host order) when its accept knew it, else 0: with the peer,
+    /// the connection's key in `PEERS`.
+    pub server_port: u16,
+    pub _pad: [u16; 3],
 }
 
 /// `Conn::flags`: the client switched to TLS; payloads are no longer MySQL packets.
@@ -546,6 +553,21 @@ pub struct PeerKey {
     /// and port (a reset for its SYN to a closed port) then does not match.
     pub server_port: u16,
     pub _pad2: u32,
+}
+
+/// Syscall tier: a connection on a target's port between its TCP handshake and its
+/// accept (`ESTABLISHED_AT`), and how the client left meanwhile, if it did: the accept
+/// finds no timeline before it, so it sends that then.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Queued {
+    /// When the server's socket became ESTABLISHED.
+    pub established_ns: u64,
+    /// When the client's FIN or RST arrived (0: it did not).
+    pub left_ns: u64,
+    /// [`tcp::STATE`] (its FIN: ESTABLISHED → CLOSE_WAIT), [`tcp::RECEIVE_RESET`], or 0.
+    pub left: u32,
+    pub _pad: u32,
 }
 
 /// What the enter program of a traced syscall keeps for its exit program.
@@ -693,12 +715,13 @@ mod tests {
         assert_eq!(size_of::<SignalEvent>(), size_of::<EventHeader>() + 8 + 4 * 8);
         assert_eq!(size_of::<TcpEvent>(), size_of::<EventHeader>() + 8 + 4 * 4);
         assert_eq!(size_of::<InFlight>(), 4 + 4 + 8 * 3 + 8 * 4);
-        assert_eq!(size_of::<Conn>(), 8 + 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<Conn>(), 8 + 16 + 2 + 2 + 4 + 2 + 3 * 2);
         assert_eq!(size_of::<ConnKey>(), 8);
         assert_eq!(size_of::<TargetFilter>(), 8 + 4 * FAST_TARGETS);
         assert_eq!(size_of::<ThreadConn>(), 16);
         assert_eq!(size_of::<TaskState>(), size_of::<ThreadConn>() + size_of::<InFlight>() + 4 + 4);
         assert_eq!(size_of::<PeerKey>(), 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<Queued>(), 8 + 8 + 4 + 4);
         assert_eq!(size_of::<TcpOffsets>(), 7 * 4);
         assert_eq!(size_of::<EstablishedEvent>(), size_of::<EventHeader>() + 8 + 16 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<SockTask>(), 8 + 8 + 4 + 4);

@@ -74,8 +74,17 @@ pub fn forget_conn(tgid: u32, fd: i32) {
     let key = ConnKey { tgid, fd };
     // SAFETY: the peer is copied out of the entry before it is removed below.
     if let Some(c) = unsafe { CONNS.get(&key) } {
-        let peer = PeerKey { addr: c.peer_addr, port: c.peer_port, server_port: 0, _pad2: 0 };
-        let _ = PEERS.remove(&peer);
+        forget_peer(&PeerKey { addr: c.peer_addr, port: c.peer_port, server_port: c.server_port, _pad2: 0 });
     }
     conn_remove(&key);
+}
+
+/// Remove a syscall-tier connection's PEERS entry (counted when it lacks the server's port).
+#[inline(always)]
+pub fn forget_peer(peer: &PeerKey) {
+    if peer.server_port == 0 {
+        counted_remove(&PEERS, live::UNKEYED_PEERS, peer);
+    } else {
+        let _ = PEERS.remove(peer);
+    }
 }

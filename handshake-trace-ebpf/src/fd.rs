@@ -3,10 +3,9 @@
 use handshake_trace_common::{sockopt, sys, InFlight, PeerKey};
 
 use crate::{
-    conn::{conn_at_enter, conn_entry_at_enter, conn_remove, enter_on, enter_on_conn},
+    conn::{conn_at_enter, conn_entry_at_enter, conn_remove, enter_on, enter_on_conn, forget_peer},
     dispatch::syscall_programs,
     emit::{emit_sys, now},
-    maps::PEERS,
     read,
     syscall::Sys,
     task::save_in_flight,
@@ -86,7 +85,7 @@ fn enter_close<S: Sys>(ctx: &S) {
         ptr: 0,
         enter_ns: now(),
         conn_gen: c.gen,
-        args: [peer_lo, peer_hi, c.peer_port as u64, 0],
+        args: [peer_lo, peer_hi, c.peer_port as u64, c.server_port as u64],
     };
     save_in_flight(ctx, tid, &saved);
 }
@@ -100,7 +99,7 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, f: &InFlight) {
         let mut addr = [0u8; 16];
         addr[..8].copy_from_slice(&lo);
         addr[8..].copy_from_slice(&hi);
-        let _ = PEERS.remove(&PeerKey { addr, port: f.args[2] as u16, server_port: 0, _pad2: 0 });
+        forget_peer(&PeerKey { addr, port: f.args[2] as u16, server_port: f.args[3] as u16, _pad2: 0 });
         args = [0; 4];
     }
     emit_sys(tgid, tid, f, ctx.ret(), args);

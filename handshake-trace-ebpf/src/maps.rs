@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use handshake_trace_common::{
-    counter, Conn, ConnKey, PeerKey, SkbCgroup, SockConn, SockTask, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
+    counter, Conn, ConnKey, PeerKey, Queued, SkbCgroup, SockConn, SockTask, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
     DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_LISTENERS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS, SOCK_SLOTS,
 };
 
@@ -37,19 +37,22 @@ pub static PEERS: LruHashMap<PeerKey, ThreadConn> = LruHashMap::with_max_entries
 #[map]
 pub static TASKS: HashMap<u32, TaskState> = HashMap::with_max_entries(MAX_TASKS, 0);
 
-/// How many connections CONNS holds and how many TASKS are inside a saved syscall
-/// (indexes in `live`). Kept exact by the only code that changes them
+/// How many connections CONNS holds, how many TASKS are inside a saved syscall and
+/// how many PEERS entries lack the server's port (indexes in `live`). Kept exact by the only code that changes them
 /// (`conn_insert`, `conn_remove`, `save_in_flight`, `take_in_flight`, `forget_task`):
 /// while a count is zero the programs skip the lookups, so a server with no handshake
 /// open pays only the target check for its query traffic. Connections removed behind
 /// the programs' back (userspace dropping a gone target's) leave the count high, which
 /// only costs the lookups, never an event.
 #[map]
-pub static LIVE: Array<u64> = Array::with_max_entries(2, 0);
+pub static LIVE: Array<u64> = Array::with_max_entries(3, 0);
 
 pub mod live {
     pub const CONNS: u32 = 0;
     pub const IN_FLIGHT: u32 = 1;
+    /// PEERS entries keyed without the server's port (a syscall-tier accept on a
+    /// listener userspace had not named): while 0, the TCP programs look up once.
+    pub const UNKEYED_PEERS: u32 = 2;
 }
 
 /// Events to userspace; userspace may resize it before load.
@@ -108,10 +111,11 @@ pub fn ring_bytes() -> u64 {
     unsafe { core::ptr::read_volatile(&RING_BYTES) }
 }
 
-/// Socket tier: the listening ports of the targets (host order) → their process, or
+/// The listening ports of the targets (host order) → their process, or
 /// LISTEN_SHARED when several targets listen on it. Userspace fills it from /proc
-/// with TARGETS; a target's `listen` after that adds its port at once
-/// (`inet_sock_set_state` CLOSE → LISTEN runs in the listening thread).
+/// with TARGETS; in the socket tier a target's `listen` after that adds its port at
+/// once (`inet_sock_set_state` CLOSE → LISTEN runs in the listening thread). The
+/// syscall tier asks it only at a connection's TCP handshake (`ESTABLISHED_AT`).
 #[map]
 pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(MAX_LISTEN_PORTS, 0);
 
@@ -141,11 +145,21 @@ pub static SKB_CGROUP: Array<SkbCgroup> = Array::with_max_entries(1, 0);
 #[map]
 pub static SOCK_TASKS: LruHashMap<u32, SockTask> = LruHashMap::with_max_entries(MAX_TASKS, 0);
 
-/// Syscall tier, `--port`: the targets' listening sockets (process, fd) → their local
-/// port, filled by userspace from /proc. An accept on a listener found here with another
-/// port is neither followed nor emitted; one not found goes on (userspace filters it).
+/// Syscall tier: the targets' listening sockets (process, fd) → their local port,
+/// filled by userspace from /proc. An accept learns its server's port here (its TCP
+/// events are found by both ends); with `--port`, an accept on a listener found here
+/// with another port is neither followed nor emitted; one not found goes on (userspace
+/// filters it, and its TCP events are found by the client's address and port alone).
 #[map]
 pub static LISTENERS: HashMap<ConnKey, u32> = HashMap::with_max_entries(MAX_LISTENERS, 0);
+
+/// Syscall tier: when each connection on a target's listening port completed its TCP
+/// handshake (by client address and port and the server's port), and whether the
+/// client left before the accept, for the accept to time the handshake from there: an
+/// accept-queue wait is the server's. The accept takes its entry; least recently used
+/// entries make room for the ones never accepted.
+#[map]
+pub static ESTABLISHED_AT: LruHashMap<PeerKey, Queued> = LruHashMap::with_max_entries(MAX_CONNS, 0);
 
 /// `--port` (0: every port), written by userspace before load.
 // SAFETY (no_mangle): the loader finds it by this name; no other symbol has it.

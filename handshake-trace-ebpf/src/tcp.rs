@@ -1,12 +1,15 @@
 //! TCP events of connections in their handshake: retransmits, resets sent and
 //! received, state changes. These run in whatever context the stack is in, so the
-//! connection is found by its client address (daddr/dport on the server's socket).
+//! connection is found by its client address and port (daddr/dport on the server's
+//! socket) and the server's port. The syscall tier also notes here when a connection
+//! on a target's port completes its TCP handshake, for its accept (`ESTABLISHED_AT`).
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
-use handshake_trace_common::{kind, tcp, tcp_state, PeerKey, TcpEvent, TcpOffsets, ThreadConn, NO_FIELD, SET_STATE_LAYOUT, SET_STATE_SPORT};
+use handshake_trace_common::{kind, tcp, tcp_state, PeerKey, Queued, TcpEvent, TcpOffsets, ThreadConn, NO_FIELD, SET_STATE_LAYOUT, SET_STATE_SPORT};
 
 use crate::{
-    emit::{emit, header},
-    maps::{offsets, PEERS},
+    emit::{emit, header, now},
+    live::any_live,
+    maps::{live, offsets, ESTABLISHED_AT, LISTEN_PORTS, PEERS},
     net::{set_v4_mapped, AF_INET, IPPROTO_TCP, SA_PORT, SIN6_ADDR, SIN_ADDR},
     read::{self, Plain},
     target::current,
@@ -50,11 +53,20 @@ fn peer(ctx: &TracePointContext, o: &TcpOffsets) -> Option<PeerKey> {
 /// resets): the second lookup costs little.
 #[inline(always)]
 fn conn_of(ctx: &TracePointContext, o: &TcpOffsets) -> Option<ThreadConn> {
-    let mut key = peer(ctx, o)?;
+    conn_by(peer(ctx, o)?)
+}
+
+/// The followed connection keyed `key` (client and server's port), else one whose
+/// accept did not know its server's port (0), when there is any.
+#[inline(always)]
+fn conn_by(mut key: PeerKey) -> Option<ThreadConn> {
     // SAFETY: the entry is copied at once; map elements stay valid memory while the
     // program runs, and a concurrent update can only give the newer connection.
     if let Some(tc) = unsafe { PEERS.get(&key) } {
         return Some(*tc);
+    }
+    if key.server_port == 0 || !any_live(live::UNKEYED_PEERS) {
+        return None;
     }
     key.server_port = 0;
     // SAFETY: as above.
@@ -63,13 +75,54 @@ fn conn_of(ctx: &TracePointContext, o: &TcpOffsets) -> Option<ThreadConn> {
 
 #[inline(always)]
 fn on_tcp(ctx: &TracePointContext, o: &TcpOffsets, what: u32) {
-    let Some(tc) = conn_of(ctx, o) else { return };
-    let (oldstate, newstate) = if what == tcp::STATE {
-        (at::<i32>(ctx, o.oldstate).unwrap_or(0) as u32, at::<i32>(ctx, o.newstate).unwrap_or(0) as u32)
-    } else {
-        (0, 0)
-    };
-    send(&tc, what, oldstate, newstate);
+    let Some(key) = peer(ctx, o) else { return };
+    match conn_by(key) {
+        Some(tc) => send(&tc, what, 0, 0),
+        // Rare: a reset to a connection not accepted yet is kept for its accept.
+        None if what == tcp::RECEIVE_RESET => client_left_queue(&key, tcp::RECEIVE_RESET),
+        None => {}
+    }
+}
+
+/// A state change of the socket whose client is `key`: a followed connection's is
+/// sent; a connection on a target's port completing its TCP handshake is noted for
+/// its accept, and so is its client's FIN before the accept.
+#[inline(always)]
+fn on_state(key: PeerKey, old: u32, new: u32) {
+    if let Some(tc) = conn_by(key) {
+        send(&tc, tcp::STATE, old, new);
+        return;
+    }
+    if (old != tcp_state::ESTABLISHED && old != tcp_state::SYN_RECV) || key.server_port == 0 {
+        return;
+    }
+    match (old, new) {
+        (tcp_state::SYN_RECV, tcp_state::ESTABLISHED) => {
+            // SAFETY: a presence check; nothing is read from the entry.
+            if unsafe { LISTEN_PORTS.get(&key.server_port) }.is_none() {
+                return;
+            }
+            // An LRU map: an entry never accepted (its server stuck, or it exited) makes room.
+            let _ = ESTABLISHED_AT.insert(&key, &Queued { established_ns: now(), ..Queued::default() }, 0);
+        }
+        (tcp_state::ESTABLISHED, tcp_state::CLOSE_WAIT) => client_left_queue(&key, tcp::STATE),
+        _ => {}
+    }
+}
+
+/// The client of a connection waiting for its accept left (`how`: its FIN, a
+/// [`tcp::STATE`] change to CLOSE_WAIT, or [`tcp::RECEIVE_RESET`]); the first is kept.
+#[inline(always)]
+fn client_left_queue(key: &PeerKey, how: u32) {
+    let Some(q) = ESTABLISHED_AT.get_ptr_mut(key) else { return };
+    // SAFETY: a valid, aligned entry of the map during this run; a concurrent writer
+    // can only be this connection's other TCP event, either of which is true.
+    unsafe {
+        if (*q).left == 0 {
+            (*q).left_ns = now();
+            (*q).left = how;
+        }
+    }
 }
 
 #[inline(always)]
@@ -115,7 +168,8 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if at::<u16>(&ctx, o.protocol) != Some(IPPROTO_TCP) {
         return 0;
     }
-    on_tcp(&ctx, &o, tcp::STATE);
+    let Some(key) = peer(&ctx, &o) else { return 0 };
+    on_state(key, at::<i32>(&ctx, o.oldstate).unwrap_or(0) as u32, at::<i32>(&ctx, o.newstate).unwrap_or(0) as u32);
     0
 }
 
@@ -131,7 +185,9 @@ pub(crate) fn load<T: Plain>(ctx: &TracePointContext, off: usize) -> T {
 }
 
 /// inet_sock_set_state at `SET_STATE_LAYOUT`: most runs are for sockets nobody follows
-/// (the clients' ends, other services), turned away after three loads and one lookup.
+/// (the clients' ends, other services), turned away after four loads and one or two
+/// lookups (a third only for a server socket's SYN_RECV → ESTABLISHED, of the port,
+/// or ESTABLISHED → CLOSE_WAIT, of a connection not accepted yet).
 #[inline(always)]
 fn set_state_fixed(ctx: &TracePointContext) {
     const L: TcpOffsets = SET_STATE_LAYOUT;
@@ -149,10 +205,8 @@ fn set_state_fixed(ctx: &TracePointContext) {
     // daddr_v6 (IPv4 peers v4-mapped) in two aligned loads.
     let first: u64 = load(ctx, L.daddr as usize);
     let second: u64 = load(ctx, L.daddr as usize + 8);
-    let mut key = PeerKey { port: load(ctx, L.dport as usize), ..PeerKey::default() };
+    let mut key = PeerKey { port: load(ctx, L.dport as usize), server_port: load(ctx, L.server_port as usize), ..PeerKey::default() };
     key.addr[..8].copy_from_slice(&first.to_ne_bytes());
     key.addr[8..].copy_from_slice(&second.to_ne_bytes());
-    // SAFETY: as in `on_tcp`: copied at once.
-    let Some(tc) = (unsafe { PEERS.get(&key) }).copied() else { return };
-    send(&tc, tcp::STATE, load::<i32>(ctx, L.oldstate as usize) as u32, load::<i32>(ctx, L.newstate as usize) as u32);
+    on_state(key, load::<i32>(ctx, L.oldstate as usize) as u32, load::<i32>(ctx, L.newstate as usize) as u32);
 }

@@ -408,3 +408,68 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// An SSLRequest: the 32-byte start of a login with CLIENT_SSL.
+pub fn ssl_request_packet() -> Vec<u8> {
+    let mut b = (0x0200u32 | 0x0800 | 0x8000 | 0x0008_0000).to_le_bytes().to_vec();
+    b.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    b.push(33);
+    b.extend_from_slice(&[0; 23]);
+    let mut p = vec![b.len() as u8, 0, 0, 1];
+    p.extend_from_slice(&b);
+    p
+}
+
+/// A HandshakeResponse41 for user `lab` with a junk 20-byte auth response.
+pub fn login_packet() -> Vec<u8> {
+    let mut b = (0x0200u32 | 0x8000 | 0x0008_0000).to_le_bytes().to_vec();
+    b.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    b.push(33);
+    b.extend_from_slice(&[0; 23]);
+    b.extend_from_slice(b"lab\0");
+    b.push(20);
+    b.extend_from_slice(&[7; 20]);
+    b.extend_from_slice(b"mysql_native_password\0");
+    let mut p = vec![b.len() as u8, 0, 0, 1];
+    p.extend_from_slice(&b);
+    p
+}
+
+/// A DROP rule on loopback's INPUT for the data segments of one direction of the test
+/// server's connections, deleted when dropped, even when the test fails.
+pub struct DropData {
+    rule: Vec<String>,
+}
+
+impl DropData {
+    /// The server's data segments (the greeting and its retransmits).
+    pub fn from_server(server_port: u16) -> DropData {
+        DropData::insert("--sport", server_port)
+    }
+
+    /// The clients' data segments (the login and its retransmits).
+    pub fn to_server(server_port: u16) -> DropData {
+        DropData::insert("--dport", server_port)
+    }
+
+    fn insert(port_match: &str, server_port: u16) -> DropData {
+        // Bigger than a bare IPv4 + TCP header with options (52 bytes): data only, so the
+        // handshake, ACKs, FIN and RST still pass.
+        let rule: Vec<String> = ["INPUT", "-i", "lo", "-s", "127.0.0.1", "-d", "127.0.0.1", "-p", "tcp", port_match, &server_port.to_string(), "-m", "length", "--length", "61:65535", "-j", "DROP"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let out = Command::new("iptables-legacy").arg("-I").args(&rule).output().expect("iptables-legacy (Debian package iptables; `cargo xtask setup`)");
+        assert!(out.status.success(), "iptables-legacy -I: {}", String::from_utf8_lossy(&out.stderr));
+        DropData { rule }
+    }
+}
+
+impl Drop for DropData {
+    fn drop(&mut self) {
+        let out = Command::new("iptables-legacy").arg("-D").args(&self.rule).output();
+        if !out.as_ref().is_ok_and(|o| o.status.success()) {
+            eprintln!("could not delete the iptables-legacy rule {:?}: {out:?}", self.rule);
+        }
+    }
+}

@@ -178,10 +178,11 @@ pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     conns: HashMap<MapData, ConnKey, Conn>,
-    /// Socket tier: the targets' listening ports, and its connections.
+    /// The targets' listening ports (the syscall tier notes TCP handshakes on them),
+    /// and the socket tier's connections.
     listen_ports: HashMap<MapData, u16, u32>,
     sock_conns: HashMap<MapData, u64, SockConn>,
-    /// Syscall tier, `--port`: the targets' listening sockets and their ports.
+    /// Syscall tier: the targets' listening sockets and their ports.
     listeners: HashMap<MapData, ConnKey, u32>,
     /// `--port`: the one port whose connections are followed (in the kernel).
     port: Option<u16>,
@@ -382,9 +383,7 @@ impl Probes {
             self.add_listen_ports(pid, &ports)
                 .and_then(|()| self.follow_targets().map_err(|e| Refusal::new(RefuseReason::MapFull, format!("{e:#}"))))
         } else {
-            if self.port.is_some() {
-                self.add_listeners(pid, &crate::capture::targets::listening_sockets(pid));
-            }
+            self.add_listeners(pid, &crate::capture::targets::listening_sockets(pid));
             Ok(())
         };
         let added = added.and_then(|()| self.write_target_filter().map_err(|e| Refusal::new(RefuseReason::MapFull, format!("{e:#}"))));
@@ -396,15 +395,23 @@ impl Probes {
         added
     }
 
-    /// Syscall tier, `--port`: tell the kernel which listening sockets (fd → local
-    /// address) `pid` has, so accepts on other ports are dropped there. Best effort: a
-    /// listener missing from the full map is filtered in userspace instead.
+    /// Syscall tier: tell the kernel which listening sockets (fd → local address) `pid`
+    /// has, and their ports. An accept learns its server's port from its listener (its
+    /// TCP events are then found by both ends, and its TCP handshake, noted on a target's
+    /// port, starts its times); with `--port`, accepts on other ports are dropped there.
+    /// Best effort: a listener missing from the full maps is filtered in userspace, and
+    /// its connections' TCP events are found by their client alone, timed from the accept.
     pub fn add_listeners(&mut self, pid: u32, listening: &std::collections::HashMap<i32, std::net::SocketAddr>) {
-        if self.port.is_none() || self.capture == CaptureTier::Socket {
+        if self.capture == CaptureTier::Socket {
             return;
         }
         for (&fd, addr) in listening {
-            let _ = self.listeners.insert(ConnKey { tgid: pid, fd }, u32::from(addr.port()), 0);
+            let port = addr.port();
+            let _ = self.listeners.insert(ConnKey { tgid: pid, fd }, u32::from(port), 0);
+            if self.port.is_none_or(|p| p == port) {
+                let owner = port_owner(self.listen_ports.get(&port, 0).ok(), pid);
+                let _ = self.listen_ports.insert(port, owner, 0);
+            }
         }
     }
 

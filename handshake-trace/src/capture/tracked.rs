@@ -110,7 +110,7 @@ pub struct Targets {
     pub live: BTreeMap<u32, ServerProcess>,
     /// (pid, listening fd) → local address, learned from /proc.
     listeners: HashMap<(u32, i32), SocketAddr>,
-    /// Listeners learned since the last refresh, for the kernel's `--port` filter.
+    /// Listeners learned since the last refresh, for the kernel (server ports, `--port`).
     fresh_listeners: Vec<(u32, HashMap<i32, SocketAddr>)>,
     /// (pid, listening fd) → path of a Unix socket, learned from /proc; None: not one
     /// (asked once, not at every accept).

@@ -104,6 +104,8 @@ pub struct Handshake {
     pub pid: u32,
     pub fd: i32,
     pub gen: u64,
+    /// Where the handshake's times start: its TCP handshake when that was seen (the
+    /// socket tier; the syscall tier on a listener it knows), else its accept.
     pub accept_ns: u64,
     pub accept_tid: u32,
     pub listen_fd: i32,
@@ -165,6 +167,11 @@ impl Handshake {
     /// from one, a reallocation each time), holding the accept.
     fn first_steps(a: &Accept) -> Vec<Step> {
         let mut steps = Vec::with_capacity(STEPS_ROOM);
+        if let Some(queued) = a.queued_ns {
+            // Syscall tier: the TCP handshake the accept came after (no thread ran it).
+            let what = StepKind::Tcp(TcpWhat::State { old: tcp_state::SYN_RECV, new: tcp_state::ESTABLISHED });
+            steps.push(Step { ts_ns: a.ts_ns.saturating_sub(queued), tid: 0, what });
+        }
         steps.push(Step { ts_ns: a.ts_ns, tid: a.tid, what: StepKind::Accepted { listen_fd: a.listen_fd, client: a.peer } });
         steps
     }
@@ -174,7 +181,8 @@ impl Handshake {
             pid: a.pid,
             fd: a.fd().unwrap_or(-1),
             gen: a.conn_gen,
-            accept_ns: a.ts_ns,
+            // From the TCP handshake when it was seen: an accept-queue wait is the server's.
+            accept_ns: a.ts_ns.saturating_sub(a.queued_ns.unwrap_or(0)),
             accept_tid: a.tid,
             listen_fd: a.listen_fd,
             client: a.peer,
@@ -489,7 +497,10 @@ impl Handshake {
             TcpWhat::State { old, new } if self.socket_tier => self.on_socket_state(t.ts_ns, old, new),
             _ => {}
         }
-        self.step(t.ts_ns, 0, StepKind::Tcp(t.what));
+        // In time order: the syscall tier sends a client's FIN or reset that came while
+        // the connection waited for its accept after that accept, stamped when it came.
+        let at = self.steps.partition_point(|s| s.ts_ns <= t.ts_ns);
+        self.steps.insert(at, Step { ts_ns: t.ts_ns, tid: 0, what: StepKind::Tcp(t.what) });
     }
 
     /// The socket tier sees no close(): the server's socket leaving the connection

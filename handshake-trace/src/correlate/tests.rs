@@ -4,7 +4,7 @@ use crate::{
     events::{Errno, Signal, SyscallKind, SyscallResult, Tcp, TcpWhat},
     output::reason,
     testing::*,
-    verdict::{Cause, Verdict, WaitMechanism},
+    verdict::{Awaited, Cause, Verdict, WaitMechanism},
 };
 
 /// Why the verdict, in the words the output gives it.
@@ -682,6 +682,38 @@ mod socket_tier {
         assert!(!done.iter().any(|h| matches!(h.judgement.as_ref().unwrap().cause, Cause::NotSeenToEnd)));
     }
 
+    /// An SSLRequest, then nothing: the server reads nothing more, and 2 s later sends a
+    /// plaintext ERR 1043 as it gives up. As the syscall tier says it: a timeout.
+    fn tls_stall(err_after_ns: u64) -> Handshake {
+        let mut ev = prelude(GEN);
+        let ssl = ssl_request();
+        ev.push(sock_io(GEN + 100_000, GEN, SyscallKind::PacketIn, ssl.len() as i64, 0, &ssl, None));
+        ev.push(sock_io(GEN + 200_000, GEN, SyscallKind::SockRecv, -(Errno::EAGAIN.0 as i64), MSG_DONTWAIT, &[], None));
+        let err = err_packet(2, 1043, "08S01", "Bad handshake");
+        ev.push(sock_io(GEN + 200_000 + err_after_ns, GEN, SyscallKind::PacketOut, err.len() as i64, 0, &err, Some(end::REPLY)));
+        only(&ev)
+    }
+
+    #[test]
+    fn a_tls_stall_given_up_with_err_1043_is_a_server_timeout() {
+        let h = tls_stall(2_001_500_000);
+        assert_eq!(h.verdict(), Some(Verdict::ServerTimeout), "{}", reason_of(&h));
+        let cause = &h.judgement.as_ref().unwrap().cause;
+        assert!(matches!(cause, Cause::ServerTimedOut { then_err: Some(1043), .. }), "{cause:?}");
+        let t = h.judgement.as_ref().unwrap().timeout().unwrap().clone();
+        assert_eq!((t.waiting_for, t.waited_ns, t.timeout_ms), (Awaited::TlsClientHello, 2_001_500_000, None));
+        assert_eq!(client_error_of(&h).as_deref(), Some("ERROR 1043 (08S01): Bad handshake"));
+    }
+
+    #[test]
+    fn an_err_sooner_than_any_connect_timeout_after_a_read_that_found_nothing_is_the_servers_error() {
+        let h = tls_stall(5_000_000);
+        assert_eq!(h.verdict(), Some(Verdict::ServerError), "{}", reason_of(&h));
+        // Just under MariaDB's least connect_timeout (2 s): no timeout either.
+        let h = tls_stall(1_900_000_000);
+        assert_eq!(h.verdict(), Some(Verdict::ServerError), "{}", reason_of(&h));
+    }
+
     #[test]
     fn a_client_reset_after_the_eagain_is_not_a_server_timeout() {
         let mut ev = prelude(GEN);
@@ -748,6 +780,60 @@ fn a_client_that_sent_half_a_login_or_waited_for_a_late_greeting_is_no_port_chec
     let h = only(&late);
     assert_eq!(h.verdict(), Some(Verdict::ClientReset));
     assert!(!is_probe(&h));
+}
+
+/// A server frozen (SIGSTOP) while the kernel completed a client's TCP handshake: the
+/// accept came 2 s after it, once the client had given up; the greeting at once after
+/// the accept reached a closed socket. Timed from the TCP handshake (the accept-queue
+/// wait is the server's): a slow greeting, no port check. Timed from the accept, the
+/// same events would be a port check.
+#[test]
+fn an_accept_queue_wait_counts_toward_the_greeting_and_is_the_servers() {
+    let t0 = 5_000 * MS;
+    let frozen = |queued_ns: Option<u64>| {
+        let mut ev = prelude(t0);
+        if let Event::Accept(a) = &mut ev[0] {
+            a.queued_ns = queued_ns;
+        }
+        ev.push(io(t0 + 300_000, SyscallKind::Recvfrom, -(Errno::ECONNRESET.0 as i64), 4, &[]));
+        ev.push(sys(t0 + 310_000, SyscallKind::Close, 0, 1000, [0; 4]));
+        only(&ev)
+    };
+    let h = frozen(Some(2_000 * MS));
+    assert_eq!(h.verdict(), Some(Verdict::ClientReset));
+    assert!(!is_probe(&h));
+    let blame = &h.judgement.as_ref().unwrap().blame;
+    assert_eq!((blame.finding, blame.party()), (crate::verdict::Finding::SlowGreeting, crate::verdict::Blame::Server));
+    assert_eq!(h.accept_ns, t0 - 2_000 * MS);
+    assert_eq!(h.phases().to_greeting_ns, Some(2_000 * MS + 219_000));
+    // The timeline starts with the TCP handshake, the accept 2 s later.
+    assert_eq!(h.steps[0].what, StepKind::Tcp(TcpWhat::State { old: 3, new: 1 }));
+    assert_eq!((h.steps[1].ts_ns, matches!(h.steps[1].what, StepKind::Accepted { .. })), (t0, true));
+
+    let h = frozen(None);
+    assert!(is_probe(&h), "from the accept, nothing showed the wait");
+}
+
+/// The client's FIN that came while its connection waited for the accept is sent after
+/// the accept, stamped when it came: the timeline keeps time order, and the blame says
+/// when the client left.
+#[test]
+fn a_fin_before_the_accept_takes_its_place_in_the_timeline() {
+    let t0 = 5_000 * MS;
+    let mut ev = prelude(t0);
+    if let Event::Accept(a) = &mut ev[0] {
+        a.queued_ns = Some(2_000 * MS);
+    }
+    ev.insert(1, Event::Tcp(Tcp { ts_ns: t0 - 1_000 * MS, pid: PID, conn_gen: GEN, fd: FD, what: TcpWhat::State { old: 1, new: 8 } }));
+    ev.push(io(t0 + 300_000, SyscallKind::Recvfrom, 0, 4, &[]));
+    ev.push(sys(t0 + 310_000, SyscallKind::Close, 0, 1000, [0; 4]));
+    let h = only(&ev);
+    assert!(h.steps.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns), "{:#?}", h.steps);
+    assert_eq!(h.steps[1].what, StepKind::Tcp(TcpWhat::State { old: 1, new: 8 }));
+    assert_eq!(h.verdict(), Some(Verdict::ClientClosed));
+    let blame = &h.judgement.as_ref().unwrap().blame;
+    assert_eq!(blame.finding, crate::verdict::Finding::SlowGreeting);
+    assert!(blame.evidence.contains(&crate::verdict::Evidence::ClientLeftAt { ns: 1_000 * MS, reset: false }), "{blame:?}");
 }
 
 fn retransmit(ts_ns: u64) -> Event {

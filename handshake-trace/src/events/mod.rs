@@ -33,6 +33,9 @@ pub struct Accept {
     /// Socket tier: the connection's socket is outside the cgroup the packet programs
     /// watch (its server moved after it listened): none of its bytes are seen.
     pub packets_unseen: bool,
+    /// Syscall tier: how long the connection waited, established, for this accept
+    /// (from its TCP handshake); None when that was not seen.
+    pub queued_ns: Option<u64>,
 }
 
 impl From<AcceptEvent> for Accept {
@@ -54,6 +57,7 @@ impl From<AcceptEvent> for Accept {
             established: false,
             packets_unseen: false,
             local: None,
+            queued_ns: (e.queued_us != 0).then(|| u64::from(e.queued_us) * 1000),
         }
     }
 }
@@ -78,6 +82,7 @@ impl From<EstablishedEvent> for Accept {
             established: true,
             local: Some(SocketAddr::new(ip_of(e.local_addr), e.local_port)),
             packets_unseen: e.flags & handshake_trace_common::ESTABLISHED_PACKETS_UNSEEN != 0,
+            queued_ns: None,
         }
     }
 }
@@ -372,7 +377,7 @@ mod tests {
             ret,
             family,
             port,
-            _pad: 0,
+            queued_us: 0,
             addr,
             conn_gen: 5_000,
         }
@@ -383,6 +388,14 @@ mod tests {
             Event::Accept(a) => a,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_accept_says_how_long_its_connection_waited_in_the_accept_queue() {
+        let mut record = accept_record(2, [0; 16], 51234, 35);
+        assert_eq!(accept_of(&as_bytes(&record)).queued_ns, None, "0: its TCP handshake was not seen");
+        record.queued_us = 2_000_123;
+        assert_eq!(accept_of(&as_bytes(&record)).queued_ns, Some(2_000_123_000));
     }
 
     #[test]

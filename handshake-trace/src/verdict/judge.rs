@@ -11,6 +11,10 @@ use crate::{
 /// A greeting later than this most likely outlasted the client's patience.
 const SLOW_GREETING_NS: u64 = 500_000_000;
 
+/// The least `connect_timeout` MariaDB and MySQL accept is 2 s (10 ms spared for the
+/// clocks): an ERR sooner than this after a read that found nothing is no timeout's.
+const LEAST_CONNECT_TIMEOUT_NS: u64 = 1_990_000_000;
+
 /// Judge a handshake. `open_at_end` = tracing stopped (or the process exited) before it ended.
 pub fn judge(h: &Handshake, open_at_end: bool) -> Judgement {
     let cause = cause(h, open_at_end);
@@ -218,19 +222,33 @@ fn timeout_wait(h: &Handshake) -> Option<TimeoutWait> {
 
 /// The socket tier sees no wait: the server's last read found nothing (EAGAIN: without
 /// blocking, or a blocking read whose SO_RCVTIMEO expired; or a blocking read
-/// interrupted), nothing came in after it, and the server closed, the client having
-/// neither closed nor reset. Waited: from that read to the close.
+/// interrupted), nothing came in after it, the client neither closed nor reset, and
+/// then the server closed, or sent an ERR no sooner than any server's connect_timeout
+/// can expire (a server that gives up waiting for a TLS ClientHello says so with ERR
+/// 1043; an ERR for bytes it read comes at once, and no byte came). Waited: from that
+/// read to the close, or to the ERR.
 fn socket_tier_timeout(h: &Handshake, read: LastRead, waiting_for: Awaited) -> Option<TimeoutWait> {
     let ev = &h.evidence;
     let SyscallResult::Err(e) = read.result else { return None };
     let found_nothing = e == Errno::EAGAIN || (e.is_interrupt() && !read.nonblocking);
-    if !found_nothing || !ev.closed || ev.client_fin || ev.client_rst {
+    if !found_nothing || ev.client_fin || ev.client_rst {
         return None;
     }
+    let waited_ns = match (&h.reply, h.reply_ns) {
+        (Some(Reply::Err(_)), Some(err_at)) => {
+            let waited = err_at.saturating_sub(read.ts_ns);
+            if waited < LEAST_CONNECT_TIMEOUT_NS {
+                return None;
+            }
+            waited
+        }
+        _ if ev.closed => h.end_ns.unwrap_or(read.ts_ns).saturating_sub(read.ts_ns),
+        _ => return None,
+    };
     Some(TimeoutWait {
         mechanism: WaitMechanism::NotSeen { read_error: e },
         timeout_ms: None,
-        waited_ns: h.end_ns.unwrap_or(read.ts_ns).saturating_sub(read.ts_ns),
+        waited_ns,
         waiting_for,
         // A SIGALRM generated for the handler during the handshake, before the read returned.
         signal_from: ev.sigalrm.filter(|a| a.ts_ns <= read.ts_ns && a.ts_ns >= h.accept_ns).map(|a| a.from_tid).filter(|t| *t != 0),
