@@ -13,7 +13,7 @@ mod tests;
 
 use std::net::{IpAddr, SocketAddr};
 
-pub use parse::{parse_command_line, parse_line, CommandLine, Line};
+pub use parse::{major_minor as parse_major_minor, parse_command_line, parse_line, CommandLine, Line};
 
 /// MariaDB 10.11's default `connect_timeout`, seconds.
 pub const DEFAULT_CONNECT_TIMEOUT_S: u64 = 10;
