@@ -382,11 +382,14 @@ pub enum NameLookup {
 }
 
 /// Whether name resolution (and the host cache) applies to this client of this server.
+/// Without the server's configuration (a server not named mysqld/mariadbd, a replay)
+/// nothing is ruled out but for Unix sockets: the rules below are MariaDB's and MySQL's.
 pub fn name_lookup(client: Option<SocketAddr>, unix: bool, cfg: Option<&ServerConfig>) -> NameLookup {
     if unix {
         return NameLookup::UnixSocket;
     }
-    if cfg.is_some_and(|c| c.skip_name_resolve.value) {
+    let Some(cfg) = cfg else { return NameLookup::Possible };
+    if cfg.skip_name_resolve.value {
         return NameLookup::SkippedByConfig;
     }
     match client.map(|a| a.ip()) {

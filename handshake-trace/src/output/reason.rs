@@ -4,8 +4,13 @@ use std::fmt::{self, Write};
 use super::names;
 use crate::support::escape::Escaped;
 use crate::{
+    config,
+    pipeline::{
+        host_errors::{Counts, WARN_PERCENT},
+        HostNote, HostWarning,
+    },
     protocol,
-    verdict::{Cause, ClientReport, LateGreeting, LostAt, TimeoutWait, WaitMechanism},
+    verdict::{Cause, ClientReport, LateGreeting, LostAt, TimeoutWait, Verdict, WaitMechanism},
 };
 
 fn ms(ns: u64) -> f64 {
@@ -146,4 +151,139 @@ pub fn client_report(r: &ClientReport) -> String {
             format!("ERROR 2013 (HY000): Lost connection to server at '{stage}', system error: {errno}")
         }
     }
+}
+
+/// Where a setting came from: "the server's command line", "/etc/mysql/my.cnf:12",
+/// "MariaDB's default", "--connect-timeout" (`flag`: the tracer's own flag for it).
+pub fn source(s: &config::Source, flag: &str) -> String {
+    match s {
+        config::Source::Default => "MariaDB 10.11's default: set nowhere".into(),
+        config::Source::CommandLine => "the server's command line".into(),
+        config::Source::File { path, line } => format!("{}:{line}", Escaped(path)),
+        config::Source::Flag => format!("this tracer's {flag}"),
+    }
+}
+
+/// "2 s (the server's command line)", with "raised to the minimum" when the server adjusted it.
+fn setting_s(s: &config::Setting<u64>, flag: &str) -> String {
+    let adjusted = if s.adjusted { ", adjusted into its range by the server" } else { "" };
+    format!("{} s ({}{adjusted})", s.value, source(&s.source, flag))
+}
+
+/// The server's connect_timeout beside the wait that ran out: what it is, where it was
+/// set, and whether the wait the syscalls showed agrees with it.
+pub fn connect_timeout(cfg: &config::ServerConfig, wait: &TimeoutWait) -> String {
+    let ct = &cfg.connect_timeout_s;
+    let configured = setting_s(ct, "--connect-timeout");
+    match wait.timeout_ms {
+        Some(ms) if ms == ct.value * 1000 => format!("the server's connect_timeout is {configured}: the timeout it waited with"),
+        Some(ms) => format!(
+            "the server waited with a {ms} ms timeout, not its connect_timeout of {configured} as read at start: \
+             changed since (SET GLOBAL connect_timeout), or another wait"
+        ),
+        None => format!(
+            "the server's connect_timeout is {configured} (as read at its start; SET GLOBAL may have changed it): \
+             it waits that long for each packet of the handshake"
+        ),
+    }
+}
+
+/// What keeps a server from a connection between its syscalls, without the causes
+/// the facts rule out: "(name resolution, a lock, CPU)".
+pub fn busy_elsewhere(lookup: config::NameLookup) -> &'static str {
+    match lookup {
+        config::NameLookup::Possible => "(name resolution, a lock, CPU)",
+        config::NameLookup::SkippedByConfig => "(a lock, CPU; not name resolution: the server runs with skip-name-resolve)",
+        config::NameLookup::Loopback => "(a lock, CPU; not name resolution: the server looks up no name for 127.0.0.1 or ::1)",
+        config::NameLookup::UnixSocket => "(a lock, CPU; not name resolution: a Unix-socket client has no address)",
+    }
+}
+
+fn verdict_note(verdict: Verdict, probe: bool, code: Option<u16>) -> String {
+    let mut s = names::verdict(verdict).to_string();
+    if probe {
+        s.push_str(" (port check)");
+    }
+    if let Some(code) = code {
+        let _ = write!(s, " (ERR {code} {})", protocol::error_name(code).unwrap_or("?"));
+    }
+    s
+}
+
+/// "4 server_timeout, 3 client_reset (port check)".
+pub fn verdict_counts(by: &[(Verdict, bool, u64)]) -> String {
+    by.iter().map(|(v, probe, n)| format!("{n} {}", verdict_note(*v, *probe, None))).collect::<Vec<_>>().join(", ")
+}
+
+/// How to unblock a host, and how not to be blocked again.
+pub const HOST_REMEDY: &str = "FLUSH HOSTS (or mariadb-admin flush-hosts) unblocks it now; a successful login from it resets its count; \
+     fix what fails (port checks and health checks that connect and close count too) or raise max_connect_errors";
+
+/// The lines that explain a counted handshake's host standing (`time` writes a trace
+/// time as the output shows times). Nothing for a count below [`WARN_PERCENT`] of the limit.
+pub fn host_note(note: &HostNote, host: Option<std::net::IpAddr>, time: &dyn Fn(u64) -> String) -> Vec<String> {
+    let host = host.map(|h| h.to_string()).unwrap_or_else(|| "this host".into());
+    let limit = format!("max_connect_errors {} ({})", note.limit.value, source(&note.limit.source, "--max-connect-errors"));
+    let since = match note.last_login_ns {
+        Some(t) => format!("since its last successful login at {}", time(t)),
+        None => "since its last successful login (none seen by this trace)".into(),
+    };
+    match note.counts {
+        Counts::Blocked => {
+            let mut lines = Vec::new();
+            if note.errors == 0 {
+                lines.push(format!(
+                    "blocked: the server refused {host} for reaching {limit}; this trace saw none of its errors \
+                     (they came before it started, or on another port)"
+                ));
+            } else {
+                let seen = if note.errors < note.limit.value {
+                    format!(", {} fewer than the limit: the rest came before this trace started, or on another port", note.limit.value - note.errors)
+                } else {
+                    String::new()
+                };
+                lines.push(format!("blocked: {host} reached {limit}: {} handshake error{} {since}{seen}:", note.errors, plural(note.errors)));
+                if note.older > 0 {
+                    lines.push(format!("  … {} earlier", note.older));
+                }
+                lines.extend(note.history.iter().map(|p| format!("  {} {}", time(p.at_ns), verdict_note(p.verdict, p.probe, p.code))));
+            }
+            lines.push(format!("remedy: {HOST_REMEDY}"));
+            lines
+        }
+        Counts::Error if note.errors * 100 >= note.limit.value * WARN_PERCENT => {
+            let next = if note.at_limit() {
+                "the server refuses its next connection with ERR 1129 (host blocked)".to_string()
+            } else {
+                let left = note.limit.value - note.errors;
+                format!("{left} more and the server blocks it (ERR 1129)")
+            };
+            vec![format!("host {host}: {} of {limit} handshake errors {since}: {next}", note.errors)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// A host nearing or at its server's max_connect_errors, as `watch` warns of it.
+pub fn host_warning(w: &HostWarning) -> String {
+    let limit = format!("max_connect_errors {} ({})", w.limit.value, source(&w.limit.source, "--max-connect-errors"));
+    let what = if w.at_limit {
+        "the server will refuse its next connection (ERR 1129, host blocked)".to_string()
+    } else {
+        format!("{} more and the server blocks it (ERR 1129)", w.limit.value.saturating_sub(w.errors))
+    };
+    format!(
+        "host {} has {} handshake error{} since its last successful login on pid {} ({}), {}% of {limit}: {what}; \
+         a successful login resets the count, FLUSH HOSTS clears it",
+        w.host,
+        w.errors,
+        plural(w.errors),
+        w.pid,
+        verdict_counts(&w.by_verdict),
+        w.errors * 100 / w.limit.value.max(1),
+    )
 }

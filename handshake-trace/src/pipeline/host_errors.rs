@@ -54,8 +54,8 @@ pub enum Counts {
 
 /// How the server counts this handshake for its host, or None when the host cache
 /// does not apply (loopback, a Unix socket, `skip-name-resolve`, no address).
-pub fn counts(h: &Handshake, cfg: Option<&ServerConfig>) -> Option<Counts> {
-    if config::name_lookup(h.client, h.unix, cfg) != NameLookup::Possible || h.client.is_none() {
+pub fn counts(h: &Handshake, cfg: &ServerConfig) -> Option<Counts> {
+    if config::name_lookup(h.client, h.unix, Some(cfg)) != NameLookup::Possible || h.client.is_none() {
         return None;
     }
     let j = h.judgement.as_ref()?;
@@ -181,7 +181,7 @@ impl HostErrors {
 
     /// Count a finished handshake; what it did to its host, for the output.
     pub fn record(&mut self, h: &Handshake, cfg: &ServerConfig) -> Option<HostNote> {
-        let counts = counts(h, Some(cfg))?;
+        let counts = counts(h, cfg)?;
         let host = h.client?.ip();
         let key = (h.pid, host);
         let at_ns = h.end_ns.unwrap_or(h.accept_ns);
@@ -322,20 +322,20 @@ mod tests {
     #[test]
     fn what_the_server_counts() {
         let cfg = ServerConfig::default();
-        assert_eq!(counts(&from(poll_timeout_events(), HOST), Some(&cfg)), Some(Counts::Error));
-        assert_eq!(counts(&from(ok_login_events(), HOST), Some(&cfg)), Some(Counts::Reset));
-        assert_eq!(counts(&from(wrong_password_events(), HOST), Some(&cfg)), Some(Counts::Neither), "a refused password is counted apart");
-        assert_eq!(counts(&from(blocked_events(), HOST), Some(&cfg)), Some(Counts::Blocked));
+        assert_eq!(counts(&from(poll_timeout_events(), HOST), &cfg), Some(Counts::Error));
+        assert_eq!(counts(&from(ok_login_events(), HOST), &cfg), Some(Counts::Reset));
+        assert_eq!(counts(&from(wrong_password_events(), HOST), &cfg), Some(Counts::Neither), "a refused password is counted apart");
+        assert_eq!(counts(&from(blocked_events(), HOST), &cfg), Some(Counts::Blocked));
     }
 
     #[test]
     fn hosts_the_cache_does_not_follow_are_not_counted() {
         let skip = ServerConfig { skip_name_resolve: Setting { value: true, source: Source::CommandLine, adjusted: false }, ..ServerConfig::default() };
-        assert_eq!(counts(&from(poll_timeout_events(), HOST), Some(&skip)), None);
-        assert_eq!(counts(&from(poll_timeout_events(), "127.0.0.1:40000"), None), None);
+        assert_eq!(counts(&from(poll_timeout_events(), HOST), &skip), None);
+        assert_eq!(counts(&from(poll_timeout_events(), "127.0.0.1:40000"), &ServerConfig::default()), None);
         let mut unix = from(poll_timeout_events(), HOST);
         unix.unix = true;
-        assert_eq!(counts(&unix, None), None);
+        assert_eq!(counts(&unix, &ServerConfig::default()), None);
     }
 
     #[test]

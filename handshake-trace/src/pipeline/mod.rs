@@ -211,9 +211,10 @@ impl<'a> Pipeline<'a> {
     /// Its server's configuration, and how its host counted it, go with the handshake.
     fn annotate(&mut self, h: &mut Handshake) {
         h.server_config = self.configs.get(&h.pid).or(self.assumed_config.as_ref()).cloned();
-        let default = ServerConfig::default();
-        let cfg = h.server_config.clone();
-        h.host_errors = self.hosts.record(h, cfg.as_deref().unwrap_or(&default)).map(Box::new);
+        // Only a server known to be MariaDB or MySQL (its configuration read) has a host cache.
+        if let Some(cfg) = h.server_config.clone() {
+            h.host_errors = self.hosts.record(h, &cfg).map(Box::new);
+        }
     }
 
     fn deliver(&mut self, h: &mut Handshake) -> Result<()> {
