@@ -67,6 +67,9 @@ struct AgentObserver {
     flight: Option<Rc<RefCell<FlightRecorder>>>,
     flight_evictions: u64,
     http: Arc<http::State>,
+    /// For /hosts' times, and how many hosts it lists.
+    clock: Clock,
+    hosts_k: usize,
 }
 
 impl AgentObserver {
@@ -85,6 +88,9 @@ impl AgentObserver {
                 self.flight_evictions = f.evictions;
             }
             None => self.metrics.table(Table::FlightBuffer, 0, 0, 0),
+        }
+        if let Ok(mut hosts) = self.http.hosts.lock() {
+            *hosts = crate::export::hosts::report(&h.hosts, self.hosts_k, &self.clock);
         }
     }
 }
@@ -140,9 +146,9 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     }
     let (metrics, registry) = Metrics::new();
     let top = Arc::new(Mutex::new(TopClients::new(opts.top_k, opts.top_window_s)));
-    let state = Arc::new(http::State { registry, ready: AtomicBool::new(false), top: Arc::clone(&top) });
+    let state = Arc::new(http::State { registry, ready: AtomicBool::new(false), top: Arc::clone(&top), hosts: Default::default() });
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listen on {}", opts.listen))?;
-    writeln!(log, "Serving /metrics /healthz /readyz /top on http://{}", listener.local_addr()?)?;
+    writeln!(log, "Serving /metrics /healthz /readyz /top /hosts on http://{}", listener.local_addr()?)?;
     let server = tokio::spawn(http::serve(listener, Arc::clone(&state)));
 
     // Made before attaching, so a log file that cannot be opened fails at once; the
@@ -161,8 +167,17 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     if let Some(f) = &flight {
         sinks.push(Box::new(FlightSink(Rc::clone(f))));
     }
-    let mut observer =
-        AgentObserver { metrics, health: HealthExport::default(), top, top_evictions: 0, flight, flight_evictions: 0, http: Arc::clone(&state) };
+    let mut observer = AgentObserver {
+        metrics,
+        health: HealthExport::default(),
+        top,
+        top_evictions: 0,
+        flight,
+        flight_evictions: 0,
+        http: Arc::clone(&state),
+        clock,
+        hosts_k: opts.top_k,
+    };
     // The roll-up is the top-K's summary in the log, once a window.
     let watch_opts = WatchOptions { rollup_secs: Some(opts.top_window_s.max(1)), ..opts.watch.clone() };
     let summary = watch::live(

@@ -29,6 +29,8 @@ pub struct State {
     /// Set once the programs are attached (/readyz).
     pub ready: AtomicBool,
     pub top: Arc<Mutex<TopClients>>,
+    /// The hosts nearest their server's max_connect_errors (/hosts), as of the last second.
+    pub hosts: Mutex<super::hosts::HostsReport>,
 }
 
 /// Serve `listener` until the runtime stops (one task per connection).
@@ -90,7 +92,21 @@ fn respond<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
                 Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "encoding failed\n"),
             }
         }
-        _ => reply(StatusCode::NOT_FOUND, TEXT, "endpoints: /metrics /healthz /readyz /top\n"),
+        "/hosts" => hosts_reply(state),
+        _ => reply(StatusCode::NOT_FOUND, TEXT, "endpoints: /metrics /healthz /readyz /top /hosts\n"),
+    }
+}
+
+/// /hosts: the client hosts nearest their server's max_connect_errors, as JSON.
+fn hosts_reply(state: &State) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let body = match state.hosts.lock() {
+        Ok(report) => serde_json::to_vec(&*report),
+        Err(_) => return reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "hosts unavailable\n"),
+    };
+    match body {
+        Ok(body) => reply(StatusCode::OK, "application/json", body),
+        Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "encoding failed\n"),
     }
 }
 

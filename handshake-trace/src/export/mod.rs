@@ -6,6 +6,7 @@
 //! (process.rs, /proc/self only); the rest is pure and unit-tested.
 pub mod abnormal_log;
 pub mod flight;
+pub mod hosts;
 pub mod http;
 pub mod metrics;
 pub mod process;

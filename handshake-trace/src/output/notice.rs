@@ -47,7 +47,8 @@ pub fn events_lost(now: &Counters, before: &Counters) -> String {
     let ring = now.lost_ringbuf.saturating_sub(before.lost_ringbuf);
     let map = now.lost_mapfull.saturating_sub(before.lost_mapfull);
     let head = format!("{} events lost so far ({} ring buffer full, {} map full)", now.lost(), now.lost_ringbuf, now.lost_mapfull);
-    format!("{head}; {}", loss_advice(ring, map))
+    let new = if before.lost() > 0 { "the new ones " } else { "" };
+    format!("{head}; {new}{}", loss_advice(ring, map))
 }
 
 /// What to do about `ring` records lost to a full ring buffer and `map` to a full map.
@@ -60,7 +61,7 @@ pub fn loss_advice(ring: u64, map: u64) -> String {
     );
     match (ring > 0, map > 0) {
         (true, false) => ring_advice.to_string(),
-        (false, true) => format!("the new ones were all map full: {map_advice}"),
+        (false, true) => format!("all map full: {map_advice}"),
         (true, true) => format!("ring buffer: {ring_advice}; maps: {map_advice}"),
         (false, false) => "none new".to_string(),
     }
@@ -68,9 +69,14 @@ pub fn loss_advice(ring: u64, map: u64) -> String {
 
 /// A server's configuration as the tracer read it: the values its verdicts depend on.
 pub fn server_config(pid: u32, cfg: &ServerConfig) -> String {
+    format!("pid {pid}: {}", server_config_values(cfg))
+}
+
+/// "connect_timeout 2 s (the server's command line), max_connect_errors …".
+pub fn server_config_values(cfg: &ServerConfig) -> String {
     let skip = &cfg.skip_name_resolve;
     let mut s = format!(
-        "pid {pid}: connect_timeout {} s ({}), max_connect_errors {} ({}), skip-name-resolve {} ({})",
+        "connect_timeout {} s ({}), max_connect_errors {} ({}), skip-name-resolve {} ({})",
         cfg.connect_timeout_s.value,
         reason::source(&cfg.connect_timeout_s.source, "--connect-timeout"),
         cfg.max_connect_errors.value,
@@ -172,7 +178,7 @@ mod tests {
         // Old ring losses, new map losses: the advice is about the new ones.
         let later = Counters { lost_ringbuf: 5, lost_mapfull: 2, ..Counters::default() };
         let t = events_lost(&later, &ring_only);
-        assert!(t.contains("the new ones were all map full") && !t.contains("raise --ringbuf-kb"), "{t}");
+        assert!(t.contains("the new ones all map full") && !t.contains("raise --ringbuf-kb"), "{t}");
         let both = events_lost(&later, &before);
         assert!(both.contains("raise --ringbuf-kb") && both.contains("does not help"), "{both}");
     }

@@ -50,7 +50,7 @@ fn write_reason(cause: &Cause, f: &mut String) -> fmt::Result {
         Cause::NotSeenToEnd => f.write_str("not seen to end"),
         Cause::ServerExited => f.write_str("the server process exited mid-handshake"),
         Cause::EventsLost => f.write_str(
-            "kernel events were lost while this handshake was open (the ring buffer was full): not judged from what is left",
+            "kernel events were lost while this handshake was open (the ring buffer or a map was full): not judged from what is left",
         ),
         Cause::PacketsUnseen => f.write_str(
             "its socket was outside the cgroup the packet programs watched (the server was moved to another cgroup after \
