@@ -164,26 +164,29 @@ pub fn source(s: &config::Source, flag: &str) -> String {
     }
 }
 
-/// "2 s (the server's command line)", with "raised to the minimum" when the server adjusted it.
-fn setting_s(s: &config::Setting<u64>, flag: &str) -> String {
+/// "2 s (the server's command line{more})", noting when the server adjusted the value.
+fn setting_s(s: &config::Setting<u64>, flag: &str, more: &str) -> String {
     let adjusted = if s.adjusted { ", adjusted into its range by the server" } else { "" };
-    format!("{} s ({}{adjusted})", s.value, source(&s.source, flag))
+    format!("{} s ({}{adjusted}{more})", s.value, source(&s.source, flag))
 }
 
 /// The server's connect_timeout beside the wait that ran out: what it is, where it was
 /// set, and whether the wait the syscalls showed agrees with it.
 pub fn connect_timeout(cfg: &config::ServerConfig, wait: &TimeoutWait) -> String {
     let ct = &cfg.connect_timeout_s;
-    let configured = setting_s(ct, "--connect-timeout");
+    let flag = "--connect-timeout";
     match wait.timeout_ms {
-        Some(ms) if ms == ct.value * 1000 => format!("the server's connect_timeout is {configured}: the timeout it waited with"),
+        Some(ms) if ms == ct.value * 1000 => {
+            format!("the server's connect_timeout is {}: the timeout it waited with", setting_s(ct, flag, ""))
+        }
         Some(ms) => format!(
-            "the server waited with a {ms} ms timeout, not its connect_timeout of {configured} as read at start: \
-             changed since (SET GLOBAL connect_timeout), or another wait"
+            "the server waited with a {ms} ms timeout, not its connect_timeout of {}: \
+             changed since (SET GLOBAL connect_timeout), or another wait",
+            setting_s(ct, flag, ", as read at its start")
         ),
         None => format!(
-            "the server's connect_timeout is {configured} (as read at its start; SET GLOBAL may have changed it): \
-             it waits that long for each packet of the handshake"
+            "the server's connect_timeout is {}: it waits that long for each packet of the handshake",
+            setting_s(ct, flag, "; as read at its start, SET GLOBAL may have changed it")
         ),
     }
 }
