@@ -146,3 +146,39 @@ fn option_files_give_the_settings_and_rule_out_name_resolution() {
     let late = evidence.iter().find(|e| e.starts_with("greeting sent only at")).unwrap_or_else(|| panic!("{frozen:#}"));
     assert!(late.ends_with("(a lock, CPU; not name resolution: the server runs with skip-name-resolve)"), "{late}");
 }
+
+#[test]
+fn the_agent_serves_the_hosts_nearest_max_connect_errors_on_hosts() {
+    let Some(bin) = ready("the_agent_serves_the_hosts_nearest_max_connect_errors_on_hosts") else { return };
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, extra_args: vec!["--max-connect-errors=10".into()], ..Default::default() })
+        .expect("start MariaDB");
+    let listen = free_addr();
+    let log = std::env::temp_dir().join(format!("ht-hosts-{}.log", std::process::id()));
+    let tracer = Tracer::start(&bin, &["agent", "-p", &db.pid().to_string(), "--listen", &listen.to_string(), "--log", log.to_str().unwrap(), "--top-k", "2"]);
+    // 127.0.0.2: three port checks; 127.0.0.3: one, then a login that resets it; 127.0.0.4: one.
+    for (host, n) in [([127, 0, 0, 2], 3), ([127, 0, 0, 3], 1), ([127, 0, 0, 4], 1)] {
+        for _ in 0..n {
+            drop(connect_from(host, db.addr()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(lab_login_on(connect_from([127, 0, 0, 3], db.addr()), true).expect("login"), "the right password was refused");
+    let mut body = String::new();
+    let listed = eventually(Duration::from_secs(10), || {
+        body = http_get(listen, "/hosts").map(|(_, b)| b).unwrap_or_default();
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        v["hosts"].as_array().is_some_and(|h| h.len() == 2)
+    });
+    let metrics = http_get(listen, "/metrics").map(|(_, m)| m).expect("/metrics");
+    let out = tracer.stop();
+    let _ = std::fs::remove_file(&log);
+    assert!(listed, "/hosts never listed two hosts: {body}\n{}", out.stderr_text());
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let hosts = v["hosts"].as_array().unwrap();
+    assert_eq!((hosts[0]["host"].as_str(), hosts[0]["errors"].as_u64(), hosts[0]["percent"].as_u64()), (Some("127.0.0.2"), Some(3), Some(30)), "{body}");
+    assert_eq!((hosts[0]["max_connect_errors"].as_u64(), hosts[0]["port_checks"].as_u64()), (Some(10), Some(3)), "{body}");
+    assert_eq!(hosts[1]["host"], "127.0.0.4", "the login reset 127.0.0.3: {body}");
+    assert_eq!(v["hosts_with_errors"], 2, "{body}");
+    // Never a metric label per client address.
+    assert!(metrics.contains("handshake_trace_") && !metrics.contains("127.0.0.2"), "{metrics}");
+}
