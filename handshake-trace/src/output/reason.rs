@@ -261,7 +261,8 @@ pub fn host_note(note: &HostNote, host: Option<std::net::IpAddr>, time: &dyn Fn(
                 let left = note.limit.value - note.errors;
                 format!("{left} more and the server blocks it (ERR 1129)")
             };
-            vec![format!("host {host}: {} of {limit} handshake errors {since}: {next}", note.errors)]
+            let who = if host == "this host" { host } else { format!("host {host}") };
+            vec![format!("{who}: {} of {limit} handshake errors {since}: {next}", note.errors)]
         }
         _ => Vec::new(),
     }
@@ -289,4 +290,72 @@ pub fn host_warning(w: &HostWarning) -> String {
         verdict_counts(&w.by_verdict),
         w.errors * 100 / w.limit.value.max(1),
     )
+}
+
+#[cfg(test)]
+mod config_words {
+    use super::*;
+    use crate::{
+        config::{NameLookup, ServerConfig, Setting, Source},
+        pipeline::host_errors::PastError,
+        verdict::Awaited,
+    };
+
+    fn wait(timeout_ms: Option<u64>) -> TimeoutWait {
+        TimeoutWait { mechanism: WaitMechanism::Poll, timeout_ms, waited_ns: 2_000_000_000, waiting_for: Awaited::Login, signal_from: None }
+    }
+
+    #[test]
+    fn connect_timeout_is_named_with_its_source_and_checked_against_the_wait() {
+        let cfg = ServerConfig { connect_timeout_s: Setting { value: 2, source: Source::CommandLine, adjusted: false }, ..ServerConfig::default() };
+        assert_eq!(connect_timeout(&cfg, &wait(Some(2000))), "the server's connect_timeout is 2 s (the server's command line): the timeout it waited with");
+        let other = connect_timeout(&cfg, &wait(Some(5000)));
+        assert!(other.starts_with("the server waited with a 5000 ms timeout, not its connect_timeout of 2 s"), "{other}");
+        let socket = connect_timeout(&ServerConfig::default(), &wait(None));
+        assert!(socket.starts_with("the server's connect_timeout is 10 s (MariaDB 10.11's default: set nowhere; as read at its start"), "{socket}");
+        let adjusted = ServerConfig { connect_timeout_s: Setting { value: 2, source: Source::Flag, adjusted: true }, ..ServerConfig::default() };
+        assert!(connect_timeout(&adjusted, &wait(None)).contains("2 s (this tracer's --connect-timeout, adjusted into its range by the server;"));
+    }
+
+    #[test]
+    fn busy_elsewhere_names_no_ruled_out_cause() {
+        assert!(busy_elsewhere(NameLookup::Possible).contains("name resolution, a lock"));
+        for l in [NameLookup::SkippedByConfig, NameLookup::Loopback, NameLookup::UnixSocket] {
+            let s = busy_elsewhere(l);
+            assert!(s.starts_with("(a lock, CPU; not name resolution"), "{s}");
+        }
+    }
+
+    #[test]
+    fn a_block_lists_what_was_seen_and_says_what_was_not() {
+        let limit = Setting { value: 3, source: Source::CommandLine, adjusted: false };
+        let e = |at_ns, verdict, probe, code| PastError { at_ns, verdict, probe, code };
+        let time = |ns: u64| format!("t{}", ns / 1_000_000);
+        let note = HostNote {
+            counts: Counts::Blocked,
+            errors: 2,
+            limit: limit.clone(),
+            history: vec![e(1_000_000, Verdict::ClientReset, true, None), e(2_000_000, Verdict::ServerError, false, Some(1043))],
+            older: 0,
+            last_login_ns: None,
+        };
+        let lines = host_note(&note, Some("10.0.0.9".parse().unwrap()), &time);
+        assert_eq!(
+            lines[0],
+            "blocked: 10.0.0.9 reached max_connect_errors 3 (the server's command line): 2 handshake errors since its last successful login \
+             (none seen by this trace), 1 fewer than the limit: the rest came before this trace started, or on another port:"
+        );
+        assert_eq!(lines[1..3], ["  t1 client_reset (port check)".to_string(), "  t2 server_error (ERR 1043 ER_HANDSHAKE_ERROR)".to_string()]);
+        assert!(lines[3].starts_with("remedy: FLUSH HOSTS"));
+        let unseen = host_note(&HostNote { errors: 0, history: vec![], ..note.clone() }, None, &time);
+        assert!(unseen[0].contains("this trace saw none of its errors"), "{unseen:?}");
+        // Below 80 %: nothing in the timeline (the JSON still has it).
+        let low = HostNote { counts: Counts::Error, errors: 1, limit: Setting { value: 10, ..limit }, history: vec![], older: 0, last_login_ns: Some(5_000_000) };
+        assert!(host_note(&low, None, &time).is_empty());
+        let near = HostNote { errors: 8, ..low };
+        assert_eq!(
+            host_note(&near, None, &time),
+            ["this host: 8 of max_connect_errors 10 (the server's command line) handshake errors since its last successful login at t5: 2 more and the server blocks it (ERR 1129)"]
+        );
+    }
 }
