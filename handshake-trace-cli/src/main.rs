@@ -252,7 +252,29 @@ struct WatchArgs {
     #[command(flatten)]
     capture: CaptureArgs,
     #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
     output: OutputArgs,
+}
+
+/// The servers' own settings the verdicts depend on, when they should not be read from
+/// their command line and option files (watch, record, agent, analyze).
+#[derive(clap::Args, Clone)]
+struct ServerArgs {
+    /// The servers' connect_timeout in seconds, over what their command line and option
+    /// files say (the tracer reads those itself; SET GLOBAL changes it without either).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(2..=31_536_000))]
+    connect_timeout: Option<u64>,
+    /// The servers' max_connect_errors, over what their command line and option files say:
+    /// the handshake errors from one client host before the server blocks it (ERR 1129).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4_294_967_295))]
+    max_connect_errors: Option<u64>,
+}
+
+impl ServerArgs {
+    fn overrides(&self) -> handshake_trace::config::Overrides {
+        handshake_trace::config::Overrides { connect_timeout_s: self.connect_timeout, max_connect_errors: self.max_connect_errors }
+    }
 }
 
 impl WatchArgs {
@@ -260,6 +282,7 @@ impl WatchArgs {
         Ok(watch::WatchOptions {
             pids: PidList::flatten(&self.pids)?,
             port: self.port,
+            server: self.server.overrides(),
             record,
             ..self.capture.options(self.output.options())?
         })
@@ -429,6 +452,8 @@ struct AgentArgs {
     top_users: bool,
     #[command(flatten)]
     capture: CaptureArgs,
+    #[command(flatten)]
+    server: ServerArgs,
     /// The agent's scheduling niceness (-20..19; 0 leaves it as started): a little above
     /// the host's other work by default, so a busy machine does not starve the reader of
     /// the ring buffer (events lost). Needs CAP_SYS_NICE to go below the inherited value;
@@ -447,6 +472,7 @@ impl AgentArgs {
             watch: watch::WatchOptions {
                 pids: PidList::flatten(&self.pids)?,
                 port: self.port,
+                server: self.server.overrides(),
                 ..self.capture.options(watch::WatchOptions::default())?
             },
             nice: self.nice,
@@ -506,6 +532,9 @@ enum Command {
         /// Keep only connections accepted on this local port.
         #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
         port: Option<u16>,
+        /// A trace file does not hold the server's configuration: give what matters here.
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Check that tracing can work here; list the MySQL servers found.
     Doctor,
@@ -657,9 +686,9 @@ async fn run(cli: Cli) -> Result<i32> {
             writeln!(stderr, "Trace written to {} (secrets zeroed); replay it with: handshake-trace analyze {}", output.display(), output.display())?;
             Ok(0)
         }
-        Command::Analyze { file, output, port } => {
+        Command::Analyze { file, output, port, server } => {
             let trace = analyze::read(&file)?;
-            let opts = watch::WatchOptions { port, ..output.options() };
+            let opts = watch::WatchOptions { port, server: server.overrides(), ..output.options() };
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout);
             let summary = analyze::analyze(&trace, &opts, &mut stdout, &mut stderr)?;
             stdout.flush()?;

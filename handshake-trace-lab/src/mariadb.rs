@@ -29,11 +29,13 @@ pub struct MariaDbOptions {
     /// A cgroup v2 directory the server joins before it starts (as a systemd service
     /// does): see [`crate::cgroup::Cgroup`]. None: the caller's cgroup.
     pub cgroup: Option<PathBuf>,
+    /// Start the server with `--defaults-file=` this option file instead of `--no-defaults`.
+    pub defaults_file: Option<PathBuf>,
 }
 
 impl Default for MariaDbOptions {
     fn default() -> Self {
-        Self { port: 0, connect_timeout: 10, max_connections: None, tls: false, extra_args: Vec::new(), cgroup: None }
+        Self { port: 0, connect_timeout: 10, max_connections: None, tls: false, extra_args: Vec::new(), cgroup: None, defaults_file: None }
     }
 }
 
@@ -100,8 +102,11 @@ impl MariaDb {
         }
 
         let mut cmd = Command::new(&server);
-        cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
+        match &opts.defaults_file {
+            Some(f) => cmd.arg(format!("--defaults-file={}", f.display())),
+            None => cmd.arg("--no-defaults"),
+        };
+        cmd.arg(format!("--datadir={}", data.display()))
             .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", db.socket().display()))
             .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))

@@ -18,6 +18,7 @@
 //! `output`, `pipeline`, `recording`, `support`.
 pub mod capture;
 pub mod commands;
+pub mod config;
 pub mod correlate;
 pub mod events;
 pub mod export;

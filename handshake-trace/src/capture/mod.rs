@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod privileges;
 pub mod offsets;
 pub mod probes;
+pub mod server_config;
 pub mod set_state;
 pub mod socket_io;
 pub mod targets;

@@ -73,6 +73,9 @@ struct AgentObserver {
     flight: Option<Rc<RefCell<FlightRecorder>>>,
     flight_evictions: u64,
     http: Arc<http::State>,
+    /// For /hosts' times, and how many hosts it lists.
+    clock: Clock,
+    hosts_k: usize,
 }
 
 impl AgentObserver {
@@ -91,6 +94,9 @@ impl AgentObserver {
                 self.flight_evictions = f.evictions;
             }
             None => self.metrics.table(Table::FlightBuffer, 0, 0, 0),
+        }
+        if let Ok(mut hosts) = self.http.hosts.lock() {
+            *hosts = crate::export::hosts::report(&h.hosts, self.hosts_k, &self.clock);
         }
     }
 }
@@ -162,12 +168,13 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     let state = Arc::new(http::State { registry, ready: AtomicBool::new(false), top: Arc::clone(&top),
         metrics: metrics.clone(),
         rate: Mutex::new(crate::export::abnormal_log::TokenBucket::new(opts.web_rate)),
+        hosts: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listen on {}", opts.listen))?;
     let web = opts.http.web.as_ref();
     let scheme = if web.is_some_and(|w| w.tls.is_some()) { "https" } else { "http" };
     let auth = if web.is_some_and(|w| !w.users.is_empty()) { " (basic authentication)" } else { "" };
-    writeln!(log, "Serving /metrics /healthz /readyz /top on {scheme}://{}{auth}", listener.local_addr()?)?;
+    writeln!(log, "Serving /metrics /healthz /readyz /top /hosts on {scheme}://{}{auth}", listener.local_addr()?)?;
     let server = tokio::spawn(http::serve(listener, Arc::clone(&state), http_opts));
 
     // Made before attaching, so a log file that cannot be opened fails at once; the
@@ -186,8 +193,17 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     if let Some(f) = &flight {
         sinks.push(Box::new(FlightSink(Rc::clone(f))));
     }
-    let mut observer =
-        AgentObserver { metrics, health: HealthExport::default(), top, top_evictions: 0, flight, flight_evictions: 0, http: Arc::clone(&state) };
+    let mut observer = AgentObserver {
+        metrics,
+        health: HealthExport::default(),
+        top,
+        top_evictions: 0,
+        flight,
+        flight_evictions: 0,
+        http: Arc::clone(&state),
+        clock,
+        hosts_k: opts.top_k,
+    };
     // The roll-up is the top-K's summary in the log, once a window.
     let watch_opts = WatchOptions { rollup_secs: Some(opts.top_window_s.max(1)), ..opts.watch.clone() };
     let summary = watch::live(

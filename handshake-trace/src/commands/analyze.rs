@@ -37,6 +37,12 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
         )?;
     }
     let mut pipeline = Pipeline::new(opts.pipeline()).with_sink(Printer::new(opts.print(), Clock::with_offset(h.clock_offset_ns), &mut *out));
+    // A trace file does not hold the server's configuration: the operator's flags, if given.
+    if opts.server != crate::config::Overrides::default() {
+        let cfg = crate::config::ServerConfig::from_overrides(opts.server);
+        writeln!(log, "Assumed for every server of the trace: {}", crate::output::notice::server_config_values(&cfg))?;
+        pipeline.assume_config(std::sync::Arc::new(cfg));
+    }
     // Recordings made since batches were written replay in the same batches.
     if trace.items.iter().any(|i| matches!(i, TraceItem::Drained { .. })) {
         pipeline = pipeline.in_batches();
@@ -74,6 +80,9 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
             TraceItem::Drained { lost, cut: false } => pipeline.batch_end(*lost > 0)?,
             TraceItem::Drained { lost, cut: true } => pipeline.slice_end(*lost > 0)?,
             TraceItem::Addrs { .. } | TraceItem::Listener { .. } | TraceItem::End(_) => {}
+        }
+        for w in pipeline.host_warnings() {
+            writeln!(log, "WARNING: {}", crate::output::reason::host_warning(&w))?;
         }
     }
     let end = trace.end();

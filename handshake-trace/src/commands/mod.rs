@@ -3,6 +3,7 @@ pub mod agent;
 pub mod analyze;
 pub mod doctor;
 pub mod options;
+pub mod server_facts;
 pub mod watch;
 
 pub use options::WatchOptions;

@@ -44,6 +44,9 @@ pub struct WatchOptions {
     pub term: Terminal,
     /// Width and dates of the notices and the summary (stderr).
     pub notices: Terminal,
+    /// The operator's connect_timeout and max_connect_errors, over what the servers'
+    /// command lines and option files say (`--connect-timeout`, `--max-connect-errors`).
+    pub server: crate::config::Overrides,
 }
 
 impl WatchOptions {

@@ -60,7 +60,8 @@ struct Tracer<'o> {
     targets: Targets,
     recorder: Option<Recorder>,
     undecodable: u64,
-    reported_lost: u64,
+    /// The counters when losses were last reported.
+    reported_lost: Counters,
     /// Lost records already accounted to a batch.
     lost_seen: u64,
     /// The last batch stopped at its bound.
@@ -165,6 +166,7 @@ impl Tracer<'_> {
             pipeline.batch_end(lost_now > 0)?;
         }
         pipeline.flush()?;
+        super::server_facts::warn_hosts(pipeline, self.opts, log)?;
         Ok(records)
     }
 
@@ -192,6 +194,9 @@ impl Tracer<'_> {
         let changes = self.targets.refresh(&mut self.probes);
         for (pid, name) in &changes.adopted {
             notice::say(log, &self.opts.notices, Level::Notice, &notice::adopted(*pid, name))?;
+            if let Some(s) = self.targets.live.get(pid) {
+                super::server_facts::adopt(s, self.opts, pipeline, log)?;
+            }
         }
         for (pid, name, why) in &changes.refused {
             notice::say(log, &self.opts.notices, Level::Warning, &refused_notice(*pid, name, why))?;
@@ -223,16 +228,10 @@ impl Tracer<'_> {
         self.say_packets_place(log)?;
         self.probes.flush_logs();
         let c = self.probes.counters()?;
-        if c.lost() > self.reported_lost {
-            let text = format!(
-                "{} events lost so far ({} ring buffer full, {} map full); raise --ringbuf-kb",
-                c.lost(),
-                c.lost_ringbuf,
-                c.lost_mapfull
-            );
-            notice::say(log, &self.opts.notices, Level::Warning, &text)?;
+        if c.lost() > self.reported_lost.lost() {
+            notice::say(log, &self.opts.notices, Level::Warning, &notice::events_lost(&c, &self.reported_lost))?;
         }
-        self.reported_lost = c.lost();
+        self.reported_lost = c;
         Ok(())
     }
 }
@@ -255,7 +254,12 @@ pub struct Health {
     pub refused: BTreeMap<RefuseReason, u64>,
     /// Times /proc could not say whether a target lives (it was kept, and asked again).
     pub proc_unknown: u64,
+    /// The client hosts nearest their server's max_connect_errors (at most [`HOSTS_REPORTED`]).
+    pub hosts: Vec<crate::pipeline::HostStanding>,
 }
+
+/// Hosts near their server's max_connect_errors reported in [`Health`] at most.
+pub const HOSTS_REPORTED: usize = 100;
 
 /// Told of the live loop's progress; `watch` has nothing to tell (`()`).
 pub trait Observer {
@@ -284,6 +288,7 @@ impl Tracer<'_> {
             tables: pipeline.tables(),
             refused: self.targets.refusals.clone(),
             proc_unknown: self.targets.proc_unknown,
+            hosts: pipeline.hosts_nearest(HOSTS_REPORTED),
         })
     }
 }
@@ -413,13 +418,16 @@ pub async fn live<'s>(
         targets,
         recorder,
         undecodable: 0,
-        reported_lost: 0,
+        reported_lost: Counters::default(),
         lost_seen: 0,
         last_cut: false,
         unseen_unix,
         packets_said: None,
     };
     let mut pipeline = sinks(&clock).into_iter().fold(Pipeline::new(opts.pipeline()).in_batches(), Pipeline::with_boxed_sink);
+    for s in tracer.targets.live.values() {
+        super::server_facts::adopt(s, opts, &mut pipeline, log)?;
+    }
     let on_port = opts.port.map(|p| format!(" on port {p}")).unwrap_or_default();
     if let Some(notice) = crate::output::text::capture_notice(tracer.probes.capture) {
         writeln!(log, "{}", opts.notices.fold(notice, 4))?;

@@ -146,6 +146,12 @@ pub struct Handshake {
     pub evidence: Evidence,
     /// Set when the handshake is concluded.
     pub judgement: Option<Judgement>,
+    /// Its server's configuration (connect_timeout, max_connect_errors, ...), when the
+    /// caller knew it: set by the pipeline as the handshake goes out.
+    pub server_config: Option<std::sync::Arc<crate::config::ServerConfig>>,
+    /// How the server's host cache counted it toward `max_connect_errors`, and the host's
+    /// errors so far: set by the pipeline as the handshake goes out (None: not counted).
+    pub host_errors: Option<Box<crate::pipeline::HostNote>>,
     from_client: PacketStream,
     from_server: PacketStream,
 }
@@ -207,6 +213,8 @@ impl Handshake {
             end_ns: None,
             evidence: Evidence { packets_unseen: a.packets_unseen, ..Evidence::default() },
             judgement: None,
+            server_config: None,
+            host_errors: None,
             from_client: PacketStream::new(),
             from_server: PacketStream::new(),
         }

@@ -83,6 +83,8 @@ pub struct State {
     pub metrics: Metrics,
     /// /metrics and /top answered a second at most (they cost the agent's one thread).
     pub rate: Mutex<TokenBucket>,
+    /// The hosts nearest their server's max_connect_errors (/hosts), as of the last second.
+    pub hosts: Mutex<super::hosts::HostsReport>,
 }
 
 /// One open connection, as the cap sees it.
@@ -285,7 +287,21 @@ fn respond<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
                 Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "encoding failed\n"),
             }
         }
-        _ => reply(StatusCode::NOT_FOUND, TEXT, "endpoints: /metrics /healthz /readyz /top\n"),
+        "/hosts" => hosts_reply(state),
+        _ => reply(StatusCode::NOT_FOUND, TEXT, "endpoints: /metrics /healthz /readyz /top /hosts\n"),
+    }
+}
+
+/// /hosts: the client hosts nearest their server's max_connect_errors, as JSON.
+fn hosts_reply(state: &State) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let body = match state.hosts.lock() {
+        Ok(report) => serde_json::to_vec(&*report),
+        Err(_) => return reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "hosts unavailable\n"),
+    };
+    match body {
+        Ok(body) => reply(StatusCode::OK, "application/json", body),
+        Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "encoding failed\n"),
     }
 }
 

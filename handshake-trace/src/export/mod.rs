@@ -7,6 +7,7 @@
 pub mod abnormal_log;
 pub mod files;
 pub mod flight;
+pub mod hosts;
 pub mod http;
 pub mod metrics;
 pub mod process;

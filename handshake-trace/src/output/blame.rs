@@ -3,6 +3,7 @@
 //! the client"). Rules: verdict/blame.rs, docs/verdicts.md "Blame".
 use super::names;
 use crate::{
+    config::NameLookup,
     protocol,
     verdict::{Attribution, Evidence, Finding, Judgement},
 };
@@ -59,6 +60,11 @@ fn conclusion(f: Finding) -> &'static str {
 
 /// One fact, in words.
 pub fn evidence(e: &Evidence) -> String {
+    evidence_for(e, NameLookup::Possible)
+}
+
+/// One fact, in words, naming no cause `lookup` rules out.
+pub fn evidence_for(e: &Evidence, lookup: NameLookup) -> String {
     match *e {
         Evidence::ErrSent { code } => format!("the server sent ERR {code} {}", protocol::error_name(code).unwrap_or("unknown error")),
         Evidence::EncryptedRefusal => {
@@ -76,9 +82,10 @@ pub fn evidence(e: &Evidence) -> String {
         Evidence::LocalClient => "a client on this host, none of whose own packets were retransmitted".into(),
         Evidence::RemoteClient => "a remote client, whose own retransmits the server cannot see".into(),
         Evidence::GreetingLate { at_ns, idle_ns } if idle_ns >= 100_000_000 => format!(
-            "greeting sent only at +{:.1} ms, {:.1} ms of it with no syscall on the connection (name resolution, a lock, CPU)",
+            "greeting sent only at +{:.1} ms, {:.1} ms of it with no syscall on the connection {}",
             ms(at_ns),
-            ms(idle_ns)
+            ms(idle_ns),
+            super::reason::busy_elsewhere(lookup)
         ),
         Evidence::GreetingLate { at_ns, .. } => format!("greeting sent only at +{:.1} ms", ms(at_ns)),
         Evidence::GreetingNotSent { within_ns } => format!("no greeting in {:.1} ms", ms(within_ns)),
@@ -97,7 +104,12 @@ pub fn evidence(e: &Evidence) -> String {
 
 /// The facts and what they add up to: "greeting retransmitted 4 times, …: packet loss toward the client".
 pub fn sentence(a: &Attribution) -> String {
-    let facts: Vec<String> = a.evidence.iter().map(evidence).collect();
+    sentence_for(a, NameLookup::Possible)
+}
+
+/// [`sentence`], naming no cause `lookup` rules out.
+pub fn sentence_for(a: &Attribution, lookup: NameLookup) -> String {
+    let facts: Vec<String> = a.evidence.iter().map(|e| evidence_for(e, lookup)).collect();
     if facts.is_empty() {
         return conclusion(a.finding).to_string();
     }
@@ -106,7 +118,12 @@ pub fn sentence(a: &Attribution) -> String {
 
 /// The text output's line for a failure: "blame: network — …"; None for `ok`.
 pub fn blame_line(j: &Judgement) -> Option<String> {
-    (j.blame.finding != Finding::LoggedIn).then(|| format!("blame: {} — {}", names::blame(j.blame.party()), sentence(&j.blame)))
+    blame_line_for(j, NameLookup::Possible)
+}
+
+/// [`blame_line`], naming no cause `lookup` rules out.
+pub fn blame_line_for(j: &Judgement, lookup: NameLookup) -> Option<String> {
+    (j.blame.finding != Finding::LoggedIn).then(|| format!("blame: {} — {}", names::blame(j.blame.party()), sentence_for(&j.blame, lookup)))
 }
 
 /// The JSON `blame` object (docs/json.md).
@@ -119,10 +136,15 @@ pub struct BlameJson {
 
 /// The JSON `blame` object of a failure; None for `ok`.
 pub fn blame_json(j: &Judgement) -> Option<BlameJson> {
+    blame_json_for(j, NameLookup::Possible)
+}
+
+/// [`blame_json`], naming no cause `lookup` rules out.
+pub fn blame_json_for(j: &Judgement, lookup: NameLookup) -> Option<BlameJson> {
     (j.blame.finding != Finding::LoggedIn).then(|| BlameJson {
         party: names::blame(j.blame.party()),
         finding: finding(j.blame.finding),
-        evidence: j.blame.evidence.iter().map(evidence).collect(),
+        evidence: j.blame.evidence.iter().map(|e| evidence_for(e, lookup)).collect(),
     })
 }
 

@@ -5,7 +5,9 @@ use serde::Serialize;
 
 use super::{addr::Addr, blame, names, reason, step::StepText};
 use crate::{
+    config,
     correlate::{Handshake, Reply, StepKind},
+    pipeline::{host_errors::Counts, HostNote},
     events::SyscallKind,
     protocol,
     support::clock::{format_rfc3339, Clock},
@@ -71,11 +73,93 @@ struct ErrorJson<'a> {
 
 #[derive(Serialize)]
 struct WaitJson {
+    /// The server's connect_timeout and where it came from, when its configuration was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_timeout: Option<SettingJson>,
     mechanism: &'static str,
     signal_from_tid: Option<u32>,
     timeout_ms: Option<u64>,
     waited_ms: f64,
     waiting_for: &'static str,
+}
+
+/// A server setting and its source (docs/json.md).
+#[derive(Serialize)]
+pub struct SettingJson {
+    /// True when the server took another value than the one written (out of range).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    adjusted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<u32>,
+    /// `default`, `command_line`, `file` (with `file` and `line`) or `flag`.
+    source: &'static str,
+    value: u64,
+}
+
+impl SettingJson {
+    pub fn of(s: &config::Setting<u64>) -> Self {
+        let (source, file, line) = match &s.source {
+            config::Source::Default => ("default", None, None),
+            config::Source::CommandLine => ("command_line", None, None),
+            config::Source::File { path, line } => ("file", Some(path.clone()), Some(*line)),
+            config::Source::Flag => ("flag", None, None),
+        };
+        SettingJson { adjusted: s.adjusted, file, line, source, value: s.value }
+    }
+}
+
+/// One counted error of a host, in a blocked handshake's `host_errors.history`.
+#[derive(Serialize)]
+struct PastErrorJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u16>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    probe: bool,
+    time: String,
+    verdict: &'static str,
+}
+
+/// How the server's host cache counted this handshake (docs/json.md).
+#[derive(Serialize)]
+struct HostErrorsJson {
+    /// `error` (one more toward max_connect_errors), `reset` (a login: back to 0) or
+    /// `blocked` (refused with ERR 1129).
+    counted: &'static str,
+    /// Handshake errors of this host since its last successful login, as seen.
+    errors: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    history: Vec<PastErrorJson>,
+    last_login: Option<String>,
+    max_connect_errors: SettingJson,
+    /// `reset`: the errors the login cleared; `blocked`: errors before those in `history`.
+    #[serde(skip_serializing_if = "is_zero")]
+    older: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn host_errors_json(n: &HostNote, clock: &Clock) -> HostErrorsJson {
+    HostErrorsJson {
+        counted: match n.counts {
+            Counts::Error => "error",
+            Counts::Reset => "reset",
+            Counts::Blocked => "blocked",
+            Counts::Neither => "neither",
+        },
+        errors: n.errors,
+        history: n
+            .history
+            .iter()
+            .map(|p| PastErrorJson { code: p.code, probe: p.probe, time: format_rfc3339(clock.wall(p.at_ns)), verdict: names::verdict(p.verdict) })
+            .collect(),
+        last_login: n.last_login_ns.map(|t| format_rfc3339(clock.wall(t))),
+        max_connect_errors: SettingJson::of(&n.limit),
+        older: n.older,
+    }
 }
 
 #[derive(Serialize)]
@@ -141,6 +225,10 @@ pub struct HandshakeJson<'a> {
     events_left_out_over_bytes: Option<usize>,
     fd: Option<i32>,
     handler_tid: Option<u32>,
+    /// How the server's host cache counted it toward max_connect_errors; absent when
+    /// it does not apply or counted nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_errors: Option<HostErrorsJson>,
     listen_fd: Option<i32>,
     phases_ms: PhasesJson,
     pid: u32,
@@ -195,6 +283,7 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
     };
     let judgement = h.judgement.as_ref();
     let wait = judgement.and_then(|j| j.timeout()).map(|t| WaitJson {
+        connect_timeout: h.server_config.as_ref().map(|c| SettingJson::of(&c.connect_timeout_s)),
         mechanism: names::mechanism(t.mechanism),
         signal_from_tid: t.signal_from,
         timeout_ms: t.timeout_ms,
@@ -222,7 +311,7 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
             .or_else(|| h.greeting.as_ref().and_then(|g| g.auth_plugin.as_deref())),
         auth_response_len: login.map(|l| l.auth_response_len),
         auth_switch: h.auth_switch.as_deref(),
-        blame: judgement.and_then(blame::blame_json),
+        blame: judgement.and_then(|j| blame::blame_json_for(j, super::text::name_lookup(h))),
         capture: names::capture(h.socket_tier),
         client: h.client.map(|a| Addr(Some(a))),
         client_attrs: login.map(|l| l.attrs.iter().collect()).unwrap_or_default(),
@@ -234,6 +323,7 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
         events_left_out_over_bytes: None,
         fd: (!h.socket_tier).then_some(h.fd),
         handler_tid: h.handler_tid,
+        host_errors: h.host_errors.as_deref().map(|n| host_errors_json(n, clock)),
         listen_fd: (!h.socket_tier).then_some(h.listen_fd),
         phases_ms: PhasesJson {
             handoff: opt_ms(p.handoff_ns),

@@ -97,7 +97,12 @@ pub fn print_summary_on(s: &Summary, top: usize, log: &mut dyn Write, term: &Ter
     );
     writeln!(log, "{}", term.fold(&line, 4))?;
     if c.lost() > 0 {
-        writeln!(log, "WARNING: {} events were lost; the output above is incomplete", c.lost())?;
+        let line = format!(
+            "WARNING: {} events were lost; the output above is incomplete: {}",
+            c.lost(),
+            super::notice::loss_advice(c.lost_ringbuf, c.lost_mapfull)
+        );
+        writeln!(log, "{}", term.fold(&line, 4))?;
     }
     Ok(())
 }

@@ -90,6 +90,11 @@ pub fn capture_notice(tier: crate::capture::probes::CaptureTier) -> Option<&'sta
     }
 }
 
+/// Whether the server may have looked up this client's name (its configuration and address).
+pub fn name_lookup(h: &Handshake) -> crate::config::NameLookup {
+    crate::config::name_lookup(h.client, h.unix, h.server_config.as_deref())
+}
+
 /// "port check " before the detail of a probe.
 fn probe_note(h: &Handshake) -> &'static str {
     if h.judgement.as_ref().is_some_and(|j| j.probe) { "port check " } else { "" }
@@ -136,8 +141,17 @@ pub fn handshake_timeline_on(h: &Handshake, clock: &Clock, term: &Terminal) -> S
         if let Some(r) = &j.client_report {
             let _ = writeln!(out, "{}", term.fold(&format!("  the client most likely reported: {}", reason::client_report(r)), 4));
         }
-        if let Some(line) = blame::blame_line(j) {
+        if let Some(line) = blame::blame_line_for(j, name_lookup(h)) {
             let _ = writeln!(out, "{}", term.fold(&format!("  {line}"), 4));
+        }
+        if let (Some(wait), Some(cfg)) = (j.timeout(), &h.server_config) {
+            let _ = writeln!(out, "{}", term.fold(&format!("  {}", reason::connect_timeout(cfg, wait)), 4));
+        }
+    }
+    if let Some(note) = &h.host_errors {
+        let time = |ns: u64| term.time(clock.wall(ns));
+        for line in reason::host_note(note, h.client.map(|c| c.ip()), &time) {
+            let _ = writeln!(out, "{}", term.fold(&format!("  {line}"), 6));
         }
     }
     let mut prev = h.accept_ns;
@@ -156,9 +170,10 @@ pub fn handshake_timeline_on(h: &Handshake, clock: &Clock, term: &Terminal) -> S
         let gap = s.ts_ns.saturating_sub(prev).saturating_sub(own);
         if own_syscall && gap >= GAP_NS {
             let line = format!(
-                "  {:>14}  … {:.1} ms with no syscall on this connection: the server was busy elsewhere (name resolution, a lock, CPU)",
+                "  {:>14}  … {:.1} ms with no syscall on this connection: the server was busy elsewhere {}",
                 "",
-                ms(gap)
+                ms(gap),
+                reason::busy_elsewhere(name_lookup(h))
             );
             let _ = writeln!(out, "{}", term.fold(&line, 20));
         }

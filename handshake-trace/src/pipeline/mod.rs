@@ -4,6 +4,7 @@
 //! addresses come from the caller (live: /proc; replay: the trace file).
 mod filter;
 pub mod groups;
+pub mod host_errors;
 pub mod select;
 mod summary;
 #[cfg(test)]
@@ -13,10 +14,12 @@ use anyhow::Result;
 
 pub use filter::PortFilter;
 pub use groups::Groups;
+pub use host_errors::{HostErrors, HostNote, HostStanding, HostWarning};
 pub use select::{ClientMatch, Selection};
 pub use summary::{Outcome, Summary};
 
 use crate::{
+    config::ServerConfig,
     correlate::{Correlator, Handshake},
     events::{AcceptAddrs, Counters, Event},
 };
@@ -90,6 +93,12 @@ pub struct Pipeline<'a> {
     loss_unread: bool,
     /// (pid, listening fd) → path of the Unix socket, as the caller learned it.
     unix_paths: UnixPaths,
+    /// Each server's configuration, as the caller read it (live: /proc).
+    configs: std::collections::HashMap<u32, std::sync::Arc<ServerConfig>>,
+    /// For servers whose configuration was not read (a replay: the defaults, or the flags).
+    assumed_config: Option<std::sync::Arc<ServerConfig>>,
+    /// Each host's errors toward max_connect_errors.
+    hosts: HostErrors,
 }
 
 type UnixPaths = std::collections::HashMap<(u32, i32), std::sync::Arc<str>>;
@@ -113,6 +122,9 @@ impl<'a> Pipeline<'a> {
             batches: false,
             loss_unread: false,
             unix_paths: Default::default(),
+            configs: Default::default(),
+            assumed_config: None,
+            hosts: HostErrors::default(),
         }
     }
 
@@ -149,9 +161,13 @@ impl<'a> Pipeline<'a> {
         for h in &mut self.pending[first..] {
             name_unix_socket(&self.unix_paths, h);
         }
+        if let Event::ProcessExit { pid, .. } = ev.as_ref() {
+            // Its host cache went with it (a restarted server counts from 0).
+            self.hosts.forget_server(*pid);
+        }
         if !self.batches {
             let mut done = std::mem::take(&mut self.pending);
-            done.drain(..).try_for_each(|h| self.deliver(&h))?;
+            done.drain(..).try_for_each(|mut h| self.deliver(&mut h))?;
             self.pending = done;
         }
         Ok(())
@@ -167,7 +183,43 @@ impl<'a> Pipeline<'a> {
     }
 
 
-    fn deliver(&mut self, h: &Handshake) -> Result<()> {
+    /// A server's configuration (live: read from /proc when it was adopted), shown
+    /// with its handshakes and used to count its hosts' errors.
+    pub fn server_config(&mut self, pid: u32, cfg: std::sync::Arc<ServerConfig>) {
+        if self.configs.len() >= MAX_UNIX_PATHS && !self.configs.contains_key(&pid) {
+            self.configs.clear();
+        }
+        self.configs.insert(pid, cfg);
+    }
+
+    /// The configuration assumed for servers whose own was not read (a replay).
+    pub fn assume_config(&mut self, cfg: std::sync::Arc<ServerConfig>) {
+        self.assumed_config = Some(cfg);
+    }
+
+    /// Hosts that neared or reached their server's max_connect_errors since last asked.
+    pub fn host_warnings(&mut self) -> Vec<HostWarning> {
+        self.hosts.take_warnings()
+    }
+
+    /// The `k` hosts nearest their server's max_connect_errors.
+    pub fn hosts_nearest(&self, k: usize) -> Vec<HostStanding> {
+        let fallback = self.assumed_config.as_ref().map_or(crate::config::DEFAULT_MAX_CONNECT_ERRORS, |c| c.max_connect_errors.value);
+        self.hosts.nearest(k, |pid| self.configs.get(&pid).map_or(fallback, |c| c.max_connect_errors.value))
+    }
+
+    /// Its server's configuration, and how its host counted it, go with the handshake.
+    fn annotate(&mut self, h: &mut Handshake) {
+        h.server_config = self.configs.get(&h.pid).or(self.assumed_config.as_ref()).cloned();
+        // Only a server known to be MariaDB or MySQL (its configuration read) has a host cache.
+        if let Some(cfg) = h.server_config.clone() {
+            h.host_errors = self.hosts.record(h, &cfg).map(Box::new);
+        }
+    }
+
+    fn deliver(&mut self, h: &mut Handshake) -> Result<()> {
+        // Every handshake counts toward its host's errors, shown or not.
+        self.annotate(h);
         if !self.select.admits(h) {
             self.summary.not_selected += 1;
             return Ok(());
@@ -213,7 +265,7 @@ impl<'a> Pipeline<'a> {
             if lost {
                 h.judge_again_with_losses();
             }
-            self.deliver(&h)?;
+            self.deliver(&mut h)?;
         }
         pending.shrink_to(PENDING_KEPT);
         self.pending = pending;
@@ -248,7 +300,7 @@ impl<'a> Pipeline<'a> {
         self.batch_end(false)?;
         for mut h in self.correlator.finish_all(now_ns) {
             name_unix_socket(&self.unix_paths, &mut h);
-            self.deliver(&h)?;
+            self.deliver(&mut h)?;
         }
         self.sinks.iter_mut().try_for_each(|s| s.finish())?;
         self.summary.counters = counters;

@@ -483,3 +483,61 @@ fn a_loss_counted_after_a_cut_slice_covers_accepts_until_a_batch_empties_the_rin
     assert_eq!(summary.count(Verdict::Incomplete), 3, "{}", out.text());
     assert_eq!(summary.count(Verdict::ClientClosed), 1, "{}", out.text());
 }
+
+/// The poll_timeout events from `client` (the synthetic ones come from 127.0.0.1).
+fn poll_timeout_from(client: &str) -> Vec<Event> {
+    poll_timeout_events()
+        .into_iter()
+        .map(|e| match e {
+            Event::Accept(mut a) => {
+                a.peer = Some(client.parse().unwrap());
+                Event::Accept(a)
+            }
+            other => other,
+        })
+        .collect()
+}
+
+#[test]
+fn a_servers_configuration_goes_with_its_handshakes_into_text_and_json() {
+    use crate::config::{ServerConfig, Setting, Source};
+    let cfg = ServerConfig {
+        connect_timeout_s: Setting { value: 2, source: Source::File { path: "/etc/mysql/my.cnf".into(), line: 4 }, adjusted: false },
+        max_connect_errors: Setting { value: 1, source: Source::CommandLine, adjusted: false },
+        ..ServerConfig::default()
+    };
+    for json in [false, true] {
+        let out = Shared::default();
+        let opts = WatchOptions { json, ..WatchOptions::default() };
+        let mut p = Pipeline::new(opts.pipeline()).with_sink(Printer::new(opts.print(), Clock::with_offset(0), out.clone()));
+        p.server_config(PID, std::sync::Arc::new(cfg.clone()));
+        for e in poll_timeout_from("127.0.0.2:40000") {
+            p.push(&e, addrs(KEPT_PORT)).unwrap();
+        }
+        let warnings = p.host_warnings();
+        p.finish(0, Default::default()).unwrap();
+        let text = out.text();
+        if json {
+            let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+            assert_eq!(v["wait"]["connect_timeout"], serde_json::json!({"file": "/etc/mysql/my.cnf", "line": 4, "source": "file", "value": 2}), "{v:#}");
+            assert_eq!(v["host_errors"]["counted"], "error", "{v:#}");
+            assert_eq!(v["host_errors"]["max_connect_errors"]["source"], "command_line", "{v:#}");
+        } else {
+            // The poll timeout the syscalls showed (2000 ms) agrees with the file's value.
+            assert!(text.contains("the server's connect_timeout is 2 s (/etc/mysql/my.cnf:4): the timeout it waited with"), "{text}");
+            assert!(text.contains("host 127.0.0.2: 1 of max_connect_errors 1 (the server's command line)"), "{text}");
+        }
+        assert_eq!(warnings.len(), 1, "one warning: at the limit");
+        assert!(warnings[0].at_limit);
+    }
+    // Without the configuration (a server not named mysqld/mariadbd): nothing of it.
+    let out = Shared::default();
+    let opts = WatchOptions::default();
+    let mut p = Pipeline::new(opts.pipeline()).with_sink(Printer::new(opts.print(), Clock::with_offset(0), out.clone()));
+    for e in poll_timeout_from("127.0.0.2:40000") {
+        p.push(&e, addrs(KEPT_PORT)).unwrap();
+    }
+    assert!(p.host_warnings().is_empty());
+    p.finish(0, Default::default()).unwrap();
+    assert!(!out.text().contains("connect_timeout") && !out.text().contains("max_connect_errors"), "{}", out.text());
+}
