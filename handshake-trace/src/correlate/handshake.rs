@@ -11,7 +11,7 @@ use handshake_trace_common::{
 use super::step::{PacketSeen, Step, StepKind};
 use crate::{
     events::{Accept, Args, Errno, Family, Io, Signal, Syscall, SyscallResult, Tcp, TcpWhat},
-    protocol::{self, ClientPacket, ErrPacket, Greeting, Login, PacketStream, ServerPacket},
+    protocol::{self, ClientPacket, ErrPacket, Greeting, Login, PacketStream, ProxyFound, ProxySniffer, ServerPacket},
     verdict::{self, Judgement, Verdict},
 };
 
@@ -99,7 +99,13 @@ pub struct Handshake {
     pub accept_ns: u64,
     pub accept_tid: u32,
     pub listen_fd: i32,
+    /// The client: the connection's peer, or the one a PROXY header named.
     pub client: Option<SocketAddr>,
+    /// The proxy the client came through (the connection's peer), when a PROXY header
+    /// named another client.
+    pub via: Option<SocketAddr>,
+    /// The PROXY header the connection started with, if any.
+    pub proxy: Option<ProxyFound>,
     pub server: Option<SocketAddr>,
     /// The client came over a Unix socket.
     pub unix: bool,
@@ -138,6 +144,8 @@ pub struct Handshake {
     pub judgement: Option<Judgement>,
     from_client: PacketStream,
     from_server: PacketStream,
+    /// Takes a PROXY header out of the client's first bytes.
+    proxy_sniffer: ProxySniffer,
 }
 
 /// Phase durations in ns (None when a phase did not happen).
@@ -170,6 +178,8 @@ impl Handshake {
             accept_tid: a.tid,
             listen_fd: a.listen_fd,
             client: a.peer,
+            via: None,
+            proxy: None,
             server,
             unix: a.unix,
             server_path: None,
@@ -193,6 +203,7 @@ impl Handshake {
             judgement: None,
             from_client: PacketStream::new(),
             from_server: PacketStream::new(),
+            proxy_sniffer: ProxySniffer::new(),
         }
     }
 
@@ -225,7 +236,12 @@ impl Handshake {
         Phases {
             handoff_ns: self.steps.iter().find(|s| matches!(s.what, StepKind::Handoff { .. })).map(|s| s.ts_ns - self.accept_ns),
             to_greeting_ns: d(Some(self.accept_ns), self.greeting_ns),
-            to_login_ns: d(self.greeting_ns, self.login_ns),
+            // A login that came before the greeting (with the TCP handshake's last ACK,
+            // as HAProxy's checks send it) waited for nothing.
+            to_login_ns: match (self.greeting_ns, self.login_ns) {
+                (Some(g), Some(l)) => Some(l.saturating_sub(g)),
+                _ => None,
+            },
             to_reply_ns: d(self.login_ns, self.reply_ns),
             tls_ns: d(self.tls_hello_ns, self.tls_data_ns),
             total_ns: self.total_ns(),
@@ -311,18 +327,30 @@ impl Handshake {
             // A ClientHello starts where a packet would, never inside one (auth bytes may
             // look like a TLS record header).
             let at_boundary = !self.from_client.mid_packet();
+            // Bytes of a PROXY header at the start of this read.
+            let mut header_bytes = 0;
             if total > 0 && self.tls_hello_ns.is_some() {
                 self.note_tls_data(&io.payload, s.ts_ns);
                 packets.push(PacketSeen::Tls { len: total });
             } else if total > 0 {
                 // Taken out while its packets update the rest of the handshake.
                 let mut stream = std::mem::take(&mut self.from_client);
-                stream.feed_each(&io.payload, total, |p| packets.push(self.on_client_packet(p, s.ts_ns)));
+                let (mut bytes, mut left) = (&io.payload[..], total);
+                if !self.proxy_sniffer.decided() {
+                    let t = self.proxy_sniffer.take(&io.payload, total);
+                    stream.feed_each(t.replay, t.replay.len(), |p| packets.push(self.on_client_packet(p, s.ts_ns)));
+                    header_bytes = t.header.min(io.payload.len());
+                    (bytes, left) = (&io.payload[header_bytes..], total - t.header);
+                    if let Some(found) = self.proxy_sniffer.found().cloned() {
+                        packets.push(self.on_proxy_header(found, &mut stream));
+                    }
+                }
+                stream.feed_each(bytes, left, |p| packets.push(self.on_client_packet(p, s.ts_ns)));
                 self.from_client = stream;
             }
             self.evidence.client_fin |= s.result == SyscallResult::Ok(0);
             self.evidence.client_rst |= s.result.is_err(Errno::ECONNRESET);
-            if total > 0 && at_boundary && self.tls_start(&io.payload, s.ts_ns) {
+            if total > 0 && at_boundary && self.tls_start(&io.payload[header_bytes..], s.ts_ns) {
                 packets.push(PacketSeen::TlsClientHello);
             }
             self.step(s.ts_ns, s.tid, StepKind::Read {
@@ -371,6 +399,27 @@ impl Handshake {
         if self.tls_data_ns.is_none() && protocol::is_tls_application_data(payload) {
             self.tls_data_ns = Some(ts_ns);
         }
+    }
+
+    /// A PROXY header opened the client's stream: the client it names is the client,
+    /// the connection's peer the proxy. One that is not valid leaves the bytes after it
+    /// unframed (the server refuses it and closes).
+    fn on_proxy_header(&mut self, found: ProxyFound, stream: &mut PacketStream) -> PacketSeen {
+        let seen = match &found {
+            ProxyFound::Header(h) => {
+                if let Some(source) = h.source {
+                    self.via = self.client;
+                    self.client = Some(source);
+                }
+                PacketSeen::ProxyHeader { version: h.version, source: h.source, malformed: false }
+            }
+            ProxyFound::Malformed { version } => {
+                stream.desync();
+                PacketSeen::ProxyHeader { version: *version, source: None, malformed: true }
+            }
+        };
+        self.proxy = Some(found);
+        seen
     }
 
     fn on_client_packet(&mut self, p: &protocol::Packet, ts: u64) -> PacketSeen {

@@ -222,6 +222,15 @@ fn write_tcp(w: TcpWhat, f: &mut dyn fmt::Write) -> fmt::Result {
 /// A packet seen in a read or write, in words (lengths only for secrets and TLS).
 fn write_packet(p: &PacketSeen, f: &mut dyn fmt::Write) -> fmt::Result {
     match p {
+        PacketSeen::ProxyHeader { version, source: Some(src), malformed: false } => {
+            write!(f, "PROXY protocol v{version} header: the proxy relays client {}", super::addr::Addr(Some(*src)))
+        }
+        PacketSeen::ProxyHeader { version, source: None, malformed: false } => {
+            write!(f, "PROXY protocol v{version} header naming no client (UNKNOWN or LOCAL: the proxy speaks for itself)")
+        }
+        PacketSeen::ProxyHeader { version, malformed: true, .. } => {
+            write!(f, "PROXY protocol v{version} header that is not valid (the bytes after it cannot be read as packets)")
+        }
         PacketSeen::SslRequest => f.write_str("SSLRequest (the client switches to TLS)"),
         PacketSeen::Login { user, database, plugin, auth_response_len } => {
             write!(f, "login: user '{}'", Escaped(user))?;

@@ -1,0 +1,77 @@
+//! A PROXY protocol header (HAProxy `send-proxy`, `send-proxy-v2`) before the login:
+//! the redactor keeps it (a v2 header's TLVs zeroed), then still finds and zeroes the
+//! login's secrets after it, however the server read it.
+use super::*;
+use crate::protocol::proxy::{v1_header, v2_header};
+
+/// A v2 TLV (PP2_TYPE_UNIQUE_ID, 0x05) of 12 bytes: nothing the decoder needs.
+const TLV: [u8; 15] = [0x05, 0x00, 0x0c, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0xaa, 0xbb, 0xcc];
+
+/// A proxied login as MariaDB reads it: the greeting, the header in `header_reads`
+/// (sizes), the login's header and body, OK. Returns the records and the client
+/// stream's secrets.
+fn proxied(header: &[u8], header_reads: &[usize], tlv_at: Option<usize>) -> (Vec<Vec<u8>>, Ranges) {
+    let (g, _) = greeting();
+    let (l, auth) = login(LOGIN_CAPS, &AUTH_RESPONSE, 0);
+    let lf = frame(1, &l);
+    let mut recs = vec![accept_rec(GEN), write(GEN + 10, &frame(0, &g))];
+    let mut at = 0;
+    for (i, &n) in header_reads.iter().chain(std::iter::repeat(&1)).enumerate() {
+        if at == header.len() {
+            break;
+        }
+        let n = n.min(header.len() - at);
+        recs.push(read(GEN + 20 + i as u64, &header[at..at + n]));
+        at += n;
+    }
+    recs.extend([read(GEN + 500, &lf[..4]), read(GEN + 510, &lf[4..]), write(GEN + 520, &frame(2, &ok_body()))]);
+    let mut secrets = vec![header.len() + 4 + auth.start..header.len() + 4 + auth.end];
+    if let Some(t) = tlv_at {
+        secrets.push(t..t + TLV.len());
+    }
+    (recs, secrets)
+}
+
+fn check(header: &[u8], header_reads: &[usize], tlv_at: Option<usize>) {
+    let (recs, secrets) = proxied(header, header_reads, tlv_at);
+    let red = redact_all(&recs);
+    assert_only_secrets_changed(&stream(&recs, true), &stream(&red, true), &secrets, &[]);
+    let (before, after) = (correlate(&recs), correlate(&red));
+    assert_eq!(before, after);
+    assert!(after.contains(r#""client":"127.0.0.31:40000""#), "{after}");
+    assert!(after.contains(r#""via":"127.0.0.1:51234""#), "{after}");
+    assert!(after.contains(r#""user":"lab""#), "{after}");
+    assert!(after.contains(r#""verdict":"ok""#), "{after}");
+}
+
+#[test]
+fn v1_header_read_byte_by_byte_then_the_login() {
+    // MariaDB reads a packet header's 4 bytes, then the rest of a v1 line one at a time.
+    let h = v1_header("127.0.0.31:40000".parse().unwrap(), "127.0.0.1:3306".parse().unwrap());
+    check(&h, &[4], None);
+    // Or all at once (the socket tier's packet).
+    check(&h, &[h.len()], None);
+}
+
+#[test]
+fn v2_header_keeps_its_addresses_and_loses_its_tlvs() {
+    let h = v2_header("127.0.0.31:40000".parse().unwrap(), "127.0.0.1:3306".parse().unwrap(), &TLV);
+    let tlv_at = 16 + 12;
+    check(&h, &[4, 12, h.len() - 16], Some(tlv_at));
+    check(&h, &[h.len()], Some(tlv_at));
+    check(&h, &[1], Some(tlv_at));
+}
+
+#[test]
+fn header_and_login_in_one_read() {
+    // A health check's segment: header and login together, read at once.
+    let h = v1_header("127.0.0.31:40000".parse().unwrap(), "127.0.0.1:3306".parse().unwrap());
+    let (recs, secrets) = proxied(&h, &[h.len()], None);
+    // Merge the header read and the login's two reads into one.
+    let client = stream(&recs[2..5], true);
+    let merged = vec![recs[0].clone(), recs[1].clone(), read(GEN + 20, &client), recs[5].clone()];
+    let red = redact_all(&merged);
+    assert_only_secrets_changed(&stream(&merged, true), &stream(&red, true), &secrets, &[]);
+    assert_eq!(correlate(&merged), correlate(&red));
+    assert!(correlate(&red).contains(r#""user":"lab""#));
+}
