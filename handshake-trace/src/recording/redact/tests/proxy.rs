@@ -75,3 +75,43 @@ fn header_and_login_in_one_read() {
     assert_eq!(correlate(&merged), correlate(&red));
     assert!(correlate(&red).contains(r#""user":"lab""#));
 }
+
+/// The greeting, a header, then the server's ERR (as MariaDB 10.11 sends it, seq 1,
+/// before reading any login) and the server's close.
+fn refused(header: &[u8], code: u16, message: &str) -> String {
+    let (g, _) = greeting();
+    let recs = vec![
+        accept_rec(GEN),
+        write(GEN + 10, &frame(0, &g)),
+        read(GEN + 20, header),
+        write(GEN + 30, &frame(1, &builders::err(code, "HY000", message))),
+        sys_rec(GEN + 40, sys::CLOSE, 0, [FD as u64, 0, 0, 0]),
+    ];
+    let red = redact_all(&recs);
+    assert_eq!(correlate(&recs), correlate(&red));
+    correlate(&red)
+}
+
+#[test]
+fn a_header_from_an_untrusted_proxy_is_refused_with_its_own_reason() {
+    let h = v1_header("127.0.0.31:40000".parse().unwrap(), "127.0.0.1:3306".parse().unwrap());
+    let out = refused(&h, 1130, "Proxy header is not accepted from 127.0.0.1");
+    assert!(out.contains(r#""verdict":"server_error""#), "{out}");
+    assert!(out.contains("the server refused the PROXY protocol header: ERR 1130"), "{out}");
+    assert!(out.contains("proxy_protocol_networks"), "{out}");
+    // ERR 1130 for the client host the header named (its account is not allowed from
+    // there) is no refused header.
+    let out = refused(&h, 1130, "Host '127.0.0.31' is not allowed to connect to this MariaDB server");
+    assert!(out.contains("the server sent ERR 1130 ER_HOST_NOT_PRIVILEGED"), "{out}");
+    assert!(!out.contains("PROXY protocol header:"), "{out}");
+}
+
+#[test]
+fn a_header_that_is_not_valid_is_refused_as_malformed() {
+    let out = refused(b"PROXY TCP4 garbage\r\n", 1105, "Failed to parse proxy header");
+    assert!(out.contains(r#""verdict":"server_error""#), "{out}");
+    assert!(out.contains("the server could not parse the PROXY protocol header"), "{out}");
+    assert!(out.contains("PROXY protocol v1 header that is not valid"), "{out}");
+    // No `via`: the header named nobody.
+    assert!(!out.contains(r#""via""#), "{out}");
+}
