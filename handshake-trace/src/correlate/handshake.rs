@@ -413,7 +413,7 @@ impl Handshake {
                 }
                 PacketSeen::ProxyHeader { version: h.version, source: h.source, malformed: false }
             }
-            ProxyFound::Malformed { version } => {
+            ProxyFound::Malformed { version } | ProxyFound::Unfinished { version } => {
                 stream.desync();
                 PacketSeen::ProxyHeader { version: *version, source: None, malformed: true }
             }
@@ -470,6 +470,11 @@ impl Handshake {
             }
             ServerPacket::Err(e) => {
                 self.greeting_ns.get_or_insert(ts);
+                // A header the server read the start of and refused (from an untrusted
+                // address MariaDB reads 4 bytes): which client it names is not known.
+                if self.proxy.is_none() {
+                    self.proxy = self.proxy_sniffer.unfinished().map(|version| ProxyFound::Unfinished { version });
+                }
                 self.reply = Some(Reply::Err(e.clone()));
                 self.reply_ns = Some(ts);
                 PacketSeen::Err(e)

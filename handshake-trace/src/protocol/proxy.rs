@@ -44,6 +44,10 @@ pub enum ProxyFound {
     /// signature seen), or its bytes went by uncaptured: the MySQL framing after it is
     /// lost.
     Malformed { version: u8 },
+    /// The server read the first bytes of a header (MariaDB reads 4, a packet header's
+    /// worth, then refuses one from an untrusted address without reading on) and no
+    /// more: which client it names was never read.
+    Unfinished { version: u8 },
 }
 
 /// One transfer as the sniffer saw it.
@@ -103,6 +107,17 @@ impl ProxySniffer {
             _ => 0,
         };
         Some(V2_FIXED + addr)
+    }
+
+    /// A header begun and not finished: at least a packet header's worth (4 bytes) of a
+    /// signature matched, or more of the header read. Its version.
+    pub fn unfinished(&self) -> Option<u8> {
+        match self.state {
+            State::Start { have, sig: Some(sig) } if have >= 4 => Some(if sig == V1_SIG { 1 } else { 2 }),
+            State::V1 { .. } => Some(1),
+            State::V2 { .. } => Some(2),
+            _ => None,
+        }
     }
 
     /// The header found, once decided.
@@ -425,6 +440,22 @@ mod tests {
         let mut bad = local.clone();
         bad[12] = 0x11;
         assert_eq!(run(&bad, &[64]).1, Some(ProxyFound::Malformed { version: 2 }));
+    }
+
+    #[test]
+    fn a_header_read_no_further_than_its_first_bytes_is_unfinished() {
+        let mut s = ProxySniffer::new();
+        s.take(b"PRO", 3);
+        assert_eq!(s.unfinished(), None, "3 bytes: not yet a packet header's worth");
+        s.take(b"X", 1);
+        assert_eq!(s.unfinished(), Some(1));
+        let mut s = ProxySniffer::new();
+        s.take(&V2_SIG[..4], 4);
+        assert_eq!(s.unfinished(), Some(2));
+        let whole = v1_header(a("127.0.0.31:1"), a("127.0.0.1:2"));
+        let mut s = ProxySniffer::new();
+        s.take(&whole, whole.len());
+        assert_eq!(s.unfinished(), None, "finished");
     }
 
     #[test]

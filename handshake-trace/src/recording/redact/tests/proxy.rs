@@ -107,6 +107,15 @@ fn a_header_from_an_untrusted_proxy_is_refused_with_its_own_reason() {
 }
 
 #[test]
+fn a_header_refused_after_its_first_four_bytes_is_still_a_refused_header() {
+    // The syscall tier sees what MariaDB reads: from an untrusted address, 4 bytes.
+    let out = refused(b"PROX", 1130, "Proxy header is not accepted from 127.0.0.1");
+    assert!(out.contains("the server refused the PROXY protocol header: ERR 1130"), "{out}");
+    // Which client it named was never read: the connection's peer stays the client.
+    assert!(out.contains(r#""client":"127.0.0.1:51234""#) && !out.contains(r#""via""#), "{out}");
+}
+
+#[test]
 fn a_header_that_is_not_valid_is_refused_as_malformed() {
     let out = refused(b"PROXY TCP4 garbage\r\n", 1105, "Failed to parse proxy header");
     assert!(out.contains(r#""verdict":"server_error""#), "{out}");
@@ -114,4 +123,34 @@ fn a_header_that_is_not_valid_is_refused_as_malformed() {
     assert!(out.contains("PROXY protocol v1 header that is not valid"), "{out}");
     // No `via`: the header named nobody.
     assert!(!out.contains(r#""via""#), "{out}");
+}
+
+/// The correlator's handshakes from the records.
+fn handshakes(records: &[Vec<u8>]) -> Vec<crate::correlate::Handshake> {
+    let mut c = Correlator::new(100);
+    let mut out = Vec::new();
+    for rec in records {
+        if let Ok(ev) = decode(rec) {
+            out.extend(c.push(&ev, None));
+        }
+    }
+    out.extend(c.finish_all(u64::MAX / 2));
+    out
+}
+
+#[test]
+fn filters_and_groups_use_the_client_the_header_named() {
+    use crate::pipeline::{
+        groups::{ClientHost, GroupKey},
+        select::Selection,
+    };
+    let h = v1_header("127.0.0.31:40000".parse().unwrap(), "127.0.0.1:3306".parse().unwrap());
+    let (recs, _) = proxied(&h, &[4], None);
+    let hs = handshakes(&recs);
+    assert_eq!(hs.len(), 1);
+    let client = |c: &str| Selection { clients: vec![c.parse().unwrap()], ..Default::default() };
+    assert!(client("127.0.0.31").admits(&hs[0]), "--client of the relayed client");
+    assert!(!client("127.0.0.1").admits(&hs[0]), "--client of the proxy");
+    assert_eq!(GroupKey::of(&hs[0]).unwrap().host, ClientHost::Ip("127.0.0.31".parse().unwrap()));
+    assert_eq!(hs[0].via, Some("127.0.0.1:51234".parse().unwrap()));
 }
