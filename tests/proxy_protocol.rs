@@ -9,6 +9,7 @@
 //! - `option mysql-check user hapcheck post-41` from 127.0.0.23: HAProxy sends its login
 //!   and COM_QUIT in the segment that completes the TCP handshake (no bare ACK), before
 //!   the greeting: `ok`, user `hapcheck`, a login phase, in both tiers.
+//! Each tier records too: `analyze` of the (redacted) recording gives the same.
 use std::{
     io::Write,
     path::Path,
@@ -84,8 +85,17 @@ fn haproxy_send_proxy_v1_v2_untrusted_and_mysql_check_in_both_tiers() {
     let db = MariaDb::start_in(&opts, cgroup).expect("start MariaDB");
     db.sql("CREATE USER 'hapcheck'@'%'").unwrap();
     let (pid, port) = (db.pid().to_string(), db.port().to_string());
-    let syscalls = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "syscalls"]);
-    let socket = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "socket"]);
+    // Each tier also records (secrets zeroed, the header kept), for `analyze` to replay below.
+    let trace = |tier: &str| std::env::temp_dir().join(format!("handshake-trace-proxy-{tier}-{}.htrace", std::process::id()));
+    let (sys_trace, sock_trace) = (trace("syscalls"), trace("socket"));
+    for t in [&sys_trace, &sock_trace] {
+        // `record` refuses an existing file: one left by an earlier run with this pid goes first.
+        let _ = std::fs::remove_file(t);
+    }
+    let record = |t: &Path, tier: &str| {
+        Tracer::start(&bin, &["record", "-o", t.to_str().unwrap(), "-p", &pid, "-j", "--port", &port, "--capture", tier])
+    };
+    let (syscalls, socket) = (record(&sys_trace, "syscalls"), record(&sock_trace, "socket"));
     // The text timelines (every handshake's: --slow 0), for people.
     let text = Tracer::start(&bin, &["watch", "-p", &pid, "--port", &port, "--capture", "socket", "--slow", "0"]);
 
@@ -128,10 +138,23 @@ fn haproxy_send_proxy_v1_v2_untrusted_and_mysql_check_in_both_tiers() {
 
     let text = text.stop();
     eprintln!("--- watch (socket tier, text) ---\n{}\n---", text.stdout.join("\n"));
-    for (tier, tracer) in [("syscalls", syscalls), ("socket", socket)] {
+    for (tier, tracer, trace) in [("syscalls", syscalls, &sys_trace), ("socket", socket, &sock_trace)] {
         let out = tracer.stop();
         assert_eq!(out.code, Some(0), "{tier}: {}", out.stderr_text());
         let all = out.json();
+        // The recording replays to the same clients, proxies, users and verdicts.
+        let replay = Command::new(&bin).arg("analyze").arg(trace).arg("-j").output().unwrap();
+        let _ = std::fs::remove_file(trace);
+        assert!(replay.status.success(), "{tier}: analyze: {}", String::from_utf8_lossy(&replay.stderr));
+        let replayed: Vec<Value> = String::from_utf8_lossy(&replay.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("verdict").is_some())
+            .collect();
+        let gist = |hs: &[Value]| -> Vec<String> {
+            hs.iter().map(|h| format!("{} {} {} {}", h["client"], h["via"], h["user"], h["verdict"])).collect()
+        };
+        assert_eq!(gist(&replayed), gist(&all), "{tier}: live and replayed differ");
         let one = |ip: &str| -> Value {
             let hs = from(&all, ip);
             assert_eq!(hs.len(), 1, "{tier}: handshakes from {ip}: {all:#?}");
