@@ -343,6 +343,8 @@ impl Handshake {
                     (bytes, left) = (&io.payload[header_bytes..], total - t.header);
                     if let Some(found) = self.proxy_sniffer.found().cloned() {
                         packets.push(self.on_proxy_header(found, &mut stream));
+                    } else if let Some(version) = self.proxy_sniffer.unfinished().filter(|_| t.header > 0) {
+                        packets.push(PacketSeen::ProxyHeaderPart { version });
                     }
                 }
                 stream.feed_each(bytes, left, |p| packets.push(self.on_client_packet(p, s.ts_ns)));

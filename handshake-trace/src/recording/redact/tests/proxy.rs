@@ -154,3 +154,18 @@ fn filters_and_groups_use_the_client_the_header_named() {
     assert_eq!(GroupKey::of(&hs[0]).unwrap().host, ClientHost::Ip("127.0.0.31".parse().unwrap()));
     assert_eq!(hs[0].via, Some("127.0.0.1:51234".parse().unwrap()));
 }
+
+#[test]
+fn reads_of_the_header_say_so() {
+    // MariaDB's 4-byte read, then one byte at a time: each a step about the header.
+    let h = v1_header("127.0.0.31:40000".parse().unwrap(), "127.0.0.1:3306".parse().unwrap());
+    let (recs, _) = proxied(&h, &[4], None);
+    let hs = handshakes(&recs);
+    let clock = crate::support::clock::Clock::with_offset(0);
+    let text = crate::output::handshake_timeline(&hs[0], &clock);
+    let header_reads = text.lines().filter(|l| l.contains("recvfrom of the PROXY protocol header")).count();
+    assert_eq!(header_reads, h.len() - 3, "{text}");
+    assert!(text.contains("(16384 bytes) → 4 bytes; part of a PROXY protocol v1 header"), "{text}");
+    assert!(text.contains("PROXY protocol v1 header: the proxy relays client 127.0.0.31:40000"), "{text}");
+    assert!(text.contains("recvfrom of the login (16384 bytes) → 4 bytes\n"), "the login's header is the login's: {text}");
+}
