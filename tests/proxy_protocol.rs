@@ -129,7 +129,18 @@ fn haproxy_send_proxy_v1_v2_untrusted_and_mysql_check_in_both_tiers() {
     assert_eq!(who2, "lab@127.0.0.32");
     let (ok3, _, err3) = client_via(untrusted, "127.0.0.33", "SELECT 1");
     assert!(!ok3, "a header from 127.0.0.22 was accepted");
-    eprintln!("untrusted proxy, the client says: {}", err3.trim().lines().last().unwrap_or(""));
+    eprintln!("untrusted proxy, PyMySQL says: {}", err3.trim().lines().last().unwrap_or(""));
+    let cli = Command::new("mariadb")
+        .arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P", &untrusted.to_string(), "-u", LAB_USER])
+        .arg(format!("--password={LAB_PASSWORD}"))
+        .args(["--skip-ssl", "--connect-timeout=10", "-e", "SELECT 1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!cli.status.success());
+    let cli_said = String::from_utf8_lossy(&cli.stderr).trim().to_string();
+    eprintln!("untrusted proxy, the mariadb CLI says: {cli_said}");
     // A few health checks (every 500 ms), then no more.
     thread::sleep(Duration::from_millis(1600));
     drop(proxy);
@@ -172,11 +183,14 @@ fn haproxy_send_proxy_v1_v2_untrusted_and_mysql_check_in_both_tiers() {
         // socket tier sees the whole header in its packet (client 127.0.0.33 via the
         // proxy); the syscall tier sees only what the server read, so the proxy stays the client.
         let refused: Vec<&Value> = all.iter().filter(|h| h["error"]["code"] == 1130).collect();
-        assert_eq!(refused.len(), 1, "{tier}: {all:#?}");
+        assert_eq!(refused.len(), 2, "{tier}: PyMySQL's and the CLI's: {all:#?}");
+        assert_eq!(refused[1]["client_error"].as_str(), Some(cli_said.as_str()), "{tier}: what the CLI said");
+        let refused = &refused[..1];
         let refused = refused[0];
         assert_eq!(refused["verdict"], "server_error", "{tier}: {refused:#}");
         if tier == "socket" {
             assert_eq!((ip_of(&refused["client"]), ip_of(&refused["via"])), ("127.0.0.33", "127.0.0.22"), "{refused:#}");
+            assert!(refused["events"].to_string().contains("PROXY protocol v1 header"), "{refused:#}");
         } else {
             assert_eq!(ip_of(&refused["client"]), "127.0.0.22", "{refused:#}");
         }
