@@ -67,8 +67,8 @@ pub struct TcpSource {
     pub port: u16,
 }
 
-/// The source address and port of a packet whose TCP payload is at `at` (from
-/// [`tcp_payload`]); `tcp_offset` is where its TCP header starts.
+/// The source address and port of a packet whose TCP header starts at `tcp_offset`
+/// ([`TcpPayload::tcp`]).
 #[inline(always)]
 pub fn tcp_source<P: PacketBytes>(p: &P, tcp_offset: u32) -> Option<TcpSource> {
     let mut addr = [0u8; 16];
