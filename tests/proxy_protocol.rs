@@ -8,7 +8,9 @@
 //!   (ERR 1130), judged `server_error` with the PROXY cause;
 //! - `option mysql-check user hapcheck post-41` from 127.0.0.23: HAProxy sends its login
 //!   and COM_QUIT in the segment that completes the TCP handshake (no bare ACK), before
-//!   the greeting: `ok`, user `hapcheck`, a login phase, in both tiers.
+//!   the greeting: `ok`, user `hapcheck`, a login phase, in both tiers; the same with
+//!   `send-proxy-v2 check-send-proxy` from 127.0.0.24 (a v2 LOCAL header, sent with the
+//!   TCP handshake's last ACK, then the login after the greeting).
 //! Each tier records too: `analyze` of the (redacted) recording gives the same.
 use std::{
     io::Write,
@@ -78,7 +80,7 @@ fn haproxy_send_proxy_v1_v2_untrusted_and_mysql_check_in_both_tiers() {
     }
     let cgroup = Cgroup::create("proxy-protocol").expect("a cgroup for MariaDB");
     let opts = MariaDbOptions {
-        extra_args: vec!["--proxy-protocol-networks=127.0.0.21".into(), "--skip-name-resolve".into()],
+        extra_args: vec!["--proxy-protocol-networks=127.0.0.21,127.0.0.24".into(), "--skip-name-resolve".into()],
         cgroup: Some(cgroup.dir().to_path_buf()),
         ..Default::default()
     };
@@ -100,6 +102,7 @@ fn haproxy_send_proxy_v1_v2_untrusted_and_mysql_check_in_both_tiers() {
     let text = Tracer::start(&bin, &["watch", "-p", &pid, "--port", &port, "--capture", "socket", "--slow", "0"]);
 
     let (v1, v2, untrusted, check) = (free_addr().port(), free_addr().port(), free_addr().port(), free_addr().port());
+    let proxied_check = free_addr().port();
     let dbp = db.port();
     let config = std::env::temp_dir().join(format!("handshake-trace-haproxy-{}.cfg", std::process::id()));
     let mut f = std::fs::File::create(&config).unwrap();
@@ -110,7 +113,9 @@ fn haproxy_send_proxy_v1_v2_untrusted_and_mysql_check_in_both_tiers() {
          listen v2\n  bind 127.0.0.1:{v2}\n  server db 127.0.0.1:{dbp} send-proxy-v2 source 127.0.0.21\n\
          listen untrusted\n  bind 127.0.0.1:{untrusted}\n  server db 127.0.0.1:{dbp} send-proxy source 127.0.0.22\n\
          listen checked\n  bind 127.0.0.1:{check}\n  option mysql-check user hapcheck post-41\n  \
-         server db 127.0.0.1:{dbp} check inter 500ms source 127.0.0.23\n"
+         server db 127.0.0.1:{dbp} check inter 500ms source 127.0.0.23\n\
+         listen checked_with_header\n  bind 127.0.0.1:{proxied_check}\n  option mysql-check user hapcheck post-41\n  \
+         server db 127.0.0.1:{dbp} send-proxy-v2 check-send-proxy check inter 500ms source 127.0.0.24\n"
     )
     .unwrap();
     drop(f);
@@ -201,6 +206,15 @@ fn haproxy_send_proxy_v1_v2_untrusted_and_mysql_check_in_both_tiers() {
             assert_eq!(h["verdict"], "ok", "{tier}: {h:#}");
             assert_eq!(h["user"], "hapcheck", "{tier}: {h:#}");
             assert!(h["phases_ms"]["to_login"].is_number(), "{tier}: no login phase: {h:#}");
+            assert!(h.get("via").is_none(), "{tier}: {h:#}");
+        }
+        // Checks with a PROXY v2 header (check-send-proxy): a LOCAL header naming no client,
+        // alone in the segment that completes the TCP handshake; the login after the greeting.
+        let checks = from(&all, "127.0.0.24");
+        assert!(checks.len() >= 2, "{tier}: {} health checks with a header seen: {all:#?}", checks.len());
+        for h in checks {
+            assert_eq!((&h["verdict"], &h["user"]), (&Value::from("ok"), &Value::from("hapcheck")), "{tier}: {h:#}");
+            assert!(h["events"].to_string().contains("PROXY protocol v2 header naming no client"), "{tier}: {h:#}");
             assert!(h.get("via").is_none(), "{tier}: {h:#}");
         }
     }
