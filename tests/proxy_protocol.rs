@@ -11,7 +11,8 @@
 //!   the greeting: `ok`, user `hapcheck`, a login phase, in both tiers; the same with
 //!   `send-proxy-v2 check-send-proxy` from 127.0.0.24 (a v2 LOCAL header, sent with the
 //!   TCP handshake's last ACK, then the login after the greeting).
-//! Each tier records too: `analyze` of the (redacted) recording gives the same.
+//! Each tier records too: `analyze` of the (redacted) recording gives the same. And
+//! `--client 127.0.0.31` keeps the proxied login from there, and nothing else.
 use std::{
     io::Write,
     path::Path,
@@ -98,6 +99,8 @@ fn haproxy_send_proxy_v1_v2_untrusted_and_mysql_check_in_both_tiers() {
         Tracer::start(&bin, &["record", "-o", t.to_str().unwrap(), "-p", &pid, "-j", "--port", &port, "--capture", tier])
     };
     let (syscalls, socket) = (record(&sys_trace, "syscalls"), record(&sock_trace, "socket"));
+    // `--client` selects by the client the header named, not by the proxy.
+    let filtered = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--port", &port, "--capture", "socket", "--client", "127.0.0.31"]);
     // The text timelines (every handshake's: --slow 0), for people.
     let text = Tracer::start(&bin, &["watch", "-p", &pid, "--port", &port, "--capture", "socket", "--slow", "0"]);
 
@@ -152,6 +155,9 @@ fn haproxy_send_proxy_v1_v2_untrusted_and_mysql_check_in_both_tiers() {
     let _ = std::fs::remove_file(&config);
     thread::sleep(Duration::from_millis(400));
 
+    let filtered = filtered.stop().json();
+    let clients: Vec<&str> = filtered.iter().map(|h| ip_of(&h["client"])).collect();
+    assert_eq!(clients, ["127.0.0.31"], "--client 127.0.0.31: {filtered:#?}");
     let text = text.stop();
     eprintln!("--- watch (socket tier, text) ---\n{}\n---", text.stdout.join("\n"));
     for (tier, tracer, trace) in [("syscalls", syscalls, &sys_trace), ("socket", socket, &sock_trace)] {
