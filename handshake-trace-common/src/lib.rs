@@ -401,6 +401,30 @@ pub struct SockConn {
     pub _pad: [u16; 2],
 }
 
+/// Socket tier: a data segment that arrived on a target's listening socket, before
+/// the connection it opens exists (a client that sends its first bytes with the last
+/// ACK of the TCP handshake, as HAProxy's `mysql-check` and `send-proxy` do: the
+/// segment establishes the connection and is queued to it, but the packet program ran
+/// for the listener). Kept by the client's address until the connection is
+/// established, then sent as its first packet.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EarlyData {
+    pub ts_ns: u64,
+    /// The segment's sequence number and payload length (the connection's next
+    /// expected sequence number is their sum).
+    pub seq: u32,
+    pub len: u32,
+    /// Bytes of `payload` copied (≤ PAYLOAD_MAX, ≤ len).
+    pub captured: u32,
+    pub _pad: u32,
+    pub payload: [u8; PAYLOAD_MAX],
+}
+
+/// Socket tier: early data segments kept at once (an LRU map: a connection that
+/// never establishes leaves its entry to be evicted).
+pub const MAX_EARLY_DATA: u32 = 256;
+
 /// Socket tier: the value of a LISTEN_PORTS entry for a port several target
 /// processes listen on (SO_REUSEPORT): the kernel picks the listener, so the
 /// connection's process is learnt from the first target thread that touches it.
@@ -680,6 +704,7 @@ mod pod {
         super::SkbCgroup,
         super::CgroupOffsets,
         super::SockFields,
+        super::EarlyData,
     );
 }
 
@@ -729,6 +754,7 @@ mod tests {
         assert_eq!(size_of::<CgroupOffsets>(), 6 * 4);
         assert_eq!(size_of::<SockConn>(), 8 + 4 * 4 + size_of::<PeerKey>() + 16 + 2 + 2 + 2 * 2);
         assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 5 * size_of::<TcpOffsets>());
+        assert_eq!(size_of::<EarlyData>(), 8 + 4 * 4 + PAYLOAD_MAX);
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub trait PacketBytes {
 /// The TCP payload of a packet: its offset, its length, and the segment's sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpPayload {
+    /// Where the TCP header starts.
+    pub tcp: u32,
     pub offset: u32,
     pub len: u32,
     pub seq: u32,
@@ -54,7 +56,39 @@ pub fn tcp_payload<P: PacketBytes>(p: &P) -> Option<TcpPayload> {
     let seq = p.u32_at(ip_len + 4)?;
     let tcp_len = (p.u8_at(ip_len + 12)? as u32 >> 4) * 4;
     let offset = ip_len + tcp_len;
-    Some(TcpPayload { offset, len: total.saturating_sub(offset), seq })
+    Some(TcpPayload { tcp: ip_len, offset, len: total.saturating_sub(offset), seq })
+}
+
+/// The sender of a TCP segment: its address (IPv6; IPv4 v4-mapped, as the socket
+/// tier's peer keys hold it) and port (host order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSource {
+    pub addr: [u8; 16],
+    pub port: u16,
+}
+
+/// The source address and port of a packet whose TCP header starts at `tcp_offset`
+/// ([`TcpPayload::tcp`]).
+#[inline(always)]
+pub fn tcp_source<P: PacketBytes>(p: &P, tcp_offset: u32) -> Option<TcpSource> {
+    let mut addr = [0u8; 16];
+    match p.u8_at(0)? >> 4 {
+        4 => {
+            addr[10] = 0xff;
+            addr[11] = 0xff;
+            addr[12..].copy_from_slice(&p.u32_at(12)?.to_be_bytes());
+        }
+        6 => {
+            let mut i = 0;
+            while i < 4 {
+                let w = p.u32_at(8 + i as u32 * 4)?.to_be_bytes();
+                addr[i * 4..i * 4 + 4].copy_from_slice(&w);
+                i += 1;
+            }
+        }
+        _ => return None,
+    }
+    Some(TcpSource { addr, port: p.u16_at(tcp_offset)? })
 }
 
 /// Where the TCP header starts after the IPv6 header and its extension headers.
@@ -157,11 +191,11 @@ mod tests {
     fn ipv4_with_and_without_options() {
         let mut seg = tcp(1000, 5);
         seg.extend_from_slice(b"hello");
-        assert_eq!(parse(&ipv4(0, 6, &seg)), Some(TcpPayload { offset: 40, len: 5, seq: 1000 }));
+        assert_eq!(parse(&ipv4(0, 6, &seg)), Some(TcpPayload { tcp: 20, offset: 40, len: 5, seq: 1000 }));
         // IHL 8 (12 bytes of options) and TCP options (data offset 8): the payload moves.
         let mut seg = tcp(7, 8);
         seg.extend_from_slice(b"abc");
-        assert_eq!(parse(&ipv4(12, 6, &seg)), Some(TcpPayload { offset: 32 + 32, len: 3, seq: 7 }));
+        assert_eq!(parse(&ipv4(12, 6, &seg)), Some(TcpPayload { tcp: 32, offset: 32 + 32, len: 3, seq: 7 }));
         assert_eq!(parse(&ipv4(0, 17, &seg)), None, "UDP");
         let mut bad = ipv4(0, 6, &seg);
         bad[0] = 0x44;
@@ -172,16 +206,16 @@ mod tests {
     fn ipv6_walks_its_extension_headers() {
         let mut seg = tcp(0xdead_beef, 5);
         seg.extend_from_slice(b"greeting");
-        assert_eq!(parse(&ipv6(6, &[], &seg)), Some(TcpPayload { offset: 60, len: 8, seq: 0xdead_beef }));
+        assert_eq!(parse(&ipv6(6, &[], &seg)), Some(TcpPayload { tcp: 40, offset: 60, len: 8, seq: 0xdead_beef }));
         // Hop-by-hop (8 bytes) → destination options (24 bytes) → TCP.
         let p = ipv6(EXT_HOP_BY_HOP, &[ext(EXT_DEST_OPTS, 0), ext(6, 2)], &seg);
-        assert_eq!(parse(&p), Some(TcpPayload { offset: 40 + 8 + 24 + 20, len: 8, seq: 0xdead_beef }));
+        assert_eq!(parse(&p), Some(TcpPayload { tcp: 40 + 8 + 24, offset: 40 + 8 + 24 + 20, len: 8, seq: 0xdead_beef }));
         // Routing, then AH (payload length 4: (4 + 2) * 4 = 24 bytes) → TCP.
         let mut ah = std::vec![0u8; 24];
         ah[0] = 6;
         ah[1] = 4;
         let p = ipv6(EXT_ROUTING, &[ext(EXT_AH, 1), ah], &seg);
-        assert_eq!(parse(&p), Some(TcpPayload { offset: 40 + 16 + 24 + 20, len: 8, seq: 0xdead_beef }));
+        assert_eq!(parse(&p), Some(TcpPayload { tcp: 40 + 16 + 24, offset: 40 + 16 + 24 + 20, len: 8, seq: 0xdead_beef }));
     }
 
     #[test]
@@ -198,5 +232,21 @@ mod tests {
         let whole = ipv6(EXT_HOP_BY_HOP, &[ext(6, 0)], &seg);
         assert_eq!(parse(&whole[..50]), None, "cut inside the TCP header");
         assert_eq!(parse(&[]), None);
+    }
+
+    #[test]
+    fn the_sender_of_a_segment_v4_mapped_or_v6() {
+        let mut seg = tcp(5, 5);
+        seg[0..2].copy_from_slice(&40123u16.to_be_bytes());
+        let mut p = ipv4(0, 6, &seg);
+        p[12..16].copy_from_slice(&[127, 0, 0, 31]);
+        let at = parse(&p).unwrap().tcp;
+        let src = tcp_source(&p.as_slice(), at).unwrap();
+        assert_eq!(src.addr, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 31]);
+        assert_eq!(src.port, 40123);
+        let mut p6 = ipv6(6, &[], &seg);
+        p6[8..24].copy_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+        let src = tcp_source(&p6.as_slice(), 40).unwrap();
+        assert_eq!((src.addr[0], src.addr[15], src.port), (0x20, 7, 40123));
     }
 }

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use handshake_trace_common::{
-    counter, Conn, ConnKey, PeerKey, Queued, SkbCgroup, SockConn, SockTask, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
-    DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_LISTENERS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS, SOCK_SLOTS,
+    counter, Conn, ConnKey, EarlyData, PeerKey, Queued, SkbCgroup, SockConn, SockTask, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
+    DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_EARLY_DATA, MAX_LISTENERS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS, SOCK_SLOTS,
 };
 
 /// Processes (tgid) to trace. Userspace keeps it current.
@@ -118,6 +118,18 @@ pub fn ring_bytes() -> u64 {
 /// syscall tier asks it only at a connection's TCP handshake (`ESTABLISHED_AT`).
 #[map]
 pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(MAX_LISTEN_PORTS, 0);
+
+/// Socket tier: a data segment that reached a target's listening socket (the client
+/// sent it with the ACK that completes the TCP handshake), by the client's address and
+/// the server's port, until the connection it establishes is followed
+/// (`sock::on_established`) and announced (`sock::announce`, which sends it and
+/// removes it). LRU: a segment whose connection never comes is evicted.
+#[map]
+pub static EARLY_DATA: LruHashMap<PeerKey, EarlyData> = LruHashMap::with_max_entries(MAX_EARLY_DATA, 0);
+
+/// Room to build an EARLY_DATA value (too large for the stack), one per CPU.
+#[map]
+pub static EARLY_SCRATCH: PerCpuArray<EarlyData> = PerCpuArray::with_max_entries(1, 0);
 
 /// Socket tier: connections in their handshake, keyed by their `struct sock` address
 /// (the same in the socket tracepoints and in `__sk_buff.sk`). A lookup here is the

@@ -10,13 +10,14 @@ use core::ffi::c_void;
 use aya_ebpf::{helpers::generated, macros::cgroup_skb, programs::SkBuffContext};
 use handshake_trace_common::{
     counter, kind,
-    packet::{tcp_payload, PacketBytes, TcpPayload},
-    sock_slot, sys, IoEvent, SysEvent, NO_FD, PAYLOAD_MAX,
+    packet::{tcp_payload, tcp_source, PacketBytes, TcpPayload},
+    sock_slot, sys, IoEvent, PeerKey, SysEvent, NO_FD, PAYLOAD_MAX,
 };
 
 use crate::{
-    emit::{count, header, submit_flags},
-    maps::EVENTS,
+    emit::{count, header, now, submit_flags},
+    io::{handshake_end, MYSQL_FIRST, MYSQL_SEQ},
+    maps::{EARLY_DATA, EARLY_SCRATCH, EVENTS, LISTEN_PORTS},
     sock::{forget_sock, owner, sock_conn},
     target::current,
 };
@@ -81,8 +82,15 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) {
     // in network order in the upper half, local in host order.
     // SAFETY: fields of the program's context.
     let (remote, local) = unsafe { ((*ctx.skb.skb).remote_port, (*ctx.skb.skb).local_port) };
-    let Some(c) = sock_conn(sk, sock_slot(local as u16, u16::from_be((remote >> 16) as u16))) else { return };
-    let Some(TcpPayload { offset: off, len, seq }) = tcp_payload(&Skb(ctx)) else { return };
+    let Some(c) = sock_conn(sk, sock_slot(local as u16, u16::from_be((remote >> 16) as u16))) else {
+        // A listening socket's packet (no remote port): SYNs and the handshakes' last
+        // ACKs, one of which may carry the client's first bytes.
+        if !egress && remote == 0 {
+            early_data(ctx, local as u16);
+        }
+        return;
+    };
+    let Some(TcpPayload { offset: off, len, seq, .. }) = tcp_payload(&Skb(ctx)) else { return };
     if len == 0 {
         return;
     }
@@ -147,5 +155,46 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) {
     count(counter::EMITTED);
     if end != 0 {
         forget_sock(sk, &peer, local_port);
+    }
+}
+
+/// A segment with data on a target's listening socket: the client sent its first bytes
+/// with the ACK that completes the TCP handshake (HAProxy's checks and `send-proxy`
+/// connections do, before the greeting). This program ran for the listener, and the
+/// connection the segment establishes does not exist yet: its bytes are kept by the
+/// client's address until `sock::on_established` follows that connection.
+#[inline(always)]
+fn early_data(ctx: &SkBuffContext, port: u16) {
+    // SAFETY: only whether the key exists.
+    if unsafe { LISTEN_PORTS.get(&port) }.is_none() {
+        return;
+    }
+    let skb = Skb(ctx);
+    let Some(TcpPayload { tcp, offset, len, seq }) = tcp_payload(&skb) else { return };
+    if len == 0 {
+        return;
+    }
+    let Some(src) = tcp_source(&skb, tcp) else { return };
+    let Some(d) = EARLY_SCRATCH.get_ptr_mut(0) else { return };
+    let key = PeerKey { addr: src.addr, port: src.port, server_port: port, _pad2: 0 };
+    let mut n = len;
+    if n > PAYLOAD_MAX as u32 {
+        n = PAYLOAD_MAX as u32;
+    }
+    // 1..=PAYLOAD_MAX, in a form the verifier sees (as in `on_packet`).
+    let n = ((n.wrapping_sub(1)) & (PAYLOAD_MAX as u32 - 1)) + 1;
+    // SAFETY: `d` is this CPU's scratch value (valid, aligned, ours during this run);
+    // the copy is at most PAYLOAD_MAX bytes into its payload, and the helper reads the
+    // packet with bounds checks of its own.
+    unsafe {
+        (*d).ts_ns = now();
+        (*d).seq = seq;
+        (*d).len = len;
+        (*d)._pad = 0;
+        let dst = (*d).payload.as_mut_ptr() as *mut c_void;
+        (*d).captured = if generated::bpf_skb_load_bytes(ctx.skb.skb as *const c_void, offset, dst, n) == 0 { n } else { 0 };
+        if EARLY_DATA.insert(&key, &*d, 0).is_err() {
+            count(counter::LOST_MAPFULL);
+        }
     }
 }

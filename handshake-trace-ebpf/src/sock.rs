@@ -10,15 +10,15 @@ use aya_ebpf::{
     EbpfContext,
 };
 use handshake_trace_common::{
-    counter, kind, sock_slot, sys, tcp, tcp_state, EstablishedEvent, IoEvent, PeerKey, SockConn, SockFields, SockTask, SysEvent, TcpOffsets,
-    ESTABLISHED_PACKETS_UNSEEN,
+    counter, kind, sock_slot, sys, tcp, tcp_state, EarlyData, EstablishedEvent, IoEvent, PeerKey, SockConn, SockFields, SockTask, SysEvent, TcpOffsets,
+    ESTABLISHED_PACKETS_UNSEEN, PAYLOAD_MAX,
     ThreadConn, LISTEN_SHARED, NO_FD, SET_STATE_LAYOUT, SET_STATE_SADDR_V6, SET_STATE_SKADDR, SET_STATE_SPORT,
 };
 
 use crate::{
     cgroup::packets_unseen,
     emit::{count, emit, header, map_full, submit_flags},
-    maps::{discover, BPF_NOEXIST, CANDIDATE_PORTS, EVENTS, LISTEN_PORTS, PEERS, SOCK_CONNS, SOCK_SLOT_COUNTS, SOCK_TASKS},
+    maps::{discover, BPF_NOEXIST, CANDIDATE_PORTS, EARLY_DATA, EVENTS, LISTEN_PORTS, PEERS, SOCK_CONNS, SOCK_SLOT_COUNTS, SOCK_TASKS},
     net::{set_v4_mapped, AF_INET6, IPPROTO_TCP},
     target::{current, is_target},
     tcp::{load, send},
@@ -274,6 +274,11 @@ fn on_established<C: EbpfContext>(ctx: &C, sk: u64, mut c: SockConn) {
     // The TCP tracepoints find it by its client and this port (`tcp::conn_of`).
     c.peer.server_port = c.local_port;
     c.tgid = if owner == LISTEN_SHARED { 0 } else { owner };
+    // Its first bytes came with the ACK that established it: sent with its start, and
+    // a retransmitted copy of them later is not new.
+    if let Some(d) = early_of(&c) {
+        c.next_seq_in = d.seq.wrapping_add(d.len);
+    }
     // Followed all the same (state changes, resets): userspace judges none of its bytes.
     if packets_unseen(sk) {
         c.flags = ESTABLISHED_PACKETS_UNSEEN;
@@ -305,6 +310,54 @@ fn announce<C: EbpfContext>(ctx: &C, c: &SockConn) {
         local_port: c.local_port,
         flags: c.flags & ESTABLISHED_PACKETS_UNSEEN,
     });
+    send_early(c);
+}
+
+/// An early segment that established it needs this long at most to reach
+/// `on_established` (the same softirq run, in fact).
+const EARLY_MAX_AGE_NS: u64 = 1_000_000_000;
+
+/// The data segment that established connection `c` (kept by the packet program for
+/// its listener), if any: from its client, to its port, just before.
+#[inline(always)]
+fn early_of(c: &SockConn) -> Option<EarlyData> {
+    // SAFETY: copied at once.
+    let d = unsafe { EARLY_DATA.get(&c.peer) }.copied()?;
+    (c.gen.wrapping_sub(d.ts_ns) < EARLY_MAX_AGE_NS).then_some(d)
+}
+
+/// The connection's early segment, as its first packet from the client (stamped with
+/// the connection's start, which it caused), then forgotten.
+#[inline(always)]
+fn send_early(c: &SockConn) {
+    if c.next_seq_in == 0 {
+        return;
+    }
+    let Some(d) = EARLY_DATA.get_ptr(&c.peer) else { return };
+    // SAFETY: valid and aligned during this run (a successful lookup).
+    let (seq, len, captured, ts) = unsafe { ((*d).seq, (*d).len, (*d).captured, (*d).ts_ns) };
+    if seq.wrapping_add(len) != c.next_seq_in || c.gen.wrapping_sub(ts) >= EARLY_MAX_AGE_NS {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<IoEvent>(0) else {
+        count(counter::LOST_RINGBUF);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    let mut h = header(kind::IO, c.tgid, 0);
+    h.ts_ns = c.gen;
+    // SAFETY: `e` points to the reserved record, ours alone until it is submitted; `d`
+    // as above (an LRU entry may be replaced meanwhile: its bytes are still some
+    // segment's, bounded by `captured` ≤ PAYLOAD_MAX).
+    unsafe {
+        (*e).sys = SysEvent { header: h, conn_gen: c.gen, ret: len as i64, duration_ns: 0, args: [0; 4], fd: NO_FD, syscall: sys::PACKET_IN };
+        (*e).payload = (*d).payload;
+        (*e).captured = if captured > PAYLOAD_MAX as u32 { PAYLOAD_MAX as u32 } else { captured };
+        (*e).tracking_end = 0;
+    }
+    entry.submit(submit_flags());
+    count(counter::EMITTED);
+    let _ = EARLY_DATA.remove(&c.peer);
 }
 
 /// The process of connection `c`: known, or (shared port) the target whose thread

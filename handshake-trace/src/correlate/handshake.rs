@@ -11,7 +11,7 @@ use handshake_trace_common::{
 use super::step::{Omitted, PacketSeen, Step, StepKind};
 use crate::{
     events::{Accept, Args, Errno, Family, Io, Signal, Syscall, SyscallResult, Tcp, TcpWhat},
-    protocol::{self, ClientPacket, ErrPacket, Greeting, Login, PacketStream, ServerPacket},
+    protocol::{self, ClientPacket, ErrPacket, Greeting, Login, PacketStream, ProxyFound, ProxySniffer, ServerPacket},
     verdict::{self, Judgement, Verdict},
 };
 
@@ -109,7 +109,13 @@ pub struct Handshake {
     pub accept_ns: u64,
     pub accept_tid: u32,
     pub listen_fd: i32,
+    /// The client: the connection's peer, or the one a PROXY header named.
     pub client: Option<SocketAddr>,
+    /// The proxy the client came through (the connection's peer), when a PROXY header
+    /// named another client.
+    pub via: Option<SocketAddr>,
+    /// The PROXY header the connection started with, if any.
+    pub proxy: Option<ProxyFound>,
     pub server: Option<SocketAddr>,
     /// The client came over a Unix socket.
     pub unix: bool,
@@ -154,6 +160,8 @@ pub struct Handshake {
     pub host_errors: Option<Box<crate::pipeline::HostNote>>,
     from_client: PacketStream,
     from_server: PacketStream,
+    /// Takes a PROXY header out of the client's first bytes.
+    proxy_sniffer: ProxySniffer,
 }
 
 /// Phase durations in ns (None when a phase did not happen).
@@ -192,6 +200,8 @@ impl Handshake {
             accept_tid: a.tid,
             listen_fd: a.listen_fd,
             client: a.peer,
+            via: None,
+            proxy: None,
             server,
             unix: a.unix,
             server_path: None,
@@ -217,6 +227,7 @@ impl Handshake {
             host_errors: None,
             from_client: PacketStream::new(),
             from_server: PacketStream::new(),
+            proxy_sniffer: ProxySniffer::new(),
         }
     }
 
@@ -277,7 +288,12 @@ impl Handshake {
         Phases {
             handoff_ns: self.steps.iter().find(|s| matches!(s.what, StepKind::Handoff { .. })).map(|s| s.ts_ns.saturating_sub(self.accept_ns)),
             to_greeting_ns: d(Some(self.accept_ns), self.greeting_ns),
-            to_login_ns: d(self.greeting_ns, self.login_ns),
+            // A login that came before the greeting (with the TCP handshake's last ACK,
+            // as HAProxy's checks send it) waited for nothing.
+            to_login_ns: match (self.greeting_ns, self.login_ns) {
+                (Some(g), Some(l)) => Some(l.saturating_sub(g)),
+                _ => None,
+            },
             to_reply_ns: d(self.login_ns, self.reply_ns),
             tls_ns: d(self.tls_hello_ns, self.tls_data_ns),
             total_ns: self.total_ns(),
@@ -376,7 +392,19 @@ impl Handshake {
             } else if total > 0 {
                 // Taken out while its packets update the rest of the handshake.
                 let mut stream = std::mem::take(&mut self.from_client);
-                stream.feed_each(&io.payload, total, |p| packets.push(self.on_client_packet(p, s.ts_ns)));
+                let (mut bytes, mut left) = (&io.payload[..], total);
+                if !self.proxy_sniffer.decided() {
+                    let t = self.proxy_sniffer.take(&io.payload, total);
+                    stream.feed_each(t.replay, t.replay.len(), |p| packets.push(self.on_client_packet(p, s.ts_ns)));
+                    let header = t.header.min(io.payload.len());
+                    (bytes, left) = (&io.payload[header..], total - t.header);
+                    if let Some(found) = self.proxy_sniffer.found().cloned() {
+                        packets.push(self.on_proxy_header(found, &mut stream));
+                    } else if let Some(version) = self.proxy_sniffer.unfinished().filter(|_| t.header > 0) {
+                        packets.push(PacketSeen::ProxyHeaderPart { version });
+                    }
+                }
+                stream.feed_each(bytes, left, |p| packets.push(self.on_client_packet(p, s.ts_ns)));
                 self.from_client = stream;
             }
             self.evidence.client_fin |= s.result == SyscallResult::Ok(0);
@@ -424,6 +452,27 @@ impl Handshake {
         if self.tls_data_ns.is_none() && protocol::is_tls_application_data(payload) {
             self.tls_data_ns = Some(ts_ns);
         }
+    }
+
+    /// A PROXY header opened the client's stream: the client it names is the client,
+    /// the connection's peer the proxy. One that is not valid leaves the bytes after it
+    /// unframed (the server refuses it and closes).
+    fn on_proxy_header(&mut self, found: ProxyFound, stream: &mut PacketStream) -> PacketSeen {
+        let seen = match &found {
+            ProxyFound::Header(h) => {
+                if let Some(source) = h.source {
+                    self.via = self.client;
+                    self.client = Some(source);
+                }
+                PacketSeen::ProxyHeader { version: h.version, source: h.source, malformed: false }
+            }
+            ProxyFound::Malformed { version } | ProxyFound::Unfinished { version } => {
+                stream.desync();
+                PacketSeen::ProxyHeader { version: *version, source: None, malformed: true }
+            }
+        };
+        self.proxy = Some(found);
+        seen
     }
 
     fn on_client_packet(&mut self, p: &protocol::Packet, ts: u64) -> PacketSeen {
@@ -474,6 +523,11 @@ impl Handshake {
             }
             ServerPacket::Err(e) => {
                 self.greeting_ns.get_or_insert(ts);
+                // A header the server read the start of and refused (from an untrusted
+                // address MariaDB reads 4 bytes): which client it names is not known.
+                if self.proxy.is_none() {
+                    self.proxy = self.proxy_sniffer.unfinished().map(|version| ProxyFound::Unfinished { version });
+                }
                 self.reply = Some(Reply::Err(e.clone()));
                 self.reply_ns = Some(ts);
                 PacketSeen::Err(e)

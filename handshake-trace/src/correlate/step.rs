@@ -148,6 +148,11 @@ impl Omitted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PacketSeen {
     // From the client.
+    /// A PROXY protocol header (v1 or v2) before the MySQL bytes: the client the proxy
+    /// relays (None: a v1 UNKNOWN or a v2 LOCAL header), or a header that is not valid.
+    ProxyHeader { version: u8, source: Option<SocketAddr>, malformed: bool },
+    /// Bytes of a PROXY header not yet whole (MariaDB reads a v1 header byte by byte).
+    ProxyHeaderPart { version: u8 },
     SslRequest,
     Login { user: String, database: Option<String>, plugin: Option<String>, auth_response_len: usize },
     AuthData { len: usize },

@@ -664,6 +664,24 @@ mod socket_tier {
     }
 
     #[test]
+    fn a_login_that_came_with_the_tcp_handshake_is_decoded_with_a_zero_login_phase() {
+        // HAProxy's mysql-check: its login (and COM_QUIT) completes the TCP handshake, so
+        // the kernel sends it with the connection's start, before the greeting.
+        let (g, login) = (greeting(), packet(1, &login_body(None)));
+        let ev = [
+            established_at(GEN),
+            sock_io(GEN, GEN, SyscallKind::PacketIn, login.len() as i64, 0, &login, None),
+            sock_io(GEN + 50_000, GEN, SyscallKind::PacketOut, g.len() as i64, 0, &g, None),
+            sock_io(GEN + 90_000, GEN, SyscallKind::PacketOut, 11, 0, &ok_packet(), Some(end::REPLY)),
+        ];
+        let h = only(&ev);
+        assert_eq!(h.verdict(), Some(Verdict::Ok));
+        assert_eq!(h.login.as_ref().map(|l| l.user.as_str()), Some("lab"));
+        let p = h.phases();
+        assert_eq!((p.to_greeting_ns, p.to_login_ns), (Some(50_000), Some(0)), "the login waited for nothing");
+    }
+
+    #[test]
     fn a_login_is_ok_and_a_client_fin_is_client_closed() {
         let mut ev = prelude(GEN);
         let login = packet(1, &login_body(Some("shop")));

@@ -52,13 +52,16 @@ pub fn parse_verdict(name: &str) -> Result<Verdict, String> {
 
 /// Why, in a few words: the ERR code and name, or the cause's gist.
 fn short_reason(h: &Handshake) -> String {
+    if let Some(Cause::ProxyRefused { code, why }) = h.judgement.as_ref().map(|j| &j.cause) {
+        return format!("PROXY header refused ({}): ERR {code}", names::proxy_refusal(*why));
+    }
     if let Some(code) = err_code(h) {
         return format!("ERR {code} {}", protocol::error_name(code).unwrap_or("unknown error"));
     }
     let Some(j) = &h.judgement else { return "not judged".into() };
     match &j.cause {
         Cause::LoggedIn => String::new(),
-        Cause::ErrSent { .. } => unreachable!("handled above"),
+        Cause::ErrSent { .. } | Cause::ProxyRefused { .. } => unreachable!("handled above"),
         Cause::TlsPastHandshake | Cause::TlsCommandPhase { .. } | Cause::TlsClientQuit => "TLS, logged in (inferred)".into(),
         Cause::TlsClosedAfterReply => "TLS, closed after an encrypted reply (inferred refusal)".into(),
         Cause::StillOpen => "still open at the end of the trace".into(),

@@ -245,6 +245,10 @@ pub struct HandshakeJson<'a> {
     truncated: Option<TruncatedJson>,
     unix_socket: bool,
     user: Option<&'a str>,
+    /// The proxy the client came through, when a PROXY protocol header named the
+    /// client (`client`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via: Option<Addr>,
     wait: Option<WaitJson>,
 }
 
@@ -352,6 +356,7 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
         }),
         unix_socket: h.unix,
         user: login.map(|l| l.user.as_str()),
+        via: h.via.map(|a| Addr(Some(a))),
         wait,
     }
 }

@@ -3,7 +3,7 @@
 use crate::{
     events::Errno,
     protocol::errors::*,
-    verdict::{Awaited, Blame, Verdict, WaitMechanism},
+    verdict::{Awaited, Blame, ProxyRefusal, Verdict, WaitMechanism},
 };
 
 /// A verdict as JSON and the summary name it (docs/verdicts.md).
@@ -102,6 +102,14 @@ pub fn errno_described(e: Errno) -> String {
 /// An address, or "?" when it is not known.
 pub fn addr(a: Option<std::net::SocketAddr>) -> super::addr::Addr {
     super::addr::Addr(a)
+}
+
+/// Why a server refused a PROXY header, as a short identifier.
+pub fn proxy_refusal(why: ProxyRefusal) -> &'static str {
+    match why {
+        ProxyRefusal::UntrustedProxy => "untrusted_proxy",
+        ProxyRefusal::Malformed => "malformed_header",
+    }
 }
 
 /// shutdown(2)'s `how`, as the constant's name.

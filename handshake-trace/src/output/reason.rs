@@ -10,7 +10,7 @@ use crate::{
         HostNote, HostWarning,
     },
     protocol,
-    verdict::{Cause, ClientReport, LateGreeting, LostAt, TimeoutWait, Verdict, WaitMechanism},
+    verdict::{Cause, ClientReport, LateGreeting, LostAt, ProxyRefusal, TimeoutWait, Verdict, WaitMechanism},
 };
 
 fn ms(ns: u64) -> f64 {
@@ -33,6 +33,18 @@ fn write_reason(cause: &Cause, f: &mut String) -> fmt::Result {
                 write!(f, "the server refused the login: ERR {code} {name}")
             } else {
                 write!(f, "the server sent ERR {code} {name}")
+            }
+        }
+        Cause::ProxyRefused { code, why } => {
+            let name = protocol::error_name(*code).unwrap_or("unknown error");
+            match why {
+                ProxyRefusal::UntrustedProxy => write!(
+                    f,
+                    "the server refused the PROXY protocol header: ERR {code} {name}; it accepts one only from the addresses in its proxy_protocol_networks, and the proxy's is not among them"
+                ),
+                ProxyRefusal::Malformed => {
+                    write!(f, "the server could not parse the PROXY protocol header the connection opened with: ERR {code} {name}")
+                }
             }
         }
         Cause::TlsPastHandshake => f.write_str("TLS: the reply is encrypted; the connection went on past the handshake"),

@@ -170,7 +170,10 @@ fn write_accept(h: &Handshake, listen_fd: i32, client: Option<std::net::SocketAd
 /// A read of the connection: which part of the handshake it was after, how it ended, what it carried.
 fn write_read(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Result {
     let StepKind::Read { syscall, result, requested, nonblocking, duration_ns, packets } = &s.what else { return Ok(()) };
-    let what = if h.login_ns.is_some_and(|t| t < s.ts_ns) || h.tls {
+    let header = packets.first().is_some_and(|p| matches!(p, PacketSeen::ProxyHeader { .. } | PacketSeen::ProxyHeaderPart { .. }));
+    let what = if header && packets.len() == 1 {
+        "of the PROXY protocol header"
+    } else if h.login_ns.is_some_and(|t| t < s.ts_ns) || h.tls {
         "from the client"
     } else if *requested == 4 {
         "of the login header"
@@ -235,6 +238,16 @@ fn write_tcp(w: TcpWhat, f: &mut dyn fmt::Write) -> fmt::Result {
 /// A packet seen in a read or write, in words (lengths only for secrets and TLS).
 fn write_packet(p: &PacketSeen, f: &mut dyn fmt::Write) -> fmt::Result {
     match p {
+        PacketSeen::ProxyHeader { version, source: Some(src), malformed: false } => {
+            write!(f, "PROXY protocol v{version} header: the proxy relays client {}", super::addr::Addr(Some(*src)))
+        }
+        PacketSeen::ProxyHeader { version, source: None, malformed: false } => {
+            write!(f, "PROXY protocol v{version} header naming no client (UNKNOWN or LOCAL: the proxy speaks for itself)")
+        }
+        PacketSeen::ProxyHeader { version, malformed: true, .. } => {
+            write!(f, "PROXY protocol v{version} header that is not valid (the bytes after it cannot be read as packets)")
+        }
+        PacketSeen::ProxyHeaderPart { version } => write!(f, "part of a PROXY protocol v{version} header"),
         PacketSeen::SslRequest => f.write_str("SSLRequest (the client switches to TLS)"),
         PacketSeen::Login { user, database, plugin, auth_response_len } => {
             write!(f, "login: user '{}'", Escaped(user))?;

@@ -55,6 +55,9 @@ pub fn place(h: &Handshake) -> String {
     let mut s = String::new();
     if !h.unix {
         let _ = write!(s, "→ {} ", names::addr(h.server));
+        if h.via.is_some() {
+            let _ = write!(s, "via {} ", names::addr(h.via));
+        }
     }
     let _ = write!(s, "pid {} {}", h.pid, names::conn_place(h));
     if let Some(db) = h.login.as_ref().and_then(|l| l.database.as_deref()) {

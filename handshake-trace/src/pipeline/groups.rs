@@ -22,7 +22,7 @@ pub const MAX_GROUPS: usize = 1024;
 pub fn error_code(h: &Handshake) -> Option<u16> {
     match (&h.reply, h.judgement.as_ref().map(|j| &j.cause)) {
         (Some(Reply::Err(e)), _) => Some(e.code),
-        (_, Some(Cause::ErrSent { code })) => Some(*code),
+        (_, Some(Cause::ErrSent { code } | Cause::ProxyRefused { code, .. })) => Some(*code),
         _ => None,
     }
 }

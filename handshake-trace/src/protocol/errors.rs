@@ -13,6 +13,8 @@ pub const ER_ACCESS_DENIED_ERROR: u16 = 1045;
 pub const ER_UNKNOWN_COM_ERROR: u16 = 1047;
 pub const ER_BAD_DB_ERROR: u16 = 1049;
 pub const ER_SERVER_SHUTDOWN: u16 = 1053;
+/// "Unknown error": MariaDB's code for a PROXY header it cannot parse.
+pub const ER_UNKNOWN_ERROR: u16 = 1105;
 pub const ER_HOST_IS_BLOCKED: u16 = 1129;
 pub const ER_HOST_NOT_PRIVILEGED: u16 = 1130;
 pub const ER_ABORTING_CONNECTION: u16 = 1152;
@@ -52,6 +54,7 @@ pub fn error_name(code: u16) -> Option<&'static str> {
         ER_UNKNOWN_COM_ERROR => "ER_UNKNOWN_COM_ERROR",
         ER_BAD_DB_ERROR => "ER_BAD_DB_ERROR",
         ER_SERVER_SHUTDOWN => "ER_SERVER_SHUTDOWN",
+        ER_UNKNOWN_ERROR => "ER_UNKNOWN_ERROR",
         ER_HOST_IS_BLOCKED => "ER_HOST_IS_BLOCKED",
         ER_HOST_NOT_PRIVILEGED => "ER_HOST_NOT_PRIVILEGED",
         ER_ABORTING_CONNECTION => "ER_ABORTING_CONNECTION",
@@ -113,6 +116,7 @@ mod tests {
             (1047, "ER_UNKNOWN_COM_ERROR"),
             (1049, "ER_BAD_DB_ERROR"),
             (1053, "ER_SERVER_SHUTDOWN"),
+            (1105, "ER_UNKNOWN_ERROR"),
             (1129, "ER_HOST_IS_BLOCKED"),
             (1130, "ER_HOST_NOT_PRIVILEGED"),
             (1152, "ER_ABORTING_CONNECTION"),

@@ -322,6 +322,11 @@ impl PacketStream {
         self.framer.is_desynced()
     }
 
+    /// Give up on the boundaries (what came before the packets could not be placed).
+    pub fn desync(&mut self) {
+        self.framer.desync();
+    }
+
     /// Bytes received that are not yet part of a complete packet (header included).
     /// A packet has started and not ended: the next bytes are inside it.
     pub fn mid_packet(&self) -> bool {

@@ -22,6 +22,7 @@ pub mod framing;
 pub mod layout;
 pub mod packets;
 pub mod reader;
+pub mod proxy;
 mod tls;
 pub mod walk;
 
@@ -42,5 +43,6 @@ pub use packets::{
     SslRequest, SERVER_STATUS_AUTOCOMMIT,
 };
 pub use reader::Reader;
+pub use proxy::{ProxyFound, ProxyHeader, ProxySniffer};
 pub use tls::{is_tls_application_data, is_tls_handshake_record, starts_client_hello};
 pub use walk::{Role, Roles, Span, Text};

@@ -146,6 +146,9 @@ pub fn attribute(h: &Handshake, cause: &Cause, probe: bool) -> Attribution {
     let (finding, evidence) = match cause {
         Cause::LoggedIn | Cause::TlsPastHandshake | Cause::TlsCommandPhase { .. } | Cause::TlsClientQuit => (Finding::LoggedIn, vec![]),
         Cause::ErrSent { code } => (error_finding(*code), vec![Evidence::ErrSent { code: *code }]),
+        // What the proxy sent is refused (the server's configuration may be what is
+        // wrong: the fix is either side's, the proxy is the server's client).
+        Cause::ProxyRefused { code, .. } => (Finding::ClientRefused, vec![Evidence::ErrSent { code: *code }]),
         Cause::TlsClosedAfterReply => (Finding::ClientRefused, vec![Evidence::EncryptedRefusal]),
         Cause::ServerTimedOut { wait, greeting_retransmits, .. } => timed_out(h, wait, *greeting_retransmits),
         Cause::ClientClosed { late_greeting } => client_gone(h, *late_greeting, probe, false),

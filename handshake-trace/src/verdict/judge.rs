@@ -1,11 +1,13 @@
 //! The judge: from a handshake's timeline and evidence to its verdict and cause.
 use handshake_trace_common::end;
 
-use super::{blame, tls, Awaited, Cause, ClientReport, Judgement, LateGreeting, LostAt, TimeoutWait, Verdict, WaitMechanism};
+use super::{
+    blame, tls, Awaited, Cause, ClientReport, Judgement, LateGreeting, LostAt, ProxyRefusal, TimeoutWait, Verdict, WaitMechanism,
+};
 use crate::{
     correlate::{Handshake, LastRead, LastWait, Reply, StepKind},
     events::{Errno, SyscallResult, TcpWhat},
-    protocol,
+    protocol::{self, ProxyFound},
 };
 
 /// A greeting later than this most likely outlasted the client's patience.
@@ -60,6 +62,9 @@ fn cause(h: &Handshake, open_at_end: bool) -> Cause {
     match &h.reply {
         Some(Reply::Ok) => return Cause::LoggedIn,
         Some(Reply::Err(e)) => {
+            if let Some(why) = proxy_refusal(h, e) {
+                return Cause::ProxyRefused { code: e.code, why };
+            }
             // A server that gave up waiting may say so before it closes (a plaintext ERR
             // 1043 after waiting in vain for the TLS ClientHello): still a timeout, when
             // the waits before it are known to be whole.
@@ -115,11 +120,30 @@ fn cause(h: &Handshake, open_at_end: bool) -> Cause {
     Cause::ServerClosedUnexplained
 }
 
+/// MariaDB's words when it refuses a PROXY header (10.11, seen on a real server; the
+/// same in every language setting, unlike its translated messages): from an address outside `proxy_protocol_networks`
+/// (ERR 1130), and a header it cannot parse (ERR 1105).
+const PROXY_NOT_ACCEPTED: &str = "Proxy header is not accepted from ";
+const PROXY_NOT_PARSED: &str = "Failed to parse proxy header";
+
+/// An ERR that refuses the PROXY header the connection opened with. ERR 1130 also
+/// refuses a client host the accounts do not allow, after a header that named it:
+/// only MariaDB's own words about the header tell the two apart.
+fn proxy_refusal(h: &Handshake, e: &crate::protocol::ErrPacket) -> Option<ProxyRefusal> {
+    let header = h.proxy.as_ref()?;
+    if e.code == protocol::errors::ER_HOST_NOT_PRIVILEGED && e.message.starts_with(PROXY_NOT_ACCEPTED) {
+        return Some(ProxyRefusal::UntrustedProxy);
+    }
+    let malformed = matches!(header, ProxyFound::Malformed { .. });
+    (e.code == protocol::errors::ER_UNKNOWN_ERROR && (malformed || e.message.starts_with(PROXY_NOT_PARSED)))
+        .then_some(ProxyRefusal::Malformed)
+}
+
 fn verdict_of(cause: &Cause) -> Verdict {
     match cause {
         Cause::LoggedIn | Cause::TlsPastHandshake | Cause::TlsCommandPhase { .. } | Cause::TlsClientQuit => Verdict::Ok,
         Cause::ErrSent { code } if protocol::is_auth_error(*code) => Verdict::AuthFailed,
-        Cause::ErrSent { .. } => Verdict::ServerError,
+        Cause::ErrSent { .. } | Cause::ProxyRefused { .. } => Verdict::ServerError,
         Cause::StillOpen | Cause::NotSeenToEnd | Cause::ServerExited | Cause::EventsLost | Cause::PacketsUnseen => Verdict::Incomplete,
         Cause::ServerShutDown { .. } => Verdict::ServerClosed,
         Cause::ServerTimedOut { .. } => Verdict::ServerTimeout,

@@ -90,6 +90,10 @@ pub enum Cause {
     LoggedIn,
     /// The server sent ERR `code` (to the login, or instead of the greeting).
     ErrSent { code: u16 },
+    /// The connection opened with a PROXY protocol header and the server refused it
+    /// with ERR `code` (MariaDB: 1130 from an address outside
+    /// `proxy_protocol_networks`, 1105 for a header it could not parse).
+    ProxyRefused { code: u16, why: ProxyRefusal },
     /// TLS: the connection went on past the traced part; the reply is encrypted.
     TlsPastHandshake,
     /// TLS: the server's wait timeout changed from the handshake's to the command phase's.
@@ -123,6 +127,16 @@ pub enum Cause {
     ClientClosed { late_greeting: Option<LateGreeting> },
     /// The server closed without a reply, for a reason not seen in its syscalls.
     ServerClosedUnexplained,
+}
+
+/// Why a server refused a PROXY protocol header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyRefusal {
+    /// The proxy's address is not one the server accepts headers from
+    /// (`proxy_protocol_networks`, empty by default).
+    UntrustedProxy,
+    /// The header is not a valid one.
+    Malformed,
 }
 
 /// Where the client was when it lost the connection (its error 2013's text).

@@ -1,8 +1,9 @@
 //! One connection as the redactor follows it: both directions' byte streams, and what
 //! the correlator would know about the handshake so far.
 use crate::protocol::{
-    self, client_roles, decode_client, decode_server, server_roles, ClientPacket, Framer, Header, Payload, Piece, Role,
-    ServerPacket,
+    self,
+    client_roles, decode_client, decode_server, server_roles, ClientPacket, Framer, Header, Payload, Piece, ProxyFound,
+    ProxySniffer, Role, ServerPacket,
 };
 
 use super::FILLER;
@@ -33,6 +34,10 @@ pub(super) struct Conn {
     client: Dir,
     server: Dir,
     seen: Seen,
+    /// A PROXY header at the start of the client's stream (as the correlator takes it out).
+    proxy: ProxySniffer,
+    /// The header's bytes gone by so far.
+    proxy_at: usize,
 }
 
 /// Protocol state both directions need.
@@ -48,7 +53,45 @@ struct Seen {
 
 impl Conn {
     pub(super) fn new() -> Self {
-        Conn { tls: false, client_tls: false, ssl_requested: false, client: Dir::new(true), server: Dir::new(false), seen: Seen::default() }
+        Conn {
+            tls: false,
+            client_tls: false,
+            ssl_requested: false,
+            client: Dir::new(true),
+            server: Dir::new(false),
+            seen: Seen::default(),
+            proxy: ProxySniffer::new(),
+            proxy_at: 0,
+        }
+    }
+
+    /// The client's first bytes, while a PROXY header may be in them: its bytes are
+    /// kept (addresses; a v2 header's TLVs zeroed), bytes held back as a possible
+    /// signature and given back go through the framing. Returns the transfer's rest.
+    fn take_proxy_header<'d>(&mut self, data: &'d mut [u8], gap: &mut u64) -> &'d mut [u8] {
+        let total = data.len() + usize::try_from(*gap).unwrap_or(usize::MAX - data.len());
+        let t = self.proxy.take(data, total);
+        let n = t.header.min(data.len());
+        let (header, rest) = data.split_at_mut(n);
+        if let Some(public) = self.proxy.v2_public_len() {
+            for (k, b) in header.iter_mut().enumerate() {
+                if self.proxy_at + k >= public {
+                    *b = 0;
+                }
+            }
+        }
+        self.proxy_at += t.header;
+        *gap -= (t.header - n) as u64;
+        if !t.replay.is_empty() {
+            // Signature bytes (constants), already written in an earlier record as they were.
+            let mut replay = t.replay.to_vec();
+            self.client.feed(&mut replay, 0, &mut self.seen, &mut false);
+        }
+        if matches!(self.proxy.found(), Some(ProxyFound::Malformed { .. })) {
+            // The correlator cannot frame what follows either.
+            self.client.framer.desync();
+        }
+        rest
     }
 
     /// One syscall's transfer: `data` captured, then `gap` bytes not captured;
@@ -69,6 +112,22 @@ impl Conn {
             keep_tls_record_header(data);
             return;
         }
+        let mut gap = gap;
+        let mut requested = requested;
+        let data = if from_client && !self.proxy.decided() {
+            let before = data.len() as u64 + gap;
+            let rest = self.take_proxy_header(data, &mut gap);
+            if rest.len() as u64 + gap != before {
+                // The read asked for header bytes (MariaDB reads a v1 header byte by byte).
+                requested = None;
+            }
+            if rest.is_empty() && gap == 0 {
+                return;
+            }
+            rest
+        } else {
+            data
+        };
         let (this, other) =
             if from_client { (&mut self.client, &mut self.server) } else { (&mut self.server, &mut self.client) };
         // The handshake is half duplex: a side speaks only after the other's packet is

@@ -1,6 +1,7 @@
 //! Tests of the redactor: records as the kernel writes them, replayed through the
 //! decoder and the correlator before and after redaction.
 mod fail_safe;
+mod proxy;
 mod layouts;
 mod secrets;
 
