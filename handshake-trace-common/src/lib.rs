@@ -25,6 +25,9 @@ pub mod kind {
     /// Socket tier: a target's listening port gained an established connection
     /// (no accept is seen): [`EstablishedEvent`](super::EstablishedEvent).
     pub const ESTABLISHED: u32 = 7;
+    /// Socket tier: a client connected to a target's listening Unix socket (no accept,
+    /// no fd): [`UnixConnectEvent`](super::UnixConnectEvent).
+    pub const UNIX_CONNECTED: u32 = 8;
 }
 
 /// Syscall identifiers in [`SysEvent::syscall`] (ours, not the kernel's numbers).
@@ -95,6 +98,10 @@ pub mod tcp {
     /// A retransmit by the client's socket (found by its source address): a client on
     /// this host whose packet did not reach the server.
     pub const CLIENT_RETRANSMIT: u32 = 5;
+    /// Socket tier: the server's end of a Unix-socket connection was found closed (no
+    /// tracepoint fires on a Unix socket's close: the tracer looks every few tens of
+    /// milliseconds, so this record's time is when it was noticed).
+    pub const UNIX_CLOSED: u32 = 6;
 }
 
 /// Kernel TCP states (`include/net/tcp_states.h`) the socket tier starts and ends
@@ -334,6 +341,72 @@ pub struct EstablishedEvent {
     pub local_port: u16,
     /// [`ESTABLISHED_PACKETS_UNSEEN`] or 0 (recordings before it hold 0 here).
     pub flags: u32,
+}
+
+/// Socket tier: a client connected to a target's listening Unix socket. Runs in the
+/// connecting (client's) thread, inside its `connect`; `header.pid` is the server's
+/// process, `header.tid` 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnixConnectEvent {
+    pub header: EventHeader,
+    pub conn_gen: u64,
+    /// The connecting process (the socket's `sk_peer_pid`, as SO_PEERCRED gives it), 0
+    /// when it could not be read.
+    pub peer_pid: u32,
+    /// 0 (reserved).
+    pub flags: u32,
+    /// The connecting thread's `comm` when it is of `peer_pid` (else zeros): untrusted
+    /// bytes, escaped wherever shown.
+    pub comm: [u8; 16],
+    /// The inode number of the listening socket (as in /proc/net/unix).
+    pub listener_ino: u64,
+}
+
+/// `SockConn::flags`: a Unix-socket connection (its bytes come from the server's
+/// reads and writes, not from packets).
+pub const CONN_UNIX: u32 = 4;
+
+/// Socket tier: filter slots for Unix sockets (which have no ports) after the
+/// [`SOCK_SLOTS`] slots of TCP, by the socket's `sk_hash` (for an unbound or accepted
+/// Unix socket, a hash of its address below 256).
+pub const UNIX_SLOTS: u32 = 256;
+
+/// The filter slot of a socket with no ports (a Unix socket) whose `sk_hash` is `hash`.
+#[inline(always)]
+pub fn unix_slot(hash: u32) -> u32 {
+    SOCK_SLOTS + (hash & (UNIX_SLOTS - 1))
+}
+
+/// Capacity of the socket tier's map of the targets' listening Unix sockets.
+pub const MAX_UNIX_LISTENERS: u32 = 256;
+/// Unix-socket connections the sweep program checks per run (the arguments of one
+/// `BPF_PROG_TEST_RUN` of a raw tracepoint program).
+pub const UNIX_SWEEP_BATCH: usize = 12;
+
+/// Where this kernel keeps what the socket tier reads of Unix sockets and of the
+/// connecting task, from its BTF (written by userspace before load; `ok` 0 when one is
+/// missing: no Unix client is then followed). Byte offsets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnixOffsets {
+    pub ok: u32,
+    /// `sock_common.skc_hash` (u32), `skc_state` (u8), `sock.sk_socket`.
+    pub sk_hash: u32,
+    pub sk_state: u32,
+    pub sk_socket: u32,
+    /// `socket_alloc.vfs_inode` (the inode right after the `struct socket`), `inode.i_ino`.
+    pub socket_inode: u32,
+    pub inode_ino: u32,
+    /// The connecting socket from the connect's fd: `task_struct.files`,
+    /// `files_struct.fdt`, `fdtable.fd`, `file.private_data`, `socket.sk`, then its
+    /// peer (the server's new socket): `unix_sock.peer`.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub unix_peer: u32,
 }
 
 /// `EstablishedEvent::flags` (and `SockConn::flags`): the connection's socket belongs to
@@ -649,6 +722,7 @@ mod pod {
         super::SkbCgroup,
         super::CgroupOffsets,
         super::SockFields,
+        super::UnixOffsets,
     );
 }
 
@@ -697,6 +771,17 @@ mod tests {
         assert_eq!(size_of::<CgroupOffsets>(), 6 * 4);
         assert_eq!(size_of::<SockConn>(), 8 + 4 * 4 + size_of::<PeerKey>() + 16 + 2 + 2 + 2 * 2);
         assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 5 * size_of::<TcpOffsets>());
+        assert_eq!(size_of::<UnixConnectEvent>(), size_of::<EventHeader>() + 8 + 4 + 4 + 16 + 8);
+        assert_eq!(size_of::<UnixOffsets>(), 12 * 4);
+    }
+
+    #[test]
+    fn unix_sockets_have_slots_of_their_own() {
+        assert_eq!(unix_slot(0), SOCK_SLOTS);
+        assert_eq!(unix_slot(255), SOCK_SLOTS + 255);
+        // A bound socket's hash (256..511) still lands in the Unix slots.
+        assert_eq!(unix_slot(300), SOCK_SLOTS + 44);
+        assert!((0..5000u16).all(|p| sock_slot(p, p ^ 0x5a5a) < SOCK_SLOTS));
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub(crate) fn accept_at(ts: u64, gen: u64) -> Event {
         established: false,
         local: None,
         packets_unseen: false,
+        client_process: None,
     })
 }
 
@@ -167,6 +168,7 @@ pub(crate) fn established_at(ts: u64) -> Event {
         established: true,
         local: Some("127.0.0.1:3399".parse().unwrap()),
         packets_unseen: false,
+        client_process: None,
     })
 }
 

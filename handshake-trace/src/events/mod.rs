@@ -1,7 +1,9 @@
 //! Decoding ring-buffer records into typed events. Pure: no aya, no I/O.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use handshake_trace_common::{kind, tcp, AcceptEvent, EstablishedEvent, EventHeader, IoEvent, SignalEvent, SysEvent, TcpEvent, NO_FD};
+use handshake_trace_common::{
+    kind, tcp, AcceptEvent, EstablishedEvent, EventHeader, IoEvent, SignalEvent, SysEvent, TcpEvent, UnixConnectEvent, NO_FD,
+};
 
 mod counters;
 mod errno;
@@ -33,6 +35,47 @@ pub struct Accept {
     /// Socket tier: the connection's socket is outside the cgroup the packet programs
     /// watch (its server moved after it listened): none of its bytes are seen.
     pub packets_unseen: bool,
+    /// A Unix-socket client's process, when the tier saw who connected (the socket
+    /// tier: the connecting thread).
+    pub client_process: Option<ClientProcess>,
+}
+
+/// The process at the other end of a Unix-socket connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientProcess {
+    pub pid: u32,
+    /// Its `comm` (a thread name any local user can set): escape it wherever shown.
+    pub program: String,
+}
+
+impl ClientProcess {
+    /// From the kernel's pid and NUL-padded comm (empty when unknown).
+    pub fn new(pid: u32, comm: &[u8]) -> Option<Self> {
+        if pid == 0 {
+            return None;
+        }
+        let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
+        Some(ClientProcess { pid, program: String::from_utf8_lossy(&comm[..end]).into_owned() })
+    }
+}
+
+impl From<UnixConnectEvent> for Accept {
+    fn from(e: UnixConnectEvent) -> Self {
+        Accept {
+            ts_ns: e.header.ts_ns,
+            conn_gen: e.conn_gen,
+            pid: e.header.pid,
+            tid: e.header.tid,
+            listen_fd: NO_FD,
+            result: SyscallResult::Ok(0),
+            peer: None,
+            unix: true,
+            established: true,
+            local: None,
+            packets_unseen: false,
+            client_process: ClientProcess::new(e.peer_pid, &e.comm),
+        }
+    }
 }
 
 impl From<AcceptEvent> for Accept {
@@ -54,6 +97,7 @@ impl From<AcceptEvent> for Accept {
             established: false,
             packets_unseen: false,
             local: None,
+            client_process: None,
         }
     }
 }
@@ -78,6 +122,7 @@ impl From<EstablishedEvent> for Accept {
             established: true,
             local: Some(SocketAddr::new(ip_of(e.local_addr), e.local_port)),
             packets_unseen: e.flags & handshake_trace_common::ESTABLISHED_PACKETS_UNSEEN != 0,
+            client_process: None,
         }
     }
 }
@@ -208,6 +253,9 @@ pub enum TcpWhat {
     SendReset,
     ReceiveReset,
     State { old: u32, new: u32 },
+    /// The server's end of a Unix-socket connection found closed (no tracepoint fires
+    /// on that close: the time is when the tracer noticed, within tens of milliseconds).
+    UnixClosed,
 }
 
 /// A TCP event of a connection in its handshake.
@@ -227,6 +275,7 @@ impl From<TcpEvent> for Tcp {
             tcp::CLIENT_RETRANSMIT => TcpWhat::ClientRetransmit,
             tcp::SEND_RESET => TcpWhat::SendReset,
             tcp::RECEIVE_RESET => TcpWhat::ReceiveReset,
+            tcp::UNIX_CLOSED => TcpWhat::UnixClosed,
             _ => TcpWhat::State { old: e.oldstate, new: e.newstate },
         };
         Tcp { ts_ns: e.header.ts_ns, pid: e.header.pid, conn_gen: e.conn_gen, fd: e.fd, what }
@@ -349,6 +398,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::TCP => Event::Tcp(read::<TcpEvent>(bytes, k)?.into()),
         kind::PROCESS_EXIT => Event::ProcessExit { ts_ns: header.ts_ns, pid: header.pid },
         kind::ESTABLISHED => Event::Accept(read::<EstablishedEvent>(bytes, k)?.into()),
+        kind::UNIX_CONNECTED => Event::Accept(read::<UnixConnectEvent>(bytes, k)?.into()),
         other => return Err(DecodeError::UnknownKind(other)),
     })
 }
