@@ -461,6 +461,9 @@ pub struct SockConn {
     /// The server's address (IPv4 v4-mapped), kept while the owner is unknown
     /// (`tgid` 0: a port several targets listen on) for the established record
     /// sent once the owner first touches the connection.
+    /// A Unix connection ([`CONN_UNIX`]) has no address: the first 8 bytes hold its
+    /// socket's inode number once the server touched it (a socket at the same address
+    /// with another inode is another connection).
     pub local_addr: [u8; 16],
     /// Packets left before a TLS connection stops being traced.
     pub tls_budget: u16,

@@ -383,6 +383,11 @@ pub(crate) fn probed_sock_slot(sk: u64) -> u32 {
 #[inline(always)]
 pub(crate) fn on_sock_io<C: EbpfContext>(ctx: &C, sk: u64, slot: u32, call: u32, result: impl FnOnce() -> (i32, u32)) {
     let Some(c) = sock_conn(sk, slot) else { return };
+    // A Unix connection's socket may be another by now (freed, its memory reused).
+    // SAFETY: `c` comes from a successful lookup: valid and aligned during this run.
+    if unsafe { (*c).flags } & CONN_UNIX != 0 && !crate::unix::same_socket(sk, c) {
+        return;
+    }
     let Some(tgid) = owner(ctx, c, true) else { return };
     // SAFETY: `c` comes from a successful lookup: valid and aligned during this run.
     let gen = unsafe { (*c).gen };

@@ -271,6 +271,48 @@ fn forget_unix(sk: u64, hash: u16) {
     }
 }
 
+/// The inode number of socket `sk`'s file: 0 when it has none (not accepted yet, or
+/// closed: the close orphans it) or it cannot be read.
+#[inline(always)]
+fn socket_ino(sk: u64) -> u64 {
+    match read::kernel::<u64>(sk + off(|o| &o.sk_socket)) {
+        Ok(socket) if socket != 0 => read::kernel::<u64>(socket + off(|o| &o.socket_inode) + off(|o| &o.inode_ino)).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The inode number connection `c` was first seen with (0: none yet), kept in the
+/// first bytes of `local_addr` (a Unix connection has no address).
+#[inline(always)]
+fn known_ino(c: &SockConn) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&c.local_addr[..8]);
+    u64::from_ne_bytes(b)
+}
+
+/// Is followed Unix connection `c` still on socket `sk`? A socket's memory is reused
+/// at once after it is freed (the client closed, then the server): a new socket at the
+/// same address has another inode. The first time the server touches it (accepted),
+/// its inode is noted; a different one later means `c` is gone: it is reported closed
+/// and forgotten.
+#[inline(always)]
+pub(crate) fn same_socket(sk: u64, c: *mut SockConn) -> bool {
+    let ino = socket_ino(sk);
+    // SAFETY: `c` comes from a successful lookup: valid and aligned during this run.
+    let conn = unsafe { &mut *c };
+    let known = known_ino(conn);
+    if known == 0 {
+        conn.local_addr[..8].copy_from_slice(&ino.to_ne_bytes());
+        return true;
+    }
+    if ino == known {
+        return true;
+    }
+    let copy = *conn;
+    closed(&copy, sk);
+    false
+}
+
 /// Tell userspace that connection `c` (on `sk`) is closed, now, and forget it.
 #[inline(always)]
 fn closed(c: &SockConn, sk: u64) {
@@ -321,7 +363,9 @@ fn sweep_one(sk: u64) {
         return;
     }
     let state = read::kernel::<u16>(sk + off(|o| &o.sk_state)).map(|s| s as u8).unwrap_or(TCP_CLOSE);
-    if state == TCP_CLOSE {
+    // Closed, or its memory already reused by another socket (another inode).
+    let known = known_ino(&c);
+    if state == TCP_CLOSE || (known != 0 && socket_ino(sk) != known) {
         closed(&c, sk);
     }
 }
