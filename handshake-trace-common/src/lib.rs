@@ -351,13 +351,13 @@ pub struct EstablishedEvent {
 pub struct UnixConnectEvent {
     pub header: EventHeader,
     pub conn_gen: u64,
-    /// The connecting process (the socket's `sk_peer_pid`, as SO_PEERCRED gives it), 0
-    /// when it could not be read.
+    /// The connecting process (what SO_PEERCRED gives the server: the socket's
+    /// `sk_peer_pid` is set from this same task).
     pub peer_pid: u32,
     /// 0 (reserved).
     pub flags: u32,
-    /// The connecting thread's `comm` when it is of `peer_pid` (else zeros): untrusted
-    /// bytes, escaped wherever shown.
+    /// The connecting process's name (its main thread's `comm`, as /proc/PID/comm
+    /// shows it): untrusted bytes, escaped wherever shown.
     pub comm: [u8; 16],
     /// The inode number of the listening socket (as in /proc/net/unix).
     pub listener_ino: u64,
@@ -407,6 +407,9 @@ pub struct UnixOffsets {
     pub file_private_data: u32,
     pub socket_sk: u32,
     pub unix_peer: u32,
+    /// The connecting process's name: `task_struct.group_leader`, `task_struct.comm`.
+    pub task_group_leader: u32,
+    pub task_comm: u32,
 }
 
 /// `EstablishedEvent::flags` (and `SockConn::flags`): the connection's socket belongs to
@@ -775,7 +778,7 @@ mod tests {
         assert_eq!(size_of::<SockConn>(), 8 + 4 * 4 + size_of::<PeerKey>() + 16 + 2 + 2 + 2 * 2);
         assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 5 * size_of::<TcpOffsets>());
         assert_eq!(size_of::<UnixConnectEvent>(), size_of::<EventHeader>() + 8 + 4 + 4 + 16 + 8);
-        assert_eq!(size_of::<UnixOffsets>(), 12 * 4);
+        assert_eq!(size_of::<UnixOffsets>(), 14 * 4);
     }
 
     #[test]

@@ -70,6 +70,8 @@ static UNIX_OFFSETS: UnixOffsets = UnixOffsets {
     file_private_data: 0,
     socket_sk: 0,
     unix_peer: 0,
+    task_group_leader: 0,
+    task_comm: 0,
 };
 
 #[inline(always)]
@@ -142,7 +144,12 @@ fn on_connect<C: EbpfContext>(ctx: &C, listener: u64) {
     }
     let mut h = header(kind::UNIX_CONNECTED, owner, 0);
     h.ts_ns = gen;
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // The process's name (its main thread's), else this thread's.
+    let leader = read::kernel::<u64>(current_task() + off(|o| &o.task_group_leader)).unwrap_or(0);
+    let comm = match read::kernel::<[u8; 16]>(leader + off(|o| &o.task_comm)) {
+        Ok(c) if leader != 0 => c,
+        _ => bpf_get_current_comm().unwrap_or([0; 16]),
+    };
     emit(UnixConnectEvent { header: h, conn_gen: gen, peer_pid: tgid, flags: 0, comm, listener_ino: ino });
 }
 

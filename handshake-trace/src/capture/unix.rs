@@ -19,9 +19,16 @@ use crate::capture::{btf, targets, tracefs};
 pub const CONNECT_PROGRAM: &str = "sk_data_ready";
 pub const SWEEP_PROGRAM: &str = "unix_sweep";
 
+/// `HANDSHAKE_TRACE_UNIX_CLIENTS=off`: the socket tier does not follow Unix-socket
+/// clients, as on a kernel without its hooks (to check what it then says).
+pub const FORCE_ENV: &str = "HANDSHAKE_TRACE_UNIX_CLIENTS";
+
 /// Where this kernel keeps what the Unix-socket programs read, or why they cannot run
 /// here (the programs read the x86-64 syscall registers).
 pub fn offsets() -> Result<UnixOffsets> {
+    if std::env::var_os(FORCE_ENV).is_some_and(|v| v == "off") {
+        bail!("{FORCE_ENV}=off");
+    }
     if !cfg!(target_arch = "x86_64") {
         bail!("Unix-socket clients are read from x86-64 syscall registers only");
     }
@@ -45,6 +52,8 @@ fn offsets_in(raw: &[u8]) -> Result<UnixOffsets> {
         file_private_data: m("file", "private_data")?,
         socket_sk: m("socket", "sk")?,
         unix_peer: m("unix_sock", "peer")?,
+        task_group_leader: m("task_struct", "group_leader")?,
+        task_comm: m("task_struct", "comm")?,
     })
 }
 
