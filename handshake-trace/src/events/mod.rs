@@ -505,6 +505,29 @@ mod tests {
     }
 
     #[test]
+    fn a_unix_socket_connection_decodes_with_its_client_process() {
+        let mut comm = [0u8; 16];
+        comm[..7].copy_from_slice(b"mariadb");
+        let e = UnixConnectEvent {
+            header: EventHeader { kind: kind::UNIX_CONNECTED, pid: 100, tid: 0, _pad: 0, ts_ns: 7_000 },
+            conn_gen: 7_000,
+            peer_pid: 4242,
+            flags: 0,
+            comm,
+            listener_ino: 123,
+        };
+        let Event::Accept(a) = decode(&as_bytes(&e)).unwrap() else { panic!("not an accept") };
+        assert!(a.unix && a.established && a.peer.is_none() && a.local.is_none());
+        assert_eq!((a.pid, a.conn_gen, a.fd()), (100, 7_000, Some(NO_FD)));
+        assert_eq!(a.client_process, Some(ClientProcess { pid: 4242, program: "mariadb".into() }));
+        // A full 16-byte name has no NUL; pid 0 (unread) names no process.
+        assert_eq!(ClientProcess::new(1, &[b'x'; 16]).unwrap().program.len(), 16);
+        assert_eq!(ClientProcess::new(0, b"x\0"), None);
+        let closed = TcpEvent { header: EventHeader { kind: kind::TCP, pid: 100, tid: 0, _pad: 0, ts_ns: 8_000 }, conn_gen: 7_000, fd: NO_FD, what: tcp::UNIX_CLOSED, oldstate: 0, newstate: 0 };
+        assert!(matches!(decode(&as_bytes(&closed)).unwrap(), Event::Tcp(Tcp { what: TcpWhat::UnixClosed, .. })));
+    }
+
+    #[test]
     fn a_socket_tier_connection_decodes_as_an_accept_without_fd() {
         let mut peer = [0u8; 16];
         peer[10..12].copy_from_slice(&[0xff, 0xff]);

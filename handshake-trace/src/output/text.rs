@@ -18,10 +18,11 @@ fn ms(ns: u64) -> f64 {
 }
 
 /// The CLIENT column: the client's address; for a Unix-socket client its process
-/// (`unix:PID/PROGRAM`) when the tier saw it, else the server's socket path.
+/// (`PROGRAM[PID]`, as syslog names processes; a narrow column keeps its end, the pid)
+/// when the tier saw it, else the server's socket path.
 pub fn client_column(h: &Handshake) -> String {
     if let (Some(p), true) = (&h.client_process, h.unix) {
-        return format!("unix:{}/{}", p.pid, Escaped(&p.program));
+        return format!("{}[{}]", Escaped(&p.program), p.pid);
     }
     match (&h.server_path, h.unix) {
         (Some(p), true) => Escaped(p).to_string(),
