@@ -217,9 +217,9 @@ fn watch_in_an_80_column_terminal_wraps_no_line() {
 }
 
 /// `watch --capture TIER` in an 80x24 tmux window against a real MariaDB: every
-/// handshake in columns, nothing wrapped. The socket tier follows TCP only: it shows the
-/// TCP login and warns, at start, of the Unix socket whose clients it does not show; the
-/// syscall tier shows the Unix-socket login with the socket's path.
+/// handshake in columns, nothing wrapped. Both tiers show the Unix-socket login: the
+/// socket tier names its client by pid and program (`mariadb[PID]`), the syscall
+/// tier by the server's socket path.
 fn watch_in_tmux_at_80_columns(bin: &std::path::Path, tier: &str) {
     let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
     let dir = std::env::temp_dir().join(format!("handshake-trace-tmux-{}", std::process::id()));
@@ -271,8 +271,9 @@ fn watch_in_tmux_at_80_columns(bin: &std::path::Path, tier: &str) {
     assert_eq!(verdict_lines("AUTH_FAILED"), 1, "{tier}: {rows}");
     assert_eq!(verdict_lines("SERVER_TIMEOUT"), 1, "{tier}: {rows}");
     if tier == "socket" {
-        assert_eq!(verdict_lines("ok"), 1, "the TCP login (the socket tier follows TCP only):\n{rows}");
-        assert!(rows.contains("Unix-socket clients"), "the socket tier warns of the Unix socket it does not follow:\n{rows}");
+        assert_eq!(verdict_lines("ok"), 2, "the TCP and the Unix-socket login:\n{rows}");
+        assert!(rows.contains("mariadb["), "the Unix-socket client named by its program and pid:\n{rows}");
+        assert!(!rows.contains("Unix-socket clients"), "the socket tier follows the Unix socket: no warning:\n{rows}");
     } else {
         assert_eq!(verdict_lines("ok"), 2, "the TCP and the Unix-socket login:\n{rows}");
         assert!(rows.contains("/mariadbd.sock "), "the Unix-socket client shows the server's socket path:\n{rows}");

@@ -810,4 +810,98 @@ fn both_capture_tiers_agree_on_lost_packets() {
     findings.sort();
     assert_eq!(findings, ["loss_toward_client", "loss_toward_server"], "{sock_all:#?}");
     assert_tiers_agree(&sys_all, &sock_all);
+/// A raw client of `db`'s Unix socket in its own thread: connect, then `then`.
+fn raw_unix_client(db: &MariaDb, then: impl FnOnce(&mut std::os::unix::net::UnixStream) + Send + 'static) -> thread::JoinHandle<()> {
+    let path = db.socket();
+    thread::spawn(move || {
+        let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+        then(&mut s);
+    })
+}
+
+/// The `mariadb` CLI over `db`'s Unix socket: (its pid, whether it succeeded, stderr).
+fn unix_cli(db: &MariaDb, user: &str, password: &str, extra: &[&str]) -> (u32, bool, String) {
+    let child = Command::new("mariadb")
+        .arg("--no-defaults")
+        .arg(format!("--socket={}", db.socket().display()))
+        .args(["-u", user, &format!("--password={password}"), "-N", "-B"])
+        .args(extra)
+        .args(["-e", "SELECT 1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the mariadb CLI");
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    (pid, out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn unix_socket_clients_get_the_same_verdicts_in_both_tiers() {
+    let Some(bin) = ready("unix_socket_clients_get_the_same_verdicts_in_both_tiers") else { return };
+    let db = mariadb_with_tls_account(None);
+    let pid = db.pid().to_string();
+    // No --port: it would keep one TCP port only. Nothing else logs in meanwhile.
+    let syscalls = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--capture", "syscalls"]);
+    let socket = Tracer::start(&bin, &["watch", "-p", &pid, "-j"]);
+    let socket_unix_only = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--client", "unix"]);
+    let pause = || thread::sleep(Duration::from_millis(300));
+
+    // This server speaks TLS: without --skip-ssl the CLI would use it, login unread.
+    let (ok_pid, ok, err) = unix_cli(&db, LAB_USER, LAB_PASSWORD, &["--skip-ssl"]);
+    assert!(ok, "{err}");
+    pause();
+    let (denied_pid, ok, err) = unix_cli(&db, LAB_USER, "wrong-password", &["--skip-ssl"]);
+    assert!(!ok && err.contains("ERROR 1045"), "{err}");
+    pause();
+    // --ssl on the Unix socket: the client asks for TLS (an SSLRequest) all the same.
+    let (_, ok, err) = unix_cli(&db, "tls_lab", "tls-pw", &["--ssl"]);
+    assert!(ok, "TLS login over the Unix socket: {err}");
+    pause();
+    // Gone before reading the greeting: the server's read gets ECONNRESET.
+    raw_unix_client(&db, |_| thread::sleep(Duration::from_millis(100))).join().unwrap();
+    pause();
+    // Reads the greeting, then closes.
+    raw_unix_client(&db, |s| {
+        let _ = s.read(&mut [0u8; 256]).unwrap();
+    })
+    .join()
+    .unwrap();
+    pause();
+    // Reads the greeting, says nothing: the server gives up after connect_timeout (2 s).
+    raw_unix_client(&db, |s| {
+        let _ = s.read(&mut [0u8; 256]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(s.read(&mut [0u8; 64]).unwrap(), 0, "the server should close after connect_timeout");
+    })
+    .join()
+    .unwrap();
+    pause();
+
+    let expected = ["ok", "auth_failed", "ok", "client_reset", "client_closed", "server_timeout"];
+    let (_, sys_all) = judged(syscalls, &expected);
+    let (sock_out, sock_all) = judged(socket, &expected);
+    let (_, unix_only) = judged(socket_unix_only, &expected);
+    assert!(!sock_out.stderr_text().contains("also listens on"), "no warning of unseen Unix clients: {}", sock_out.stderr_text());
+    for (s, y) in sock_all.iter().zip(&sys_all) {
+        assert_eq!(s["unix_socket"], true, "{s:#}");
+        assert_eq!(y["unix_socket"], true, "{y:#}");
+        assert_eq!(s["user"], y["user"], "the tiers decode the same user:\n{s:#}\n{y:#}");
+        assert_eq!(s["blame"]["party"], y["blame"]["party"], "the tiers blame the same party:\n{s:#}\n{y:#}");
+    }
+    assert_eq!(sock_all[0]["user"], LAB_USER);
+    assert_eq!(sock_all[1]["user"], LAB_USER);
+    assert!(sock_all[1].to_string().contains("1045"), "{:#}", sock_all[1]);
+    // Named by who connected: the CLI's own pid and program; this test's process.
+    assert_eq!((&sock_all[0]["client_pid"], &sock_all[0]["client_program"]), (&Value::from(ok_pid), &Value::from("mariadb")));
+    assert_eq!(sock_all[1]["client_pid"], Value::from(denied_pid));
+    for h in &sock_all[3..] {
+        assert_eq!(h["client_pid"], Value::from(std::process::id()), "{h:#}");
+    }
+    // The silent client: the server's wait, from its empty read to its close.
+    let silent = &sock_all[5];
+    let total = silent["phases_ms"]["total"].as_f64().unwrap();
+    assert!((1900.0..2600.0).contains(&total), "connect_timeout is 2 s: {silent:#}");
+    assert_eq!(unix_only.len(), expected.len(), "--client unix keeps them all");
 }

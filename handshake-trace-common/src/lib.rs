@@ -28,6 +28,9 @@ pub mod kind {
     /// Socket tier: a target's listening port gained an established connection
     /// (no accept is seen): [`EstablishedEvent`](super::EstablishedEvent).
     pub const ESTABLISHED: u32 = 7;
+    /// Socket tier: a client connected to a target's listening Unix socket (no accept,
+    /// no fd): [`UnixConnectEvent`](super::UnixConnectEvent).
+    pub const UNIX_CONNECTED: u32 = 8;
 }
 
 /// Syscall identifiers in [`SysEvent::syscall`] (ours, not the kernel's numbers).
@@ -98,6 +101,10 @@ pub mod tcp {
     /// A retransmit by the client's socket (found by its source address): a client on
     /// this host whose packet did not reach the server.
     pub const CLIENT_RETRANSMIT: u32 = 5;
+    /// Socket tier: the server's end of a Unix-socket connection was found closed (no
+    /// tracepoint fires on a Unix socket's close: the tracer looks every few tens of
+    /// milliseconds, so this record's time is when it was noticed).
+    pub const UNIX_CLOSED: u32 = 6;
 }
 
 /// Kernel TCP states (`include/net/tcp_states.h`) the socket tier starts and ends
@@ -342,6 +349,75 @@ pub struct EstablishedEvent {
     pub flags: u32,
 }
 
+/// Socket tier: a client connected to a target's listening Unix socket. Runs in the
+/// connecting (client's) thread, inside its `connect`; `header.pid` is the server's
+/// process, `header.tid` 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnixConnectEvent {
+    pub header: EventHeader,
+    pub conn_gen: u64,
+    /// The connecting process (what SO_PEERCRED gives the server: the socket's
+    /// `sk_peer_pid` is set from this same task).
+    pub peer_pid: u32,
+    /// 0 (reserved).
+    pub flags: u32,
+    /// The connecting process's name (its main thread's `comm`, as /proc/PID/comm
+    /// shows it): untrusted bytes, escaped wherever shown.
+    pub comm: [u8; 16],
+    /// The inode number of the listening socket (as in /proc/net/unix).
+    pub listener_ino: u64,
+}
+
+/// `SockConn::flags`: a Unix-socket connection (its bytes come from the server's
+/// reads and writes, not from packets).
+pub const CONN_UNIX: u32 = 4;
+
+/// Socket tier: filter slots for Unix sockets (which have no ports) after the
+/// [`SOCK_SLOTS`] slots of TCP, by the socket's `sk_hash` (for an unbound or accepted
+/// Unix socket, a hash of its address below 256).
+pub const UNIX_SLOTS: u32 = 256;
+
+/// The filter slot of a socket with no ports (a Unix socket) whose `sk_hash` is `hash`.
+#[inline(always)]
+pub fn unix_slot(hash: u32) -> u32 {
+    SOCK_SLOTS + (hash & (UNIX_SLOTS - 1))
+}
+
+/// Capacity of the socket tier's map of the targets' listening Unix sockets.
+pub const MAX_UNIX_LISTENERS: u32 = 256;
+/// Unix-socket connections the sweep program checks per run (the arguments of one
+/// `BPF_PROG_TEST_RUN` of a raw tracepoint program).
+pub const UNIX_SWEEP_BATCH: usize = 12;
+
+/// Where this kernel keeps what the socket tier reads of Unix sockets and of the
+/// connecting task, from its BTF (written by userspace before load; `ok` 0 when one is
+/// missing: no Unix client is then followed). Byte offsets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnixOffsets {
+    pub ok: u32,
+    /// `sock_common.skc_hash` (u32), `skc_state` (u8), `sock.sk_socket`.
+    pub sk_hash: u32,
+    pub sk_state: u32,
+    pub sk_socket: u32,
+    /// `socket_alloc.vfs_inode` (the inode right after the `struct socket`), `inode.i_ino`.
+    pub socket_inode: u32,
+    pub inode_ino: u32,
+    /// The connecting socket from the connect's fd: `task_struct.files`,
+    /// `files_struct.fdt`, `fdtable.fd`, `file.private_data`, `socket.sk`, then its
+    /// peer (the server's new socket): `unix_sock.peer`.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub unix_peer: u32,
+    /// The connecting process's name: `task_struct.group_leader`, `task_struct.comm`.
+    pub task_group_leader: u32,
+    pub task_comm: u32,
+}
+
 /// `EstablishedEvent::flags` (and `SockConn::flags`): the connection's socket belongs to
 /// a cgroup outside the one the packet programs are attached to (a server moved to
 /// another cgroup after it opened its listening socket): its bytes are not seen.
@@ -394,6 +470,9 @@ pub struct SockConn {
     /// The server's address (IPv4 v4-mapped), kept while the owner is unknown
     /// (`tgid` 0: a port several targets listen on) for the established record
     /// sent once the owner first touches the connection.
+    /// A Unix connection ([`CONN_UNIX`]) has no address: the first 8 bytes hold its
+    /// socket's inode number once the server touched it (a socket at the same address
+    /// with another inode is another connection).
     pub local_addr: [u8; 16],
     /// Packets left before a TLS connection stops being traced.
     pub tls_budget: u16,
@@ -705,6 +784,7 @@ mod pod {
         super::CgroupOffsets,
         super::SockFields,
         super::EarlyData,
+        super::UnixOffsets,
     );
 }
 
@@ -755,6 +835,17 @@ mod tests {
         assert_eq!(size_of::<SockConn>(), 8 + 4 * 4 + size_of::<PeerKey>() + 16 + 2 + 2 + 2 * 2);
         assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 5 * size_of::<TcpOffsets>());
         assert_eq!(size_of::<EarlyData>(), 8 + 4 * 4 + PAYLOAD_MAX);
+        assert_eq!(size_of::<UnixConnectEvent>(), size_of::<EventHeader>() + 8 + 4 + 4 + 16 + 8);
+        assert_eq!(size_of::<UnixOffsets>(), 14 * 4);
+    }
+
+    #[test]
+    fn unix_sockets_have_slots_of_their_own() {
+        assert_eq!(unix_slot(0), SOCK_SLOTS);
+        assert_eq!(unix_slot(255), SOCK_SLOTS + 255);
+        // A bound socket's hash (256..511) still lands in the Unix slots.
+        assert_eq!(unix_slot(300), SOCK_SLOTS + 44);
+        assert!((0..5000u16).all(|p| sock_slot(p, p ^ 0x5a5a) < SOCK_SLOTS));
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod sock;
 mod sock_fexit;
 mod tcp;
 mod timer;
+mod unix;
 mod wait;
 
 // Never attached by the tool: the bench's measure of an empty program on each hook.

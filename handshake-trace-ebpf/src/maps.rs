@@ -7,7 +7,8 @@ use aya_ebpf::{
 };
 use handshake_trace_common::{
     counter, Conn, ConnKey, EarlyData, PeerKey, Queued, SkbCgroup, SockConn, SockTask, TargetFilter, TaskState, ThreadConn, TracepointOffsets,
-    DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_EARLY_DATA, MAX_LISTENERS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS, SOCK_SLOTS,
+    DEFAULT_RINGBUF_BYTES, MAX_CONNS, MAX_EARLY_DATA, MAX_LISTENERS, MAX_LISTEN_PORTS, MAX_TARGETS, MAX_TASKS, MAX_UNIX_LISTENERS, SOCK_SLOTS,
+    UNIX_SLOTS,
 };
 
 /// Processes (tgid) to trace. Userspace keeps it current.
@@ -144,7 +145,18 @@ pub static SOCK_CONNS: HashMap<u64, SockConn> = HashMap::with_max_entries(MAX_CO
 /// entries userspace removes behind their back leave a count high, which only costs
 /// the lookup, never an event.
 #[map]
-pub static SOCK_SLOT_COUNTS: Array<u64> = Array::with_max_entries(SOCK_SLOTS, 0);
+pub static SOCK_SLOT_COUNTS: Array<u64> = Array::with_max_entries(SOCK_SLOTS + UNIX_SLOTS, 0);
+
+/// Socket tier: the targets' listening Unix sockets, by inode number → their process.
+/// Userspace fills it from /proc with TARGETS.
+#[map]
+pub static UNIX_LISTENERS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_UNIX_LISTENERS, 0);
+
+/// Socket tier: the Unix-socket connections followed (socket address → generation),
+/// for userspace to hand to the sweep program: no tracepoint fires when a Unix socket
+/// closes.
+#[map]
+pub static UNIX_SOCKS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_CONNS, 0);
 
 /// Socket tier: the cgroup the packet programs are attached to (one entry, rewritten
 /// by userspace when it re-attaches them), checked at each connection's start.

@@ -23,7 +23,7 @@ macro_rules! plain {
     };
 }
 
-plain!(u16, u32, i32, u64, i64, [u8; 4], [u8; 16], [i16; 4], [i64; 2], [i64; 4], [u64; 2], [u64; 8]);
+plain!(u16, u32, i32, u64, i64, [u8; 4], [u8; 16], [i16; 4], [i64; 2], [i64; 4], [u64; 2], [u64; 4], [u64; 8]);
 
 /// A `T` at user address `addr` (an error for NULL or an unmapped address).
 #[inline(always)]

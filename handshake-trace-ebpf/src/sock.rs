@@ -12,7 +12,7 @@ use aya_ebpf::{
 use handshake_trace_common::{
     counter, kind, sock_slot, sys, tcp, tcp_state, EarlyData, EstablishedEvent, IoEvent, PeerKey, SockConn, SockFields, SockTask, SysEvent, TcpOffsets,
     ESTABLISHED_PACKETS_UNSEEN, PAYLOAD_MAX,
-    ThreadConn, LISTEN_SHARED, NO_FD, SET_STATE_LAYOUT, SET_STATE_SADDR_V6, SET_STATE_SKADDR, SET_STATE_SPORT,
+    ThreadConn, CONN_UNIX, LISTEN_SHARED, NO_FD, SET_STATE_LAYOUT, SET_STATE_SADDR_V6, SET_STATE_SKADDR, SET_STATE_SPORT,
 };
 
 use crate::{
@@ -42,7 +42,7 @@ fn maybe_followed(slot: u32) -> bool {
 
 /// Add `delta` (wrapping) to the count of filter slot `slot`, atomically.
 #[inline(always)]
-fn slot_add(slot: u32, delta: u64) {
+pub(crate) fn slot_add(slot: u32, delta: u64) {
     if let Some(n) = SOCK_SLOT_COUNTS.get_ptr_mut(slot) {
         // SAFETY: a valid, aligned u64 of the array map, changed only by this atomic
         // add (the BPF target has no compare-and-swap, so no `fetch_add`).
@@ -139,11 +139,17 @@ fn field(pick: impl FnOnce(&SockFields) -> &u32) -> u32 {
 
 /// The `T` at byte `off` of the BTF-typed socket `sk`.
 #[inline(always)]
-fn sk_load<T: Copy>(sk: u64, off: u32) -> T {
+pub(crate) fn sk_load<T: Copy>(sk: u64, off: u32) -> T {
     // SAFETY: `sk` is the tracepoint's socket (BTF-typed) and `off` a constant the
     // verifier checks against `struct sock` (the program is rejected otherwise); a
     // faulting load gives zeros.
     unsafe { core::ptr::read_volatile((sk as *const u8).add(off as usize) as *const T) }
+}
+
+/// The socket's family (`skc_family`), a direct load.
+#[inline(always)]
+pub(crate) fn sk_family(sk: u64) -> u16 {
+    sk_load::<u16>(sk, field(|f| &f.family))
 }
 
 /// The socket's local port from `inet_sport` (`struct inet_sock`, past `struct sock`:
@@ -408,10 +414,15 @@ pub(crate) fn slot_of_portpair(ports: u32) -> u32 {
 }
 
 /// The filter slot of a BTF-typed socket argument: a direct load the verifier checks
-/// against the kernel's BTF. The address itself stays a map key.
+/// against the kernel's BTF. The address itself stays a map key. A socket without
+/// ports (a Unix socket) has a slot of its own by its `sk_hash` (one more load).
 #[inline(always)]
 fn btf_sock_slot(sk: u64) -> u32 {
-    slot_of_portpair(sk_load::<u32>(sk, SKC_PORTPAIR))
+    let ports = sk_load::<u32>(sk, SKC_PORTPAIR);
+    if ports == 0 {
+        return crate::unix::btf_unix_slot(sk);
+    }
+    slot_of_portpair(ports)
 }
 
 /// The filter slot of a socket known only as an address (fexit, `sock->sk`): a probe
@@ -431,6 +442,11 @@ pub(crate) fn probed_sock_slot(sk: u64) -> u32 {
 #[inline(always)]
 pub(crate) fn on_sock_io<C: EbpfContext>(ctx: &C, sk: u64, slot: u32, call: u32, result: impl FnOnce() -> (i32, u32)) {
     let Some(c) = sock_conn(sk, slot) else { return };
+    // A Unix connection's socket may be another by now (freed, its memory reused).
+    // SAFETY: `c` comes from a successful lookup: valid and aligned during this run.
+    if unsafe { (*c).flags } & CONN_UNIX != 0 && !crate::unix::same_socket(sk, c) {
+        return;
+    }
     let Some(tgid) = owner(ctx, c, true) else { return };
     // SAFETY: `c` comes from a successful lookup: valid and aligned during this run.
     let gen = unsafe { (*c).gen };
@@ -441,6 +457,11 @@ pub(crate) fn on_sock_io<C: EbpfContext>(ctx: &C, sk: u64, slot: u32, call: u32,
     }
     let (ret, flags) = result();
     if ret > 0 {
+        // A Unix connection's bytes come from here (no packet carries them).
+        // SAFETY: as above.
+        if unsafe { (*c).flags } & CONN_UNIX != 0 {
+            crate::unix::on_unix_bytes(sk, c, tid, call, ret, flags);
+        }
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<IoEvent>(0) else {

@@ -32,6 +32,7 @@ pub(crate) fn accept_at(ts: u64, gen: u64) -> Event {
         local: None,
         packets_unseen: false,
         queued_ns: None,
+        client_process: None,
     })
 }
 
@@ -169,6 +170,7 @@ pub(crate) fn established_at(ts: u64) -> Event {
         local: Some("127.0.0.1:3399".parse().unwrap()),
         packets_unseen: false,
         queued_ns: None,
+        client_process: None,
     })
 }
 

@@ -12,3 +12,4 @@ pub mod socket_io;
 pub mod targets;
 pub mod tracefs;
 pub mod tracked;
+pub mod unix;

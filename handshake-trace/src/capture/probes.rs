@@ -9,7 +9,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use handshake_trace_common::{
-    counter, CgroupOffsets, Conn, ConnKey, SockConn, SockFields, SockFnOffsets, TargetFilter, DEFAULT_RINGBUF_BYTES, LISTEN_SHARED,
+    counter, CgroupOffsets, Conn, ConnKey, SockConn, SockFields, SockFnOffsets, TargetFilter, UnixOffsets, DEFAULT_RINGBUF_BYTES,
+    LISTEN_SHARED,
 };
 
 use crate::{
@@ -19,7 +20,7 @@ use crate::{
         set_state::{self, SetStateHook},
         socket_io::{self, SocketIo},
         targets::{Refusal, RefuseReason, MAX_PORTS_PER_TARGET},
-        tracefs,
+        tracefs, unix,
     },
     events::Counters,
 };
@@ -201,6 +202,13 @@ pub struct Probes {
     pub set_state: Option<(SetStateHook, Option<String>)>,
     /// Why `--capture socket` fell back to the syscall tier ([`fallback_notice`] says it).
     pub fallback: Option<String>,
+    /// Socket tier: whether the clients of the targets' Unix sockets are followed, or
+    /// why not on this kernel (in words).
+    pub unix_clients: std::result::Result<(), String>,
+    /// Socket tier: the targets' listening Unix sockets (inode → process), and the Unix
+    /// connections followed (for the sweep).
+    unix_listeners: Option<HashMap<MapData, u64, u32>>,
+    unix_socks: Option<HashMap<MapData, u64, u64>>,
     /// Programs attached.
     pub attached: usize,
     /// Optional tracepoints this kernel lacks, in words.
@@ -252,6 +260,7 @@ impl Probes {
         let cgroup_offsets = cgroup::offsets();
         // The socket tier's state-change program reads the socket at this kernel's offsets.
         let mut sock_fields = (opts.capture == CaptureTier::Socket).then(set_state::sock_fields);
+        let unix_offsets = (opts.capture == CaptureTier::Socket).then(unix::offsets);
         let fn_offsets = match &plan {
             Some(Ok((SocketIo::Fexit, o))) => *o,
             _ => SockFnOffsets::default(),
@@ -261,6 +270,7 @@ impl Probes {
             .override_global("SOCK_FN_OFFSETS", &fn_offsets, true)
             .override_global("CGROUP_OFFSETS", cgroup_offsets.as_ref().unwrap_or(&CgroupOffsets::default()), true)
             .override_global("SOCK_FIELDS", sock_fields.as_ref().and_then(|f| f.as_ref().ok()).unwrap_or(&SockFields::default()), true)
+            .override_global("UNIX_OFFSETS", unix_offsets.as_ref().and_then(|o| o.as_ref().ok()).unwrap_or(&UnixOffsets::default()), true)
             .override_global("SKB_CURRENT_TASK", &skb_current_task(), true)
             .override_global("RING_BYTES", &u64::from(ringbuf), true)
             .override_global("PORT_FILTER", &u32::from(opts.port.unwrap_or(0)), true)
@@ -280,6 +290,7 @@ impl Probes {
         let mut skb = None;
         let per_syscall = opts.attach == AttachMode::Tracepoints && !socket;
         let mut set_state = None;
+        let mut unix_clients = Err("the syscall tier follows them".to_string());
         for p in attach_points()
             .filter(|p| !missing.iter().any(|m| m.name == p.name))
             .filter(|p| per_syscall || p.category != "syscalls")
@@ -309,6 +320,16 @@ impl Probes {
             let (n, attach) = attach_socket_tier(&mut ebpf, socket_io.unwrap_or(SocketIo::TpBtf), &cgroup_offsets)?;
             attached += n;
             skb = Some(attach);
+            // Unix-socket clients: their bytes come from the tp_btf read/write hooks.
+            let unix = match (socket_io, unix_offsets) {
+                (Some(SocketIo::TpBtf), Some(Ok(_))) => unix::attach(&mut ebpf, &tracefs).map_err(|e| first_line(&format!("{e:#}"))),
+                (Some(SocketIo::TpBtf), Some(Err(e))) => Err(format!("{e:#}")),
+                _ => Err("its read and write hooks on this kernel are not the tp_btf ones (Linux 6.3+)".to_string()),
+            };
+            if unix.is_ok() {
+                attached += 1;
+            }
+            unix_clients = unix;
         } else if opts.attach == AttachMode::Raw {
             for (tp, name) in RAW_POINTS {
                 let program: &mut aya::programs::RawTracePoint = ebpf
@@ -333,9 +354,17 @@ impl Probes {
         } else {
             (None, None)
         };
+        let (unix_listeners, unix_socks) = if unix_clients.is_ok() {
+            (Some(HashMap::try_from(take_map(&mut ebpf, "UNIX_LISTENERS")?)?), Some(HashMap::try_from(take_map(&mut ebpf, "UNIX_SOCKS")?)?))
+        } else {
+            (None, None)
+        };
         Ok(Self {
             candidate_ports,
             refused,
+            unix_clients,
+            unix_listeners,
+            unix_socks,
             listen_ports,
             sock_conns,
             listeners,
@@ -381,6 +410,7 @@ impl Probes {
         self.target_pids.insert(pid);
         let added = if self.capture == CaptureTier::Socket {
             self.add_listen_ports(pid, &ports)
+                .and_then(|()| self.add_unix_listeners(pid).map_err(|e| Refusal::new(RefuseReason::MapFull, format!("{e:#}"))))
                 .and_then(|()| self.follow_targets().map_err(|e| Refusal::new(RefuseReason::MapFull, format!("{e:#}"))))
         } else {
             self.add_listeners(pid, &crate::capture::targets::listening_sockets(pid));
@@ -497,6 +527,25 @@ impl Probes {
         }
     }
 
+    /// Socket tier: the target's listening Unix sockets (by inode, from /proc), unless
+    /// `--port` keeps one TCP port only.
+    fn add_unix_listeners(&mut self, pid: u32) -> Result<()> {
+        let (Some(map), None) = (self.unix_listeners.as_mut(), self.port) else { return Ok(()) };
+        for ino in unix::listener_inodes(pid) {
+            map.insert(ino, pid, 0).with_context(|| format!("add Unix socket inode {ino} to the listener map (full?)"))?;
+        }
+        Ok(())
+    }
+
+    /// Socket tier: find the Unix-socket connections whose server closed its socket
+    /// (each becomes a record). Called every few tens of milliseconds by the live loop.
+    pub fn sweep_unix(&mut self) -> Result<()> {
+        match self.unix_socks.as_ref() {
+            Some(socks) => unix::sweep(&mut self._ebpf, socks),
+            None => Ok(()),
+        }
+    }
+
     /// Socket tier: the packet programs go where the targets are now.
     fn follow_targets(&mut self) -> Result<()> {
         match self.skb.as_mut() {
@@ -563,6 +612,15 @@ impl Probes {
         let socks: Vec<u64> = self.sock_conns.iter().filter_map(Result::ok).filter(|(_, c)| c.tgid == pid).map(|(k, _)| k).collect();
         for sk in socks {
             let _ = self.sock_conns.remove(&sk);
+            if let Some(u) = self.unix_socks.as_mut() {
+                let _ = u.remove(&sk);
+            }
+        }
+        if let Some(map) = self.unix_listeners.as_mut() {
+            let inodes: Vec<u64> = map.iter().filter_map(Result::ok).filter(|(_, p)| *p == pid).map(|(k, _)| k).collect();
+            for ino in inodes {
+                let _ = map.remove(&ino);
+            }
         }
     }
 
@@ -587,6 +645,12 @@ impl Probes {
             l.flush();
         }
     }
+}
+
+/// The first line of an error (a verifier's log follows it).
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    line.split(". Verifier output").next().unwrap_or(line).to_string()
 }
 
 /// The LISTEN_PORTS value for a port `pid` listens on, given the current one.

@@ -131,7 +131,7 @@ impl Tracer<'_> {
                 if a.packets_unseen {
                     self.probes.packets_to_root()?;
                 }
-                if let Some(path) = a.unix.then(|| self.targets.unix_path(a.pid, a.listen_fd)).flatten() {
+                if let Some(path) = (a.unix && !a.established).then(|| self.targets.unix_path(a.pid, a.listen_fd)).flatten() {
                     pipeline.unix_listener(a.pid, a.listen_fd, path);
                 }
             }
@@ -184,8 +184,8 @@ impl Tracer<'_> {
 
     /// New targets `pids`: the Unix-socket listeners this tier cannot see.
     fn after_adoption(&mut self, log: &mut dyn Write, pids: &[u32]) -> Result<()> {
-        self.unseen_unix = unseen_unix_listeners(&self.targets, self.opts, self.probes.capture);
-        warn_unix_listeners(&self.targets, &self.unseen_unix, pids.iter().copied(), self.opts, log)
+        self.unseen_unix = unseen_unix_listeners(&self.targets, self.opts, &self.probes);
+        warn_unix_listeners(&self.targets, &self.unseen_unix, pids.iter().copied(), &self.probes, self.opts, log)
     }
 
     /// Once a second: targets that came and went, the programs' log, new losses. A
@@ -334,10 +334,11 @@ fn attach(opts: &WatchOptions, targets: &mut Targets, log: &mut dyn Write) -> Re
 }
 
 /// The Unix-socket listening paths of each target whose clients this tracer cannot
-/// see: all of them on the socket tier (TCP only), none on the syscall tier or with
-/// `--port` (which follows one TCP port by choice).
-fn unseen_unix_listeners(targets: &Targets, opts: &WatchOptions, tier: CaptureTier) -> BTreeMap<u32, BTreeSet<String>> {
-    if tier != CaptureTier::Socket || opts.port.is_some() {
+/// see: on the socket tier of a kernel without its Unix-socket hooks, all of them;
+/// none on the syscall tier, on the socket tier that follows them, or with `--port`
+/// (which follows one TCP port by choice).
+fn unseen_unix_listeners(targets: &Targets, opts: &WatchOptions, probes: &Probes) -> BTreeMap<u32, BTreeSet<String>> {
+    if probes.capture != CaptureTier::Socket || probes.unix_clients.is_ok() || opts.port.is_some() {
         return BTreeMap::new();
     }
     targets
@@ -353,18 +354,21 @@ fn warn_unix_listeners(
     targets: &Targets,
     unseen: &BTreeMap<u32, BTreeSet<String>>,
     pids: impl Iterator<Item = u32>,
+    probes: &Probes,
     opts: &WatchOptions,
     log: &mut dyn Write,
 ) -> Result<()> {
+    let why = probes.unix_clients.as_ref().err().map(String::as_str).unwrap_or("");
     for pid in pids {
         let (Some(s), Some(paths)) = (targets.live.get(&pid), unseen.get(&pid)) else { continue };
         let paths: Vec<String> = paths.iter().map(|p| Escaped(p).to_string()).collect();
         let text = format!(
-            "{} (pid {}) also listens on {}: the socket capture tier follows TCP only and will not show its \
-             Unix-socket clients (--capture syscalls does)",
+            "{} (pid {}) also listens on {}: the socket capture tier cannot follow its Unix-socket clients on \
+             this kernel ({}) and will not show them (--capture syscalls does)",
             Escaped(&s.comm),
             s.pid,
-            paths.join(", ")
+            paths.join(", "),
+            why
         );
         notice::say(log, &opts.notices, Level::Warning, &text)?;
     }
@@ -411,7 +415,7 @@ pub async fn live<'s>(
         );
         notice::say(log, &opts.notices, Level::Warning, &text)?;
     }
-    let unseen_unix = unseen_unix_listeners(&targets, opts, probes.capture);
+    let unseen_unix = unseen_unix_listeners(&targets, opts, &probes);
     let mut tracer = Tracer {
         opts,
         probes,
@@ -432,7 +436,7 @@ pub async fn live<'s>(
     if let Some(notice) = crate::output::text::capture_notice(tracer.probes.capture) {
         writeln!(log, "{}", opts.notices.fold(notice, 4))?;
         let pids: Vec<u32> = tracer.unseen_unix.keys().copied().collect();
-        warn_unix_listeners(&tracer.targets, &tracer.unseen_unix, pids.into_iter(), opts, log)?;
+        warn_unix_listeners(&tracer.targets, &tracer.unseen_unix, pids.into_iter(), &tracer.probes, opts, log)?;
     }
     tracer.say_packets_place(log)?;
     writeln!(log, "Tracing MySQL handshakes of {names}{on_port}... Hit Ctrl-C to end.")?;
@@ -454,6 +458,10 @@ pub async fn live<'s>(
                 }
             }
             _ = drain_tick.tick() => {
+                // Unix-socket connections whose server closed them: records for this drain.
+                if let Err(e) = tracer.probes.sweep_unix() {
+                    notice::say(log, &opts.notices, Level::Warning, &format!("{e:#}"))?;
+                }
                 tracer.drain(ring.get_mut(), &mut pipeline, observer, log)?;
             }
             _ = tick.tick() => {

@@ -10,7 +10,7 @@ use handshake_trace_common::{
 
 use super::step::{Omitted, PacketSeen, Step, StepKind};
 use crate::{
-    events::{Accept, Args, Errno, Family, Io, Signal, Syscall, SyscallResult, Tcp, TcpWhat},
+    events::{Accept, Args, ClientProcess, Errno, Family, Io, Signal, Syscall, SyscallResult, Tcp, TcpWhat},
     protocol::{self, ClientPacket, ErrPacket, Greeting, Login, PacketStream, ProxyFound, ProxySniffer, ServerPacket},
     verdict::{self, Judgement, Verdict},
 };
@@ -121,6 +121,8 @@ pub struct Handshake {
     pub unix: bool,
     /// The path of the server's listening Unix socket, when the caller knew it (live: /proc).
     pub server_path: Option<std::sync::Arc<str>>,
+    /// A Unix-socket client's process (pid and program), when the tier saw it.
+    pub client_process: Option<ClientProcess>,
     /// Seen by the socket tier (`--capture socket`): no accept, fd, waits, fcntl,
     /// socket options or timers; the connection starts when it is established and
     /// ends when the server's socket closes.
@@ -205,6 +207,7 @@ impl Handshake {
             server,
             unix: a.unix,
             server_path: None,
+            client_process: a.client_process.clone(),
             socket_tier: a.established,
             handler_tid: None,
             steps: Self::first_steps(a),
@@ -557,6 +560,11 @@ impl Handshake {
             TcpWhat::ReceiveReset => self.evidence.client_rst = true,
             TcpWhat::SendReset => self.evidence.rst_sent = true,
             TcpWhat::State { old, new } if self.socket_tier => self.on_socket_state(t.ts_ns, old, new),
+            // The Unix socket's end: no reset on a Unix socket, whatever SO_LINGER says.
+            TcpWhat::UnixClosed => {
+                self.evidence.closed = true;
+                self.end_ns = Some(t.ts_ns);
+            }
             _ => {}
         }
         // In time order: the syscall tier sends a client's FIN or reset that came while

@@ -1096,4 +1096,92 @@ fn a_login_of_0x0316_bytes_is_not_tls() {
         sock_io(GEN + 300_000, GEN, SyscallKind::PacketOut, ok.len() as i64, 0, &ok, Some(handshake_trace_common::end::REPLY)),
     ];
     check(&only(&ev));
+/// The socket tier's Unix-socket connections: started by the client's connect (no
+/// address), their bytes from the server's own reads and writes, ended by the reply or
+/// by their socket found closed.
+mod unix_socket {
+    use handshake_trace_common::NO_FD;
+
+    use super::*;
+    use crate::events::{Accept, ClientProcess};
+
+    const MSG_DONTWAIT: u64 = libc::MSG_DONTWAIT as u64;
+
+    fn connected_at(ts: u64) -> Event {
+        Event::Accept(Accept {
+            ts_ns: ts,
+            conn_gen: ts,
+            pid: PID,
+            tid: 0,
+            listen_fd: NO_FD,
+            result: SyscallResult::Ok(0),
+            peer: None,
+            unix: true,
+            established: true,
+            local: None,
+            packets_unseen: false,
+            client_process: ClientProcess::new(4242, b"php-fpm\0\0\0\0\0\0\0\0\0"),
+        })
+    }
+
+    fn closed_at(ts: u64) -> Event {
+        Event::Tcp(Tcp { ts_ns: ts, pid: PID, conn_gen: GEN, fd: NO_FD, what: TcpWhat::UnixClosed })
+    }
+
+    #[test]
+    fn a_silent_unix_client_given_up_on_is_a_server_timeout_without_reset() {
+        let g = greeting();
+        let ev = [
+            connected_at(GEN),
+            sock_io(GEN + 50_000, GEN, SyscallKind::SockSend, g.len() as i64, 0, &g, None),
+            sock_io(GEN + 60_000, GEN, SyscallKind::SockRecv, -(Errno::EAGAIN.0 as i64), MSG_DONTWAIT, &[], None),
+            closed_at(GEN + 2_010_000_000),
+        ];
+        let h = only(&ev);
+        assert_eq!(h.verdict(), Some(Verdict::ServerTimeout), "{:#?}", h.judgement);
+        // A Unix socket has no reset, whatever SO_LINGER says: the client reads an EOF.
+        assert!(matches!(h.judgement.as_ref().unwrap().cause, Cause::ServerTimedOut { reset: false, .. }));
+        assert!(h.unix && h.client.is_none());
+        assert_eq!(h.client_process, Some(ClientProcess { pid: 4242, program: "php-fpm".into() }));
+        assert_eq!(h.phases().to_greeting_ns, Some(50_000));
+    }
+
+    #[test]
+    fn a_unix_login_read_by_the_server_is_decoded_and_its_ok_ends_it() {
+        let g = greeting();
+        let l = packet(1, &login_body(Some("appdb")));
+        let ok = ok_packet();
+        let ev = [
+            connected_at(GEN),
+            sock_io(GEN + 50_000, GEN, SyscallKind::SockSend, g.len() as i64, 0, &g, None),
+            sock_io(GEN + 90_000, GEN, SyscallKind::SockRecv, l.len() as i64, 0, &l, None),
+            sock_io(GEN + 120_000, GEN, SyscallKind::SockSend, ok.len() as i64, 0, &ok, Some(handshake_trace_common::end::REPLY)),
+        ];
+        let h = only(&ev);
+        assert_eq!(h.verdict(), Some(Verdict::Ok));
+        assert_eq!(h.login.as_ref().map(|l| l.user.as_str()), Some("lab"));
+    }
+
+    #[test]
+    fn a_unix_client_gone_before_the_greeting_was_read_is_a_client_reset() {
+        let g = greeting();
+        let ev = [
+            connected_at(GEN),
+            sock_io(GEN + 50_000, GEN, SyscallKind::SockSend, g.len() as i64, 0, &g, None),
+            sock_io(GEN + 200_000_000, GEN, SyscallKind::SockRecv, -(Errno::ECONNRESET.0 as i64), MSG_DONTWAIT, &[], None),
+            closed_at(GEN + 230_000_000),
+        ];
+        let h = only(&ev);
+        assert_eq!(h.verdict(), Some(Verdict::ClientReset), "{:#?}", h.judgement);
+        assert!(h.judgement.as_ref().unwrap().probe, "it sent nothing: a port check");
+    }
+
+    #[test]
+    fn the_unix_client_column_names_the_process_escaped() {
+        let mut h = only(&[connected_at(GEN), closed_at(GEN + 1_000)]);
+        assert_eq!(crate::output::text::client_column(&h), "php-fpm[4242]");
+        h.client_process = ClientProcess::new(7, b"evil\x1b[2J\0");
+        let shown = crate::output::text::client_column(&h);
+        assert!(!shown.contains('\x1b') && shown.ends_with("[7]"), "{shown:?}");
+    }
 }

@@ -1,7 +1,9 @@
 //! Decoding ring-buffer records into typed events. Pure: no aya, no I/O.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use handshake_trace_common::{kind, tcp, AcceptEvent, EstablishedEvent, EventHeader, IoEvent, SignalEvent, SysEvent, TcpEvent, NO_FD};
+use handshake_trace_common::{
+    kind, tcp, AcceptEvent, EstablishedEvent, EventHeader, IoEvent, SignalEvent, SysEvent, TcpEvent, UnixConnectEvent, NO_FD,
+};
 
 mod counters;
 mod errno;
@@ -36,6 +38,48 @@ pub struct Accept {
     /// Syscall tier: how long the connection waited, established, for this accept
     /// (from its TCP handshake); None when that was not seen.
     pub queued_ns: Option<u64>,
+    /// A Unix-socket client's process, when the tier saw who connected (the socket
+    /// tier: the connecting thread).
+    pub client_process: Option<ClientProcess>,
+}
+
+/// The process at the other end of a Unix-socket connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientProcess {
+    pub pid: u32,
+    /// Its `comm` (a thread name any local user can set): escape it wherever shown.
+    pub program: String,
+}
+
+impl ClientProcess {
+    /// From the kernel's pid and NUL-padded comm (empty when unknown).
+    pub fn new(pid: u32, comm: &[u8]) -> Option<Self> {
+        if pid == 0 {
+            return None;
+        }
+        let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
+        Some(ClientProcess { pid, program: String::from_utf8_lossy(&comm[..end]).into_owned() })
+    }
+}
+
+impl From<UnixConnectEvent> for Accept {
+    fn from(e: UnixConnectEvent) -> Self {
+        Accept {
+            ts_ns: e.header.ts_ns,
+            conn_gen: e.conn_gen,
+            pid: e.header.pid,
+            tid: e.header.tid,
+            listen_fd: NO_FD,
+            result: SyscallResult::Ok(0),
+            peer: None,
+            unix: true,
+            established: true,
+            local: None,
+            packets_unseen: false,
+            client_process: ClientProcess::new(e.peer_pid, &e.comm),
+            queued_ns: None,
+        }
+    }
 }
 
 impl From<AcceptEvent> for Accept {
@@ -58,6 +102,7 @@ impl From<AcceptEvent> for Accept {
             packets_unseen: false,
             local: None,
             queued_ns: (e.queued_us != 0).then(|| u64::from(e.queued_us) * 1000),
+            client_process: None,
         }
     }
 }
@@ -83,6 +128,7 @@ impl From<EstablishedEvent> for Accept {
             local: Some(SocketAddr::new(ip_of(e.local_addr), e.local_port)),
             packets_unseen: e.flags & handshake_trace_common::ESTABLISHED_PACKETS_UNSEEN != 0,
             queued_ns: None,
+            client_process: None,
         }
     }
 }
@@ -213,6 +259,9 @@ pub enum TcpWhat {
     SendReset,
     ReceiveReset,
     State { old: u32, new: u32 },
+    /// The server's end of a Unix-socket connection found closed (no tracepoint fires
+    /// on that close: the time is when the tracer noticed, within tens of milliseconds).
+    UnixClosed,
 }
 
 /// A TCP event of a connection in its handshake.
@@ -232,6 +281,7 @@ impl From<TcpEvent> for Tcp {
             tcp::CLIENT_RETRANSMIT => TcpWhat::ClientRetransmit,
             tcp::SEND_RESET => TcpWhat::SendReset,
             tcp::RECEIVE_RESET => TcpWhat::ReceiveReset,
+            tcp::UNIX_CLOSED => TcpWhat::UnixClosed,
             _ => TcpWhat::State { old: e.oldstate, new: e.newstate },
         };
         Tcp { ts_ns: e.header.ts_ns, pid: e.header.pid, conn_gen: e.conn_gen, fd: e.fd, what }
@@ -354,6 +404,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::TCP => Event::Tcp(read::<TcpEvent>(bytes, k)?.into()),
         kind::PROCESS_EXIT => Event::ProcessExit { ts_ns: header.ts_ns, pid: header.pid },
         kind::ESTABLISHED => Event::Accept(read::<EstablishedEvent>(bytes, k)?.into()),
+        kind::UNIX_CONNECTED => Event::Accept(read::<UnixConnectEvent>(bytes, k)?.into()),
         other => return Err(DecodeError::UnknownKind(other)),
     })
 }
@@ -465,6 +516,29 @@ mod tests {
         let mut unknown = bytes.clone();
         unknown[0] = 99;
         assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn a_unix_socket_connection_decodes_with_its_client_process() {
+        let mut comm = [0u8; 16];
+        comm[..7].copy_from_slice(b"mariadb");
+        let e = UnixConnectEvent {
+            header: EventHeader { kind: kind::UNIX_CONNECTED, pid: 100, tid: 0, _pad: 0, ts_ns: 7_000 },
+            conn_gen: 7_000,
+            peer_pid: 4242,
+            flags: 0,
+            comm,
+            listener_ino: 123,
+        };
+        let Event::Accept(a) = decode(&as_bytes(&e)).unwrap() else { panic!("not an accept") };
+        assert!(a.unix && a.established && a.peer.is_none() && a.local.is_none());
+        assert_eq!((a.pid, a.conn_gen, a.fd()), (100, 7_000, Some(NO_FD)));
+        assert_eq!(a.client_process, Some(ClientProcess { pid: 4242, program: "mariadb".into() }));
+        // A full 16-byte name has no NUL; pid 0 (unread) names no process.
+        assert_eq!(ClientProcess::new(1, &[b'x'; 16]).unwrap().program.len(), 16);
+        assert_eq!(ClientProcess::new(0, b"x\0"), None);
+        let closed = TcpEvent { header: EventHeader { kind: kind::TCP, pid: 100, tid: 0, _pad: 0, ts_ns: 8_000 }, conn_gen: 7_000, fd: NO_FD, what: tcp::UNIX_CLOSED, oldstate: 0, newstate: 0 };
+        assert!(matches!(decode(&as_bytes(&closed)).unwrap(), Event::Tcp(Tcp { what: TcpWhat::UnixClosed, .. })));
     }
 
     #[test]

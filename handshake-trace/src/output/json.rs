@@ -213,6 +213,12 @@ pub struct HandshakeJson<'a> {
     client: Option<Addr>,
     client_attrs: BTreeMap<&'a str, &'a str>,
     client_error: Option<String>,
+    /// A Unix-socket client's process id and program (`comm`), when the tier saw who
+    /// connected; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_program: Option<&'a str>,
     connection_id: Option<u32>,
     database: Option<&'a str>,
     error: Option<ErrorJson<'a>>,
@@ -319,6 +325,8 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
         capture: names::capture(h.socket_tier),
         client: h.client.map(|a| Addr(Some(a))),
         client_attrs: login.map(|l| l.attrs.iter().collect()).unwrap_or_default(),
+        client_pid: h.client_process.as_ref().map(|p| p.pid),
+        client_program: h.client_process.as_ref().map(|p| p.program.as_str()),
         client_error: judgement.and_then(|j| j.client_report.as_ref()).map(reason::client_report),
         connection_id: h.greeting.as_ref().map(|g| g.connection_id),
         database: login.and_then(|l| l.database.as_deref()),

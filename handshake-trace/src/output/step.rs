@@ -232,6 +232,7 @@ fn write_tcp(w: TcpWhat, f: &mut dyn fmt::Write) -> fmt::Result {
         TcpWhat::SendReset => f.write_str("TCP RST sent to the client"),
         TcpWhat::ReceiveReset => f.write_str("TCP RST received from the client"),
         TcpWhat::State { old, new } => write!(f, "TCP {} → {}", tcp_state_name(old), tcp_state_name(new)),
+        TcpWhat::UnixClosed => f.write_str("the server's Unix socket found closed (noticed within 50 ms of the close)"),
     }
 }
 

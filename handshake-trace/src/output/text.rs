@@ -17,9 +17,13 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-/// The CLIENT column: the client's address, or for a Unix-socket client the server's
-/// socket path (there is no client address).
+/// The CLIENT column: the client's address; for a Unix-socket client its process
+/// (`PROGRAM[PID]`, as syslog names processes; a narrow column keeps its end, the pid)
+/// when the tier saw it, else the server's socket path.
 pub fn client_column(h: &Handshake) -> String {
+    if let (Some(p), true) = (&h.client_process, h.unix) {
+        return format!("{}[{}]", Escaped(&p.program), p.pid);
+    }
     match (&h.server_path, h.unix) {
         (Some(p), true) => Escaped(p).to_string(),
         (None, true) => "unix-socket".into(),

@@ -25,7 +25,10 @@ mod tests;
 
 use std::mem::{offset_of, size_of};
 
-use handshake_trace_common::{kind, sys, tcp, tcp_state, AcceptEvent, EstablishedEvent, EventHeader, IoEvent, SysEvent, TcpEvent, NO_FD, PAYLOAD_MAX, SYS_TRACKING_END};
+use handshake_trace_common::{
+    kind, sys, tcp, tcp_state, AcceptEvent, EstablishedEvent, EventHeader, IoEvent, SysEvent, TcpEvent, UnixConnectEvent, NO_FD, PAYLOAD_MAX,
+    SYS_TRACKING_END,
+};
 
 use conn::Conn;
 
@@ -77,6 +80,7 @@ impl Redactor {
         match k {
             kind::ACCEPT => self.on_accept(raw),
             kind::ESTABLISHED => self.on_established(raw),
+            kind::UNIX_CONNECTED => self.on_unix_connected(raw),
             kind::TCP => self.on_tcp(raw),
             kind::SYSCALL => self.on_syscall(raw),
             kind::IO => self.on_io(raw),
@@ -125,6 +129,20 @@ impl Redactor {
         self.conns.insert((pid, NO_FD, gen), Conn::new());
     }
 
+    /// The socket tier's start of a Unix-socket connection: keyed like an accept, no fd.
+    fn on_unix_connected(&mut self, raw: &[u8]) {
+        if raw.len() < size_of::<UnixConnectEvent>() {
+            return;
+        }
+        let h = offset_of!(UnixConnectEvent, header);
+        let (Some(pid), Some(gen)) =
+            (rd_u32(raw, h + offset_of!(EventHeader, pid)), rd_u64(raw, offset_of!(UnixConnectEvent, conn_gen)))
+        else {
+            return;
+        };
+        self.conns.insert((pid, NO_FD, gen), Conn::new());
+    }
+
     /// The socket tier's end of a connection: the server's socket closing (FIN_WAIT1,
     /// LAST_ACK, CLOSE), as the correlator ends it.
     fn on_tcp(&mut self, raw: &[u8]) {
@@ -140,7 +158,7 @@ impl Redactor {
         ) else {
             return;
         };
-        if fd == NO_FD && what == tcp::STATE && tcp_state::ends(new) {
+        if fd == NO_FD && ((what == tcp::STATE && tcp_state::ends(new)) || what == tcp::UNIX_CLOSED) {
             self.conns.remove(&(pid, fd, gen));
         }
     }
@@ -196,8 +214,9 @@ impl Redactor {
         let data = &mut payload[..known];
 
         let from_client = match syscall {
-            sys::READ | sys::READV | sys::RECVFROM | sys::RECVMSG | sys::PACKET_IN => true,
-            sys::WRITE | sys::WRITEV | sys::SENDTO | sys::SENDMSG | sys::PACKET_OUT => false,
+            // SOCK_RECV / SOCK_SEND carry bytes for Unix-socket connections (socket tier).
+            sys::READ | sys::READV | sys::RECVFROM | sys::RECVMSG | sys::PACKET_IN | sys::SOCK_RECV => true,
+            sys::WRITE | sys::WRITEV | sys::SENDTO | sys::SENDMSG | sys::PACKET_OUT | sys::SOCK_SEND => false,
             _ => {
                 data.fill(0);
                 return;

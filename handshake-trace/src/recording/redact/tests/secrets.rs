@@ -460,4 +460,36 @@ fn a_login_that_looks_like_a_tls_record_is_redacted_as_a_login() {
         assert_eq!(live, replayed);
         assert!(!live.contains("TLS") && live.contains(r#""tls":false"#), "{live}");
     }
+/// The socket tier's start of a Unix-socket connection (no fd, no address).
+fn unix_connected_rec(ts: u64) -> Vec<u8> {
+    let mut comm = [0u8; 16];
+    comm[..7].copy_from_slice(b"mariadb");
+    as_bytes(&handshake_trace_common::UnixConnectEvent {
+        header: hdr(kind::UNIX_CONNECTED, ts),
+        conn_gen: GEN,
+        peer_pid: 4242,
+        flags: 0,
+        comm,
+        listener_ino: 77,
+    })
+}
+
+#[test]
+fn unix_socket_bytes_of_the_socket_tier_are_redacted_as_the_syscalls_carrying_them() {
+    let (g, _) = greeting();
+    let (l, _) = login(LOGIN_CAPS, &AUTH_RESPONSE, 0);
+    let (gf, lf) = (frame(0, &g), frame(1, &l));
+    let syscalls = vec![accept_rec(GEN), write(GEN + 1, &gf), read(GEN + 2, &lf)];
+    // The server's own reads and writes carry a Unix connection's bytes.
+    let socket = vec![unix_connected_rec(GEN), packet_rec(GEN + 1, sys::SOCK_SEND, &gf), packet_rec(GEN + 2, sys::SOCK_RECV, &lf)];
+    let (a, b) = (redact_all(&syscalls), redact_all(&socket));
+    for client in [false, true] {
+        assert_eq!(stream(&a, client), stream(&b, client), "client side: {client}");
+    }
+    assert_ne!(stream(&b, true), lf, "the auth response must be zeroed");
+    assert!(!stream(&b, true).windows(AUTH_RESPONSE.len()).any(|w| w == AUTH_RESPONSE), "no auth byte run survives");
+    assert_eq!(replay(&b), replay(&socket));
+    // Without its start the bytes cannot be placed: zeroed whole.
+    let orphan = redact_all(&socket[1..]);
+    assert!(payload_of(&orphan[1]).iter().all(|b| *b == 0));
 }
