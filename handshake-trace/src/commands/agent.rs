@@ -15,12 +15,13 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::watch::{self, Health, Observer, Summary, WatchOptions};
-pub use crate::export::flight::FlightOptions;
+pub use crate::export::{flight::FlightOptions, otlp::OtlpOptions};
 use crate::{
     export::{
         abnormal_log::{AbnormalLog, LogTarget},
         flight::FlightRecorder,
         http,
+        otlp::{Exporter, OtlpMetrics},
         metrics::{HealthExport, Metrics, MetricsSink, Table},
         process,
         top_clients::TopClients,
@@ -44,6 +45,8 @@ pub struct AgentOptions {
     pub top_window_s: u64,
     /// The flight recorder, when --flight-dir asks for it.
     pub flight: Option<FlightOptions>,
+    /// OTLP export, when --otlp-endpoint or OTEL_EXPORTER_OTLP_* ask for it.
+    pub otlp: Option<OtlpOptions>,
     /// Scheduling niceness to take at start (0: as started).
     pub nice: i32,
 }
@@ -138,12 +141,24 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
             writeln!(log, "WARNING: cannot set niceness {}: {e} (running as started)", opts.nice)?;
         }
     }
-    let (metrics, registry) = Metrics::new();
+    let (metrics, mut registry) = Metrics::new();
+    let otlp_metrics = opts.otlp.as_ref().map(|_| OtlpMetrics::register(&mut registry));
     let top = Arc::new(Mutex::new(TopClients::new(opts.top_k, opts.top_window_s)));
     let state = Arc::new(http::State { registry, ready: AtomicBool::new(false), top: Arc::clone(&top) });
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listen on {}", opts.listen))?;
     writeln!(log, "Serving /metrics /healthz /readyz /top on http://{}", listener.local_addr()?)?;
     let server = tokio::spawn(http::serve(listener, Arc::clone(&state)));
+    let exporter = match (&opts.otlp, otlp_metrics) {
+        (Some(o), Some(m)) => {
+            let snapshot_of = Arc::clone(&state);
+            let snapshot = Box::new(move || http::exposition(&snapshot_of.registry, true).unwrap_or_default());
+            let e = Exporter::start(o.clone(), snapshot, m).context("start the OTLP exporter")?;
+            let to = |e: &Option<crate::export::otlp::options::Endpoint>| e.as_ref().map_or("-".to_string(), |e| format!("{}{}", e.authority, e.path));
+            writeln!(log, "Exporting OTLP/HTTP: metrics to {} every {} ms, abnormal handshakes to {}", to(&o.metrics), o.interval.as_millis(), to(&o.logs))?;
+            Some(e)
+        }
+        _ => None,
+    };
 
     // Made before attaching, so a log file that cannot be opened fails at once; the
     // clock's offset from wall time is the same as the live loop's own.
@@ -161,6 +176,9 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     if let Some(f) = &flight {
         sinks.push(Box::new(FlightSink(Rc::clone(f))));
     }
+    if let Some(e) = &exporter {
+        sinks.push(Box::new(e.sink(clock)));
+    }
     let mut observer =
         AgentObserver { metrics, health: HealthExport::default(), top, top_evictions: 0, flight, flight_evictions: 0, http: Arc::clone(&state) };
     // The roll-up is the top-K's summary in the log, once a window.
@@ -176,5 +194,9 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     sd_notify(sd_notify::NotifyState::Stopping, log);
     state.ready.store(false, Ordering::Relaxed);
     server.abort();
+    // The last metrics and queued records, each request bounded by the export timeout.
+    if let Some(e) = exporter {
+        e.shutdown();
+    }
     summary
 }

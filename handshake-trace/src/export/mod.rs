@@ -9,6 +9,7 @@ pub mod flight;
 pub mod http;
 pub mod metrics;
 pub mod process;
+pub mod otlp;
 pub mod top_clients;
 #[cfg(test)]
 mod tests;
