@@ -160,37 +160,42 @@ impl Worker {
             let now = Instant::now();
             // At least once a second, so a stop is seen even while a sender lives.
             let wake = [Some(next_metrics), oldest.map(|o| o + LOG_DELAY), Some(now + Duration::from_secs(1))].into_iter().flatten().min().unwrap_or(next_metrics);
-            let (disconnected, stopping) = match rx.recv_timeout(wake.saturating_duration_since(now)) {
+            let stopping = match rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(r) => {
                     self.queued.fetch_sub(1, Ordering::Relaxed);
                     oldest.get_or_insert_with(Instant::now);
                     batch.push(r);
-                    (false, self.stop.load(Ordering::Relaxed))
+                    self.stop.load(Ordering::Relaxed)
                 }
-                Err(RecvTimeoutError::Timeout) => (false, self.stop.load(Ordering::Relaxed)),
-                Err(RecvTimeoutError::Disconnected) => (true, true),
+                Err(RecvTimeoutError::Timeout) => self.stop.load(Ordering::Relaxed),
+                Err(RecvTimeoutError::Disconnected) => true,
             };
             if stopping {
-                // What is still queued goes with the last request.
+                // One last request of each kind: what is still queued beyond a batch is
+                // dropped (and counted), so a dead collector holds the agent's exit for
+                // two timeouts at most.
                 while let Ok(r) = rx.try_recv() {
                     self.queued.fetch_sub(1, Ordering::Relaxed);
                     batch.push(r);
                 }
+                if batch.len() > BATCH {
+                    self.metrics.records("dropped", batch.len() - BATCH);
+                    batch.truncate(BATCH);
+                }
+                if !batch.is_empty() {
+                    self.send_logs(std::mem::take(&mut batch));
+                }
+                self.send_metrics();
+                return;
             }
             let due = oldest.is_some_and(|o| o.elapsed() >= LOG_DELAY);
-            if batch.len() >= BATCH || (!batch.is_empty() && (due || stopping)) {
-                while !batch.is_empty() {
-                    let rest = batch.split_off(batch.len().min(BATCH));
-                    self.send_logs(std::mem::replace(&mut batch, rest));
-                }
+            if batch.len() >= BATCH || (!batch.is_empty() && due) {
+                self.send_logs(std::mem::take(&mut batch));
                 oldest = None;
             }
-            if stopping || Instant::now() >= next_metrics {
+            if Instant::now() >= next_metrics {
                 self.send_metrics();
                 next_metrics = Instant::now() + self.opts.interval;
-            }
-            if disconnected || stopping {
-                return;
             }
         }
     }
@@ -260,5 +265,64 @@ impl Sink for OtlpSink {
             self.metrics.records("dropped", 1);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    fn exporter_to(addr: std::net::SocketAddr, timeout: Duration) -> (Exporter, OtlpMetrics, Registry) {
+        let mut registry = Registry::default();
+        let m = OtlpMetrics::register(&mut registry);
+        let opts = OtlpOptions::resolve(Some(&format!("http://{addr}")), |k| (k == "OTEL_EXPORTER_OTLP_TIMEOUT").then(|| timeout.as_millis().to_string()))
+            .unwrap()
+            .unwrap();
+        (Exporter::start(opts, Box::new(String::new), m.clone()).unwrap(), m, registry)
+    }
+
+    fn count(m: &OtlpMetrics, outcome: &'static str) -> u64 {
+        m.records.get_or_create(&RecordLabel { outcome }).get()
+    }
+
+    #[test]
+    fn a_silent_collector_fills_the_queue_and_the_rest_is_dropped_and_counted() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // The first request waits its whole timeout: meanwhile the queue fills.
+        let (e, m, _registry) = exporter_to(silent.local_addr().unwrap(), Duration::from_secs(4));
+        let mut sink = e.sink(Clock::with_offset(0));
+        let h = testing::handshakes_of(&testing::wrong_password_events()).remove(0);
+        let sent = QUEUE + BATCH + 1000;
+        let t = Instant::now();
+        for _ in 0..sent {
+            sink.handshake(&h).unwrap();
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "handing over never blocks: {:?}", t.elapsed());
+        let dropped = count(&m, "dropped");
+        assert!(dropped >= 1000, "{dropped} dropped of {sent}");
+        drop(sink);
+        let t = Instant::now();
+        e.shutdown();
+        assert!(t.elapsed() < Duration::from_secs(12), "shutdown took {:?}: one more request of each kind at most", t.elapsed());
+        // Every record is accounted for: sent, failed with its request, or dropped.
+        let (failed, sent_ok, dropped) = (count(&m, "failed"), count(&m, "sent"), count(&m, "dropped"));
+        assert_eq!(sent_ok, 0);
+        assert_eq!(failed + dropped, sent as u64, "failed {failed} dropped {dropped}");
+        drop(silent);
+    }
+
+    #[test]
+    fn ok_handshakes_are_not_exported() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (e, m, _registry) = exporter_to(l.local_addr().unwrap(), Duration::from_millis(100));
+        let mut sink = e.sink(Clock::with_offset(0));
+        for h in testing::handshakes_of(&testing::ok_login_events()) {
+            sink.handshake(&h).unwrap();
+        }
+        assert_eq!(e.queued.load(Ordering::Relaxed), 0);
+        drop(sink);
+        e.shutdown();
+        assert_eq!(count(&m, "failed") + count(&m, "dropped") + count(&m, "sent"), 0);
     }
 }
