@@ -107,8 +107,9 @@ struct Worker {
     queued: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     start_unix_ns: u64,
-    /// The last failure was reported on stderr (once, until an export works again).
-    failing: bool,
+    /// Each signal's last failure was reported on stderr (once, until an export of
+    /// that signal works again): metrics, logs.
+    failing: [bool; 2],
 }
 
 fn unix_ns(t: SystemTime) -> u64 {
@@ -129,7 +130,7 @@ impl Exporter {
             queued: Arc::clone(&queued),
             stop: Arc::clone(&stop),
             start_unix_ns: unix_ns(SystemTime::now()),
-            failing: false,
+            failing: [false; 2],
         };
         let thread = std::thread::Builder::new().name("otlp-export".into()).spawn(move || worker.run(rx))?;
         Ok(Exporter { tx: Some(tx), queued, stop, thread: Some(thread), metrics })
@@ -200,14 +201,15 @@ impl Worker {
         }
     }
 
-    fn report(&mut self, what: &str, result: &Result<(), post::PostError>) {
+    fn report(&mut self, what: &'static str, result: &Result<(), post::PostError>) {
+        let failing = &mut self.failing[usize::from(what == "logs")];
         match result {
-            Ok(()) => self.failing = false,
+            Ok(()) => *failing = false,
             Err(e) => {
-                if !self.failing {
+                if !*failing {
                     eprintln!("WARNING: OTLP {what} export failed: {e}; the agent goes on, failures are counted (handshake_trace_otlp_exports_total)");
                 }
-                self.failing = true;
+                *failing = true;
             }
         }
     }
