@@ -810,6 +810,8 @@ fn both_capture_tiers_agree_on_lost_packets() {
     findings.sort();
     assert_eq!(findings, ["loss_toward_client", "loss_toward_server"], "{sock_all:#?}");
     assert_tiers_agree(&sys_all, &sock_all);
+}
+
 /// A raw client of `db`'s Unix socket in its own thread: connect, then `then`.
 fn raw_unix_client(db: &MariaDb, then: impl FnOnce(&mut std::os::unix::net::UnixStream) + Send + 'static) -> thread::JoinHandle<()> {
     let path = db.socket();

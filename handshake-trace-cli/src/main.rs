@@ -450,6 +450,14 @@ struct AgentArgs {
     /// typed into the user field, too), served to anyone who can reach the port.
     #[arg(long)]
     top_users: bool,
+    /// Also export to an OpenTelemetry Collector over OTLP/HTTP (protobuf): the metrics of
+    /// /metrics every OTEL_METRIC_EXPORT_INTERVAL ms (default 60000) and each abnormal
+    /// handshake as a log record. A base URL such as http://127.0.0.1:4318 (/v1/metrics
+    /// and /v1/logs are appended). Without it, OTEL_EXPORTER_OTLP_ENDPOINT (and the
+    /// _METRICS_/_LOGS_ ones, _HEADERS, _TIMEOUT, OTEL_RESOURCE_ATTRIBUTES,
+    /// OTEL_SERVICE_NAME) turn the export on. http only: https and gRPC are refused.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(flatten)]
     capture: CaptureArgs,
     #[command(flatten)]
@@ -489,6 +497,7 @@ impl AgentArgs {
             log_rate: self.log_rate,
             top_k: self.top_k as usize,
             top_window_s: self.top_window,
+            otlp: agent::OtlpOptions::resolve(self.otlp_endpoint.as_deref(), |k| std::env::var(k).ok())?,
             flight: self.flight_dir.as_ref().map(|dir| agent::FlightOptions {
                 dir: dir.clone(),
                 seconds: self.flight_seconds,

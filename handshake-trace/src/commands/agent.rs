@@ -15,12 +15,13 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::watch::{self, Health, Observer, Summary, WatchOptions};
-pub use crate::export::{flight::FlightOptions, http::HttpOptions, web_config::WebConfig};
+pub use crate::export::{flight::FlightOptions, http::HttpOptions, otlp::OtlpOptions, web_config::WebConfig};
 use crate::{
     export::{
         abnormal_log::{AbnormalLog, LogTarget},
         flight::FlightRecorder,
         http,
+        otlp::{Exporter, OtlpMetrics},
         metrics::{HealthExport, Metrics, MetricsSink, Table},
         process,
         top_clients::TopClients,
@@ -44,6 +45,8 @@ pub struct AgentOptions {
     pub top_window_s: u64,
     /// The flight recorder, when --flight-dir asks for it.
     pub flight: Option<FlightOptions>,
+    /// OTLP export, when --otlp-endpoint or OTEL_EXPORTER_OTLP_* ask for it.
+    pub otlp: Option<OtlpOptions>,
     /// Scheduling niceness to take at start (0: as started).
     pub nice: i32,
     /// The HTTP server's bounds, authentication and TLS.
@@ -163,7 +166,8 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
         }
         Err(e) => writeln!(log, "WARNING: cannot raise the open-files limit: {e}")?,
     }
-    let (metrics, registry) = Metrics::new();
+    let (metrics, mut registry) = Metrics::new();
+    let otlp_metrics = opts.otlp.as_ref().map(|_| OtlpMetrics::register(&mut registry));
     let top = Arc::new(Mutex::new(TopClients::new(opts.top_k, opts.top_window_s, opts.top_users)));
     let state = Arc::new(http::State { registry, ready: AtomicBool::new(false), top: Arc::clone(&top),
         metrics: metrics.clone(),
@@ -176,6 +180,17 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     let auth = if web.is_some_and(|w| !w.users.is_empty()) { " (basic authentication)" } else { "" };
     writeln!(log, "Serving /metrics /healthz /readyz /top /hosts on {scheme}://{}{auth}", listener.local_addr()?)?;
     let server = tokio::spawn(http::serve(listener, Arc::clone(&state), http_opts));
+    let exporter = match (&opts.otlp, otlp_metrics) {
+        (Some(o), Some(m)) => {
+            let snapshot_of = Arc::clone(&state);
+            let snapshot = Box::new(move || http::exposition(&snapshot_of.registry, true).unwrap_or_default());
+            let e = Exporter::start(o.clone(), snapshot, m).context("start the OTLP exporter")?;
+            let to = |e: &Option<crate::export::otlp::options::Endpoint>| e.as_ref().map_or("-".to_string(), |e| format!("{}{}", e.authority, e.path));
+            writeln!(log, "Exporting OTLP/HTTP: metrics to {} every {} ms, abnormal handshakes to {}", to(&o.metrics), o.interval.as_millis(), to(&o.logs))?;
+            Some(e)
+        }
+        _ => None,
+    };
 
     // Made before attaching, so a log file that cannot be opened fails at once; the
     // clock's offset from wall time is the same as the live loop's own.
@@ -192,6 +207,9 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     };
     if let Some(f) = &flight {
         sinks.push(Box::new(FlightSink(Rc::clone(f))));
+    }
+    if let Some(e) = &exporter {
+        sinks.push(Box::new(e.sink(clock)));
     }
     let mut observer = AgentObserver {
         metrics,
@@ -217,5 +235,9 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     sd_notify(sd_notify::NotifyState::Stopping, log);
     state.ready.store(false, Ordering::Relaxed);
     server.abort();
+    // The last metrics and queued records, each request bounded by the export timeout.
+    if let Some(e) = exporter {
+        e.shutdown();
+    }
     summary
 }

@@ -1096,6 +1096,8 @@ fn a_login_of_0x0316_bytes_is_not_tls() {
         sock_io(GEN + 300_000, GEN, SyscallKind::PacketOut, ok.len() as i64, 0, &ok, Some(handshake_trace_common::end::REPLY)),
     ];
     check(&only(&ev));
+}
+
 /// The socket tier's Unix-socket connections: started by the client's connect (no
 /// address), their bytes from the server's own reads and writes, ended by the reply or
 /// by their socket found closed.
@@ -1121,6 +1123,7 @@ mod unix_socket {
             local: None,
             packets_unseen: false,
             client_process: ClientProcess::new(4242, b"php-fpm\0\0\0\0\0\0\0\0\0"),
+            queued_ns: None,
         })
     }
 

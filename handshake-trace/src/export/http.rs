@@ -394,6 +394,7 @@ mod tests {
                     top: Arc::new(Mutex::new(TopClients::new(3, 60, false))),
                     metrics: m2,
                     rate: Mutex::new(TokenBucket::new(rate)),
+                    hosts: Default::default(),
                 });
                 serve(listener, state, HttpOptions::default()).await;
             });

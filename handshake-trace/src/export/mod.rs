@@ -11,6 +11,7 @@ pub mod hosts;
 pub mod http;
 pub mod metrics;
 pub mod process;
+pub mod otlp;
 pub mod top_clients;
 pub mod web_config;
 #[cfg(test)]

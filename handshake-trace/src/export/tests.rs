@@ -402,6 +402,8 @@ fn an_abnormal_log_record_stays_within_its_bound() {
     assert_eq!(r["user"], "lab");
     assert_eq!(r["events_left_out_over_bytes"], super::abnormal_log::RECORD_MAX_BYTES);
     assert!(r.get("events").is_none() && r["truncated"]["steps_omitted"].as_u64().unwrap() > 0, "{r:#}");
+}
+
 fn probe(mut h: Handshake) -> Handshake {
     h.judgement.as_mut().expect("judged").probe = true;
     h

@@ -460,6 +460,8 @@ fn a_login_that_looks_like_a_tls_record_is_redacted_as_a_login() {
         assert_eq!(live, replayed);
         assert!(!live.contains("TLS") && live.contains(r#""tls":false"#), "{live}");
     }
+}
+
 /// The socket tier's start of a Unix-socket connection (no fd, no address).
 fn unix_connected_rec(ts: u64) -> Vec<u8> {
     let mut comm = [0u8; 16];
