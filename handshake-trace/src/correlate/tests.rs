@@ -658,7 +658,7 @@ mod socket_tier {
 }
 
 fn is_probe(h: &Handshake) -> bool {
-    h.judgement.as_ref().expect("judged").probe
+    h.judgement.as_ref().expect("judged").probe == Some(crate::verdict::Probe::PortCheck)
 }
 
 /// Port checks: connect, then close or reset before sending a byte (after the greeting,
@@ -732,7 +732,7 @@ fn a_greeting_retransmitted_and_never_answered_is_packet_loss_toward_the_client(
     let j = h.judgement.as_ref().unwrap();
     assert_eq!(j.verdict, Verdict::ServerTimeout);
     assert!(matches!(j.cause, Cause::ServerTimedOut { greeting_retransmits: 4, .. }), "{:?}", j.cause);
-    assert!(!j.probe);
+    assert_eq!(j.probe, None);
     let why = reason_of(&h);
     assert!(why.starts_with("greeting retransmitted 4 times, never acknowledged: packet loss toward the client; the server waited"), "{why}");
     let e = client_error_of(&h).unwrap();

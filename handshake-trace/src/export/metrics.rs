@@ -356,7 +356,7 @@ impl Sink for MetricsSink {
                 histogram.observe(ns as f64 / 1e9);
             }
         }
-        if h.judgement.as_ref().is_some_and(|j| j.probe) {
+        if h.probe() == Some(crate::verdict::Probe::PortCheck) {
             s.port_checks.inc();
         }
         s.retransmits.inc_by(retransmits);

@@ -90,9 +90,9 @@ pub fn capture_notice(tier: crate::capture::probes::CaptureTier) -> Option<&'sta
     }
 }
 
-/// "port check " before the detail of a probe.
-fn probe_note(h: &Handshake) -> &'static str {
-    if h.judgement.as_ref().is_some_and(|j| j.probe) { "port check " } else { "" }
+/// "port check " or "health check " before the detail of a probe.
+fn probe_note(h: &Handshake) -> String {
+    h.probe().map(|p| format!("{} ", names::probe_words(p))).unwrap_or_default()
 }
 
 /// The phases' durations: "greeting 3.5 login 0.1 auth 0.1".

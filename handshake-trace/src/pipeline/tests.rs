@@ -332,7 +332,7 @@ fn port_checks_are_counted_apart_in_the_summary_and_marked_in_text() {
     ev.extend(on_port(ok_handshake(GEN + 20 * MS, 41, 3), KEPT_PORT));
     let (summary, out, _) = run(&opts, &ev);
     assert_eq!(summary.count(Verdict::ClientClosed), 2);
-    assert_eq!(summary.probes(Verdict::ClientClosed), 2);
+    assert_eq!(summary.probes(crate::verdict::Probe::PortCheck, Verdict::ClientClosed), 2);
     assert!(out.contains("CLIENT_CLOSED  127.0.0.1:47460       -               0.3  port check connection id 9 → "), "{out}");
     let mut text = Vec::new();
     crate::output::summary::print_summary(&summary, 10, &mut text).unwrap();
