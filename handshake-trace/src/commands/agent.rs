@@ -24,7 +24,7 @@ use crate::{
         metrics::{HealthExport, Metrics, MetricsSink, Table},
         process,
         top_clients::TopClients,
-        FlightSink, TopSink,
+        AgentProbes, FlightSink, TopSink, WithoutProbes,
     },
     events::{AcceptAddrs, Event},
     pipeline::Sink,
@@ -46,6 +46,9 @@ pub struct AgentOptions {
     pub flight: Option<FlightOptions>,
     /// Scheduling niceness to take at start (0: as started).
     pub nice: i32,
+    /// Probes in /top, the flight recorder and the abnormal log, or not (the metrics
+    /// count them either way, with their `probe` label).
+    pub probes: AgentProbes,
 }
 
 /// Tell systemd (when it started us with NOTIFY_SOCKET); failures are not fatal.
@@ -103,6 +106,10 @@ impl Observer for AgentObserver {
         Ok(())
     }
 
+    fn servers(&mut self, listening: &[SocketAddr], unix: bool) {
+        self.metrics.announce_servers(listening, unix);
+    }
+
     fn raw(&mut self, raw: &[u8], ev: Option<&Event>, addrs: AcceptAddrs) {
         if let Some(f) = &self.flight {
             f.borrow_mut().record(raw, ev, addrs);
@@ -148,10 +155,14 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     // Made before attaching, so a log file that cannot be opened fails at once; the
     // clock's offset from wall time is the same as the live loop's own.
     let clock = Clock::now();
+    let log_sink = AbnormalLog::new(&opts.log, opts.log_rate, clock, metrics.clone(), Arc::clone(&reopen))?.with_top(Arc::clone(&top));
+    let hide = opts.probes == AgentProbes::Hide;
+    // Probes are counted (the metrics), never alarmed: the rest does not see them.
+    let unless_probe = |s: Box<dyn Sink>| -> Box<dyn Sink> { if hide { Box::new(WithoutProbes(s)) } else { s } };
     let mut sinks: Vec<Box<dyn Sink>> = vec![
         Box::new(MetricsSink::new(metrics.clone())),
-        Box::new(TopSink(Arc::clone(&top))),
-        Box::new(AbnormalLog::new(&opts.log, opts.log_rate, clock, metrics.clone(), Arc::clone(&reopen))?.with_top(Arc::clone(&top))),
+        unless_probe(Box::new(TopSink(Arc::clone(&top)))),
+        unless_probe(Box::new(log_sink)),
     ];
     let ringbuf_bytes = opts.watch.ringbuf_bytes.unwrap_or(crate::capture::probes::LoadOptions::default().ringbuf_bytes);
     let flight = match &opts.flight {
@@ -159,7 +170,7 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
         None => None,
     };
     if let Some(f) = &flight {
-        sinks.push(Box::new(FlightSink(Rc::clone(f))));
+        sinks.push(unless_probe(Box::new(FlightSink(Rc::clone(f)))));
     }
     let mut observer =
         AgentObserver { metrics, health: HealthExport::default(), top, top_evictions: 0, flight, flight_evictions: 0, http: Arc::clone(&state) };

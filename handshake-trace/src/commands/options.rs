@@ -2,7 +2,11 @@
 //! watch): what to trace, how to attach, and what the pipeline and the printer apply.
 use crate::{
     capture::probes::{AttachMode, CaptureTier},
-    output::{brief::VerdictSet, columns::Terminal, printer::PrintOptions},
+    output::{
+        brief::{ProbeView, VerdictSet},
+        columns::Terminal,
+        printer::PrintOptions,
+    },
     pipeline::{PipelineOptions, Selection},
 };
 
@@ -44,6 +48,8 @@ pub struct WatchOptions {
     pub term: Terminal,
     /// Width and dates of the notices and the summary (stderr).
     pub notices: Terminal,
+    /// How probes are shown (`--probes`).
+    pub probes: ProbeView,
 }
 
 impl WatchOptions {
@@ -57,6 +63,7 @@ impl WatchOptions {
             timeline: self.timeline,
             top: self.top,
             term: self.term,
+            probes: self.probes,
         }
     }
 

@@ -28,7 +28,7 @@ pub fn client_column(h: &Handshake) -> String {
 }
 
 /// The USER column: the login's user, or what stands in for it.
-fn user_column(h: &Handshake) -> String {
+pub fn user_column(h: &Handshake) -> String {
     match &h.login {
         Some(l) if l.user.is_empty() => "''".into(),
         Some(l) => Escaped(&l.user).to_string(),
@@ -49,21 +49,38 @@ pub fn client_program(h: &Handshake) -> Option<String> {
     }
 }
 
-/// Where the connection ran and who opened it: "→ 127.0.0.1:3306 pid 20752 fd 43 db 'x'
-/// from mariadb[4242]" (the socket path is in the CLIENT column already).
-pub fn place(h: &Handshake) -> String {
+/// Who opened the connection, beyond the CLIENT and USER columns: "db 'x' from
+/// mariadb[4242]" (empty when the login said neither).
+pub fn who(h: &Handshake) -> String {
+    let mut s = String::new();
+    if let Some(db) = h.login.as_ref().and_then(|l| l.database.as_deref()) {
+        let _ = write!(s, "db '{}'", Escaped(db));
+    }
+    if let Some(p) = client_program(h) {
+        let _ = write!(s, "{}from {p}", if s.is_empty() { "" } else { " " });
+    }
+    s
+}
+
+/// Where the connection ran: "→ 127.0.0.1:3306 pid 20752 fd 43" (the socket path of a
+/// Unix-socket client is in the CLIENT column already).
+pub fn where_(h: &Handshake) -> String {
     let mut s = String::new();
     if !h.unix {
         let _ = write!(s, "→ {} ", names::addr(h.server));
     }
     let _ = write!(s, "pid {} {}", h.pid, names::conn_place(h));
-    if let Some(db) = h.login.as_ref().and_then(|l| l.database.as_deref()) {
-        let _ = write!(s, " db '{}'", Escaped(db));
-    }
-    if let Some(p) = client_program(h) {
-        let _ = write!(s, " from {p}");
-    }
     s
+}
+
+/// Who, then where: "db 'x' from mariadb[4242]  → 127.0.0.1:3306 pid 20752 fd 43".
+pub fn place(h: &Handshake) -> String {
+    join(&[&who(h), &where_(h)])
+}
+
+/// Non-empty parts, two spaces apart.
+fn join(parts: &[&str]) -> String {
+    parts.iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("  ")
 }
 
 /// The columns every line of a handshake shares; `detail` is the caller's.
@@ -110,10 +127,15 @@ pub fn handshake_line(h: &Handshake, clock: &Clock) -> String {
     handshake_line_on(h, clock, &Terminal::default())
 }
 
-/// One line in the columns, fitted to `term`.
+/// One line in the columns, fitted to `term`: a success's phases (a failure's reason
+/// and blame), who, then where.
 pub fn handshake_line_on(h: &Handshake, clock: &Clock, term: &Terminal) -> String {
-    let detail = format!("{}{}  {}", probe_note(h), phases(h), place(h));
-    columns::row(&row(h, clock, term, detail.trim_start().to_string()), term)
+    if h.verdict().is_some_and(|v| v != crate::verdict::Verdict::Ok) {
+        return super::brief::brief_line_on(h, clock, term);
+    }
+    let head = format!("{}{}", probe_note(h), phases(h));
+    let detail = columns::lead(head.trim(), "", None, &place(h), term.detail_room());
+    columns::row(&row(h, clock, term, detail), term)
 }
 
 /// Gaps longer than this between steps are pointed out in the text timeline.
@@ -129,7 +151,10 @@ pub fn handshake_timeline(h: &Handshake, clock: &Clock) -> String {
 pub fn handshake_timeline_on(h: &Handshake, clock: &Clock, term: &Terminal) -> String {
     let mut out = String::new();
     let conn_id = h.greeting.as_ref().map(|g| format!("connection id {} ", g.connection_id)).unwrap_or_default();
-    let first = Row { shout: true, ..row(h, clock, term, format!("{}{conn_id}{}", probe_note(h), place(h))) };
+    let (long, terse, blame) = super::brief::lead_words(h);
+    let rest = join(&[conn_id.trim_end(), &who(h), &where_(h)]);
+    let detail = columns::lead(&format!("{}{long}", probe_note(h)), &terse, blame, &rest, term.detail_room());
+    let first = Row { shout: true, ..row(h, clock, term, detail) };
     let _ = writeln!(out, "{}", columns::row(&first, term));
     if let Some(j) = &h.judgement {
         let _ = writeln!(out, "{}", term.fold(&format!("  why: {}", reason::reason(&j.cause)), 7));
