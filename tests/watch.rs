@@ -437,3 +437,43 @@ fn sigterm_ends_watch_whose_stdout_nobody_reads() {
     );
     drop(unread);
 }
+
+/// `mysqladmin ping` (Debian's mariadb-admin: it names itself `mysqladmin` in its
+/// connect attributes) is a health check in both tiers: `ok`, `"probe": "health_check"`,
+/// counted apart in the summary; its wrong-password form is a failure, no probe; an
+/// application's login is no probe.
+#[test]
+fn mysqladmin_ping_is_a_health_check_in_both_tiers() {
+    let test = "mysqladmin_ping_is_a_health_check_in_both_tiers";
+    let Some(bin) = ready(test) else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    for tier in ["socket", "syscalls"] {
+        let tracer = Tracer::start(&bin, &["watch", "--capture", tier, "-p", &db.pid().to_string(), "--port", &db.port().to_string(), "-j"]);
+        let ping = |password: &str| {
+            std::process::Command::new("mariadb-admin")
+                .args(["--no-defaults", "--skip-ssl", "-h", "127.0.0.1", "-P", &db.port().to_string(), "-u", LAB_USER])
+                .arg(format!("--password={password}"))
+                .arg("ping")
+                .output()
+                .unwrap()
+        };
+        let out = ping(LAB_PASSWORD);
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("alive"), "{out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = ping("not-the-password");
+        std::thread::sleep(Duration::from_millis(100));
+        let app = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+        assert!(app.status.success(), "{app:?}");
+        std::thread::sleep(Duration::from_millis(300));
+        let out = tracer.stop();
+        assert_eq!(out.code, Some(0), "{}", out.stderr_text());
+        let seen: Vec<(String, Value)> = out.json().iter().map(|h| (h["verdict"].as_str().unwrap_or("").to_string(), h["probe"].clone())).collect();
+        assert_eq!(
+            seen,
+            [("ok".to_string(), Value::from("health_check")), ("auth_failed".to_string(), Value::Null), ("ok".to_string(), Value::Null)],
+            "{tier}: {:#?}",
+            out.json()
+        );
+        assert!(out.stderr_text().contains("ok 2 (1 health check)"), "{tier}: {}", out.stderr_text());
+    }
+}

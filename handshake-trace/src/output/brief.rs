@@ -60,25 +60,29 @@ pub fn lead_words(h: &Handshake) -> (String, String, Option<&'static str>) {
     (short_reason(h), terse_reason(h), blame)
 }
 
-/// Why in a word or two, for a narrow terminal.
+/// Why in a word or two, for a narrow terminal: at most 9 columns, so that with the
+/// blame ("[client]") it fits the 18 columns DETAIL has at 80.
 fn terse_reason(h: &Handshake) -> String {
     if let Some(code) = err_code(h) {
         return format!("ERR {code}");
     }
     let Some(j) = &h.judgement else { return "?".into() };
-    if let Some(p) = j.probe {
-        return names::probe_words(p).into();
-    }
-    match &j.cause {
-        Cause::ServerTimedOut { greeting_retransmits: 1.., .. } => "greeting lost".into(),
-        Cause::ServerTimedOut { wait, .. } => format!("timeout {:.0} ms", wait.waited_ns as f64 / 1e6),
-        Cause::ClientReset { late_greeting: Some(_) } | Cause::ClientClosed { late_greeting: Some(_) } => "late greeting".into(),
-        Cause::ClientReset { .. } => "RST".into(),
-        Cause::ClientClosed { .. } => "FIN".into(),
-        Cause::EventsLost => "events lost".into(),
-        Cause::ServerShutDown { .. } => "shutdown".into(),
-        Cause::ServerClosedUnexplained => "closed".into(),
-        _ => short_reason(h),
+    match (j.probe, &j.cause) {
+        (Some(Probe::PortCheck), _) => "port chk".into(),
+        (Some(Probe::HealthCheck), _) => "health".into(),
+        (None, Cause::ServerTimedOut { greeting_retransmits: 1.., .. }) => "pkt loss".into(),
+        (None, Cause::ServerTimedOut { .. }) => "timeout".into(),
+        (None, Cause::ClientReset { late_greeting: Some(_) } | Cause::ClientClosed { late_greeting: Some(_) }) => "late grtg".into(),
+        (None, Cause::ClientReset { .. }) => "RST".into(),
+        (None, Cause::ClientClosed { .. }) => "FIN".into(),
+        (None, Cause::EventsLost) => "lost evts".into(),
+        (None, Cause::ServerShutDown { .. }) => "shutdown".into(),
+        (None, Cause::ServerClosedUnexplained) => "closed".into(),
+        (None, Cause::ServerExited) => "exited".into(),
+        (None, Cause::StillOpen | Cause::NotSeenToEnd) => "unended".into(),
+        (None, Cause::PacketsUnseen) => "unseen".into(),
+        (None, Cause::TlsClosedAfterReply) => "TLS ERR?".into(),
+        (None, _) => "TLS".into(),
     }
 }
 
@@ -267,6 +271,11 @@ impl Brief {
     pub fn finish(&mut self, clock: &Clock, out: &mut dyn Write) -> Result<()> {
         let mut all: Vec<Fold> = self.folds.drain().map(|(_, f)| f).collect();
         all.sort_by_key(|f| f.first_ns);
+        // On a terminal the tty has just echoed Ctrl-C ("^C"): the counts start on a
+        // line of their own, or the first would wrap.
+        if self.term.width.is_some() && all.iter().any(|f| f.count > 1) {
+            writeln!(out)?;
+        }
         for f in &all {
             write_fold(f, clock, &self.term, out)?;
         }

@@ -495,3 +495,21 @@ fn a_loss_counted_after_a_cut_slice_covers_accepts_until_a_batch_empties_the_rin
     assert_eq!(summary.count(Verdict::Incomplete), 3, "{}", out.text());
     assert_eq!(summary.count(Verdict::ClientClosed), 1, "{}", out.text());
 }
+
+/// At 80 columns DETAIL has 18: the reason gives way, the blame never does.
+#[test]
+fn brief_lines_at_80_columns_keep_the_blame() {
+    use crate::{output::brief::brief_line_on, testing::*};
+    let term = crate::output::columns::Terminal { width: Some(80), ..Default::default() };
+    let clock = Clock::with_offset(0);
+    let mut fin = prelude(GEN);
+    fin.push(io(GEN + 300_000, crate::events::SyscallKind::Recvfrom, 0, 4, &[]));
+    fin.push(sys(GEN + 310_000, crate::events::SyscallKind::Close, 0, 1000, [0; 4]));
+    for (events, lead) in [(wrong_password_events(), "ERR 1045 [client]"), (poll_timeout_events(), "timeout [client]"), (fin, "port chk [client]")] {
+        let h = handshakes_of(&events).remove(0);
+        let line = brief_line_on(&h, &clock, &term);
+        assert!(line.chars().count() < 80, "{line}");
+        // DETAIL starts after 61 columns at 80 (all ASCII before it).
+        assert!(line[61..].starts_with(lead), "{line}");
+    }
+}
