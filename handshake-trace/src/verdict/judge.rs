@@ -35,7 +35,7 @@ fn probe_kind(h: &Handshake, cause: &Cause) -> Option<Probe> {
         Cause::ClientClosed { late_greeting: None } | Cause::ClientReset { late_greeting: None } if !client_sent_bytes(h) => {
             Some(Probe::PortCheck)
         }
-        Cause::LoggedIn if quit_with_login(h) || health_check_program(h) => Some(Probe::HealthCheck),
+        Cause::LoggedIn if quit_with_login(h) || health_check_program(h) || bare_login(h) => Some(Probe::HealthCheck),
         _ => None,
     }
 }
@@ -56,6 +56,15 @@ fn quit_with_login(h: &Handshake) -> bool {
         _ => true,
     });
     any && all_bare
+}
+
+/// A login as a load balancer's check sends it (HAProxy `mysql-check user X [post-41]`):
+/// no auth plugin named, no connect attributes, no database, an empty auth response.
+/// Every current client library names its plugin and sends attributes; the check's
+/// COM_QUIT, sent in the same segment, is read only after the OK, where the syscall
+/// tier no longer follows the connection.
+fn bare_login(h: &Handshake) -> bool {
+    h.login.as_ref().is_some_and(|l| l.auth_plugin.is_none() && l.attrs.is_empty() && l.database.is_none() && l.auth_response_len == 0)
 }
 
 fn health_check_program(h: &Handshake) -> bool {

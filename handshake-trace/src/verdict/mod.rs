@@ -44,9 +44,10 @@ pub enum Probe {
     /// `mysql-check` without a user), and not because a late greeting made it give up.
     PortCheck,
     /// A login that did nothing: the client pipelined a one-byte command (COM_QUIT,
-    /// COM_PING) behind it (HAProxy `mysql-check user X post-41`), or the client
-    /// program was mysqladmin / mariadb-admin (`mysqladmin ping`). Only ever `ok`: a
-    /// health check that fails is a failure like any other.
+    /// COM_PING) behind it, or sent a bare login (HAProxy `mysql-check user X`: no
+    /// plugin, attributes, database or auth response), or the client program was
+    /// mysqladmin / mariadb-admin (`mysqladmin ping`). Only ever `ok`: a health check
+    /// that fails is a failure like any other.
     HealthCheck,
 }
 

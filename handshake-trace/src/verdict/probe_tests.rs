@@ -72,6 +72,40 @@ fn a_login_sent_with_com_ping_is_a_health_check() {
     assert_eq!(h.probe(), Some(Probe::HealthCheck));
 }
 
+/// HAProxy's check login as MariaDB reads it (the header, then exactly the body): the
+/// COM_QUIT behind it is read after the OK, unseen. Its shape tells it: no plugin, no
+/// attributes, no database, an empty auth response.
+#[test]
+fn a_bare_login_is_a_health_check() {
+    let bare = packet(1, &builders::login(&LoginSpec {
+        capabilities: CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION,
+        max_packet: 1 << 24,
+        charset: 8,
+        extended_capabilities: 0,
+        user: "hapcheck",
+        auth_response: &[],
+        database: "",
+        auth_plugin: "",
+        attrs: &[],
+    }));
+    let h = login_then(bare, &[], ok_packet());
+    assert_eq!(h.login.as_ref().unwrap().auth_plugin, None);
+    assert_eq!(h.probe(), Some(Probe::HealthCheck));
+    // The same user with a password (an auth response) is an application.
+    let with_password = packet(1, &builders::login(&LoginSpec {
+        capabilities: CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION,
+        max_packet: 1 << 24,
+        charset: 8,
+        extended_capabilities: 0,
+        user: "hapcheck",
+        auth_response: &[7; 20],
+        database: "",
+        auth_plugin: "",
+        attrs: &[],
+    }));
+    assert_eq!(login_then(with_password, &[], ok_packet()).probe(), None);
+}
+
 #[test]
 fn a_login_sent_with_a_query_is_an_application() {
     let mut after = command(COM_QUERY, b"SELECT 1");
