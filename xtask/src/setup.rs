@@ -28,7 +28,7 @@ const DEBIAN_BPF_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-we
 /// loopback) for the greeting-loss test; for the kernel-matrix test (Debian's 6.1 and
 /// Ubuntu's 5.15 kernels under qemu), qemu, curl to download Ubuntu's kernel, a static
 /// busybox and cpio to build its initramfs; tmux to run
-/// `watch` in an 80-column terminal.
+/// `watch` in an 80-column terminal; haproxy for a load balancer's health checks.
 const TEST_PACKAGES: &[&str] = &[
     "mariadb-server",
     "mariadb-client",
@@ -47,6 +47,7 @@ const TEST_PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
     "tmux",
+    "haproxy",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
