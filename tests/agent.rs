@@ -32,12 +32,26 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(target: SocketAddr) -> Prometheus {
+        Prometheus::start_with_rules(target, None)
+    }
+
+    /// Scraping `target` every second and evaluating the alerting rules `rules` (YAML
+    /// text) every second.
+    fn start_with_rules(target: SocketAddr, rules: Option<&str>) -> Prometheus {
         let dir = std::env::temp_dir().join(format!("handshake-trace-prometheus-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("prometheus.yml");
+        let rule_files = match rules {
+            Some(text) => {
+                let path = dir.join("alerts.yml");
+                std::fs::write(&path, text).unwrap();
+                format!("rule_files:\n  - {}\n", path.display())
+            }
+            None => String::new(),
+        };
         std::fs::write(
             &config,
-            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: handshake-trace\n    static_configs:\n      - targets: ['{target}']\n"),
+            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}scrape_configs:\n  - job_name: handshake-trace\n    static_configs:\n      - targets: ['{target}']\n"),
         )
         .unwrap();
         let addr = free_addr();
@@ -84,6 +98,16 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Prometheus {
+    /// The alerts firing now, by name, with their `server` label.
+    fn firing(&self) -> Vec<(String, String)> {
+        self.query("ALERTS{alertstate=\"firing\"}")
+            .into_iter()
+            .map(|(l, _)| (l.get("alertname").cloned().unwrap_or_default(), l.get("server").cloned().unwrap_or_default()))
+            .collect()
     }
 }
 
@@ -158,7 +182,8 @@ fn prometheus_counts_each_verdict_as_the_scenarios_and_aborted_connects_say() {
     let mut got = BTreeMap::new();
     let agreed = eventually(Duration::from_secs(30), || {
         got = prometheus
-            .query("sum by (verdict) (handshake_trace_handshakes_total)")
+            // Every verdict's series is there from the start, at 0: the ones that counted.
+            .query("sum by (verdict) (handshake_trace_handshakes_total) > 0")
             .into_iter()
             .map(|(l, v)| (l.get("verdict").cloned().unwrap_or_default(), v))
             .collect();
@@ -179,7 +204,7 @@ fn prometheus_counts_each_verdict_as_the_scenarios_and_aborted_connects_say() {
     assert_eq!(blame.get("client"), Some(&3.0), "{blame:?}");
     assert_eq!(blame.get("none"), Some(&3.0), "{blame:?}");
     // The agent's default tier (socket) does not see the server's wait: its mechanism is not_seen.
-    let mechanism = prometheus.query("sum by (mechanism) (handshake_trace_handshakes_total{verdict=\"server_timeout\"})");
+    let mechanism = prometheus.query("sum by (mechanism) (handshake_trace_handshakes_total{verdict=\"server_timeout\"}) > 0");
     assert_eq!(mechanism.first().map(|(l, _)| l["mechanism"].as_str()), Some("not_seen"), "{mechanism:?}");
     let errors = prometheus.query("handshake_trace_handshake_errors_total{code=\"1045\"}");
     assert_eq!(errors.first().map(|(_, v)| *v), Some(1.0), "{errors:?}");
@@ -203,13 +228,16 @@ fn prometheus_counts_each_verdict_as_the_scenarios_and_aborted_connects_say() {
     let missing: Vec<String> = deploy_metric_names().into_iter().filter(|m| !served.contains(m)).collect();
     assert!(missing.is_empty(), "deploy/ uses metrics the agent does not serve: {missing:?}\n{body}");
 
-    // /top: the client with its three abnormal handshakes (the silent and closing ones
-    // sent no login: they count under no user).
+    // /top: the client with its two abnormal handshakes (the silent one sent no login:
+    // it counts under no user); the one that read the greeting and closed is a port
+    // check, counted in the metrics (probe="port_check") and nowhere else.
     let (status, top) = http_get(listen, "/top").expect("GET /top");
     assert_eq!(status, 200);
     let top: Value = serde_json::from_str(&top).unwrap();
     let total: u64 = top["top"].as_array().unwrap().iter().filter(|c| c["client"] == "127.0.0.1").map(|c| c["abnormal"].as_u64().unwrap()).sum();
-    assert_eq!(total, 3, "{top:#}");
+    assert_eq!(total, 2, "{top:#}");
+    let checks = prometheus.query("sum(handshake_trace_handshakes_total{probe=\"port_check\"})");
+    assert_eq!(checks.first().map(|(_, v)| *v), Some(1.0), "{checks:?}");
 
     // The flight recorder wrote the silent client's timeout (files are rate-limited to one
     // a second: the failures close together may share one), and analyze replays it.
@@ -229,6 +257,10 @@ fn prometheus_counts_each_verdict_as_the_scenarios_and_aborted_connects_say() {
     );
     let written = prometheus.query("handshake_trace_flight_recordings_total{outcome=\"written\"}");
     assert_eq!(written.first().map(|(_, v)| *v), Some(files.len() as f64), "{written:?}");
+    // Each abnormal handshake that reaches the recorder is written or dropped (its rate
+    // limit): the wrong password and the timeout, not the port check.
+    let reached = prometheus.query("sum(handshake_trace_flight_recordings_total)");
+    assert_eq!(reached.first().map(|(_, v)| *v), Some(2.0), "{reached:?}");
 
     // SIGKILL: the kernel unloads the programs with the last fd.
     let ours = program_ids_of(agent.pid());
@@ -242,7 +274,7 @@ fn prometheus_counts_each_verdict_as_the_scenarios_and_aborted_connects_say() {
     let logged: Vec<String> = out.json().iter().map(|h| h["verdict"].as_str().unwrap_or("").to_string()).collect();
     let mut logged_sorted = logged.clone();
     logged_sorted.sort();
-    assert_eq!(logged_sorted, ["auth_failed", "client_closed", "server_timeout"], "{:?}", out.stdout);
+    assert_eq!(logged_sorted, ["auth_failed", "server_timeout"], "the port check is not logged: {:?}", out.stdout);
     std::fs::remove_dir_all(&flight_dir).unwrap();
 }
 
@@ -336,4 +368,155 @@ fn the_agent_counts_the_unix_listeners_its_capture_tier_cannot_see() {
     let (syscall_tier, stderr) = unseen_unix_listeners(&bin, &db, &["--capture", "syscalls"]);
     assert_eq!(syscall_tier, 0.0, "the syscall tier sees them");
     assert!(!stderr.contains("also listens on"), "{stderr}");
+}
+
+/// A TCP connection to `to` from the local address `from` (another loopback address).
+fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let SocketAddr::V4(to) = to else { panic!("{to} is not IPv4") };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    // SAFETY: plain socket calls on a new fd with valid address buffers; the fd is owned
+    // by the TcpStream from here on.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let local = sin(from, 0);
+        assert_eq!(libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len), 0, "bind {from}");
+        let remote = sin(*to.ip(), to.port());
+        assert_eq!(libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len), 0, "connect {to}");
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// The first packet the server sends on `s`: (sequence id, payload).
+fn first_packet(s: &mut TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).unwrap();
+    let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).unwrap();
+    body
+}
+
+/// An ERR packet's code, if `body` is one.
+fn err_code(body: &[u8]) -> Option<u16> {
+    (body.first() == Some(&0xff)).then(|| u16::from_le_bytes([body[1], body[2]]))
+}
+
+/// `silent` clients that read the greeting and wait until the server times them out.
+fn silent_clients(db: &MariaDb, n: usize) {
+    let clients: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(db.addr()).unwrap();
+            read_greeting(&mut s);
+            s
+        })
+        .collect();
+    for mut s in clients {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+    }
+}
+
+/// The shipped rules with every `for:` at 0 s (the test cannot wait 10 minutes); the
+/// expressions are the shipped ones, unchanged.
+fn shipped_rules_without_for() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let rules: String = text
+        .lines()
+        .map(|l| if l.trim_start().starts_with("for: ") { format!("{}for: 0s", &l[..l.len() - l.trim_start().len()]) } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(rules.contains("for: 0s") && !rules.contains("for: 10m"), "{rules}");
+    rules
+}
+
+/// After a fresh agent start, a real Prometheus evaluating the shipped rules fires each
+/// alert on its first burst: ERR 1040 (max_connections), ERR 1129 (a host blocked by
+/// max_connect_errors: name resolution on, clients from 127.0.0.2), and server timeouts.
+/// Before them, a flood of port checks raises no failure-rate alert (the same rule
+/// without its probe filter would have fired).
+#[test]
+fn the_shipped_alerts_fire_on_the_first_burst_after_a_fresh_agent_start() {
+    let test = "the_shipped_alerts_fire_on_the_first_burst_after_a_fresh_agent_start";
+    let Some(bin) = ready(test) else { return };
+    if !installed("prometheus") {
+        return skip(test, "prometheus is not installed (`cargo xtask setup` installs it)");
+    }
+    // Name resolution stays on (the harness passes no --skip-name-resolve): the host
+    // cache counts 127.0.0.2's errors.
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
+    let listen = free_addr();
+    let port = db.port().to_string();
+    let agent = Tracer::start(&bin, &["agent", "-p", &db.pid().to_string(), "--port", &port, "--listen", &listen.to_string()]);
+    assert!(eventually(Duration::from_secs(10), || http_get(listen, "/readyz").is_some_and(|(s, _)| s == 200)), "/readyz never said ready");
+    let server = db.addr().to_string();
+    let prometheus = Prometheus::start_with_rules(listen, Some(&shipped_rules_without_for()));
+    // The zero series, scraped before anything happens: a few samples at 0.
+    let zero = format!("count_over_time(handshake_trace_handshake_errors_total{{server=\"{server}\",code=\"1040\"}}[1m])");
+    assert!(
+        eventually(Duration::from_secs(30), || prometheus.query(&zero).first().is_some_and(|(_, n)| *n >= 3.0)),
+        "no zero series for {server} before the first event: {}",
+        http_get(listen, "/metrics").map(|(_, b)| b).unwrap_or_default()
+    );
+    assert!(prometheus.firing().is_empty(), "{:?}", prometheus.firing());
+
+    // A flood of port checks and three logins: no failure-rate alert.
+    for _ in 0..60 {
+        let mut c = TcpStream::connect(db.addr()).unwrap();
+        read_greeting(&mut c);
+    }
+    for _ in 0..3 {
+        let out = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let probes = format!("sum(handshake_trace_handshakes_total{{server=\"{server}\",probe=\"port_check\"}})");
+    assert!(eventually(Duration::from_secs(20), || prometheus.query(&probes).first().is_some_and(|(_, n)| *n == 60.0)), "{:?}", prometheus.query(&probes));
+    let unfiltered = "(sum by (instance, server) (rate(handshake_trace_handshakes_total{verdict!=\"ok\"}[5m])) / sum by (instance, server) (rate(handshake_trace_handshakes_total[5m]))) > 0.05 and sum by (instance, server) (rate(handshake_trace_handshakes_total[5m])) > 0.1";
+    assert!(
+        eventually(Duration::from_secs(10), || !prometheus.query(unfiltered).is_empty()),
+        "the rule without its probe filter would not have fired either: the check proves nothing"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!prometheus.firing().iter().any(|(a, _)| a == "MySQLHandshakeFailureRateHigh"), "port checks raised {:?}", prometheus.firing());
+
+    // ERR 1040: max_connections reached (the held connections then time out: 2 s).
+    let fired = |name: &str| prometheus.firing().iter().any(|(a, s)| a == name && *s == server);
+    max_connections_refusal(&db, Duration::from_secs(4));
+    assert!(eventually(Duration::from_secs(30), || fired("MySQLTooManyConnections")), "no MySQLTooManyConnections: {:?}", prometheus.firing());
+
+    // Server timeouts: 20 silent clients (with the held connections, > 0.05/s over 5 min).
+    silent_clients(&db, 20);
+    assert!(eventually(Duration::from_secs(30), || fired("MySQLConnectTimeouts")), "no MySQLConnectTimeouts: {:?}", prometheus.firing());
+
+    // ERR 1129: 127.0.0.2 sends bad handshakes (ERR 1043, each an error of its host)
+    // until the server blocks it.
+    db.sql("SET GLOBAL max_connect_errors = 2").unwrap();
+    let from = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let mut blocked = false;
+    for _ in 0..6 {
+        let mut s = connect_from(from, db.addr());
+        let first = first_packet(&mut s);
+        if err_code(&first) == Some(1129) {
+            blocked = true;
+            break;
+        }
+        std::io::Write::write_all(&mut s, &[1, 0, 0, 1, 0]).unwrap();
+        let reply = first_packet(&mut s);
+        assert_eq!(err_code(&reply), Some(1043), "{reply:?}");
+    }
+    assert!(blocked, "127.0.0.2 was never blocked: {}", db.sql("SELECT * FROM information_schema.host_cache").unwrap_or_default());
+    assert!(eventually(Duration::from_secs(30), || fired("MySQLHostBlocked")), "no MySQLHostBlocked: {:?}", prometheus.firing());
+    eprintln!("alerts test: firing {:?}", prometheus.firing());
+    let _ = db.sql("FLUSH HOSTS");
+    drop(agent);
 }

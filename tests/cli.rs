@@ -350,3 +350,97 @@ fn record_refuses_an_existing_file_and_symbolic_links() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `watch --brief` in a tmux window `width` columns wide against `db` while a mix runs: a
+/// login, a wrong password, three port checks (connect, read the greeting, close), a
+/// silent client; the pane's rows after Ctrl-C.
+fn brief_in_tmux(bin: &std::path::Path, db: &MariaDb, width: u16) -> String {
+    let dir = std::env::temp_dir().join(format!("handshake-trace-tmux-brief-{}-{width}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("tmux.conf");
+    std::fs::write(&conf, "set -g history-limit 100000\n").unwrap();
+    let tmux = Tmux { socket: format!("handshake-trace-brief-{}-{width}", std::process::id()) };
+    let run = format!("env -u COLUMNS -u NO_COLOR {} watch --brief -p {}; echo WATCH-EXITED $?; sleep 600", bin.display(), db.pid());
+    let out = Command::new("tmux")
+        .args(["-L", &tmux.socket, "-f"])
+        .arg(&conf)
+        .args(["new-session", "-d", "-s", "watch", "-x", &width.to_string(), "-y", "40", &run])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(eventually(Duration::from_secs(30), || tmux.capture(false).contains("Tracing MySQL handshakes")), "{}", tmux.capture(false));
+    let ok = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let wrong = db.client(LAB_USER, "not-the-password", &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+    assert!(!wrong.status.success());
+    for _ in 0..3 {
+        let mut check = std::net::TcpStream::connect(db.addr()).unwrap();
+        read_greeting(&mut check);
+    }
+    let mut silent = std::net::TcpStream::connect(db.addr()).unwrap();
+    read_greeting(&mut silent);
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The server gives up after connect_timeout (2 s) and closes.
+    let _ = std::io::Read::read_to_end(&mut silent, &mut Vec::new());
+    drop(silent);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.cmd(&["send-keys", "-t", "watch", "C-c"]);
+    assert!(eventually(Duration::from_secs(20), || tmux.capture(false).contains("WATCH-EXITED 0")), "{}", tmux.capture(false));
+    let rows = tmux.capture(false);
+    let _ = std::fs::remove_dir_all(&dir);
+    rows
+}
+
+/// DETAIL leads with the cause: the reason in a few words and the blame first (whole at
+/// any width: at 80 columns the reason gives way), who and where last; port checks are
+/// one line and a fold whose count is on its own row in the columns.
+#[test]
+fn brief_lines_lead_with_the_cause_and_blame_at_80_120_and_200_columns() {
+    let test = "brief_lines_lead_with_the_cause_and_blame_at_80_120_and_200_columns";
+    let Some(bin) = ready(test) else { return };
+    if !Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success()) {
+        return skip(test, "tmux is not installed (`cargo xtask setup` installs it)");
+    }
+    let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, ..Default::default() }).expect("start MariaDB");
+    let server = format!("→ {}", db.addr());
+    for width in [80u16, 120, 200] {
+        let rows = brief_in_tmux(&bin, &db, width);
+        eprintln!("--- watch --brief at {width} columns ---\n{rows}");
+        let is_time = |t: &str| t.len() == 12 && t.as_bytes()[2] == b':' && t.as_bytes()[8] == b'.';
+        let lines: Vec<&str> =
+            rows.lines().map(|l| l.strip_prefix("^C").unwrap_or(l)).filter(|l| l.split_whitespace().next().is_some_and(is_time)).collect();
+        let of = |v: &str| lines.iter().copied().filter(|l| l.split_whitespace().nth(1) == Some(v)).collect::<Vec<&str>>();
+        // The tty echoes Ctrl-C as "^C" before what the tracer prints at exit: not ours.
+        for l in rows.lines().map(|l| l.strip_prefix("^C").unwrap_or(l)) {
+            assert!(l.trim_end().chars().count() < width as usize, "{} columns at {width}: {l}", l.trim_end().chars().count());
+        }
+        // The wrong password: its ERR and its blame, at every width.
+        let refused = of("auth_failed");
+        assert_eq!(refused.len(), 1, "{rows}");
+        let blame_at = |l: &str, party: &str| l.find(&format!("[blame: {party}]")).or_else(|| l.find(&format!("[{party}]")));
+        assert!(refused[0].contains("ERR 1045"), "{width}: {}", refused[0]);
+        assert!(blame_at(refused[0], "client").is_some(), "the blame at {width} columns: {}", refused[0]);
+        // The silent client: a server timeout, the client's side.
+        let timeout = of("server_timeout");
+        assert_eq!(timeout.len(), 1, "{rows}");
+        assert!(blame_at(timeout[0], "client").is_some(), "the blame at {width} columns: {}", timeout[0]);
+        // Three port checks: the first a line, the rest a fold whose count is on its row.
+        let checks = of("client_closed").into_iter().chain(of("client_reset")).collect::<Vec<&str>>();
+        assert_eq!(checks.len(), 2, "a port check's line and its fold: {rows}");
+        assert!(checks.iter().any(|l| l.contains("×3")), "{rows}");
+        assert!(checks.iter().all(|l| blame_at(l, "client").is_some()), "{rows}");
+        let kind = if width == 80 { "port chk" } else { "port check" };
+        assert!(checks.iter().any(|l| l.contains(kind)), "{rows}");
+        assert!(!rows.contains("folded"), "{rows}");
+        // Where comes last: after the blame, whole at 200 columns, cut first at 80.
+        if width == 200 {
+            let at = refused[0].find(&server).unwrap_or_else(|| panic!("{server} not in {}", refused[0]));
+            assert!(blame_at(refused[0], "client").unwrap() < at, "{}", refused[0]);
+            assert!(refused[0].contains("[blame: client]") && refused[0].contains("ER_ACCESS_DENIED_ERROR"), "{}", refused[0]);
+        }
+        if width == 80 {
+            assert!(refused[0].contains("ERR 1045 [client]"), "{}", refused[0]);
+        }
+        assert_eq!(of("ok").len(), 1, "{rows}");
+    }
+}

@@ -437,3 +437,99 @@ fn sigterm_ends_watch_whose_stdout_nobody_reads() {
     );
     drop(unread);
 }
+
+/// `mysqladmin ping` (Debian's mariadb-admin: it names itself `mysqladmin` in its
+/// connect attributes) is a health check in both tiers: `ok`, `"probe": "health_check"`,
+/// counted apart in the summary; its wrong-password form is a failure, no probe; an
+/// application's login is no probe.
+#[test]
+fn mysqladmin_ping_is_a_health_check_in_both_tiers() {
+    let test = "mysqladmin_ping_is_a_health_check_in_both_tiers";
+    let Some(bin) = ready(test) else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    for tier in ["socket", "syscalls"] {
+        let tracer = Tracer::start(&bin, &["watch", "--capture", tier, "-p", &db.pid().to_string(), "--port", &db.port().to_string(), "-j"]);
+        let ping = |password: &str| {
+            std::process::Command::new("mariadb-admin")
+                .args(["--no-defaults", "--skip-ssl", "-h", "127.0.0.1", "-P", &db.port().to_string(), "-u", LAB_USER])
+                .arg(format!("--password={password}"))
+                .arg("ping")
+                .output()
+                .unwrap()
+        };
+        let out = ping(LAB_PASSWORD);
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("alive"), "{out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = ping("not-the-password");
+        std::thread::sleep(Duration::from_millis(100));
+        let app = db.client(LAB_USER, LAB_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+        assert!(app.status.success(), "{app:?}");
+        std::thread::sleep(Duration::from_millis(300));
+        let out = tracer.stop();
+        assert_eq!(out.code, Some(0), "{}", out.stderr_text());
+        let seen: Vec<(String, Value)> = out.json().iter().map(|h| (h["verdict"].as_str().unwrap_or("").to_string(), h["probe"].clone())).collect();
+        assert_eq!(
+            seen,
+            [("ok".to_string(), Value::from("health_check")), ("auth_failed".to_string(), Value::Null), ("ok".to_string(), Value::Null)],
+            "{tier}: {:#?}",
+            out.json()
+        );
+        assert!(out.stderr_text().contains("ok 2 (1 health check)"), "{tier}: {}", out.stderr_text());
+    }
+}
+
+/// Debian's HAProxy checking a real MariaDB: `option mysql-check user hapcheck post-41`
+/// (login and COM_QUIT in one segment) is a health check, `option mysql-check` without a
+/// user (greeting, then close) a port check; each told apart by its source address.
+/// The syscall tier: the socket tier loses that login (issue 23: HAProxy's segment
+/// completes the TCP handshake, before the socket is established).
+#[test]
+fn haproxy_mysql_checks_are_health_checks_and_port_checks() {
+    let test = "haproxy_mysql_checks_are_health_checks_and_port_checks";
+    let Some(bin) = ready(test) else { return };
+    if !std::process::Command::new("haproxy").arg("-v").output().is_ok_and(|o| o.status.success()) {
+        return skip(test, "haproxy is not installed (`cargo xtask setup` installs it)");
+    }
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    db.sql("CREATE USER 'hapcheck'@'%'").unwrap();
+    let dir = std::env::temp_dir().join(format!("handshake-trace-haproxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (with_user, without) = (free_addr(), free_addr());
+    let config = format!(
+        "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n\
+         listen withuser\n  bind {with_user}\n  option mysql-check user hapcheck post-41\n  server db {} check inter 300ms source 127.0.0.11\n\
+         listen nouser\n  bind {without}\n  option mysql-check\n  server db {} check inter 300ms source 127.0.0.12\n",
+        db.addr(),
+        db.addr()
+    );
+    std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
+    let tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &db.pid().to_string(), "--port", &db.port().to_string(), "-j"]);
+    let mut haproxy = std::process::Command::new("haproxy")
+        .arg("-f")
+        .arg(dir.join("haproxy.cfg"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.code, Some(0), "{}", out.stderr_text());
+    let all = out.json();
+    let from = |ip: &str| all.iter().filter(move |h| h["client"].as_str().is_some_and(|c| c.starts_with(&format!("{ip}:")))).collect::<Vec<_>>();
+    let checks = from("127.0.0.11");
+    assert!(checks.len() >= 3, "{all:#?}");
+    for h in &checks {
+        assert_eq!((h["verdict"].as_str(), h["user"].as_str(), h["probe"].as_str()), (Some("ok"), Some("hapcheck"), Some("health_check")), "{h:#}");
+    }
+    let bare = from("127.0.0.12");
+    assert!(bare.len() >= 3, "{all:#?}");
+    for h in &bare {
+        assert_eq!(h["probe"], "port_check", "{h:#}");
+    }
+    let summary = out.stderr_text();
+    assert!(summary.contains(&format!("({} health checks)", checks.len())), "{summary}");
+}

@@ -196,6 +196,13 @@ struct OutputArgs {
     /// Times with the date, "2026-11-30 22:33:22.820" (local time), in lines and notices.
     #[arg(long)]
     date: bool,
+    /// Probes — port checks (`nc -z`, a TCP check) and health checks (HAProxy
+    /// `mysql-check user X`, `mysqladmin ping`) — are counted apart in the summary
+    /// whatever this says: `fold` (one line for the first of a client's, then a count
+    /// every 10 s), `show` (one line each), `hide` (not printed; -j: no record). Never a
+    /// timeline unless --timeline names its verdict.
+    #[arg(long, value_name = "show|fold|hide", value_enum, default_value_t = output::brief::ProbeView::Fold)]
+    probes: output::brief::ProbeView,
     /// Also print every raw kernel event (for debugging the tracer).
     #[arg(long, hide = true)]
     events: bool,
@@ -334,6 +341,7 @@ impl OutputArgs {
             select: self.select.selection(),
             term: self.terminal(1, self.color),
             notices: self.terminal(2, terminal::ColorChoice::Never),
+            probes: self.probes,
             ..Default::default()
         }
     }
@@ -468,6 +476,12 @@ struct AgentArgs {
     /// without it the agent warns and runs as started.
     #[arg(long, value_name = "N", default_value_t = -10, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
     nice: i32,
+    /// Probes (port checks, health checks): `hide` keeps them out of /top, the flight
+    /// recorder and the abnormal log (they are counted, never alarmed: the metrics count
+    /// them with a `probe` label, which the shipped failure-rate alert leaves out);
+    /// `show` treats them as any handshake there.
+    #[arg(long, value_name = "hide|show", value_enum, default_value_t = handshake_trace::export::AgentProbes::Hide)]
+    probes: handshake_trace::export::AgentProbes,
 }
 
 impl AgentArgs {
@@ -484,6 +498,7 @@ impl AgentArgs {
                 ..self.capture.options(watch::WatchOptions::default())?
             },
             nice: self.nice,
+            probes: self.probes,
             listen: self.listen,
             http: agent::HttpOptions {
                 max_connections: self.web_max_connections as usize,

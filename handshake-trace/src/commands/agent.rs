@@ -25,7 +25,7 @@ use crate::{
         metrics::{HealthExport, Metrics, MetricsSink, Table},
         process,
         top_clients::TopClients,
-        FlightSink, TopSink,
+        AgentProbes, FlightSink, TopSink, WithoutProbes,
     },
     events::{AcceptAddrs, Event},
     pipeline::Sink,
@@ -55,6 +55,9 @@ pub struct AgentOptions {
     pub top_users: bool,
     /// /metrics and /top requests answered a second at most (`--web-rate`).
     pub web_rate: f64,
+    /// Probes in /top, the flight recorder and the abnormal log, or not (the metrics
+    /// count them either way, with their `probe` label).
+    pub probes: AgentProbes,
 }
 
 /// Tell systemd (when it started us with NOTIFY_SOCKET); failures are not fatal.
@@ -116,6 +119,10 @@ impl Observer for AgentObserver {
         process::release_free_memory();
         self.export(h);
         Ok(())
+    }
+
+    fn servers(&mut self, listening: &[SocketAddr], unix: bool) {
+        self.metrics.announce_servers(listening, unix);
     }
 
     fn raw(&mut self, raw: &[u8], ev: Option<&Event>, addrs: AcceptAddrs) {
@@ -195,10 +202,14 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     // Made before attaching, so a log file that cannot be opened fails at once; the
     // clock's offset from wall time is the same as the live loop's own.
     let clock = Clock::now();
+    let log_sink = AbnormalLog::new(&opts.log, opts.log_rate, clock, metrics.clone(), Arc::clone(&reopen))?.with_top(Arc::clone(&top));
+    let hide = opts.probes == AgentProbes::Hide;
+    // Probes are counted (the metrics), never alarmed: the rest does not see them.
+    let unless_probe = |s: Box<dyn Sink>| -> Box<dyn Sink> { if hide { Box::new(WithoutProbes(s)) } else { s } };
     let mut sinks: Vec<Box<dyn Sink>> = vec![
         Box::new(MetricsSink::new(metrics.clone())),
-        Box::new(TopSink(Arc::clone(&top))),
-        Box::new(AbnormalLog::new(&opts.log, opts.log_rate, clock, metrics.clone(), Arc::clone(&reopen))?.with_top(Arc::clone(&top))),
+        unless_probe(Box::new(TopSink(Arc::clone(&top)))),
+        unless_probe(Box::new(log_sink)),
     ];
     let ringbuf_bytes = opts.watch.ringbuf_bytes.unwrap_or(crate::capture::probes::LoadOptions::default().ringbuf_bytes);
     let flight = match &opts.flight {
@@ -206,10 +217,11 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
         None => None,
     };
     if let Some(f) = &flight {
+        // Its own --flight-probes decides (a file per probe is a cost of its own).
         sinks.push(Box::new(FlightSink(Rc::clone(f))));
     }
     if let Some(e) = &exporter {
-        sinks.push(Box::new(e.sink(clock)));
+        sinks.push(unless_probe(Box::new(e.sink(clock))));
     }
     let mut observer = AgentObserver {
         metrics,

@@ -2,7 +2,11 @@
 //! watch): what to trace, how to attach, and what the pipeline and the printer apply.
 use crate::{
     capture::probes::{AttachMode, CaptureTier},
-    output::{brief::VerdictSet, columns::Terminal, printer::PrintOptions},
+    output::{
+        brief::{ProbeView, VerdictSet},
+        columns::Terminal,
+        printer::PrintOptions,
+    },
     pipeline::{PipelineOptions, Selection},
 };
 
@@ -47,6 +51,8 @@ pub struct WatchOptions {
     /// The operator's connect_timeout and max_connect_errors, over what the servers'
     /// command lines and option files say (`--connect-timeout`, `--max-connect-errors`).
     pub server: crate::config::Overrides,
+    /// How probes are shown (`--probes`).
+    pub probes: ProbeView,
 }
 
 impl WatchOptions {
@@ -60,6 +66,7 @@ impl WatchOptions {
             timeline: self.timeline,
             top: self.top,
             term: self.term,
+            probes: self.probes,
         }
     }
 

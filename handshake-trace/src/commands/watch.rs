@@ -190,8 +190,10 @@ impl Tracer<'_> {
 
     /// Once a second: targets that came and went, the programs' log, new losses. A
     /// process that cannot be traced is refused with a warning; the trace goes on.
-    fn tick(&mut self, pipeline: &mut Pipeline, log: &mut dyn Write) -> Result<()> {
+    /// Whether a target was adopted.
+    fn tick(&mut self, pipeline: &mut Pipeline, log: &mut dyn Write) -> Result<bool> {
         let changes = self.targets.refresh(&mut self.probes);
+        let adopted = !changes.adopted.is_empty();
         for (pid, name) in &changes.adopted {
             notice::say(log, &self.opts.notices, Level::Notice, &notice::adopted(*pid, name))?;
             if let Some(s) = self.targets.live.get(pid) {
@@ -232,7 +234,7 @@ impl Tracer<'_> {
             notice::say(log, &self.opts.notices, Level::Warning, &notice::events_lost(&c, &self.reported_lost))?;
         }
         self.reported_lost = c;
-        Ok(())
+        Ok(adopted)
     }
 }
 
@@ -273,11 +275,22 @@ pub trait Observer {
     }
     /// Each raw record as it arrives, before the pipeline sees it (the flight recorder).
     fn raw(&mut self, _raw: &[u8], _ev: Option<&Event>, _addrs: AcceptAddrs) {}
+    /// The targets' TCP listening addresses, and whether one has a Unix socket: at
+    /// start and when the targets change (the metrics' zero series).
+    fn servers(&mut self, _listening: &[std::net::SocketAddr], _unix: bool) {}
 }
 
 impl Observer for () {}
 
 impl Tracer<'_> {
+    /// The targets' TCP listening addresses, and whether any has a Unix socket (/proc).
+    fn listening(&self) -> (Vec<std::net::SocketAddr>, bool) {
+        let pids = self.targets.live.keys();
+        let tcp: BTreeSet<std::net::SocketAddr> = pids.clone().flat_map(|p| crate::capture::targets::listening_sockets(*p).into_values()).collect();
+        let unix = pids.into_iter().any(|p| !crate::capture::targets::unix_listeners(*p).is_empty());
+        (tcp.into_iter().collect(), unix)
+    }
+
     fn health(&self, pipeline: &Pipeline) -> Result<Health> {
         Ok(Health {
             counters: self.probes.counters()?,
@@ -440,6 +453,8 @@ pub async fn live<'s>(
     }
     tracer.say_packets_place(log)?;
     writeln!(log, "Tracing MySQL handshakes of {names}{on_port}... Hit Ctrl-C to end.")?;
+    let (listening, unix) = tracer.listening();
+    observer.servers(&listening, unix);
     observer.attached(&tracer.health(&pipeline)?)?;
 
     tokio::pin!(stop);
@@ -465,7 +480,10 @@ pub async fn live<'s>(
                 tracer.drain(ring.get_mut(), &mut pipeline, observer, log)?;
             }
             _ = tick.tick() => {
-                tracer.tick(&mut pipeline, log)?;
+                if tracer.tick(&mut pipeline, log)? {
+                    let (listening, unix) = tracer.listening();
+                    observer.servers(&listening, unix);
+                }
                 observer.tick(&tracer.health(&pipeline)?)?;
             }
             _ = rollup.tick(), if opts.rollup_secs.is_some() => pipeline.rollup()?,

@@ -271,6 +271,12 @@ impl Handshake {
         self.judgement.as_ref().map(|j| j.verdict)
     }
 
+    /// The probe kind, once concluded: a port check or a health check (counted apart,
+    /// never alarmed), or None.
+    pub fn probe(&self) -> Option<crate::verdict::Probe> {
+        self.judgement.as_ref().and_then(|j| j.probe)
+    }
+
     /// Milliseconds from accept to `ts`.
     pub fn ms_since_accept(&self, ts_ns: u64) -> f64 {
         ts_ns.saturating_sub(self.accept_ns) as f64 / 1e6
@@ -479,6 +485,11 @@ impl Handshake {
     }
 
     fn on_client_packet(&mut self, p: &protocol::Packet, ts: u64) -> PacketSeen {
+        // After the login, sequence 0 starts the command phase (an auth exchange's
+        // packets go on counting): a command sent with the login, before the reply.
+        if self.login.is_some() && !self.tls && p.seq == 0 {
+            return PacketSeen::Command { code: p.payload.first().copied(), len: p.len };
+        }
         let expecting_login = self.login.is_none() && !self.tls;
         match protocol::decode_client(p, expecting_login) {
             ClientPacket::SslRequest(_) => {

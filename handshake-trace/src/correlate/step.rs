@@ -157,6 +157,9 @@ pub enum PacketSeen {
     Login { user: String, database: Option<String>, plugin: Option<String>, auth_response_len: usize },
     AuthData { len: usize },
     ClientOther { len: u32 },
+    /// A command after the login (sequence 0: the command phase), sent before the
+    /// reply: `code` its first byte (COM_QUIT 1, COM_PING 14; zeroed in a recording).
+    Command { code: Option<u8>, len: u32 },
     TlsClientHello,
     /// Bytes of a TLS connection: lengths only.
     Tls { len: usize },

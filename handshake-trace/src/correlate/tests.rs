@@ -744,7 +744,7 @@ mod socket_tier {
 }
 
 fn is_probe(h: &Handshake) -> bool {
-    h.judgement.as_ref().expect("judged").probe
+    h.judgement.as_ref().expect("judged").probe == Some(crate::verdict::Probe::PortCheck)
 }
 
 /// Port checks: connect, then close or reset before sending a byte (after the greeting,
@@ -872,7 +872,7 @@ fn a_greeting_retransmitted_and_never_answered_is_packet_loss_toward_the_client(
     let j = h.judgement.as_ref().unwrap();
     assert_eq!(j.verdict, Verdict::ServerTimeout);
     assert!(matches!(j.cause, Cause::ServerTimedOut { greeting_retransmits: 4, .. }), "{:?}", j.cause);
-    assert!(!j.probe);
+    assert_eq!(j.probe, None);
     let why = reason_of(&h);
     assert!(why.starts_with("greeting retransmitted 4 times, never acknowledged: packet loss toward the client; the server waited"), "{why}");
     let e = client_error_of(&h).unwrap();
@@ -985,7 +985,7 @@ fn a_dribble_that_stops_is_still_judged_by_the_last_wait() {
     assert_eq!(wait.mechanism, WaitMechanism::Poll);
     assert_eq!(wait.timeout_ms, Some(10_000));
     // The client did send bytes: not a port check.
-    assert!(!h.judgement.as_ref().unwrap().probe);
+    assert!(h.judgement.as_ref().unwrap().probe.is_none());
 }
 
 /// The socket tier's packets, a byte each: the same bounds.
@@ -1176,7 +1176,7 @@ mod unix_socket {
         ];
         let h = only(&ev);
         assert_eq!(h.verdict(), Some(Verdict::ClientReset), "{:#?}", h.judgement);
-        assert!(h.judgement.as_ref().unwrap().probe, "it sent nothing: a port check");
+        assert_eq!(h.judgement.as_ref().unwrap().probe, Some(crate::verdict::Probe::PortCheck), "it sent nothing: a port check");
     }
 
     #[test]

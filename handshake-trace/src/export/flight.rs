@@ -263,7 +263,7 @@ impl FlightRecorder {
         if h.verdict() == Some(Verdict::Ok) {
             return;
         }
-        if !self.opts.probes && h.judgement.as_ref().is_some_and(|j| j.probe) {
+        if !self.opts.probes && h.probe().is_some() {
             return;
         }
         let end_ns = h.accept_ns + h.total_ns();

@@ -21,7 +21,7 @@ use crate::{
     pipeline::{Sink, TableFill},
     protocol::ErrPacket,
     support::int_hash::IntMap,
-    verdict::{blame, Verdict},
+    verdict::{blame, Blame, Probe, Verdict},
 };
 
 /// Distinct `server` label values at most (listening addresses; restarted servers on
@@ -37,6 +37,8 @@ pub struct HandshakeLabels {
     pub verdict: &'static str,
     pub blame: &'static str,
     pub mechanism: &'static str,
+    /// `port_check`, `health_check`, or `none`: probes are counted, never alarmed.
+    pub probe: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -175,6 +177,8 @@ pub struct Metrics {
     pub http_rate_limited: Counter,
     /// Files the agent refused to open (a symbolic link, not a regular file, not its own).
     pub file_refusals: Family<FileLabel, Counter>,
+    /// Servers announced so far ([`Metrics::announce_servers`]).
+    announced: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn phase_histogram() -> Histogram {
@@ -211,10 +215,15 @@ impl Metrics {
             http_auth_failures: Counter::default(),
             http_rate_limited: Counter::default(),
             file_refusals: Family::default(),
+            announced: Default::default(),
         };
         let mut root = Registry::default();
         let r = root.sub_registry_with_prefix("handshake_trace");
-        r.register("handshakes", "Finished handshakes by listening address, verdict, whose side, and the server's wait when it timed out", m.handshakes.clone());
+        r.register(
+            "handshakes",
+            "Finished handshakes by listening address, verdict, whose side, the server's wait when it timed out, and probe kind (port_check, health_check, none)",
+            m.handshakes.clone(),
+        );
         r.register("handshake_errors", "ERR packets sent during handshakes, by code (connection-setup codes, others as \"other\")", m.errors.clone());
         r.register_with_unit("handshake_phase", "Handshake phase durations: accept to greeting, greeting to login, login to reply, accept to end", Unit::Seconds, m.phases.clone());
         r.register("handshake_retransmits", "TCP retransmits seen during handshakes", m.retransmits.clone());
@@ -294,6 +303,45 @@ impl Metrics {
         self.file_refusals.get_or_create(&FileLabel { file }).inc();
     }
 
+    /// Every series of `server` with a fixed label set, at 0: handshakes by each
+    /// (verdict, blame, mechanism, probe) a judgement can give, ERR codes of the fixed
+    /// set. Done before the server's first handshake, so an alert's `increase()` sees the
+    /// first event (a series born at 1 has no increase).
+    pub fn zero_server(&self, server: &str) {
+        for labels in handshake_label_sets() {
+            let (verdict, blame, mechanism, probe) = labels;
+            self.handshakes.get_or_create(&HandshakeLabels { server: server.to_string(), verdict, blame, mechanism, probe }).inc_by(0);
+        }
+        for code in names::ERROR_CODE_LABELS {
+            self.errors.get_or_create(&ErrorLabels { server: server.to_string(), code }).inc_by(0);
+        }
+        self.retransmits.get_or_create(&ServerLabel { server: server.to_string() }).inc_by(0);
+        self.port_checks.get_or_create(&ServerLabel { server: server.to_string() }).inc_by(0);
+    }
+
+    /// The traced servers' listening addresses (and `unix`), told at start and when
+    /// targets change: each gets its zero series ([`Metrics::zero_server`]); at most
+    /// [`MAX_SERVERS`] announced in all, as the sink bounds its own.
+    pub fn announce_servers(&self, listening: &[SocketAddr], unix: bool) {
+        let labels = listening.iter().map(|a| a.to_string()).chain(unix.then(|| "unix".to_string()));
+        for label in labels {
+            let known = self.handshakes.get(&HandshakeLabels {
+                server: label.clone(),
+                verdict: names::verdict(Verdict::Ok),
+                blame: names::blame(Blame::None),
+                mechanism: "none",
+                probe: names::probe(None),
+            });
+            if known.is_some() {
+                continue;
+            }
+            if self.announced.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_SERVERS {
+                return;
+            }
+            self.zero_server(&label);
+        }
+    }
+
     /// One abnormal-log or flight record's outcome.
     pub fn record_outcome(family: &Family<OutcomeLabel, Counter>, outcome: Outcome) {
         family.get_or_create(&outcome.label()).inc();
@@ -305,6 +353,31 @@ impl Metrics {
         self.table_capacity.get_or_create(&table.label()).set(capacity as i64);
         self.table_evictions.get_or_create(&table.label()).inc_by(evictions_new);
     }
+}
+
+/// The (verdict, blame, mechanism, probe) label sets a judgement can give: `ok` is
+/// blamed on no one; every failure on one of the four parties; a `server_timeout` has
+/// one of the wait mechanisms, the rest `none`; port checks are client_closed or
+/// client_reset on the client's side, health checks `ok`.
+pub fn handshake_label_sets() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
+    use crate::verdict::WaitMechanism as M;
+    let mechanisms = [M::Poll, M::AlarmEintr, M::SocketTimeout, M::NotSeen { read_error: crate::events::Errno(0) }].map(names::mechanism);
+    let none = names::probe(None);
+    let mut sets = vec![(names::verdict(Verdict::Ok), names::blame(Blame::None), "none", none)];
+    for v in Verdict::ALL.into_iter().filter(|v| *v != Verdict::Ok) {
+        for b in Blame::ALL.into_iter().filter(|b| *b != Blame::None) {
+            if v == Verdict::ServerTimeout {
+                sets.extend(mechanisms.iter().map(|m| (names::verdict(v), names::blame(b), *m, none)));
+            } else {
+                sets.push((names::verdict(v), names::blame(b), "none", none));
+            }
+        }
+    }
+    for v in [Verdict::ClientClosed, Verdict::ClientReset] {
+        sets.push((names::verdict(v), names::blame(Blame::Client), "none", names::probe(Some(Probe::PortCheck))));
+    }
+    sets.push((names::verdict(Verdict::Ok), names::blame(Blame::None), "none", names::probe(Some(Probe::HealthCheck))));
+    sets
 }
 
 /// Raise a counter that mirrors an absolute count kept elsewhere (the kernel's).
@@ -361,9 +434,9 @@ struct ServerSeries {
     phases: [Histogram; 4],
     retransmits: Counter,
     port_checks: Counter,
-    /// By (verdict, blame, mechanism): a fixed set of label values (the tool's own
-    /// words: no chosen keys to fear, so the fast hasher).
-    handshakes: IntMap<(&'static str, &'static str, &'static str), Counter>,
+    /// By (verdict, blame, mechanism, probe): a fixed set of label values (the tool's
+    /// own words: no chosen keys to fear, so the fast hasher).
+    handshakes: IntMap<(&'static str, &'static str, &'static str, &'static str), Counter>,
 }
 
 /// A handshake's server as the sink tells servers apart: Unix socket, or the address.
@@ -414,6 +487,9 @@ impl MetricsSink {
                 key = (false, None);
             }
             let m = &self.metrics;
+            // A server first seen now (not announced at start): its other series at 0
+            // from here on.
+            m.zero_server(&label);
             self.series.entry(key).or_insert_with(|| ServerSeries {
                 phases: PHASES.map(|phase| m.phases.get_or_create(&PhaseLabels { server: label.clone(), phase }).clone()),
                 retransmits: m.retransmits.get_or_create(&ServerLabel { server: label.clone() }).clone(),
@@ -433,14 +509,14 @@ impl Sink for MetricsSink {
             Some(j) => (j.verdict, j.blame.party(), j.timeout().map(|t| names::mechanism(t.mechanism))),
             None => (Verdict::Incomplete, crate::verdict::Blame::Unknown, None),
         };
-        let labels = (names::verdict(verdict), names::blame(blame), mechanism.unwrap_or("none"));
+        let labels = (names::verdict(verdict), names::blame(blame), mechanism.unwrap_or("none"), names::probe(h.probe()));
         let (family, errors) = (self.metrics.handshakes.clone(), self.metrics.errors.clone());
         let s = self.series(h);
         s.handshakes
             .entry(labels)
             .or_insert_with(|| {
-                let (verdict, blame, mechanism) = labels;
-                family.get_or_create(&HandshakeLabels { server: s.label.clone(), verdict, blame, mechanism }).clone()
+                let (verdict, blame, mechanism, probe) = labels;
+                family.get_or_create(&HandshakeLabels { server: s.label.clone(), verdict, blame, mechanism, probe }).clone()
             })
             .inc();
         if let Some(crate::correlate::Reply::Err(ErrPacket { code, .. })) = &h.reply {
@@ -453,7 +529,7 @@ impl Sink for MetricsSink {
                 histogram.observe(ns as f64 / 1e9);
             }
         }
-        if h.judgement.as_ref().is_some_and(|j| j.probe) {
+        if h.probe() == Some(crate::verdict::Probe::PortCheck) {
             s.port_checks.inc();
         }
         s.retransmits.inc_by(retransmits);

@@ -27,6 +27,39 @@ use anyhow::Result;
 
 use crate::{correlate::Handshake, pipeline::Sink};
 
+/// What the agent does with probes (port checks, health checks) beyond counting them
+/// in the metrics (`--probes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentProbes {
+    /// Kept out of /top, the flight recorder and the abnormal log.
+    #[default]
+    Hide,
+    /// Treated as any handshake there (a port check is a client_closed/client_reset).
+    Show,
+}
+
+/// A sink that never sees probes: /top, the flight recorder and the abnormal log
+/// under `--probes hide` (probes are counted, never alarmed).
+pub struct WithoutProbes(pub Box<dyn Sink>);
+
+impl Sink for WithoutProbes {
+    fn handshake(&mut self, h: &Handshake) -> Result<()> {
+        if h.probe().is_some() {
+            return Ok(());
+        }
+        self.0.handshake(h)
+    }
+    fn rollup(&mut self) -> Result<()> {
+        self.0.rollup()
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.0.finish()
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.0.flush()
+    }
+}
+
 /// The sink feeding the top-K (shared with the HTTP server, which reads it).
 pub struct TopSink(pub Arc<Mutex<top_clients::TopClients>>);
 

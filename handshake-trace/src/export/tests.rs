@@ -52,12 +52,15 @@ fn metrics_count_handshakes_by_verdict_blame_mechanism_and_error_code() {
     }
     let text = exposition(&registry, true).unwrap();
     let hs = |verdict: &str, blame: &str, mechanism: &str| {
-        sample(&text, &format!("handshake_trace_handshakes_total{{server=\"127.0.0.1:3399\",verdict=\"{verdict}\",blame=\"{blame}\",mechanism=\"{mechanism}\"}}"))
+        sample(&text, &format!("handshake_trace_handshakes_total{{server=\"127.0.0.1:3399\",verdict=\"{verdict}\",blame=\"{blame}\",mechanism=\"{mechanism}\",probe=\"none\"}}"))
     };
     assert_eq!(hs("ok", "none", "none"), Some(2.0), "{text}");
     assert_eq!(hs("auth_failed", "client", "none"), Some(1.0), "{text}");
     assert_eq!(hs("server_timeout", "client", "poll"), Some(1.0), "{text}");
-    assert_eq!(text.matches("handshake_trace_handshakes_total{").count(), 3, "{text}");
+    // Every other label set of the server is there at 0.
+    let sets = super::metrics::handshake_label_sets().len();
+    assert_eq!(text.matches("handshake_trace_handshakes_total{").count(), sets, "{text}");
+    assert_eq!(hs("server_timeout", "server", "alarm_eintr"), Some(0.0), "{text}");
     assert_eq!(sample(&text, "handshake_trace_handshake_errors_total{server=\"127.0.0.1:3399\",code=\"1045\"}"), Some(1.0), "{text}");
     assert_eq!(sample(&text, "handshake_trace_handshake_phase_seconds_count{server=\"127.0.0.1:3399\",phase=\"total\"}"), Some(4.0), "{text}");
     // The timeout's greeting went out, no login came: three greetings and logins' phases.
@@ -66,6 +69,83 @@ fn metrics_count_handshakes_by_verdict_blame_mechanism_and_error_code() {
     // Never the client's address.
     assert!(!text.contains("47460"), "{text}");
     assert!(text.ends_with("# EOF\n"));
+}
+
+/// Alerts on `increase()` see a first event only if the series was there at 0 before it.
+#[test]
+fn announced_servers_have_every_fixed_series_at_zero_before_their_first_handshake() {
+    let (m, registry) = Metrics::new();
+    m.announce_servers(&["127.0.0.1:3399".parse().unwrap()], true);
+    let text = exposition(&registry, true).unwrap();
+    for server in ["127.0.0.1:3399", "unix"] {
+        for code in crate::output::names::ERROR_CODE_LABELS {
+            let series = format!("handshake_trace_handshake_errors_total{{server=\"{server}\",code=\"{code}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}\n{text}");
+        }
+        for verdict in ["ok", "auth_failed", "server_error", "client_closed", "client_reset", "server_closed", "incomplete"] {
+            let blame = if verdict == "ok" { "none" } else { "server" };
+            let series = format!("handshake_trace_handshakes_total{{server=\"{server}\",verdict=\"{verdict}\",blame=\"{blame}\",mechanism=\"none\",probe=\"none\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}\n{text}");
+        }
+        let timeouts = format!("handshake_trace_handshakes_total{{server=\"{server}\",verdict=\"server_timeout\",blame=\"client\",mechanism=\"not_seen\",probe=\"none\"}}");
+        assert_eq!(sample(&text, &timeouts), Some(0.0), "{text}");
+        let checks = format!("handshake_trace_handshakes_total{{server=\"{server}\",verdict=\"client_closed\",blame=\"client\",mechanism=\"none\",probe=\"port_check\"}}");
+        assert_eq!(sample(&text, &checks), Some(0.0), "{text}");
+    }
+    // The first handshake counts on the zero series, and a second announcement adds nothing.
+    let mut sink = MetricsSink::new(m.clone());
+    sink.handshake(&one(&wrong_password_events())).unwrap();
+    m.announce_servers(&["127.0.0.1:3399".parse().unwrap()], false);
+    let text = exposition(&registry, true).unwrap();
+    assert_eq!(sample(&text, "handshake_trace_handshake_errors_total{server=\"127.0.0.1:3399\",code=\"1045\"}"), Some(1.0), "{text}");
+}
+
+#[test]
+fn announced_servers_are_bounded() {
+    let (m, registry) = Metrics::new();
+    let many: Vec<std::net::SocketAddr> = (0..MAX_SERVERS as u16 + 5).map(|p| ([127, 0, 0, 1], 5000 + p).into()).collect();
+    m.announce_servers(&many, false);
+    let text = exposition(&registry, true).unwrap();
+    let servers: std::collections::BTreeSet<&str> =
+        text.lines().filter(|l| l.starts_with("handshake_trace_handshake_errors_total{")).filter_map(|l| l.split('"').nth(1)).collect();
+    assert_eq!(servers.len(), MAX_SERVERS, "{servers:?}");
+}
+
+#[test]
+fn probes_carry_their_kind_as_a_label() {
+    let (m, registry) = Metrics::new();
+    let mut sink = MetricsSink::new(m);
+    let mut fin = prelude(GEN);
+    fin.push(io(GEN + 300_000, crate::events::SyscallKind::Recvfrom, 0, 4, &[]));
+    fin.push(sys(GEN + 310_000, crate::events::SyscallKind::Close, 0, 1000, [0; 4]));
+    sink.handshake(&one(&fin)).unwrap();
+    let text = exposition(&registry, true).unwrap();
+    let series = "handshake_trace_handshakes_total{server=\"127.0.0.1:3399\",verdict=\"client_closed\",blame=\"client\",mechanism=\"none\",probe=\"port_check\"}";
+    assert_eq!(sample(&text, series), Some(1.0), "{text}");
+    let real = "handshake_trace_handshakes_total{server=\"127.0.0.1:3399\",verdict=\"client_closed\",blame=\"client\",mechanism=\"none\",probe=\"none\"}";
+    assert_eq!(sample(&text, real), Some(0.0), "{text}");
+}
+
+/// With `--probes hide` (the agent's default) /top, the log and the flight recorder never see a probe.
+#[test]
+fn without_probes_passes_everything_but_probes() {
+    struct Count(std::rc::Rc<std::cell::Cell<u32>>);
+    impl Sink for Count {
+        fn handshake(&mut self, _: &Handshake) -> anyhow::Result<()> {
+            self.0.set(self.0.get() + 1);
+            Ok(())
+        }
+    }
+    let seen = std::rc::Rc::default();
+    let mut s = super::WithoutProbes(Box::new(Count(std::rc::Rc::clone(&seen))));
+    let mut fin = prelude(GEN);
+    fin.push(io(GEN + 300_000, crate::events::SyscallKind::Recvfrom, 0, 4, &[]));
+    fin.push(sys(GEN + 310_000, crate::events::SyscallKind::Close, 0, 1000, [0; 4]));
+    s.handshake(&one(&fin)).unwrap();
+    assert_eq!(seen.get(), 0);
+    s.handshake(&one(&wrong_password_events())).unwrap();
+    s.handshake(&one(&poll_timeout_events())).unwrap();
+    assert_eq!(seen.get(), 2);
 }
 
 #[test]
@@ -94,9 +174,10 @@ fn server_label_values_are_bounded() {
         sink.handshake(&h).unwrap();
     }
     let text = exposition(&registry, true).unwrap();
-    let series = text.lines().filter(|l| l.starts_with("handshake_trace_handshakes_total{")).count();
-    assert_eq!(series, MAX_SERVERS + 1, "{text}");
-    assert_eq!(sample(&text, "handshake_trace_handshakes_total{server=\"unknown\",verdict=\"ok\",blame=\"none\",mechanism=\"none\"}"), Some(10.0));
+    let servers: std::collections::BTreeSet<&str> =
+        text.lines().filter(|l| l.starts_with("handshake_trace_handshakes_total{")).filter_map(|l| l.split('"').nth(1)).collect();
+    assert_eq!(servers.len(), MAX_SERVERS + 1, "{text}");
+    assert_eq!(sample(&text, "handshake_trace_handshakes_total{server=\"unknown\",verdict=\"ok\",blame=\"none\",mechanism=\"none\",probe=\"none\"}"), Some(10.0));
 }
 
 #[test]
@@ -405,7 +486,7 @@ fn an_abnormal_log_record_stays_within_its_bound() {
 }
 
 fn probe(mut h: Handshake) -> Handshake {
-    h.judgement.as_mut().expect("judged").probe = true;
+    h.judgement.as_mut().expect("judged").probe = Some(crate::verdict::Probe::PortCheck);
     h
 }
 

@@ -62,6 +62,13 @@ impl Terminal {
         self.width.map(|w| w.saturating_sub(1).max(20))
     }
 
+    /// The columns DETAIL gets on a line (None: whole lines).
+    pub fn detail_room(&self) -> Option<usize> {
+        let (cw, uw, mw) = self.widths();
+        let fixed = self.time_w() + 1 + VERDICT_W + 1 + cw + 1 + uw + 1 + mw + 2;
+        self.room().map(|room| room.saturating_sub(fixed))
+    }
+
     /// A line fitted to the width: cut with an ellipsis when longer.
     pub fn line(&self, s: &str) -> String {
         match self.room() {
@@ -139,6 +146,25 @@ pub fn row(r: &Row, term: &Terminal) -> String {
         line.replace_range(start..start + verdict.len(), &painted);
     }
     line
+}
+
+/// The start of DETAIL: why, in a few words (`long`, else `terse` where room is short),
+/// and whose side (`blame`), then `rest` (who, then where: cut first). In `room`
+/// columns the blame is always whole: the reason gives way to it.
+pub fn lead(long: &str, terse: &str, blame: Option<&str>, rest: &str, room: Option<usize>) -> String {
+    let join = |head: String| if rest.is_empty() { head } else if head.is_empty() { rest.to_string() } else { format!("{head}  {rest}") };
+    let Some(b) = blame else { return join(long.to_string()) };
+    let tagged = |reason: &str, tag: &str| if reason.is_empty() { tag.to_string() } else { format!("{reason} {tag}") };
+    let (full_tag, short_tag) = (format!("[blame: {b}]"), format!("[{b}]"));
+    let Some(room) = room else { return join(tagged(long, &full_tag)) };
+    for (reason, tag) in [(long, &full_tag), (terse, &full_tag), (terse, &short_tag)] {
+        let head = tagged(reason, tag);
+        if width(&head) <= room {
+            return join(head);
+        }
+    }
+    let reason = fit(terse, room.saturating_sub(width(&short_tag) + 1));
+    tagged(&reason, &short_tag)
 }
 
 /// The ANSI colour of a verdict: green ok, red refusals, yellow timeouts and closes by
@@ -269,6 +295,32 @@ mod tests {
             ms: 13.25,
             detail: "ERR 1045 ER_ACCESS_DENIED_ERROR → 127.0.0.1:3306 pid 24654 fd 51".into(),
         }
+    }
+
+    #[test]
+    fn the_lead_keeps_the_blame_whole_and_gives_way_with_the_reason() {
+        let long = "ERR 1045 ER_ACCESS_DENIED_ERROR";
+        let lead = |room| super::lead(long, "ERR 1045", Some("client"), "→ 127.0.0.1:3306 pid 7", room);
+        assert_eq!(lead(None), "ERR 1045 ER_ACCESS_DENIED_ERROR [blame: client]  → 127.0.0.1:3306 pid 7");
+        assert_eq!(lead(Some(60)), "ERR 1045 ER_ACCESS_DENIED_ERROR [blame: client]  → 127.0.0.1:3306 pid 7");
+        assert_eq!(lead(Some(30)), "ERR 1045 [blame: client]  → 127.0.0.1:3306 pid 7");
+        assert_eq!(lead(Some(18)), "ERR 1045 [client]  → 127.0.0.1:3306 pid 7");
+        assert_eq!(lead(Some(12)), "ER… [client]");
+        let ok = super::lead("greeting 0.1", "", None, "→ x", Some(18));
+        assert_eq!(ok, "greeting 0.1  → x");
+    }
+
+    #[test]
+    fn detail_room_is_what_a_row_leaves() {
+        for w in [80, 120, 200] {
+            let t = at(w);
+            let r = Row { detail: "x".repeat(300), ..sample() };
+            let line = row(&r, &t);
+            let start = width(&line) - width(line.trim_start_matches(|c| c != 'x'));
+            assert_eq!(t.detail_room(), Some(w - 1 - start), "at {w}: {line}");
+        }
+        assert_eq!(at(80).detail_room(), Some(18));
+        assert_eq!(Terminal::default().detail_room(), None);
     }
 
     #[test]

@@ -57,7 +57,7 @@ fn opt_ms(v: Option<u64>) -> Option<f64> {
 
 /// The version of the JSON records' layout (docs/json.md, "Schema"): raised when a
 /// field is removed or renamed or changes meaning, not when one is added.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 // The JSON record as typed structs: one per handshake, so no map of boxed values
 // is built and torn down each time. `verdict` and `schema` come first (what a reader
@@ -238,9 +238,8 @@ pub struct HandshakeJson<'a> {
     listen_fd: Option<i32>,
     phases_ms: PhasesJson,
     pid: u32,
-    /// A port check (the client closed or reset without sending a byte); absent otherwise.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    probe: bool,
+    /// `port_check`, `health_check`, or null (docs/verdicts.md "Probes").
+    probe: Option<&'static str>,
     reason: String,
     server: Option<Addr>,
     server_version: Option<&'a str>,
@@ -346,7 +345,7 @@ pub fn handshake_json<'a>(h: &'a Handshake, clock: &Clock) -> HandshakeJson<'a> 
             total: opt_ms(Some(p.total_ns)),
         },
         pid: h.pid,
-        probe: judgement.is_some_and(|j| j.probe),
+        probe: h.probe().map(|p| names::probe(Some(p))),
         reason: judgement.map(|j| reason::reason(&j.cause)).unwrap_or_default(),
         server: h.server.map(|a| Addr(Some(a))),
         server_version: h.greeting.as_ref().map(|g| g.server_version.as_str()),

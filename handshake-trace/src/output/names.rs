@@ -3,7 +3,7 @@
 use crate::{
     events::Errno,
     protocol::errors::*,
-    verdict::{Awaited, Blame, ProxyRefusal, Verdict, WaitMechanism},
+    verdict::{Awaited, Blame, Probe, ProxyRefusal, Verdict, WaitMechanism},
 };
 
 /// A verdict as JSON and the summary name it (docs/verdicts.md).
@@ -19,6 +19,26 @@ pub fn verdict(v: Verdict) -> &'static str {
         Verdict::Incomplete => "incomplete",
     }
 }
+
+/// A probe kind as JSON and the metrics' `probe` label name it ("none" for the rest).
+pub fn probe(p: Option<Probe>) -> &'static str {
+    match p {
+        Some(Probe::PortCheck) => "port_check",
+        Some(Probe::HealthCheck) => "health_check",
+        None => "none",
+    }
+}
+
+/// A probe kind inside a sentence ("3 port checks").
+pub fn probe_words(p: Probe) -> &'static str {
+    match p {
+        Probe::PortCheck => "port check",
+        Probe::HealthCheck => "health check",
+    }
+}
+
+/// The error codes `error_code_label` gives a series of their own, and "other".
+pub const ERROR_CODE_LABELS: [&str; 9] = ["1040", "1043", "1045", "1049", "1129", "1130", "1156", "1251", "other"];
 
 /// A verdict, or "?" for a handshake not yet judged.
 pub fn verdict_or_unknown(v: Option<Verdict>) -> &'static str {

@@ -9,7 +9,7 @@ use std::{io::Write, time::SystemTime};
 use anyhow::Result;
 
 use super::{
-    brief::{Brief, VerdictSet},
+    brief::{Brief, ProbeView, VerdictSet},
     columns::{self, Terminal},
     handshake_json, records, summary,
     text::{handshake_line_on, handshake_timeline_on},
@@ -38,6 +38,8 @@ pub struct PrintOptions {
     pub top: usize,
     /// Width, colour and dates of the text output.
     pub term: Terminal,
+    /// Probes: one line each, folded (default), or not printed.
+    pub probes: ProbeView,
 }
 
 pub struct Printer<W: Write> {
@@ -61,7 +63,7 @@ pub struct Printer<W: Write> {
 
 impl<W: Write> Printer<W> {
     pub fn new(opts: PrintOptions, clock: Clock, out: W) -> Self {
-        let brief = Brief::new(opts.timeline.unwrap_or_default(), opts.term);
+        let brief = Brief::new(opts.timeline.unwrap_or_default(), opts.term, opts.probes);
         Printer {
             opts,
             clock,
@@ -110,6 +112,10 @@ impl<W: Write> Sink for Printer<W> {
                 return Ok(());
             }
         }
+        let probe = h.probe().is_some();
+        if probe && self.opts.probes == ProbeView::Hide {
+            return Ok(());
+        }
         if self.opts.json {
             return self.write_json(h);
         }
@@ -117,7 +123,8 @@ impl<W: Write> Sink for Printer<W> {
             writeln!(self.out, "{}", columns::header(&self.opts.term))?;
             self.header_done = true;
         }
-        if self.opts.brief {
+        // A probe is a line (or a fold), never a timeline unless --timeline asks.
+        if self.opts.brief || probe {
             return self.brief.handshake(h, &self.clock, slow, &mut self.out);
         }
         if !ok || slow {

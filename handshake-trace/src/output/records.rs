@@ -11,7 +11,7 @@ use crate::{
         Groups, Summary,
     },
     support::{clock::format_rfc3339, histogram::Histogram},
-    verdict::Verdict,
+    verdict::{Probe, Verdict},
 };
 
 /// One row of the grouped table.
@@ -24,6 +24,7 @@ struct GroupJson<'a> {
     client: Option<String>,
     error_code: Option<u16>,
     blame: &'static str,
+    probe: Option<&'static str>,
 }
 
 fn group_json(key: &GroupKey, count: u64) -> GroupJson<'_> {
@@ -38,6 +39,7 @@ fn group_json(key: &GroupKey, count: u64) -> GroupJson<'_> {
         },
         error_code: key.error_code,
         blame: names::blame(key.blame),
+        probe: key.probe.map(|p| names::probe(Some(p))),
     }
 }
 
@@ -110,6 +112,7 @@ struct SummaryJson<'a> {
     handshakes: u64,
     verdicts: BTreeMap<&'static str, u64>,
     port_checks: BTreeMap<&'static str, u64>,
+    health_checks: BTreeMap<&'static str, u64>,
     groups: Vec<GroupJson<'a>>,
     other_groups: u64,
     accept_errors: u64,
@@ -137,7 +140,8 @@ pub fn summary_json(s: &Summary, top: usize) -> String {
         schema: SCHEMA,
         handshakes: s.handshakes(),
         verdicts: verdicts(&s.by_verdict),
-        port_checks: verdicts(&s.probes),
+        port_checks: verdicts(&s.probes_by_verdict(Probe::PortCheck)),
+        health_checks: verdicts(&s.probes_by_verdict(Probe::HealthCheck)),
         groups: rows.into_iter().map(|(k, n)| group_json(k, n)).collect(),
         other_groups: other,
         accept_errors: s.accept_errors,

@@ -262,6 +262,12 @@ fn write_packet(p: &PacketSeen, f: &mut dyn fmt::Write) -> fmt::Result {
         }
         PacketSeen::AuthData { len } => write!(f, "auth data, {len} bytes"),
         PacketSeen::ClientOther { len } => write!(f, "client packet of {len} bytes"),
+        PacketSeen::Command { code, len } => match (code, len) {
+            (Some(1), 1) => write!(f, "COM_QUIT sent with the login"),
+            (Some(14), 1) => write!(f, "COM_PING sent with the login"),
+            (Some(c), _) => write!(f, "command 0x{c:02x} ({len} bytes) sent with the login"),
+            (None, _) => write!(f, "a command ({len} bytes) sent with the login"),
+        },
         PacketSeen::TlsClientHello => f.write_str("TLS ClientHello"),
         PacketSeen::Tls { len } => write!(f, "{len} bytes of TLS"),
         PacketSeen::Greeting { protocol, server_version, connection_id, auth_plugin } => write!(

@@ -8,7 +8,7 @@ use super::{columns::Terminal, names};
 use crate::{
     pipeline::{groups::ClientHost, Groups, Summary},
     support::{escape::Escaped, histogram::Histogram},
-    verdict::{Blame, Verdict},
+    verdict::{Blame, Probe, Verdict},
 };
 
 /// "Blame: client 3, network 1" over the failures; None when all went well.
@@ -34,11 +34,15 @@ pub fn print_summary_on(s: &Summary, top: usize, log: &mut dyn Write, term: &Ter
         .iter()
         .filter_map(|v| {
             let n = s.count(*v);
-            let probes = match s.probes(*v) {
-                0 => String::new(),
-                1 => " (1 port check)".to_string(),
-                p => format!(" ({p} port checks)"),
-            };
+            let probes: Vec<String> = Probe::ALL
+                .iter()
+                .filter_map(|k| match s.probes(*k, *v) {
+                    0 => None,
+                    1 => Some(format!("1 {}", names::probe_words(*k))),
+                    p => Some(format!("{p} {}s", names::probe_words(*k))),
+                })
+                .collect();
+            let probes = if probes.is_empty() { String::new() } else { format!(" ({})", probes.join(", ")) };
             (n > 0).then(|| format!("{} {n}{probes}", names::verdict(*v)))
         })
         .collect();
@@ -137,7 +141,10 @@ pub fn write_groups(g: &Groups, top: usize, out: &mut dyn Write) -> Result<()> {
             ClientHost::Unknown => "?".into(),
         };
         let code = key.error_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
-        writeln!(out, "  {count:>7}  {:<14} {code:>5}  {:<8} {user}@{host}", names::verdict(key.verdict), names::blame(key.blame))?;
+        // A probe's group says which kind, not its verdict (port checks are all
+        // client_closed/client_reset, health checks ok).
+        let verdict = key.probe.map_or(names::verdict(key.verdict), |p| names::probe(Some(p)));
+        writeln!(out, "  {count:>7}  {verdict:<14} {code:>5}  {:<8} {user}@{host}", names::blame(key.blame))?;
     }
     if rest > 0 {
         writeln!(out, "  {rest:>7}  (other groups)")?;
@@ -172,7 +179,7 @@ mod tests {
     use crate::{pipeline::groups::GroupKey, verdict::Blame};
 
     fn key(verdict: Verdict, user: Option<&str>, host: ClientHost, code: Option<u16>, blame: Blame) -> GroupKey {
-        GroupKey { verdict, user: user.map(Into::into), host, error_code: code, blame }
+        GroupKey { verdict, user: user.map(Into::into), host, error_code: code, blame, probe: None }
     }
 
     fn table(g: &Groups, top: usize) -> String {

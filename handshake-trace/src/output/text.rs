@@ -32,7 +32,7 @@ pub fn client_column(h: &Handshake) -> String {
 }
 
 /// The USER column: the login's user, or what stands in for it.
-fn user_column(h: &Handshake) -> String {
+pub fn user_column(h: &Handshake) -> String {
     match &h.login {
         Some(l) if l.user.is_empty() => "''".into(),
         Some(l) => Escaped(&l.user).to_string(),
@@ -53,9 +53,22 @@ pub fn client_program(h: &Handshake) -> Option<String> {
     }
 }
 
-/// Where the connection ran and who opened it: "→ 127.0.0.1:3306 pid 20752 fd 43 db 'x'
-/// from mariadb[4242]" (the socket path is in the CLIENT column already).
-pub fn place(h: &Handshake) -> String {
+/// Who opened the connection, beyond the CLIENT and USER columns: "db 'x' from
+/// mariadb[4242]" (empty when the login said neither).
+pub fn who(h: &Handshake) -> String {
+    let mut s = String::new();
+    if let Some(db) = h.login.as_ref().and_then(|l| l.database.as_deref()) {
+        let _ = write!(s, "db '{}'", Escaped(db));
+    }
+    if let Some(p) = client_program(h) {
+        let _ = write!(s, "{}from {p}", if s.is_empty() { "" } else { " " });
+    }
+    s
+}
+
+/// Where the connection ran: "→ 127.0.0.1:3306 pid 20752 fd 43" (the socket path of a
+/// Unix-socket client is in the CLIENT column already).
+pub fn where_(h: &Handshake) -> String {
     let mut s = String::new();
     if !h.unix {
         let _ = write!(s, "→ {} ", names::addr(h.server));
@@ -64,13 +77,17 @@ pub fn place(h: &Handshake) -> String {
         }
     }
     let _ = write!(s, "pid {} {}", h.pid, names::conn_place(h));
-    if let Some(db) = h.login.as_ref().and_then(|l| l.database.as_deref()) {
-        let _ = write!(s, " db '{}'", Escaped(db));
-    }
-    if let Some(p) = client_program(h) {
-        let _ = write!(s, " from {p}");
-    }
     s
+}
+
+/// Who, then where: "db 'x' from mariadb[4242]  → 127.0.0.1:3306 pid 20752 fd 43".
+pub fn place(h: &Handshake) -> String {
+    join(&[&who(h), &where_(h)])
+}
+
+/// Non-empty parts, two spaces apart.
+fn join(parts: &[&str]) -> String {
+    parts.iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("  ")
 }
 
 /// The columns every line of a handshake shares; `detail` is the caller's.
@@ -102,9 +119,9 @@ pub fn name_lookup(h: &Handshake) -> crate::config::NameLookup {
     crate::config::name_lookup(h.client, h.unix, h.server_config.as_deref())
 }
 
-/// "port check " before the detail of a probe.
-fn probe_note(h: &Handshake) -> &'static str {
-    if h.judgement.as_ref().is_some_and(|j| j.probe) { "port check " } else { "" }
+/// "port check " or "health check " before the detail of a probe.
+fn probe_note(h: &Handshake) -> String {
+    h.probe().map(|p| format!("{} ", names::probe_words(p))).unwrap_or_default()
 }
 
 /// The phases' durations: "greeting 3.5 login 0.1 auth 0.1".
@@ -122,10 +139,15 @@ pub fn handshake_line(h: &Handshake, clock: &Clock) -> String {
     handshake_line_on(h, clock, &Terminal::default())
 }
 
-/// One line in the columns, fitted to `term`.
+/// One line in the columns, fitted to `term`: a success's phases (a failure's reason
+/// and blame), who, then where.
 pub fn handshake_line_on(h: &Handshake, clock: &Clock, term: &Terminal) -> String {
-    let detail = format!("{}{}  {}", probe_note(h), phases(h), place(h));
-    columns::row(&row(h, clock, term, detail.trim_start().to_string()), term)
+    if h.verdict().is_some_and(|v| v != crate::verdict::Verdict::Ok) {
+        return super::brief::brief_line_on(h, clock, term);
+    }
+    let head = format!("{}{}", probe_note(h), phases(h));
+    let detail = columns::lead(head.trim(), "", None, &place(h), term.detail_room());
+    columns::row(&row(h, clock, term, detail), term)
 }
 
 /// Gaps longer than this between steps are pointed out in the text timeline.
@@ -141,7 +163,10 @@ pub fn handshake_timeline(h: &Handshake, clock: &Clock) -> String {
 pub fn handshake_timeline_on(h: &Handshake, clock: &Clock, term: &Terminal) -> String {
     let mut out = String::new();
     let conn_id = h.greeting.as_ref().map(|g| format!("connection id {} ", g.connection_id)).unwrap_or_default();
-    let first = Row { shout: true, ..row(h, clock, term, format!("{}{conn_id}{}", probe_note(h), place(h))) };
+    let (long, terse, blame) = super::brief::lead_words(h);
+    let rest = join(&[conn_id.trim_end(), &who(h), &where_(h)]);
+    let detail = columns::lead(&format!("{}{long}", probe_note(h)), &terse, blame, &rest, term.detail_room());
+    let first = Row { shout: true, ..row(h, clock, term, detail) };
     let _ = writeln!(out, "{}", columns::row(&first, term));
     if let Some(j) = &h.judgement {
         let _ = writeln!(out, "{}", term.fold(&format!("  why: {}", reason::reason(&j.cause)), 7));

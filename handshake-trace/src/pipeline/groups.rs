@@ -11,7 +11,7 @@ use crate::{
     correlate::{Handshake, Reply},
     verdict::{
         blame::Blame,
-        Cause, Verdict,
+        Cause, Probe, Verdict,
     },
 };
 
@@ -56,6 +56,8 @@ pub struct GroupKey {
     pub host: ClientHost,
     pub error_code: Option<u16>,
     pub blame: Blame,
+    /// Port checks and health checks group apart from the applications' handshakes.
+    pub probe: Option<Probe>,
 }
 
 impl GroupKey {
@@ -68,6 +70,7 @@ impl GroupKey {
             host: ClientHost::of(h),
             error_code: error_code(h),
             blame: j.blame.party(),
+            probe: j.probe,
         })
     }
 }
@@ -109,13 +112,14 @@ impl Groups {
         self.rows.is_empty() && self.other == 0
     }
 
-    /// The first `n` groups — failures before successes (on a busy server the `ok`
-    /// groups would crowd out what one looks for), each largest first, ties in key order
-    /// (a stable table) — and how many handshakes the rest hold (the "other" row).
+    /// The first `n` groups — failures before successes, probes (port and health
+    /// checks) last (on a busy server the `ok` groups and the checks would crowd out
+    /// what one looks for), each largest first, ties in key order (a stable table) —
+    /// and how many handshakes the rest hold (the "other" row).
     pub fn top(&self, n: usize) -> (Vec<(&GroupKey, u64)>, u64) {
         let mut rows: Vec<(&GroupKey, u64)> = self.rows.iter().map(|(k, c)| (k, *c)).collect();
-        let ok = |k: &GroupKey| k.verdict == Verdict::Ok;
-        rows.sort_by(|a, b| ok(a.0).cmp(&ok(b.0)).then(b.1.cmp(&a.1)).then_with(|| a.0.cmp(b.0)));
+        let rank = |k: &GroupKey| (k.probe.is_some(), k.verdict == Verdict::Ok);
+        rows.sort_by(|a, b| rank(a.0).cmp(&rank(b.0)).then(b.1.cmp(&a.1)).then_with(|| a.0.cmp(b.0)));
         let rest: u64 = rows.iter().skip(n).map(|(_, c)| c).sum::<u64>() + self.other;
         rows.truncate(n);
         (rows, rest)
@@ -127,7 +131,7 @@ mod tests {
     use super::*;
 
     fn key(verdict: Verdict, user: &str, host: [u8; 4], code: Option<u16>) -> GroupKey {
-        GroupKey { verdict, user: Some(user.into()), host: ClientHost::Ip(IpAddr::from(host)), error_code: code, blame: Blame::Client }
+        GroupKey { verdict, user: Some(user.into()), host: ClientHost::Ip(IpAddr::from(host)), error_code: code, blame: Blame::Client, probe: None }
     }
 
     #[test]
@@ -177,6 +181,18 @@ mod tests {
     }
 
     #[test]
+    fn probes_rank_after_failures_and_successes_whatever_their_counts() {
+        let mut g = Groups::default();
+        let checks = GroupKey { probe: Some(Probe::PortCheck), user: None, ..key(Verdict::ClientReset, "-", [10, 0, 0, 7], None) };
+        let busy_ok = key(Verdict::Ok, "app", [10, 0, 0, 1], None);
+        let rare_bad = key(Verdict::ClientReset, "app", [10, 0, 0, 7], None);
+        g.add(checks.clone(), 5_000);
+        g.add(busy_ok.clone(), 100);
+        g.add(rare_bad.clone(), 2);
+        assert_eq!(g.top(3).0, vec![(&rare_bad, 2), (&busy_ok, 100), (&checks, 5_000)]);
+    }
+
+    #[test]
     fn equal_counts_sort_in_key_order() {
         let mut g = Groups::default();
         let b = key(Verdict::AuthFailed, "b", [10, 0, 0, 1], Some(1045));
@@ -194,7 +210,14 @@ mod tests {
         let k = GroupKey::of(&bad).unwrap();
         assert_eq!(
             k,
-            GroupKey { verdict: Verdict::AuthFailed, user: Some("lab".into()), host: ClientHost::Ip(IpAddr::from([10, 1, 2, 3])), error_code: Some(1045), blame: Blame::Client }
+            GroupKey {
+                verdict: Verdict::AuthFailed,
+                user: Some("lab".into()),
+                host: ClientHost::Ip(IpAddr::from([10, 1, 2, 3])),
+                error_code: Some(1045),
+                blame: Blame::Client,
+                probe: None
+            }
         );
         let mut ok = handshakes_of(&ok_login_events()).remove(0);
         ok.unix = true;

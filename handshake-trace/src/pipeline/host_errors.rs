@@ -220,9 +220,9 @@ impl HostErrors {
                 if e.history.len() >= HISTORY {
                     e.history.pop_front();
                 }
-                e.history.push_back(PastError { at_ns, verdict: j.verdict, code, probe: j.probe });
+                e.history.push_back(PastError { at_ns, verdict: j.verdict, code, probe: j.probe.is_some() });
                 if let Some(i) = Verdict::ALL.iter().position(|v| *v == j.verdict) {
-                    e.by_verdict[i][j.probe as usize] += 1;
+                    e.by_verdict[i][usize::from(j.probe.is_some())] += 1;
                 }
                 let near = e.errors * 100 >= limit.value * WARN_PERCENT;
                 let at_limit = e.errors >= limit.value;

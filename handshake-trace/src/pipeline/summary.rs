@@ -6,7 +6,7 @@ use crate::{
     correlate::Handshake,
     events::Counters,
     support::histogram::Histogram,
-    verdict::{Blame, Judgement, Verdict},
+    verdict::{Blame, Judgement, Probe, Verdict},
 };
 
 /// The gist of a finished handshake (kept for the lab, which explains each).
@@ -22,9 +22,10 @@ pub struct Outcome {
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub by_verdict: BTreeMap<Verdict, u64>,
-    /// Of those, port checks (client_closed/client_reset without a byte from the client).
-    pub probes: BTreeMap<Verdict, u64>,
-    /// Failures (not `ok`) by whose side they are on.
+    /// Of those, the probes by kind and verdict: port checks (client_closed/client_reset
+    /// without a byte from the client) and health checks (`ok`).
+    pub probes: BTreeMap<(Probe, Verdict), u64>,
+    /// Failures (not `ok`, not probes) by whose side they are on.
     pub by_blame: BTreeMap<Blame, u64>,
     pub accept_errors: u64,
     /// Connections on other ports than `--port`'s dropped in userspace (the kernel's
@@ -53,10 +54,9 @@ impl Summary {
         let judgement = h.judgement.as_ref().expect("a finished handshake is judged");
         *self.by_verdict.entry(judgement.verdict).or_default() += 1;
         self.groups.record(h);
-        if judgement.probe {
-            *self.probes.entry(judgement.verdict).or_default() += 1;
-        }
-        if judgement.verdict != Verdict::Ok {
+        if let Some(kind) = judgement.probe {
+            *self.probes.entry((kind, judgement.verdict)).or_default() += 1;
+        } else if judgement.verdict != Verdict::Ok {
             *self.by_blame.entry(judgement.blame.party()).or_default() += 1;
         }
         if keep {
@@ -84,9 +84,14 @@ impl Summary {
         self.by_blame.get(&b).copied().unwrap_or(0)
     }
 
-    /// Port checks among the handshakes with verdict `v`.
-    pub fn probes(&self, v: Verdict) -> u64 {
-        self.probes.get(&v).copied().unwrap_or(0)
+    /// Probes of `kind` among the handshakes with verdict `v`.
+    pub fn probes(&self, kind: Probe, v: Verdict) -> u64 {
+        self.probes.get(&(kind, v)).copied().unwrap_or(0)
+    }
+
+    /// Probes of `kind`, by verdict.
+    pub fn probes_by_verdict(&self, kind: Probe) -> BTreeMap<Verdict, u64> {
+        self.probes.iter().filter(|((k, _), _)| *k == kind).map(|((_, v), n)| (*v, *n)).collect()
     }
 
     /// Connections on other ports than `--port`'s, dropped in the kernel or here.

@@ -182,7 +182,9 @@ fn rollup_folds_successes_into_a_line_and_counts_every_handshake_in_its_table() 
     }
     let before = out.text();
     assert!(!before.contains("fd 40") && !before.contains("fd 41"), "successes printed despite --rollup:\n{before}");
-    assert!(before.contains("CLIENT_CLOSED"), "{before}");
+    // The failure here is a port check: a line, no timeline.
+    assert!(before.lines().any(|l| l.contains(" client_closed ") && l.contains("port check")), "{before}");
+    assert!(!before.contains("CLIENT_CLOSED"), "{before}");
     p.rollup().unwrap();
     let rolled = out.text();
     let table = &rolled[before.len()..];
@@ -190,8 +192,9 @@ fn rollup_folds_successes_into_a_line_and_counts_every_handshake_in_its_table() 
     // The failure counts in the table too, in its own row beside the successes'.
     let rows: Vec<&str> = table.lines().skip(3).collect();
     assert_eq!(rows.len(), 2, "{table}");
-    assert!(rows[0].trim_start().starts_with("1  client_closed ") && rows[0].ends_with("?@127.0.0.1"), "{table}");
-    assert!(rows[1].trim_start().starts_with("2  ok ") && rows[1].ends_with("lab@127.0.0.1"), "{table}");
+    // Probes (here a port check) come last, named by their kind.
+    assert!(rows[0].trim_start().starts_with("2  ok ") && rows[0].ends_with("lab@127.0.0.1"), "{table}");
+    assert!(rows[1].trim_start().starts_with("1  port_check ") && rows[1].ends_with("?@127.0.0.1"), "{table}");
     // Nothing pending: a second roll-up writes nothing; one more success is rolled up at the end.
     p.rollup().unwrap();
     assert_eq!(out.text(), rolled);
@@ -251,8 +254,8 @@ fn json_rollup_writes_failures_and_a_rollup_record_instead_of_each_success() {
     assert_eq!((r["type"].as_str(), r["handshakes"].as_u64()), (Some("rollup"), Some(3)), "{r}");
     assert_eq!(r["verdicts"], serde_json::json!({"ok": 2, "client_closed": 1}));
     assert_eq!(r["ok_ms"]["n"], 2);
-    assert_eq!(r["groups"][0]["verdict"], "client_closed", "failures first: {r}");
-    assert_eq!(r["groups"][1], serde_json::json!({"count": 2, "verdict": "ok", "user": "lab", "client": "127.0.0.1", "error_code": null, "blame": "none"}));
+    assert_eq!(r["groups"][0], serde_json::json!({"count": 2, "verdict": "ok", "user": "lab", "client": "127.0.0.1", "error_code": null, "blame": "none", "probe": null}));
+    assert_eq!((r["groups"][1]["verdict"].as_str(), r["groups"][1]["probe"].as_str()), (Some("client_closed"), Some("port_check")), "probes last: {r}");
     assert_eq!(r["other_groups"], 0);
 }
 
@@ -332,8 +335,15 @@ fn port_checks_are_counted_apart_in_the_summary_and_marked_in_text() {
     ev.extend(on_port(ok_handshake(GEN + 20 * MS, 41, 3), KEPT_PORT));
     let (summary, out, _) = run(&opts, &ev);
     assert_eq!(summary.count(Verdict::ClientClosed), 2);
-    assert_eq!(summary.probes(Verdict::ClientClosed), 2);
-    assert!(out.contains("CLIENT_CLOSED  127.0.0.1:47460       -               0.3  port check connection id 9 → "), "{out}");
+    assert_eq!(summary.probes(crate::verdict::Probe::PortCheck, Verdict::ClientClosed), 2);
+    // One line (no timeline), then the fold's count on one line.
+    assert!(out.contains("client_closed  127.0.0.1:47460       -               0.3  port check (FIN) [blame: client]  → 127.0.0.1:"), "{out}");
+    assert!(out.contains("client_closed  127.0.0.1             -               0.3  ×2 port check (FIN) [blame: client]  within 10 s"), "{out}");
+    assert!(!out.contains("CLIENT_CLOSED"), "no timeline for a probe: {out}");
+    let (_, hidden, _) = run(&WatchOptions { probes: crate::output::brief::ProbeView::Hide, ..Default::default() }, &ev);
+    assert_eq!(hidden.lines().filter(|l| l.contains("client_closed")).count(), 0, "{hidden}");
+    let (_, shown, _) = run(&WatchOptions { probes: crate::output::brief::ProbeView::Show, ..Default::default() }, &ev);
+    assert_eq!(shown.lines().filter(|l| l.contains("port check (FIN)")).count(), 2, "one line each: {shown}");
     let mut text = Vec::new();
     crate::output::summary::print_summary(&summary, 10, &mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
@@ -392,8 +402,10 @@ fn brief_folds_identical_failures_into_one_count() {
     assert!(lines[0].contains("auth_failed") && lines[0].contains(" 10.1.2.3:50000        lab ") && lines[0].contains("ERR 1045 ER_ACCESS_DENIED_ERROR"), "{out}");
     assert!(lines[1].contains(" 10.9.9.9:50000        lab "), "{out}");
     assert!(lines[2].contains(" ok ") && !lines[2].contains("ERR"), "{out}");
-    assert!(lines[3].contains("lab@10.1.2.3 auth_failed ERR 1045 ×64"), "{out}");
-    assert!(!out.contains("10.9.9.9 auth_failed ERR 1045 ×"), "a single failure is not a fold: {out}");
+    // The count on one line in the columns, leading its detail; no line of its own saying so.
+    assert!(lines[3].contains(" auth_failed    10.1.2.3              lab ") && lines[3].contains("×64 ERR 1045 ER_ACCESS_DENIED_ERROR [blame: client]  within 10 s"), "{out}");
+    assert!(!out.contains("folded"), "{out}");
+    assert!(!lines.iter().any(|l| l.contains("10.9.9.9") && l.contains('×')), "a single failure is not a fold: {out}");
     assert!(!out.contains("why:"), "no timelines unless --timeline names the verdict: {out}");
 }
 
@@ -406,7 +418,7 @@ fn brief_closes_a_fold_when_its_window_has_passed() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(lines[0].contains("auth_failed") && lines[0].contains(" 10.1.2.3:50000 "), "{out}");
-    assert!(lines[1].contains("lab@10.1.2.3 auth_failed ERR 1045 ×3"), "{out}");
+    assert!(lines[1].contains(" 10.1.2.3 ") && lines[1].contains("×3 ERR 1045"), "{out}");
     assert!(lines[2].contains(" 10.1.2.3:50000 "), "{out}");
 }
 
@@ -417,7 +429,7 @@ fn brief_prints_timelines_only_for_the_verdicts_named() {
     let (_, out, _) = run(&brief(&[Verdict::AuthFailed]), &ev);
     assert_eq!(out.matches("why:").count(), 1, "{out}");
     assert!(out.contains("why: the server refused the login: ERR 1045"), "{out}");
-    assert!(out.lines().any(|l| l.contains("client_closed") && l.contains("client closed")), "{out}");
+    assert!(out.lines().any(|l| l.contains("client_closed") && l.contains("port check (FIN) [blame: client]")), "{out}");
     let (_, out, _) = run(&brief(&[Verdict::ClientClosed]), &ev);
     assert_eq!(out.matches("why:").count(), 1, "{out}");
     assert!(!out.contains("why: the server refused"), "{out}");
@@ -540,4 +552,22 @@ fn a_servers_configuration_goes_with_its_handshakes_into_text_and_json() {
     assert!(p.host_warnings().is_empty());
     p.finish(0, Default::default()).unwrap();
     assert!(!out.text().contains("connect_timeout") && !out.text().contains("max_connect_errors"), "{}", out.text());
+}
+
+/// At 80 columns DETAIL has 18: the reason gives way, the blame never does.
+#[test]
+fn brief_lines_at_80_columns_keep_the_blame() {
+    use crate::{output::brief::brief_line_on, testing::*};
+    let term = crate::output::columns::Terminal { width: Some(80), ..Default::default() };
+    let clock = Clock::with_offset(0);
+    let mut fin = prelude(GEN);
+    fin.push(io(GEN + 300_000, crate::events::SyscallKind::Recvfrom, 0, 4, &[]));
+    fin.push(sys(GEN + 310_000, crate::events::SyscallKind::Close, 0, 1000, [0; 4]));
+    for (events, lead) in [(wrong_password_events(), "ERR 1045 [client]"), (poll_timeout_events(), "timeout [client]"), (fin, "port chk [client]")] {
+        let h = handshakes_of(&events).remove(0);
+        let line = brief_line_on(&h, &clock, &term);
+        assert!(line.chars().count() < 80, "{line}");
+        // DETAIL starts after 61 columns at 80 (all ASCII before it).
+        assert!(line[61..].starts_with(lead), "{line}");
+    }
 }

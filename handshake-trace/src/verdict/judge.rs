@@ -2,10 +2,10 @@
 use handshake_trace_common::end;
 
 use super::{
-    blame, tls, Awaited, Cause, ClientReport, Judgement, LateGreeting, LostAt, ProxyRefusal, TimeoutWait, Verdict, WaitMechanism,
+    blame, tls, Awaited, Cause, ClientReport, Judgement, LateGreeting, LostAt, Probe, ProxyRefusal, TimeoutWait, Verdict, WaitMechanism,
 };
 use crate::{
-    correlate::{Handshake, LastRead, LastWait, Reply, StepKind},
+    correlate::{Handshake, LastRead, LastWait, PacketSeen, Reply, StepKind},
     events::{Errno, SyscallResult, TcpWhat},
     protocol::{self, ProxyFound},
 };
@@ -21,15 +21,60 @@ const LEAST_CONNECT_TIMEOUT_NS: u64 = 1_990_000_000;
 pub fn judge(h: &Handshake, open_at_end: bool) -> Judgement {
     let cause = cause(h, open_at_end);
     let verdict = verdict_of(&cause);
-    let probe = is_probe(h, &cause);
-    let blame = blame::attribute(h, &cause, probe);
+    let probe = probe_kind(h, &cause);
+    let blame = blame::attribute(h, &cause, probe == Some(Probe::PortCheck));
     Judgement { verdict, client_report: client_report(h, verdict, &cause), cause, probe, blame }
 }
 
-/// A port check: the client closed or reset without sending a byte, and not because
-/// a late greeting made it give up (that one is a real failure, on the server's side).
-fn is_probe(h: &Handshake, cause: &Cause) -> bool {
-    matches!(cause, Cause::ClientClosed { late_greeting: None } | Cause::ClientReset { late_greeting: None }) && !client_sent_bytes(h)
+/// Client programs whose logins are health checks (`mysqladmin ping`): named by the
+/// login's `program_name` attribute. A name only moves a successful login from the
+/// applications' count to the probes': it never hides a failure.
+const HEALTH_CHECK_PROGRAMS: [&str; 2] = ["mysqladmin", "mariadb-admin"];
+
+/// Is it a probe, and which? A port check: the client closed or reset without sending
+/// a byte, and not because a late greeting made it give up (that one is a real
+/// failure, on the server's side). A health check: a login that succeeded and did
+/// nothing but a one-byte command (COM_QUIT, COM_PING) sent with it, or a login by
+/// mysqladmin. A failed login is never a probe.
+fn probe_kind(h: &Handshake, cause: &Cause) -> Option<Probe> {
+    match cause {
+        Cause::ClientClosed { late_greeting: None } | Cause::ClientReset { late_greeting: None } if !client_sent_bytes(h) => {
+            Some(Probe::PortCheck)
+        }
+        Cause::LoggedIn if quit_with_login(h) || health_check_program(h) || bare_login(h) => Some(Probe::HealthCheck),
+        _ => None,
+    }
+}
+
+/// Commands the client sent behind its login before the reply (the command phase's
+/// packets, sequence 0): at least one, each one byte (no argument: COM_QUIT, COM_PING).
+fn quit_with_login(h: &Handshake) -> bool {
+    let mut commands = h.steps.iter().flat_map(|s| match &s.what {
+        StepKind::Read { packets, .. } => packets.as_slice(),
+        _ => &[],
+    });
+    let mut any = false;
+    let all_bare = commands.all(|p| match p {
+        PacketSeen::Command { len, .. } => {
+            any = true;
+            *len == 1
+        }
+        _ => true,
+    });
+    any && all_bare
+}
+
+/// A login as a load balancer's check sends it (HAProxy `mysql-check user X [post-41]`):
+/// no auth plugin named, no connect attributes, no database, an empty auth response.
+/// Every current client library names its plugin and sends attributes; the check's
+/// COM_QUIT, sent in the same segment, is read only after the OK, where the syscall
+/// tier no longer follows the connection.
+fn bare_login(h: &Handshake) -> bool {
+    h.login.as_ref().is_some_and(|l| l.auth_plugin.is_none() && l.attrs.is_empty() && l.database.is_none() && l.auth_response_len == 0)
+}
+
+fn health_check_program(h: &Handshake) -> bool {
+    h.login.as_ref().and_then(|l| l.attrs.get("program_name")).is_some_and(|p| HEALTH_CHECK_PROGRAMS.contains(&p))
 }
 
 /// The server read at least one byte from the client.

@@ -36,6 +36,25 @@ impl Verdict {
     ];
 }
 
+/// A connection that only checks the server is there: counted, never alarmed
+/// (docs/verdicts.md, "Probes"). Its verdict stays what the server counts it as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Probe {
+    /// The client closed or reset without sending a byte (`nc -z`, a TCP check, HAProxy
+    /// `mysql-check` without a user), and not because a late greeting made it give up.
+    PortCheck,
+    /// A login that did nothing: the client pipelined a one-byte command (COM_QUIT,
+    /// COM_PING) behind it, or sent a bare login (HAProxy `mysql-check user X`: no
+    /// plugin, attributes, database or auth response), or the client program was
+    /// mysqladmin / mariadb-admin (`mysqladmin ping`). Only ever `ok`: a health check
+    /// that fails is a failure like any other.
+    HealthCheck,
+}
+
+impl Probe {
+    pub const ALL: [Probe; 2] = [Probe::PortCheck, Probe::HealthCheck];
+}
+
 /// How the server waited for the client when it timed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitMechanism {
@@ -165,15 +184,21 @@ pub struct Judgement {
     pub cause: Cause,
     /// For failures the client noticed: what it most likely reported.
     pub client_report: Option<ClientReport>,
-    /// A port check: the client closed or reset the connection without sending a byte
-    /// (and not after waiting for a late greeting). The verdict stays client_closed or
-    /// client_reset, as the server counts it in Aborted_connects.
-    pub probe: bool,
+    /// A port check or a health check (decided here, once: every sink asks
+    /// [`Judgement::is_probe`]). The verdict stays what the server counts it as
+    /// (client_closed/client_reset in Aborted_connects for a port check).
+    pub probe: Option<Probe>,
     /// Whose side it is on, and the facts that decided it (verdict/blame.rs).
     pub blame: Attribution,
 }
 
 impl Judgement {
+    /// Counted apart, never alarmed: kept out of failure alerts, /top, flight
+    /// recordings and (by default) the abnormal log.
+    pub fn is_probe(&self) -> bool {
+        self.probe.is_some()
+    }
+
     /// The wait that timed out, for a `server_timeout`.
     pub fn timeout(&self) -> Option<&TimeoutWait> {
         match &self.cause {
@@ -182,3 +207,6 @@ impl Judgement {
         }
     }
 }
+
+#[cfg(test)]
+mod probe_tests;

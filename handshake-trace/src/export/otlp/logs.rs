@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
 };
 
-use super::attrs::{bool_attr, double_attr, int_attr, scope, string_attr};
+use super::attrs::{double_attr, int_attr, scope, string_attr};
 use crate::{
     correlate::{Handshake, Reply},
     output::{handshake_json, names, reason},
@@ -65,7 +65,9 @@ pub fn record(h: &Handshake, clock: &Clock, observed: std::time::SystemTime) -> 
         if let Some(r) = &j.client_report {
             attrs.push(string_attr("handshake_trace.client_error", &reason::client_report(r)));
         }
-        attrs.push(bool_attr("handshake_trace.probe", j.probe));
+        if let Some(p) = j.probe {
+            attrs.push(string_attr("handshake_trace.probe", names::probe(Some(p))));
+        }
     }
     let server_side = judgement.is_some_and(|j| j.blame.party() == Blame::Server);
     let severity = if server_side { SeverityNumber::Error } else { SeverityNumber::Warn };

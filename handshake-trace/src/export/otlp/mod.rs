@@ -242,7 +242,8 @@ impl Worker {
     }
 }
 
-/// Hands each abnormal handshake (not `ok`, not a probe) to the exporter's queue.
+/// Hands each abnormal handshake (not `ok`; probes are kept out by the agent's
+/// `--probes hide`, as for the abnormal log) to the exporter's queue.
 pub struct OtlpSink {
     tx: Option<SyncSender<LogRecord>>,
     queued: Arc<AtomicUsize>,
@@ -253,7 +254,7 @@ pub struct OtlpSink {
 impl Sink for OtlpSink {
     fn handshake(&mut self, h: &Handshake) -> Result<()> {
         let Some(tx) = &self.tx else { return Ok(()) };
-        if h.verdict() == Some(Verdict::Ok) || h.judgement.as_ref().is_some_and(|j| j.probe) {
+        if h.verdict() == Some(Verdict::Ok) {
             return Ok(());
         }
         // Full: dropped before the record is even built.

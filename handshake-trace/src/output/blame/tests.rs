@@ -3,7 +3,7 @@ use super::*;
 use crate::verdict::{Awaited, Blame, Cause, Verdict};
 
 fn judgement(verdict: Verdict, finding: Finding, evidence: Vec<Evidence>) -> Judgement {
-    Judgement { verdict, cause: Cause::StillOpen, client_report: None, probe: false, blame: Attribution { finding, evidence } }
+    Judgement { verdict, cause: Cause::StillOpen, client_report: None, probe: None, blame: Attribution { finding, evidence } }
 }
 
 #[test]
