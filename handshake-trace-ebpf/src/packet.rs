@@ -16,7 +16,6 @@ use handshake_trace_common::{
 
 use crate::{
     emit::{count, header, now, submit_flags},
-    io::{handshake_end, MYSQL_FIRST, MYSQL_SEQ},
     maps::{EARLY_DATA, EARLY_SCRATCH, EVENTS, LISTEN_PORTS},
     sock::{forget_sock, owner, sock_conn},
     target::current,

@@ -25,7 +25,6 @@ use handshake_trace_common::{
 
 use crate::{
     emit::{count, emit, header, map_full, now, submit_flags},
-    io::{handshake_end, MYSQL_FIRST, MYSQL_SEQ},
     maps::{BPF_NOEXIST, EVENTS, SOCK_CONNS, UNIX_LISTENERS, UNIX_SOCKS},
     read,
     sock::{sk_family, sk_load, slot_add},
@@ -257,8 +256,8 @@ pub(crate) fn on_unix_bytes(sk: u64, c: *mut SockConn, tid: u32, call: u32, ret:
     }
     // SAFETY: the reserved record; `handshake_end` looks only at bytes `captured` covers.
     let p = unsafe { &(*e).payload };
-    let first = [p[0], p[1], p[MYSQL_SEQ], p[MYSQL_FIRST]];
-    let end = handshake_end(&mut c.flags, &mut c.tls_budget, write, captured, first);
+    let first = [p[0], p[1], p[2], p[3], p[4], p[5]];
+    let end = handshake_trace_common::handshake_end(&mut c.flags, &mut c.tls_budget, write, captured, first);
     // SAFETY: the reserved record, not yet submitted.
     unsafe { (*e).tracking_end = end as u32 };
     entry.submit(submit_flags());
