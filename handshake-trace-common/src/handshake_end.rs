@@ -42,6 +42,14 @@ pub fn handshake_end(flags: &mut u32, tls_budget: &mut u16, write: bool, capture
         client_bytes(flags, tls_budget, captured, first);
         return 0;
     }
+    // After an SSLRequest the server's TLS record (its ServerHello) starts TLS too: the
+    // client's hello may have come in the same transfer as the SSLRequest (a packet of
+    // the socket tier holding both). Its MySQL ERR instead (1043, after bytes that were
+    // not TLS) starts with a length, never `16 03`.
+    if *flags & CONN_SSL_REQUESTED != 0 && is_tls_handshake(captured, first) {
+        start_tls(flags, tls_budget);
+        return 0;
+    }
     if captured > MYSQL_FIRST as u32 {
         let (seq, kind) = (first[MYSQL_SEQ], first[MYSQL_FIRST]);
         // ERR at any point, or OK after the login, ends the handshake.
@@ -61,9 +69,8 @@ fn client_bytes(flags: &mut u32, tls_budget: &mut u16, captured: u32, first: [u8
     let header_before = *flags & CONN_SSL_HEADER != 0;
     *flags &= !CONN_SSL_HEADER;
     if *flags & CONN_SSL_REQUESTED != 0 {
-        if captured >= 2 && first[0] == TLS_HANDSHAKE && first[1] == TLS_MAJOR {
-            *flags |= CONN_TLS;
-            *tls_budget = TLS_BUDGET;
+        if is_tls_handshake(captured, first) {
+            start_tls(flags, tls_budget);
         }
         return;
     }
@@ -78,6 +85,19 @@ fn client_bytes(flags: &mut u32, tls_budget: &mut u16, captured: u32, first: [u8
     } else if header_before && captured >= 2 && first[1] & CLIENT_SSL_IN_BYTE_1 != 0 {
         *flags |= CONN_SSL_REQUESTED;
     }
+}
+
+/// Do the captured bytes start a TLS handshake record (type 0x16, version 3.x)?
+#[inline(always)]
+fn is_tls_handshake(captured: u32, first: [u8; FIRST_BYTES]) -> bool {
+    captured >= 2 && first[0] == TLS_HANDSHAKE && first[1] == TLS_MAJOR
+}
+
+/// From here on the connection is TLS: traced for [`TLS_BUDGET`] more transfers.
+#[inline(always)]
+fn start_tls(flags: &mut u32, tls_budget: &mut u16) {
+    *flags |= CONN_TLS;
+    *tls_budget = TLS_BUDGET;
 }
 
 #[cfg(test)]
@@ -170,9 +190,20 @@ mod tests {
     }
 
     #[test]
-    fn a_server_write_never_starts_tls() {
+    fn a_server_write_starts_tls_only_after_an_ssl_request() {
         let mut s = State::new();
         assert_eq!(s.write(&[0x16, 0x03, 0x00, 0x00, 0x0a, 0x35]), 0);
         assert!(!s.tls());
+        // SSLRequest and ClientHello in one packet: the ServerHello starts TLS.
+        let mut s = State::new();
+        let mut both = SSL_REQUEST_HEADER.to_vec();
+        both.extend_from_slice(&SSL_BODY);
+        s.read(&both);
+        assert_eq!(s.write(&[0x16, 0x03, 0x03, 0x00, 0x5a, 0x02]), 0);
+        assert!(s.tls());
+        // After an SSLRequest, the server's plaintext ERR 1043 (22 bytes) still ends it.
+        let mut s = State::new();
+        s.read(&both);
+        assert_eq!(s.write(&[0x16, 0x00, 0x00, 0x02, 0xff, 0x13]), end::REPLY);
     }
 }
