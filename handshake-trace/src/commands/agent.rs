@@ -186,6 +186,9 @@ pub async fn run(opts: &AgentOptions, log: &mut dyn Write) -> Result<Summary> {
     let scheme = if web.is_some_and(|w| w.tls.is_some()) { "https" } else { "http" };
     let auth = if web.is_some_and(|w| !w.users.is_empty()) { " (basic authentication)" } else { "" };
     writeln!(log, "Serving /metrics /healthz /readyz /top /hosts on {scheme}://{}{auth}", listener.local_addr()?)?;
+    if !auth.is_empty() && scheme == "http" {
+        writeln!(log, "WARNING: basic authentication without TLS: passwords cross the network in clear (add tls_server_config to the web config)")?;
+    }
     let server = tokio::spawn(http::serve(listener, Arc::clone(&state), http_opts));
     let exporter = match (&opts.otlp, otlp_metrics) {
         (Some(o), Some(m)) => {
