@@ -50,7 +50,9 @@ fn watch_shows_each_accepted_connection_with_its_client_port() {
         assert_eq!(e["server"], db.addr().to_string());
         assert!(e["fd"].as_i64().unwrap() > listen_fd as i64, "{e}");
         assert_eq!(e["verdict"], verdict, "{e:#}");
-        assert_eq!(e["events"][0]["event"], "accept", "{e:#}");
+        // Timed from the TCP handshake (the listener is known), then the accept.
+        assert_eq!((&e["events"][0]["event"], &e["events"][0]["text"]), (&Value::from("tcp"), &Value::from("TCP SYN_RECV → ESTABLISHED")), "{e:#}");
+        assert_eq!(e["events"][1]["event"], "accept", "{e:#}");
     }
     // The raw client's FIN reaches the server's socket (sock:inet_sock_set_state, found
     // by the client's address in kernel context).
@@ -220,8 +222,9 @@ fn live_map_of(pid: u32) -> u64 {
         .expect("the tracer's LIVE map")
 }
 
-/// The kernel's counts of connections in their handshake and of syscalls in flight
-/// (the LIVE map `id`), as `bpftool` reads them.
+/// The kernel's counts of connections in their handshake, of syscalls in flight and
+/// of connections keyed without their server's port (the LIVE map `id`), as `bpftool`
+/// reads them.
 fn live_counts(id: u64) -> Vec<u64> {
     let out = std::process::Command::new("bpftool").args(["-j", "map", "dump", "id", &id.to_string()]).output().expect("bpftool");
     let dump: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -260,7 +263,7 @@ fn the_kernel_counts_of_open_handshakes_return_to_zero_and_reopen() {
     read_greeting(&mut raw);
     drop(raw);
     // Every handshake over: the programs stop looking connections up (the counts gate them).
-    assert!(eventually(Duration::from_secs(5), || live_counts(live) == [0, 0]), "counts stay {:?}", live_counts(live));
+    assert!(eventually(Duration::from_secs(5), || live_counts(live) == [0, 0, 0]), "counts stay {:?}", live_counts(live));
     // The gate reopens for the next connection: its whole handshake is still traced.
     login();
     std::thread::sleep(Duration::from_millis(300));

@@ -143,7 +143,8 @@ pub(crate) fn track<S: Sys>(ctx: &S, tgid: u32, e: &AcceptEvent, peer: &PeerKey)
         map_full(ctx, "connections");
         return;
     }
-    if e.family != 0 {
+    // TCP clients only: a Unix-socket client has no address the TCP tracepoints show.
+    if e.family == AF_INET || e.family == AF_INET6 {
         let tc = ThreadConn { tgid, fd: e.ret, gen: e.conn_gen };
         let inserted = if peer.server_port == 0 {
             counted_insert(&PEERS, live::UNKEYED_PEERS, peer, &tc).is_ok()

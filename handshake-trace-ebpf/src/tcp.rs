@@ -185,9 +185,10 @@ pub(crate) fn load<T: Plain>(ctx: &TracePointContext, off: usize) -> T {
 }
 
 /// inet_sock_set_state at `SET_STATE_LAYOUT`: most runs are for sockets nobody follows
-/// (the clients' ends, other services), turned away after four loads and one or two
-/// lookups (a third only for a server socket's SYN_RECV → ESTABLISHED, of the port,
-/// or ESTABLISHED → CLOSE_WAIT, of a connection not accepted yet).
+/// (the clients' ends, other services), turned away after four loads and one lookup
+/// (two while a connection is keyed without its server's port; one more for a change
+/// SYN_RECV → ESTABLISHED, of the port, or ESTABLISHED → CLOSE_WAIT, of a connection
+/// not accepted yet).
 #[inline(always)]
 fn set_state_fixed(ctx: &TracePointContext) {
     const L: TcpOffsets = SET_STATE_LAYOUT;
