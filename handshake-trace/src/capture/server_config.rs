@@ -35,6 +35,14 @@ pub fn read(pid: u32, overrides: Overrides) -> ServerConfig {
     config::resolve(&process, &mut files, overrides)
 }
 
+/// The server's major and minor version, from the option-group names compiled into
+/// its binary (`mariadbd-10.11`): read, never executed (a process named mariadbd may be
+/// anyone's program).
+pub fn binary_version(pid: u32) -> Option<(u32, u32)> {
+    let exe = File::open(format!("/proc/{pid}/exe")).ok()?;
+    version_in(exe.take(MAX_EXE_BYTES))
+}
+
 /// Who the server runs as (its filesystem uid and gids).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Creds {
@@ -184,8 +192,7 @@ impl OptionSource for ProcFiles {
     }
 
     fn version(&mut self) -> Option<(u32, u32)> {
-        let exe = File::open(format!("/proc/{}/exe", self.pid)).ok()?;
-        version_in(exe.take(MAX_EXE_BYTES))
+        binary_version(self.pid)
     }
 }
 

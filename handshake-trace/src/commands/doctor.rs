@@ -283,7 +283,10 @@ fn check_servers(out: &mut Vec<Check>) {
     }
     for s in servers {
         let exe = s.exe.as_ref().map(|e| e.display().to_string()).unwrap_or_else(|| "?".into());
-        let version = s.exe.as_deref().and_then(targets::server_version).unwrap_or_else(|| "version unknown".into());
+        // Read from its binary, never by running it: a process named mariadbd may be anyone's program.
+        let version = crate::capture::server_config::binary_version(s.pid)
+            .map(|(major, minor)| format!("version {major}.{minor}"))
+            .unwrap_or_else(|| "version unknown".into());
         let mut ports: Vec<String> = s.listening.iter().map(|a| a.to_string()).collect();
         ports.sort();
         let ports = if ports.is_empty() { "no TCP listener".to_string() } else { ports.join(", ") };
@@ -293,6 +296,8 @@ fn check_servers(out: &mut Vec<Check>) {
             format!("pid {} {} ({}, {}) listening on {ports}", s.pid, Escaped(&s.comm), Escaped(&exe), Escaped(&version)),
             None,
         ));
+        let cfg = crate::capture::server_config::read(s.pid, crate::config::Overrides::default());
+        out.push(check(Status::Info, "its settings", crate::output::notice::server_config(s.pid, &cfg), None));
     }
 }
 
