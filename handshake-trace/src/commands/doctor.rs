@@ -285,7 +285,7 @@ fn check_servers(out: &mut Vec<Check>) {
         let exe = s.exe.as_ref().map(|e| e.display().to_string()).unwrap_or_else(|| "?".into());
         // Read from its binary, never by running it: a process named mariadbd may be anyone's program.
         let version = crate::capture::server_config::binary_version(s.pid)
-            .map(|(major, minor)| format!("version {major}.{minor}"))
+            .map(|v| format!("{} {}.{}", if v.mariadb { "MariaDB" } else { "MySQL" }, v.major, v.minor))
             .unwrap_or_else(|| "version unknown".into());
         let mut ports: Vec<String> = s.listening.iter().map(|a| a.to_string()).collect();
         ports.sort();
