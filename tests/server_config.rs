@@ -99,6 +99,16 @@ fn a_host_driven_into_err_1129_is_warned_of_at_80_percent_and_its_block_explaine
     assert!(!text.contains("host 127.0.0.3:"), "{text}");
 }
 
+/// The installed server's major and minor version, from `mariadbd --version`.
+fn server_version() -> (u32, u32) {
+    let bin = ["/usr/sbin/mariadbd", "/usr/bin/mariadbd", "/usr/sbin/mysqld"].into_iter().find(|p| std::path::Path::new(p).is_file()).expect("mariadbd");
+    let out = std::process::Command::new(bin).arg("--version").output().expect("mariadbd --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.split_whitespace().skip_while(|w| *w != "Ver").nth(1).unwrap_or_else(|| panic!("{text}"));
+    let mut parts = v.split(['.', '-']);
+    (parts.next().unwrap().parse().unwrap(), parts.next().unwrap().parse().unwrap())
+}
+
 #[test]
 fn option_files_give_the_settings_and_rule_out_name_resolution() {
     let Some(bin) = ready("option_files_give_the_settings_and_rule_out_name_resolution") else { return };
@@ -106,12 +116,18 @@ fn option_files_give_the_settings_and_rule_out_name_resolution() {
     std::fs::create_dir_all(&dir).unwrap();
     let included = dir.join("server.cnf");
     std::fs::write(dir.join("my.cnf"), format!("[client-server]\n!include {}\n[client]\nmax_connect_errors=1\n", included.display())).unwrap();
-    std::fs::write(&included, "[mariadb]\nmax_connect_errors = 7  # a comment\nskip-name-resolve\n").unwrap();
+    // A group of the server's own version counts, another version's does not.
+    let (major, minor) = server_version();
+    std::fs::write(
+        &included,
+        format!("[mariadb]\nskip-name-resolve\n[mariadb-{major}.{minor}]\nmax_connect_errors = 7  # a comment\n[mariadb-1.0]\nmax_connect_errors = 9\n"),
+    )
+    .unwrap();
     let db = MariaDb::start(&MariaDbOptions { connect_timeout: 2, defaults_file: Some(dir.join("my.cnf")), ..Default::default() }).expect("start MariaDB");
     assert_eq!(db.sql("SELECT @@max_connect_errors, @@skip_name_resolve").unwrap().trim(), "7\t1", "the server read the files so");
     let mut tracer = Tracer::start(&bin, &["watch", "-p", &db.pid().to_string(), "-j"]);
     let said = format!(
-        "connect_timeout 2 s (the server's command line), max_connect_errors 7 ({0}:2), skip-name-resolve on ({0}:3)",
+        "connect_timeout 2 s (the server's command line), max_connect_errors 7 ({0}:4), skip-name-resolve on ({0}:2)",
         included.display()
     );
     assert!(tracer.wait_for_stderr(&said, Duration::from_secs(5)), "not said: {said}");

@@ -35,6 +35,14 @@ pub fn read(pid: u32, overrides: Overrides) -> ServerConfig {
     config::resolve(&process, &mut files, overrides)
 }
 
+/// The server's major and minor version, from the option-group names compiled into
+/// its binary (`mariadbd-10.11`): read, never executed (a process named mariadbd may be
+/// anyone's program).
+pub fn binary_version(pid: u32) -> Option<BinaryVersion> {
+    let exe = File::open(format!("/proc/{pid}/exe")).ok()?;
+    version_in(exe.take(MAX_EXE_BYTES))
+}
+
 /// Who the server runs as (its filesystem uid and gids).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Creds {
@@ -184,34 +192,50 @@ impl OptionSource for ProcFiles {
     }
 
     fn version(&mut self) -> Option<(u32, u32)> {
-        let exe = File::open(format!("/proc/{}/exe", self.pid)).ok()?;
-        version_in(exe.take(MAX_EXE_BYTES))
+        binary_version(self.pid).map(|v| (v.major, v.minor))
     }
 }
 
+/// Which server a binary is, from the option-group names compiled into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BinaryVersion {
+    /// A `mariadbd-X.Y` group: MariaDB; else (`mysqld-X.Y` only) MySQL.
+    pub mariadb: bool,
+    pub major: u32,
+    pub minor: u32,
+}
+
 /// The server's version from the group names compiled into its binary
-/// (`mariadbd-10.11` or `mysqld-8.0`, each ending in a NUL), read in slices.
-fn version_in(mut r: impl Read) -> Option<(u32, u32)> {
+/// (`mariadbd-10.11` or `mysqld-8.0`, each ending in a NUL), read in slices; a
+/// `mariadbd-` group wins over a `mysqld-` one wherever it is.
+fn version_in(mut r: impl Read) -> Option<BinaryVersion> {
     const SLICE: usize = 1 << 20;
     const KEEP: usize = 32;
     let mut buf = vec![0u8; SLICE + KEEP];
     let mut kept = 0;
+    let mut mysql = None;
+    let group = |buf: &[u8], prefix: &[u8]| -> Option<(u32, u32)> {
+        let mut from = 0;
+        while let Some(i) = find(&buf[from..], prefix) {
+            let at = from + i + prefix.len();
+            let v = buf[at..].iter().position(|&b| b == 0).and_then(|z| std::str::from_utf8(&buf[at..at + z]).ok()).and_then(config::parse_major_minor);
+            if v.is_some() {
+                return v;
+            }
+            from += i + 1;
+        }
+        None
+    };
     loop {
         let n = r.read(&mut buf[kept..]).ok()?;
         if n == 0 {
-            return None;
+            return mysql.map(|(major, minor)| BinaryVersion { mariadb: false, major, minor });
         }
         let end = kept + n;
-        for prefix in [&b"mariadbd-"[..], b"mysqld-"] {
-            let mut from = 0;
-            while let Some(i) = find(&buf[from..end], prefix) {
-                let at = from + i + prefix.len();
-                if let Some(v) = buf[at..end].iter().position(|&b| b == 0).and_then(|z| std::str::from_utf8(&buf[at..at + z]).ok()).and_then(config::parse_major_minor) {
-                    return Some(v);
-                }
-                from += i + 1;
-            }
+        if let Some((major, minor)) = group(&buf[..end], b"mariadbd-") {
+            return Some(BinaryVersion { mariadb: true, major, minor });
         }
+        mysql = mysql.or_else(|| group(&buf[..end], b"mysqld-"));
         let keep_from = end.saturating_sub(KEEP);
         buf.copy_within(keep_from..end, 0);
         kept = end - keep_from;
@@ -247,8 +271,17 @@ mod tests {
     fn the_version_is_found_across_slices() {
         let mut bin = vec![b'x'; (1 << 20) + 32 - 10];
         bin.extend_from_slice(b"\0mysqld-\0mariadbd-10.11\0");
-        assert_eq!(version_in(&bin[..]), Some((10, 11)));
-        assert_eq!(version_in(&b"mariadbd-10.11.6-MariaDB\0mysqld-8.0\0"[..]), Some((8, 0)), "a version string is not a group");
+        assert_eq!(version_in(&bin[..]), Some(BinaryVersion { mariadb: true, major: 10, minor: 11 }));
+        assert_eq!(
+            version_in(&b"mariadbd-10.11.6-MariaDB\0mysqld-8.0\0"[..]),
+            Some(BinaryVersion { mariadb: false, major: 8, minor: 0 }),
+            "a version string is not a group"
+        );
+        // MariaDB's binary has mysqld-10.11 first: its mariadbd- group still says MariaDB.
+        let mut maria = b"mysqld-10.11\0".to_vec();
+        maria.extend(vec![b'x'; 3 << 20]);
+        maria.extend_from_slice(b"mariadbd-10.11\0");
+        assert_eq!(version_in(&maria[..]), Some(BinaryVersion { mariadb: true, major: 10, minor: 11 }));
         assert_eq!(version_in(&b"nothing here"[..]), None);
     }
 

@@ -304,6 +304,8 @@ fn check_servers(out: &mut Vec<Check>) {
             format!("pid {} {} ({}, {}) listening on {ports}; {adopted}", s.pid, Escaped(&s.comm), Escaped(&exe), Escaped(&version)),
             None,
         ));
+        let cfg = crate::capture::server_config::read(s.pid, crate::config::Overrides::default());
+        out.push(check(Status::Info, "its settings", crate::output::notice::server_config(s.pid, &cfg), None));
     }
 }
 

@@ -9,9 +9,10 @@
 //! from addresses other than 127.0.0.1 and ::1, and only with name resolution on
 //! (`skip-name-resolve` turns the host cache off), have an entry. Of the errors it
 //! keeps per host only the *handshake* errors count toward the block: a client that
-//! goes away or stays silent during the handshake (the login never read whole: port
-//! checks, client_closed, client_reset, server_timeout) and a malformed login (ERR
-//! 1043). A refused password (ERR 1045) is counted apart and does not count; a
+//! goes away or stays silent during the handshake once its greeting was written (the
+//! login never read whole: port checks, client_closed, client_reset, server_timeout)
+//! and a malformed login (ERR 1043); not a client whose reset made the greeting's write
+//! fail, nor ERR 1130 (host not allowed, sent instead of a greeting). A refused password (ERR 1045) is counted apart and does not count; a
 //! successful login sets the count back to 0. A host whose count has reached
 //! `max_connect_errors` gets ERR 1129 instead of a greeting, until `FLUSH HOSTS`.
 //!
@@ -66,7 +67,11 @@ pub fn counts(h: &Handshake, cfg: &ServerConfig) -> Option<Counts> {
     Some(match (j.verdict, code) {
         (_, Some(ER_HOST_IS_BLOCKED)) => Counts::Blocked,
         (Verdict::Ok, _) => Counts::Reset,
-        (Verdict::ServerTimeout | Verdict::ClientClosed | Verdict::ClientReset, _) => Counts::Error,
+        (Verdict::ServerTimeout, _) => Counts::Error,
+        // Gone before the greeting could be written (a reset to a frozen server): the
+        // server's write fails first, which it does not count (checked on 10.11). Gone
+        // after it (a FIN even before it was written, the write then succeeds): counted.
+        (Verdict::ClientClosed | Verdict::ClientReset, _) if h.greeting_ns.is_some() => Counts::Error,
         (Verdict::ServerError, Some(ER_HANDSHAKE_ERROR)) => Counts::Error,
         _ => Counts::Neither,
     })
@@ -326,6 +331,16 @@ mod tests {
         assert_eq!(counts(&from(ok_login_events(), HOST), &cfg), Some(Counts::Reset));
         assert_eq!(counts(&from(wrong_password_events(), HOST), &cfg), Some(Counts::Neither), "a refused password is counted apart");
         assert_eq!(counts(&from(blocked_events(), HOST), &cfg), Some(Counts::Blocked));
+        // Reset before the server could write its greeting: the failed write is not counted.
+        let early_reset = vec![
+            accept_at(GEN, GEN),
+            crate::events::Event::Tcp(crate::events::Tcp { ts_ns: GEN + 1000, pid: PID, conn_gen: GEN, fd: FD, what: crate::events::TcpWhat::ReceiveReset }),
+            io(GEN + 2000, SyscallKind::Sendto, -104, 104, &[]),
+            sys(GEN + 3000, SyscallKind::Close, 0, 1000, [0; 4]),
+        ];
+        let h = from(early_reset, HOST);
+        assert_eq!(h.verdict(), Some(Verdict::ClientReset));
+        assert_eq!(counts(&h, &cfg), Some(Counts::Neither));
     }
 
     #[test]
