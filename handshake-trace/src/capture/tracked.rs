@@ -21,7 +21,8 @@ use crate::{
 const EXITED_KEPT: usize = 1024;
 
 /// What one refresh changed: targets that exited, servers adopted (pid, name), processes
-/// refused (pid, name, why), and targets /proc could not be read for (kept: asked again).
+/// refused (pid, name, why), and targets /proc could not be read for (kept: asked again;
+/// listed when that began).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub gone: Vec<u32>,
@@ -126,6 +127,8 @@ pub struct Targets {
     dropped: std::collections::HashSet<u32>,
     /// Processes refused because a map was full: tried again at each refresh, said once.
     map_full: std::collections::HashSet<u32>,
+    /// Targets /proc could not answer for at the last refresh (said once).
+    unknown_said: std::collections::HashSet<u32>,
 }
 
 /// Pids remembered as dropped between two refreshes, at most.
@@ -177,6 +180,7 @@ impl Targets {
             proc_unknown: 0,
             dropped: Default::default(),
             map_full: Default::default(),
+            unknown_said: Default::default(),
         };
         for (pid, _, r) in &refused {
             t.note_refused(*pid, targets::start_time(*pid), r.reason);
@@ -308,8 +312,12 @@ impl Targets {
         }
         self.dropped.clear();
         let found = if self.explicit { Vec::new() } else { targets::find_servers() };
-        let Plan { gone, unknown, adopt } = plan(&self.live, targets::presence, found, &self.exited, &self.refused);
+        let Plan { gone, mut unknown, adopt } = plan(&self.live, targets::presence, found, &self.exited, &self.refused);
         self.proc_unknown += unknown.len() as u64;
+        // Said once per spell (an fd shortage lasts): a target known again may be said again.
+        let now: std::collections::HashSet<u32> = unknown.iter().map(|(p, _)| *p).collect();
+        unknown.retain(|(p, _)| !self.unknown_said.contains(p));
+        self.unknown_said = now;
         for &pid in &gone {
             self.drop_target(pid, probes);
         }

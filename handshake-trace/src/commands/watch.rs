@@ -208,7 +208,7 @@ impl Tracer<'_> {
             self.after_adoption(log, &adopted)?;
         }
         // Dropped for too many ports: its open handshakes end like an exit's.
-        for (pid, _, _) in &changes.refused {
+        for (pid, _, _) in changes.refused.iter().filter(|(_, _, r)| r.reason == RefuseReason::TooManyPorts) {
             pipeline.push(&Event::ProcessExit { ts_ns: monotonic_ns(), pid: *pid }, AcceptAddrs::default())?;
         }
         // Without sched_process_exit the refresh is how exits are noticed.
