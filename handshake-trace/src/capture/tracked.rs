@@ -48,6 +48,10 @@ impl Exited {
         self.0.contains(&(pid, start_time))
     }
 
+    fn has_pid(&self, pid: u32) -> bool {
+        self.0.iter().any(|(p, _)| *p == pid)
+    }
+
     fn pids(&self) -> impl Iterator<Item = u32> + '_ {
         self.0.iter().map(|(p, _)| *p)
     }
@@ -259,6 +263,11 @@ impl Targets {
     /// or refuse it (they are dropped).
     pub fn consider(&mut self, pid: u32, probes: &mut Probes) -> Considered {
         if self.live.contains_key(&pid) {
+            return Considered::Target;
+        }
+        // A target that exited since: its last records, read after the refresh saw it
+        // go, are still its own (a login just before a restart).
+        if self.exited.has_pid(pid) && targets::presence(pid) == Presence::Gone {
             return Considered::Target;
         }
         if self.explicit || self.dropped.contains(&pid) {
