@@ -322,15 +322,17 @@ fn restarted_server_traced_from_its_first_login(test: &str, tier: &str) {
     // No -p: discovery, as a DBA runs it (--port keeps other servers on this host out).
     let watch = Tracer::start(&bin, &["watch", "-j", "--port", &port.to_string(), "--capture", tier]);
     let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<Vec<(u16, u64)>>> = Arc::default();
+    // (client port, connection id, ms after the clients began) of each successful login.
+    let seen: Arc<Mutex<Vec<(u16, u64, u128)>>> = Arc::default();
+    let began = Instant::now();
     // Two clients, each a login about every 10 ms.
     let clients: Vec<_> = (0..2)
         .map(|_| {
             let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    if let Some(ok) = cli_login(port) {
-                        seen.lock().unwrap().push(ok);
+                    if let Some((client, id)) = cli_login(port) {
+                        seen.lock().unwrap().push((client, id, began.elapsed().as_millis()));
                     }
                     thread::sleep(Duration::from_millis(10));
                 }
@@ -340,7 +342,9 @@ fn restarted_server_traced_from_its_first_login(test: &str, tier: &str) {
     thread::sleep(Duration::from_secs(2));
     let old_pid = db.pid();
     let restart_at = utc_now();
+    let stopping_ms = began.elapsed().as_millis();
     db.restart().expect("restart MariaDB");
+    let ready_ms = began.elapsed().as_millis();
     let new_pid = db.pid();
     // Logins against the new server for a while.
     thread::sleep(Duration::from_secs(3));
@@ -361,7 +365,7 @@ fn restarted_server_traced_from_its_first_login(test: &str, tier: &str) {
         })
         .collect();
     let seen = seen.lock().unwrap().clone();
-    let missed: Vec<&(u16, u64)> = seen.iter().filter(|s| !traced.contains(*s)).collect();
+    let missed: Vec<&(u16, u64, u128)> = seen.iter().filter(|(c, id, _)| !traced.contains(&(*c, *id))).collect();
     let not_ok: Vec<String> = to_port(&all, port)
         .into_iter()
         .filter(|h| h["verdict"] != "ok")
@@ -376,6 +380,12 @@ fn restarted_server_traced_from_its_first_login(test: &str, tier: &str) {
         not_ok.len()
     );
     assert!(seen.len() > 100, "too few logins to say anything: {}", seen.len());
-    assert!(missed.is_empty(), "{} successful logins missing from the trace: {missed:?}\n{}", missed.len(), out.stderr_text());
+    assert!(
+        missed.is_empty(),
+        "{} successful logins (client port, connection id, ms) missing from the trace: {missed:?}; SIGTERM at {stopping_ms} ms, \
+         the new server ready at {ready_ms} ms\n{}",
+        missed.len(),
+        out.stderr_text()
+    );
     assert!(all.iter().any(|h| h["pid"] == new_pid), "nothing traced of the new server");
 }

@@ -246,7 +246,9 @@ impl SelectArgs {
 #[derive(clap::Args, Clone)]
 struct WatchArgs {
     /// Trace these processes (repeatable; one value may list several, as `-p "$(pidof
-    /// mariadbd)"` gives them). Default: every process named mysqld or mariadbd.
+    /// mariadbd)"` gives them). Default: every process named mysqld or mariadbd whose
+    /// executable is a root-owned file of that name, including ones started later
+    /// (others are refused with a warning; docs/usage.md "Which processes are traced").
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pids: Vec<PidList>,
     /// Keep only connections accepted on this local port. Filtered in the kernel: another
@@ -383,7 +385,8 @@ impl OutputArgs {
 #[derive(clap::Args, Clone)]
 struct AgentArgs {
     /// Trace these processes (repeatable; one value may list several). Default: every
-    /// mysqld/mariadbd, including ones started later.
+    /// mysqld/mariadbd whose executable is a root-owned file of that name, including ones
+    /// started later (others are refused, counted in handshake_trace_targets_refused_total).
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pids: Vec<PidList>,
     /// Keep only connections accepted on this local port.

@@ -116,8 +116,12 @@ pub fn check_pids(pids: &[u32]) -> Result<Vec<ServerProcess>> {
         if let Some(tgid) = thread_group(pid).filter(|t| *t != pid) {
             bail!("pid {pid} is a thread of process {tgid}: trace the process, -p {tgid}");
         }
-        if !process_exists(pid) {
-            bail!("pid {pid} ({c}) has exited (a zombie its parent has not reaped)");
+        match presence(pid) {
+            Presence::Alive => {}
+            Presence::Gone => bail!("pid {pid} ({c}) has exited (a zombie its parent has not reaped)"),
+            Presence::Unknown(errno) => {
+                bail!("cannot read /proc/{pid}/stat ({}): is pid {pid} alive?", std::io::Error::from_raw_os_error(errno))
+            }
         }
         out.push(describe(pid, c));
     }

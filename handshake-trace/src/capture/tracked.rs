@@ -21,7 +21,8 @@ use crate::{
 const EXITED_KEPT: usize = 1024;
 
 /// What one refresh changed: targets that exited, servers adopted (pid, name), processes
-/// refused (pid, name, why), and targets /proc could not be read for (kept: asked again).
+/// refused (pid, name, why), and targets /proc could not be read for (kept: asked again;
+/// listed when that began).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub gone: Vec<u32>,
@@ -45,6 +46,10 @@ impl Exited {
 
     pub fn contains(&self, pid: u32, start_time: Option<u64>) -> bool {
         self.0.contains(&(pid, start_time))
+    }
+
+    fn has_pid(&self, pid: u32) -> bool {
+        self.0.iter().any(|(p, _)| *p == pid)
     }
 
     fn pids(&self) -> impl Iterator<Item = u32> + '_ {
@@ -126,6 +131,8 @@ pub struct Targets {
     dropped: std::collections::HashSet<u32>,
     /// Processes refused because a map was full: tried again at each refresh, said once.
     map_full: std::collections::HashSet<u32>,
+    /// Targets /proc could not answer for at the last refresh (said once).
+    unknown_said: std::collections::HashSet<u32>,
 }
 
 /// Pids remembered as dropped between two refreshes, at most.
@@ -177,6 +184,7 @@ impl Targets {
             proc_unknown: 0,
             dropped: Default::default(),
             map_full: Default::default(),
+            unknown_said: Default::default(),
         };
         for (pid, _, r) in &refused {
             t.note_refused(*pid, targets::start_time(*pid), r.reason);
@@ -257,6 +265,11 @@ impl Targets {
         if self.live.contains_key(&pid) {
             return Considered::Target;
         }
+        // A target that exited since: its last records, read after the refresh saw it
+        // go, are still its own (a login just before a restart).
+        if self.exited.has_pid(pid) && targets::presence(pid) == Presence::Gone {
+            return Considered::Target;
+        }
         if self.explicit || self.dropped.contains(&pid) {
             return Considered::Dropped;
         }
@@ -308,8 +321,12 @@ impl Targets {
         }
         self.dropped.clear();
         let found = if self.explicit { Vec::new() } else { targets::find_servers() };
-        let Plan { gone, unknown, adopt } = plan(&self.live, targets::presence, found, &self.exited, &self.refused);
+        let Plan { gone, mut unknown, adopt } = plan(&self.live, targets::presence, found, &self.exited, &self.refused);
         self.proc_unknown += unknown.len() as u64;
+        // Said once per spell (an fd shortage lasts): a target known again may be said again.
+        let now: std::collections::HashSet<u32> = unknown.iter().map(|(p, _)| *p).collect();
+        unknown.retain(|(p, _)| !self.unknown_said.contains(p));
+        self.unknown_said = now;
         for &pid in &gone {
             self.drop_target(pid, probes);
         }

@@ -215,7 +215,7 @@ impl Tracer<'_> {
             self.after_adoption(log, &adopted)?;
         }
         // Dropped for too many ports: its open handshakes end like an exit's.
-        for (pid, _, _) in &changes.refused {
+        for (pid, _, _) in changes.refused.iter().filter(|(_, _, r)| r.reason == RefuseReason::TooManyPorts) {
             pipeline.push(&Event::ProcessExit { ts_ns: monotonic_ns(), pid: *pid }, AcceptAddrs::default())?;
         }
         // Without sched_process_exit the refresh is how exits are noticed.
@@ -515,4 +515,26 @@ fn target_infos(targets: &Targets) -> Vec<TargetInfo> {
         .values()
         .map(|s| TargetInfo { pid: s.pid, comm: s.comm.clone(), exe: s.exe.as_ref().map(|e| e.display().to_string()) })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use handshake_trace_common::{kind, EstablishedEvent, EventHeader};
+
+    use super::*;
+
+    #[test]
+    fn a_records_pid_is_read_before_it_is_decoded() {
+        let e = EstablishedEvent { header: EventHeader { kind: kind::ESTABLISHED, pid: 4242, tid: 0, _pad: 0, ts_ns: 9 }, ..Default::default() };
+        // SAFETY: a #[repr(C)] struct without padding, viewed as its bytes.
+        let raw = unsafe { std::slice::from_raw_parts((&e as *const EstablishedEvent).cast::<u8>(), std::mem::size_of_val(&e)) };
+        assert_eq!(record_pid(raw), Some(4242));
+        assert_eq!(record_pid(&raw[..6]), None, "a record too short for its header");
+    }
+
+    #[test]
+    fn a_refusal_says_who_why_and_the_metric_reason() {
+        let why = Refusal::new(RefuseReason::TooManyPorts, "it listens on 300 TCP ports");
+        assert_eq!(refused_notice(7, "mysqld", &why), "not tracing mysqld (pid 7): it listens on 300 TCP ports [too_many_ports]");
+    }
 }
