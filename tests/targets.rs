@@ -6,7 +6,7 @@ use std::{
     collections::BTreeSet,
     io::{BufRead, BufReader},
     os::unix::{fs::PermissionsExt, process::CommandExt},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
