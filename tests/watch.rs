@@ -506,7 +506,13 @@ fn haproxy_mysql_checks_are_health_checks_and_port_checks() {
         db.addr()
     );
     std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
-    let tracer = Tracer::start(&bin, &["watch", "--capture", "syscalls", "-p", &db.pid().to_string(), "--port", &db.port().to_string(), "-j"]);
+    // Both tiers at once: the socket tier sees HAProxy's login in the segment that
+    // completes the TCP handshake, before the connection is established.
+    let (pid, port) = (db.pid().to_string(), db.port().to_string());
+    let tracers: Vec<(&str, Tracer)> = ["syscalls", "socket"]
+        .into_iter()
+        .map(|tier| (tier, Tracer::start(&bin, &["watch", "--capture", tier, "-p", &pid, "--port", &port, "-j"])))
+        .collect();
     let mut haproxy = std::process::Command::new("haproxy")
         .arg("-f")
         .arg(dir.join("haproxy.cfg"))
@@ -518,21 +524,23 @@ fn haproxy_mysql_checks_are_health_checks_and_port_checks() {
     let _ = haproxy.kill();
     let _ = haproxy.wait();
     std::thread::sleep(Duration::from_millis(300));
-    let out = tracer.stop();
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(out.code, Some(0), "{}", out.stderr_text());
-    let all = out.json();
-    let from = |ip: &str| all.iter().filter(move |h| h["client"].as_str().is_some_and(|c| c.starts_with(&format!("{ip}:")))).collect::<Vec<_>>();
-    let checks = from("127.0.0.11");
-    assert!(checks.len() >= 3, "{all:#?}");
-    for h in &checks {
-        assert_eq!((h["verdict"].as_str(), h["user"].as_str(), h["probe"].as_str()), (Some("ok"), Some("hapcheck"), Some("health_check")), "{h:#}");
+    for (tier, tracer) in tracers {
+        let out = tracer.stop();
+        assert_eq!(out.code, Some(0), "{tier}: {}", out.stderr_text());
+        let all = out.json();
+        let from = |ip: &str| all.iter().filter(move |h| h["client"].as_str().is_some_and(|c| c.starts_with(&format!("{ip}:")))).collect::<Vec<_>>();
+        let checks = from("127.0.0.11");
+        assert!(checks.len() >= 3, "{tier}: {all:#?}");
+        for h in &checks {
+            assert_eq!((h["verdict"].as_str(), h["user"].as_str(), h["probe"].as_str()), (Some("ok"), Some("hapcheck"), Some("health_check")), "{tier}: {h:#}");
+        }
+        let bare = from("127.0.0.12");
+        assert!(bare.len() >= 3, "{tier}: {all:#?}");
+        for h in &bare {
+            assert_eq!(h["probe"], "port_check", "{tier}: {h:#}");
+        }
+        let summary = out.stderr_text();
+        assert!(summary.contains(&format!("({} health checks)", checks.len())), "{tier}: {summary}");
     }
-    let bare = from("127.0.0.12");
-    assert!(bare.len() >= 3, "{all:#?}");
-    for h in &bare {
-        assert_eq!(h["probe"], "port_check", "{h:#}");
-    }
-    let summary = out.stderr_text();
-    assert!(summary.contains(&format!("({} health checks)", checks.len())), "{summary}");
 }
