@@ -543,11 +543,13 @@ fn unix_socket_clients_get_the_same_verdicts_in_both_tiers() {
     assert_eq!(sock_all[0]["user"], LAB_USER);
     assert_eq!(sock_all[1]["user"], LAB_USER);
     assert!(sock_all[1].to_string().contains("1045"), "{:#}", sock_all[1]);
-    // Named by who connected: the CLI's own pid and program; this test's process.
-    assert_eq!((&sock_all[0]["client_pid"], &sock_all[0]["client_program"]), (&Value::from(ok_pid), &Value::from("mariadb")));
-    assert_eq!(sock_all[1]["client_pid"], Value::from(denied_pid));
-    for h in &sock_all[3..] {
-        assert_eq!(h["client_pid"], Value::from(std::process::id()), "{h:#}");
+    // Named by who connected, in both tiers: the CLI's own pid and program; this test's process.
+    for all in [&sock_all, &sys_all] {
+        assert_eq!((&all[0]["client_pid"], &all[0]["client_program"]), (&Value::from(ok_pid), &Value::from("mariadb")), "{:#}", all[0]);
+        assert_eq!(all[1]["client_pid"], Value::from(denied_pid));
+        for h in &all[3..] {
+            assert_eq!(h["client_pid"], Value::from(std::process::id()), "{h:#}");
+        }
     }
     // The silent client: the server's wait, from its empty read to its close.
     let silent = &sock_all[5];

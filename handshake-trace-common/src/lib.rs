@@ -254,8 +254,11 @@ pub struct AcceptEvent {
     pub family: u16,
     /// Peer port in host byte order.
     pub port: u16,
-    pub _pad: u32,
-    /// Peer address: 4 bytes for AF_INET, 16 for AF_INET6, network order.
+    /// AF_UNIX: the client's process (the new socket's `sk_peer_pid`, what SO_PEERCRED
+    /// gives the server), 0 when unknown. Recordings before it hold 0 here.
+    pub peer_pid: u32,
+    /// Peer address: 4 bytes for AF_INET, 16 for AF_INET6, network order. AF_UNIX: the
+    /// client process's name (its `comm`, NUL-padded), zeros when unknown.
     pub addr: [u8; 16],
     /// Generation of the connection: tells a reused fd's connections apart.
     pub conn_gen: u64,
@@ -410,6 +413,13 @@ pub struct UnixOffsets {
     /// The connecting process's name: `task_struct.group_leader`, `task_struct.comm`.
     pub task_group_leader: u32,
     pub task_comm: u32,
+    /// Syscall tier, an accepted socket's client: `sock.sk_peer_pid`, `pid.numbers`
+    /// (its first `upid.nr`), `pid.tasks` (the thread group leader in
+    /// `tasks[PIDTYPE_TGID]`), `task_struct.pid_links`.
+    pub sk_peer_pid: u32,
+    pub pid_numbers: u32,
+    pub pid_tasks: u32,
+    pub task_pid_links: u32,
 }
 
 /// `EstablishedEvent::flags` (and `SockConn::flags`): the connection's socket belongs to
@@ -778,7 +788,7 @@ mod tests {
         assert_eq!(size_of::<SockConn>(), 8 + 4 * 4 + size_of::<PeerKey>() + 16 + 2 + 2 + 2 * 2);
         assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 5 * size_of::<TcpOffsets>());
         assert_eq!(size_of::<UnixConnectEvent>(), size_of::<EventHeader>() + 8 + 4 + 4 + 16 + 8);
-        assert_eq!(size_of::<UnixOffsets>(), 14 * 4);
+        assert_eq!(size_of::<UnixOffsets>(), 18 * 4);
     }
 
     #[test]

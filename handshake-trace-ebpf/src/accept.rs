@@ -7,7 +7,7 @@ use crate::{
     dispatch::syscall_programs,
     emit::{count, emit, header, map_full},
     maps::{port_filter, LISTENERS, PEERS},
-    net::{set_v4_mapped, AF_INET, AF_INET6, SA_PORT, SIN6_ADDR, SIN_ADDR},
+    net::{set_v4_mapped, AF_INET, AF_INET6, AF_UNIX, SA_PORT, SIN6_ADDR, SIN_ADDR},
     read,
     syscall::Sys,
     target::current_target,
@@ -52,6 +52,13 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, saved: &InFlight) {
     if ret >= 0 {
         if saved.ptr != 0 {
             read_peer(saved.ptr, &mut event);
+        }
+        // A Unix-socket client: named by its process (no address to show).
+        if event.family == AF_UNIX {
+            if let Some((pid, comm)) = crate::unix::accepted_peer(event.ret) {
+                event.peer_pid = pid;
+                event.addr = comm;
+            }
         }
         track(ctx, tgid, &event);
     }

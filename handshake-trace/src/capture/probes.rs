@@ -251,7 +251,8 @@ impl Probes {
         let cgroup_offsets = cgroup::offsets();
         // The socket tier's state-change program reads the socket at this kernel's offsets.
         let mut sock_fields = (opts.capture == CaptureTier::Socket).then(set_state::sock_fields);
-        let unix_offsets = (opts.capture == CaptureTier::Socket).then(unix::offsets);
+        // Both tiers: the socket tier follows Unix clients, the syscall tier names them.
+        let unix_offsets = Some(unix::offsets());
         let fn_offsets = match &plan {
             Some(Ok((SocketIo::Fexit, o))) => *o,
             _ => SockFnOffsets::default(),

@@ -97,7 +97,8 @@ impl From<AcceptEvent> for Accept {
             established: false,
             packets_unseen: false,
             local: None,
-            client_process: None,
+            // AF_UNIX: the client's pid, and its name where the address would be.
+            client_process: if e.family == 1 { ClientProcess::new(e.peer_pid, &e.addr) } else { None },
         }
     }
 }
@@ -422,7 +423,7 @@ mod tests {
             ret,
             family,
             port,
-            _pad: 0,
+            peer_pid: 0,
             addr,
             conn_gen: 5_000,
         }

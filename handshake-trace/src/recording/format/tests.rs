@@ -38,7 +38,7 @@ fn records() -> Vec<Vec<u8>> {
         ret: 43,
         family: 2,
         port: 51234,
-        _pad: 0,
+        peer_pid: 0,
         addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         conn_gen: 77,
     };
