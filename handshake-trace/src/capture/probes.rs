@@ -313,6 +313,8 @@ impl Probes {
             skb = Some(attach);
             // Unix-socket clients: their bytes come from the tp_btf read/write hooks.
             let unix = match (socket_io, unix_offsets) {
+                // `--port` keeps one TCP port: no hook for Unix sockets (and no cost).
+                _ if opts.port.is_some() => Err("--port follows one TCP port".to_string()),
                 (Some(SocketIo::TpBtf), Some(Ok(_))) => unix::attach(&mut ebpf, &tracefs).map_err(|e| first_line(&format!("{e:#}"))),
                 (Some(SocketIo::TpBtf), Some(Err(e))) => Err(format!("{e:#}")),
                 _ => Err("its read and write hooks on this kernel are not the tp_btf ones (Linux 6.3+)".to_string()),
