@@ -203,6 +203,9 @@ pub struct Probes {
     /// connections followed (for the sweep).
     unix_listeners: Option<HashMap<MapData, u64, u32>>,
     unix_socks: Option<HashMap<MapData, u64, u64>>,
+    /// Targets whose listening Unix socket was found (the others are looked at again
+    /// each second: a server adopted before it listens).
+    unix_found: std::collections::BTreeSet<u32>,
     /// Programs attached.
     pub attached: usize,
     /// Optional tracepoints this kernel lacks, in words.
@@ -351,6 +354,7 @@ impl Probes {
             unix_clients,
             unix_listeners,
             unix_socks,
+            unix_found: Default::default(),
             listen_ports,
             sock_conns,
             listeners,
@@ -425,6 +429,17 @@ impl Probes {
         let (Some(map), None) = (self.unix_listeners.as_mut(), self.port) else { return Ok(()) };
         for ino in unix::listener_inodes(pid) {
             map.insert(ino, pid, 0).with_context(|| format!("add Unix socket inode {ino} to the listener map (full?)"))?;
+            self.unix_found.insert(pid);
+        }
+        Ok(())
+    }
+
+    /// Socket tier, once a second: the targets with no listening Unix socket found yet
+    /// are looked at again (a server adopted before it opened its socket).
+    pub fn rescan_unix_listeners(&mut self) -> Result<()> {
+        let pending: Vec<u32> = self.target_pids.iter().copied().filter(|p| !self.unix_found.contains(p)).collect();
+        for pid in pending {
+            self.add_unix_listeners(pid)?;
         }
         Ok(())
     }
@@ -471,6 +486,7 @@ impl Probes {
     /// Stop tracing a process (it exited) and forget its connections.
     pub fn remove_target(&mut self, pid: u32) {
         self.target_pids.remove(&pid);
+        self.unix_found.remove(&pid);
         // Narrow the short list first: the map is only asked after an overflow.
         let _ = self.write_target_filter();
         let _ = self.targets.remove(&pid);
