@@ -846,7 +846,11 @@ fn unix_socket_clients_get_the_same_verdicts_in_both_tiers() {
     let pid = db.pid().to_string();
     // No --port: it would keep one TCP port only. Nothing else logs in meanwhile.
     let syscalls = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--capture", "syscalls"]);
-    let socket = Tracer::start(&bin, &["watch", "-p", &pid, "-j"]);
+    // The socket tier records too (secrets zeroed), for `analyze` to replay below.
+    let trace = std::env::temp_dir().join(format!("handshake-trace-unix-{}.htrace", std::process::id()));
+    let _ = std::fs::remove_file(&trace);
+    let trace_arg = trace.to_str().unwrap();
+    let socket = Tracer::start(&bin, &["record", "-o", trace_arg, "-p", &pid, "-j"]);
     let socket_unix_only = Tracer::start(&bin, &["watch", "-p", &pid, "-j", "--client", "unix"]);
     let pause = || thread::sleep(Duration::from_millis(300));
 
@@ -895,15 +899,27 @@ fn unix_socket_clients_get_the_same_verdicts_in_both_tiers() {
     assert_eq!(sock_all[0]["user"], LAB_USER);
     assert_eq!(sock_all[1]["user"], LAB_USER);
     assert!(sock_all[1].to_string().contains("1045"), "{:#}", sock_all[1]);
-    // Named by who connected: the CLI's own pid and program; this test's process.
-    assert_eq!((&sock_all[0]["client_pid"], &sock_all[0]["client_program"]), (&Value::from(ok_pid), &Value::from("mariadb")));
-    assert_eq!(sock_all[1]["client_pid"], Value::from(denied_pid));
-    for h in &sock_all[3..] {
-        assert_eq!(h["client_pid"], Value::from(std::process::id()), "{h:#}");
+    // Named by who connected, in both tiers: the CLI's own pid and program; this test's process.
+    for all in [&sock_all, &sys_all] {
+        assert_eq!((&all[0]["client_pid"], &all[0]["client_program"]), (&Value::from(ok_pid), &Value::from("mariadb")), "{:#}", all[0]);
+        assert_eq!(all[1]["client_pid"], Value::from(denied_pid));
+        for h in &all[3..] {
+            assert_eq!(h["client_pid"], Value::from(std::process::id()), "{h:#}");
+        }
     }
     // The silent client: the server's wait, from its empty read to its close.
     let silent = &sock_all[5];
     let total = silent["phases_ms"]["total"].as_f64().unwrap();
     assert!((1900.0..2600.0).contains(&total), "connect_timeout is 2 s: {silent:#}");
     assert_eq!(unix_only.len(), expected.len(), "--client unix keeps them all");
+    // The recording replays to the same verdicts and names, with no root and no kernel.
+    let replay = Command::new(&bin).args(["analyze", trace_arg, "-j"]).output().unwrap();
+    let _ = std::fs::remove_file(&trace);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let replayed: Vec<Value> =
+        String::from_utf8_lossy(&replay.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seen = |all: &[Value]| -> Vec<(Value, Value, Value)> {
+        all.iter().filter(|h| h["verdict"].is_string()).map(|h| (h["verdict"].clone(), h["user"].clone(), h["client_pid"].clone())).collect()
+    };
+    assert_eq!(seen(&replayed), seen(&sock_all), "analyze of the socket tier's recording");
 }

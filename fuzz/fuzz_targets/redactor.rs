@@ -51,7 +51,7 @@ fn accept() -> Vec<u8> {
     let mut addr = [0; 16];
     addr[..4].copy_from_slice(&[127, 0, 0, 1]);
     let header = hdr(kind::ACCEPT, GEN);
-    as_bytes(&AcceptEvent { header, listen_fd: 20, ret: FD, family: 2, port: 51234, queued_us: 0, addr, conn_gen: GEN })
+    as_bytes(&AcceptEvent { header, listen_fd: 20, ret: FD, family: 2, port: 51234, by_family: 0, addr, conn_gen: GEN })
 }
 
 fn io(ts: u64, syscall: u32, bytes: &[u8]) -> Vec<u8> {

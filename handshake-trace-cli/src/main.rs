@@ -310,7 +310,8 @@ struct CaptureArgs {
     attach: Option<AttachMode>,
     /// Which hooks capture the handshakes: `socket` (the default, measured cheapest:
     /// socket and packet hooks only, nothing on the syscall path, so other processes pay
-    /// nothing; TCP clients only; fds, waits, fcntl, socket options and timers are not seen)
+    /// nothing; TCP and Unix-socket clients (Linux 6.6+); fds, waits, fcntl, socket options
+    /// and timers are not seen)
     /// or `syscalls` (the full story, at the cost of every task of the host taking the slow
     /// syscall path while attached); docs/performance.md. `doctor` says which this kernel
     /// supports.

@@ -257,14 +257,33 @@ pub struct AcceptEvent {
     pub family: u16,
     /// Peer port in host byte order.
     pub port: u16,
-    /// Microseconds the connection waited, established, for this accept (from its TCP
-    /// handshake: an accept-queue wait is the server's); 0 when its handshake was not
-    /// seen (a listener the kernel did not know, or a recording from before this field).
-    pub queued_us: u32,
-    /// Peer address: 4 bytes for AF_INET, 16 for AF_INET6, network order.
+    /// By family, so a TCP accept and a Unix one share the place: AF_INET/AF_INET6, the
+    /// microseconds the connection waited, established, for this accept (from its TCP
+    /// handshake: an accept-queue wait is the server's; 0 when that was not seen);
+    /// AF_UNIX, the client's process (the new socket's `sk_peer_pid`, what SO_PEERCRED
+    /// gives the server; 0 when unknown). Recordings from before either hold 0. Read it
+    /// through [`AcceptEvent::queued_us`] and [`AcceptEvent::peer_pid`].
+    pub by_family: u32,
+    /// Peer address: 4 bytes for AF_INET, 16 for AF_INET6, network order. AF_UNIX: the
+    /// client process's name (its `comm`, NUL-padded), zeros when unknown.
     pub addr: [u8; 16],
     /// Generation of the connection: tells a reused fd's connections apart.
     pub conn_gen: u64,
+}
+
+impl AcceptEvent {
+    /// `sa_family` of a Unix-socket peer.
+    pub const AF_UNIX: u16 = 1;
+
+    /// TCP: microseconds the connection waited in the accept queue (0: not seen).
+    pub fn queued_us(&self) -> u32 {
+        if self.family == Self::AF_UNIX { 0 } else { self.by_family }
+    }
+
+    /// Unix socket: the client's pid (0: unknown).
+    pub fn peer_pid(&self) -> u32 {
+        if self.family == Self::AF_UNIX { self.by_family } else { 0 }
+    }
 }
 
 /// A syscall without payload: waits, socket options, fcntl, close, timers, kills.
@@ -416,6 +435,13 @@ pub struct UnixOffsets {
     /// The connecting process's name: `task_struct.group_leader`, `task_struct.comm`.
     pub task_group_leader: u32,
     pub task_comm: u32,
+    /// Syscall tier, an accepted socket's client: `sock.sk_peer_pid`, `pid.numbers`
+    /// (its first `upid.nr`), `pid.tasks` (the thread group leader in
+    /// `tasks[PIDTYPE_TGID]`), `task_struct.pid_links`.
+    pub sk_peer_pid: u32,
+    pub pid_numbers: u32,
+    pub pid_tasks: u32,
+    pub task_pid_links: u32,
 }
 
 /// `EstablishedEvent::flags` (and `SockConn::flags`): the connection's socket belongs to
@@ -836,7 +862,7 @@ mod tests {
         assert_eq!(size_of::<TracepointOffsets>(), 12 * 4 + 5 * size_of::<TcpOffsets>());
         assert_eq!(size_of::<EarlyData>(), 8 + 4 * 4 + PAYLOAD_MAX);
         assert_eq!(size_of::<UnixConnectEvent>(), size_of::<EventHeader>() + 8 + 4 + 4 + 16 + 8);
-        assert_eq!(size_of::<UnixOffsets>(), 14 * 4);
+        assert_eq!(size_of::<UnixOffsets>(), 18 * 4);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::{
     emit::{count, emit, header, map_full},
     live::counted_insert,
     maps::{live, port_filter, ESTABLISHED_AT, LISTENERS, PEERS},
-    net::{set_v4_mapped, AF_INET, AF_INET6, SA_PORT, SIN6_ADDR, SIN_ADDR},
+    net::{set_v4_mapped, AF_INET, AF_INET6, AF_UNIX, SA_PORT, SIN6_ADDR, SIN_ADDR},
     read,
     syscall::Sys,
     target::current_target,
@@ -57,12 +57,22 @@ pub(crate) fn exit<S: Sys>(ctx: &S, tgid: u32, tid: u32, saved: &InFlight) {
         if saved.ptr != 0 {
             read_peer(saved.ptr, &mut event);
         }
+        // A Unix-socket client: named by its process (no address to show).
+        if event.family == AF_UNIX {
+            if let Some((pid, comm)) = crate::unix::accepted_peer(event.ret) {
+                event.by_family = pid;
+                event.addr = comm;
+            }
+        }
         let peer = peer_key(&event, server_port as u16);
-        let queued = take_queued(&peer);
-        event.queued_us = queued_us(&queued, h.ts_ns);
+        // A TCP client's wait in the accept queue (a Unix one has no TCP handshake).
+        let queued = if event.family == AF_UNIX { Queued::default() } else { take_queued(&peer) };
+        if event.family != AF_UNIX {
+            event.by_family = queued_us(&queued, h.ts_ns);
+        }
         track(ctx, tgid, &event, &peer);
         emit(event);
-        if queued.left != 0 && event.queued_us != 0 {
+        if queued.left != 0 && event.queued_us() != 0 {
             send_left(tgid, tid, &event, &queued);
         }
         return;

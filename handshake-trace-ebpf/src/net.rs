@@ -1,5 +1,6 @@
 //! Socket constants and address layouts (Linux) the programs read, and the one form
 //! every peer address is kept in (IPv6, IPv4 v4-mapped, as the TCP tracepoints show it).
+pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;

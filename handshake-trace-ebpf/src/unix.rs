@@ -26,12 +26,12 @@ use handshake_trace_common::{
 use crate::{
     emit::{count, emit, header, map_full, now, submit_flags},
     maps::{BPF_NOEXIST, EVENTS, SOCK_CONNS, UNIX_LISTENERS, UNIX_SOCKS},
+    net::AF_UNIX,
     read,
     sock::{sk_family, sk_load, slot_add},
     target::current,
 };
 
-const AF_UNIX: u16 = 1;
 /// `sk_state` of a listening socket, and of a closed one (`include/net/tcp_states.h`).
 const TCP_LISTEN: u8 = 10;
 const TCP_CLOSE: u8 = 7;
@@ -71,6 +71,10 @@ static UNIX_OFFSETS: UnixOffsets = UnixOffsets {
     unix_peer: 0,
     task_group_leader: 0,
     task_comm: 0,
+    sk_peer_pid: 0,
+    pid_numbers: 0,
+    pid_tasks: 0,
+    task_pid_links: 0,
 };
 
 #[inline(always)]
@@ -161,15 +165,49 @@ fn connecting_peer() -> Option<u64> {
     if nr != NR_CONNECT {
         return None;
     }
+    let client = sock_of_fd(fd)?;
+    let peer = read::kernel::<u64>(client + off(|o| &o.unix_peer)).ok()?;
+    (peer != 0).then_some(peer)
+}
+
+/// The socket (`struct sock`) of the current task's fd `fd`:
+/// `current->files->fdt->fd[fd]->private_data->sk`.
+#[inline(always)]
+fn sock_of_fd(fd: u64) -> Option<u64> {
     let task = current_task();
     let files = read::kernel::<u64>(task + off(|o| &o.task_files)).ok()?;
     let fdt = read::kernel::<u64>(files + off(|o| &o.files_fdt)).ok()?;
     let fds = read::kernel::<u64>(fdt + off(|o| &o.fdt_fd)).ok()?;
     let file = read::kernel::<u64>(fds + (fd & 0xffff_ffff) * 8).ok()?;
     let socket = read::kernel::<u64>(file + off(|o| &o.file_private_data)).ok()?;
-    let client = read::kernel::<u64>(socket + off(|o| &o.socket_sk)).ok()?;
-    let peer = read::kernel::<u64>(client + off(|o| &o.unix_peer)).ok()?;
-    (peer != 0).then_some(peer)
+    let sk = read::kernel::<u64>(socket + off(|o| &o.socket_sk)).ok()?;
+    (sk != 0).then_some(sk)
+}
+
+/// Syscall tier: who is at the other end of the Unix socket the current (server) task
+/// just accepted as `fd`: the process that connected (the socket's `sk_peer_pid`) and
+/// its name (its thread group leader's `comm`). None where this kernel's offsets are
+/// unknown or a read fails.
+#[inline(always)]
+pub(crate) fn accepted_peer(fd: i32) -> Option<(u32, [u8; 16])> {
+    if off(|o| &o.ok) == 0 || fd < 0 {
+        return None;
+    }
+    let sk = sock_of_fd(fd as u64)?;
+    let pid = read::kernel::<u64>(sk + off(|o| &o.sk_peer_pid)).ok()?;
+    if pid == 0 {
+        return None;
+    }
+    let nr = read::kernel::<u32>(pid + off(|o| &o.pid_numbers)).ok()?;
+    // tasks[PIDTYPE_TGID] (an hlist_head, 8 bytes each) holds the leader's
+    // pid_links[PIDTYPE_TGID] (an hlist_node, 16 bytes each).
+    let link = read::kernel::<u64>(pid + off(|o| &o.pid_tasks) + 8).unwrap_or(0);
+    let comm = if link != 0 {
+        read::kernel::<[u8; 16]>(link - off(|o| &o.task_pid_links) - 16 + off(|o| &o.task_comm)).unwrap_or([0; 16])
+    } else {
+        [0; 16]
+    };
+    Some((nr, comm))
 }
 
 /// The current task's address as a number.

@@ -209,6 +209,9 @@ pub struct Probes {
     /// connections followed (for the sweep).
     unix_listeners: Option<HashMap<MapData, u64, u32>>,
     unix_socks: Option<HashMap<MapData, u64, u64>>,
+    /// Targets whose listening Unix socket was found (the others are looked at again
+    /// each second: a server adopted before it listens).
+    unix_found: std::collections::BTreeSet<u32>,
     /// Programs attached.
     pub attached: usize,
     /// Optional tracepoints this kernel lacks, in words.
@@ -260,7 +263,8 @@ impl Probes {
         let cgroup_offsets = cgroup::offsets();
         // The socket tier's state-change program reads the socket at this kernel's offsets.
         let mut sock_fields = (opts.capture == CaptureTier::Socket).then(set_state::sock_fields);
-        let unix_offsets = (opts.capture == CaptureTier::Socket).then(unix::offsets);
+        // Both tiers: the socket tier follows Unix clients, the syscall tier names them.
+        let unix_offsets = Some(unix::offsets());
         let fn_offsets = match &plan {
             Some(Ok((SocketIo::Fexit, o))) => *o,
             _ => SockFnOffsets::default(),
@@ -322,6 +326,8 @@ impl Probes {
             skb = Some(attach);
             // Unix-socket clients: their bytes come from the tp_btf read/write hooks.
             let unix = match (socket_io, unix_offsets) {
+                // `--port` keeps one TCP port: no hook for Unix sockets (and no cost).
+                _ if opts.port.is_some() => Err("--port follows one TCP port".to_string()),
                 (Some(SocketIo::TpBtf), Some(Ok(_))) => unix::attach(&mut ebpf, &tracefs).map_err(|e| first_line(&format!("{e:#}"))),
                 (Some(SocketIo::TpBtf), Some(Err(e))) => Err(format!("{e:#}")),
                 _ => Err("its read and write hooks on this kernel are not the tp_btf ones (Linux 6.3+)".to_string()),
@@ -365,6 +371,7 @@ impl Probes {
             unix_clients,
             unix_listeners,
             unix_socks,
+            unix_found: Default::default(),
             listen_ports,
             sock_conns,
             listeners,
@@ -533,6 +540,17 @@ impl Probes {
         let (Some(map), None) = (self.unix_listeners.as_mut(), self.port) else { return Ok(()) };
         for ino in unix::listener_inodes(pid) {
             map.insert(ino, pid, 0).with_context(|| format!("add Unix socket inode {ino} to the listener map (full?)"))?;
+            self.unix_found.insert(pid);
+        }
+        Ok(())
+    }
+
+    /// Socket tier, once a second: the targets with no listening Unix socket found yet
+    /// are looked at again (a server adopted before it opened its socket).
+    pub fn rescan_unix_listeners(&mut self) -> Result<()> {
+        let pending: Vec<u32> = self.target_pids.iter().copied().filter(|p| !self.unix_found.contains(p)).collect();
+        for pid in pending {
+            self.add_unix_listeners(pid)?;
         }
         Ok(())
     }
@@ -585,6 +603,7 @@ impl Probes {
     /// Stop tracing a process (it exited) and forget its connections.
     pub fn remove_target(&mut self, pid: u32) {
         self.target_pids.remove(&pid);
+        self.unix_found.remove(&pid);
         // Narrow the short list first: the map is only asked after an overflow.
         let _ = self.write_target_filter();
         let _ = self.targets.remove(&pid);

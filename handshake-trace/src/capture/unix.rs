@@ -54,6 +54,10 @@ fn offsets_in(raw: &[u8]) -> Result<UnixOffsets> {
         unix_peer: m("unix_sock", "peer")?,
         task_group_leader: m("task_struct", "group_leader")?,
         task_comm: m("task_struct", "comm")?,
+        sk_peer_pid: m("sock", "sk_peer_pid")?,
+        pid_numbers: m("pid", "numbers")?,
+        pid_tasks: m("pid", "tasks")?,
+        task_pid_links: m("task_struct", "pid_links")?,
     })
 }
 

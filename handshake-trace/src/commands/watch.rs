@@ -228,6 +228,9 @@ impl Tracer<'_> {
             pipeline.push(&Event::ProcessExit { ts_ns, pid }, AcceptAddrs::default())?;
         }
         self.say_packets_place(log)?;
+        if let Err(e) = self.probes.rescan_unix_listeners() {
+            notice::say(log, &self.opts.notices, Level::Warning, &format!("{e:#}"))?;
+        }
         self.probes.flush_logs();
         let c = self.probes.counters()?;
         if c.lost() > self.reported_lost.lost() {

@@ -1180,6 +1180,21 @@ mod unix_socket {
     }
 
     #[test]
+    fn a_unix_timeline_says_who_connected_and_decodes_the_servers_own_writes() {
+        let g = greeting();
+        let ev = [
+            connected_at(GEN),
+            sock_io(GEN + 50_000, GEN, SyscallKind::SockSend, g.len() as i64, 0, &g, None),
+            closed_at(GEN + 1_000_000),
+        ];
+        let h = only(&ev);
+        let text: Vec<String> = h.steps.iter().map(|s| crate::output::step::describe_step(&h, s)).collect();
+        assert!(text[0].starts_with("Unix-socket connection from php-fpm[4242]"), "{text:?}");
+        assert!(text[1].contains("socket write → ") && text[1].contains("greeting: protocol 10"), "{text:?}");
+        assert!(text[2].contains("Unix socket found closed"), "{text:?}");
+    }
+
+    #[test]
     fn the_unix_client_column_names_the_process_escaped() {
         let mut h = only(&[connected_at(GEN), closed_at(GEN + 1_000)]);
         assert_eq!(crate::output::text::client_column(&h), "php-fpm[4242]");

@@ -101,8 +101,9 @@ impl From<AcceptEvent> for Accept {
             established: false,
             packets_unseen: false,
             local: None,
-            queued_ns: (e.queued_us != 0).then(|| u64::from(e.queued_us) * 1000),
-            client_process: None,
+            queued_ns: (e.queued_us() != 0).then(|| u64::from(e.queued_us()) * 1000),
+            // AF_UNIX: the client's pid, and its name where the address would be.
+            client_process: if e.family == AcceptEvent::AF_UNIX { ClientProcess::new(e.peer_pid(), &e.addr) } else { None },
         }
     }
 }
@@ -428,7 +429,7 @@ mod tests {
             ret,
             family,
             port,
-            queued_us: 0,
+            by_family: 0,
             addr,
             conn_gen: 5_000,
         }
@@ -445,8 +446,11 @@ mod tests {
     fn an_accept_says_how_long_its_connection_waited_in_the_accept_queue() {
         let mut record = accept_record(2, [0; 16], 51234, 35);
         assert_eq!(accept_of(&as_bytes(&record)).queued_ns, None, "0: its TCP handshake was not seen");
-        record.queued_us = 2_000_123;
+        record.by_family = 2_000_123;
         assert_eq!(accept_of(&as_bytes(&record)).queued_ns, Some(2_000_123_000));
+        // The same place holds a Unix client's pid: never a queue wait.
+        record.family = AcceptEvent::AF_UNIX;
+        assert_eq!(accept_of(&as_bytes(&record)).queued_ns, None);
     }
 
     #[test]

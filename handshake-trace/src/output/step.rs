@@ -66,17 +66,20 @@ pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Resul
             write!(f, "packet from the client: {} bytes", result.bytes())?;
             write_packets(packets, f)
         }
-        StepKind::Read { syscall: SyscallKind::SockRecv, result, nonblocking, .. } => {
+        StepKind::Read { syscall: SyscallKind::SockRecv, result, nonblocking, packets, .. } => {
             write!(f, "{} socket read → ", if *nonblocking { "non-blocking" } else { "blocking" })?;
-            write_read_result(*result, f)
+            write_read_result(*result, f)?;
+            // A Unix-socket connection's bytes come with the server's own reads.
+            write_packets(packets, f)
         }
         StepKind::Read { .. } => write_read(h, s, f),
         StepKind::Write { syscall: SyscallKind::PacketOut, result, packets } => {
             write!(f, "packet to the client: {} bytes", result.bytes())?;
             write_packets(packets, f)
         }
-        StepKind::Write { syscall: SyscallKind::SockSend, result, .. } => {
-            write!(f, "socket write → {}", result_text(*result))
+        StepKind::Write { syscall: SyscallKind::SockSend, result, packets } => {
+            write!(f, "socket write → {}", result_text(*result))?;
+            write_packets(packets, f)
         }
         StepKind::Write { syscall, result, packets } => {
             write!(f, "{} → ", syscall.name())?;
@@ -150,6 +153,10 @@ pub fn write_step(h: &Handshake, s: &Step, f: &mut dyn fmt::Write) -> fmt::Resul
 /// How the connection began: an accept (on which listening fd, for which client), or in
 /// the socket tier the connection established with no accept seen.
 fn write_accept(h: &Handshake, listen_fd: i32, client: Option<std::net::SocketAddr>, f: &mut dyn fmt::Write) -> fmt::Result {
+    let who = h.client_process.as_ref().map(|p| format!(" {}[{}]", Escaped(&p.program), p.pid)).unwrap_or_default();
+    if h.socket_tier && h.unix {
+        return write!(f, "Unix-socket connection from{who} (socket capture tier: its connect seen, no accept or fd)");
+    }
     if h.socket_tier {
         return write!(
             f,
@@ -162,7 +169,7 @@ fn write_accept(h: &Handshake, listen_fd: i32, client: Option<std::net::SocketAd
         return write!(f, "accept (already waiting when tracing began) → fd {} from {}", h.fd, names::addr(client));
     }
     if h.unix {
-        return write!(f, "accept on listening fd {listen_fd} → fd {} from a Unix-socket client", h.fd);
+        return write!(f, "accept on listening fd {listen_fd} → fd {} from a Unix-socket client{who}", h.fd);
     }
     write!(f, "accept on listening fd {listen_fd} → fd {} from {}", h.fd, names::addr(client))
 }

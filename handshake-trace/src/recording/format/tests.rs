@@ -38,7 +38,7 @@ fn records() -> Vec<Vec<u8>> {
         ret: 43,
         family: 2,
         port: 51234,
-        queued_us: 0,
+        by_family: 0,
         addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         conn_gen: 77,
     };

@@ -89,7 +89,7 @@ fn accept_rec(ts: u64) -> Vec<u8> {
         ret: FD,
         family: 2,
         port: 51234,
-        queued_us: 0,
+        by_family: 0,
         addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         conn_gen: GEN,
     })
