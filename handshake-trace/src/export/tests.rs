@@ -555,6 +555,30 @@ fn flight_files_are_named_without_a_negative_fd() {
     assert_eq!(super::flight::file_name(42, -1, 123), "abnormal-42-123.htrace");
 }
 
+/// Issue 24 item 7: a flight file names the traced servers (the handshake's first), so
+/// its replay says whose trace it is; a crafted program name reaches the terminal escaped.
+#[test]
+fn a_flight_file_names_the_handshakes_server_first_and_analyze_shows_it_escaped() {
+    use crate::recording::format::TargetInfo;
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-targets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (mut f, _) = flight_recorder(&dir, 10, 5);
+    let other = TargetInfo { pid: 1, comm: "mysqld".into(), exe: None };
+    let ours = TargetInfo { pid: PID, comm: "maria\x1b[2Jdb".into(), exe: Some("/usr/sbin/mariadbd".into()) };
+    f.set_targets(vec![other.clone(), ours.clone()]);
+    push_at(&mut f, GEN);
+    f.handshake(&one(&poll_timeout_events()));
+    let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let trace = crate::recording::format::read_trace(std::io::BufReader::new(std::fs::File::open(&file).unwrap())).unwrap();
+    assert_eq!(trace.header.targets, vec![ours, other], "the handshake's server first");
+    let mut log = Vec::new();
+    crate::commands::analyze::analyze(&trace, &Default::default(), &mut Vec::new(), &mut log).unwrap();
+    let log = String::from_utf8(log).unwrap();
+    let first = log.lines().next().unwrap();
+    assert!(first.starts_with(&format!("Analyzing a trace of maria\\x1b[2Jdb (pid {PID}), mysqld (pid 1) recorded ")), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn the_logs_reopen_refuses_a_symbolic_link_says_so_counts_it_and_goes_on() {
     let dir = std::env::temp_dir().join(format!("handshake-trace-log-link-{}", std::process::id()));
