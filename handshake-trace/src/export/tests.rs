@@ -490,6 +490,25 @@ fn probe(mut h: Handshake) -> Handshake {
     h
 }
 
+/// Issue 24 item 7: with `--probes show` a port check reaches the log as one short
+/// record, without its timeline; other abnormal handshakes keep theirs.
+#[test]
+fn the_abnormal_log_writes_probes_without_their_timeline() {
+    let (log, out) = AbnormalLog::in_memory(100.0, Metrics::new().0);
+    let mut log = log;
+    log.handshake(&probe(one(&poll_timeout_events()))).unwrap();
+    log.handshake(&later(one(&poll_timeout_events()), S)).unwrap();
+    log.finish().unwrap();
+    let text = String::from_utf8(out.borrow().clone()).unwrap();
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2, "{text}");
+    assert_eq!(records[0]["probe"], "port_check", "{text}");
+    assert!(records[0].get("events").is_none() && records[0].get("events_left_out_over_bytes").is_none(), "{:#}", records[0]);
+    assert!(records[0]["verdict"].is_string() && records[0]["blame"].is_object(), "{:#}", records[0]);
+    assert!(records[1]["probe"].is_null(), "{text}");
+    assert!(records[1]["events"].as_array().is_some_and(|e| !e.is_empty()), "{:#}", records[1]);
+}
+
 fn flight_files(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
