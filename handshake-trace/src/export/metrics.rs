@@ -235,7 +235,7 @@ impl Metrics {
         r.register("targets", "Server processes traced", m.targets.clone());
         r.register(
             "unseen_unix_listeners",
-            "Unix-socket listeners of the traced servers whose clients this capture tier cannot see (the socket tier follows TCP only; --capture syscalls sees them)",
+            "Unix-socket listeners of the traced servers whose clients this capture tier cannot see (the socket tier follows them only where the kernel has the hook; --capture syscalls sees them)",
             m.unseen_unix_listeners.clone(),
         );
         r.register(
