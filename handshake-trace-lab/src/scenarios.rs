@@ -99,7 +99,8 @@ impl LabServer {
             let mut said = String::new();
             let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said);
             let _ = child.wait();
-            bail!("the built-in {} server did not start: {}", style.as_str(), escaped(said.trim()));
+            let said = said.trim();
+            bail!("the built-in {} server did not start: {}", style.as_str(), escaped(said.strip_prefix("handshake-trace: error: ").unwrap_or(said)));
         };
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
