@@ -247,7 +247,10 @@ fn prometheus_counts_each_verdict_as_the_scenarios_and_aborted_connects_say() {
         .iter()
         .flat_map(|f| {
             let out = Command::new(&bin).arg("analyze").arg(f).arg("-j").output().unwrap();
-            assert!(out.status.success(), "analyze {}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "analyze {}: {said}", f.display());
+            // The file's header names the server it was recorded on.
+            assert!(said.starts_with(&format!("Analyzing a trace of mariadbd (pid {}) recorded ", db.pid())), "analyze {}: {said}", f.display());
             String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Value>>()
         })
         .collect();
