@@ -247,7 +247,10 @@ fn prometheus_counts_each_verdict_as_the_scenarios_and_aborted_connects_say() {
         .iter()
         .flat_map(|f| {
             let out = Command::new(&bin).arg("analyze").arg(f).arg("-j").output().unwrap();
-            assert!(out.status.success(), "analyze {}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "analyze {}: {said}", f.display());
+            // The file's header names the server it was recorded on.
+            assert!(said.starts_with(&format!("Analyzing a trace of mariadbd (pid {}) recorded ", db.pid())), "analyze {}: {said}", f.display());
             String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Value>>()
         })
         .collect();
@@ -326,6 +329,66 @@ fn sigterm_stops_the_agent_cleanly_and_sighup_reopens_its_log() {
     assert_eq!(&message[..n], b"STOPPING=1\n");
     assert!(out.stderr_text().contains("Summary: 3 handshakes (auth_failed 3)"), "{}", out.stderr_text());
     assert!(eventually(Duration::from_secs(5), || loaded_program_ids().is_disjoint(&ours)));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The verdict records of an abnormal log (its notes left out).
+fn log_records(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).filter(|r| r.get("verdict").is_some()).collect()
+}
+
+/// Issue 24 item 7: a port check (connect, close, not a byte) stays out of the abnormal
+/// log by default; with `--probes show` it is one record without its timeline, while a
+/// real failure beside it keeps its own.
+#[test]
+fn port_checks_reach_the_abnormal_log_only_when_shown_and_then_without_their_timeline() {
+    let test = "port_checks_reach_the_abnormal_log_only_when_shown_and_then_without_their_timeline";
+    let Some(bin) = ready(test) else { return };
+    let db = MariaDb::start(&MariaDbOptions::default()).expect("start MariaDB");
+    let dir = std::env::temp_dir().join(format!("handshake-trace-agent-probes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pid, port) = (db.pid().to_string(), db.port().to_string());
+    for probes in ["hide", "show"] {
+        let log = dir.join(format!("abnormal-{probes}.jsonl"));
+        let listen = free_addr();
+        let agent = Tracer::start(
+            &bin,
+            &["agent", "-p", &pid, "--port", &port, "--listen", &listen.to_string(), "--log", log.to_str().unwrap(), "--probes", probes],
+        );
+        assert!(eventually(Duration::from_secs(10), || http_get(listen, "/readyz").is_some_and(|(s, _)| s == 200)), "/readyz never said ready");
+        drop(TcpStream::connect(db.addr()).unwrap());
+        let out = db.client(LAB_USER, "wrong", &["--skip-ssl", "-e", "SELECT 1"]).unwrap();
+        assert!(!out.status.success());
+        let port_checks = || {
+            http_get(listen, "/metrics")
+                .map(|(_, body)| {
+                    body.lines()
+                        .filter(|l| l.starts_with("handshake_trace_handshake_port_checks_total"))
+                        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                        .sum::<f64>()
+                })
+                .unwrap_or(0.0)
+        };
+        assert!(eventually(Duration::from_secs(10), || port_checks() >= 1.0), "--probes {probes}: the port check was never counted");
+        assert!(
+            eventually(Duration::from_secs(10), || log_records(&log).iter().any(|r| r["verdict"] == "auth_failed")),
+            "--probes {probes}: no auth_failed in the log: {:#?}",
+            log_records(&log)
+        );
+        let out = agent.stop_with(libc::SIGTERM);
+        assert_eq!(out.code, Some(0), "{}", out.stderr_text());
+        let records = log_records(&log);
+        let (checks, others): (Vec<&Value>, Vec<&Value>) = records.iter().partition(|r| r["probe"] == "port_check");
+        assert!(others.iter().all(|r| r["events"].as_array().is_some_and(|e| !e.is_empty())), "a real failure keeps its timeline: {records:#?}");
+        if probes == "hide" {
+            assert!(checks.is_empty(), "--probes hide wrote a port check: {records:#?}");
+        } else {
+            assert_eq!(checks.len(), 1, "{records:#?}");
+            assert!(checks[0].get("events").is_none(), "a port check's record has no timeline: {:#}", checks[0]);
+            assert!(matches!(checks[0]["verdict"].as_str(), Some("client_closed" | "client_reset")), "{:#}", checks[0]);
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

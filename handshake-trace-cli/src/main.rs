@@ -65,6 +65,7 @@ EXAMPLES:
     handshake-trace lab --capture socket timeout-poll   # as the socket capture tier sees it
     handshake-trace lab --server mariadb timeout-poll   # the same on a real MariaDB (needs it installed)
     handshake-trace lab --server mariadb --port 3399 wrong-password   # ... listening on port 3399
+    handshake-trace lab --port 3399 normal       # the built-in server on port 3399
 ";
 
 #[derive(Parser)]
@@ -583,7 +584,8 @@ enum Command {
         /// `builtin` (the lab's own server, both wait styles) or `mariadb` (a throwaway MariaDB).
         #[arg(long, value_enum, default_value_t = lab::ServerKind::Builtin)]
         server: lab::ServerKind,
-        /// With --server mariadb: the port the throwaway MariaDB listens on (default: a free one).
+        /// The port the lab's server listens on (default: a free one); a scenario with two
+        /// built-in servers (connect-timeout) gives the second PORT+1.
         #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
         port: Option<u16>,
         /// JSON Lines output.

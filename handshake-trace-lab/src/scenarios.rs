@@ -83,22 +83,25 @@ enum Running {
 }
 
 impl LabServer {
-    fn builtin(style: WaitStyle, resolver: Option<SocketAddr>) -> Result<Self> {
+    /// The built-in server on `port` (0: a free one).
+    fn builtin(style: WaitStyle, resolver: Option<SocketAddr>, port: u16) -> Result<Self> {
         let exe = std::env::current_exe().context("find our own binary")?;
         let mut cmd = Command::new(exe);
-        cmd.args(["lab-server", "--wait", style.as_str(), "--port", "0", "--connect-timeout", &CONNECT_TIMEOUT_S.to_string()]);
+        cmd.args(["lab-server", "--wait", style.as_str(), "--port", &port.to_string(), "--connect-timeout", &CONNECT_TIMEOUT_S.to_string()]);
         if let Some(r) = resolver {
             cmd.args(["--resolver", &r.to_string()]);
         }
         let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("start lab-server")?;
         let mut first = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut first)?;
-        let addr: SocketAddr = first
-            .trim()
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .with_context(|| format!("lab-server said {first:?}"))?;
+        let Some(addr) = first.trim().rsplit(' ').next().and_then(|a| a.parse::<SocketAddr>().ok()) else {
+            // It could not listen (a port in use): its own words.
+            let mut said = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said);
+            let _ = child.wait();
+            let said = said.trim();
+            bail!("the built-in {} server did not start: {}", style.as_str(), escaped(said.strip_prefix("handshake-trace: error: ").unwrap_or(said)));
+        };
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
         let stderr = child.stderr.take().unwrap();
@@ -329,11 +332,26 @@ fn plan(scenario: &str, server: ServerKind) -> Result<Plan> {
     Ok(p)
 }
 
+/// The ports of a scenario's `n` servers: `--port P` gives P, P+1, ... (two built-in
+/// servers side by side); none gives 0 (each a free one).
+fn server_ports(port: Option<u16>, n: usize) -> Result<Vec<u16>> {
+    let Some(first) = port else { return Ok(vec![0; n]) };
+    (0..n)
+        .map(|i| {
+            u16::try_from(i)
+                .ok()
+                .and_then(|i| first.checked_add(i))
+                .with_context(|| format!("--port {first}: this scenario's {n} servers need ports {first} to {}, past 65535", u32::from(first) + n as u32 - 1))
+        })
+        .collect()
+}
+
 /// How a scenario runs.
 #[derive(Debug, Clone, Default)]
 pub struct LabOptions {
     pub server: ServerKind,
-    /// The MariaDB's port (`--server mariadb`); None: a free one.
+    /// The port of the lab's server (the next ones for a second built-in server);
+    /// None: free ones.
     pub port: Option<u16>,
     /// Which hooks trace the scenario (`--capture`; the lab teaches with `syscalls`).
     pub capture: CaptureTier,
@@ -353,25 +371,23 @@ pub struct LabOptions {
 /// their files.
 pub async fn run(scenario: &str, lab: LabOptions, out: &mut dyn Write, log: &mut dyn Write) -> Result<()> {
     let LabOptions { server, port, capture, json, record, term, notices, stopping } = lab;
-    if port.is_some() && server != ServerKind::Mariadb {
-        bail!("--port is for --server mariadb (the built-in servers take free ports)");
-    }
     let plan = plan(scenario, server)?;
+    let ports = server_ports(port, plan.servers.len())?;
     handshake_trace::capture::privileges::require_bpf()?;
     let mut servers = Vec::new();
-    for (style, dns_delay) in &plan.servers {
+    for ((style, dns_delay), port) in plan.servers.iter().zip(ports) {
         if stopping.load(Ordering::SeqCst) {
             // The servers started so far are stopped as `servers` drops.
             bail!("stopped by a signal while starting the lab's servers");
         }
         let s = match server {
-            ServerKind::Mariadb => LabServer::mariadb(port.unwrap_or(0))?,
+            ServerKind::Mariadb => LabServer::mariadb(port)?,
             ServerKind::Builtin => {
                 let resolver = match dns_delay {
                     Some(d) => Some(dns::slow_resolver(*d, "client.lab.example")?),
                     None => None,
                 };
-                LabServer::builtin(*style, resolver)?
+                LabServer::builtin(*style, resolver, port)?
             }
         };
         writeln!(log, "lab: {} pid {} listening on {} (connect_timeout {} s)", s.label, s.pid, s.addr, CONNECT_TIMEOUT_S)?;
@@ -514,4 +530,19 @@ fn explain(scenario: &str, servers: &[LabServer], reports: &[Result<ClientReport
         writeln!(log, "  - Nothing to fix: compare this timeline with the failing ones (lab --list).")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_ports;
+
+    #[test]
+    fn a_port_asked_for_goes_to_the_first_server_and_the_next_to_the_second() {
+        assert_eq!(server_ports(None, 2).unwrap(), [0, 0], "free ones by default");
+        assert_eq!(server_ports(Some(3399), 1).unwrap(), [3399]);
+        assert_eq!(server_ports(Some(3399), 2).unwrap(), [3399, 3400]);
+        assert_eq!(server_ports(Some(65535), 1).unwrap(), [65535]);
+        let e = server_ports(Some(65535), 2).unwrap_err().to_string();
+        assert!(e.contains("65535 to 65536, past 65535"), "{e}");
+    }
 }

@@ -125,6 +125,12 @@ impl Observer for AgentObserver {
         self.metrics.announce_servers(listening, unix);
     }
 
+    fn targets(&mut self, targets: &[crate::recording::format::TargetInfo]) {
+        if let Some(f) = &self.flight {
+            f.borrow_mut().set_targets(targets.to_vec());
+        }
+    }
+
     fn raw(&mut self, raw: &[u8], ev: Option<&Event>, addrs: AcceptAddrs) {
         if let Some(f) = &self.flight {
             f.borrow_mut().record(raw, ev, addrs);

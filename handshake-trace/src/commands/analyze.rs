@@ -20,10 +20,11 @@ pub fn analyze(trace: &Trace, opts: &WatchOptions, out: &mut dyn Write, log: &mu
     let h = &trace.header;
     // The header is the file's word: shown escaped, like anything from the wire.
     let targets: Vec<String> = h.targets.iter().map(|t| format!("{} (pid {})", Escaped(&t.comm), t.pid)).collect();
+    // Older flight recordings name no server.
+    let of = if targets.is_empty() { String::new() } else { format!(" of {}", targets.join(", ")) };
     writeln!(
         log,
-        "Analyzing a trace of {} recorded {} on kernel {} by handshake-trace {}{}",
-        targets.join(", "),
+        "Analyzing a trace{of} recorded {} on kernel {} by handshake-trace {}{}",
         Escaped(&h.started),
         Escaped(&h.kernel),
         Escaped(&h.tool_version),
@@ -127,6 +128,27 @@ mod tests {
         let log = String::from_utf8(log).unwrap();
         assert!(log.contains("\\x1b]0;PWNED\\x07mariadbd (pid 7)"), "{log}");
         assert!(!log.trim_end().chars().any(|c| c.is_control() && c != '\n'), "{log:?}");
+    }
+
+    #[test]
+    fn a_header_naming_no_server_reads_without_a_gap() {
+        let header = TraceHeader {
+            tool_version: "0.1.0".into(),
+            kernel: "6.18".into(),
+            started: "2026-11-30T20:00:00Z".into(),
+            clock_offset_ns: 0,
+            targets: Vec::new(),
+            ringbuf_bytes: 4096,
+            redacted: true,
+            covers: None,
+        };
+        let mut file = Vec::new();
+        TraceWriter::new(&mut file, &header).unwrap();
+        let mut log = Vec::new();
+        analyze(&read_trace(&file[..]).unwrap(), &WatchOptions::default(), &mut Vec::new(), &mut log).unwrap();
+        let log = String::from_utf8(log).unwrap();
+        let first = log.lines().next().unwrap();
+        assert_eq!(first, "Analyzing a trace recorded 2026-11-30T20:00:00Z on kernel 6.18 by handshake-trace 0.1.0 (cut short: no trailer)");
     }
 
     #[test]

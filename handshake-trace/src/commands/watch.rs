@@ -281,6 +281,9 @@ pub trait Observer {
     /// The targets' TCP listening addresses, and whether one has a Unix socket: at
     /// start and when the targets change (the metrics' zero series).
     fn servers(&mut self, _listening: &[std::net::SocketAddr], _unix: bool) {}
+    /// The targets (pid, program): at start and when they change (the flight recorder's
+    /// file headers).
+    fn targets(&mut self, _targets: &[TargetInfo]) {}
 }
 
 impl Observer for () {}
@@ -458,6 +461,7 @@ pub async fn live<'s>(
     writeln!(log, "Tracing MySQL handshakes of {names}{on_port}... Hit Ctrl-C to end.")?;
     let (listening, unix) = tracer.listening();
     observer.servers(&listening, unix);
+    observer.targets(&target_infos(&tracer.targets));
     observer.attached(&tracer.health(&pipeline)?)?;
 
     tokio::pin!(stop);
@@ -486,6 +490,7 @@ pub async fn live<'s>(
                 if tracer.tick(&mut pipeline, log)? {
                     let (listening, unix) = tracer.listening();
                     observer.servers(&listening, unix);
+                    observer.targets(&target_infos(&tracer.targets));
                 }
                 observer.tick(&tracer.health(&pipeline)?)?;
             }

@@ -337,7 +337,9 @@ impl Sink for AbnormalLog {
         }
         self.note_dropped(end_ns)?;
         self.buf.clear();
-        json_to_writer(&mut self.buf, &handshake_json(h, &self.clock))?;
+        // A probe (`--probes show`) is a line, not a story: its timeline is left out.
+        let record = handshake_json(h, &self.clock);
+        json_to_writer(&mut self.buf, &if h.probe().is_some() { record.without_events() } else { record })?;
         if self.buf.len() >= RECORD_MAX_BYTES {
             self.buf.clear();
             json_to_writer(&mut self.buf, &handshake_json(h, &self.clock).without_events_over(RECORD_MAX_BYTES))?;

@@ -163,6 +163,8 @@ pub struct FlightRecorder {
     /// Files written, oldest first, with their sizes.
     files: VecDeque<(PathBuf, u64)>,
     metrics: Metrics,
+    /// The traced servers now, for a file's header (`analyze` names them).
+    targets: Vec<TargetInfo>,
 }
 
 impl FlightRecorder {
@@ -186,9 +188,15 @@ impl FlightRecorder {
             bucket: TokenBucket::new(FILES_PER_SECOND),
             files: on_disk,
             metrics,
+            targets: Vec::new(),
         };
         recorder.enforce_caps();
         Ok(recorder)
+    }
+
+    /// The traced servers, at start and whenever they change: a file's header names them.
+    pub fn set_targets(&mut self, targets: Vec<TargetInfo>) {
+        self.targets = targets;
     }
 
     /// Files kept now (this run's and earlier runs').
@@ -271,7 +279,7 @@ impl FlightRecorder {
             Outcome::Dropped
         } else {
             let name = file_name(h.pid, h.fd, h.accept_ns);
-            match self.write(&name, end_ns) {
+            match self.write(&name, h.pid, end_ns) {
                 Ok(()) => Outcome::Written,
                 Err(e) => {
                     if files::is_refusal(&e) {
@@ -287,11 +295,11 @@ impl FlightRecorder {
 
     /// Write the ring to `name` in the folder: under its partial name first, renamed
     /// when whole; a failure removes the partial file.
-    fn write(&mut self, name: &str, end_ns: u64) -> Result<()> {
+    fn write(&mut self, name: &str, pid: u32, end_ns: u64) -> Result<()> {
         let partial = self.opts.dir.join(format!(".{name}.partial"));
         let path = self.opts.dir.join(name);
         let file = files::create_new(&partial)?;
-        let written = self.write_to(file, end_ns).and_then(|size| {
+        let written = self.write_to(file, pid, end_ns).and_then(|size| {
             std::fs::rename(&partial, &path).with_context(|| format!("rename {} to {}", partial.display(), path.display()))?;
             Ok(size)
         });
@@ -311,9 +319,11 @@ impl FlightRecorder {
         Ok(())
     }
 
-    /// The ring as a trace file; its size in bytes.
-    fn write_to(&mut self, file: std::fs::File, end_ns: u64) -> Result<u64> {
-        let targets: Vec<TargetInfo> = Vec::new();
+    /// The ring as a trace file (its header names the traced servers, the handshake's
+    /// server `pid` first); its size in bytes.
+    fn write_to(&mut self, file: std::fs::File, pid: u32, end_ns: u64) -> Result<u64> {
+        let mut targets = self.targets.clone();
+        targets.sort_by_key(|t| (t.pid != pid, t.pid));
         let header = TraceHeader { covers: self.window(), ..header(&self.clock, targets, self.ringbuf_bytes) };
         let mut w = TraceWriter::new(BufWriter::with_capacity(1 << 16, file), &header)?.buffered();
         let mut at = 0;

@@ -235,7 +235,7 @@ impl Metrics {
         r.register("targets", "Server processes traced", m.targets.clone());
         r.register(
             "unseen_unix_listeners",
-            "Unix-socket listeners of the traced servers whose clients this capture tier cannot see (the socket tier on a kernel without tp_btf sk_data_ready, before 6.6; --capture syscalls sees them)",
+            "Unix-socket listeners of the traced servers whose clients this capture tier cannot see (the socket tier follows them only where the kernel has the tp_btf sk_data_ready hook; --capture syscalls sees them)",
             m.unseen_unix_listeners.clone(),
         );
         r.register(

@@ -490,6 +490,25 @@ fn probe(mut h: Handshake) -> Handshake {
     h
 }
 
+/// Issue 24 item 7: with `--probes show` a port check reaches the log as one short
+/// record, without its timeline; other abnormal handshakes keep theirs.
+#[test]
+fn the_abnormal_log_writes_probes_without_their_timeline() {
+    let (log, out) = AbnormalLog::in_memory(100.0, Metrics::new().0);
+    let mut log = log;
+    log.handshake(&probe(one(&poll_timeout_events()))).unwrap();
+    log.handshake(&later(one(&poll_timeout_events()), S)).unwrap();
+    log.finish().unwrap();
+    let text = String::from_utf8(out.borrow().clone()).unwrap();
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2, "{text}");
+    assert_eq!(records[0]["probe"], "port_check", "{text}");
+    assert!(records[0].get("events").is_none() && records[0].get("events_left_out_over_bytes").is_none(), "{:#}", records[0]);
+    assert!(records[0]["verdict"].is_string() && records[0]["blame"].is_object(), "{:#}", records[0]);
+    assert!(records[1]["probe"].is_null(), "{text}");
+    assert!(records[1]["events"].as_array().is_some_and(|e| !e.is_empty()), "{:#}", records[1]);
+}
+
 fn flight_files(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
@@ -553,6 +572,30 @@ fn flight_files_are_named_without_a_negative_fd() {
     assert_eq!(super::flight::file_name(42, 17, 123), "abnormal-42-17-123.htrace");
     // The socket tier knows no fd (-1).
     assert_eq!(super::flight::file_name(42, -1, 123), "abnormal-42-123.htrace");
+}
+
+/// Issue 24 item 7: a flight file names the traced servers (the handshake's first), so
+/// its replay says whose trace it is; a crafted program name reaches the terminal escaped.
+#[test]
+fn a_flight_file_names_the_handshakes_server_first_and_analyze_shows_it_escaped() {
+    use crate::recording::format::TargetInfo;
+    let dir = std::env::temp_dir().join(format!("handshake-trace-flight-targets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (mut f, _) = flight_recorder(&dir, 10, 5);
+    let other = TargetInfo { pid: 1, comm: "mysqld".into(), exe: None };
+    let ours = TargetInfo { pid: PID, comm: "maria\x1b[2Jdb".into(), exe: Some("/usr/sbin/mariadbd".into()) };
+    f.set_targets(vec![other.clone(), ours.clone()]);
+    push_at(&mut f, GEN);
+    f.handshake(&one(&poll_timeout_events()));
+    let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let trace = crate::recording::format::read_trace(std::io::BufReader::new(std::fs::File::open(&file).unwrap())).unwrap();
+    assert_eq!(trace.header.targets, vec![ours, other], "the handshake's server first");
+    let mut log = Vec::new();
+    crate::commands::analyze::analyze(&trace, &Default::default(), &mut Vec::new(), &mut log).unwrap();
+    let log = String::from_utf8(log).unwrap();
+    let first = log.lines().next().unwrap();
+    assert!(first.starts_with(&format!("Analyzing a trace of maria\\x1b[2Jdb (pid {PID}), mysqld (pid 1) recorded ")), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
