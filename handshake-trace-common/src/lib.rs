@@ -389,8 +389,9 @@ pub struct UnixConnectEvent {
 }
 
 /// `SockConn::flags`: a Unix-socket connection (its bytes come from the server's
-/// reads and writes, not from packets).
-pub const CONN_UNIX: u32 = 4;
+/// reads and writes, not from packets). A bit of its own: the handshake state
+/// ([`CONN_TLS`], [`CONN_SSL_HEADER`], [`CONN_SSL_REQUESTED`]) shares the field.
+pub const CONN_UNIX: u32 = 16;
 
 /// Socket tier: filter slots for Unix sockets (which have no ports) after the
 /// [`SOCK_SLOTS`] slots of TCP, by the socket's `sk_hash` (for an unbound or accepted
@@ -863,6 +864,19 @@ mod tests {
         assert_eq!(size_of::<EarlyData>(), 8 + 4 * 4 + PAYLOAD_MAX);
         assert_eq!(size_of::<UnixConnectEvent>(), size_of::<EventHeader>() + 8 + 4 + 4 + 16 + 8);
         assert_eq!(size_of::<UnixOffsets>(), 18 * 4);
+    }
+
+    #[test]
+    fn the_connection_flags_are_distinct_bits() {
+        // CONN_UNIX once shared SSL_HEADER's bit: a Unix login's header cleared it and
+        // the connection's later bytes went unseen.
+        let flags = [CONN_TLS, CONN_SSL_HEADER, CONN_SSL_REQUESTED, CONN_UNIX];
+        for (i, a) in flags.iter().enumerate() {
+            assert_eq!(a.count_ones(), 1);
+            for b in &flags[i + 1..] {
+                assert_eq!(a & b, 0, "{a:#x} and {b:#x} overlap");
+            }
+        }
     }
 
     #[test]
