@@ -324,8 +324,8 @@ fn a_signal_mid_scenario_stops_every_server_and_client_of_the_lab() {
         while !line.starts_with("Tracing") {
             line.clear();
             assert!(stderr.read_line(&mut line).unwrap() > 0, "{args:?}: lab ended before tracing");
-            // "lab: built-in poll server pid 123 listening on ..."
-            if let Some(p) = line.split(" pid ").nth(1).and_then(|r| r.split(' ').next()) {
+            // "lab: built-in poll server pid 123 listening on ..." (other lines name pids too)
+            if let Some(p) = line.strip_prefix("lab: ").and_then(|l| l.split(" pid ").nth(1)).and_then(|r| r.split(' ').next()) {
                 servers.push(p.parse::<u32>().unwrap());
             }
         }
