@@ -130,9 +130,9 @@ mod tests {
         assert!(!log.trim_end().chars().any(|c| c.is_control() && c != '\n'), "{log:?}");
     }
 
-    #[test]
-    fn a_header_naming_no_server_reads_without_a_gap() {
-        let header = TraceHeader {
+    /// A trace header of 2026-11-30 that names no server.
+    fn header_naming_no_server() -> TraceHeader {
+        TraceHeader {
             tool_version: "0.1.0".into(),
             kernel: "6.18".into(),
             started: "2026-11-30T20:00:00Z".into(),
@@ -141,7 +141,12 @@ mod tests {
             ringbuf_bytes: 4096,
             redacted: true,
             covers: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_header_naming_no_server_reads_without_a_gap() {
+        let header = header_naming_no_server();
         let mut file = Vec::new();
         TraceWriter::new(&mut file, &header).unwrap();
         let mut log = Vec::new();
@@ -153,16 +158,7 @@ mod tests {
 
     #[test]
     fn a_trace_cut_short_reports_loss_as_unknown() {
-        let header = TraceHeader {
-            tool_version: "0.1.0".into(),
-            kernel: "6.18".into(),
-            started: "2026-11-30T20:00:00Z".into(),
-            clock_offset_ns: 0,
-            targets: Vec::new(),
-            ringbuf_bytes: 4096,
-            redacted: true,
-            covers: None,
-        };
+        let header = header_naming_no_server();
         let summary_of = |file: &[u8]| {
             let trace = read_trace(file).unwrap();
             let s = analyze(&trace, &WatchOptions::default(), &mut Vec::new(), &mut Vec::new()).unwrap();

@@ -22,10 +22,6 @@ pub fn double_attr(key: &str, value: f64) -> KeyValue {
     attr(key, any_value::Value::DoubleValue(value))
 }
 
-pub fn bool_attr(key: &str, value: bool) -> KeyValue {
-    attr(key, any_value::Value::BoolValue(value))
-}
-
 /// Who made the data: this tool.
 pub fn scope() -> InstrumentationScope {
     InstrumentationScope { name: "handshake-trace".into(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() }
